@@ -1,0 +1,43 @@
+//! tracker's test harness: the namespace lab ([`lab`]) that the integration tests in `tests/`
+//! and `cargo xtask lab` build, plus helpers for running commands ([`cmd`]), handling foreign
+//! processes ([`procs`]) and deciding whether a privileged test may run.
+
+pub mod cmd;
+pub mod lab;
+pub mod procs;
+
+pub use cmd::ChildGuard;
+pub use lab::{Lab, LabNames, Ns};
+
+use std::path::PathBuf;
+
+/// Whether we run as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For tests that need root: true when they may run. Without root it prints
+/// "skipped: needs root" and returns false, except under CI (`CI=true`), where skipping would
+/// hide a broken setup, so it panics instead.
+pub fn root_or_skip() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test needs root, and CI=true forbids skipping it"
+    );
+    println!("skipped: needs root");
+    false
+}
+
+/// The tracker binary under test: `$TRACKER_BIN` (set by `cargo xtask test`), else
+/// `target/release/tracker` in this workspace.
+pub fn tracker_bin() -> PathBuf {
+    std::env::var_os("TRACKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracker")
+        })
+}

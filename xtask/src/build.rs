@@ -1,0 +1,40 @@
+//! `cargo xtask build` and `cargo xtask run`: building the tracker binary (whose build script
+//! builds the eBPF programs) and running the daemon from it.
+
+use crate::{repo_root, setup, target_dir};
+use anyhow::{Result, ensure};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use tracker_tests::cmd::run_visible;
+
+/// Runs setup, builds tracker-user and returns the path of the `tracker` binary.
+pub fn build(release: bool) -> Result<PathBuf> {
+    setup::all()?;
+    let mut cargo = Command::new("cargo");
+    cargo
+        .current_dir(repo_root())
+        .args(["build", "-p", "tracker-user"]);
+    if release {
+        cargo.arg("--release");
+    }
+    run_visible(&mut cargo)?;
+    let bin = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("tracker");
+    ensure!(
+        bin.is_file(),
+        "cargo build succeeded but {} does not exist",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Builds, then becomes `tracker run ARGS`, so the terminal's Ctrl-C goes to the daemon itself
+/// rather than to a parent that would have to forward it.
+pub fn run(args: &[OsString]) -> Result<()> {
+    let bin = build(true)?;
+    let err = Command::new(&bin).arg("run").args(args).exec();
+    Err(anyhow::Error::new(err).context(format!("cannot exec {} run", bin.display())))
+}

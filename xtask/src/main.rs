@@ -1,0 +1,142 @@
+//! `cargo xtask`: the developer entry point of the tracker workspace. Owns the command line and
+//! dispatches to one module per task; each task's `--help` explains what it does.
+
+mod build;
+mod lab;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracker_tests::lab::DEFAULT_PREFIX;
+
+/// Developer tasks for tracker: install the toolchain, build, run the daemon, try it in a
+/// namespace lab, run the tests.
+///
+/// Start with `cargo xtask setup` (as root), then `cargo xtask test`. To try tracker without a
+/// VPN: `cargo xtask lab up`, which prints what to do next.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything tracker needs to build and test (root; idempotent).
+    ///
+    /// Installs the Debian packages (wireguard-go, wireguard-tools, xdp-tools, bpftool, tshark,
+    /// iperf3, socat, ...) without recommends, rust-src for the nightly toolchain, and
+    /// bpf-linker 0.13.0 built against nightly's own LLVM (about 3 minutes, only the first
+    /// time). Prints nothing when everything is present.
+    Setup,
+    /// Build the tracker binary (runs setup first).
+    ///
+    /// `cargo build --release -p tracker-user`; its build script compiles the eBPF programs with
+    /// nightly and bpf-linker. The binary is target/release/tracker (target/debug/tracker with
+    /// --debug).
+    Build {
+        /// Build without optimisations.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run the daemon: `tracker run ARGS` (in place of this process).
+    ///
+    /// Arguments after `--` go to `tracker run`, e.g. `cargo xtask run -- --iface wg0`. The
+    /// daemon defaults to --iface wg0. Ctrl-C reaches the daemon directly. To run it in the
+    /// lab instead, see `cargo xtask lab up`.
+    Run {
+        /// Arguments for `tracker run`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// A three-namespace lab (phone -> WireGuard -> VPN host -> internet) to try tracker in.
+    #[command(subcommand)]
+    Lab(LabTask),
+    /// Run the whole test suite: setup, release build, then `cargo test --release`.
+    ///
+    /// Sets TRACKER_BIN to the freshly built target/release/tracker. Arguments after `--` go to
+    /// cargo test, e.g. `cargo xtask test -- --test lab -- --nocapture`.
+    /// Tests that need root fail under CI=true and are skipped otherwise when not root.
+    Test {
+        /// Arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabTask {
+    /// Build the lab and leave it running in the background (root).
+    ///
+    /// Namespaces PREFIX-phone, PREFIX-vpn and PREFIX-net: the phone's WireGuard tunnel
+    /// (wireguard-go) ends on the VPN host's wg0, which forwards to "the internet", where
+    /// 203.0.113.10, 203.0.113.20, 198.51.100.30, 2001:db8:2::10 and 2001:db8:2::20 serve HTTP
+    /// on port 80 and UDP echo on port 9000. A lab already up with the same prefix is rebuilt.
+    /// Prints example commands.
+    Up {
+        /// Names the lab's namespaces and interfaces; only the default gives the VPN
+        /// interface the name wg0.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Tear the lab down, including leftovers of crashed tests with the same prefix (root).
+    Down {
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Show the labs present: namespaces, processes inside them, WireGuard state.
+    Status,
+    /// Internal: builds the lab and holds it until SIGTERM (started by `lab up`).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Setup => setup::all(),
+        Task::Build { debug } => {
+            build::build(!debug).map(|bin| println!("built {}", bin.display()))
+        }
+        Task::Run { args } => build::run(&args),
+        Task::Lab(LabTask::Up { prefix }) => lab::up(&prefix),
+        Task::Lab(LabTask::Down { prefix }) => lab::down(&prefix),
+        Task::Lab(LabTask::Status) => lab::status(),
+        Task::Lab(LabTask::Hold { prefix }) => lab::hold(&prefix),
+        Task::Test { args } => test::run(&args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn repo_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
