@@ -1,0 +1,16 @@
+//! Pure logic that names flows: DNS, TLS SNI, HTTP Host, address classes.
+//!
+//! Nothing here does I/O or keeps global state: the daemon feeds packet payloads and timestamps
+//! in and stores what comes out. Every parser takes untrusted bytes, never panics on them, and
+//! renders names in one canonical form (lower case, no trailing dot, odd bytes escaped as `\DDD`
+//! by [`domain::display_escaped`]) so that DNS, SNI and HTTP names compare equal.
+
+pub mod addr;
+pub mod dns;
+pub mod domain;
+pub mod http;
+pub mod names;
+pub mod tls;
+
+#[cfg(test)]
+mod pcap_tests;
