@@ -247,11 +247,13 @@ fn print_status(names: &LabNames) -> Result<()> {
             .iter()
             .map(|p| format!("{} ({})", p.program(), p.pid))
             .collect();
-        println!(
-            "  {}: processes: {}",
-            names.ns_name(ns),
-            or_none(&inside.join(", "))
-        );
+        // Other users' /proc/PID/ns entries are unreadable, so only root sees who is inside.
+        let inside = match (inside.is_empty(), tracker_tests::is_root()) {
+            (false, _) => inside.join(", "),
+            (true, true) => "none".to_owned(),
+            (true, false) => "(run as root to see)".to_owned(),
+        };
+        println!("  {}: processes: {inside}", names.ns_name(ns));
     }
     if names.ns_path(Ns::Vpn).exists() && tracker_tests::is_root() {
         let shown = run(names.cmd(Ns::Vpn, "wg").args(["show", &names.vpn_iface]))
@@ -261,10 +263,6 @@ fn print_status(names: &LabNames) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn or_none(list: &str) -> &str {
-    if list.is_empty() { "none" } else { list }
 }
 
 fn print_summary(names: &LabNames, keeper: u32) {
