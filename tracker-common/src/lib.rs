@@ -1,0 +1,226 @@
+//! The ABI shared by tracker's kernel programs and its userspace: map names, keys, values and
+//! ring-buffer events. Every layout here is `#[repr(C)]` with explicit padding, because the kernel
+//! hashes and compares map keys byte for byte: an uninitialised padding byte would split one flow
+//! into many.
+#![no_std]
+
+/// Names of the BPF maps and programs. The eBPF crate declares its statics with exactly these
+/// names (aya takes the map name from the static's name); userspace looks them up through these
+/// constants, and a kernel test checks that every name here exists in the built object.
+pub mod names {
+    /// `LRU_PERCPU_HASH<FlowKey, FlowStats>`: one entry per flow.
+    pub const FLOWS: &str = "FLOWS";
+    /// `LPM_TRIE<[u8; 4], BlockValue>` (key: prefix length + address): IPv4 block rules.
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// `LPM_TRIE<[u8; 16], BlockValue>`: IPv6 block rules.
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// `PERCPU_ARRAY<u64>`, indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+    /// `RINGBUF` carrying [`crate::Event`]s.
+    pub const EVENTS: &str = "EVENTS";
+    /// The XDP program (ingress: traffic from the clients behind the interface).
+    pub const PROG_XDP: &str = "tracker_xdp";
+    /// The TC classifier attached to egress (traffic to the clients).
+    pub const PROG_TC_EGRESS: &str = "tracker_tc_egress";
+    /// Every map, for pinning and for the kernel test that checks the object.
+    pub const ALL_MAPS: [&str; 5] = [FLOWS, BLOCK_V4, BLOCK_V6, COUNTERS, EVENTS];
+    /// Read-only globals set by the loader (`EbpfLoader::set_global`).
+    pub const GLOBAL_L2_LEN: &str = "L2_LEN";
+}
+
+/// Default sizes; the daemon's flags override them at load time.
+pub mod defaults {
+    /// Flow table entries. 64 Ki flows cover a household of phones for hours between sweeps.
+    pub const FLOW_ENTRIES: u32 = 65_536;
+    /// Block rules per family.
+    pub const BLOCK_ENTRIES: u32 = 16_384;
+    /// Ring buffer size in bytes (a power of two, as the kernel requires).
+    pub const EVENTS_BYTES: u32 = 4 << 20;
+    /// Minimum gap between two block-hit events for the same rule.
+    pub const BLOCK_EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+}
+
+/// Address family tags stored in [`FlowKey::family`].
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers the programs look into.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Length of the link-layer header in front of the IP header, set by the loader from the
+/// interface's link type: 0 for WireGuard/TUN (ARPHRD_NONE), 14 for Ethernet.
+pub const L2_LEN_NONE: u32 = 0;
+pub const L2_LEN_ETHERNET: u32 = 14;
+
+/// Bytes of L4 payload copied into a [`PayloadEvent`]. 1280 holds every DNS message a resolver
+/// sends over UDP to a client that advertises the DNS-flag-day EDNS size (1232) and the start of
+/// a TLS ClientHello up to and including the server name in practice.
+pub const PAYLOAD_CAP: usize = 1280;
+
+/// One flow, as seen from the interface: `client` is the host behind the interface (the phone
+/// on `wg0`), `remote` the other end. Ingress packets go client -> remote ("up"), egress packets
+/// remote -> client ("down").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Network byte order; an IPv4 address fills the first 4 bytes, the rest are zero.
+    pub client: [u8; 16],
+    pub remote: [u8; 16],
+    /// Host byte order. Zero for protocols without ports and for non-first fragments.
+    pub client_port: u16,
+    pub remote_port: u16,
+    /// IP protocol number (the transport header found after IPv6 extension headers).
+    pub protocol: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Per-CPU counters of one flow. Userspace sums packets and bytes over CPUs, takes the smallest
+/// non-zero `first_seen_ns`, the largest `last_seen_ns` and ORs the flag bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub packets_up: u64,
+    pub bytes_up: u64,
+    pub packets_down: u64,
+    pub bytes_down: u64,
+    /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME: keeps counting through suspend).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// TCP flags (FIN=0x01 .. CWR=0x80) seen in either direction.
+    pub tcp_flags: u8,
+    /// [`FLOW_PAYLOAD_UP`] / [`FLOW_PAYLOAD_DOWN`]: a first-payload event was sent.
+    pub payload_sent: u8,
+    pub _pad: [u8; 6],
+}
+
+pub const FLOW_PAYLOAD_UP: u8 = 1;
+pub const FLOW_PAYLOAD_DOWN: u8 = 2;
+
+/// Value of a block rule in the LPM tries. The kernel increments `packets_dropped` atomically
+/// (several CPUs may drop for one rule at once) and overwrites the timestamps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BlockValue {
+    /// The rule's id in SQLite, reported in block-hit events.
+    pub rule_id: u32,
+    pub _pad: u32,
+    pub packets_dropped: u64,
+    /// `bpf_ktime_get_boot_ns()` of the last drop; 0 = never.
+    pub last_hit_ns: u64,
+    /// Last block-hit event, to rate-limit them to one per rule per interval.
+    pub last_event_ns: u64,
+}
+
+/// Indexes into the `COUNTERS` per-CPU array. Userspace sums over CPUs.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the programs ran on.
+    Seen = 0,
+    Passed = 1,
+    Dropped = 2,
+    /// Packets that were not IPv4/IPv6 or whose headers were truncated or malformed. They pass.
+    ParseErrors = 3,
+    /// Ring buffer reservations that failed because the ring was full.
+    RingLost = 4,
+    /// Flow entries created; with the live entry count this gives LRU evictions.
+    FlowsCreated = 5,
+    /// Flow map updates that failed (never expected with an LRU map; counted, not hidden).
+    FlowUpdateErrors = 6,
+    /// Non-first IP fragments (counted against the flow without ports).
+    Fragments = 7,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 8;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Seen,
+        Counter::Passed,
+        Counter::Dropped,
+        Counter::ParseErrors,
+        Counter::RingLost,
+        Counter::FlowsCreated,
+        Counter::FlowUpdateErrors,
+        Counter::Fragments,
+    ];
+
+    /// Stable snake_case name, used in `tracker status --format json`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Seen => "packets_seen",
+            Counter::Passed => "packets_passed",
+            Counter::Dropped => "packets_dropped",
+            Counter::ParseErrors => "parse_errors",
+            Counter::RingLost => "ring_lost",
+            Counter::FlowsCreated => "flows_created",
+            Counter::FlowUpdateErrors => "flow_update_errors",
+            Counter::Fragments => "fragments",
+        }
+    }
+}
+
+/// Kinds of ring-buffer events, stored in [`EventHeader::kind`].
+pub mod event_kind {
+    /// A flow entry was created.
+    pub const FLOW_NEW: u8 = 1;
+    /// A packet was dropped by a block rule (rate-limited per rule).
+    pub const BLOCK_HIT: u8 = 2;
+    /// A DNS message (UDP or TCP port 53): a [`crate::PayloadEvent`].
+    pub const DNS: u8 = 3;
+    /// The first L4 payload of a flow in one direction (TLS ClientHello, HTTP request, QUIC
+    /// Initial): a [`crate::PayloadEvent`].
+    pub const FIRST_PAYLOAD: u8 = 4;
+}
+
+/// Direction of a packet relative to the client.
+pub const DIR_UP: u8 = 0;
+pub const DIR_DOWN: u8 = 1;
+
+/// Start of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventHeader {
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// [`DIR_UP`] or [`DIR_DOWN`].
+    pub direction: u8,
+    pub _pad: [u8; 2],
+    /// For [`event_kind::BLOCK_HIT`]: the rule that dropped; otherwise 0.
+    pub rule_id: u32,
+    pub ts_ns: u64,
+    pub key: FlowKey,
+}
+
+/// An event that carries packet bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadEvent {
+    pub header: EventHeader,
+    /// L4 payload length of the packet.
+    pub payload_len: u32,
+    /// Bytes copied into `data` (at most [`PAYLOAD_CAP`]).
+    pub captured_len: u32,
+    pub data: [u8; PAYLOAD_CAP],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with padding
+    // spelled out as fields, so every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::BlockValue {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FlowKey>() == 40);
+    assert!(core::mem::size_of::<FlowStats>() == 56);
+    assert!(core::mem::size_of::<BlockValue>() == 32);
+    assert!(core::mem::size_of::<EventHeader>() == 56);
+    assert!(core::mem::size_of::<PayloadEvent>() == 56 + 8 + PAYLOAD_CAP);
+};

@@ -1,0 +1,334 @@
+//! tracker's kernel side: an XDP program for ingress (client -> remote, "up") and a TC classifier
+//! for egress (remote -> client, "down") that share one flow table, one pair of block tries and
+//! one event ring. The entry points are thin; the work is in fallible `try_` functions.
+#![no_std]
+#![no_main]
+// The BPF target does not advertise 64-bit atomics to `core::sync::atomic`, yet the kernel has
+// BPF_ATOMIC add (BPF_XADD) for map values; the intrinsic emits exactly that instruction.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic_xadd is the only way to emit BPF_XADD from Rust")]
+
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::{
+        bpf_ktime_get_boot_ns,
+        generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    },
+    macros::{classifier, map, xdp},
+    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{TcContext, XdpContext},
+};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use parse::{ParseError, Parsed, parse};
+use tracker_common::{
+    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, FAMILY_V4, FLOW_PAYLOAD_DOWN,
+    FLOW_PAYLOAD_UP, FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent,
+    defaults, event_kind,
+};
+
+/// Link-layer header length in front of IP (`tracker_common::L2_LEN_*`). Set by the loader
+/// before the program is verified; being read-only data, the verifier prunes the branch for the
+/// other link type.
+#[unsafe(no_mangle)]
+static L2_LEN: u32 = 0;
+
+// Map names are the statics' names and must match `tracker_common::names` (checked by a test).
+#[map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+    LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
+/// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
+#[map]
+static BLOCK_V4: LpmTrie<[u8; 4], BlockValue> =
+    LpmTrie::pinned(defaults::BLOCK_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+#[map]
+static BLOCK_V6: LpmTrie<[u8; 16], BlockValue> =
+    LpmTrie::pinned(defaults::BLOCK_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::pinned(defaults::EVENTS_BYTES, 0);
+
+/// DNS over UDP and TCP (RFC 1035, RFC 7766); its payload goes to userspace for naming.
+const DNS_PORT: u16 = 53;
+/// `BPF_NOEXIST`: create only, so a racing CPU's entry is never overwritten.
+const BPF_NOEXIST: u64 = 1;
+/// How many bytes of headers `tracker_tc_egress` wants in the linear part of the skb.
+const TC_PULL_LEN: u32 = 128;
+
+enum Verdict {
+    Pass,
+    Drop,
+}
+
+#[xdp]
+pub fn tracker_xdp(ctx: XdpContext) -> u32 {
+    match try_xdp(&ctx) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[classifier]
+pub fn tracker_tc_egress(ctx: TcContext) -> i32 {
+    match try_tc_egress(&ctx) {
+        // UNSPEC, not OK: let any later classifier (TCX or cls_bpf) still run; with nothing
+        // after us the packet continues as with TC_ACT_OK.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+/// The two attach points differ in how they read packet bytes.
+trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// Copies `len` (1..=PAYLOAD_CAP) bytes at `off` into `dst`.
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool;
+}
+
+impl Frame for XdpContext {
+    fn start(&self) -> usize {
+        self.data()
+    }
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.ctx, off, dst.cast(), len) == 0 }
+    }
+}
+
+impl Frame for TcContext {
+    fn start(&self) -> usize {
+        self.data()
+    }
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off, dst.cast(), len) == 0 }
+    }
+}
+
+fn l2_len() -> u32 {
+    unsafe { core::ptr::read_volatile(&L2_LEN) }
+}
+
+fn try_xdp(ctx: &XdpContext) -> Verdict {
+    count(Counter::Seen, 1);
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    // Generic XDP hands us a linear copy of the whole skb, so a packet that wireguard-go
+    // coalesced (GRO) arrives here as one large packet: it is counted as one.
+    let verdict = handle(ctx, len, true, 1);
+    finish(verdict)
+}
+
+fn try_tc_egress(ctx: &TcContext) -> Verdict {
+    count(Counter::Seen, 1);
+    let skb = ctx.skb.skb;
+    let len = ctx.len();
+    // Headers of locally generated packets are linear; forwarded ones may not be. Pulling only
+    // when the linear part is short keeps the common path free of the helper call.
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < TC_PULL_LEN && len > linear {
+        let _ = ctx.pull_data(if len < TC_PULL_LEN { len } else { TC_PULL_LEN });
+    }
+    // A GSO skb is one super-packet that the device (wireguard-go) cuts into gso_segs IP
+    // packets; count what reaches the client: segments, each with its own copy of the headers.
+    let segs = unsafe { (*skb).gso_segs };
+    let verdict = handle(ctx, len, false, if segs == 0 { 1 } else { segs });
+    finish(verdict)
+}
+
+fn finish(v: Verdict) -> Verdict {
+    match v {
+        Verdict::Pass => count(Counter::Passed, 1),
+        Verdict::Drop => count(Counter::Dropped, 1),
+    }
+    v
+}
+
+#[inline(always)]
+fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
+    let p = match parse(ctx.start(), ctx.end(), l2_len(), frame_len) {
+        Ok(p) => p,
+        Err(ParseError::Malformed | ParseError::NotIp) => {
+            count(Counter::ParseErrors, 1);
+            return Verdict::Pass;
+        }
+    };
+    let key = p.key(up);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if let Some(rule) = blocked(&key) {
+        on_block(rule, &key, up, now);
+        return Verdict::Drop;
+    }
+    if p.fragment {
+        count(Counter::Fragments, 1);
+    }
+    account(ctx, &p, &key, up, segs, now);
+    Verdict::Pass
+}
+
+/// The block rule covering the remote address, if any (longest prefix wins, by the trie).
+#[inline(always)]
+fn blocked(key: &FlowKey) -> Option<*mut BlockValue> {
+    let value = if key.family == FAMILY_V4 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&key.remote[..4]);
+        BLOCK_V4.get(Key::new(32, a))
+    } else {
+        BLOCK_V6.get(Key::new(128, key.remote))
+    };
+    // The trie hands out a shared reference; the value is updated in place with atomics, as the
+    // kernel allows for map values.
+    value.map(|v| v as *const BlockValue as *mut BlockValue)
+}
+
+#[inline(always)]
+fn on_block(rule: *mut BlockValue, key: &FlowKey, up: bool, now: u64) {
+    let (rule_id, last_event) = unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*rule).packets_dropped, 1);
+        (*rule).last_hit_ns = now;
+        ((*rule).rule_id, (*rule).last_event_ns)
+    };
+    // Rate-limited: a blocked host that an app retries in a tight loop must not flood the ring.
+    if now.wrapping_sub(last_event) < defaults::BLOCK_EVENT_INTERVAL_NS {
+        return;
+    }
+    unsafe { (*rule).last_event_ns = now };
+    if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
+        entry.write(header(event_kind::BLOCK_HIT, key, up, rule_id, now));
+        entry.submit(0);
+    } else {
+        count(Counter::RingLost, 1);
+    }
+}
+
+#[inline(always)]
+fn header(kind: u8, key: &FlowKey, up: bool, rule_id: u32, now: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        direction: if up { DIR_UP } else { DIR_DOWN },
+        _pad: [0; 2],
+        rule_id,
+        ts_ns: now,
+        key: *key,
+    }
+}
+
+#[inline(always)]
+fn account<F: Frame>(ctx: &F, p: &Parsed, key: &FlowKey, up: bool, segs: u32, now: u64) {
+    // Every segment repeats the IP and transport headers.
+    let bytes = p.ip_len as u64 + (segs as u64 - 1) * p.headers_len as u64;
+    let payload_len = p.payload_len();
+    let is_dns = (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
+        && (key.remote_port == DNS_PORT || key.client_port == DNS_PORT);
+    let dir_bit = if up { FLOW_PAYLOAD_UP } else { FLOW_PAYLOAD_DOWN };
+
+    let mut first_payload = false;
+    if let Some(s) = FLOWS.get_ptr_mut(key) {
+        let s = unsafe { &mut *s };
+        if up {
+            s.packets_up += segs as u64;
+            s.bytes_up += bytes;
+        } else {
+            s.packets_down += segs as u64;
+            s.bytes_down += bytes;
+        }
+        // Per-CPU value: another CPU may have created the entry, leaving ours zeroed.
+        if s.first_seen_ns == 0 {
+            s.first_seen_ns = now;
+        }
+        s.last_seen_ns = now;
+        s.tcp_flags |= p.tcp_flags;
+        if payload_len > 0 && s.payload_sent & dir_bit == 0 {
+            s.payload_sent |= dir_bit;
+            first_payload = true;
+        }
+    } else {
+        let segs = segs as u64;
+        let stats = FlowStats {
+            packets_up: if up { segs } else { 0 },
+            bytes_up: if up { bytes } else { 0 },
+            packets_down: if up { 0 } else { segs },
+            bytes_down: if up { 0 } else { bytes },
+            first_seen_ns: now,
+            last_seen_ns: now,
+            tcp_flags: p.tcp_flags,
+            payload_sent: if payload_len > 0 { dir_bit } else { 0 },
+            _pad: [0; 6],
+        };
+        match FLOWS.insert(key, &stats, BPF_NOEXIST) {
+            Ok(()) => {
+                count(Counter::FlowsCreated, 1);
+                if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
+                    entry.write(header(event_kind::FLOW_NEW, key, up, 0, now));
+                    entry.submit(0);
+                } else {
+                    count(Counter::RingLost, 1);
+                }
+                first_payload = payload_len > 0;
+            }
+            // Another CPU created it between our lookup and insert: this packet is lost to the
+            // counters, but it is counted as such.
+            Err(_) => count(Counter::FlowUpdateErrors, 1),
+        }
+    }
+
+    if is_dns && payload_len > 0 {
+        emit_payload(ctx, event_kind::DNS, p, key, up, now);
+    } else if first_payload {
+        emit_payload(ctx, event_kind::FIRST_PAYLOAD, p, key, up, now);
+    }
+}
+
+#[inline(always)]
+fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, key: &FlowKey, up: bool, now: u64) {
+    let payload_len = p.payload_len();
+    if payload_len == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
+        count(Counter::RingLost, 1);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // The load helpers need a length the verifier can prove is in 1..=PAYLOAD_CAP. Clamping
+    // the index of the last byte and adding one gives it that range directly; the black_box
+    // keeps LLVM from folding this back into `min(len, cap)` with a separate zero test, which
+    // the verifier cannot connect to the length ("invalid zero-sized read").
+    let mut last = payload_len - 1;
+    if last > PAYLOAD_CAP as u32 - 1 {
+        last = PAYLOAD_CAP as u32 - 1;
+    }
+    let n = core::hint::black_box(last) + 1;
+    // The payload may continue past the linear data; the load helpers read from the whole
+    // packet (skb frags, XDP frags) so the copy is not limited to what direct access sees.
+    let copied = ctx.load(p.payload_off, unsafe { (&raw mut (*ev).data).cast() }, n);
+    unsafe {
+        (&raw mut (*ev).header).write(header(kind, key, up, 0, now));
+        (&raw mut (*ev).payload_len).write(payload_len);
+        (&raw mut (*ev).captured_len).write(if copied { n } else { 0 });
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn count(c: Counter, n: u64) {
+    if let Some(v) = COUNTERS.get_ptr_mut(c as u32) {
+        unsafe { *v += n };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,355 @@
+//! The command line: argument definitions (with the help text that teaches), and one function per
+//! command that reads the store or the pinned maps and prints through [`output`].
+
+pub mod output;
+mod run;
+
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tracker_common::{Counter, names};
+
+use crate::{
+    blocking::{self, KIND_IP, KernelBlocks},
+    kernel::{self, PinDir},
+    store::{self, FlowQuery, Store},
+    timefmt,
+};
+use output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracker",
+    version,
+    about = "See every server the devices behind your WireGuard VPN talk to, and block them in the kernel.",
+    long_about = "tracker watches a WireGuard interface (wg0) with an XDP program and a TC program, \
+counts every flow in the kernel, keeps them in a SQLite database, and drops traffic to hosts you \
+block, before it reaches the rest of the system.\n\n\
+Start the daemon with `tracker run` (as root), then, in another shell:\n  \
+tracker flows                      who the phone talked to, biggest first\n  \
+tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
+tracker blocks                     rules and how many packets each dropped\n  \
+tracker unblock-ip 203.0.113.7     undo\n  \
+tracker status                     is it running, and what the kernel counted\n\n\
+Every command uses the same database and pin directory as the daemon unless told otherwise.",
+    after_help = "Docs: README.md; the database schema: docs/schema.md."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, with the daemon's defaults, so the CLI and the daemon agree
+/// without extra flags.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// SQLite database (created if missing).
+    #[arg(long, global = true, env = "TRACKER_DB", default_value = store::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Directory on a BPF filesystem where the kernel maps and program links are pinned.
+    #[arg(long, global = true, env = "TRACKER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: attach to the interface, count flows, enforce blocks (needs root).
+    #[command(long_about = "Loads the eBPF programs, attaches XDP to the interface's ingress and \
+a TC classifier to its egress, applies the block rules stored in the database, and writes flows \
+to the database every --sweep-interval. Stops cleanly on Ctrl-C or SIGTERM, writing what is \
+left. Maps stay pinned, so blocks keep working even if the daemon dies.")]
+    Run(run::RunArgs),
+    /// List flows: who each device talked to, with packets and bytes each way.
+    Flows(FlowsArgs),
+    /// Block an address or network (CIDR) in the kernel, to and from every device.
+    #[command(name = "block-ip", long_about = "Blocks an IPv4/IPv6 address or CIDR: packets to it \
+(from the devices) and from it (to the devices) are dropped in the kernel. The rule is stored in \
+the database and applied to the running daemon's kernel maps at once; if no daemon is running it \
+takes effect when `tracker run` starts.\n\nExamples:\n  tracker block-ip 203.0.113.7\n  \
+tracker block-ip 198.51.100.0/24 --comment \"ad network\"\n  tracker block-ip 2001:db8::/32")]
+    BlockIp(BlockArgs),
+    /// Remove a block rule added with block-ip.
+    #[command(name = "unblock-ip")]
+    UnblockIp(UnblockArgs),
+    /// List block rules with the packets each has dropped and when it last hit.
+    Blocks(ListArgs),
+    /// Is the daemon running and attached? Kernel counters, database size.
+    Status(ListArgs),
+    /// Print the database schema (SQL with a comment on every column) for querying it directly.
+    Schema,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Output format: table for people, json or csv for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    /// Only flows active since then: a duration back from now (30m, 1h, 7d) or a time
+    /// (2026-11-26T08:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many flows (0 = all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BlockArgs {
+    /// IPv4/IPv6 address or CIDR, e.g. 203.0.113.7 or 198.51.100.0/24.
+    pub rule: String,
+    /// A note to remember why (shown by `tracker blocks`).
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnblockArgs {
+    /// The address or CIDR exactly as blocked (see `tracker blocks`).
+    pub rule: String,
+}
+
+/// Parses arguments, runs the command, prints errors with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(ref args) => run::run(&cli.global, args),
+        Command::Flows(ref args) => flows(&cli.global, args),
+        Command::BlockIp(ref args) => block_ip(&cli.global, args),
+        Command::UnblockIp(ref args) => unblock_ip(&cli.global, args),
+        Command::Blocks(ref args) => blocks(&cli.global, args),
+        Command::Status(ref args) => status(&cli.global, args),
+        Command::Schema => schema(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the store for a read-mostly command. Not finding the database is an error that says how
+/// to get one, rather than an empty listing that hides a wrong --db.
+fn open_existing(global: &Global) -> Result<Store> {
+    if !global.db.exists() {
+        bail!(
+            "no database at {} yet: start the daemon with `tracker run`, or pass --db",
+            global.db.display()
+        );
+    }
+    Store::open(&global.db)
+}
+
+fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
+    let since_ms = args.since.as_deref().map(timefmt::parse_since).transpose()?;
+    let store = open_existing(global)?;
+    let rows = store.flows(&FlowQuery {
+        since_ms,
+        limit: (args.limit > 0).then_some(args.limit),
+    })?;
+    const COLUMNS: &[&str] = &[
+        "client",
+        "remote",
+        "protocol",
+        "client_port",
+        "remote_port",
+        "packets_up",
+        "bytes_up",
+        "packets_down",
+        "bytes_down",
+        "first_seen",
+        "last_seen",
+    ];
+    output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
+}
+
+fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
+    let net = blocking::parse_rule(&args.rule)?;
+    kernel::require_root("tracker block-ip")?;
+    let mut store = Store::open(&global.db)?;
+    let pins = PinDir(global.pin_dir.clone());
+    let rule = net.to_string();
+    let id = match store.add_block(KIND_IP, &rule, args.comment.as_deref())? {
+        Some(id) => id,
+        None => {
+            println!("{rule} is already blocked (see `tracker blocks`)");
+            return Ok(());
+        }
+    };
+    match KernelBlocks::open_pinned(&pins)? {
+        Some(mut kernel) => {
+            kernel.insert(&net, id).with_context(|| {
+                format!("{rule} is saved, but adding it to the kernel failed; `tracker run` retries at start")
+            })?;
+            if pins.attached().0 {
+                println!("blocked {rule} in the kernel (rule {id})");
+            } else {
+                println!(
+                    "blocked {rule} in the kernel maps (rule {id}); no program is attached, so it \
+                     takes effect when `tracker run` starts"
+                );
+            }
+        }
+        None => println!(
+            "saved rule {id} for {rule}; the daemon's kernel maps are not loaded, so it takes \
+             effect when `tracker run` starts"
+        ),
+    }
+    Ok(())
+}
+
+fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
+    let net = blocking::parse_rule(&args.rule)?;
+    kernel::require_root("tracker unblock-ip")?;
+    let mut store = open_existing(global)?;
+    let pins = PinDir(global.pin_dir.clone());
+    let rule = net.to_string();
+    let Some(id) = store.remove_block(KIND_IP, &rule)? else {
+        bail!("no block rule for {rule} (see `tracker blocks`)");
+    };
+    match KernelBlocks::open_pinned(&pins)? {
+        Some(mut kernel) => {
+            kernel.remove(&net)?;
+            println!("unblocked {rule} (rule {id}) in the kernel");
+        }
+        None => println!("removed rule {id} for {rule}; no kernel maps are loaded"),
+    }
+    Ok(())
+}
+
+fn blocks(global: &Global, args: &ListArgs) -> Result<()> {
+    let store = open_existing(global)?;
+    let pins = PinDir(global.pin_dir.clone());
+    // Live counters need root; without them the listing shows the last sweep's numbers.
+    let live = match kernel::require_root("") {
+        Ok(()) => KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
+        Err(_) => None,
+    };
+    let clock = timefmt::BootClock::now();
+    let rows = store.blocks(&|id| {
+        let k = live.as_ref()?.get(&id)?;
+        Some((k.packets_dropped, (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns))))
+    })?;
+    const COLUMNS: &[&str] = &["rule", "comment", "packets_dropped", "last_hit", "created"];
+    output::render(&mut std::io::stdout().lock(), args.format, COLUMNS, &rows)
+}
+
+/// `tracker status` as one flat object: the same keys in every format.
+fn status(global: &Global, args: &ListArgs) -> Result<()> {
+    let pins = PinDir(global.pin_dir.clone());
+    let mut facts: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut put = |k: &str, v: serde_json::Value| facts.push((k.to_owned(), v));
+
+    let daemon_pid = run::daemon_pid(&global.db);
+    put("daemon_running", daemon_pid.is_some().into());
+    put("daemon_pid", daemon_pid.into());
+    let (xdp, tc) = pins.attached();
+    put("xdp_attached", xdp.into());
+    put("tc_egress_attached", tc.into());
+    put("pin_dir", pins.0.display().to_string().into());
+    put("db", global.db.display().to_string().into());
+    let db_bytes: u64 = ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", global.db.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    put("db_bytes", db_bytes.into());
+    if global.db.exists() {
+        let store = Store::open(&global.db)?;
+        put("schema_version", store.schema_version()?.into());
+        put("flows_stored", store.flow_count()?.into());
+        put("block_rules", store.blocks(&|_| None)?.len().into());
+        for (k, v) in store.daemon_facts()? {
+            put(&k, v.into());
+        }
+    }
+    if kernel::require_root("").is_ok() {
+        if let Some(map) = pins.open_map(names::COUNTERS)? {
+            let counters = aya::maps::PerCpuArray::<_, u64>::try_from(map)?;
+            let values = crate::drain::read_counters(&counters)?;
+            let mut created = 0;
+            for (c, v) in values {
+                if c == Counter::FlowsCreated {
+                    created = v;
+                }
+                put(c.name(), v.into());
+            }
+            if let Some(map) = pins.open_map(names::FLOWS)? {
+                let flows = aya::maps::PerCpuHashMap::<_, tracker_common::FlowKey, tracker_common::FlowStats>::try_from(map)?;
+                let live = flows.keys().filter(|k| k.is_ok()).count() as u64;
+                put("flows_in_kernel", live.into());
+                // Every entry created is either still in the table or was evicted by the LRU
+                // (the daemon never deletes entries).
+                put("flow_evictions", created.saturating_sub(live).into());
+            }
+        }
+    } else {
+        put("kernel_counters", "run as root to read the kernel counters".into());
+    }
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            let obj: serde_json::Map<_, _> = facts.into_iter().collect();
+            serde_json::to_writer_pretty(&mut out, &obj)?;
+            writeln!(out)?;
+        }
+        Format::Csv | Format::Table => {
+            #[derive(serde::Serialize)]
+            struct Row {
+                key: String,
+                value: String,
+            }
+            let rows: Vec<Row> = facts
+                .into_iter()
+                .map(|(key, v)| Row {
+                    key,
+                    value: match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Null => "-".into(),
+                        other => other.to_string(),
+                    },
+                })
+                .collect();
+            output::render(&mut out, args.format, &["key", "value"], &rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// The migrations are the schema's one definition; printing them documents it exactly.
+fn schema() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "-- tracker database schema, version {}", store::schema::VERSION)?;
+    writeln!(out, "-- times are unix milliseconds (UTC); addresses are text; counters are totals")?;
+    for (i, sql) in store::schema::MIGRATIONS.iter().enumerate() {
+        writeln!(out, "\n-- migration {}{}", i + 1, textwrap_dedent(sql))?;
+    }
+    Ok(())
+}
+
+/// Removes the common leading indentation of the migration SQL, for reading.
+fn textwrap_dedent(s: &str) -> String {
+    let indent = s.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min();
+    let indent = indent.unwrap_or(0);
+    s.lines().map(|l| l.get(indent..).unwrap_or(l.trim_start())).collect::<Vec<_>>().join("\n")
+}
+
+/// A duration flag such as `--sweep-interval 2s`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s).with_context(|| format!("`{s}` is not a duration (500ms, 2s, 1m)"))?;
+    if d.is_zero() {
+        bail!("the duration must be positive");
+    }
+    Ok(d)
+}

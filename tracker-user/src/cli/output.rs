@@ -1,0 +1,137 @@
+//! Rendering of listings: aligned tables for people, JSON and CSV for scripts. Every listing goes
+//! through [`render`], so the three formats always carry the same fields under the same names.
+
+use std::io::Write;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for reading.
+    Table,
+    /// A JSON array of objects; field names are a stable interface.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Writes `rows` to `out`. `columns` are the field names in display order.
+pub fn render<T: Serialize>(out: &mut dyn Write, format: Format, columns: &[&str], rows: &[T]) -> Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, rows).context("writing JSON")?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(&mut *out);
+            w.write_record(columns)?;
+            for row in rows {
+                let obj = serde_json::to_value(row)?;
+                w.write_record(columns.iter().map(|c| cell(&obj[*c])))?;
+            }
+            w.flush()?;
+        }
+        Format::Table => table(out, columns, rows)?,
+    }
+    Ok(())
+}
+
+/// A cell as text: strings bare, null empty. Control characters are escaped: names and comments
+/// are untrusted input and must not move a terminal's cursor.
+fn cell(v: &Value) -> String {
+    let raw = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::with_capacity(raw.len());
+    for ch in raw.chars() {
+        if ch.is_control() {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn table<T: Serialize>(out: &mut dyn Write, columns: &[&str], rows: &[T]) -> Result<()> {
+    let cells: Vec<Vec<(String, bool)>> = rows
+        .iter()
+        .map(|r| {
+            let obj = serde_json::to_value(r)?;
+            Ok(columns.iter().map(|c| (cell(&obj[*c]), obj[*c].is_number())).collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
+    for row in &cells {
+        for (w, (s, _)) in widths.iter_mut().zip(row) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let header: Vec<String> =
+        columns.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", c.to_uppercase())).collect();
+    writeln!(out, "{}", header.join("  ").trim_end())?;
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|((s, num), w)| if *num { format!("{s:>w$}") } else { format!("{s:<w$}") })
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(none)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Row {
+        name: String,
+        n: u64,
+        note: Option<String>,
+    }
+
+    fn rows() -> Vec<Row> {
+        vec![
+            Row { name: "a,b".into(), n: 1200, note: None },
+            Row { name: "evil\x1b[2J".into(), n: 7, note: Some("x".into()) },
+        ]
+    }
+
+    fn text(f: Format) -> String {
+        let mut out = Vec::new();
+        render(&mut out, f, &["name", "n", "note"], &rows()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn table_aligns_numbers_right_and_escapes_controls() {
+        let t = text(Format::Table);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "NAME           N  NOTE");
+        assert_eq!(lines[1], "a,b         1200");
+        assert_eq!(lines[2], "evil\\u{1b}[2J     7  x");
+    }
+
+    #[test]
+    fn csv_quotes_and_leaves_null_empty() {
+        assert_eq!(text(Format::Csv), "name,n,note\n\"a,b\",1200,\nevil\\u{1b}[2J,7,x\n");
+    }
+
+    #[test]
+    fn json_keeps_raw_values() {
+        let v: Value = serde_json::from_str(&text(Format::Json)).unwrap();
+        assert_eq!(v[0]["name"], "a,b");
+        assert_eq!(v[0]["n"], 1200);
+        assert_eq!(v[0]["note"], Value::Null);
+        assert_eq!(v[1]["name"], "evil\u{1b}[2J");
+    }
+}

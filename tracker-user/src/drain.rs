@@ -1,0 +1,262 @@
+//! The daemon's data path out of the kernel: drains the event ring as records arrive, sweeps the
+//! flow table into SQLite on an interval (cumulative values, so nothing is double counted),
+//! copies block counters, and flushes once more on shutdown.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracker_common::{
+    Counter, EventHeader, FAMILY_V4, FlowKey, FlowStats, PayloadEvent, event_kind, names,
+};
+
+use crate::{
+    blocking::{self, KernelBlocks},
+    store::{FlowRecord, Store},
+    timefmt::{self, BootClock},
+};
+
+/// The kernel tables the daemon sweeps.
+pub struct Tables {
+    pub flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub blocks: KernelBlocks,
+}
+
+impl Tables {
+    /// Takes the tables and the event ring out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<(Self, RingBuf<MapData>)> {
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let tables = Self {
+            flows: PerCpuHashMap::try_from(take(names::FLOWS)?)?,
+            counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
+            blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?)?,
+        };
+        Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))
+    }
+}
+
+/// Sums a per-CPU counter array into one value per [`Counter`].
+pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Vec<(Counter, u64)>> {
+    Counter::ALL
+        .iter()
+        .map(|&c| {
+            let v = map.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
+            Ok((c, v.iter().sum()))
+        })
+        .collect()
+}
+
+/// Folds one flow's per-CPU values into one.
+pub fn merge_cpus(values: &PerCpuValues<FlowStats>) -> FlowStats {
+    let mut m = FlowStats::default();
+    for v in values.iter() {
+        let FlowStats {
+            packets_up,
+            bytes_up,
+            packets_down,
+            bytes_down,
+            first_seen_ns,
+            last_seen_ns,
+            tcp_flags,
+            payload_sent,
+            _pad,
+        } = *v;
+        m.packets_up += packets_up;
+        m.bytes_up += bytes_up;
+        m.packets_down += packets_down;
+        m.bytes_down += bytes_down;
+        if first_seen_ns != 0 && (m.first_seen_ns == 0 || first_seen_ns < m.first_seen_ns) {
+            m.first_seen_ns = first_seen_ns;
+        }
+        m.last_seen_ns = m.last_seen_ns.max(last_seen_ns);
+        m.tcp_flags |= tcp_flags;
+        m.payload_sent |= payload_sent;
+    }
+    m
+}
+
+/// Textual addresses of a key.
+pub fn key_addrs(k: &FlowKey) -> (IpAddr, IpAddr) {
+    let conv = |a: [u8; 16]| -> IpAddr {
+        if k.family == FAMILY_V4 {
+            IpAddr::from([a[0], a[1], a[2], a[3]])
+        } else {
+            IpAddr::from(a)
+        }
+    };
+    (conv(k.client), conv(k.remote))
+}
+
+/// Converts a kernel entry for storage.
+pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: BootClock) -> FlowRecord {
+    let (client, remote) = key_addrs(k);
+    FlowRecord {
+        kernel_first_ns: s.first_seen_ns,
+        client,
+        remote,
+        protocol: k.protocol,
+        client_port: k.client_port,
+        remote_port: k.remote_port,
+        packets_up: s.packets_up,
+        bytes_up: s.bytes_up,
+        packets_down: s.packets_down,
+        bytes_down: s.bytes_down,
+        tcp_flags: s.tcp_flags,
+        first_seen_ms: clock.to_unix_ms(s.first_seen_ns),
+        last_seen_ms: clock.to_unix_ms(s.last_seen_ns),
+    }
+}
+
+/// What a sweep did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub live: usize,
+    pub written: usize,
+}
+
+/// Writes flow entries that changed since the last sweep.
+pub struct Sweeper {
+    boot_id: String,
+    /// (first_seen_ns, last_seen_ns) last written per key: an unchanged entry is skipped.
+    written: HashMap<FlowKey, (u64, u64)>,
+}
+
+impl Sweeper {
+    pub fn new() -> Result<Self> {
+        Ok(Self { boot_id: timefmt::boot_id()?, written: HashMap::new() })
+    }
+
+    pub fn sweep(&mut self, maps: &Tables, store: &mut Store) -> Result<SweepStats> {
+        let clock = BootClock::now();
+        let mut records = Vec::new();
+        let mut seen = HashMap::with_capacity(self.written.len());
+        for item in maps.flows.iter() {
+            let (key, values) = item.context("reading the flow table")?;
+            let s = merge_cpus(&values);
+            if s.first_seen_ns == 0 {
+                continue; // created on another CPU this instant; next sweep has it
+            }
+            let stamp = (s.first_seen_ns, s.last_seen_ns);
+            if self.written.get(&key) != Some(&stamp) {
+                records.push(flow_record(&key, &s, clock));
+            }
+            seen.insert(key, stamp);
+        }
+        store.upsert_flows(&self.boot_id, &records)?;
+        blocking::sync_counters(store, &maps.blocks, clock)?;
+        let stats = SweepStats { live: seen.len(), written: records.len() };
+        // Entries the LRU evicted drop out of the memo with this assignment.
+        self.written = seen;
+        Ok(stats)
+    }
+}
+
+/// A decoded ring-buffer record.
+#[derive(Debug)]
+pub enum Event<'a> {
+    FlowNew(EventHeader),
+    BlockHit(EventHeader),
+    /// DNS message or first payload: the header and the captured bytes.
+    Payload(EventHeader, u32, &'a [u8]),
+}
+
+/// Decodes one ring record; `None` for a record too short for its kind (never expected; a
+/// newer kernel object with an older daemon, say).
+pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return None;
+    }
+    // SAFETY: length checked; EventHeader is plain data valid for any bits; unaligned read.
+    let h: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    match h.kind {
+        event_kind::FLOW_NEW => Some(Event::FlowNew(h)),
+        event_kind::BLOCK_HIT => Some(Event::BlockHit(h)),
+        event_kind::DNS | event_kind::FIRST_PAYLOAD => {
+            let data_off = std::mem::offset_of!(PayloadEvent, data);
+            if bytes.len() < data_off {
+                return None;
+            }
+            let field = |off: usize| u32::from_ne_bytes(bytes[off..off + 4].try_into().ok()?).into();
+            let payload_len: Option<u32> = field(std::mem::offset_of!(PayloadEvent, payload_len));
+            let captured: Option<u32> = field(std::mem::offset_of!(PayloadEvent, captured_len));
+            let captured = (captured? as usize).min(tracker_common::PAYLOAD_CAP);
+            let data = bytes.get(data_off..data_off + captured)?;
+            Some(Event::Payload(h, payload_len?, data))
+        }
+        _ => None,
+    }
+}
+
+/// Options of the daemon's loop.
+#[derive(Clone, Debug)]
+pub struct LoopOptions {
+    pub sweep_interval: Duration,
+}
+
+/// Runs until SIGINT or SIGTERM: drains events, sweeps on the interval, flushes at the end.
+pub async fn run_loop(
+    tables: &Tables,
+    events: RingBuf<MapData>,
+    store: &mut Store,
+    opts: &LoopOptions,
+) -> Result<()> {
+    // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns: it stays open and
+    // unchanged for the AsyncFd's whole life.
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the event ring: {e}"))?;
+    let mut sweeper = Sweeper::new()?;
+    let mut tick = tokio::time::interval(opts.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut handled = 0u64;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the event ring")?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    handle_event(&item);
+                    handled += 1;
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let s = sweeper.sweep(tables, store)?;
+                tracing::debug!(live = s.live, written = s.written, events = handled, "swept");
+            }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
+        }
+    }
+    // Drain what is left, then one last sweep so nothing counted is left unwritten.
+    let ring = ring.get_mut();
+    while let Some(item) = ring.next() {
+        handle_event(&item);
+    }
+    let s = sweeper.sweep(tables, store)?;
+    tracing::info!(flows_written = s.written, live = s.live, "final flush done");
+    Ok(())
+}
+
+fn handle_event(bytes: &[u8]) {
+    match decode(bytes) {
+        Some(Event::FlowNew(h)) => {
+            let (c, r) = key_addrs(&h.key);
+            tracing::debug!(client = %c, remote = %r, proto = h.key.protocol, port = h.key.remote_port, "new flow");
+        }
+        Some(Event::BlockHit(h)) => {
+            let (c, r) = key_addrs(&h.key);
+            tracing::info!(rule = h.rule_id, client = %c, remote = %r, port = h.key.remote_port, "blocked");
+        }
+        Some(Event::Payload(h, len, data)) => {
+            tracing::trace!(kind = h.kind, len, captured = data.len(), "payload");
+        }
+        None => tracing::warn!(len = bytes.len(), "undecodable ring record"),
+    }
+}

@@ -1,0 +1,351 @@
+//! The kernel side as userspace sees it: preflight checks (root, kernel version, bpffs, the
+//! interface and its link type), loading the embedded eBPF object with pinned maps, attaching
+//! XDP (ingress) and TC (egress) and pinning those links, and opening pinned maps from the CLI.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+    util::KernelVersion,
+};
+use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
+
+/// The compiled kernel programs, built by build.rs (aya-build) and embedded so the binary is
+/// self-contained.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracker-ebpf"));
+/// An empty XDP program (returns XDP_PASS), built from tracker-ebpf's `src/bin/baseline.rs`:
+/// the benchmarks' baseline, what running any XDP program costs. Not used by tracker itself.
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+
+/// Where maps and links are pinned unless `--pin-dir` says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tracker";
+/// Oldest kernel with everything the programs use: `bpf_xdp_load_bytes` (5.18) is the newest
+/// helper; ring buffers (5.8), BPF links for XDP (5.9) and boot-clock stamps (5.8) come earlier.
+pub const MIN_KERNEL: (u8, u8) = (5, 18);
+/// `statfs` magic of the BPF filesystem (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// Link types from include/uapi/linux/if_arp.h.
+const ARPHRD_ETHER: u16 = 1;
+const ARPHRD_NONE: u16 = 0xfffe;
+/// File names of the pinned links inside the pin directory.
+const PIN_LINK_XDP: &str = "link_xdp";
+const PIN_LINK_TC_EGRESS: &str = "link_tc_egress";
+
+/// Fails unless running as root: loading programs needs CAP_BPF and CAP_NET_ADMIN, and the
+/// database and pins are root's.
+pub fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root (to load eBPF programs and reach the pinned maps): run it with sudo");
+    }
+    Ok(())
+}
+
+/// Fails on kernels older than [`MIN_KERNEL`], naming what is missing.
+pub fn require_kernel() -> Result<()> {
+    let v = KernelVersion::current().context("reading the kernel version")?;
+    let (maj, min) = MIN_KERNEL;
+    if v < KernelVersion::new(maj, min, 0) {
+        bail!(
+            "kernel {v} is too old: tracker needs Linux {maj}.{min} or newer \
+             (bpf_xdp_load_bytes, BPF ring buffers, XDP links)"
+        );
+    }
+    Ok(())
+}
+
+/// The pin directory and the names inside it.
+#[derive(Clone, Debug)]
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn link(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Whether the pin directory lies on a mounted BPF filesystem.
+    pub fn on_bpffs(&self) -> bool {
+        let mut probe = self.0.as_path();
+        // The directory itself may not exist yet: its nearest existing ancestor decides.
+        while !probe.exists() {
+            match probe.parent() {
+                Some(p) => probe = p,
+                None => return false,
+            }
+        }
+        statfs_magic(probe) == Some(BPF_FS_MAGIC)
+    }
+
+    /// Makes sure the pin directory is on bpffs, mounting bpffs on its parent when that parent is
+    /// an empty mount point such as `/sys/fs/bpf` (not mounted at boot on some systems, and
+    /// hidden inside `ip netns exec`, which remounts /sys).
+    pub fn ensure_bpffs(&self) -> Result<()> {
+        if !self.on_bpffs() {
+            let parent = self.0.parent().ok_or_else(|| anyhow!("pin dir has no parent"))?;
+            mount_bpffs(parent).with_context(|| {
+                format!(
+                    "{} is not on a BPF filesystem and mounting one failed; mount it with \
+                     `mount -t bpf bpf {}` or pass --pin-dir on a bpffs",
+                    self.0.display(),
+                    parent.display()
+                )
+            })?;
+            tracing::info!(path = %parent.display(), "mounted bpffs");
+        }
+        std::fs::create_dir_all(&self.0)
+            .with_context(|| format!("creating the pin directory {}", self.0.display()))
+    }
+
+    /// Opens a pinned map; `Ok(None)` if it is not pinned (no daemon has run since boot).
+    pub fn open_map(&self, name: &str) -> Result<Option<Map>> {
+        let path = self.map(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        Ok(Some(Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?))
+    }
+
+    /// Whether a daemon's programs are attached (their links are pinned).
+    pub fn attached(&self) -> (bool, bool) {
+        (self.link(PIN_LINK_XDP).exists(), self.link(PIN_LINK_TC_EGRESS).exists())
+    }
+}
+
+fn statfs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
+fn mount_bpffs(at: &Path) -> Result<()> {
+    std::fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
+    let target = CString::new(at.as_os_str().as_encoded_bytes())?;
+    let (src, fstype) = (c"bpf", c"bpf");
+    // SAFETY: all pointers are valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mount -t bpf");
+    }
+    Ok(())
+}
+
+/// The interface to watch.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+    /// Bytes of link-layer header before IP (`tracker_common::L2_LEN_*`).
+    pub l2_len: u32,
+}
+
+impl Iface {
+    pub fn link_kind(&self) -> &'static str {
+        if self.l2_len == L2_LEN_NONE { "raw IP (WireGuard/TUN)" } else { "Ethernet" }
+    }
+}
+
+/// Looks the interface up in the current network namespace and reads its link type.
+pub fn iface(name: &str) -> Result<Iface> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!(
+            "interface {name} not found in this network namespace; is the VPN up? \
+             (`ip link` lists interfaces; pick one with --iface)"
+        );
+    }
+    let l2_len = match link_type(name)? {
+        ARPHRD_NONE => L2_LEN_NONE,
+        ARPHRD_ETHER => L2_LEN_ETHERNET,
+        other => bail!(
+            "interface {name} has link type {other}: tracker reads raw-IP (WireGuard, TUN) and \
+             Ethernet interfaces"
+        ),
+    };
+    Ok(Iface { name: name.to_owned(), index, l2_len })
+}
+
+/// ARPHRD_* of an interface, via SIOCGIFHWADDR (works in any namespace, unlike /sys, which
+/// shows the namespace it was mounted in).
+fn link_type(name: &str) -> Result<u16> {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFHWADDR");
+    }
+    // SAFETY: ifreq is plain data; the name fits (if_nametoindex accepted it, so < IFNAMSIZ).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: fd is a socket, req a valid ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err).with_context(|| format!("reading the link type of {name}"));
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifru_hwaddr.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+}
+
+/// Sizes of the kernel maps, from the daemon's flags.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    pub flows: u32,
+    pub blocks: u32,
+    pub events_bytes: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        use tracker_common::defaults;
+        Self {
+            flows: defaults::FLOW_ENTRIES,
+            blocks: defaults::BLOCK_ENTRIES,
+            events_bytes: defaults::EVENTS_BYTES,
+        }
+    }
+}
+
+/// Loads the programs without attaching them. Maps are pinned in (or reused from) `pins`.
+pub fn load(pins: &PinDir, l2_len: u32, sizes: MapSizes) -> Result<Ebpf> {
+    if !sizes.events_bytes.is_power_of_two() || sizes.events_bytes < 4096 {
+        bail!("the ring buffer size must be a power of two of at least 4096 bytes");
+    }
+    let mut loader = EbpfLoader::new();
+    loader
+        .default_map_pin_directory(&pins.0)
+        .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::BLOCK_V4, sizes.blocks)
+        .map_max_entries(names::BLOCK_V6, sizes.blocks)
+        .map_max_entries(names::EVENTS, sizes.events_bytes)
+        .override_global(names::GLOBAL_L2_LEN, &l2_len, true);
+    let mut ebpf = loader.load(EBPF_OBJECT).with_context(|| {
+        format!(
+            "loading tracker's eBPF object (maps pinned in {}); if you changed map sizes, \
+             remove the old pins first: rm -r {}",
+            pins.0.display(),
+            pins.0.display()
+        )
+    })?;
+    prog_xdp(&mut ebpf)?.load().context("verifying the XDP program")?;
+    prog_tc(&mut ebpf)?.load().context("verifying the TC egress program")?;
+    Ok(ebpf)
+}
+
+pub fn prog_xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(names::PROG_XDP)
+        .ok_or_else(|| anyhow!("program {} missing from the object", names::PROG_XDP))?
+        .try_into()
+        .context("XDP program type")
+}
+
+pub fn prog_tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    ebpf.program_mut(names::PROG_TC_EGRESS)
+        .ok_or_else(|| anyhow!("program {} missing from the object", names::PROG_TC_EGRESS))?
+        .try_into()
+        .context("TC program type")
+}
+
+/// How the XDP program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// Driver (native) XDP.
+    Driver,
+    /// Generic (SKB) XDP: the only kind TUN devices such as wireguard-go's offer.
+    Generic,
+}
+
+impl AttachedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Driver => "driver",
+            AttachedMode::Generic => "generic (skb)",
+        }
+    }
+}
+
+/// Attaches both programs to `iface` and pins the links, so the programs (and the blocking they
+/// do) outlive a daemon that dies. Links left pinned by an earlier daemon are replaced.
+pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedMode> {
+    remove_stale_links(pins)?;
+
+    let xdp = prog_xdp(ebpf)?;
+    // Raw-IP devices (TUN) have no driver XDP; asking for it would fail with EOPNOTSUPP.
+    let mode = if iface.l2_len == L2_LEN_NONE {
+        xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic))
+    } else {
+        xdp.attach(&iface.name, XdpMode::Driver)
+            .map(|id| (id, AttachedMode::Driver))
+            .or_else(|_| xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic)))
+    };
+    let (xdp_id, mode) = mode.with_context(|| {
+        format!(
+            "attaching XDP to {}; is another XDP program attached? (`ip link show {}`)",
+            iface.name, iface.name
+        )
+    })?;
+    let xdp_link = FdLink::try_from(xdp.take_link(xdp_id)?).context("XDP link is not a BPF link")?;
+    xdp_link
+        .pin(pins.link(PIN_LINK_XDP))
+        .with_context(|| format!("pinning the XDP link in {}", pins.0.display()))?;
+
+    let tc = prog_tc(ebpf)?;
+    // TCX (6.6+) gives a BPF link that can be pinned; on older kernels aya falls back to a
+    // clsact qdisc with cls_bpf, which lives on the interface until removed.
+    if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+        let _ = aya::programs::tc::qdisc_add_clsact(&iface.name);
+    }
+    let tc_id = tc
+        .attach(&iface.name, TcAttachType::Egress)
+        .with_context(|| format!("attaching the TC egress program to {}", iface.name))?;
+    let tc_link = tc.take_link(tc_id)?;
+    match FdLink::try_from(tc_link) {
+        Ok(link) => {
+            link.pin(pins.link(PIN_LINK_TC_EGRESS))
+                .with_context(|| format!("pinning the TC link in {}", pins.0.display()))?;
+        }
+        Err(_) => tracing::warn!("TC egress is attached through netlink (kernel < 6.6): not pinned"),
+    }
+    Ok(mode)
+}
+
+/// Unpins the links (the programs detach once no process holds them). Maps stay pinned, so
+/// blocks and counters survive until the next start.
+pub fn detach(pins: &PinDir) -> Result<()> {
+    remove_stale_links(pins)
+}
+
+fn remove_stale_links(pins: &PinDir) -> Result<()> {
+    for name in [PIN_LINK_XDP, PIN_LINK_TC_EGRESS] {
+        let path = pins.link(name);
+        if path.exists() {
+            let link = PinnedLink::from_pin(&path)
+                .with_context(|| format!("opening the pinned link {}", path.display()))?;
+            let fd_link = link.unpin().with_context(|| format!("unpinning {}", path.display()))?;
+            drop(fd_link);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! tracker: watches the flows of the devices behind a WireGuard interface, names them, and blocks
+//! hosts in the kernel.
+//!
+//! Data flows one way, and the modules follow it:
+//! packets -> [`kernel`] (programs, maps, ring) -> [`drain`] -> [`store`] (SQLite) -> queries ->
+//! [`cli`]. [`blocking`] turns block rules into kernel map entries; [`analysis`] holds the pure
+//! logic that names flows; [`timefmt`] the clock conversions shared by all of them.
+
+pub mod analysis;
+pub mod blocking;
+pub mod cli;
+pub mod drain;
+pub mod kernel;
+pub mod store;
+pub mod timefmt;

@@ -1,0 +1,536 @@
+//! SQLite storage: opening (WAL, migrations, clear errors for locked or newer databases), writing
+//! swept flows and block counters, and the queries behind the CLI.
+
+pub mod schema;
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params};
+use serde::Serialize;
+
+use crate::timefmt;
+
+/// Default database location: beside other daemons' state on the VPN host.
+pub const DEFAULT_DB: &str = "/var/lib/tracker/tracker.db";
+/// How long a writer waits for another before reporting the database as locked.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One kernel flow entry, converted for storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub kernel_first_ns: u64,
+    pub client: IpAddr,
+    pub remote: IpAddr,
+    pub protocol: u8,
+    pub client_port: u16,
+    pub remote_port: u16,
+    pub packets_up: u64,
+    pub bytes_up: u64,
+    pub packets_down: u64,
+    pub bytes_down: u64,
+    pub tcp_flags: u8,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// A flow as the CLI shows it; the field names are the JSON interface.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FlowRow {
+    pub client: String,
+    pub remote: String,
+    pub protocol: String,
+    pub client_port: u16,
+    pub remote_port: u16,
+    pub packets_up: u64,
+    pub bytes_up: u64,
+    pub packets_down: u64,
+    pub bytes_down: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FlowQuery {
+    /// Flows active at or after this unix-ms time.
+    pub since_ms: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// A block rule with its counters; field names are the JSON interface of `tracker blocks`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BlockRow {
+    #[serde(skip)]
+    pub id: u32,
+    pub rule: String,
+    pub comment: Option<String>,
+    pub packets_dropped: u64,
+    pub last_hit: Option<String>,
+    pub created: String,
+}
+
+/// What the database knows of one rule's kernel counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockCounters {
+    pub dropped_before: u64,
+    pub dropped_kernel: u64,
+}
+
+/// Name of a protocol number as the CLI prints it.
+pub fn protocol_name(p: u8) -> String {
+    match p {
+        tracker_common::IPPROTO_TCP => "tcp".into(),
+        tracker_common::IPPROTO_UDP => "udp".into(),
+        tracker_common::IPPROTO_ICMP => "icmp".into(),
+        tracker_common::IPPROTO_ICMPV6 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (creating it and its folder if needed) and migrates the database.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the database folder {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut store = Self { conn, path: path.to_owned() };
+        store.pragma_setup()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn pragma_setup(&self) -> Result<()> {
+        // WAL lets the CLI read while the daemon writes; NORMAL sync is durable at checkpoints
+        // and loses at most the last sweep on power loss, which the next sweep rewrites anyway.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| self.explain(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "database is not in WAL mode; readers may wait for the daemon");
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    /// Turns SQLite's terse errors into ones that say what to do.
+    fn explain(&self, e: rusqlite::Error) -> anyhow::Error {
+        let path = self.path.display();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow::anyhow!(
+                "the database {path} is locked by another process (waited {}s); \
+                 is another tracker writing to it?",
+                BUSY_TIMEOUT.as_secs()
+            ),
+            Some(ErrorCode::NotADatabase) => {
+                anyhow::anyhow!("{path} is not a tracker database (not SQLite)")
+            }
+            Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+                anyhow::anyhow!("cannot write {path}: {e} (tracker's database is root's; try sudo)")
+            }
+            _ => anyhow::Error::new(e).context(format!("database {path}")),
+        }
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > schema::VERSION {
+            bail!(
+                "the database {} has schema version {version}, newer than this tracker knows \
+                 ({}); it was written by a newer tracker: upgrade tracker, or use another --db",
+                self.path.display(),
+                schema::VERSION
+            );
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let to = i + 1;
+            let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+            tx.execute_batch(sql).with_context(|| format!("applying schema migration {to}"))?;
+            tx.pragma_update(None, "user_version", to)?;
+            tx.commit().map_err(|e| explain_path(&self.path, e))?;
+            if version > 0 {
+                tracing::info!(from = i, to, "migrated database schema");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Writes swept flows in one transaction. Counters are cumulative per kernel entry, so a row
+    /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
+    /// stores the same numbers.
+    pub fn upsert_flows(&mut self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
+                     client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
+                     tcp_flags, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (boot_id, kernel_first_ns, family, client, remote, protocol,
+                     client_port, remote_port)
+                 DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
+                     packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
+                     tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen",
+            )?;
+            for f in flows {
+                let FlowRecord {
+                    kernel_first_ns,
+                    client,
+                    remote,
+                    protocol,
+                    client_port,
+                    remote_port,
+                    packets_up,
+                    bytes_up,
+                    packets_down,
+                    bytes_down,
+                    tcp_flags,
+                    first_seen_ms,
+                    last_seen_ms,
+                } = f;
+                stmt.execute(params![
+                    boot_id,
+                    *kernel_first_ns as i64,
+                    if client.is_ipv4() { 4 } else { 6 },
+                    client.to_string(),
+                    remote.to_string(),
+                    protocol,
+                    client_port,
+                    remote_port,
+                    *packets_up as i64,
+                    *bytes_up as i64,
+                    *packets_down as i64,
+                    *bytes_down as i64,
+                    tcp_flags,
+                    first_seen_ms,
+                    last_seen_ms,
+                ])?;
+            }
+        }
+        tx.commit().map_err(|e| explain_path(&self.path, e))
+    }
+
+    /// Flows, biggest (bytes both ways) first.
+    pub fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT client, remote, protocol, client_port, remote_port, packets_up, bytes_up,
+                    packets_down, bytes_down, first_seen, last_seen
+             FROM flows WHERE last_seen >= ?1
+             ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)],
+            |r| {
+                Ok(FlowRow {
+                    client: r.get(0)?,
+                    remote: r.get(1)?,
+                    protocol: protocol_name(r.get(2)?),
+                    client_port: r.get(3)?,
+                    remote_port: r.get(4)?,
+                    packets_up: r.get::<_, i64>(5)? as u64,
+                    bytes_up: r.get::<_, i64>(6)? as u64,
+                    packets_down: r.get::<_, i64>(7)? as u64,
+                    bytes_down: r.get::<_, i64>(8)? as u64,
+                    first_seen: timefmt::rfc3339(r.get(9)?),
+                    last_seen: timefmt::rfc3339(r.get(10)?),
+                })
+            },
+        )?;
+        rows.collect::<rusqlite::Result<_>>().context("reading flows")
+    }
+
+    /// Adds a rule; `Ok(None)` if the same rule already exists (nothing changes).
+    pub fn add_block(&mut self, kind: &str, rule: &str, comment: Option<&str>) -> Result<Option<u32>> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO block_rules (kind, rule, comment, created) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, rule) DO NOTHING",
+                params![kind, rule, comment, timefmt::now_ms()],
+            )
+            .map_err(|e| self.explain(e))?;
+        Ok((n == 1).then(|| self.conn.last_insert_rowid() as u32))
+    }
+
+    /// Removes a rule; returns its id, or `None` if there was no such rule.
+    pub fn remove_block(&mut self, kind: &str, rule: &str) -> Result<Option<u32>> {
+        self.conn
+            .query_row(
+                "DELETE FROM block_rules WHERE kind = ?1 AND rule = ?2 RETURNING id",
+                params![kind, rule],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Every rule of `kind` as (id, rule text).
+    pub fn block_rules(&self, kind: &str) -> Result<Vec<(u32, String)>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, rule FROM block_rules WHERE kind = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>().context("reading block rules")
+    }
+
+    /// Rules with counters. `live` gives the current kernel count of a rule id when the kernel
+    /// maps are reachable, so the listing is fresh between the daemon's sweeps.
+    pub fn blocks(&self, live: &dyn Fn(u32) -> Option<(u64, Option<i64>)>) -> Result<Vec<BlockRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, rule, comment, dropped_before, dropped_kernel, last_hit, created
+             FROM block_rules ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, i64>(4)? as u64,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, rule, comment, before, kernel, last_hit, created) = row?;
+            let (kernel, last_hit) = match live(id) {
+                Some((k, hit)) => (k, hit.or(last_hit)),
+                None => (kernel, last_hit),
+            };
+            out.push(BlockRow {
+                id,
+                rule,
+                comment,
+                packets_dropped: before + kernel,
+                last_hit: last_hit.map(timefmt::rfc3339),
+                created: timefmt::rfc3339(created),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn block_counters(&self, id: u32) -> Result<Option<BlockCounters>> {
+        self.conn
+            .query_row(
+                "SELECT dropped_before, dropped_kernel FROM block_rules WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(BlockCounters {
+                        dropped_before: r.get::<_, i64>(0)? as u64,
+                        dropped_kernel: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .context("reading block counters")
+    }
+
+    /// Records the live kernel count of a rule (and its last hit).
+    pub fn set_block_kernel_count(&mut self, id: u32, dropped: u64, last_hit_ms: Option<i64>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE block_rules SET dropped_kernel = ?2, last_hit = COALESCE(?3, last_hit)
+                 WHERE id = ?1",
+                params![id, dropped as i64, last_hit_ms],
+            )
+            .map_err(|e| self.explain(e))?;
+        Ok(())
+    }
+
+    /// A rule's kernel entry is being created afresh (new map after a reboot, or pins removed):
+    /// fold what the old entry counted into the history so the total carries on.
+    pub fn fold_block_kernel_count(&mut self, id: u32) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE block_rules SET dropped_before = dropped_before + dropped_kernel,
+                     dropped_kernel = 0 WHERE id = ?1",
+                [id],
+            )
+            .map_err(|e| self.explain(e))?;
+        Ok(())
+    }
+
+    pub fn set_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        tx.execute("DELETE FROM daemon", [])?;
+        for (k, v) in facts {
+            tx.execute("INSERT INTO daemon (key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        tx.commit().map_err(|e| explain_path(&self.path, e))
+    }
+
+    pub fn daemon_facts(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon ORDER BY key")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>().context("reading daemon facts")
+    }
+
+    pub fn flow_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+fn explain_path(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow::anyhow!(
+            "the database {} is locked by another process; is another tracker writing to it?",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("database {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tracker-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("t.db")
+    }
+
+    fn flow(first_ns: u64, packets_up: u64, last_seen_ms: i64) -> FlowRecord {
+        FlowRecord {
+            kernel_first_ns: first_ns,
+            client: "10.77.0.2".parse().unwrap(),
+            remote: "203.0.113.10".parse().unwrap(),
+            protocol: tracker_common::IPPROTO_TCP,
+            client_port: 40000,
+            remote_port: 80,
+            packets_up,
+            bytes_up: packets_up * 100,
+            packets_down: 1,
+            bytes_down: 60,
+            tcp_flags: 0x12,
+            first_seen_ms: 1_000,
+            last_seen_ms,
+        }
+    }
+
+    #[test]
+    fn migrations_create_schema_and_reopen_is_noop() {
+        let p = temp_db("migrate");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), schema::VERSION);
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), schema::VERSION);
+        let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_alone() {
+        let p = temp_db("newer");
+        drop(Store::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", schema::VERSION + 1).unwrap();
+        drop(c);
+        let err = Store::open(&p).err().unwrap().to_string();
+        assert!(err.contains("newer"), "{err}");
+        let c = Connection::open(&p).unwrap();
+        let v: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, schema::VERSION + 1);
+    }
+
+    #[test]
+    fn not_a_database_is_explained() {
+        let p = temp_db("garbage");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![0x42u8; 4096]).unwrap();
+        let err = format!("{:#}", Store::open(&p).err().unwrap());
+        assert!(err.contains("not a tracker database"), "{err}");
+    }
+
+    #[test]
+    fn locked_database_is_explained() {
+        let p = temp_db("locked");
+        drop(Store::open(&p).unwrap());
+        let holder = Connection::open(&p).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let mut s = Store { conn: Connection::open(&p).unwrap(), path: p.clone() };
+        s.conn.busy_timeout(Duration::from_millis(50)).unwrap();
+        let err = s.add_block("ip", "192.0.2.1/32", None).err().unwrap().to_string();
+        assert!(err.contains("locked"), "{err}");
+    }
+
+    #[test]
+    fn sweeping_the_same_entry_twice_does_not_double_count() {
+        let p = temp_db("sweep");
+        let mut s = Store::open(&p).unwrap();
+        s.upsert_flows("boot-a", &[flow(5, 3, 2_000)]).unwrap();
+        s.upsert_flows("boot-a", &[flow(5, 3, 2_000)]).unwrap();
+        s.upsert_flows("boot-a", &[flow(5, 7, 3_000)]).unwrap();
+        let rows = s.flows(&FlowQuery::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].packets_up, 7);
+        assert_eq!(rows[0].bytes_up, 700);
+        assert_eq!(rows[0].last_seen, timefmt::rfc3339(3_000));
+        // The same 5-tuple in a new kernel entry (evicted and recreated, or after a reboot) is a
+        // new connection.
+        s.upsert_flows("boot-a", &[flow(9, 1, 4_000)]).unwrap();
+        s.upsert_flows("boot-b", &[flow(5, 1, 5_000)]).unwrap();
+        assert_eq!(s.flow_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn flows_are_biggest_first_filtered_and_limited() {
+        let p = temp_db("query");
+        let mut s = Store::open(&p).unwrap();
+        s.upsert_flows("b", &[flow(1, 1, 1_000), flow(2, 50, 9_000), flow(3, 10, 9_500)]).unwrap();
+        let all = s.flows(&FlowQuery::default()).unwrap();
+        let ups: Vec<u64> = all.iter().map(|r| r.packets_up).collect();
+        assert_eq!(ups, [50, 10, 1]);
+        let recent = s.flows(&FlowQuery { since_ms: Some(5_000), limit: None }).unwrap();
+        assert_eq!(recent.len(), 2);
+        let one = s.flows(&FlowQuery { since_ms: None, limit: Some(1) }).unwrap();
+        assert_eq!(one[0].packets_up, 50);
+        assert_eq!(one[0].protocol, "tcp");
+    }
+
+    #[test]
+    fn block_rules_add_remove_and_carry_counts_across_kernel_instances() {
+        let p = temp_db("blocks");
+        let mut s = Store::open(&p).unwrap();
+        let id = s.add_block("ip", "198.51.100.0/24", Some("ad network")).unwrap().unwrap();
+        assert_eq!(s.add_block("ip", "198.51.100.0/24", None).unwrap(), None);
+        s.set_block_kernel_count(id, 5, Some(7_000)).unwrap();
+        // A reboot: the kernel entry starts again at zero; the five drops are kept.
+        s.fold_block_kernel_count(id).unwrap();
+        s.set_block_kernel_count(id, 2, None).unwrap();
+        let rows = s.blocks(&|_| None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].packets_dropped, 7);
+        assert_eq!(rows[0].comment.as_deref(), Some("ad network"));
+        assert_eq!(rows[0].last_hit, Some(timefmt::rfc3339(7_000)));
+        // Live kernel counts replace the stored kernel count, never add to it.
+        let rows = s.blocks(&|i| (i == id).then_some((4, Some(8_000)))).unwrap();
+        assert_eq!(rows[0].packets_dropped, 9);
+        assert_eq!(s.remove_block("ip", "198.51.100.0/24").unwrap(), Some(id));
+        assert_eq!(s.remove_block("ip", "198.51.100.0/24").unwrap(), None);
+        assert!(s.blocks(&|_| None).unwrap().is_empty());
+    }
+}
