@@ -238,3 +238,17 @@ fn file_name(path: &Path) -> &str {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llvm_feature_follows_the_library_version() {
+        let lib = Path::new("/sysroot/lib/libLLVM.so.22.1-rust-1.97.0-nightly");
+        assert_eq!(llvm_feature(lib).unwrap(), "llvm-22");
+        let lib = Path::new("/sysroot/lib/libLLVM.so.23-rust-1.99.0-nightly");
+        assert_eq!(llvm_feature(lib).unwrap(), "llvm-23");
+        assert!(llvm_feature(Path::new("/sysroot/lib/libLLVM.so.x")).is_err());
+    }
+}
