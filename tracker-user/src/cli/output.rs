@@ -71,8 +71,18 @@ fn table<T: Serialize>(out: &mut dyn Write, columns: &[&str], rows: &[T]) -> Res
             *w = (*w).max(s.chars().count());
         }
     }
-    let header: Vec<String> =
-        columns.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", c.to_uppercase())).collect();
+    // A column of numbers is right-aligned, its header too.
+    let numeric: Vec<bool> =
+        (0..columns.len()).map(|i| cells.iter().any(|row| row[i].1)).collect();
+    let header: Vec<String> = columns
+        .iter()
+        .zip(&widths)
+        .zip(&numeric)
+        .map(|((c, w), num)| {
+            let c = c.to_uppercase();
+            if *num { format!("{c:>w$}") } else { format!("{c:<w$}") }
+        })
+        .collect();
     writeln!(out, "{}", header.join("  ").trim_end())?;
     for row in &cells {
         let line: Vec<String> = row
@@ -116,9 +126,10 @@ mod tests {
     fn table_aligns_numbers_right_and_escapes_controls() {
         let t = text(Format::Table);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "NAME           N  NOTE");
-        assert_eq!(lines[1], "a,b         1200");
-        assert_eq!(lines[2], "evil\\u{1b}[2J     7  x");
+        // The escaped name is 13 characters wide and sets the first column's width.
+        assert_eq!(lines[0], format!("NAME{}N  NOTE", " ".repeat(9 + 2 + 3)));
+        assert_eq!(lines[1], format!("a,b{}1200", " ".repeat(10 + 2)));
+        assert_eq!(lines[2], format!("evil\\u{{1b}}[2J{}7  x", " ".repeat(2 + 3)));
     }
 
     #[test]
