@@ -1,0 +1,277 @@
+//! End-to-end: the real daemon on the lab's real wg0 (wireguard-go), real clients in the phone
+//! namespace, real servers in the internet namespace, and assertions on the CLI's JSON.
+//! Root only; under CI=true they never skip.
+
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use common::{Tracker, curl, find_flow};
+use serde_json::Value;
+use tracker_tests::{
+    Lab, Ns, cmd,
+    lab::{ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, PHONE_V4, PHONE_V6, UDP_ECHO_PORT, WEB_V4, WEB_V6, http_url},
+    root_or_skip,
+};
+
+const IPV4_HEADER: u64 = 20;
+const IPV6_HEADER: u64 = 40;
+const UDP_HEADER: u64 = 8;
+
+/// Sends `n` datagrams of `size` bytes from the phone to the echo server and waits for each
+/// echo. Returns the phone's source port.
+fn udp_exchange(lab: &Lab, phone: IpAddr, server: IpAddr, n: usize, size: usize) -> Result<u16> {
+    lab.run_in(Ns::Phone, move || -> Result<u16> {
+        let sock = UdpSocket::bind(SocketAddr::new(phone, 0))?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let to = SocketAddr::new(server, UDP_ECHO_PORT);
+        let mut buf = vec![0u8; 2048];
+        for i in 0..n {
+            let payload = vec![i as u8; size];
+            sock.send_to(&payload, to)?;
+            let (len, _) = sock.recv_from(&mut buf).with_context(|| format!("echo {i} not received"))?;
+            anyhow::ensure!(len == size, "echo {i} was {len} bytes");
+        }
+        Ok(sock.local_addr()?.port())
+    })?
+}
+
+/// What a packet capture on the VPN's wg0 saw: (packets, IP bytes) up and down.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Seen {
+    packets_up: u64,
+    bytes_up: u64,
+    packets_down: u64,
+    bytes_down: u64,
+}
+
+/// The kernel's own counters of the VPN's WireGuard interface: RX is what the phone sent
+/// (ingress), TX what was sent to it (egress). With offloads off every skb is one IP packet, and
+/// a TUN device counts IP bytes, so the difference across a test step is the ground truth for
+/// the flows made in that step (a packet capture drops packets on a loaded machine; these do not).
+fn link_counters(lab: &Lab) -> Result<Seen> {
+    let out = cmd::run(lab.vpn_cmd("ip").args(["-j", "-s", "link", "show", "dev", &lab.names().vpn_iface]))?;
+    let v: Value = serde_json::from_str(&out)?;
+    let s = &v[0]["stats64"];
+    let n = |dir: &str, k: &str| s[dir][k].as_u64().with_context(|| format!("{dir}.{k} in {out}"));
+    Ok(Seen {
+        packets_up: n("rx", "packets")?,
+        bytes_up: n("rx", "bytes")?,
+        packets_down: n("tx", "packets")?,
+        bytes_down: n("tx", "bytes")?,
+    })
+}
+
+impl std::ops::Sub for Seen {
+    type Output = Seen;
+    fn sub(self, o: Seen) -> Seen {
+        Seen {
+            packets_up: self.packets_up - o.packets_up,
+            bytes_up: self.bytes_up - o.bytes_up,
+            packets_down: self.packets_down - o.packets_down,
+            bytes_down: self.bytes_down - o.bytes_down,
+        }
+    }
+}
+
+fn counters(f: &Value) -> Seen {
+    Seen {
+        packets_up: f["packets_up"].as_u64().unwrap(),
+        bytes_up: f["bytes_up"].as_u64().unwrap(),
+        packets_down: f["packets_down"].as_u64().unwrap(),
+        bytes_down: f["bytes_down"].as_u64().unwrap(),
+    }
+}
+
+/// Known UDP datagrams and a curl download over the tunnel appear in `tracker flows` with exact
+/// counts: UDP from arithmetic, TCP against a capture of the same packets on wg0. Offloads are
+/// off on wg0 here, so every skb the programs see is one packet on the wire.
+#[test]
+fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let lab = Lab::up("te1")?;
+    lab.set_offloads(false)?;
+    let mut t = Tracker::new(&lab);
+    t.start(&lab)?;
+
+    for (phone, echo, web, ip_header) in [
+        (IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), IpAddr::V4(WEB_V4), IPV4_HEADER),
+        (IpAddr::V6(PHONE_V6), IpAddr::V6(ECHO_V6), IpAddr::V6(WEB_V6), IPV6_HEADER),
+    ] {
+        let (n, size) = (10u64, 100u64);
+        let port = udp_exchange(&lab, phone, echo, n as usize, size as usize)?;
+
+        let before = link_counters(&lab)?;
+        assert_eq!(curl(&lab, &http_url(web, FILE_1M), 20)?, FILE_1M_SIZE);
+        // The last ACK and FIN exchange may trail curl's exit by a moment.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let seen = link_counters(&lab)? - before;
+        t.settle();
+
+        let flows = t.flows();
+        let udp = find_flow(&flows, &echo.to_string(), "udp", UDP_ECHO_PORT);
+        assert_eq!(udp.len(), 1, "{flows:#?}");
+        let u = udp[0];
+        assert_eq!(u["client"], phone.to_string());
+        assert_eq!(u["client_port"], port);
+        let datagram = ip_header + UDP_HEADER + size;
+        assert_eq!(counters(u), Seen { packets_up: n, bytes_up: n * datagram, packets_down: n, bytes_down: n * datagram });
+
+        let tcp = find_flow(&flows, &web.to_string(), "tcp", 80);
+        assert_eq!(tcp.len(), 1, "one connection: {flows:#?}");
+        let c = counters(tcp[0]);
+        assert_eq!(c, seen, "tracker vs wg0's own counters");
+        assert!(c.bytes_down > FILE_1M_SIZE, "{c:?}");
+        for f in [u, tcp[0]] {
+            assert!(f["first_seen"].as_str().unwrap() <= f["last_seen"].as_str().unwrap());
+        }
+    }
+    // Biggest first.
+    let flows = t.flows();
+    let totals: Vec<u64> = flows.iter().map(|f| f["bytes_up"].as_u64().unwrap() + f["bytes_down"].as_u64().unwrap()).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
+    t.stop()?;
+    Ok(())
+}
+
+/// Polls until curl to `url` fails (blocked) or succeeds (unblocked), for at most `limit`.
+fn time_until(lab: &Lab, url: &str, want_ok: bool, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if curl(lab, url, 1).is_ok() == want_ok {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let lab = Lab::up("te2")?;
+    let mut t = Tracker::new(&lab);
+    t.start(&lab)?;
+    for (web, other) in [
+        (IpAddr::V4(WEB_V4), IpAddr::V4(ECHO_V4)),
+        (IpAddr::V6(WEB_V6), IpAddr::V6(ECHO_V6)),
+    ] {
+        let url = http_url(web, "small.txt");
+        let other_url = http_url(other, "small.txt");
+        curl(&lab, &url, 5)?;
+        let out = t.ok(&["block-ip", &web.to_string(), "--comment", "e2e"]);
+        assert!(out.contains("in the kernel"), "{out}");
+        // The rule is in the kernel as soon as the command returns: the very next request fails.
+        assert!(curl(&lab, &url, 1).is_err(), "blocked host still reachable");
+        curl(&lab, &other_url, 5).context("other hosts keep working")?;
+
+        let blocks = t.json(&["blocks"]);
+        let rule = if web.is_ipv4() { format!("{web}/32") } else { format!("{web}/128") };
+        let b = blocks.as_array().unwrap().iter().find(|b| b["rule"] == rule).expect("rule listed");
+        assert_eq!(b["comment"], "e2e");
+        assert!(b["packets_dropped"].as_u64().unwrap() >= 1, "{b}");
+        assert!(b["last_hit"].is_string(), "{b}");
+
+        t.ok(&["unblock-ip", &web.to_string()]);
+        let back = time_until(&lab, &url, true, Duration::from_secs(3));
+        assert!(back.is_some_and(|d| d < Duration::from_secs(1)), "unblock took {back:?}");
+    }
+    t.stop()?;
+    Ok(())
+}
+
+/// A block survives a daemon restart and a crash; flows are not counted twice across restarts.
+#[test]
+fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let lab = Lab::up("te3")?;
+    let mut t = Tracker::new(&lab);
+    t.start(&lab)?;
+    let port = udp_exchange(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), 5, 50)?;
+    t.ok(&["block-ip", &WEB_V4.to_string()]);
+    let url = http_url(WEB_V4, "small.txt");
+    assert!(curl(&lab, &url, 1).is_err());
+    t.stop()?;
+    let before = t.flows();
+    let udp_before: Vec<Value> = find_flow(&before, &ECHO_V4.to_string(), "udp", UDP_ECHO_PORT).into_iter().cloned().collect();
+    assert_eq!(udp_before.len(), 1);
+    assert_eq!(udp_before[0]["client_port"], port);
+    assert_eq!(udp_before[0]["packets_up"], 5);
+
+    // Blocking while the daemon is down is stored and applied at the next start.
+    let out = t.ok(&["block-ip", &WEB_V6.to_string()]);
+    assert!(out.contains("takes effect when"), "{out}");
+
+    t.start(&lab)?;
+    assert!(curl(&lab, &url, 1).is_err(), "block survived the restart");
+    assert!(curl(&lab, &http_url(WEB_V6, "small.txt"), 1).is_err(), "block made while down applied");
+    t.settle();
+    let after = t.flows();
+    let udp_after = find_flow(&after, &ECHO_V4.to_string(), "udp", UDP_ECHO_PORT);
+    assert_eq!(udp_after.len(), 1, "same flow, not a second row");
+    assert_eq!(udp_after[0]["packets_up"], 5, "not double counted");
+
+    // A crash leaves the programs attached and the block enforced.
+    t.kill()?;
+    assert!(curl(&lab, &url, 1).is_err(), "block enforced with the daemon dead");
+    t.start(&lab)?;
+    assert!(curl(&lab, &url, 1).is_err());
+    t.ok(&["unblock-ip", &WEB_V4.to_string()]);
+    curl(&lab, &url, 5)?;
+    t.stop()?;
+    Ok(())
+}
+
+/// Bad input: a clear message, a non-zero exit, and nothing changed.
+#[test]
+fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let lab = Lab::up("te4")?;
+    let t = Tracker::new(&lab);
+    let err = |args: &[&str], want: &str| {
+        let out = t.output(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    };
+    err(&["block-ip", "203.0.113"], "not an IP address or CIDR");
+    err(&["block-ip", "198.51.100.7/24"], "did you mean the network 198.51.100.0/24");
+    assert!(!t.db.exists(), "a refused rule creates no database");
+    t.ok(&["block-ip", "198.51.100.0/24"]);
+    err(&["unblock-ip", "192.0.2.99"], "no block rule for 192.0.2.99/32");
+    err(&["flows", "--since", "yesterday-ish"], "neither a duration");
+
+    // A missing interface, in the VPN namespace.
+    let out = lab.vpn_cmd(tracker_tests::tracker_bin())
+        .arg("--db").arg(&t.db).arg("--pin-dir").arg(&t.pins)
+        .args(["run", "--iface", "nosuch0"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"));
+
+    // Not root: refused before touching anything.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(tracker_tests::tracker_bin())
+        .arg("--db").arg(&t.db).arg("--pin-dir").arg(&t.pins)
+        .args(["block-ip", "192.0.2.1"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"), "{out:?}");
+
+    // The rule list is exactly the one good rule.
+    let blocks = t.json(&["blocks"]);
+    assert_eq!(blocks.as_array().unwrap().len(), 1);
+    assert_eq!(blocks[0]["rule"], "198.51.100.0/24");
+    Ok(())
+}
