@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer entry point of the tracker workspace. Owns the command line and
 //! dispatches to one module per task; each task's `--help` explains what it does.
 
+mod bench;
 mod build;
 mod lab;
 mod setup;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use tracker_tests::lab::DEFAULT_PREFIX;
 
 /// Developer tasks for tracker: install the toolchain, build, run the daemon, try it in a
-/// namespace lab, run the tests.
+/// namespace lab, run the tests and the benchmark.
 ///
 /// Start with `cargo xtask setup` (as root), then `cargo xtask test`. To try tracker without a
 /// VPN: `cargo xtask lab up`, which prints what to do next.
@@ -66,6 +67,14 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Measure the XDP program's cost per packet against xdp-filter and an empty program (root).
+    ///
+    /// Setup, release build, then `cargo bench -p tracker-tests --bench xdp`: BPF_PROG_TEST_RUN
+    /// on a packet of an existing flow, packets that create flows and a blocked packet, for
+    /// tracker, xdp-filter (xdp-tools, one deny rule, in a namespace of its own) and an empty
+    /// XDP_PASS program. Prints the figures and a markdown table; reports, never asserts, whether
+    /// tracker is at most as costly as xdp-filter.
+    Bench,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +130,7 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
         Task::Lab(LabTask::Status) => lab::status(),
         Task::Lab(LabTask::Hold { prefix }) => lab::hold(&prefix),
         Task::Test { args } => test::run(&args),
+        Task::Bench => bench::run(),
     }
 }
 
