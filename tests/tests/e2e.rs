@@ -96,6 +96,7 @@ fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
+    let _serial = common::serial();
     let lab = Lab::up("te1")?;
     lab.set_offloads(false)?;
     let mut t = Tracker::new(&lab);
@@ -157,6 +158,7 @@ fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
+    let _serial = common::serial();
     let lab = Lab::up("te2")?;
     let mut t = Tracker::new(&lab);
     t.start(&lab)?;
@@ -194,6 +196,7 @@ fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
+    let _serial = common::serial();
     let lab = Lab::up("te3")?;
     let mut t = Tracker::new(&lab);
     t.start(&lab)?;
@@ -238,6 +241,7 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     if !root_or_skip() {
         return Ok(());
     }
+    let _serial = common::serial();
     let lab = Lab::up("te4")?;
     let t = Tracker::new(&lab);
     let err = |args: &[&str], want: &str| {

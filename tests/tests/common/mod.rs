@@ -13,6 +13,13 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use tracker_tests::{ChildGuard, Lab, cmd, tracker_bin};
 
+/// Lab tests run one at a time: each brings up wireguard-go tunnels and measures latencies
+/// (a block must bite on the next request), which parallel labs on two cores would distort.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How often the test daemon sweeps flows into SQLite: short, so tests wait little.
 pub const SWEEP: &str = "300ms";
 
