@@ -183,8 +183,10 @@ fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
         assert!(b["last_hit"].is_string(), "{b}");
 
         t.ok(&["unblock-ip", &web.to_string()]);
-        let back = time_until(&lab, &url, true, Duration::from_secs(3));
-        assert!(back.is_some_and(|d| d < Duration::from_secs(1)), "unblock took {back:?}");
+        // The rule leaves the kernel when the command returns; the client may still be in a
+        // SYN retransmission backoff from the blocked attempts, so allow it a few seconds.
+        let back = time_until(&lab, &url, true, Duration::from_secs(5));
+        assert!(back.is_some(), "unblock did not restore traffic within 5 s");
     }
     t.stop()?;
     Ok(())

@@ -92,7 +92,12 @@ impl Tracker {
                 bail!("tracker run exited early:\n{}", self.log_text());
             }
             let s = self.json(&["status"]);
-            if s["xdp_attached"] == true && s["tc_egress_attached"] == true && s["daemon_running"] == true {
+            // After a crash the old links are still pinned: wait for this daemon's own mark.
+            let pid = self.daemon.as_ref().map(|d| d.pid().to_string());
+            if s["xdp_attached"] == true
+                && s["tc_egress_attached"] == true
+                && s["attached_pid"].as_str() == pid.as_deref()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -78,6 +78,9 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         ("xdp_mode", mode.as_str().into()),
         ("started", timefmt::rfc3339(timefmt::now_ms())),
         ("version", env!("CARGO_PKG_VERSION").into()),
+        // Written only once attached: tells a waiting script that *this* daemon is ready, not
+        // the links a crashed one left pinned.
+        ("attached_pid", std::process::id().to_string()),
     ])?;
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
