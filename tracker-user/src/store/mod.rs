@@ -162,7 +162,16 @@ impl Store {
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
             let to = i + 1;
-            let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+            // IMMEDIATE takes the write lock first; another process (the CLI racing the daemon's
+            // first start) may have migrated meanwhile, so the version is read again under it.
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| explain_path(&self.path, e))?;
+            let now: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now >= to as u32 {
+                continue;
+            }
             tx.execute_batch(sql).with_context(|| format!("applying schema migration {to}"))?;
             tx.pragma_update(None, "user_version", to)?;
             tx.commit().map_err(|e| explain_path(&self.path, e))?;
