@@ -8,13 +8,34 @@
 //!  {p}-phone0 10.99.0.2/30 ------- {p}-vpn0 10.99.0.1/30
 //!                                   {p}-vpn1 192.0.2.1 2001:db8::1 ------- {p}-net0 192.0.2.2 2001:db8::2
 //!                                                                          lo: 203.0.113.10/.20,
-//!                                                                          198.51.100.30, 2001:db8:2::10/::20
+//!                                                                          198.51.100.30, 2001:db8:2::10/::20,
+//!                                                                          the zone's hosts, 203.0.113.53
 //! ```
 //!
 //! The phone routes everything into the tunnel; the VPN host forwards (no NAT: the internet
 //! routes 10.77.0.0/24 and fd77::/64 back to it). Every internet host serves HTTP on port 80
 //! (files in [`Lab::www_dir`]) and UDP echo on port 9000 (`labsrv.py`, one Python process);
-//! iperf3 listens on [`IPERF_V4`]:5201. All addresses are documentation ranges.
+//! iperf3 listens on [`IPERF_V4`]:5201. All addresses are documentation ranges, except the
+//! private LAN host of the zone ([`zone::LAN_V4`], [`zone::LAN_V6`]), which the VPN host routes
+//! to the internet namespace too.
+//!
+//! DNS and TLS, for naming flows (data in [`crate::zone`], the one source of truth):
+//!
+//! - **On-host resolver**: unbound in the VPN namespace on the tunnel addresses
+//!   [`VPN_TUN_V4`]:53 and [`VPN_TUN_V6`]:53 (UDP and TCP), authoritative for `lab.test`
+//!   ([`Resolver::OnHost`]). The phone's `ip netns exec` resolver: the lab writes
+//!   `/etc/netns/{p}-phone/resolv.conf` naming it, so `ip netns exec {p}-phone curl
+//!   http://www.lab.test/` resolves through the tunnel (removed at teardown).
+//! - **Upstream resolver**: a second unbound with the same zone in the internet namespace on
+//!   [`UPSTREAM_DNS_V4`] and [`UPSTREAM_DNS_V6`] ([`Resolver::Upstream`]): the phone's queries
+//!   to it cross the tunnel and the VPN host, as to a public resolver.
+//! - Neither recurses: names outside `lab.test` are REFUSED, and unbound may query no address
+//!   at all, so no packet leaves the namespaces. [`Lab::phone_cmd_resolving`] runs a phone
+//!   command whose `getaddrinfo` (curl, getent) uses the resolver of the test's choice.
+//! - **TLS**: `openssl s_server -www` on port [`TLS_PORT`] of every internet host (one process on
+//!   the wildcard address, one connection at a time), with a self-signed certificate for
+//!   [`zone::TLS_NAME`] and the shared names ([`LabNames::tls_cert`]; curl it with
+//!   `--cacert`, or `-k`).
 //!
 //! A [`Lab`] tears everything down when dropped, also while a test panics. Labs with distinct
 //! prefixes coexist; interface names embed the prefix because wireguard-go's control socket
@@ -22,6 +43,7 @@
 
 use crate::cmd::{ChildGuard, have_program, run, succeeds, wait_until};
 use crate::procs;
+use crate::zone;
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -63,8 +85,14 @@ pub const ECHO_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x20);
 pub const IPERF_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 30);
 pub const INTERNET_V4: [Ipv4Addr; 3] = [WEB_V4, ECHO_V4, IPERF_V4];
 pub const INTERNET_V6: [Ipv6Addr; 2] = [WEB_V6, ECHO_V6];
+/// The upstream resolver ([`Resolver::Upstream`]), an internet host.
+pub const UPSTREAM_DNS_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+pub const UPSTREAM_DNS_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x53);
 /// Server ports.
 pub const HTTP_PORT: u16 = 80;
+pub const DNS_PORT: u16 = 53;
+/// The TLS server's port, on every internet host.
+pub const TLS_PORT: u16 = 443;
 pub const UDP_ECHO_PORT: u16 = 9000;
 pub const IPERF_PORT: u16 = 5201;
 /// WireGuard listen ports on the underlay.
@@ -95,6 +123,88 @@ pub fn http_url(addr: impl Into<IpAddr>, path: &str) -> String {
     match addr.into() {
         IpAddr::V4(a) => format!("http://{a}/{path}"),
         IpAddr::V6(a) => format!("http://[{a}]/{path}"),
+    }
+}
+
+/// `https://NAME/PATH`, for use with curl's `--resolve NAME:443:ADDR` or DNS.
+pub fn https_url(name: &str, path: &str) -> String {
+    format!("https://{name}/{}", path.trim_start_matches('/'))
+}
+
+/// Every address the internet namespace carries on its loopback, each once: [`INTERNET_V4`],
+/// [`INTERNET_V6`], the hosts of the zone ([`zone::server_addrs`]) and the upstream resolver.
+pub fn internet_hosts() -> Vec<IpAddr> {
+    let mut hosts: Vec<IpAddr> = INTERNET_V4.iter().map(|&a| IpAddr::V4(a)).collect();
+    hosts.extend(INTERNET_V6.iter().map(|&a| IpAddr::V6(a)));
+    hosts.extend(zone::server_addrs());
+    hosts.extend([IpAddr::V4(UPSTREAM_DNS_V4), IpAddr::V6(UPSTREAM_DNS_V6)]);
+    let mut seen = Vec::with_capacity(hosts.len());
+    hosts.retain(|h| {
+        let new = !seen.contains(h);
+        seen.push(*h);
+        new
+    });
+    hosts
+}
+
+/// The internet hosts that serve HTTP on [`HTTP_PORT`] and UDP echo on [`UDP_ECHO_PORT`]
+/// (`labsrv.py`): all but the upstream resolver.
+pub fn http_hosts() -> Vec<IpAddr> {
+    internet_hosts()
+        .into_iter()
+        .filter(|&h| h != IpAddr::V4(UPSTREAM_DNS_V4) && h != IpAddr::V6(UPSTREAM_DNS_V6))
+        .collect()
+}
+
+/// The lab's two resolvers, both unbound serving [`crate::zone`] authoritatively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resolver {
+    /// On the VPN host itself, on its tunnel addresses: the phone's queries end at `wg0`.
+    OnHost,
+    /// In the internet namespace: the phone's queries cross the tunnel to reach it.
+    Upstream,
+}
+
+impl Resolver {
+    pub const ALL: [Resolver; 2] = [Resolver::OnHost, Resolver::Upstream];
+
+    pub fn v4(self) -> Ipv4Addr {
+        match self {
+            Resolver::OnHost => VPN_TUN_V4,
+            Resolver::Upstream => UPSTREAM_DNS_V4,
+        }
+    }
+
+    pub fn v6(self) -> Ipv6Addr {
+        match self {
+            Resolver::OnHost => VPN_TUN_V6,
+            Resolver::Upstream => UPSTREAM_DNS_V6,
+        }
+    }
+
+    /// Its IPv6 or IPv4 address.
+    pub fn addr(self, v6: bool) -> IpAddr {
+        if v6 {
+            self.v6().into()
+        } else {
+            self.v4().into()
+        }
+    }
+
+    /// The namespace it runs in.
+    pub fn ns(self) -> Ns {
+        match self {
+            Resolver::OnHost => Ns::Vpn,
+            Resolver::Upstream => Ns::Net,
+        }
+    }
+
+    /// Used in its file names: `unbound-{tag}.conf`, `.log`, `.pid`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Resolver::OnHost => "onhost",
+            Resolver::Upstream => "upstream",
+        }
     }
 }
 
@@ -139,6 +249,12 @@ pub struct LabNames {
     pub dir: PathBuf,
     /// Served over HTTP by every internet host; tests may add files.
     pub www_dir: PathBuf,
+    /// `/etc/netns/{prefix}-phone`: `ip netns exec` bind-mounts its `resolv.conf` (naming the
+    /// on-host resolver) over `/etc/resolv.conf` for commands in the phone namespace.
+    pub phone_etc_dir: PathBuf,
+    /// The TLS server's self-signed certificate (PEM), for `curl --cacert`, and its key.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 impl LabNames {
@@ -169,6 +285,9 @@ impl LabNames {
             vpn_uplink_iface: format!("{prefix}-vpn1"),
             net_uplink_iface: format!("{prefix}-net0"),
             www_dir: dir.join("www"),
+            phone_etc_dir: Path::new("/etc/netns").join(format!("{prefix}-phone")),
+            tls_cert: dir.join("tls.crt"),
+            tls_key: dir.join("tls.key"),
             dir,
         })
     }
@@ -244,6 +363,11 @@ impl LabNames {
             removed.extend(remove_if_exists(&Self::wg_socket(iface))?);
         }
         removed.extend(remove_if_exists(&self.dir)?);
+        removed.extend(remove_if_exists(&self.phone_etc_dir)?);
+        // /etc/netns itself only if that leaves it empty (ip netns never needs it).
+        if let Some(parent) = self.phone_etc_dir.parent() {
+            let _ = fs::remove_dir(parent);
+        }
         Ok(removed)
     }
 }
@@ -324,6 +448,8 @@ impl Lab {
         self.make_internet()?;
         self.make_wireguard()?;
         self.start_servers()?;
+        self.start_resolvers()?;
+        self.start_tls()?;
         self.verify()
     }
 
@@ -345,6 +471,29 @@ impl Lab {
     /// `nsenter --net=/run/netns/{prefix}-net program`.
     pub fn net_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         self.cmd(Ns::Net, program)
+    }
+
+    /// `program` in the phone namespace with `resolver` as its only name server: for clients
+    /// that resolve through the C library (curl, getent), so that a test decides where the
+    /// phone's queries go. It runs in a private mount namespace (`unshare --mount`) where a
+    /// resolv.conf of the lab's is bind-mounted over `/etc/resolv.conf`; nothing outside that
+    /// process changes. Unlike `ip netns exec`, /sys is left alone.
+    pub fn phone_cmd_resolving(
+        &self,
+        resolver: IpAddr,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command> {
+        let conf = self.dir.join(format!("resolv-{resolver}.conf"));
+        if !conf.exists() {
+            fs::write(&conf, resolv_conf(resolver))
+                .with_context(|| format!("cannot write {}", conf.display()))?;
+        }
+        let mut cmd = self.phone_cmd("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(conf)
+            .arg(program);
+        Ok(cmd)
     }
 
     /// Runs `f` on a fresh thread that has entered namespace `ns`, so sockets it creates live
@@ -519,16 +668,20 @@ impl Lab {
     /// The hosts' addresses live on the internet namespace's loopback (this kernel has no dummy
     /// interfaces); the VPN host routes to them, and the internet routes the tunnel back.
     fn add_internet_hosts(&self) -> Result<()> {
-        for host in INTERNET_V4 {
-            self.ip(Ns::Net, &format!("addr add {host}/32 dev lo"))?;
-            self.ip(Ns::Vpn, &format!("route add {host}/32 via {NET_UPLINK_V4}"))?;
-        }
-        for host in INTERNET_V6 {
-            self.ip(Ns::Net, &format!("addr add {host}/128 dev lo nodad"))?;
-            self.ip(
-                Ns::Vpn,
-                &format!("route add {host}/128 via {NET_UPLINK_V6}"),
-            )?;
+        for host in internet_hosts() {
+            match host {
+                IpAddr::V4(host) => {
+                    self.ip(Ns::Net, &format!("addr add {host}/32 dev lo"))?;
+                    self.ip(Ns::Vpn, &format!("route add {host}/32 via {NET_UPLINK_V4}"))?;
+                }
+                IpAddr::V6(host) => {
+                    self.ip(Ns::Net, &format!("addr add {host}/128 dev lo nodad"))?;
+                    self.ip(
+                        Ns::Vpn,
+                        &format!("route add {host}/128 via {NET_UPLINK_V6}"),
+                    )?;
+                }
+            }
         }
         let v4_back = format!("route add 10.77.0.0/{TUN_V4_PREFIX_LEN} via {VPN_UPLINK_V4}");
         let v6_back = format!("route add fd77::/{TUN_V6_PREFIX_LEN} via {VPN_UPLINK_V6}");
@@ -678,12 +831,8 @@ impl Lab {
         let mut argv: Vec<String> = vec![python().into(), script.display().to_string()];
         argv.extend(["--www".into(), self.www_dir.display().to_string()]);
         argv.extend(["--ready".into(), ready.display().to_string()]);
-        for host in INTERNET_V4
-            .iter()
-            .map(ToString::to_string)
-            .chain(INTERNET_V6.iter().map(ToString::to_string))
-        {
-            argv.extend(["--addr".into(), host]);
+        for host in http_hosts() {
+            argv.extend(["--addr".into(), host.to_string()]);
         }
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.start_server(Ns::Net, &argv)?;
@@ -700,6 +849,119 @@ impl Lab {
             },
         )
         .with_context(|| self.logs())
+    }
+
+    /// The two unbound resolvers ([`Resolver`]), each waited for until it answers a query for
+    /// [`zone::WEB_NAME`] over IPv4 and IPv6 from inside its own namespace; then the phone's
+    /// `/etc/netns` resolv.conf.
+    fn start_resolvers(&mut self) -> Result<()> {
+        let zonefile = self.dir.join(format!("{}.zone", zone::ZONE));
+        fs::write(&zonefile, zone::zonefile())
+            .with_context(|| format!("cannot write {}", zonefile.display()))?;
+        let program = self.unbound_program()?;
+        for resolver in Resolver::ALL {
+            let conf = self.dir.join(format!("unbound-{}.conf", resolver.tag()));
+            fs::write(&conf, unbound_config(&self.dir, resolver, &zonefile))
+                .with_context(|| format!("cannot write {}", conf.display()))?;
+            let program = program.display().to_string();
+            let conf = conf.display().to_string();
+            self.start_server(resolver.ns(), &[&program, "-d", "-c", &conf])?;
+            let what = format!(
+                "unbound ({}) to answer on {} and {}",
+                resolver.tag(),
+                resolver.v4(),
+                resolver.v6()
+            );
+            self.wait_for_last_server(&what, |names| {
+                for v6 in [false, true] {
+                    let mut dig = names.cmd(resolver.ns(), "dig");
+                    dig.args(["+short", "+tries=1", "+time=1"])
+                        .arg(format!("@{}", resolver.addr(v6)))
+                        .args([zone::WEB_NAME, "A"]);
+                    if probe(&mut dig)?.as_deref().map(str::trim) != Some(&*WEB_V4.to_string()) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+        }
+        fs::create_dir_all(&self.phone_etc_dir)
+            .with_context(|| format!("cannot create {}", self.phone_etc_dir.display()))?;
+        let conf = self.phone_etc_dir.join("resolv.conf");
+        fs::write(&conf, resolv_conf(IpAddr::V4(VPN_TUN_V4)))
+            .with_context(|| format!("cannot write {}", conf.display()))
+    }
+
+    /// The unbound binary to run. Debian confines `/usr/sbin/unbound` with an AppArmor profile
+    /// that lets it read only `/etc/unbound` and a few system paths, not the lab's files in its
+    /// temp dir; where AppArmor is enabled the lab runs a copy of the binary from its dir, to
+    /// which no profile attaches.
+    fn unbound_program(&self) -> Result<PathBuf> {
+        let system = find_program("unbound").context("unbound is not installed")?;
+        let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim() == "Y");
+        if !apparmor {
+            return Ok(system);
+        }
+        let copy = self.dir.join("unbound");
+        fs::copy(&system, &copy)
+            .with_context(|| format!("cannot copy {} to {}", system.display(), copy.display()))?;
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} executable", copy.display()))?;
+        Ok(copy)
+    }
+
+    /// A self-signed certificate for the zone's TLS names, then `openssl s_server -www` on
+    /// port [`TLS_PORT`] of every internet host (the wildcard address, IPv4 and IPv6).
+    fn start_tls(&mut self) -> Result<()> {
+        let mut san = format!("subjectAltName=DNS:{}", zone::TLS_NAME);
+        for name in zone::SHARED_NAMES {
+            san.push_str(&format!(",DNS:{name}"));
+        }
+        let mut req = Command::new("openssl");
+        req.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "7"])
+            .arg("-keyout")
+            .arg(&self.tls_key)
+            .arg("-out")
+            .arg(&self.tls_cert)
+            .args(["-subj", &format!("/CN={}", zone::TLS_NAME), "-addext", &san]);
+        run(&mut req)?;
+        let (cert, key) = (
+            self.tls_cert.display().to_string(),
+            self.tls_key.display().to_string(),
+        );
+        let port = TLS_PORT.to_string();
+        self.start_server(
+            Ns::Net,
+            &[
+                "openssl", "s_server", "-www", "-accept", &port, "-cert", &cert, "-key", &key,
+            ],
+        )?;
+        let filter = format!("sport = :{TLS_PORT}");
+        self.wait_for_last_server("openssl s_server to listen on port 443", |names| {
+            Ok(!run(names.cmd(Ns::Net, "ss").args(["-Hltn", &filter]))?
+                .trim()
+                .is_empty())
+        })
+    }
+
+    /// Waits until `ready` says the server started last is serving, failing early if it exits.
+    fn wait_for_last_server(
+        &mut self,
+        what: &str,
+        mut ready: impl FnMut(&LabNames) -> Result<bool>,
+    ) -> Result<()> {
+        let names = &self.names;
+        let child = self.children.last_mut().context("no server was started")?;
+        let name = child.name().to_owned();
+        let waited = wait_until(what, START_TIMEOUT, POLL, || {
+            if let Some(status) = child.try_status()? {
+                bail!("`{name}` exited ({status})");
+            }
+            ready(names)
+        });
+        waited.with_context(|| self.logs())
     }
 
     /// Pings the internet from the phone over both families. The first packet also triggers the
@@ -750,6 +1012,104 @@ fn public_key(private_key: &Path) -> Result<String> {
     )
 }
 
+/// Runs a probe command: its stdout when it exits 0, None when it fails (not ready yet).
+fn probe(cmd: &mut Command) -> Result<Option<String>> {
+    let line = crate::cmd::describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// A resolv.conf naming only `resolver`. No search list, so a name is asked for as written;
+/// glibc waits 2 s and tries twice.
+fn resolv_conf(resolver: IpAddr) -> String {
+    format!("# written by the tracker lab\nnameserver {resolver}\noptions timeout:2 attempts:2\n")
+}
+
+/// unbound's configuration for `resolver`: authoritative for the lab zone from `zonefile`, and
+/// nothing else.
+///
+/// - `auth-zone` with `for-downstream: yes` answers from the zone file like an authoritative
+///   server, chasing CNAME chains inside the zone (the answer carries the whole chain and the
+///   addresses), with NXDOMAIN and the SOA for missing names. `for-upstream: no` keeps the
+///   answers out of the cache, so every answer carries the zone's exact TTLs.
+/// - No recursion, and no packet to anywhere: `local-zone: "." refuse` answers REFUSED for
+///   every name outside `lab.test` (`test.` is one of unbound's built-in empty zones, hence
+///   `nodefault` and `transparent` to let `lab.test` through to the auth zone), iterator only
+///   (no DNSSEC validator, so no trust-anchor fetches), and `do-not-query-address` for every
+///   address in case anything tried.
+/// - Only the tunnel's clients and the server itself may ask (`access-control`).
+/// - Root, foreground, no chroot, no remote control, logs and pid file in the lab's dir
+///   (`unbound-{tag}.log`, shown by [`Lab::logs`]), one thread, every answer logged.
+fn unbound_config(dir: &Path, resolver: Resolver, zonefile: &Path) -> String {
+    let tag = resolver.tag();
+    let d = dir.display();
+    let (v4, v6) = (resolver.v4(), resolver.v6());
+    format!(
+        r#"# written by the tracker lab ({tag} resolver)
+server:
+    interface: {v4}
+    interface: {v6}
+    port: {DNS_PORT}
+    do-ip4: yes
+    do-ip6: yes
+    do-udp: yes
+    do-tcp: yes
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound-{tag}.pid"
+    use-syslog: no
+    logfile: "{d}/unbound-{tag}.log"
+    verbosity: 1
+    log-replies: yes
+    num-threads: 1
+    so-reuseport: no
+    module-config: "iterator"
+    minimal-responses: yes
+    rrset-roundrobin: no
+    do-not-query-localhost: yes
+    do-not-query-address: 0.0.0.0/0
+    do-not-query-address: ::/0
+    local-zone: "." refuse
+    local-zone: "test." nodefault
+    local-zone: "{zone}." transparent
+    access-control: 0.0.0.0/0 refuse
+    access-control: ::/0 refuse
+    access-control: 127.0.0.0/8 allow
+    access-control: ::1/128 allow
+    access-control: 10.77.0.0/{TUN_V4_PREFIX_LEN} allow
+    access-control: fd77::/{TUN_V6_PREFIX_LEN} allow
+    access-control: {v4}/32 allow
+    access-control: {v6}/128 allow
+auth-zone:
+    name: "{zone}."
+    zonefile: "{zonefile}"
+    for-downstream: yes
+    for-upstream: no
+    fallback-enabled: no
+remote-control:
+    control-enable: no
+"#,
+        zone = zone::ZONE,
+        zonefile = zonefile.display(),
+    )
+}
+
+/// `program`'s path in PATH.
+fn find_program(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 fn blob(size: u64) -> Vec<u8> {
     // One period repeated: byte-by-byte generation of 10 MiB is slow in debug builds.
     let period: Vec<u8> = (0..251).map(blob_byte).collect();
@@ -777,9 +1137,15 @@ fn check_tools() -> Result<()> {
         "ping",
         "ss",
         "iperf3",
+        "unshare",
+        "dig",
+        "openssl",
         python(),
     ];
-    let missing: Vec<&str> = needed.into_iter().filter(|p| !have_program(p)).collect();
+    let mut missing: Vec<&str> = needed.into_iter().filter(|p| !have_program(p)).collect();
+    if find_program("unbound").is_none() {
+        missing.push("unbound");
+    }
     ensure!(
         missing.is_empty(),
         "missing {}: run `cargo xtask setup`",

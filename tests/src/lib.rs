@@ -1,10 +1,12 @@
 //! tracker's test harness: the namespace lab ([`lab`]) that the integration tests in `tests/`
-//! and `cargo xtask lab` build, plus helpers for running commands ([`cmd`]), handling foreign
-//! processes ([`procs`]) and deciding whether a privileged test may run.
+//! and `cargo xtask lab` build, its DNS zone ([`zone`], also the tests' ground truth), crafted
+//! hostile DNS messages ([`hostile_dns`]), plus helpers for running commands ([`cmd`]),
+//! handling foreign processes ([`procs`]) and deciding whether a privileged test may run.
 
 pub mod cmd;
 pub mod lab;
 pub mod procs;
+pub mod zone;
 
 pub use cmd::ChildGuard;
 pub use lab::{Lab, LabNames, Ns};

@@ -1,14 +1,18 @@
 //! The lab itself: it must carry IPv4 and IPv6 through the tunnel, serve its files and echo UDP,
-//! and leave nothing behind when dropped.
+//! answer DNS from both resolvers exactly as the zone module says, serve TLS, and leave nothing
+//! behind when dropped.
 
 use anyhow::{Context, Result, bail, ensure};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 use tracker_tests::cmd::run;
 use tracker_tests::lab::{
-    self, ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, Lab, UDP_ECHO_PORT, WEB_V4, WEB_V6,
+    self, ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, Lab, Resolver, SMALL_TXT, SMALL_TXT_CONTENT,
+    UDP_ECHO_PORT, WEB_V4, WEB_V6,
 };
+use tracker_tests::zone::{self, QType};
 use tracker_tests::{Ns, procs, root_or_skip};
 
 #[test]
@@ -40,6 +44,9 @@ fn lab_carries_traffic_and_cleans_up() -> Result<()> {
         "{features}"
     );
     lab.set_offloads(true)?;
+    resolvers_answer_the_zone(&lab)?;
+    every_zone_host_serves(&lab)?;
+    phone_resolves_through_the_lab(&lab)?;
     let wireguard_go = names.wireguard_go_procs()?;
     assert_eq!(
         wireguard_go.len(),
@@ -63,6 +70,198 @@ fn lab_carries_traffic_and_cleans_up() -> Result<()> {
         "wireguard-go left behind"
     );
     assert!(!names.dir.exists(), "{} left behind", names.dir.display());
+    assert!(
+        !names.phone_etc_dir.exists(),
+        "{} left behind",
+        names.phone_etc_dir.display()
+    );
+    Ok(())
+}
+
+/// What `dig` printed: the status and the answer section as (name, ttl, type, data), names
+/// without the trailing dot.
+#[derive(Debug, PartialEq, Eq)]
+struct Dug {
+    status: String,
+    answers: Vec<(String, u32, String, String)>,
+}
+
+fn dig(lab: &Lab, server: IpAddr, tcp: bool, name: &str, qtype: &str) -> Result<Dug> {
+    let mut cmd = lab.phone_cmd("dig");
+    cmd.args(["+tries=1", "+time=3", "+noall", "+answer", "+comments"]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = run(cmd.arg(format!("@{server}")).args([name, qtype]))?;
+    let status = out
+        .lines()
+        .find_map(|l| l.split_once("status: "))
+        .and_then(|(_, rest)| rest.split(',').next())
+        .with_context(|| format!("no status in dig's output:\n{out}"))?
+        .to_owned();
+    let mut answers = Vec::new();
+    for line in out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        ensure!(f.len() == 5 && f[2] == "IN", "odd answer line {line:?}");
+        answers.push((
+            f[0].trim_end_matches('.').to_owned(),
+            f[1].parse()?,
+            f[3].to_owned(),
+            f[4].trim_end_matches('.').to_owned(),
+        ));
+    }
+    Ok(Dug { status, answers })
+}
+
+/// The zone's answer as dig would print it.
+fn expected(name: &str, qtype: QType) -> Dug {
+    let r = zone::resolve(name, qtype);
+    Dug {
+        status: r.rcode.to_owned(),
+        answers: r
+            .answers
+            .into_iter()
+            .map(|a| (a.name, a.ttl, a.rtype.to_owned(), a.data))
+            .collect(),
+    }
+}
+
+/// Both resolvers, over IPv4 and IPv6, UDP and TCP, answer every kind of name in the zone with
+/// exactly the records, order and TTLs of the zone module (whole CNAME chains included), say
+/// NXDOMAIN for missing names and refuse names outside the zone.
+fn resolvers_answer_the_zone(lab: &Lab) -> Result<()> {
+    let mut questions: Vec<(&str, QType)> = Vec::new();
+    for name in zone::names() {
+        questions.extend([(name, QType::A), (name, QType::Aaaa)]);
+    }
+    for name in zone::NXDOMAIN_NAMES {
+        questions.push((name, QType::A));
+    }
+    questions.push(("cdn.lab.test", QType::A));
+    // Every question once; each other resolver, family and transport a representative few.
+    let few = [
+        (zone::CHAIN[0], QType::A),
+        (zone::DEEP_CHAIN[0], QType::Aaaa),
+        (zone::MANY_NAME, QType::Aaaa),
+        (zone::NXDOMAIN_NAMES[0], QType::A),
+    ];
+    for resolver in Resolver::ALL {
+        for v6 in [false, true] {
+            let server = resolver.addr(v6);
+            for tcp in [false, true] {
+                let all = resolver == Resolver::OnHost && !v6 && !tcp;
+                for &(name, qtype) in if all { &questions[..] } else { &few[..] } {
+                    let got = dig(lab, server, tcp, name, qtype.as_str())?;
+                    assert_eq!(
+                        got,
+                        expected(name, qtype),
+                        "{name} {} from {server} (tcp: {tcp})",
+                        qtype.as_str()
+                    );
+                }
+                let outside = dig(lab, server, tcp, "example.com", "A")?;
+                assert_eq!(outside.status, "REFUSED", "example.com from {server}");
+            }
+        }
+    }
+    // A chain in detail, as the brief for the zone promises it.
+    let www = dig(
+        lab,
+        Resolver::OnHost.addr(false),
+        false,
+        zone::CHAIN[0],
+        "A",
+    )?;
+    let owners: Vec<&str> = www.answers.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(owners, zone::CHAIN, "{www:?}");
+    assert_eq!(www.answers[2].3, zone::CDN_V4.to_string());
+    Ok(())
+}
+
+/// Every address of the zone that a client may be given serves HTTP (so any answer of
+/// many.lab.test works), and TLS answers with the lab's certificate for its names.
+fn every_zone_host_serves(lab: &Lab) -> Result<()> {
+    for host in zone::server_addrs() {
+        let out = run(lab
+            .phone_cmd("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(lab::http_url(host, SMALL_TXT)))?;
+        assert_eq!(out, format!("{SMALL_TXT_CONTENT}\n200"), "HTTP from {host}");
+    }
+    let tls_hosts = [
+        (zone::TLS_NAME, IpAddr::V4(zone::TLS_V4)),
+        (zone::TLS_NAME, IpAddr::V6(zone::TLS_V6)),
+        (zone::SHARED_NAMES[0], IpAddr::V4(zone::SHARED_V4)),
+        (zone::SHARED_NAMES[1], IpAddr::V6(zone::SHARED_V6)),
+    ];
+    for (name, addr) in tls_hosts {
+        let resolve = match addr {
+            IpAddr::V4(a) => format!("{name}:{}:{a}", lab::TLS_PORT),
+            IpAddr::V6(a) => format!("{name}:{}:[{a}]", lab::TLS_PORT),
+        };
+        let code = run(lab
+            .phone_cmd("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(&lab.tls_cert)
+            .args(["--resolve", &resolve, &lab::https_url(name, "/")]))?;
+        assert_eq!(code, "200", "TLS {name} at {addr}");
+    }
+    Ok(())
+}
+
+/// The C library's resolver in the phone namespace: `ip netns exec` uses the on-host resolver
+/// (the lab's /etc/netns resolv.conf), and `phone_cmd_resolving` whichever the test names.
+fn phone_resolves_through_the_lab(lab: &Lab) -> Result<()> {
+    let phone = lab.ns_name(Ns::Phone);
+    let body = run(Command::new("ip")
+        .args(["netns", "exec", &phone, "curl", "-sS", "--max-time", "10"])
+        .arg(format!("http://{}/{SMALL_TXT}", zone::CHAIN[0])))?;
+    assert_eq!(body, SMALL_TXT_CONTENT);
+    for resolver in Resolver::ALL {
+        for v6 in [false, true] {
+            let server = resolver.addr(v6);
+            let out = run(lab
+                .phone_cmd_resolving(server, "getent")?
+                .args(["ahosts", zone::MANY_NAME]))?;
+            let mut got: Vec<IpAddr> = out
+                .lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            got.sort();
+            got.dedup();
+            let mut want = zone::resolve(zone::MANY_NAME, QType::A).addresses;
+            want.extend(zone::resolve(zone::MANY_NAME, QType::Aaaa).addresses);
+            want.sort();
+            assert_eq!(got, want, "getent ahosts {} via {server}", zone::MANY_NAME);
+            let code = run(lab
+                .phone_cmd_resolving(server, "curl")?
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("--cacert")
+                .arg(&lab.tls_cert)
+                .arg(lab::https_url(zone::TLS_NAME, "/")))?;
+            assert_eq!(code, "200", "https://{} via {server}", zone::TLS_NAME);
+        }
+    }
     Ok(())
 }
 
