@@ -36,6 +36,8 @@
 //!   the wildcard address, one connection at a time), with a self-signed certificate for
 //!   [`zone::TLS_NAME`] and the shared names ([`LabNames::tls_cert`]; curl it with
 //!   `--cacert`, or `-k`).
+//! - **Hostile DNS**: [`crate::hostile_dns`] answers the phone from port 53 of an internet host
+//!   with crafted messages.
 //!
 //! A [`Lab`] tears everything down when dropped, also while a test panics. Labs with distinct
 //! prefixes coexist; interface names embed the prefix because wireguard-go's control socket

@@ -4,6 +4,7 @@
 //! handling foreign processes ([`procs`]) and deciding whether a privileged test may run.
 
 pub mod cmd;
+pub mod hostile_dns;
 pub mod lab;
 pub mod procs;
 pub mod zone;
