@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -16,7 +16,9 @@ use tracker_common::{
 };
 
 use crate::{
+    analysis::{addr::AddrClass, names::FlowName},
     blocking::{self, KernelBlocks},
+    naming::{self, Namer, time_of_ms},
     store::{FlowRecord, Store},
     timefmt::{self, BootClock},
 };
@@ -94,7 +96,13 @@ pub fn key_addrs(k: &FlowKey) -> (IpAddr, IpAddr) {
 }
 
 /// Converts a kernel entry for storage.
-pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: BootClock) -> FlowRecord {
+pub fn flow_record(
+    k: &FlowKey,
+    s: &FlowStats,
+    clock: BootClock,
+    name: FlowName,
+    remote_class: AddrClass,
+) -> FlowRecord {
     let (client, remote) = key_addrs(k);
     FlowRecord {
         kernel_first_ns: s.first_seen_ns,
@@ -110,6 +118,8 @@ pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: BootClock) -> FlowRecord {
         tcp_flags: s.tcp_flags,
         first_seen_ms: clock.to_unix_ms(s.first_seen_ns),
         last_seen_ms: clock.to_unix_ms(s.last_seen_ns),
+        name,
+        remote_class,
     }
 }
 
@@ -132,8 +142,12 @@ impl Sweeper {
         Ok(Self { boot_id: timefmt::boot_id()?, written: HashMap::new() })
     }
 
-    pub fn sweep(&mut self, maps: &Tables, store: &mut Store) -> Result<SweepStats> {
+    /// Writes changed (or renamed) flows with their names, the DNS exchanges ready for the
+    /// log, block counters and the DNS counters, then lets the namer forget evicted flows.
+    pub fn sweep(&mut self, maps: &Tables, store: &mut Store, namer: &mut Namer) -> Result<SweepStats> {
         let clock = BootClock::now();
+        let now = SystemTime::now();
+        let renamed = namer.take_renamed();
         let mut records = Vec::new();
         let mut seen = HashMap::with_capacity(self.written.len());
         for item in maps.flows.iter() {
@@ -143,13 +157,22 @@ impl Sweeper {
                 continue; // created on another CPU this instant; next sweep has it
             }
             let stamp = (s.first_seen_ns, s.last_seen_ns);
-            if self.written.get(&key) != Some(&stamp) {
-                records.push(flow_record(&key, &s, clock));
+            if self.written.get(&key) != Some(&stamp) || renamed.contains(&key) {
+                let first_seen = time_of_ms(clock.to_unix_ms(s.first_seen_ns));
+                let (name, class) = namer.name_flow(&key, first_seen, now);
+                records.push(flow_record(&key, &s, clock, name, class));
             }
             seen.insert(key, stamp);
         }
         store.upsert_flows(&self.boot_id, &records)?;
+        store.insert_dns(&namer.take_dns_records(Some(now)))?;
         blocking::sync_counters(store, &maps.blocks, clock)?;
+        let dns = namer.stats();
+        store.update_daemon_facts(&[
+            (naming::facts::DNS_MESSAGES, dns.messages.to_string()),
+            (naming::facts::DNS_MALFORMED, dns.malformed.to_string()),
+        ])?;
+        namer.retain(|k| seen.contains_key(k), now);
         let stats = SweepStats { live: seen.len(), written: records.len() };
         // Entries the LRU evicted drop out of the memo with this assignment.
         self.written = seen;
@@ -204,6 +227,7 @@ pub async fn run_loop(
     tables: &Tables,
     events: RingBuf<MapData>,
     store: &mut Store,
+    namer: &mut Namer,
     opts: &LoopOptions,
 ) -> Result<()> {
     // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns: it stays open and
@@ -220,14 +244,15 @@ pub async fn run_loop(
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
                 let ring = guard.get_inner_mut();
+                let clock = BootClock::now();
                 while let Some(item) = ring.next() {
-                    handle_event(&item);
+                    handle_event(&item, namer, clock);
                     handled += 1;
                 }
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                let s = sweeper.sweep(tables, store)?;
+                let s = sweeper.sweep(tables, store, namer)?;
                 tracing::debug!(live = s.live, written = s.written, events = handled, "swept");
             }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
@@ -236,19 +261,23 @@ pub async fn run_loop(
     }
     // Drain what is left, then one last sweep so nothing counted is left unwritten.
     let ring = ring.get_mut();
+    let clock = BootClock::now();
     while let Some(item) = ring.next() {
-        handle_event(&item);
+        handle_event(&item, namer, clock);
     }
-    let s = sweeper.sweep(tables, store)?;
+    let s = sweeper.sweep(tables, store, namer)?;
+    store.insert_dns(&namer.take_dns_records(None))?;
     tracing::info!(flows_written = s.written, live = s.live, "final flush done");
     Ok(())
 }
 
-fn handle_event(bytes: &[u8]) {
+fn handle_event(bytes: &[u8], namer: &mut Namer, clock: BootClock) {
+    let at = |h: &EventHeader| time_of_ms(clock.to_unix_ms(h.ts_ns));
     match decode(bytes) {
         Some(Event::FlowNew(h)) => {
             let (c, r) = key_addrs(&h.key);
             tracing::debug!(client = %c, remote = %r, proto = h.key.protocol, port = h.key.remote_port, "new flow");
+            namer.flow_new(&h.key, at(&h));
         }
         Some(Event::BlockHit(h)) => {
             let (c, r) = key_addrs(&h.key);
@@ -256,6 +285,11 @@ fn handle_event(bytes: &[u8]) {
         }
         Some(Event::Payload(h, len, data)) => {
             tracing::trace!(kind = h.kind, len, captured = data.len(), "payload");
+            if h.kind == event_kind::DNS {
+                namer.dns_message(&h, data, at(&h));
+            } else {
+                namer.first_payload(&h, data, at(&h));
+            }
         }
         None => tracing::warn!(len = bytes.len(), "undecodable ring record"),
     }

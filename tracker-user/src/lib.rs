@@ -2,14 +2,16 @@
 //! hosts in the kernel.
 //!
 //! Data flows one way, and the modules follow it:
-//! packets -> [`kernel`] (programs, maps, ring) -> [`drain`] -> [`store`] (SQLite) -> queries ->
-//! [`cli`]. [`blocking`] turns block rules into kernel map entries; [`analysis`] holds the pure
-//! logic that names flows; [`timefmt`] the clock conversions shared by all of them.
+//! packets -> [`kernel`] (programs, maps, ring) -> [`drain`] (with [`naming`]) -> [`store`]
+//! (SQLite) -> queries -> [`cli`]. [`blocking`] turns block rules into kernel map entries;
+//! [`analysis`] holds the pure logic that parses DNS, TLS and HTTP and decides names, [`naming`]
+//! the daemon's state built from it; [`timefmt`] the clock conversions shared by all of them.
 
 pub mod analysis;
 pub mod blocking;
 pub mod cli;
 pub mod drain;
 pub mod kernel;
+pub mod naming;
 pub mod store;
 pub mod timefmt;

@@ -30,10 +30,20 @@ const MAX_MESSAGE_LEN: usize = 65_535;
 const MAX_OTHER_LEN: usize = 256;
 
 /// How the payload was carried: TCP prepends a 2-byte length to every message (RFC 1035 §4.2.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
+}
+
+impl Transport {
+    /// Stable lower-case name, for storage and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
 }
 
 /// A parsed DNS message, reduced to what naming needs. All names are in the canonical display
@@ -176,52 +186,83 @@ pub fn parse(payload: &[u8], transport: Transport) -> Result<DnsMessage> {
 }
 
 impl DnsMessage {
-    /// The CNAME targets followed from `qname` through this message's answers, in order, without
-    /// `qname` itself: `www.example.com` -> `["www.example.com.cdn.net", "edge7.cdn.net"]`.
-    /// Stops at [`MAX_CNAME_CHAIN`] hops or when a name repeats (a CNAME loop).
+    /// [`cname_chain`] over this message's answers.
     pub fn cname_chain(&self, qname: &str) -> Vec<String> {
-        let mut current = canonical(qname);
-        let mut seen = HashSet::from([current.clone()]);
-        let mut chain = Vec::new();
-        while chain.len() < MAX_CNAME_CHAIN {
-            let Some(target) = self.answers.iter().find_map(|a| match &a.data {
-                AnswerData::Cname(target) if a.name == current => Some(target),
-                _ => None,
-            }) else {
-                break;
-            };
-            if !seen.insert(target.clone()) {
-                break;
-            }
-            chain.push(target.clone());
-            current = target.clone();
-        }
-        chain
+        cname_chain(&self.answers, qname)
     }
 
-    /// The A/AAAA answers a client that asked `qname` would use: those owned by `qname` or by a
-    /// name on its CNAME chain. Each comes with its TTL and the chain walked to reach it (empty
-    /// when `qname` owns the address). Addresses for unrelated owner names — which a resolver
-    /// would also ignore — are left out, so a stray record cannot name a flow.
+    /// [`addresses_for`] over this message's answers.
     pub fn addresses_for(&self, qname: &str) -> Vec<(IpAddr, u32, Vec<String>)> {
-        let chain = self.cname_chain(qname);
-        let qname = canonical(qname);
-        let mut out = Vec::new();
-        for answer in &self.answers {
-            let AnswerData::Addr(ip) = answer.data else {
-                continue;
-            };
-            let hops = if answer.name == qname {
-                Some(0)
-            } else {
-                chain.iter().position(|n| *n == answer.name).map(|i| i + 1)
-            };
-            if let Some(hops) = hops {
-                out.push((ip, answer.ttl, chain[..hops].to_vec()));
-            }
-        }
-        out
+        addresses_for(&self.answers, qname)
     }
+}
+
+impl AnswerData {
+    /// The record data as stored and shown: the address, the CNAME target, or the display text.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Addr(ip) => ip.to_string(),
+            Self::Cname(target) => target.clone(),
+            Self::Other(text) => text.clone(),
+        }
+    }
+
+    /// Reads back what [`AnswerData::to_text`] wrote for a record of type `rtype`. An A/AAAA
+    /// text that is not an address stays text rather than failing: stored data is input too.
+    pub fn from_text(rtype: &str, text: &str) -> Self {
+        match rtype {
+            "A" | "AAAA" => text.parse().map_or_else(|_| Self::Other(text.into()), Self::Addr),
+            "CNAME" => Self::Cname(text.into()),
+            _ => Self::Other(text.into()),
+        }
+    }
+}
+
+/// The CNAME targets followed from `qname` through `answers`, in order, without `qname` itself:
+/// `www.example.com` -> `["www.example.com.cdn.net", "edge7.cdn.net"]`. Stops at
+/// [`MAX_CNAME_CHAIN`] hops or when a name repeats (a CNAME loop).
+pub fn cname_chain(answers: &[Answer], qname: &str) -> Vec<String> {
+    let mut current = canonical(qname);
+    let mut seen = HashSet::from([current.clone()]);
+    let mut chain = Vec::new();
+    while chain.len() < MAX_CNAME_CHAIN {
+        let Some(target) = answers.iter().find_map(|a| match &a.data {
+            AnswerData::Cname(target) if a.name == current => Some(target),
+            _ => None,
+        }) else {
+            break;
+        };
+        if !seen.insert(target.clone()) {
+            break;
+        }
+        chain.push(target.clone());
+        current = target.clone();
+    }
+    chain
+}
+
+/// The A/AAAA answers a client that asked `qname` would use: those owned by `qname` or by a
+/// name on its CNAME chain. Each comes with its TTL and the chain walked to reach it (empty
+/// when `qname` owns the address). Addresses for unrelated owner names — which a resolver
+/// would also ignore — are left out, so a stray record cannot name a flow.
+pub fn addresses_for(answers: &[Answer], qname: &str) -> Vec<(IpAddr, u32, Vec<String>)> {
+    let chain = cname_chain(answers, qname);
+    let qname = canonical(qname);
+    let mut out = Vec::new();
+    for answer in answers {
+        let AnswerData::Addr(ip) = answer.data else {
+            continue;
+        };
+        let hops = if answer.name == qname {
+            Some(0)
+        } else {
+            chain.iter().position(|n| *n == answer.name).map(|i| i + 1)
+        };
+        if let Some(hops) = hops {
+            out.push((ip, answer.ttl, chain[..hops].to_vec()));
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -180,18 +180,30 @@ impl NameTable {
     /// containing `addr` that was received at or before `at` and is still within TTL + grace.
     /// Never consults another client's answers.
     pub fn lookup(&self, client: IpAddr, addr: IpAddr, at: SystemTime) -> Option<NameHit> {
-        self.clients
-            .get(&client.to_canonical())?
-            .by_addr
-            .get(&addr.to_canonical())?
-            .iter()
-            .filter(|e| e.valid_at(at))
-            .max_by_key(|e| (e.answered_at, e.seq))
+        self.candidates(client, addr, at).into_iter().next()
+    }
+
+    /// Every name `client`'s valid answers (as in [`NameTable::lookup`]) gave `addr`, most recent
+    /// first: when one address serves several names, the flow's TLS server name or HTTP Host
+    /// can pick the one the client used.
+    pub fn candidates(&self, client: IpAddr, addr: IpAddr, at: SystemTime) -> Vec<NameHit> {
+        let Some(entries) = self
+            .clients
+            .get(&client.to_canonical())
+            .and_then(|c| c.by_addr.get(&addr.to_canonical()))
+        else {
+            return Vec::new();
+        };
+        let mut valid: Vec<&Entry> = entries.iter().filter(|e| e.valid_at(at)).collect();
+        valid.sort_by_key(|e| std::cmp::Reverse((e.answered_at, e.seq)));
+        valid
+            .into_iter()
             .map(|e| NameHit {
                 name: e.name.clone(),
                 cname: e.cname.clone(),
                 source: NameSource::Dns,
             })
+            .collect()
     }
 
     /// Drops every answer that can no longer name a flow at `at` or later (past TTL + grace),
@@ -228,6 +240,63 @@ impl NameTable {
     /// True when no answer is held.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+}
+
+/// A flow's name as stored and shown: what the client called the server, and on what evidence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowName {
+    pub name: Option<String>,
+    pub source: Option<NameSource>,
+    /// The last CNAME target behind a [`NameSource::Dns`] name.
+    pub cname: Option<String>,
+}
+
+/// What is known about one flow, for [`choose`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The client's DNS answers for the remote address, most recent first
+    /// ([`NameTable::candidates`]).
+    pub dns: Vec<NameHit>,
+    /// The server name of the flow's TLS ClientHello.
+    pub sni: Option<String>,
+    /// The Host header of the flow's first HTTP request.
+    pub http: Option<String>,
+}
+
+/// Decides a flow's name. A local peer is `local` and never named, whatever DNS said (a
+/// public name pointing at a private address must not make a LAN host look foreign). Otherwise
+/// the client's own words for this very connection (TLS server name, else HTTP Host) pick among
+/// the DNS names its answers gave the address; with no DNS name matching them they win, because
+/// the client told the server which name it meant (a cached lookup, DoH, HTTP/2 coalescing);
+/// without them the most recent DNS answer names the flow.
+pub fn choose(local: bool, evidence: &Evidence) -> FlowName {
+    if local {
+        return FlowName { name: None, source: Some(NameSource::Local), cname: None };
+    }
+    let Evidence { dns, sni, http } = evidence;
+    let spoken = sni
+        .as_deref()
+        .map(|n| (n, NameSource::Sni))
+        .or(http.as_deref().map(|n| (n, NameSource::Http)));
+    let from_dns = |hit: &NameHit| FlowName {
+        name: Some(hit.name.clone()),
+        source: Some(NameSource::Dns),
+        cname: hit.cname.clone(),
+    };
+    match (spoken, dns.first()) {
+        (Some((said, _)), Some(_)) => {
+            let said = canonical(said);
+            match dns.iter().find(|h| h.name == said || h.cname.as_deref() == Some(&said)) {
+                Some(hit) => from_dns(hit),
+                None => FlowName { name: Some(said), source: spoken.map(|(_, s)| s), cname: None },
+            }
+        }
+        (None, Some(latest)) => from_dns(latest),
+        (Some((said, source)), None) => {
+            FlowName { name: Some(canonical(said)), source: Some(source), cname: None }
+        }
+        (None, None) => FlowName::default(),
     }
 }
 
@@ -400,6 +469,70 @@ mod tests {
             Some("shared.example")
         );
         assert_eq!(table.len(), 4);
+    }
+
+    fn hit(name: &str, cname: Option<&str>) -> NameHit {
+        NameHit { name: name.into(), cname: cname.map(Into::into), source: NameSource::Dns }
+    }
+
+    #[test]
+    fn candidates_are_most_recent_first_and_only_valid_ones() {
+        let mut table = NameTable::new(GRACE, 100);
+        let (c, a) = (ip("10.8.0.2"), ip("1.2.3.4"));
+        table.record_answer(c, a, "old.example", None, 10, t(0));
+        table.record_answer(c, a, "a.example", None, 300, t(100));
+        table.record_answer(c, a, "b.example", Some("cdn.example"), 300, t(200));
+        let names: Vec<String> = table.candidates(c, a, t(201)).into_iter().map(|h| h.name).collect();
+        assert_eq!(names, ["b.example", "a.example"]);
+        assert!(table.candidates(c, a, t(50)).iter().all(|h| h.name == "old.example"));
+        assert!(table.candidates(ip("10.8.0.3"), a, t(201)).is_empty());
+    }
+
+    #[test]
+    fn choose_local_wins_over_any_evidence() {
+        let ev = Evidence {
+            dns: vec![hit("bangkok.example", None)],
+            sni: Some("x.example".into()),
+            http: None,
+        };
+        let n = choose(true, &ev);
+        assert_eq!(n, FlowName { name: None, source: Some(NameSource::Local), cname: None });
+    }
+
+    #[test]
+    fn choose_picks_the_dns_name_the_client_spoke() {
+        let ev = Evidence {
+            dns: vec![hit("b.example", None), hit("a.example", Some("edge.cdn.example"))],
+            sni: Some("A.Example.".into()),
+            http: None,
+        };
+        let n = choose(false, &ev);
+        assert_eq!(n.name.as_deref(), Some("a.example"));
+        assert_eq!(n.source, Some(NameSource::Dns));
+        assert_eq!(n.cname.as_deref(), Some("edge.cdn.example"));
+        // The Host header does the same for plain HTTP, and matches CNAME targets too.
+        let ev = Evidence { sni: None, http: Some("edge.cdn.example".into()), ..ev };
+        assert_eq!(choose(false, &ev).name.as_deref(), Some("a.example"));
+    }
+
+    #[test]
+    fn choose_without_spoken_name_takes_the_latest_answer() {
+        let ev = Evidence { dns: vec![hit("b.example", None), hit("a.example", None)], ..Default::default() };
+        assert_eq!(choose(false, &ev).name.as_deref(), Some("b.example"));
+    }
+
+    #[test]
+    fn choose_spoken_name_outside_dns_wins_and_says_so() {
+        let ev = Evidence {
+            dns: vec![hit("a.example", None)],
+            sni: None,
+            http: Some("other.example".into()),
+        };
+        let n = choose(false, &ev);
+        assert_eq!(n, FlowName { name: Some("other.example".into()), source: Some(NameSource::Http), cname: None });
+        let ev = Evidence { dns: vec![], sni: Some("tls.example".into()), http: Some("h.example".into()) };
+        assert_eq!(choose(false, &ev).source, Some(NameSource::Sni));
+        assert_eq!(choose(false, &Evidence::default()), FlowName::default());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line: argument definitions (with the help text that teaches), and one function per
 //! command that reads the store or the pinned maps and prints through [`output`].
 
+mod dns;
 pub mod output;
 mod run;
 
@@ -27,13 +28,15 @@ use output::Format;
 counts every flow in the kernel, keeps them in a SQLite database, and drops traffic to hosts you \
 block, before it reaches the rest of the system.\n\n\
 Start the daemon with `tracker run` (as root), then, in another shell:\n  \
-tracker flows                      who the phone talked to, biggest first\n  \
+tracker flows                      who the phone talked to, biggest first, and by what name\n  \
+tracker dns                        every DNS query and the answers it got\n  \
+tracker domains --min-queries 10   names queried at least 10 times this week\n  \
 tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
 tracker blocks                     rules and how many packets each dropped\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
 tracker status                     is it running, and what the kernel counted\n\n\
 Every command uses the same database and pin directory as the daemon unless told otherwise.",
-    after_help = "Docs: README.md; the database schema: docs/schema.md."
+    after_help = "Docs: README.md. The database schema, commented: `tracker schema`."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -62,8 +65,28 @@ a TC classifier to its egress, applies the block rules stored in the database, a
 to the database every --sweep-interval. Stops cleanly on Ctrl-C or SIGTERM, writing what is \
 left. Maps stay pinned, so blocks keep working even if the daemon dies.")]
     Run(run::RunArgs),
-    /// List flows: who each device talked to, with packets and bytes each way.
+    /// List flows: who each device talked to, by what name, with packets and bytes each way.
+    #[command(long_about = "Lists flows, biggest first. `name` is the name the device itself used \
+for the server: the DNS answer it received for that address just before (name_source dns, with \
+the CNAME target in `cname`), or, without DNS (DNS over HTTPS, a cached or hard-coded address), \
+the server name of its TLS handshake (sni) or the Host of its HTTP request (http). Local \
+addresses (the VPN's subnets, private, loopback, link-local, CGNAT, ULA) are `local` and never \
+named; no reverse DNS is ever used.")]
     Flows(FlowsArgs),
+    /// The DNS query log: every query a device made, with the response it got.
+    #[command(long_about = "The DNS query log, newest first: time, device, question name and \
+type, response code (`(no response)` when none was seen), the answer (CNAME chain > addresses), \
+its TTL and the resolver asked. Queries are read from the tunnel itself, so this works whether \
+the resolver runs on the VPN host or further away. Names are shown as received, with bytes \
+outside printable ASCII escaped as \\DDD.\n\nExamples:\n  tracker dns --since 1h\n  \
+tracker dns --domain example.com --format json")]
+    Dns(dns::DnsArgs),
+    /// How often each name was queried: `tracker domains --since 7d --min-queries 10`.
+    #[command(long_about = "Counts DNS queries per name over a period, most queried first. \
+`--group registrable` adds up every name under the same registrable domain (by the public \
+suffix list: a.b.example.co.uk counts for example.co.uk).\n\nExamples:\n  \
+tracker domains --min-queries 10\n  tracker domains --since 30d --group registrable --format csv")]
+    Domains(dns::DomainsArgs),
     /// Block an address or network (CIDR) in the kernel, to and from every device.
     #[command(name = "block-ip", long_about = "Blocks an IPv4/IPv6 address or CIDR: packets to it \
 (from the devices) and from it (to the devices) are dropped in the kernel. The rule is stored in \
@@ -123,6 +146,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(ref args) => run::run(&cli.global, args),
         Command::Flows(ref args) => flows(&cli.global, args),
+        Command::Dns(ref args) => dns::dns(&cli.global, args),
+        Command::Domains(ref args) => dns::domains(&cli.global, args),
         Command::BlockIp(ref args) => block_ip(&cli.global, args),
         Command::UnblockIp(ref args) => unblock_ip(&cli.global, args),
         Command::Blocks(ref args) => blocks(&cli.global, args),
@@ -160,6 +185,8 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
     const COLUMNS: &[&str] = &[
         "client",
         "remote",
+        "name",
+        "name_source",
         "protocol",
         "client_port",
         "remote_port",
@@ -169,6 +196,8 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
         "bytes_down",
         "first_seen",
         "last_seen",
+        "cname",
+        "remote_class",
     ];
     output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
 }
@@ -268,9 +297,11 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
         let store = Store::open(&global.db)?;
         put("schema_version", store.schema_version()?.into());
         put("flows_stored", store.flow_count()?.into());
-        put("block_rules", store.blocks(&|_| None)?.len().into());
+        put("block_rules", store.block_count()?.into());
+        put("dns_queries_stored", store.dns_count()?.into());
         for (k, v) in store.daemon_facts()? {
-            put(&k, v.into());
+            let number = v.parse::<u64>().ok().filter(|_| crate::naming::facts::ALL.contains(&k.as_str()));
+            put(&k, number.map_or_else(|| v.into(), Into::into));
         }
     }
     if kernel::require_root("").is_ok() {

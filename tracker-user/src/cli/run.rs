@@ -17,6 +17,7 @@ use crate::{
     blocking,
     drain::{self, LoopOptions, Tables},
     kernel::{self, MapSizes, PinDir},
+    naming::{self, Namer},
     store::Store,
     timefmt,
 };
@@ -42,6 +43,14 @@ pub struct RunArgs {
     /// the database until the next start).
     #[arg(long)]
     pub keep_attached: bool,
+    /// Extra networks whose hosts are local, never named (repeatable): a LAN reached through
+    /// the VPN with public addresses, say. The interface's own subnets, loopback, RFC 1918,
+    /// CGNAT, link-local and ULA addresses are local already.
+    #[arg(long = "local-net", value_name = "CIDR")]
+    pub local_nets: Vec<ipnet::IpNet>,
+    /// How long past its TTL a DNS answer still names new flows to its addresses.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub dns_grace: Duration,
     /// Log level: error, warn, info, debug, trace (or a RUST_LOG-style filter).
     #[arg(long, env = "TRACKER_LOG", default_value = "info")]
     pub log: String,
@@ -83,11 +92,22 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         ("attached_pid", std::process::id().to_string()),
     ])?;
 
+    let mut local_nets = kernel::iface_networks(&iface.name)?;
+    local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
+    let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
+    let now = std::time::SystemTime::now();
+    let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
+    let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
+    namer.reload(&stored, now);
+    let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
+    tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
+
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(drain::run_loop(
         &tables,
         events,
         &mut store,
+        &mut namer,
         &LoopOptions { sweep_interval: args.sweep_interval },
     ));
     if args.keep_attached {

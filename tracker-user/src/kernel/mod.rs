@@ -184,6 +184,60 @@ pub fn iface(name: &str) -> Result<Iface> {
     Ok(Iface { name: name.to_owned(), index, l2_len })
 }
 
+/// The networks of an interface's addresses (e.g. 10.8.0.1/24 gives 10.8.0.0/24): the VPN's
+/// own subnets, whose peers are local. Read with getifaddrs(3), which sees the caller's network
+/// namespace.
+pub fn iface_networks(name: &str) -> Result<Vec<ipnet::IpNet>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut nets = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string for every node.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if ifname.to_bytes() != name.as_bytes() || ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+            continue;
+        }
+        // SAFETY: non-null sockaddrs of the family they declare.
+        let (addr, mask) = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
+        if let (Some(addr), Some(mask)) = (addr, mask)
+            && let Ok(net) = ipnet::IpNet::with_netmask(addr, mask)
+        {
+            nets.push(net.trunc());
+        }
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(nets)
+}
+
+/// The address in an AF_INET or AF_INET6 sockaddr.
+///
+/// # Safety
+/// `sa` must point to a valid sockaddr of the size its family implies.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    // SAFETY: per the contract, the family says which struct this is.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*sa.cast::<libc::sockaddr_in>();
+                Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+                Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// ARPHRD_* of an interface, via SIOCGIFHWADDR (works in any namespace, unlike /sys, which
 /// shows the namespace it was mounted in).
 fn link_type(name: &str) -> Result<u16> {

@@ -1,7 +1,10 @@
 //! SQLite storage: opening (WAL, migrations, clear errors for locked or newer databases), writing
 //! swept flows and block counters, and the queries behind the CLI.
 
+pub mod dns;
 pub mod schema;
+
+pub use dns::{DnsQuery, DnsRecord, DomainQuery, Grouping};
 
 use std::{
     net::IpAddr,
@@ -13,7 +16,10 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, params};
 use serde::Serialize;
 
-use crate::timefmt;
+use crate::{
+    analysis::{addr::AddrClass, names::FlowName},
+    timefmt,
+};
 
 /// Default database location: beside other daemons' state on the VPN host.
 pub const DEFAULT_DB: &str = "/var/lib/tracker/tracker.db";
@@ -41,6 +47,9 @@ pub struct FlowRecord {
     pub tcp_flags: u8,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// What the client called the remote host, as far as known at this sweep.
+    pub name: FlowName,
+    pub remote_class: AddrClass,
 }
 
 /// A flow as the CLI shows it; the field names are the JSON interface.
@@ -57,6 +66,10 @@ pub struct FlowRow {
     pub bytes_down: u64,
     pub first_seen: String,
     pub last_seen: String,
+    pub name: Option<String>,
+    pub name_source: Option<String>,
+    pub cname: Option<String>,
+    pub remote_class: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -195,13 +208,20 @@ impl Store {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
-                     tcp_flags, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19)
                  ON CONFLICT (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port)
                  DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
                      packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
-                     tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen",
+                     tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen,
+                     -- A restarted daemon may not know a name an earlier one found: keep it.
+                     name = COALESCE(excluded.name, flows.name),
+                     name_source = COALESCE(excluded.name_source, flows.name_source),
+                     cname = CASE WHEN excluded.name IS NULL THEN flows.cname
+                                  ELSE excluded.cname END,
+                     remote_class = excluded.remote_class",
             )?;
             for f in flows {
                 let FlowRecord {
@@ -218,6 +238,8 @@ impl Store {
                     tcp_flags,
                     first_seen_ms,
                     last_seen_ms,
+                    name: FlowName { name, source, cname },
+                    remote_class,
                 } = f;
                 stmt.execute(params![
                     boot_id,
@@ -235,6 +257,10 @@ impl Store {
                     tcp_flags,
                     first_seen_ms,
                     last_seen_ms,
+                    name,
+                    source.map(|s| s.as_str()),
+                    cname,
+                    remote_class.as_str(),
                 ])?;
             }
         }
@@ -245,7 +271,8 @@ impl Store {
     pub fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT client, remote, protocol, client_port, remote_port, packets_up, bytes_up,
-                    packets_down, bytes_down, first_seen, last_seen
+                    packets_down, bytes_down, first_seen, last_seen, name, name_source, cname,
+                    remote_class
              FROM flows WHERE last_seen >= ?1
              ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
         )?;
@@ -264,6 +291,10 @@ impl Store {
                     bytes_down: r.get::<_, i64>(8)? as u64,
                     first_seen: timefmt::rfc3339(r.get(9)?),
                     last_seen: timefmt::rfc3339(r.get(10)?),
+                    name: r.get(11)?,
+                    name_source: r.get(12)?,
+                    cname: r.get(13)?,
+                    remote_class: r.get(14)?,
                 })
             },
         )?;
@@ -390,6 +421,19 @@ impl Store {
         tx.commit().map_err(|e| explain_path(&self.path, e))
     }
 
+    /// Sets some facts, leaving the others.
+    pub fn update_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        for (k, v) in facts {
+            tx.execute(
+                "INSERT INTO daemon (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        tx.commit().map_err(|e| explain_path(&self.path, e))
+    }
+
     pub fn daemon_facts(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon ORDER BY key")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -398,6 +442,10 @@ impl Store {
 
     pub fn flow_count(&self) -> Result<u64> {
         Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn block_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM block_rules", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 
@@ -412,10 +460,11 @@ fn explain_path(path: &Path, e: rusqlite::Error) -> anyhow::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::analysis::names::NameSource;
 
-    fn temp_db(name: &str) -> PathBuf {
+    pub(crate) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tracker-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("t.db")
@@ -436,6 +485,8 @@ mod tests {
             tcp_flags: 0x12,
             first_seen_ms: 1_000,
             last_seen_ms,
+            name: FlowName::default(),
+            remote_class: AddrClass::Documentation,
         }
     }
 
@@ -503,6 +554,35 @@ mod tests {
         s.upsert_flows("boot-a", &[flow(9, 1, 4_000)]).unwrap();
         s.upsert_flows("boot-b", &[flow(5, 1, 5_000)]).unwrap();
         assert_eq!(s.flow_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_known_name_is_kept_when_a_later_sweep_does_not_know_it() {
+        let mut s = Store::open(&temp_db("names")).unwrap();
+        let named = FlowRecord {
+            name: FlowName {
+                name: Some("www.example.com".into()),
+                source: Some(NameSource::Dns),
+                cname: Some("edge.cdn.example".into()),
+            },
+            ..flow(5, 3, 2_000)
+        };
+        s.upsert_flows("b", &[named]).unwrap();
+        s.upsert_flows("b", &[flow(5, 4, 3_000)]).unwrap();
+        let rows = s.flows(&FlowQuery::default()).unwrap();
+        assert_eq!(rows[0].packets_up, 4);
+        assert_eq!(rows[0].name.as_deref(), Some("www.example.com"));
+        assert_eq!(rows[0].name_source.as_deref(), Some("dns"));
+        assert_eq!(rows[0].cname.as_deref(), Some("edge.cdn.example"));
+        assert_eq!(rows[0].remote_class.as_deref(), Some("documentation"));
+        let renamed = FlowRecord {
+            name: FlowName { name: Some("other.example".into()), source: Some(NameSource::Sni), cname: None },
+            ..flow(5, 5, 4_000)
+        };
+        s.upsert_flows("b", &[renamed]).unwrap();
+        let rows = s.flows(&FlowQuery::default()).unwrap();
+        assert_eq!(rows[0].name.as_deref(), Some("other.example"));
+        assert_eq!(rows[0].cname, None);
     }
 
     #[test]

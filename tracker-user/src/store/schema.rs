@@ -1,5 +1,6 @@
 //! The SQLite schema, as an ordered list of migrations. This is the one definition of the
-//! database's shape; `docs/schema.md` describes it for people who query it directly.
+//! database's shape; `tracker schema` prints it, comments included, for people who query it
+//! directly.
 //!
 //! `PRAGMA user_version` holds the number of migrations applied. Migrations only ever append:
 //! a released migration is never edited, so every database reaches the same shape.
@@ -57,6 +58,54 @@ pub const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    "#,
+    // 2: the DNS query log and flow names.
+    r#"
+    -- One row per DNS exchange a client had: its query and, when seen, the response (paired by
+    -- client, ports, resolver, transport and DNS id). A response whose query was not seen (the
+    -- daemon started in between) gets a row of its own. Names are stored as received, in one
+    -- canonical form: lower case, no trailing dot, bytes outside printable ASCII as \DDD.
+    CREATE TABLE dns_queries (
+        id            INTEGER PRIMARY KEY,
+        ts            INTEGER NOT NULL,  -- unix ms the query was seen (the response, if not)
+        answered      INTEGER,           -- unix ms the response was seen; NULL = no response
+        client        TEXT    NOT NULL,  -- textual IP address of the device that asked
+        client_port   INTEGER NOT NULL,
+        resolver      TEXT    NOT NULL,  -- textual IP address of the DNS server asked
+        resolver_port INTEGER NOT NULL,
+        transport     TEXT    NOT NULL,  -- 'udp' or 'tcp'
+        dns_id        INTEGER NOT NULL,  -- the message id (0-65535)
+        qname         TEXT    NOT NULL,  -- question name, e.g. www.example.com
+        qtype         TEXT    NOT NULL,  -- A, AAAA, HTTPS, ... or TYPEnnn
+        rcode         TEXT,              -- NOERROR, NXDOMAIN, SERVFAIL, ...; NULL = no response
+        truncated     INTEGER NOT NULL DEFAULT 0, -- 1 when the response had the TC bit set
+        cname         TEXT,              -- last CNAME target on the chain from qname; NULL = none
+        min_ttl       INTEGER            -- smallest TTL (s) of the addresses answered; NULL = none
+    );
+    CREATE INDEX dns_queries_ts ON dns_queries (ts);
+    CREATE INDEX dns_queries_client ON dns_queries (client, ts);
+    CREATE INDEX dns_queries_qname ON dns_queries (qname, ts);
+
+    -- The answer section of each response, in order: CNAMEs, addresses and other records.
+    CREATE TABLE dns_answers (
+        query_id INTEGER NOT NULL REFERENCES dns_queries (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,  -- 0-based order in the answer section
+        name     TEXT    NOT NULL,  -- owner name
+        type     TEXT    NOT NULL,  -- A, AAAA, CNAME, ...
+        ttl      INTEGER NOT NULL,  -- seconds
+        data     TEXT    NOT NULL,  -- address, CNAME target, or the record as text (bounded)
+        PRIMARY KEY (query_id, position)
+    ) WITHOUT ROWID;
+    -- Which names did an address stand for: answers by address.
+    CREATE INDEX dns_answers_addr ON dns_answers (data) WHERE type IN ('A', 'AAAA');
+
+    -- A flow's name, decided by the daemon when the flow is swept (see README, "Names").
+    ALTER TABLE flows ADD COLUMN name TEXT;         -- the name the client used; NULL = unknown
+    ALTER TABLE flows ADD COLUMN name_source TEXT;  -- 'dns', 'sni', 'http', 'local' or NULL
+    ALTER TABLE flows ADD COLUMN cname TEXT;        -- last CNAME target behind a 'dns' name
+    ALTER TABLE flows ADD COLUMN remote_class TEXT; -- public, documentation, private, tunnel,
+                                                    -- loopback, cgnat, link_local, ...
+    CREATE INDEX flows_name ON flows (name);
     "#,
 ];
 

@@ -1,0 +1,127 @@
+//! `tracker dns` (the query log) and `tracker domains` (query counts per name or registrable
+//! domain).
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use super::{Global, ListArgs, open_existing, output::{self, Format}};
+use crate::{
+    store::{DnsQuery, DomainQuery, Grouping, dns::DnsRow},
+    timefmt,
+};
+
+#[derive(Args, Debug)]
+pub struct DnsArgs {
+    /// Only queries since then: a duration back from now (30m, 1h, 7d) or a time.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Only queries from this device (its tunnel address).
+    #[arg(long, value_name = "IP")]
+    pub client: Option<IpAddr>,
+    /// Only this name and the names under it: `--domain example.com` matches
+    /// `www.example.com` but not `notexample.com`.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// At most this many queries, newest first (0 = all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DomainsArgs {
+    /// Count queries since then: a duration back from now (30m, 1h, 7d) or a time.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Only names queried at least this many times.
+    #[arg(long, default_value_t = 1)]
+    pub min_queries: u64,
+    /// `name`: every name as queried; `registrable`: grouped by the domain someone registered
+    /// (public suffix list: a.b.example.co.uk counts for example.co.uk).
+    #[arg(long, value_enum, default_value_t = Grouping::Name)]
+    pub group: Grouping,
+    /// Only queries from this device (its tunnel address).
+    #[arg(long, value_name = "IP")]
+    pub client: Option<IpAddr>,
+    /// At most this many rows, most queried first (0 = all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+/// A query as one line: arrays folded into text, for the table and CSV.
+#[derive(Serialize)]
+struct DnsLine {
+    time: String,
+    client: String,
+    name: String,
+    #[serde(rename = "type")]
+    qtype: String,
+    rcode: String,
+    answer: String,
+    ttl: Option<u32>,
+    resolver: String,
+    transport: String,
+}
+
+impl From<&DnsRow> for DnsLine {
+    fn from(r: &DnsRow) -> Self {
+        let mut answer: Vec<String> = r.cname_chain.clone();
+        if !r.addresses.is_empty() {
+            answer.push(r.addresses.join(" "));
+        }
+        Self {
+            time: r.time.clone(),
+            client: r.client.clone(),
+            name: r.name.clone(),
+            qtype: r.qtype.clone(),
+            // No response: say so rather than leave a blank that reads as success.
+            rcode: r.rcode.clone().unwrap_or_else(|| "(no response)".into()),
+            answer: answer.join(" > "),
+            ttl: r.ttl,
+            resolver: r.resolver.clone(),
+            transport: r.transport.clone(),
+        }
+    }
+}
+
+pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
+    let store = open_existing(global)?;
+    let rows = store.dns(&DnsQuery {
+        since_ms: Some(timefmt::parse_since(&args.since)?),
+        client: args.client,
+        domain: args.domain.clone(),
+        limit: (args.limit > 0).then_some(args.limit),
+    })?;
+    let out = &mut std::io::stdout().lock();
+    match args.list.format {
+        Format::Json => {
+            const COLUMNS: &[&str] = &[];
+            output::render(out, Format::Json, COLUMNS, &rows)
+        }
+        format => {
+            const COLUMNS: &[&str] =
+                &["time", "client", "name", "type", "rcode", "answer", "ttl", "resolver", "transport"];
+            let lines: Vec<DnsLine> = rows.iter().map(DnsLine::from).collect();
+            output::render(out, format, COLUMNS, &lines)
+        }
+    }
+}
+
+pub fn domains(global: &Global, args: &DomainsArgs) -> Result<()> {
+    let store = open_existing(global)?;
+    let rows = store.domains(&DomainQuery {
+        since_ms: Some(timefmt::parse_since(&args.since)?),
+        client: args.client,
+        min_queries: args.min_queries,
+        group: args.group,
+        limit: (args.limit > 0).then_some(args.limit),
+    })?;
+    const COLUMNS: &[&str] = &["domain", "queries", "clients", "first_seen", "last_seen"];
+    output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
+}

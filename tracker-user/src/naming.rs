@@ -1,0 +1,516 @@
+//! The daemon's naming state: pairs DNS queries with their responses into log rows, learns the
+//! answers each client received, and names flows from them (or from the flow's TLS server name or
+//! HTTP Host) when they are swept.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use ipnet::IpNet;
+use tracker_common::{DIR_UP, EventHeader, FlowKey, IPPROTO_TCP};
+
+use crate::{
+    analysis::{
+        addr::{self, AddrClass},
+        dns::{self, Answer, DnsMessage, Transport},
+        http,
+        names::{self, Evidence, FlowName, NameTable},
+        tls,
+    },
+    drain::key_addrs,
+    store::{DnsRecord, dns::StoredAnswers},
+    timefmt,
+};
+
+/// How long after its TTL an answer still names new flows: apps keep using addresses past the
+/// TTL (connection pools, their own caches, TTL-0 answers used at once).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10 * 60);
+/// Answers remembered per client; the oldest go first.
+const MAX_ANSWERS_PER_CLIENT: usize = 65_536;
+/// A query without a response after this long is logged as unanswered.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queries awaiting a response, over all clients; beyond this the oldest is logged unanswered.
+const MAX_PENDING: usize = 16_384;
+/// How far back a restarted daemon reloads answers from the database.
+pub const RELOAD_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// At most this many stored exchanges are reloaded.
+pub const RELOAD_LIMIT: u32 = 200_000;
+
+/// Keys of the counters the daemon publishes in its facts (numbers in `tracker status`).
+pub mod facts {
+    /// DNS messages the kernel handed over (queries and responses).
+    pub const DNS_MESSAGES: &str = "dns_messages";
+    /// Messages that did not parse (hostile, broken, or a TCP segment that does not start a
+    /// message): logged at debug and otherwise ignored; they name nothing.
+    pub const DNS_MALFORMED: &str = "dns_malformed";
+    pub const ALL: [&str; 2] = [DNS_MESSAGES, DNS_MALFORMED];
+}
+
+/// Counters for `tracker status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    pub messages: u64,
+    pub malformed: u64,
+}
+
+/// One DNS exchange's identity: a response matches its query on all of these (RFC 5452 §9.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Exchange {
+    client: IpAddr,
+    client_port: u16,
+    resolver: IpAddr,
+    resolver_port: u16,
+    transport: Transport,
+    id: u16,
+}
+
+/// What is known about one live flow.
+#[derive(Debug)]
+struct FlowFacts {
+    started: SystemTime,
+    evidence: Evidence,
+}
+
+pub struct Namer {
+    table: NameTable,
+    local_nets: Vec<IpNet>,
+    pending: HashMap<Exchange, DnsRecord>,
+    done: Vec<DnsRecord>,
+    flows: HashMap<FlowKey, FlowFacts>,
+    /// Flows last swept without a name: a DNS answer arriving later can still name them.
+    unnamed: HashSet<FlowKey>,
+    /// Flows whose evidence changed since they were last swept.
+    renamed: HashSet<FlowKey>,
+    stats: DnsStats,
+}
+
+/// Wall-clock time of unix milliseconds.
+pub fn time_of_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+impl Namer {
+    /// `local_nets` are the VPN's own subnets (the interface's addresses and `--local-net`):
+    /// peers in them are `local`, like private and loopback addresses.
+    pub fn new(local_nets: Vec<IpNet>, grace: Duration) -> Self {
+        Self {
+            table: NameTable::new(grace, MAX_ANSWERS_PER_CLIENT),
+            local_nets,
+            pending: HashMap::new(),
+            done: Vec::new(),
+            flows: HashMap::new(),
+            unnamed: HashSet::new(),
+            renamed: HashSet::new(),
+            stats: DnsStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        self.stats
+    }
+
+    /// Relearns answers a previous daemon stored, so flows that start (or are still open) after
+    /// a restart are named. Expired ones are dropped at once.
+    pub fn reload(&mut self, stored: &[StoredAnswers], now: SystemTime) {
+        for StoredAnswers { client, answered_ms, qname, answers } in stored {
+            self.learn(*client, qname, answers, time_of_ms(*answered_ms));
+        }
+        self.table.prune(now);
+    }
+
+    /// A flow entry was created in the kernel at `at`.
+    pub fn flow_new(&mut self, key: &FlowKey, at: SystemTime) {
+        let (client, remote) = key_addrs(key);
+        let dns = self.table.candidates(client, remote, at);
+        // A new kernel entry for a known 5-tuple (after an LRU eviction) is a new connection.
+        self.flows.insert(*key, FlowFacts { started: at, evidence: Evidence { dns, ..Evidence::default() } });
+        self.renamed.insert(*key);
+    }
+
+    /// The first payload a flow carried upwards: a TLS ClientHello or an HTTP request names it.
+    pub fn first_payload(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
+        if h.direction != DIR_UP || h.key.protocol != IPPROTO_TCP {
+            // QUIC's server name is inside encrypted Initial packets; downward payloads are the
+            // server's.
+            return;
+        }
+        let (sni, host) = if tls::looks_like_tls(data) {
+            (tls::client_hello_sni(data), None)
+        } else if http::looks_like_http(data) {
+            (None, http::http_host(data))
+        } else {
+            return;
+        };
+        if sni.is_none() && host.is_none() {
+            return;
+        }
+        let facts = self.flow_facts(&h.key, at);
+        facts.evidence.sni = sni.or(facts.evidence.sni.take());
+        facts.evidence.http = host.or(facts.evidence.http.take());
+        self.renamed.insert(h.key);
+    }
+
+    /// A DNS message crossed the interface (`h.direction` up: from a client).
+    pub fn dns_message(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
+        self.stats.messages += 1;
+        let transport = if h.key.protocol == IPPROTO_TCP { Transport::Tcp } else { Transport::Udp };
+        let msg = match dns::parse(data, transport) {
+            Ok(msg) if !msg.questions.is_empty() => msg,
+            Ok(_) => return self.malformed(h, "no question"),
+            Err(e) => return self.malformed(h, &format!("{e:#}")),
+        };
+        let (client, resolver) = key_addrs(&h.key);
+        let exchange = Exchange {
+            client,
+            client_port: h.key.client_port,
+            resolver,
+            resolver_port: h.key.remote_port,
+            transport,
+            id: msg.id,
+        };
+        let at_ms = timefmt::unix_ms(at);
+        let question = &msg.questions[0];
+        let from_client = h.direction == DIR_UP;
+        match (from_client, msg.is_response) {
+            (true, false) => {
+                if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&exchange) {
+                    self.expire(None);
+                }
+                // A retransmission (same id, same ports) is the same exchange: keep the first.
+                self.pending.entry(exchange).or_insert_with(|| DnsRecord {
+                    ts_ms: at_ms,
+                    answered_ms: None,
+                    client,
+                    client_port: exchange.client_port,
+                    resolver,
+                    resolver_port: exchange.resolver_port,
+                    transport,
+                    dns_id: msg.id,
+                    qname: question.name.clone(),
+                    qtype: question.qtype.clone(),
+                    rcode: None,
+                    truncated: false,
+                    answers: Vec::new(),
+                });
+            }
+            (false, true) => {
+                // A response to another question is not this query's answer (spoofed or
+                // broken): the query keeps waiting, the response is logged on its own.
+                let matches = self
+                    .pending
+                    .get(&exchange)
+                    .is_some_and(|q| q.qname == question.name && q.qtype == question.qtype);
+                let query = if matches { self.pending.remove(&exchange) } else { None };
+                let DnsMessage { rcode, truncated, answers, .. } = msg;
+                let record = DnsRecord {
+                    answered_ms: Some(at_ms),
+                    rcode: Some(rcode),
+                    truncated,
+                    answers,
+                    ..query.unwrap_or_else(|| DnsRecord {
+                        ts_ms: at_ms,
+                        answered_ms: None,
+                        client,
+                        client_port: exchange.client_port,
+                        resolver,
+                        resolver_port: exchange.resolver_port,
+                        transport,
+                        dns_id: exchange.id,
+                        qname: question.name.clone(),
+                        qtype: question.qtype.clone(),
+                        rcode: None,
+                        truncated: false,
+                        answers: Vec::new(),
+                    })
+                };
+                self.learn(client, &record.qname, &record.answers, at);
+                self.done.push(record);
+            }
+            // A client serving DNS, or a server querying one: not a lookup by a device.
+            _ => tracing::debug!(%client, %resolver, "DNS message in an unexpected direction"),
+        }
+    }
+
+    fn malformed(&mut self, h: &EventHeader, why: &str) {
+        self.stats.malformed += 1;
+        let (client, remote) = key_addrs(&h.key);
+        tracing::debug!(%client, %remote, why, "DNS message ignored");
+    }
+
+    /// Remembers what `client` was told and names its unnamed flows to those addresses.
+    fn learn(&mut self, client: IpAddr, qname: &str, answers: &[Answer], at: SystemTime) {
+        let addresses = dns::addresses_for(answers, qname);
+        for (ip, ttl, chain) in &addresses {
+            self.table.record_answer(client, *ip, qname, chain.last().map(String::as_str), *ttl, at);
+        }
+        if addresses.is_empty() || self.unnamed.is_empty() {
+            return;
+        }
+        let waiting: Vec<FlowKey> = self
+            .unnamed
+            .iter()
+            .filter(|k| {
+                let (c, r) = key_addrs(k);
+                c == client && addresses.iter().any(|(ip, _, _)| ip.to_canonical() == r)
+            })
+            .copied()
+            .collect();
+        for key in waiting {
+            self.unnamed.remove(&key);
+            self.renamed.insert(key);
+        }
+    }
+
+    /// Exchanges ready for the database: the answered ones, plus queries left unanswered past
+    /// [`RESPONSE_TIMEOUT`] (or all pending ones, at `now = None`: the final flush).
+    pub fn take_dns_records(&mut self, now: Option<SystemTime>) -> Vec<DnsRecord> {
+        self.expire(now);
+        std::mem::take(&mut self.done)
+    }
+
+    /// Moves unanswered queries to `done`: those older than the timeout at `now`, or with
+    /// `None` the oldest one (the pending table is full) — all of them on the final flush.
+    fn expire(&mut self, now: Option<SystemTime>) {
+        let expired: Vec<Exchange> = match now {
+            Some(now) => {
+                let cutoff = timefmt::unix_ms(now) - RESPONSE_TIMEOUT.as_millis() as i64;
+                self.pending.iter().filter(|(_, r)| r.ts_ms <= cutoff).map(|(k, _)| *k).collect()
+            }
+            None if self.pending.len() >= MAX_PENDING => {
+                self.pending.iter().min_by_key(|(_, r)| r.ts_ms).map(|(k, _)| *k).into_iter().collect()
+            }
+            None => self.pending.keys().copied().collect(),
+        };
+        for k in expired {
+            if let Some(r) = self.pending.remove(&k) {
+                self.done.push(r);
+            }
+        }
+    }
+
+    /// Flows whose name may have changed since their last sweep; the sweeper writes them even
+    /// if their counters did not move.
+    pub fn take_renamed(&mut self) -> HashSet<FlowKey> {
+        std::mem::take(&mut self.renamed)
+    }
+
+    /// The name and class of a flow being swept. `first_seen` is the kernel's first packet,
+    /// used when the flow's creation event was not seen (it predates the daemon).
+    pub fn name_flow(&mut self, key: &FlowKey, first_seen: SystemTime, now: SystemTime) -> (FlowName, AddrClass) {
+        let (client, remote) = key_addrs(key);
+        let class = addr::classify(remote, &self.local_nets);
+        let table = &self.table;
+        let facts = self.flows.entry(*key).or_insert_with(|| FlowFacts {
+            started: first_seen,
+            evidence: Evidence { dns: table.candidates(client, remote, first_seen), ..Evidence::default() },
+        });
+        if facts.evidence.dns.is_empty() && !class.is_local() {
+            // An answer that came after the flow started: the client was told this name for
+            // this address, which is better than no name.
+            facts.evidence.dns = table.candidates(client, remote, facts.started);
+            if facts.evidence.dns.is_empty() {
+                facts.evidence.dns = table.candidates(client, remote, now);
+            }
+        }
+        let name = names::choose(class.is_local(), &facts.evidence);
+        if name.name.is_none() && !class.is_local() {
+            self.unnamed.insert(*key);
+        } else {
+            self.unnamed.remove(key);
+        }
+        (name, class)
+    }
+
+    fn flow_facts(&mut self, key: &FlowKey, at: SystemTime) -> &mut FlowFacts {
+        let (client, remote) = key_addrs(key);
+        let table = &self.table;
+        self.flows.entry(*key).or_insert_with(|| FlowFacts {
+            started: at,
+            evidence: Evidence { dns: table.candidates(client, remote, at), ..Evidence::default() },
+        })
+    }
+
+    /// Forgets flows the kernel no longer has (evicted) and answers past TTL + grace.
+    pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool, now: SystemTime) {
+        self.flows.retain(|k, _| live(k));
+        self.unnamed.retain(|k| live(k));
+        self.table.prune(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{
+        dns::tests::{Msg, wire},
+        names::NameSource,
+    };
+    use tracker_common::{DIR_DOWN, FAMILY_V4, IPPROTO_UDP, event_kind};
+
+    const PHONE: [u8; 4] = [10, 77, 0, 2];
+    const RESOLVER: [u8; 4] = [10, 77, 0, 1];
+
+    fn key(remote: [u8; 4], protocol: u8, client_port: u16, remote_port: u16) -> FlowKey {
+        let mut k = FlowKey { protocol, family: FAMILY_V4, client_port, remote_port, ..FlowKey::default() };
+        k.client[..4].copy_from_slice(&PHONE);
+        k.remote[..4].copy_from_slice(&remote);
+        k
+    }
+
+    fn header(kind: u8, direction: u8, key: FlowKey) -> EventHeader {
+        EventHeader { kind, direction, _pad: [0; 2], rule_id: 0, ts_ns: 0, key }
+    }
+
+    fn t(ms: i64) -> SystemTime {
+        time_of_ms(1_700_000_000_000 + ms)
+    }
+
+    /// A DNS message with the parser's own test builder: answers are (owner, address or CNAME
+    /// target).
+    fn message(id: u16, response: bool, qname: &str, answers: &[(&str, &str)]) -> Vec<u8> {
+        let flags = if response { 0x8180 } else { 0x0100 };
+        let counts = [1, u16::try_from(answers.len()).unwrap(), 0, 0];
+        let mut m = Msg::new(id, flags, counts).question(&wire(qname), 1);
+        for (owner, data) in answers {
+            m = match data.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => m.rr(&wire(owner), 1, 300, &ip.octets()),
+                Err(_) => m.rr(&wire(owner), 5, 300, &wire(data)),
+            };
+        }
+        m.bytes
+    }
+
+    fn namer() -> Namer {
+        Namer::new(vec!["10.77.0.0/24".parse().unwrap()], DEFAULT_GRACE)
+    }
+
+    fn ask(n: &mut Namer, id: u16, qname: &str, answers: &[(&str, &str)], at: i64) {
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(id, false, qname, &[]), t(at));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &message(id, true, qname, answers), t(at + 3));
+    }
+
+    #[test]
+    fn query_and_response_pair_into_one_record_and_name_the_next_flow() {
+        let mut n = namer();
+        ask(&mut n, 7, "www.example.com", &[("www.example.com", "edge.cdn.example"), ("edge.cdn.example", "192.0.2.7")], 0);
+        let records = n.take_dns_records(Some(t(10)));
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!((r.ts_ms, r.answered_ms), (timefmt::unix_ms(t(0)), Some(timefmt::unix_ms(t(3)))));
+        assert_eq!((r.qname.as_str(), r.rcode.as_deref()), ("www.example.com", Some("NOERROR")));
+        assert_eq!(r.cname().as_deref(), Some("edge.cdn.example"));
+
+        let flow = key([192, 0, 2, 7], IPPROTO_TCP, 40000, 443);
+        n.flow_new(&flow, t(20));
+        let (name, class) = n.name_flow(&flow, t(20), t(30));
+        assert_eq!(class, AddrClass::Documentation);
+        assert_eq!(name.name.as_deref(), Some("www.example.com"));
+        assert_eq!(name.cname.as_deref(), Some("edge.cdn.example"));
+        assert_eq!(name.source, Some(NameSource::Dns));
+        assert_eq!(n.stats(), DnsStats { messages: 2, malformed: 0 });
+    }
+
+    #[test]
+    fn unanswered_queries_wait_for_the_timeout_then_are_logged() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(1, false, "lost.example", &[]), t(0));
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(1, false, "lost.example", &[]), t(1000));
+        assert!(n.take_dns_records(Some(t(4_999))).is_empty());
+        let r = n.take_dns_records(Some(t(5_000)));
+        assert_eq!(r.len(), 1, "a retransmission is the same exchange");
+        assert_eq!(r[0].rcode, None);
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(2, false, "x.example", &[]), t(6_000));
+        assert_eq!(n.take_dns_records(None).len(), 1, "the final flush takes everything");
+    }
+
+    #[test]
+    fn a_response_for_another_question_is_not_paired() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &message(9, true, "spoofed.example", &[]), t(1));
+        let mut r = n.take_dns_records(None);
+        r.sort_by_key(|r| r.qname.clone());
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].qname.as_str(), r[0].rcode.is_none()), ("asked.example", true));
+        assert_eq!((r[1].qname.as_str(), r[1].rcode.is_some()), ("spoofed.example", true));
+    }
+
+    #[test]
+    fn malformed_messages_are_counted_and_name_nothing() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[0xde, 0xad], t(0));
+        let mut loop_msg = message(3, true, "loop.example", &[]);
+        // Point the question name at itself: a compression-pointer loop.
+        loop_msg[12] = 0xc0;
+        loop_msg[13] = 12;
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &loop_msg, t(1));
+        assert_eq!(n.stats(), DnsStats { messages: 2, malformed: 2 });
+        assert!(n.take_dns_records(None).is_empty());
+    }
+
+    #[test]
+    fn a_late_answer_names_a_flow_that_started_unnamed() {
+        let mut n = namer();
+        let flow = key([192, 0, 2, 8], IPPROTO_TCP, 40001, 443);
+        n.flow_new(&flow, t(0));
+        let _ = n.take_renamed();
+        assert_eq!(n.name_flow(&flow, t(0), t(1)).0, FlowName::default());
+        ask(&mut n, 4, "late.example", &[("late.example", "192.0.2.8")], 100);
+        assert!(n.take_renamed().contains(&flow), "the answer marks the flow for rewriting");
+        assert_eq!(n.name_flow(&flow, t(0), t(200)).0.name.as_deref(), Some("late.example"));
+    }
+
+    #[test]
+    fn local_peers_are_local_whatever_dns_said() {
+        let mut n = namer();
+        ask(&mut n, 5, "router.example", &[("router.example", "192.168.1.1")], 0);
+        ask(&mut n, 6, "vpn.example", &[("vpn.example", "10.77.0.1")], 0);
+        for remote in [[192, 168, 1, 1], [10, 77, 0, 1]] {
+            let flow = key(remote, IPPROTO_TCP, 40002, 80);
+            n.flow_new(&flow, t(10));
+            let (name, class) = n.name_flow(&flow, t(10), t(11));
+            assert!(class.is_local(), "{class:?}");
+            assert_eq!(name, FlowName { name: None, source: Some(NameSource::Local), cname: None });
+        }
+    }
+
+    #[test]
+    fn the_spoken_name_picks_among_names_sharing_an_address() {
+        let mut n = namer();
+        ask(&mut n, 1, "a.example", &[("a.example", "192.0.2.9")], 0);
+        ask(&mut n, 2, "b.example", &[("b.example", "192.0.2.9")], 10);
+        let flow = key([192, 0, 2, 9], IPPROTO_TCP, 40003, 80);
+        n.flow_new(&flow, t(20));
+        let request = b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: curl\r\n\r\n";
+        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), request, t(21));
+        let (name, _) = n.name_flow(&flow, t(20), t(22));
+        assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Dns)));
+    }
+
+    #[test]
+    fn reload_restores_answers_and_retain_forgets_dead_flows() {
+        let mut n = namer();
+        let stored = StoredAnswers {
+            client: IpAddr::from(PHONE),
+            answered_ms: timefmt::unix_ms(t(0)),
+            qname: "kept.example".into(),
+            answers: vec![Answer {
+                name: "kept.example".into(),
+                rtype: "A".into(),
+                ttl: 60,
+                data: dns::AnswerData::Addr("192.0.2.10".parse().unwrap()),
+            }],
+        };
+        n.reload(&[stored], t(1_000));
+        let flow = key([192, 0, 2, 10], IPPROTO_TCP, 40004, 443);
+        assert_eq!(n.name_flow(&flow, t(500), t(2_000)).0.name.as_deref(), Some("kept.example"));
+        n.retain(|_| false, t(3_000));
+        assert!(n.flows.is_empty() && n.unnamed.is_empty());
+    }
+}

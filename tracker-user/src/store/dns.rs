@@ -1,0 +1,459 @@
+//! The DNS query log in SQLite: writing paired exchanges with their answers, and the queries
+//! behind `tracker dns` and `tracker domains`.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use anyhow::{Context as _, Result};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Store, explain_path};
+use crate::{
+    analysis::{
+        dns::{self, Answer, AnswerData, Transport},
+        domain,
+    },
+    timefmt,
+};
+
+/// One DNS exchange as the daemon pairs it: a client's query and, when seen, the response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// Unix ms the query was seen (the response's time when the query was not).
+    pub ts_ms: i64,
+    /// Unix ms of the response; `None` while (or if never) answered.
+    pub answered_ms: Option<i64>,
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub resolver: IpAddr,
+    pub resolver_port: u16,
+    pub transport: Transport,
+    pub dns_id: u16,
+    pub qname: String,
+    pub qtype: String,
+    /// `None` until a response is seen.
+    pub rcode: Option<String>,
+    pub truncated: bool,
+    pub answers: Vec<Answer>,
+}
+
+impl DnsRecord {
+    /// The last CNAME target on the chain from the question name.
+    pub fn cname(&self) -> Option<String> {
+        dns::cname_chain(&self.answers, &self.qname).pop()
+    }
+
+    /// The smallest TTL of the addresses the client would use.
+    pub fn min_ttl(&self) -> Option<u32> {
+        dns::addresses_for(&self.answers, &self.qname).iter().map(|(_, ttl, _)| *ttl).min()
+    }
+}
+
+/// An answer record as JSON shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AnswerRow {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+/// A row of `tracker dns`; the field names are its JSON interface.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DnsRow {
+    pub time: String,
+    pub client: String,
+    pub client_port: u16,
+    pub resolver: String,
+    pub transport: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    pub rcode: Option<String>,
+    pub truncated: bool,
+    pub answers: Vec<AnswerRow>,
+    pub cname_chain: Vec<String>,
+    pub addresses: Vec<String>,
+    pub ttl: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DnsQuery {
+    pub since_ms: Option<i64>,
+    pub client: Option<IpAddr>,
+    /// The name itself or any name under it (`example.com` matches `a.example.com`).
+    pub domain: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// How `tracker domains` groups question names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Grouping {
+    /// Every name as queried.
+    Name,
+    /// By registrable domain (public suffix list): a.b.example.co.uk -> example.co.uk.
+    Registrable,
+}
+
+#[derive(Clone, Debug)]
+pub struct DomainQuery {
+    pub since_ms: Option<i64>,
+    pub client: Option<IpAddr>,
+    pub min_queries: u64,
+    pub group: Grouping,
+    pub limit: Option<u32>,
+}
+
+/// A row of `tracker domains`; the field names are its JSON interface.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DomainRow {
+    pub domain: String,
+    pub queries: u64,
+    pub clients: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// The answers of one stored exchange, for rebuilding a client's naming table after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswers {
+    pub client: IpAddr,
+    pub answered_ms: i64,
+    pub qname: String,
+    pub answers: Vec<Answer>,
+}
+
+/// The SQL condition for `--domain`: the name itself or a name under it. Written with `substr`
+/// rather than LIKE so that `_` and `%` in the user's text are not wildcards.
+const DOMAIN_MATCH: &str = "(?3 IS NULL OR q.qname = ?3 OR substr(q.qname, -length(?3) - 1) = '.' || ?3)";
+
+impl Store {
+    /// Writes exchanges and their answers in one transaction.
+    pub fn insert_dns(&mut self, records: &[DnsRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        {
+            let mut query = tx.prepare_cached(
+                "INSERT INTO dns_queries (ts, answered, client, client_port, resolver,
+                     resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
+                     min_ttl)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            let mut answer = tx.prepare_cached(
+                "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in records {
+                let DnsRecord {
+                    ts_ms,
+                    answered_ms,
+                    client,
+                    client_port,
+                    resolver,
+                    resolver_port,
+                    transport,
+                    dns_id,
+                    qname,
+                    qtype,
+                    rcode,
+                    truncated,
+                    answers,
+                } = r;
+                let id = query.insert(params![
+                    ts_ms,
+                    answered_ms,
+                    client.to_string(),
+                    client_port,
+                    resolver.to_string(),
+                    resolver_port,
+                    transport.as_str(),
+                    dns_id,
+                    qname,
+                    qtype,
+                    rcode,
+                    truncated,
+                    r.cname(),
+                    r.min_ttl(),
+                ])?;
+                for (position, a) in answers.iter().enumerate() {
+                    answer.execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| explain_path(&self.path, e))
+    }
+
+    /// The query log, newest first.
+    pub fn dns(&self, q: &DnsQuery) -> Result<Vec<DnsRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT q.id, q.ts, q.client, q.client_port, q.resolver, q.transport, q.qname,
+                    q.qtype, q.rcode, q.truncated
+             FROM dns_queries q
+             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2) AND {DOMAIN_MATCH}
+             ORDER BY q.ts DESC, q.id DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                q.since_ms.unwrap_or(i64::MIN),
+                q.client.map(|c| c.to_string()),
+                q.domain.as_deref().map(normalize_domain),
+                q.limit.map_or(-1, i64::from),
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    DnsRow {
+                        time: timefmt::rfc3339(r.get(1)?),
+                        client: r.get(2)?,
+                        client_port: r.get(3)?,
+                        resolver: r.get(4)?,
+                        transport: r.get(5)?,
+                        name: r.get(6)?,
+                        qtype: r.get(7)?,
+                        rcode: r.get(8)?,
+                        truncated: r.get(9)?,
+                        answers: Vec::new(),
+                        cname_chain: Vec::new(),
+                        addresses: Vec::new(),
+                        ttl: None,
+                    },
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, mut row) = row.context("reading the DNS log")?;
+            let answers = self.answers(id)?;
+            row.cname_chain = dns::cname_chain(&answers, &row.name);
+            let addresses = dns::addresses_for(&answers, &row.name);
+            row.ttl = addresses.iter().map(|(_, ttl, _)| *ttl).min();
+            row.addresses = addresses.iter().map(|(ip, _, _)| ip.to_string()).collect();
+            row.answers = answers
+                .into_iter()
+                .map(|Answer { name, rtype, ttl, data }| AnswerRow { name, rtype, ttl, data: data.to_text() })
+                .collect();
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    fn answers(&self, query_id: i64) -> Result<Vec<Answer>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, type, ttl, data FROM dns_answers WHERE query_id = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([query_id], |r| {
+            let rtype: String = r.get(1)?;
+            let data: String = r.get(3)?;
+            Ok(Answer { name: r.get(0)?, data: AnswerData::from_text(&rtype, &data), rtype, ttl: r.get(2)? })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().context("reading DNS answers")
+    }
+
+    /// Query counts per name (or registrable domain), most queried first, then by name.
+    pub fn domains(&self, q: &DomainQuery) -> Result<Vec<DomainRow>> {
+        // Per (name, client) in SQL; grouping and distinct clients in Rust, because the
+        // registrable domain comes from the public suffix list, not from SQL.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT qname, client, count(*), min(ts), max(ts) FROM dns_queries q
+             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2)
+             GROUP BY qname, client",
+        )?;
+        let rows = stmt.query_map(
+            params![q.since_ms.unwrap_or(i64::MIN), q.client.map(|c| c.to_string())],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )?;
+        struct Acc {
+            queries: u64,
+            clients: std::collections::HashSet<String>,
+            first: i64,
+            last: i64,
+        }
+        let mut groups: HashMap<String, Acc> = HashMap::new();
+        for row in rows {
+            let (qname, client, count, first, last) = row.context("reading the DNS log")?;
+            let key = match q.group {
+                Grouping::Name => qname,
+                Grouping::Registrable => domain::registrable(&qname).unwrap_or(qname),
+            };
+            let acc = groups.entry(key).or_insert_with(|| Acc {
+                queries: 0,
+                clients: Default::default(),
+                first,
+                last,
+            });
+            acc.queries += count;
+            acc.clients.insert(client);
+            acc.first = acc.first.min(first);
+            acc.last = acc.last.max(last);
+        }
+        let mut out: Vec<DomainRow> = groups
+            .into_iter()
+            .filter(|(_, a)| a.queries >= q.min_queries)
+            .map(|(domain, a)| DomainRow {
+                domain,
+                queries: a.queries,
+                clients: a.clients.len() as u64,
+                first_seen: timefmt::rfc3339(a.first),
+                last_seen: timefmt::rfc3339(a.last),
+            })
+            .collect();
+        out.sort_by(|a, b| b.queries.cmp(&a.queries).then_with(|| a.domain.cmp(&b.domain)));
+        if let Some(limit) = q.limit {
+            out.truncate(limit as usize);
+        }
+        Ok(out)
+    }
+
+    /// Answered exchanges with addresses since `since_ms`, oldest first, at most `limit`.
+    pub fn recent_answers(&self, since_ms: i64, limit: u32) -> Result<Vec<StoredAnswers>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, client, answered, qname FROM dns_queries
+             WHERE answered >= ?1 AND min_ttl IS NOT NULL
+             ORDER BY answered DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since_ms, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, client, answered_ms, qname) = row.context("reading the DNS log")?;
+            let Ok(client) = client.parse() else { continue };
+            out.push(StoredAnswers { client, answered_ms, qname, answers: self.answers(id)? });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn dns_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM dns_queries", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+/// `--domain Example.COM.` means example.com: names are stored lower case without the dot.
+fn normalize_domain(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_db;
+
+    fn answer(name: &str, rtype: &str, ttl: u32, data: &str) -> Answer {
+        Answer { name: name.into(), rtype: rtype.into(), ttl, data: AnswerData::from_text(rtype, data) }
+    }
+
+    fn record(ts_ms: i64, client: &str, qname: &str, answers: Vec<Answer>) -> DnsRecord {
+        DnsRecord {
+            ts_ms,
+            answered_ms: Some(ts_ms + 5),
+            client: client.parse().unwrap(),
+            client_port: 40000,
+            resolver: "10.77.0.1".parse().unwrap(),
+            resolver_port: 53,
+            transport: Transport::Udp,
+            dns_id: 7,
+            qname: qname.into(),
+            qtype: "A".into(),
+            rcode: Some("NOERROR".into()),
+            truncated: false,
+            answers,
+        }
+    }
+
+    #[test]
+    fn the_log_round_trips_with_chains_and_filters() {
+        let mut s = Store::open(&temp_db("dns-log")).unwrap();
+        let chain = vec![
+            answer("www.example.com", "CNAME", 300, "edge.cdn.example"),
+            answer("edge.cdn.example", "CNAME", 60, "e1.cdn.example"),
+            answer("e1.cdn.example", "A", 20, "192.0.2.7"),
+            answer("unrelated.example", "A", 5, "192.0.2.99"),
+        ];
+        let mut unanswered = record(3_000, "10.77.0.3", "a_b%.example.org", vec![]);
+        unanswered.answered_ms = None;
+        unanswered.rcode = None;
+        s.insert_dns(&[record(1_000, "10.77.0.2", "www.example.com", chain), unanswered]).unwrap();
+        let stored: i64 = s.conn.query_row("SELECT min_ttl FROM dns_queries WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 20);
+
+        let all = s.dns(&DnsQuery::default()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].name, "a_b%.example.org");
+        assert_eq!(all[0].rcode, None);
+        let www = &all[1];
+        assert_eq!(www.cname_chain, ["edge.cdn.example", "e1.cdn.example"]);
+        assert_eq!(www.addresses, ["192.0.2.7"]);
+        assert_eq!(www.ttl, Some(20));
+        assert_eq!(www.answers.len(), 4);
+        assert_eq!(www.answers[0].rtype, "CNAME");
+        assert_eq!(www.time, timefmt::rfc3339(1_000));
+
+        let by_domain = |d: &str| s.dns(&DnsQuery { domain: Some(d.into()), ..Default::default() }).unwrap().len();
+        assert_eq!(by_domain("example.com"), 1);
+        assert_eq!(by_domain("Example.COM."), 1);
+        assert_eq!(by_domain("www.example.com"), 1);
+        assert_eq!(by_domain("ample.com"), 0, "a suffix match is by whole labels");
+        assert_eq!(by_domain("%.example.org"), 0, "no LIKE wildcards");
+        assert_eq!(by_domain("a_b%.example.org"), 1);
+        let client = Some("10.77.0.3".parse().unwrap());
+        assert_eq!(s.dns(&DnsQuery { client, ..Default::default() }).unwrap().len(), 1);
+        assert_eq!(s.dns(&DnsQuery { since_ms: Some(2_000), ..Default::default() }).unwrap().len(), 1);
+        assert_eq!(s.dns(&DnsQuery { limit: Some(1), ..Default::default() }).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn domains_count_filter_and_group() {
+        let mut s = Store::open(&temp_db("dns-domains")).unwrap();
+        let mut rs = Vec::new();
+        for i in 0..3 {
+            rs.push(record(1_000 + i, "10.77.0.2", "a.example.co.uk", vec![]));
+        }
+        rs.push(record(2_000, "10.77.0.3", "b.a.example.co.uk", vec![]));
+        rs.push(record(2_500, "10.77.0.3", "a.example.co.uk", vec![]));
+        rs.push(record(3_000, "10.77.0.2", "other.example", vec![]));
+        s.insert_dns(&rs).unwrap();
+        let q = |min_queries, group| {
+            s.domains(&DomainQuery { since_ms: None, client: None, min_queries, group, limit: None }).unwrap()
+        };
+        let names = q(1, Grouping::Name);
+        let summary: Vec<(&str, u64, u64)> = names.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
+        assert_eq!(summary, [("a.example.co.uk", 4, 2), ("b.a.example.co.uk", 1, 1), ("other.example", 1, 1)]);
+        assert_eq!(names[0].first_seen, timefmt::rfc3339(1_000));
+        assert_eq!(names[0].last_seen, timefmt::rfc3339(2_500));
+        assert_eq!(q(4, Grouping::Name).len(), 1);
+        assert_eq!(q(5, Grouping::Name).len(), 0);
+        let grouped = q(2, Grouping::Registrable);
+        let summary: Vec<(&str, u64, u64)> = grouped.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
+        assert_eq!(summary, [("example.co.uk", 5, 2)]);
+    }
+
+    #[test]
+    fn recent_answers_are_oldest_first_and_only_with_addresses() {
+        let mut s = Store::open(&temp_db("dns-recent")).unwrap();
+        let a = |ip: &str| vec![answer("x.example", "A", 60, ip)];
+        s.insert_dns(&[
+            record(1_000, "10.77.0.2", "x.example", a("192.0.2.1")),
+            record(2_000, "10.77.0.2", "x.example", a("192.0.2.2")),
+            record(2_500, "10.77.0.2", "nx.example", vec![]),
+            record(500, "10.77.0.2", "x.example", a("192.0.2.3")),
+        ])
+        .unwrap();
+        let got = s.recent_answers(900, 100).unwrap();
+        let times: Vec<i64> = got.iter().map(|r| r.answered_ms).collect();
+        assert_eq!(times, [1_005, 2_005]);
+        assert_eq!(got[1].answers[0].data, AnswerData::Addr("192.0.2.2".parse().unwrap()));
+        assert_eq!(s.recent_answers(900, 1).unwrap()[0].answered_ms, 2_005);
+    }
+}
