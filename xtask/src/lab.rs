@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tracker_tests::cmd::{run, send_signal, wait_until};
 use tracker_tests::lab::{self, Lab, LabNames, Ns};
-use tracker_tests::procs;
+use tracker_tests::{procs, zone};
 
 /// Where keepers leave `PREFIX.pid` and `PREFIX.log`.
 const STATE_DIR: &str = "/run/tracker-lab";
@@ -293,16 +293,32 @@ fn print_summary(names: &LabNames, keeper: u32) {
         lab::VPN_TUN_V4,
         lab::VPN_TUN_V6
     );
-    println!("  {net}: hosts {}", hosts.join(" "));
     println!(
-        "      each serves HTTP on :{} ({}, {}, {}) and UDP echo on :{}; iperf3 on {}:{}",
+        "      unbound on {}:53 and [{}]:53 (the on-host resolver), authoritative for {}",
+        lab::VPN_TUN_V4,
+        lab::VPN_TUN_V6,
+        zone::ZONE
+    );
+    println!(
+        "  {net}: hosts {} and the hosts of zone {} (tests/src/zone.rs)",
+        hosts.join(" "),
+        zone::ZONE
+    );
+    println!(
+        "      each serves HTTP on :{} ({}, {}, {}), UDP echo on :{} and TLS on :{}; iperf3 on {}:{}",
         lab::HTTP_PORT,
         lab::SMALL_TXT,
         lab::FILE_1M,
         lab::FILE_10M,
         lab::UDP_ECHO_PORT,
+        lab::TLS_PORT,
         lab::IPERF_V4,
         lab::IPERF_PORT
+    );
+    println!(
+        "      unbound on {} and {} (the upstream resolver, same zone); neither resolver recurses",
+        lab::UPSTREAM_DNS_V4,
+        lab::UPSTREAM_DNS_V6
     );
     println!();
     println!("Try it:");
@@ -321,6 +337,30 @@ fn print_summary(names: &LabNames, keeper: u32) {
     );
     println!("  ip netns exec {phone} ping -c3 {}", lab::ECHO_V6);
     println!("  ip netns exec {phone} iperf3 -c {} -t 5", lab::IPERF_V4);
+    println!(
+        "Try DNS and TLS (the phone's resolv.conf is {}/resolv.conf):",
+        names.phone_etc_dir.display()
+    );
+    println!(
+        "  ip netns exec {phone} dig @{} {}",
+        lab::VPN_TUN_V4,
+        zone::CHAIN[0]
+    );
+    println!(
+        "  ip netns exec {phone} dig @{} {} AAAA +tcp",
+        lab::UPSTREAM_DNS_V4,
+        zone::MANY_NAME
+    );
+    println!(
+        "  ip netns exec {phone} curl http://{}/{}",
+        zone::CHAIN[0],
+        lab::SMALL_TXT
+    );
+    println!(
+        "  ip netns exec {phone} curl --cacert {} {}",
+        names.tls_cert.display(),
+        lab::https_url(zone::TLS_NAME, "/")
+    );
     println!(
         "Run tracker on the VPN host's {} (after `cargo xtask build`):",
         names.vpn_iface
