@@ -60,6 +60,8 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     kernel::require_root("tracker run")?;
     kernel::require_kernel()?;
