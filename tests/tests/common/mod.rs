@@ -172,3 +172,169 @@ pub fn find_flow<'a>(flows: &'a [Value], remote: &str, protocol: &str, remote_po
         .filter(|f| f["remote"] == remote && f["protocol"] == protocol && f["remote_port"] == remote_port)
         .collect()
 }
+
+// ---- DNS and naming (names.rs) ----
+
+impl Tracker {
+    /// Whether the daemon this harness started is still running.
+    pub fn daemon_running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(|d| d.is_running())
+    }
+
+    /// `tracker dns --limit 0 ARGS --format json`: every logged exchange matching ARGS.
+    pub fn dns(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["dns", "--limit", "0"];
+        a.extend_from_slice(args);
+        self.json(&a).as_array().expect("tracker dns prints an array").clone()
+    }
+
+    /// `tracker domains --limit 0 ARGS --format json`.
+    pub fn domains(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["domains", "--limit", "0"];
+        a.extend_from_slice(args);
+        self.json(&a).as_array().expect("tracker domains prints an array").clone()
+    }
+
+    /// `dns_messages` and `dns_malformed` from `tracker status`, once the daemon has published
+    /// them.
+    pub fn dns_counters(&self) -> Option<(u64, u64)> {
+        let s = self.json(&["status"]);
+        Some((s["dns_messages"].as_u64()?, s["dns_malformed"].as_u64()?))
+    }
+
+    /// Polls `ready` (every 250 ms, at most `timeout`) until it returns true; false on timeout.
+    /// For data the daemon writes at its next sweeps: never a blind sleep.
+    pub fn wait_for(&self, timeout: Duration, mut ready: impl FnMut(&Tracker) -> bool) -> bool {
+        cmd::wait_until("tracker data", timeout, Duration::from_millis(250), || Ok(ready(self))).is_ok()
+    }
+
+    /// Stderr of the daemon so far, for failure messages (the last few KB).
+    pub fn log_tail(&self) -> String {
+        let log = self.log_text();
+        let start = log.len().saturating_sub(6000);
+        let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
+        log[start..].to_owned()
+    }
+}
+
+/// Source ports for the tests' own DNS clients, unique within this test process, so each
+/// exchange can be told apart in `tracker dns` by its client port (and TCP never meets a
+/// TIME_WAIT of an earlier exchange). Outside the kernel's ephemeral range's busy start.
+pub fn next_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(43_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One DNS question a test asks from the phone with `dig`.
+#[derive(Clone, Debug)]
+pub struct DigQuery {
+    pub server: std::net::IpAddr,
+    pub name: String,
+    pub qtype: &'static str,
+    pub tcp: bool,
+    /// The phone's source port (dig's `-b ADDR#PORT`).
+    pub port: u16,
+}
+
+impl DigQuery {
+    /// A query over the family of `server`, from a fresh source port.
+    pub fn new(server: std::net::IpAddr, name: &str, qtype: &'static str, tcp: bool) -> Self {
+        Self { server, name: name.to_owned(), qtype, tcp, port: next_port() }
+    }
+
+    /// The phone's address this query leaves from.
+    pub fn client(&self) -> std::net::IpAddr {
+        use tracker_tests::lab::{PHONE_V4, PHONE_V6};
+        if self.server.is_ipv6() { PHONE_V6.into() } else { PHONE_V4.into() }
+    }
+
+    /// The name as `tracker dns` shows it: lower case, no trailing dot.
+    pub fn logged_name(&self) -> String {
+        self.name.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    pub fn transport(&self) -> &'static str {
+        if self.tcp { "tcp" } else { "udp" }
+    }
+}
+
+/// Runs `q` with dig in the phone namespace (one try, no retransmission, so the exchange is
+/// exactly one query and one response); returns the status dig saw (NOERROR, NXDOMAIN, ...).
+pub fn dig(lab: &Lab, q: &DigQuery) -> Result<String> {
+    let mut c = lab.phone_cmd("dig");
+    c.args(["+tries=1", "+time=5", "+noall", "+comments"])
+        .arg("-b")
+        .arg(format!("{}#{}", q.client(), q.port))
+        .arg(format!("@{}", q.server));
+    if q.tcp {
+        c.arg("+tcp");
+    }
+    let out = cmd::run(c.args([q.name.as_str(), q.qtype]))?;
+    out.lines()
+        .find_map(|l| l.split_once("status: "))
+        .and_then(|(_, rest)| rest.split(',').next())
+        .map(str::to_owned)
+        .with_context(|| format!("dig {q:?} printed no status:\n{out}"))
+}
+
+/// The `tracker dns` entries of exchange `q` (client, client port, transport and question).
+pub fn dns_entries_of<'a>(log: &'a [Value], q: &DigQuery) -> Vec<&'a Value> {
+    log.iter()
+        .filter(|e| {
+            ip_eq(&e["client"], q.client())
+                && e["client_port"] == q.port
+                && e["transport"] == q.transport()
+                && e["name"] == q.logged_name().as_str()
+                && e["type"] == q.qtype
+        })
+        .collect()
+}
+
+/// Whether JSON string `v` is the address `ip` (compared as addresses, not text).
+pub fn ip_eq(v: &Value, ip: std::net::IpAddr) -> bool {
+    v.as_str().and_then(|s| s.parse::<std::net::IpAddr>().ok()) == Some(ip)
+}
+
+/// One TCP connection a client made, as curl reports it (`-w`): the flow's 5-tuple.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub local: std::net::IpAddr,
+    pub local_port: u16,
+    pub remote: std::net::IpAddr,
+    pub remote_port: u16,
+    pub http_code: u16,
+}
+
+/// Runs curl (`cmd` is a phone command for program `curl`, e.g. from `lab.phone_cmd` or
+/// `lab.phone_cmd_resolving`) with `args`, body discarded, and returns the connection it used.
+/// Fails unless the HTTP status is 200.
+pub fn curl_conn(mut c: Command, args: &[&str]) -> Result<Conn> {
+    c.args(["-sS", "-o", "/dev/null", "--max-time", "10", "-w"])
+        .arg("%{local_ip} %{local_port} %{remote_ip} %{remote_port} %{http_code}")
+        .args(args);
+    let line = cmd::describe(&c);
+    let out = cmd::run(&mut c)?;
+    let f: Vec<&str> = out.split_whitespace().collect();
+    anyhow::ensure!(f.len() == 5, "`{line}` printed {out:?}");
+    let conn = Conn {
+        local: f[0].parse().with_context(|| format!("`{line}`: {out:?}"))?,
+        local_port: f[1].parse()?,
+        remote: f[2].parse()?,
+        remote_port: f[3].parse()?,
+        http_code: f[4].parse()?,
+    };
+    anyhow::ensure!(conn.http_code == 200, "`{line}`: HTTP {}", conn.http_code);
+    Ok(conn)
+}
+
+/// The flow of connection `c` in `flows` (TCP, matched on both addresses and ports).
+pub fn flow_of<'a>(flows: &'a [Value], c: &Conn) -> Option<&'a Value> {
+    flows.iter().find(|f| {
+        f["protocol"] == "tcp"
+            && ip_eq(&f["client"], c.local)
+            && f["client_port"] == c.local_port
+            && ip_eq(&f["remote"], c.remote)
+            && f["remote_port"] == c.remote_port
+    })
+}
