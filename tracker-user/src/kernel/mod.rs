@@ -14,6 +14,8 @@ use aya::{
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
     util::KernelVersion,
 };
@@ -37,8 +39,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const ARPHRD_ETHER: u16 = 1;
 const ARPHRD_NONE: u16 = 0xfffe;
 /// File names of the pinned links inside the pin directory.
-const PIN_LINK_XDP: &str = "link_xdp";
-const PIN_LINK_TC_EGRESS: &str = "link_tc_egress";
+pub const PIN_LINK_XDP: &str = "link_xdp";
+pub const PIN_LINK_TC_EGRESS: &str = "link_tc_egress";
 
 /// Fails unless running as root: loading programs needs CAP_BPF and CAP_NET_ADMIN, and the
 /// database and pins are root's.
@@ -329,6 +331,9 @@ pub enum AttachedMode {
     Driver,
     /// Generic (SKB) XDP: the only kind TUN devices such as wireguard-go's offer.
     Generic,
+    /// The link an earlier daemon pinned on this interface, now running this daemon's program
+    /// (in whatever mode that link was created).
+    Updated,
 }
 
 impl AttachedMode {
@@ -336,36 +341,55 @@ impl AttachedMode {
         match self {
             AttachedMode::Driver => "driver",
             AttachedMode::Generic => "generic (skb)",
+            AttachedMode::Updated => "pinned link kept, program replaced",
         }
     }
 }
 
 /// Attaches both programs to `iface` and pins the links, so the programs (and the blocking they
-/// do) outlive a daemon that dies. Links left pinned by an earlier daemon are replaced.
+/// do) outlive a daemon that dies.
+///
+/// Links an earlier daemon left pinned on the same interface (after a crash or
+/// `--keep-attached`) are kept and get the new program with BPF_LINK_UPDATE, which swaps it
+/// atomically: no packet passes the interface unseen (or unblocked) during a restart. Links on
+/// another interface, or whose interface is gone, are removed first.
 pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedMode> {
-    remove_stale_links(pins)?;
+    let old_xdp = reusable_link(pins, PIN_LINK_XDP, iface.index)?;
+    let old_tc = reusable_link(pins, PIN_LINK_TC_EGRESS, iface.index)?;
 
     let xdp = prog_xdp(ebpf)?;
-    // Raw-IP devices (TUN) have no driver XDP; asking for it would fail with EOPNOTSUPP.
-    let mode = if iface.l2_len == L2_LEN_NONE {
-        xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic))
+    let mode = if let Some(link) = old_xdp {
+        let link = XdpLink::try_from(link).context("the pinned XDP link is not an XDP link")?;
+        xdp.attach_to_link(link).context("replacing the program of the pinned XDP link")?;
+        AttachedMode::Updated
     } else {
-        xdp.attach(&iface.name, XdpMode::Driver)
-            .map(|id| (id, AttachedMode::Driver))
-            .or_else(|_| xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic)))
+        // Raw-IP devices (TUN) have no driver XDP; asking for it would fail with EOPNOTSUPP.
+        let mode = if iface.l2_len == L2_LEN_NONE {
+            xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic))
+        } else {
+            xdp.attach(&iface.name, XdpMode::Driver)
+                .map(|id| (id, AttachedMode::Driver))
+                .or_else(|_| xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic)))
+        };
+        let (xdp_id, mode) = mode.with_context(|| {
+            format!(
+                "attaching XDP to {}; is another XDP program attached? (`ip link show {}`)",
+                iface.name, iface.name
+            )
+        })?;
+        let xdp_link = FdLink::try_from(xdp.take_link(xdp_id)?).context("XDP link is not a BPF link")?;
+        xdp_link
+            .pin(pins.link(PIN_LINK_XDP))
+            .with_context(|| format!("pinning the XDP link in {}", pins.0.display()))?;
+        mode
     };
-    let (xdp_id, mode) = mode.with_context(|| {
-        format!(
-            "attaching XDP to {}; is another XDP program attached? (`ip link show {}`)",
-            iface.name, iface.name
-        )
-    })?;
-    let xdp_link = FdLink::try_from(xdp.take_link(xdp_id)?).context("XDP link is not a BPF link")?;
-    xdp_link
-        .pin(pins.link(PIN_LINK_XDP))
-        .with_context(|| format!("pinning the XDP link in {}", pins.0.display()))?;
 
     let tc = prog_tc(ebpf)?;
+    if let Some(link) = old_tc {
+        let link = SchedClassifierLink::try_from(link).context("the pinned TC link is not a TCX link")?;
+        tc.attach_to_link(link).context("replacing the program of the pinned TC link")?;
+        return Ok(mode);
+    }
     // TCX (6.6+) gives a BPF link that can be pinned; on older kernels aya falls back to a
     // clsact qdisc with cls_bpf, which lives on the interface until removed.
     if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
@@ -385,8 +409,40 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedM
     Ok(mode)
 }
 
-/// Unpins the links (the programs detach once no process holds them). Maps stay pinned, so
-/// blocks and counters survive until the next start.
+/// The link pinned as `name`, if it is still attached to interface `ifindex`; otherwise the pin
+/// is removed (dropping the last reference detaches the link) and `None` returned.
+fn reusable_link(pins: &PinDir, name: &str, ifindex: u32) -> Result<Option<FdLink>> {
+    let path = pins.link(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let pinned = PinnedLink::from_pin(&path)
+        .with_context(|| format!("opening the pinned link {}", path.display()))?;
+    let link = FdLink::from(pinned);
+    if link_ifindex(&link) == Some(ifindex) {
+        return Ok(Some(link));
+    }
+    std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+    Ok(None)
+}
+
+/// The interface a BPF link is attached to, from the kernel's fdinfo (`ifindex:` is printed for
+/// XDP and TCX links; 0 once the interface is gone). aya exposes neither the ifindex nor the
+/// link's fd, so the fd is found by the link id, which fdinfo prints too.
+fn link_ifindex(link: &FdLink) -> Option<u32> {
+    let id = link.info().ok()?.id();
+    let field = |info: &str, key: &str| -> Option<u32> {
+        info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok())
+    };
+    std::fs::read_dir("/proc/self/fdinfo")
+        .ok()?
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .find(|info| field(info, "link_id:") == Some(id))
+        .and_then(|info| field(&info, "ifindex:"))
+        .filter(|&i| i != 0)
+}
+
+/// Detaches both programs: unpinning drops the last reference to each link.
 pub fn detach(pins: &PinDir) -> Result<()> {
     remove_stale_links(pins)
 }
