@@ -12,10 +12,7 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::{
-        bpf_ktime_get_boot_ns,
-        generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
-    },
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TcContext, XdpContext},
@@ -117,7 +114,6 @@ fn l2_len() -> u32 {
 }
 
 fn try_xdp(ctx: &XdpContext) -> Verdict {
-    count(Counter::Seen, 1);
     let len = (ctx.data_end() - ctx.data()) as u32;
     // Generic XDP hands us a linear copy of the whole skb, so a packet that wireguard-go
     // coalesced (GRO) arrives here as one large packet: it is counted as one.
@@ -126,7 +122,6 @@ fn try_xdp(ctx: &XdpContext) -> Verdict {
 }
 
 fn try_tc_egress(ctx: &TcContext) -> Verdict {
-    count(Counter::Seen, 1);
     let skb = ctx.skb.skb;
     let len = ctx.len();
     // Headers of locally generated packets are linear; forwarded ones may not be. Pulling only
@@ -160,7 +155,7 @@ fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
         }
     };
     let key = p.key(up);
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(rule) = blocked(&key) {
         on_block(rule, &key, up, now);
         return Verdict::Drop;

@@ -8,7 +8,7 @@ use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
 use ipnet::IpNet;
 use tracker_common::{BlockValue, names};
 
-use crate::{kernel::PinDir, store::Store, timefmt::BootClock};
+use crate::{kernel::PinDir, store::Store, timefmt::KernelClock};
 
 /// `kind` of IP rules in `block_rules`.
 pub const KIND_IP: &str = "ip";
@@ -153,7 +153,7 @@ pub fn reconcile(store: &mut Store, kernel: &mut KernelBlocks) -> Result<(usize,
 }
 
 /// Copies the kernel's per-rule counters into the database.
-pub fn sync_counters(store: &mut Store, kernel: &KernelBlocks, clock: BootClock) -> Result<()> {
+pub fn sync_counters(store: &mut Store, kernel: &KernelBlocks, clock: KernelClock) -> Result<()> {
     for (_, k) in kernel.entries()? {
         let last_hit = (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns));
         store.set_block_kernel_count(k.rule_id, k.packets_dropped, last_hit)?;

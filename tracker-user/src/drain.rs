@@ -20,7 +20,7 @@ use crate::{
     blocking::{self, KernelBlocks},
     naming::{self, Namer, time_of_ms},
     store::{FlowRecord, Store},
-    timefmt::{self, BootClock},
+    timefmt::{self, KernelClock},
 };
 
 /// The kernel tables the daemon sweeps.
@@ -45,11 +45,19 @@ impl Tables {
 
 /// Sums a per-CPU counter array into one value per [`Counter`].
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Vec<(Counter, u64)>> {
+    let read = |c: Counter| -> Result<u64> {
+        let v = map.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
+        Ok(v.iter().sum())
+    };
     Counter::ALL
         .iter()
         .map(|&c| {
-            let v = map.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
-            Ok((c, v.iter().sum()))
+            let v = match c {
+                // Not counted by the kernel: every packet is passed or dropped.
+                Counter::Seen => read(Counter::Passed)? + read(Counter::Dropped)?,
+                _ => read(c)?,
+            };
+            Ok((c, v))
         })
         .collect()
 }
@@ -99,7 +107,7 @@ pub fn key_addrs(k: &FlowKey) -> (IpAddr, IpAddr) {
 pub fn flow_record(
     k: &FlowKey,
     s: &FlowStats,
-    clock: BootClock,
+    clock: KernelClock,
     name: FlowName,
     remote_class: AddrClass,
 ) -> FlowRecord {
@@ -145,7 +153,7 @@ impl Sweeper {
     /// Writes changed (or renamed) flows with their names, the DNS exchanges ready for the
     /// log, block counters and the DNS counters, then lets the namer forget evicted flows.
     pub fn sweep(&mut self, maps: &Tables, store: &mut Store, namer: &mut Namer) -> Result<SweepStats> {
-        let clock = BootClock::now();
+        let clock = KernelClock::now();
         let now = SystemTime::now();
         let renamed = namer.take_renamed();
         let mut records = Vec::new();
@@ -244,7 +252,7 @@ pub async fn run_loop(
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
                 let ring = guard.get_inner_mut();
-                let clock = BootClock::now();
+                let clock = KernelClock::now();
                 while let Some(item) = ring.next() {
                     handle_event(&item, namer, clock);
                     handled += 1;
@@ -261,7 +269,7 @@ pub async fn run_loop(
     }
     // Drain what is left, then one last sweep so nothing counted is left unwritten.
     let ring = ring.get_mut();
-    let clock = BootClock::now();
+    let clock = KernelClock::now();
     while let Some(item) = ring.next() {
         handle_event(&item, namer, clock);
     }
@@ -271,7 +279,7 @@ pub async fn run_loop(
     Ok(())
 }
 
-fn handle_event(bytes: &[u8], namer: &mut Namer, clock: BootClock) {
+fn handle_event(bytes: &[u8], namer: &mut Namer, clock: KernelClock) {
     let at = |h: &EventHeader| time_of_ms(clock.to_unix_ms(h.ts_ns));
     match decode(bytes) {
         Some(Event::FlowNew(h)) => {

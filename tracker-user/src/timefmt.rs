@@ -1,36 +1,36 @@
-//! Time: the kernel's CLOCK_BOOTTIME stamps turned into wall-clock time, the unix-millisecond
+//! Time: the kernel's CLOCK_MONOTONIC_COARSE stamps turned into wall-clock time, the unix-millisecond
 //! integers the database stores, RFC 3339 for people and scripts, and `--since 7d` parsing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 
-/// Nanoseconds on CLOCK_BOOTTIME, the clock of `bpf_ktime_get_boot_ns()`.
-pub fn boot_ns_now() -> u64 {
+/// Nanoseconds on CLOCK_MONOTONIC_COARSE, the clock of `bpf_ktime_get_coarse_ns()`.
+pub fn kernel_ns_now() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME always exists on
-    // Linux >= 2.6.39.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC_COARSE always
+    // exists on Linux >= 2.6.32.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     debug_assert_eq!(rc, 0);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Maps boot-clock stamps to wall-clock time with one reading of both clocks, so that all stamps
+/// Maps kernel stamps to wall-clock time with one reading of both clocks, so that all stamps
 /// of one sweep convert consistently.
 #[derive(Clone, Copy, Debug)]
-pub struct BootClock {
-    boot_ns: u64,
+pub struct KernelClock {
+    kernel_ns: u64,
     wall_ms: i64,
 }
 
-impl BootClock {
+impl KernelClock {
     pub fn now() -> Self {
-        Self { boot_ns: boot_ns_now(), wall_ms: unix_ms(SystemTime::now()) }
+        Self { kernel_ns: kernel_ns_now(), wall_ms: unix_ms(SystemTime::now()) }
     }
 
-    /// Unix milliseconds of a boot-clock stamp.
-    pub fn to_unix_ms(self, boot_ns: u64) -> i64 {
-        let age_ms = (self.boot_ns.saturating_sub(boot_ns) / 1_000_000) as i64;
+    /// Unix milliseconds of a kernel stamp.
+    pub fn to_unix_ms(self, kernel_ns: u64) -> i64 {
+        let age_ms = (self.kernel_ns.saturating_sub(kernel_ns) / 1_000_000) as i64;
         self.wall_ms - age_ms
     }
 }
@@ -68,8 +68,8 @@ pub fn parse_since(s: &str) -> Result<i64> {
     Ok(now_ms() - d.as_millis() as i64)
 }
 
-/// The kernel's boot id: together with a boot-clock stamp it names one kernel flow entry for
-/// good (the boot clock restarts at every boot).
+/// The kernel's boot id: together with a kernel stamp it names one kernel flow entry for good
+/// (the monotonic clock restarts at every boot).
 pub fn boot_id() -> Result<String> {
     let path = "/proc/sys/kernel/random/boot_id";
     let id = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn boot_clock_converts_ages() {
-        let c = BootClock { boot_ns: 10_000_000_000, wall_ms: 1_000_000 };
+        let c = KernelClock { kernel_ns: 10_000_000_000, wall_ms: 1_000_000 };
         assert_eq!(c.to_unix_ms(10_000_000_000), 1_000_000);
         assert_eq!(c.to_unix_ms(9_000_000_000), 999_000);
         // A stamp from the future (another CPU raced the reading) is treated as now.

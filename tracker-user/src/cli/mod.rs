@@ -264,7 +264,7 @@ fn blocks(global: &Global, args: &ListArgs) -> Result<()> {
         Ok(()) => KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
         Err(_) => None,
     };
-    let clock = timefmt::BootClock::now();
+    let clock = timefmt::KernelClock::now();
     let rows = store.blocks(&|id| {
         let k = live.as_ref()?.get(&id)?;
         Some((k.packets_dropped, (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns))))

@@ -31,7 +31,7 @@ pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 /// Where maps and links are pinned unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tracker";
 /// Oldest kernel with everything the programs use: `bpf_xdp_load_bytes` (5.18) is the newest
-/// helper; ring buffers (5.8), BPF links for XDP (5.9) and boot-clock stamps (5.8) come earlier.
+/// helper; ring buffers (5.8), BPF links for XDP (5.9) and coarse clock stamps (5.11) come earlier.
 pub const MIN_KERNEL: (u8, u8) = (5, 18);
 /// `statfs` magic of the BPF filesystem (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;

@@ -99,6 +99,9 @@ pub const MIGRATIONS: &[&str] = &[
     -- Which names did an address stand for: answers by address.
     CREATE INDEX dns_answers_addr ON dns_answers (data) WHERE type IN ('A', 'AAAA');
 
+    -- From this version on, flows.kernel_first_ns is on CLOCK_MONOTONIC_COARSE (the kernel
+    -- programs' clock), not CLOCK_BOOTTIME; it still names one kernel entry within a boot.
+
     -- A flow's name, decided by the daemon when the flow is swept (see README, "Names").
     ALTER TABLE flows ADD COLUMN name TEXT;         -- the name the client used; NULL = unknown
     ALTER TABLE flows ADD COLUMN name_source TEXT;  -- 'dns', 'sni', 'http', 'local' or NULL
