@@ -635,7 +635,7 @@ fn hostile_dns_is_logged_or_rejected_and_never_crashes_the_daemon() -> Result<()
 struct Truth {
     conn: Conn,
     name: Option<&'static str>,
-    how: &'static str,
+    how: String,
 }
 
 /// Naming accuracy: a bounded mix of requests over the zone's names (direct, CNAME chains, many
@@ -668,12 +668,12 @@ fn naming_accuracy_in_the_lab() -> Result<()> {
             0 => Truth {
                 conn: curl_by_name(&lab, server, v6, "http", zone::WEB_NAME)?,
                 name: Some(zone::WEB_NAME),
-                how: "direct",
+                how: "direct".into(),
             },
             1 => Truth {
                 conn: curl_by_name(&lab, server, v6, "http", zone::CHAIN[0])?,
                 name: Some(zone::CHAIN[0]),
-                how: "cname",
+                how: "cname".into(),
             },
             2 => {
                 // Many answers: the phone resolves, then uses one of them (a different one each
@@ -685,23 +685,23 @@ fn naming_accuracy_in_the_lab() -> Result<()> {
                 Truth {
                     conn: curl_without_dns(&lab, "http", zone::MANY_NAME, addr)?,
                     name: Some(zone::MANY_NAME),
-                    how: "many",
+                    how: "many".into(),
                 }
             }
             3 => Truth {
                 conn: curl_by_name(&lab, server, v6, if round % 3 == 0 { "https" } else { "http" }, shared)?,
                 name: Some(shared),
-                how: "shared via dns",
+                how: "shared via dns".into(),
             },
             4 => Truth {
                 conn: curl_by_name(&lab, server, v6, "http", zone::DEEP_CHAIN[0])?,
                 name: Some(zone::DEEP_CHAIN[0]),
-                how: "deep cname",
+                how: "deep cname".into(),
             },
             5 => Truth {
                 conn: curl_by_name(&lab, server, v6, "https", zone::TLS_NAME)?,
                 name: Some(zone::TLS_NAME),
-                how: "tls via dns",
+                how: "tls via dns".into(),
             },
             6 => {
                 // Shared address, the latest answer names the other name, no DNS for this one.
@@ -712,11 +712,19 @@ fn naming_accuracy_in_the_lab() -> Result<()> {
                 Truth {
                     conn: curl_without_dns(&lab, scheme, shared, addr)?,
                     name: Some(shared),
-                    how: "shared, other name resolved last",
+                    how: "shared, other name resolved last".into(),
                 }
             }
-            _ => Truth { conn: curl_by_name(&lab, server, v6, "http", zone::LAN_NAME)?, name: None, how: "private" },
+            _ => Truth {
+                conn: curl_by_name(&lab, server, v6, "http", zone::LAN_NAME)?,
+                name: None,
+                how: "private".into(),
+            },
         };
+        let mut truth = truth;
+        if dns_v6 != v6 && kind != 6 {
+            truth.how.push_str(", DNS over the other family");
+        }
         truths.push(truth);
     }
     let conns: Vec<&Conn> = truths.iter().map(|t| &t.conn).collect();
@@ -757,6 +765,15 @@ fn naming_accuracy_in_the_lab() -> Result<()> {
     );
     for w in &wrong {
         eprintln!("  wrong: {w}");
+    }
+    // For the reader: which evidence named the flows (SNI/Host also name what DNS missed).
+    let mut by_source: BTreeMap<String, usize> = BTreeMap::new();
+    for truth in truths.iter().filter(|t| t.name.is_some()) {
+        let source = flow_of(&flows, &truth.conn).map_or("no flow".into(), |f| f["name_source"].to_string());
+        *by_source.entry(format!("{} by {source}", truth.how)).or_default() += 1;
+    }
+    for (what, n) in &by_source {
+        eprintln!("  {what}: {n}");
     }
     assert!(local.len() >= private_requests, "every private request is a local flow: {local:#?}");
     assert!(mislabelled.is_empty(), "local peers mislabelled: {mislabelled:#?}");
