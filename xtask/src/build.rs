@@ -9,13 +9,26 @@ use std::path::PathBuf;
 use std::process::Command;
 use tracker_tests::cmd::run_visible;
 
+/// Packages of `cargo build`/`cargo test` for the whole workspace. tracker-ebpf is a
+/// bpfel-only crate: tracker-user's build script builds it with nightly, and compiling it for
+/// the host (as --workspace alone would) cannot work.
+pub const WORKSPACE: &[&str] = &["--workspace", "--exclude", "tracker-ebpf"];
+
 /// Runs setup, builds tracker-user and returns the path of the `tracker` binary.
 pub fn build(release: bool) -> Result<PathBuf> {
+    build_packages(release, &["-p", "tracker-user"])
+}
+
+/// Runs setup, builds `packages` (cargo's package selection arguments, which include
+/// tracker-user) and returns the path of the `tracker` binary.
+///
+/// The test command builds with the same selection it tests with: cargo unifies features over
+/// the packages selected, so building tracker-user alone and then testing the workspace would
+/// compile tracker-common and tracker-user twice.
+pub fn build_packages(release: bool, packages: &[&str]) -> Result<PathBuf> {
     setup::all()?;
     let mut cargo = Command::new("cargo");
-    cargo
-        .current_dir(repo_root())
-        .args(["build", "-p", "tracker-user"]);
+    cargo.current_dir(repo_root()).arg("build").args(packages);
     if release {
         cargo.arg("--release");
     }

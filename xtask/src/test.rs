@@ -9,20 +9,13 @@ use tracker_tests::cmd::run_visible;
 
 pub fn run(args: &[OsString]) -> Result<()> {
     // build runs setup first.
-    let bin = build::build(true)?;
+    let bin = build::build_packages(true, build::WORKSPACE)?;
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(repo_root())
         .env("TRACKER_BIN", &bin)
-        // tracker-ebpf is a bpfel-only crate: tracker-user's build script builds it with
-        // nightly, and compiling it for the host (as --workspace alone would) cannot work.
-        .args([
-            "test",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "tracker-ebpf",
-        ])
+        .args(["test", "--release"])
+        .args(build::WORKSPACE)
         .args(args);
     run_visible(&mut cargo)
 }
