@@ -19,6 +19,7 @@ use crate::{
     analysis::{addr::AddrClass, names::FlowName},
     blocking::{self, KernelBlocks},
     naming::{self, Namer, time_of_ms},
+    wireguard::{self, Devices},
     store::{FlowRecord, Store},
     timefmt::{self, KernelClock},
 };
@@ -152,7 +153,14 @@ impl Sweeper {
 
     /// Writes changed (or renamed) flows with their names, the DNS exchanges ready for the
     /// log, block counters and the DNS counters, then lets the namer forget evicted flows.
-    pub fn sweep(&mut self, maps: &Tables, store: &mut Store, namer: &mut Namer) -> Result<SweepStats> {
+    /// `anchor` converts kernel stamps for the namer (see [`run_loop`]).
+    pub fn sweep(
+        &mut self,
+        maps: &Tables,
+        store: &mut Store,
+        namer: &mut Namer,
+        anchor: KernelClock,
+    ) -> Result<SweepStats> {
         let clock = KernelClock::now();
         let now = SystemTime::now();
         let renamed = namer.take_renamed();
@@ -166,7 +174,7 @@ impl Sweeper {
             }
             let stamp = (s.first_seen_ns, s.last_seen_ns);
             if self.written.get(&key) != Some(&stamp) || renamed.contains(&key) {
-                let first_seen = time_of_ms(clock.to_unix_ms(s.first_seen_ns));
+                let first_seen = time_of_ms(anchor.to_unix_ms(s.first_seen_ns));
                 let (name, class) = namer.name_flow(&key, first_seen, now);
                 records.push(flow_record(&key, &s, clock, name, class));
             }
@@ -228,6 +236,18 @@ pub fn decode(bytes: &[u8]) -> Option<Event<'_>> {
 #[derive(Clone, Debug)]
 pub struct LoopOptions {
     pub sweep_interval: Duration,
+    /// The watched interface, whose WireGuard peers tell which addresses are one device.
+    pub iface: String,
+}
+
+/// How often the WireGuard peer list is read again (peers are added while the daemon runs).
+const PEERS_INTERVAL: Duration = Duration::from_secs(30);
+
+fn refresh_devices(namer: &mut Namer, iface: &str) {
+    match wireguard::peers(iface) {
+        Ok(peers) => namer.set_devices(Devices::new(&peers.unwrap_or_default())),
+        Err(e) => tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
+    }
 }
 
 /// Runs until SIGINT or SIGTERM: drains events, sweeps on the interval, flushes at the end.
@@ -243,6 +263,12 @@ pub async fn run_loop(
     let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("polling the event ring: {e}"))?;
     let mut sweeper = Sweeper::new()?;
+    // One conversion of kernel stamps for every event the namer sees: per-batch conversions
+    // disagree by a millisecond now and then, enough to put a flow before the DNS answer that
+    // caused it.
+    let anchor = KernelClock::now();
+    let mut peers_tick = tokio::time::interval(PEERS_INTERVAL);
+    peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(opts.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -252,28 +278,27 @@ pub async fn run_loop(
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
                 let ring = guard.get_inner_mut();
-                let clock = KernelClock::now();
                 while let Some(item) = ring.next() {
-                    handle_event(&item, namer, clock);
+                    handle_event(&item, namer, anchor);
                     handled += 1;
                 }
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                let s = sweeper.sweep(tables, store, namer)?;
+                let s = sweeper.sweep(tables, store, namer, anchor)?;
                 tracing::debug!(live = s.live, written = s.written, events = handled, "swept");
             }
+            _ = peers_tick.tick() => refresh_devices(namer, &opts.iface),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
         }
     }
     // Drain what is left, then one last sweep so nothing counted is left unwritten.
     let ring = ring.get_mut();
-    let clock = KernelClock::now();
     while let Some(item) = ring.next() {
-        handle_event(&item, namer, clock);
+        handle_event(&item, namer, anchor);
     }
-    let s = sweeper.sweep(tables, store, namer)?;
+    let s = sweeper.sweep(tables, store, namer, anchor)?;
     store.insert_dns(&namer.take_dns_records(None))?;
     tracing::info!(flows_written = s.written, live = s.live, "final flush done");
     Ok(())

@@ -5,7 +5,8 @@
 //! packets -> [`kernel`] (programs, maps, ring) -> [`drain`] (with [`naming`]) -> [`store`]
 //! (SQLite) -> queries -> [`cli`]. [`blocking`] turns block rules into kernel map entries;
 //! [`analysis`] holds the pure logic that parses DNS, TLS and HTTP and decides names, [`naming`]
-//! the daemon's state built from it; [`timefmt`] the clock conversions shared by all of them.
+//! the daemon's state built from it, with [`wireguard`] telling which addresses are one device;
+//! [`timefmt`] the clock conversions shared by all of them.
 
 pub mod analysis;
 pub mod blocking;
@@ -15,3 +16,4 @@ pub mod kernel;
 pub mod naming;
 pub mod store;
 pub mod timefmt;
+pub mod wireguard;

@@ -22,6 +22,7 @@ use crate::{
     drain::key_addrs,
     store::{DnsRecord, dns::StoredAnswers},
     timefmt,
+    wireguard::Devices,
 };
 
 /// How long after its TTL an answer still names new flows: apps keep using addresses past the
@@ -79,8 +80,11 @@ pub struct Namer {
     pending: HashMap<Exchange, DnsRecord>,
     done: Vec<DnsRecord>,
     flows: HashMap<FlowKey, FlowFacts>,
-    /// Flows last swept without a name: a DNS answer arriving later can still name them.
-    unnamed: HashSet<FlowKey>,
+    /// Non-local flows last swept without a DNS name (unnamed, or named by SNI/Host): a DNS
+    /// answer arriving later can still name them.
+    without_dns: HashSet<FlowKey>,
+    /// Which client addresses are one device: answers are learned and looked up per device.
+    devices: Devices,
     /// Flows whose evidence changed since they were last swept.
     renamed: HashSet<FlowKey>,
     stats: DnsStats,
@@ -101,7 +105,8 @@ impl Namer {
             pending: HashMap::new(),
             done: Vec::new(),
             flows: HashMap::new(),
-            unnamed: HashSet::new(),
+            without_dns: HashSet::new(),
+            devices: Devices::default(),
             renamed: HashSet::new(),
             stats: DnsStats::default(),
         }
@@ -109,6 +114,13 @@ impl Namer {
 
     pub fn stats(&self) -> DnsStats {
         self.stats
+    }
+
+    /// Sets the WireGuard peers' addresses: a phone's IPv4 and IPv6 tunnel addresses are one
+    /// device, so an A/AAAA answer it received over IPv4 names its IPv6 flows too. Answers
+    /// already learned stay under the device they were learned for.
+    pub fn set_devices(&mut self, devices: Devices) {
+        self.devices = devices;
     }
 
     /// Relearns answers a previous daemon stored, so flows that start (or are still open) after
@@ -123,7 +135,7 @@ impl Namer {
     /// A flow entry was created in the kernel at `at`.
     pub fn flow_new(&mut self, key: &FlowKey, at: SystemTime) {
         let (client, remote) = key_addrs(key);
-        let dns = self.table.candidates(client, remote, at);
+        let dns = self.table.candidates(self.devices.device(client), remote, at);
         // A new kernel entry for a known 5-tuple (after an LRU eviction) is a new connection.
         self.flows.insert(*key, FlowFacts { started: at, evidence: Evidence { dns, ..Evidence::default() } });
         self.renamed.insert(*key);
@@ -239,26 +251,29 @@ impl Namer {
         tracing::debug!(%client, %remote, why, "DNS message ignored");
     }
 
-    /// Remembers what `client` was told and names its unnamed flows to those addresses.
+    /// Remembers what `client`'s device was told, and marks its flows to those addresses that
+    /// have no DNS name yet for renaming.
     fn learn(&mut self, client: IpAddr, qname: &str, answers: &[Answer], at: SystemTime) {
+        let device = self.devices.device(client);
         let addresses = dns::addresses_for(answers, qname);
         for (ip, ttl, chain) in &addresses {
-            self.table.record_answer(client, *ip, qname, chain.last().map(String::as_str), *ttl, at);
+            self.table.record_answer(device, *ip, qname, chain.last().map(String::as_str), *ttl, at);
         }
-        if addresses.is_empty() || self.unnamed.is_empty() {
+        if addresses.is_empty() || self.without_dns.is_empty() {
             return;
         }
         let waiting: Vec<FlowKey> = self
-            .unnamed
+            .without_dns
             .iter()
             .filter(|k| {
                 let (c, r) = key_addrs(k);
-                c == client && addresses.iter().any(|(ip, _, _)| ip.to_canonical() == r)
+                self.devices.device(c) == device
+                    && addresses.iter().any(|(ip, _, _)| ip.to_canonical() == r)
             })
             .copied()
             .collect();
         for key in waiting {
-            self.unnamed.remove(&key);
+            self.without_dns.remove(&key);
             self.renamed.insert(key);
         }
     }
@@ -300,6 +315,7 @@ impl Namer {
     /// used when the flow's creation event was not seen (it predates the daemon).
     pub fn name_flow(&mut self, key: &FlowKey, first_seen: SystemTime, now: SystemTime) -> (FlowName, AddrClass) {
         let (client, remote) = key_addrs(key);
+        let client = self.devices.device(client);
         let class = addr::classify(remote, &self.local_nets);
         let table = &self.table;
         let facts = self.flows.entry(*key).or_insert_with(|| FlowFacts {
@@ -315,16 +331,17 @@ impl Namer {
             }
         }
         let name = names::choose(class.is_local(), &facts.evidence);
-        if name.name.is_none() && !class.is_local() {
-            self.unnamed.insert(*key);
+        if facts.evidence.dns.is_empty() && !class.is_local() {
+            self.without_dns.insert(*key);
         } else {
-            self.unnamed.remove(key);
+            self.without_dns.remove(key);
         }
         (name, class)
     }
 
     fn flow_facts(&mut self, key: &FlowKey, at: SystemTime) -> &mut FlowFacts {
         let (client, remote) = key_addrs(key);
+        let client = self.devices.device(client);
         let table = &self.table;
         self.flows.entry(*key).or_insert_with(|| FlowFacts {
             started: at,
@@ -335,7 +352,7 @@ impl Namer {
     /// Forgets flows the kernel no longer has (evicted) and answers past TTL + grace.
     pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool, now: SystemTime) {
         self.flows.retain(|k, _| live(k));
-        self.unnamed.retain(|k| live(k));
+        self.without_dns.retain(|k| live(k));
         self.table.prune(now);
     }
 }
@@ -374,8 +391,9 @@ mod tests {
         let counts = [1, u16::try_from(answers.len()).unwrap(), 0, 0];
         let mut m = Msg::new(id, flags, counts).question(&wire(qname), 1);
         for (owner, data) in answers {
-            m = match data.parse::<std::net::Ipv4Addr>() {
-                Ok(ip) => m.rr(&wire(owner), 1, 300, &ip.octets()),
+            m = match data.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) => m.rr(&wire(owner), 1, 300, &ip.octets()),
+                Ok(IpAddr::V6(ip)) => m.rr(&wire(owner), 28, 300, &ip.octets()),
                 Err(_) => m.rr(&wire(owner), 5, 300, &wire(data)),
             };
         }
@@ -467,6 +485,37 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_over_ipv4_names_the_same_devices_ipv6_flow() {
+        let mut n = namer();
+        let peers = crate::wireguard::parse_allowed_ips("k\t10.77.0.2/32 fd77::2/128\n").unwrap();
+        n.set_devices(Devices::new(&peers));
+        ask(&mut n, 8, "dual.example", &[("dual.example", "2001:db8::11")], 0);
+        let flow = FlowKey {
+            client: "fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            remote: "2001:db8::11".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            family: tracker_common::FAMILY_V6,
+            ..key([0; 4], IPPROTO_TCP, 40005, 443)
+        };
+        n.flow_new(&flow, t(10));
+        assert_eq!(n.name_flow(&flow, t(10), t(11)).0.name.as_deref(), Some("dual.example"));
+    }
+
+    #[test]
+    fn a_late_answer_replaces_an_sni_name_with_the_dns_one() {
+        let mut n = namer();
+        let flow = key([192, 0, 2, 12], IPPROTO_TCP, 40006, 443);
+        n.flow_new(&flow, t(0));
+        let hello = tls::tests::client_hello(&[tls::tests::sni_ext(b"a.example")]);
+        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), &hello, t(1));
+        assert_eq!(n.name_flow(&flow, t(0), t(2)).0.source, Some(NameSource::Sni));
+        let _ = n.take_renamed();
+        ask(&mut n, 9, "a.example", &[("a.example", "cdn.example"), ("cdn.example", "192.0.2.12")], 3);
+        assert!(n.take_renamed().contains(&flow));
+        let (name, _) = n.name_flow(&flow, t(0), t(10));
+        assert_eq!((name.source, name.cname.as_deref()), (Some(NameSource::Dns), Some("cdn.example")));
+    }
+
+    #[test]
     fn local_peers_are_local_whatever_dns_said() {
         let mut n = namer();
         ask(&mut n, 5, "router.example", &[("router.example", "192.168.1.1")], 0);
@@ -511,6 +560,6 @@ mod tests {
         let flow = key([192, 0, 2, 10], IPPROTO_TCP, 40004, 443);
         assert_eq!(n.name_flow(&flow, t(500), t(2_000)).0.name.as_deref(), Some("kept.example"));
         n.retain(|_| false, t(3_000));
-        assert!(n.flows.is_empty() && n.unnamed.is_empty());
+        assert!(n.flows.is_empty() && n.without_dns.is_empty());
     }
 }

@@ -110,7 +110,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         events,
         &mut store,
         &mut namer,
-        &LoopOptions { sweep_interval: args.sweep_interval },
+        &LoopOptions { sweep_interval: args.sweep_interval, iface: iface.name.clone() },
     ));
     if args.keep_attached {
         tracing::info!("leaving the programs attached (--keep-attached)");
