@@ -34,6 +34,9 @@ const MAX_ANSWERS_PER_CLIENT: usize = 65_536;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queries awaiting a response, over all clients; beyond this the oldest is logged unanswered.
 const MAX_PENDING: usize = 16_384;
+/// A DNS answer received this soon after a flow started may still name a flow already named
+/// by its SNI or Host: the answer and the flow crossed on their way through the ring.
+const LATE_ANSWER_WINDOW: Duration = Duration::from_secs(2);
 /// How far back a restarted daemon reloads answers from the database.
 pub const RELOAD_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// At most this many stored exchanges are reloaded.
@@ -323,11 +326,15 @@ impl Namer {
             evidence: Evidence { dns: table.candidates(client, remote, first_seen), ..Evidence::default() },
         });
         if facts.evidence.dns.is_empty() && !class.is_local() {
-            // An answer that came after the flow started: the client was told this name for
-            // this address, which is better than no name.
             facts.evidence.dns = table.candidates(client, remote, facts.started);
             if facts.evidence.dns.is_empty() {
-                facts.evidence.dns = table.candidates(client, remote, now);
+                // An answer that came after the flow started. A flow the client named itself
+                // (SNI, Host) takes it only if it came right after the start (the events
+                // crossed on the way); one with no name takes any answer its device got for
+                // the address, which is better than no name.
+                let spoken = facts.evidence.sni.is_some() || facts.evidence.http.is_some();
+                let until = if spoken { facts.started + LATE_ANSWER_WINDOW } else { now };
+                facts.evidence.dns = table.candidates(client, remote, until.min(now));
             }
         }
         let name = names::choose(class.is_local(), &facts.evidence);
@@ -513,6 +520,15 @@ mod tests {
         assert!(n.take_renamed().contains(&flow));
         let (name, _) = n.name_flow(&flow, t(0), t(10));
         assert_eq!((name.source, name.cname.as_deref()), (Some(NameSource::Dns), Some("cdn.example")));
+
+        // An answer long after a flow named by its SNI is not what that flow used.
+        let old = key([192, 0, 2, 13], IPPROTO_TCP, 40007, 443);
+        n.flow_new(&old, t(0));
+        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, old), &hello, t(1));
+        assert_eq!(n.name_flow(&old, t(0), t(2)).0.source, Some(NameSource::Sni));
+        ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 60_000);
+        let (name, _) = n.name_flow(&old, t(0), t(60_010));
+        assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Sni)));
     }
 
     #[test]
