@@ -319,6 +319,62 @@ fn restart_swaps_programs_in_place_without_a_gap() -> Result<()> {
     Ok(())
 }
 
+/// `tracker status`: where and how the programs are attached, kernel counters that move with
+/// the traffic (exactly, for drops: nothing else is dropped), the database, and the state after
+/// a clean stop.
+#[test]
+fn status_reports_attachment_counters_and_database() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let _serial = common::serial();
+    let lab = Lab::up("te6")?;
+    let mut t = Tracker::new(&lab);
+    t.start(&lab)?;
+    let s = t.json(&["status"]);
+    assert_eq!(s["daemon_running"], true, "{s:#}");
+    assert_eq!(s["iface"], t.iface.as_str());
+    assert_eq!(s["link_type"], "raw IP (WireGuard/TUN)");
+    assert_eq!(s["xdp_mode"], "generic (skb)");
+    assert_eq!(s["db"], t.db.display().to_string());
+    assert!(s["db_bytes"].as_u64().is_some_and(|b| b > 0), "{s:#}");
+    let counter = |s: &Value, k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s:#}"));
+
+    const ECHOED: u64 = 10;
+    const DROPPED: u64 = 3;
+    let before = t.json(&["status"]);
+    udp_exchange(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), ECHOED as usize, 40)?;
+    t.ok(&["block-ip", &ECHO_V4.to_string()]);
+    lab.run_in(Ns::Phone, || -> Result<()> {
+        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(PHONE_V4), 0))?;
+        for _ in 0..DROPPED {
+            sock.send_to(b"dropped", SocketAddr::new(IpAddr::V4(ECHO_V4), UDP_ECHO_PORT))?;
+        }
+        Ok(())
+    })??;
+    t.settle();
+    let after = t.json(&["status"]);
+    let delta = |k: &str| counter(&after, k) - counter(&before, k);
+    assert_eq!(delta("packets_dropped"), DROPPED, "{after:#}");
+    // The datagrams and their echoes, plus whatever else crossed wg0 meanwhile.
+    assert!(delta("packets_passed") >= 2 * ECHOED, "{after:#}");
+    assert_eq!(counter(&after, "packets_seen"), counter(&after, "packets_passed") + counter(&after, "packets_dropped"));
+    assert!(delta("flows_created") >= 1, "{after:#}");
+    assert_eq!(counter(&after, "parse_errors"), 0);
+    assert_eq!(counter(&after, "ring_lost"), 0);
+    assert_eq!(counter(&after, "flow_evictions"), 0);
+    assert_eq!(counter(&after, "flows_in_kernel"), counter(&after, "flows_created"));
+    assert_eq!(counter(&after, "block_rules"), 1);
+    assert!(counter(&after, "flows_stored") >= 1, "{after:#}");
+
+    t.stop()?;
+    let s = t.json(&["status"]);
+    assert_eq!(s["daemon_running"], false, "{s:#}");
+    assert_eq!(s["xdp_attached"], false, "a clean stop detaches");
+    assert_eq!(s["tc_egress_attached"], false);
+    Ok(())
+}
+
 /// Bad input: a clear message, a non-zero exit, and nothing changed.
 #[test]
 fn bad_input_is_refused_and_changes_nothing() -> Result<()> {

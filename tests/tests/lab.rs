@@ -202,23 +202,18 @@ fn every_zone_host_serves(lab: &Lab) -> Result<()> {
             IpAddr::V4(a) => format!("{name}:{}:{a}", lab::TLS_PORT),
             IpAddr::V6(a) => format!("{name}:{}:[{a}]", lab::TLS_PORT),
         };
-        let code = run(lab
-            .phone_cmd("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("--cacert")
-            .arg(&lab.tls_cert)
+        let code = run(https_status(lab, lab.phone_cmd("curl"))
             .args(["--resolve", &resolve, &lab::https_url(name, "/")]))?;
         assert_eq!(code, "200", "TLS {name} at {addr}");
     }
     Ok(())
+}
+
+/// `curl` printing only the HTTP status, trusting the lab's TLS certificate.
+fn https_status(lab: &Lab, mut curl: Command) -> Command {
+    curl.args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&lab.tls_cert);
+    curl
 }
 
 /// The C library's resolver in the phone namespace: `ip netns exec` uses the on-host resolver
@@ -245,19 +240,7 @@ fn phone_resolves_through_the_lab(lab: &Lab) -> Result<()> {
             want.extend(zone::resolve(zone::MANY_NAME, QType::Aaaa).addresses);
             want.sort();
             assert_eq!(got, want, "getent ahosts {} via {server}", zone::MANY_NAME);
-            let code = run(lab
-                .phone_cmd_resolving(server, "curl")?
-                .args([
-                    "-sS",
-                    "--max-time",
-                    "10",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                ])
-                .arg("--cacert")
-                .arg(&lab.tls_cert)
+            let code = run(https_status(lab, lab.phone_cmd_resolving(server, "curl")?)
                 .arg(lab::https_url(zone::TLS_NAME, "/")))?;
             assert_eq!(code, "200", "https://{} via {server}", zone::TLS_NAME);
         }

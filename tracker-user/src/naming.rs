@@ -34,9 +34,6 @@ const MAX_ANSWERS_PER_CLIENT: usize = 65_536;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queries awaiting a response, over all clients; beyond this the oldest is logged unanswered.
 const MAX_PENDING: usize = 16_384;
-/// A DNS answer received this soon after a flow started may still name a flow already named
-/// by its SNI or Host: the answer and the flow crossed on their way through the ring.
-const LATE_ANSWER_WINDOW: Duration = Duration::from_secs(2);
 /// How far back a restarted daemon reloads answers from the database.
 pub const RELOAD_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// At most this many stored exchanges are reloaded.
@@ -68,6 +65,28 @@ struct Exchange {
     resolver_port: u16,
     transport: Transport,
     id: u16,
+}
+
+impl Exchange {
+    /// The log row of this exchange as first seen at `at_ms`, not yet answered.
+    fn record(&self, question: &dns::Question, at_ms: i64) -> DnsRecord {
+        let Self { client, client_port, resolver, resolver_port, transport, id } = *self;
+        DnsRecord {
+            ts_ms: at_ms,
+            answered_ms: None,
+            client,
+            client_port,
+            resolver,
+            resolver_port,
+            transport,
+            dns_id: id,
+            qname: question.name.clone(),
+            qtype: question.qtype.clone(),
+            rcode: None,
+            truncated: false,
+            answers: Vec::new(),
+        }
+    }
 }
 
 /// What is known about one live flow.
@@ -194,21 +213,7 @@ impl Namer {
                     self.expire(None);
                 }
                 // A retransmission (same id, same ports) is the same exchange: keep the first.
-                self.pending.entry(exchange).or_insert_with(|| DnsRecord {
-                    ts_ms: at_ms,
-                    answered_ms: None,
-                    client,
-                    client_port: exchange.client_port,
-                    resolver,
-                    resolver_port: exchange.resolver_port,
-                    transport,
-                    dns_id: msg.id,
-                    qname: question.name.clone(),
-                    qtype: question.qtype.clone(),
-                    rcode: None,
-                    truncated: false,
-                    answers: Vec::new(),
-                });
+                self.pending.entry(exchange).or_insert_with(|| exchange.record(question, at_ms));
             }
             (false, true) => {
                 // A response to another question is not this query's answer (spoofed or
@@ -224,21 +229,7 @@ impl Namer {
                     rcode: Some(rcode),
                     truncated,
                     answers,
-                    ..query.unwrap_or_else(|| DnsRecord {
-                        ts_ms: at_ms,
-                        answered_ms: None,
-                        client,
-                        client_port: exchange.client_port,
-                        resolver,
-                        resolver_port: exchange.resolver_port,
-                        transport,
-                        dns_id: exchange.id,
-                        qname: question.name.clone(),
-                        qtype: question.qtype.clone(),
-                        rcode: None,
-                        truncated: false,
-                        answers: Vec::new(),
-                    })
+                    ..query.unwrap_or_else(|| exchange.record(question, at_ms))
                 };
                 self.learn(client, &record.qname, &record.answers, at);
                 self.done.push(record);
@@ -327,14 +318,13 @@ impl Namer {
         });
         if facts.evidence.dns.is_empty() && !class.is_local() {
             facts.evidence.dns = table.candidates(client, remote, facts.started);
-            if facts.evidence.dns.is_empty() {
-                // An answer that came after the flow started. A flow the client named itself
-                // (SNI, Host) takes it only if it came right after the start (the events
-                // crossed on the way); one with no name takes any answer its device got for
-                // the address, which is better than no name.
-                let spoken = facts.evidence.sni.is_some() || facts.evidence.http.is_some();
-                let until = if spoken { facts.started + LATE_ANSWER_WINDOW } else { now };
-                facts.evidence.dns = table.candidates(client, remote, until.min(now));
+            // Looking again at `started` finds answers stamped before the flow but handled
+            // after it. An answer that came later did not lead to this flow: a flow the client
+            // named itself (SNI, Host) keeps that name; one with no name at all takes it, which
+            // is better than none.
+            let spoken = facts.evidence.sni.is_some() || facts.evidence.http.is_some();
+            if facts.evidence.dns.is_empty() && !spoken {
+                facts.evidence.dns = table.candidates(client, remote, now);
             }
         }
         let name = names::choose(class.is_local(), &facts.evidence);
@@ -508,26 +498,27 @@ mod tests {
     }
 
     #[test]
-    fn a_late_answer_replaces_an_sni_name_with_the_dns_one() {
+    fn an_answer_handled_late_but_stamped_before_the_flow_still_names_it() {
         let mut n = namer();
         let flow = key([192, 0, 2, 12], IPPROTO_TCP, 40006, 443);
-        n.flow_new(&flow, t(0));
+        n.flow_new(&flow, t(10));
         let hello = tls::tests::client_hello(&[tls::tests::sni_ext(b"a.example")]);
-        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), &hello, t(1));
-        assert_eq!(n.name_flow(&flow, t(0), t(2)).0.source, Some(NameSource::Sni));
+        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), &hello, t(11));
+        assert_eq!(n.name_flow(&flow, t(10), t(12)).0.source, Some(NameSource::Sni));
         let _ = n.take_renamed();
+        // Received (kernel stamp) at 3-6 ms, before the flow; handled after it.
         ask(&mut n, 9, "a.example", &[("a.example", "cdn.example"), ("cdn.example", "192.0.2.12")], 3);
         assert!(n.take_renamed().contains(&flow));
-        let (name, _) = n.name_flow(&flow, t(0), t(10));
+        let (name, _) = n.name_flow(&flow, t(10), t(20));
         assert_eq!((name.source, name.cname.as_deref()), (Some(NameSource::Dns), Some("cdn.example")));
 
-        // An answer long after a flow named by its SNI is not what that flow used.
+        // An answer received after a flow named by its SNI did not lead to that flow.
         let old = key([192, 0, 2, 13], IPPROTO_TCP, 40007, 443);
         n.flow_new(&old, t(0));
         n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, old), &hello, t(1));
         assert_eq!(n.name_flow(&old, t(0), t(2)).0.source, Some(NameSource::Sni));
-        ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 60_000);
-        let (name, _) = n.name_flow(&old, t(0), t(60_010));
+        ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 5);
+        let (name, _) = n.name_flow(&old, t(0), t(10));
         assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Sni)));
     }
 

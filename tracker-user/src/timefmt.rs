@@ -28,10 +28,11 @@ impl KernelClock {
         Self { kernel_ns: kernel_ns_now(), wall_ms: unix_ms(SystemTime::now()) }
     }
 
-    /// Unix milliseconds of a kernel stamp.
+    /// Unix milliseconds of a kernel stamp, earlier or later than the reading: the daemon keeps
+    /// one reading for all events, so that their order survives the conversion.
     pub fn to_unix_ms(self, kernel_ns: u64) -> i64 {
-        let age_ms = (self.kernel_ns.saturating_sub(kernel_ns) / 1_000_000) as i64;
-        self.wall_ms - age_ms
+        let delta_ns = kernel_ns as i64 - self.kernel_ns as i64;
+        self.wall_ms + delta_ns.div_euclid(1_000_000)
     }
 }
 
@@ -85,8 +86,10 @@ mod tests {
         let c = KernelClock { kernel_ns: 10_000_000_000, wall_ms: 1_000_000 };
         assert_eq!(c.to_unix_ms(10_000_000_000), 1_000_000);
         assert_eq!(c.to_unix_ms(9_000_000_000), 999_000);
-        // A stamp from the future (another CPU raced the reading) is treated as now.
-        assert_eq!(c.to_unix_ms(11_000_000_000), 1_000_000);
+        // Stamps after the reading (events handled later with the same reading) keep their
+        // distance and order.
+        assert_eq!(c.to_unix_ms(11_000_000_000), 1_001_000);
+        assert!(c.to_unix_ms(10_002_000_000) < c.to_unix_ms(10_003_000_000));
     }
 
     #[test]
