@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -162,7 +162,9 @@ impl Sweeper {
         anchor: KernelClock,
     ) -> Result<SweepStats> {
         let clock = KernelClock::now();
-        let now = SystemTime::now();
+        // The namer's times all come from the anchor, so a step of the wall clock (NTP at boot)
+        // cannot expire every answer or keep queries pending forever.
+        let now = time_of_ms(anchor.to_unix_ms(timefmt::kernel_ns_now()));
         let renamed = namer.take_renamed();
         let mut records = Vec::new();
         let mut seen = HashMap::with_capacity(self.written.len());
@@ -243,7 +245,8 @@ pub struct LoopOptions {
 /// How often the WireGuard peer list is read again (peers are added while the daemon runs).
 const PEERS_INTERVAL: Duration = Duration::from_secs(30);
 
-fn refresh_devices(namer: &mut Namer, iface: &str) {
+/// Reads the interface's WireGuard peers into the namer; a failure is logged, not fatal.
+pub fn refresh_devices(namer: &mut Namer, iface: &str) {
     match wireguard::peers(iface) {
         Ok(peers) => namer.set_devices(Devices::new(&peers.unwrap_or_default())),
         Err(e) => tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),

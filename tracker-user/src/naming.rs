@@ -3,7 +3,7 @@
 //! HTTP Host) when they are swept.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -89,6 +89,17 @@ impl Exchange {
     }
 }
 
+/// Which unanswered queries [`Namer::expire`] logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expiry {
+    /// Those older than [`RESPONSE_TIMEOUT`] at this time.
+    TimedOut(SystemTime),
+    /// The oldest one: the pending table is full.
+    Oldest,
+    /// Every one: the final flush.
+    All,
+}
+
 /// What is known about one live flow.
 #[derive(Debug)]
 struct FlowFacts {
@@ -100,11 +111,18 @@ pub struct Namer {
     table: NameTable,
     local_nets: Vec<IpNet>,
     pending: HashMap<Exchange, DnsRecord>,
+    /// Pending exchanges in arrival order (entries already answered are skipped when met), so
+    /// that timeouts and evicting the oldest cost O(1) per query, not a scan of the table.
+    pending_order: VecDeque<Exchange>,
+    /// Exchanges answered in the last [`RESPONSE_TIMEOUT`], with the answer's time: a TCP
+    /// segment the client or server sends again carries the same message, which is the same
+    /// exchange, not a second lookup.
+    answered: HashMap<Exchange, i64>,
     done: Vec<DnsRecord>,
     flows: HashMap<FlowKey, FlowFacts>,
     /// Non-local flows last swept without a DNS name (unnamed, or named by SNI/Host): a DNS
     /// answer arriving later can still name them.
-    without_dns: HashSet<FlowKey>,
+    without_dns: HashMap<IpAddr, HashSet<FlowKey>>,
     /// Which client addresses are one device: answers are learned and looked up per device.
     devices: Devices,
     /// Flows whose evidence changed since they were last swept.
@@ -125,9 +143,11 @@ impl Namer {
             table: NameTable::new(grace, MAX_ANSWERS_PER_CLIENT),
             local_nets,
             pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            answered: HashMap::new(),
             done: Vec::new(),
             flows: HashMap::new(),
-            without_dns: HashSet::new(),
+            without_dns: HashMap::new(),
             devices: Devices::default(),
             renamed: HashSet::new(),
             stats: DnsStats::default(),
@@ -209,11 +229,15 @@ impl Namer {
         let from_client = h.direction == DIR_UP;
         match (from_client, msg.is_response) {
             (true, false) => {
-                if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&exchange) {
-                    self.expire(None);
-                }
                 // A retransmission (same id, same ports) is the same exchange: keep the first.
-                self.pending.entry(exchange).or_insert_with(|| exchange.record(question, at_ms));
+                if self.pending.contains_key(&exchange) || self.answered_recently(&exchange, at_ms) {
+                    return;
+                }
+                if self.pending.len() >= MAX_PENDING {
+                    self.expire(Expiry::Oldest);
+                }
+                self.pending.insert(exchange, exchange.record(question, at_ms));
+                self.pending_order.push_back(exchange);
             }
             (false, true) => {
                 // A response to another question is not this query's answer (spoofed or
@@ -222,7 +246,14 @@ impl Namer {
                     .pending
                     .get(&exchange)
                     .is_some_and(|q| q.qname == question.name && q.qtype == question.qtype);
+                if !matches && self.answered_recently(&exchange, at_ms) {
+                    return; // the response again (a TCP retransmission)
+                }
                 let query = if matches { self.pending.remove(&exchange) } else { None };
+                let spoofed = !matches && self.pending.contains_key(&exchange);
+                if !spoofed {
+                    self.answered.insert(exchange, at_ms);
+                }
                 let DnsMessage { rcode, truncated, answers, .. } = msg;
                 let record = DnsRecord {
                     answered_ms: Some(at_ms),
@@ -231,12 +262,20 @@ impl Namer {
                     answers,
                     ..query.unwrap_or_else(|| exchange.record(question, at_ms))
                 };
-                self.learn(client, &record.qname, &record.answers, at);
+                if !spoofed {
+                    self.learn(client, &record.qname, &record.answers, at);
+                }
                 self.done.push(record);
             }
             // A client serving DNS, or a server querying one: not a lookup by a device.
             _ => tracing::debug!(%client, %resolver, "DNS message in an unexpected direction"),
         }
+    }
+
+    fn answered_recently(&self, exchange: &Exchange, at_ms: i64) -> bool {
+        self.answered
+            .get(exchange)
+            .is_some_and(|&t| at_ms - t < RESPONSE_TIMEOUT.as_millis() as i64)
     }
 
     fn malformed(&mut self, h: &EventHeader, why: &str) {
@@ -253,48 +292,51 @@ impl Namer {
         for (ip, ttl, chain) in &addresses {
             self.table.record_answer(device, *ip, qname, chain.last().map(String::as_str), *ttl, at);
         }
-        if addresses.is_empty() || self.without_dns.is_empty() {
-            return;
+        for (ip, _, _) in &addresses {
+            let Some(flows) = self.without_dns.get_mut(&ip.to_canonical()) else { continue };
+            let devices = &self.devices;
+            let renamed = &mut self.renamed;
+            flows.retain(|k| {
+                let mine = devices.device(key_addrs(k).0) == device;
+                if mine {
+                    renamed.insert(*k);
+                }
+                !mine
+            });
         }
-        let waiting: Vec<FlowKey> = self
-            .without_dns
-            .iter()
-            .filter(|k| {
-                let (c, r) = key_addrs(k);
-                self.devices.device(c) == device
-                    && addresses.iter().any(|(ip, _, _)| ip.to_canonical() == r)
-            })
-            .copied()
-            .collect();
-        for key in waiting {
-            self.without_dns.remove(&key);
-            self.renamed.insert(key);
-        }
+        self.without_dns.retain(|_, flows| !flows.is_empty());
     }
 
     /// Exchanges ready for the database: the answered ones, plus queries left unanswered past
     /// [`RESPONSE_TIMEOUT`] (or all pending ones, at `now = None`: the final flush).
     pub fn take_dns_records(&mut self, now: Option<SystemTime>) -> Vec<DnsRecord> {
-        self.expire(now);
+        self.expire(now.map_or(Expiry::All, Expiry::TimedOut));
         std::mem::take(&mut self.done)
     }
 
-    /// Moves unanswered queries to `done`: those older than the timeout at `now`, or with
-    /// `None` the oldest one (the pending table is full) — all of them on the final flush.
-    fn expire(&mut self, now: Option<SystemTime>) {
-        let expired: Vec<Exchange> = match now {
-            Some(now) => {
-                let cutoff = timefmt::unix_ms(now) - RESPONSE_TIMEOUT.as_millis() as i64;
-                self.pending.iter().filter(|(_, r)| r.ts_ms <= cutoff).map(|(k, _)| *k).collect()
-            }
-            None if self.pending.len() >= MAX_PENDING => {
-                self.pending.iter().min_by_key(|(_, r)| r.ts_ms).map(|(k, _)| *k).into_iter().collect()
-            }
-            None => self.pending.keys().copied().collect(),
+    /// Moves unanswered queries to `done`, oldest first.
+    fn expire(&mut self, which: Expiry) {
+        let cutoff = match which {
+            Expiry::TimedOut(now) => timefmt::unix_ms(now) - RESPONSE_TIMEOUT.as_millis() as i64,
+            Expiry::Oldest | Expiry::All => i64::MAX,
         };
-        for k in expired {
-            if let Some(r) = self.pending.remove(&k) {
-                self.done.push(r);
+        if which != Expiry::Oldest {
+            self.answered.retain(|_, t| *t > cutoff);
+        }
+        while let Some(exchange) = self.pending_order.front().copied() {
+            let Some(record) = self.pending.get(&exchange) else {
+                self.pending_order.pop_front(); // answered meanwhile
+                continue;
+            };
+            if record.ts_ms > cutoff {
+                break;
+            }
+            self.pending_order.pop_front();
+            if let Some(record) = self.pending.remove(&exchange) {
+                self.done.push(record);
+            }
+            if which == Expiry::Oldest {
+                break;
             }
         }
     }
@@ -329,9 +371,9 @@ impl Namer {
         }
         let name = names::choose(class.is_local(), &facts.evidence);
         if facts.evidence.dns.is_empty() && !class.is_local() {
-            self.without_dns.insert(*key);
-        } else {
-            self.without_dns.remove(key);
+            self.without_dns.entry(remote.to_canonical()).or_default().insert(*key);
+        } else if let Some(flows) = self.without_dns.get_mut(&remote.to_canonical()) {
+            flows.remove(key);
         }
         (name, class)
     }
@@ -349,7 +391,10 @@ impl Namer {
     /// Forgets flows the kernel no longer has (evicted) and answers past TTL + grace.
     pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool, now: SystemTime) {
         self.flows.retain(|k, _| live(k));
-        self.without_dns.retain(|k| live(k));
+        self.without_dns.retain(|_, flows| {
+            flows.retain(|k| live(k));
+            !flows.is_empty()
+        });
         self.table.prune(now);
     }
 }
@@ -443,6 +488,41 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pending_table_logs_its_oldest_and_the_final_flush_takes_all() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        let query = message(0, false, "flood.example", &[]);
+        for i in 0..=MAX_PENDING {
+            let mut q = query.clone();
+            q[..2].copy_from_slice(&u16::try_from(i % 65_536).unwrap().to_be_bytes());
+            n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(i as i64));
+        }
+        assert_eq!(n.done.len(), 1, "the oldest made room");
+        assert_eq!(n.done[0].dns_id, 0);
+        assert_eq!(n.take_dns_records(None).len(), MAX_PENDING + 1);
+        assert!(n.pending.is_empty());
+    }
+
+    #[test]
+    fn a_retransmitted_tcp_exchange_is_logged_once() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_TCP, 43009, 53);
+        let framed = |m: Vec<u8>| [u16::try_from(m.len()).unwrap().to_be_bytes().to_vec(), m].concat();
+        let q = framed(message(5, false, "deep.example", &[]));
+        let r = framed(message(5, true, "deep.example", &[("deep.example", "192.0.2.5")]));
+        for at in [0, 376] {
+            n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(at));
+            n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &r, t(at + 2));
+        }
+        assert_eq!(n.take_dns_records(Some(t(1_000))).len(), 1);
+        // Once the timeout has passed, the same id and ports are a new lookup.
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(6_000));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &r, t(6_002));
+        assert_eq!(n.take_dns_records(Some(t(6_100))).len(), 1);
+        assert_eq!(n.stats(), DnsStats { messages: 6, malformed: 0 });
+    }
+
+    #[test]
     fn a_response_for_another_question_is_not_paired() {
         let mut n = namer();
         let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
@@ -453,6 +533,14 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].qname.as_str(), r[0].rcode.is_none()), ("asked.example", true));
         assert_eq!((r[1].qname.as_str(), r[1].rcode.is_some()), ("spoofed.example", true));
+        // Its answers name nothing either.
+        let mut n = namer();
+        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
+        let forged = message(9, true, "spoofed.example", &[("spoofed.example", "192.0.2.66")]);
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &forged, t(1));
+        let flow = key([192, 0, 2, 66], IPPROTO_TCP, 40008, 443);
+        n.flow_new(&flow, t(2));
+        assert_eq!(n.name_flow(&flow, t(2), t(3)).0, FlowName::default());
     }
 
     #[test]

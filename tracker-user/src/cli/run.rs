@@ -71,6 +71,19 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let pins = PinDir(global.pin_dir.clone());
     pins.ensure_bpffs()?;
 
+    // Naming state first: once attached, events fill the ring until the loop drains it.
+    let mut local_nets = kernel::iface_networks(&iface.name)?;
+    local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
+    let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
+    // Devices before the reload: answers are filed per device.
+    drain::refresh_devices(&mut namer, &iface.name);
+    let now = std::time::SystemTime::now();
+    let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
+    let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
+    namer.reload(&stored, now);
+    let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
+    tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
+
     let sizes = MapSizes { flows: args.flow_entries, blocks: args.block_entries, events_bytes: args.ring_bytes };
     let mut ebpf = kernel::load(&pins, iface.l2_len, sizes)?;
     let (mut tables, events) = Tables::take(&mut ebpf)?;
@@ -93,16 +106,6 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         // the links a crashed one left pinned.
         ("attached_pid", std::process::id().to_string()),
     ])?;
-
-    let mut local_nets = kernel::iface_networks(&iface.name)?;
-    local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
-    let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
-    let now = std::time::SystemTime::now();
-    let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
-    let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
-    namer.reload(&stored, now);
-    let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
-    tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(drain::run_loop(

@@ -217,9 +217,11 @@ impl Store {
                      packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
                      tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen,
                      -- A restarted daemon may not know a name an earlier one found: keep it.
-                     name = COALESCE(excluded.name, flows.name),
+                     -- The three name columns change together, or not at all.
+                     name = CASE WHEN excluded.name_source IS NULL THEN flows.name
+                                 ELSE excluded.name END,
                      name_source = COALESCE(excluded.name_source, flows.name_source),
-                     cname = CASE WHEN excluded.name IS NULL THEN flows.cname
+                     cname = CASE WHEN excluded.name_source IS NULL THEN flows.cname
                                   ELSE excluded.cname END,
                      remote_class = excluded.remote_class",
             )?;
@@ -583,6 +585,14 @@ pub(crate) mod tests {
         let rows = s.flows(&FlowQuery::default()).unwrap();
         assert_eq!(rows[0].name.as_deref(), Some("other.example"));
         assert_eq!(rows[0].cname, None);
+        // Now local (a restart with another --local-net): no name left beside 'local'.
+        let local = FlowRecord {
+            name: FlowName { name: None, source: Some(NameSource::Local), cname: None },
+            ..flow(5, 6, 5_000)
+        };
+        s.upsert_flows("b", &[local]).unwrap();
+        let rows = s.flows(&FlowQuery::default()).unwrap();
+        assert_eq!((rows[0].name.as_deref(), rows[0].name_source.as_deref()), (None, Some("local")));
     }
 
     #[test]
