@@ -132,10 +132,21 @@ impl Store {
     fn pragma_setup(&self) -> Result<()> {
         // WAL lets the CLI read while the daemon writes; NORMAL sync is durable at checkpoints
         // and loses at most the last sweep on power loss, which the next sweep rewrites anyway.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.explain(e))?;
+        // Two processes opening a new database at once (the daemon creating it, a `tracker
+        // status` polling for it) may both try to switch it to WAL; SQLite then answers BUSY at
+        // once, without the busy handler, to break the deadlock. Try again until the timeout.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(e)
+                    if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| self.explain(e))?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "database is not in WAL mode; readers may wait for the daemon");
         }
@@ -502,6 +513,32 @@ pub(crate) mod tests {
         assert_eq!(s.schema_version().unwrap(), schema::VERSION);
         let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// The daemon creating the database while `tracker status` polls for it: both open (and
+    /// migrate) the same new file at once, and both must succeed.
+    #[test]
+    fn concurrent_first_opens_both_succeed() {
+        for i in 0..20 {
+            let p = temp_db(&format!("race-{i}"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            // An empty file, as the daemon's Connection::open leaves it a moment before WAL.
+            std::fs::write(&p, b"").unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Store::open(&p).map(|s| s.schema_version().unwrap())
+                        })
+                    })
+                    .collect();
+                for o in opens {
+                    assert_eq!(o.join().unwrap().unwrap(), schema::VERSION, "round {i}");
+                }
+            });
+        }
     }
 
     #[test]
