@@ -18,7 +18,7 @@ use tracker_common::{
 use crate::{
     analysis::{addr::AddrClass, names::FlowName},
     blocking::{self, KernelBlocks},
-    naming::{self, Namer, time_of_ms},
+    naming::{self, Namer},
     wireguard::{self, Devices},
     store::{FlowRecord, Store},
     timefmt::{self, KernelClock},
@@ -164,7 +164,7 @@ impl Sweeper {
         let clock = KernelClock::now();
         // The namer's times all come from the anchor, so a step of the wall clock (NTP at boot)
         // cannot expire every answer or keep queries pending forever.
-        let now = time_of_ms(anchor.to_unix_ms(timefmt::kernel_ns_now()));
+        let now = anchor.to_time(timefmt::kernel_ns_now());
         let renamed = namer.take_renamed();
         let mut records = Vec::new();
         let mut seen = HashMap::with_capacity(self.written.len());
@@ -176,7 +176,7 @@ impl Sweeper {
             }
             let stamp = (s.first_seen_ns, s.last_seen_ns);
             if self.written.get(&key) != Some(&stamp) || renamed.contains(&key) {
-                let first_seen = time_of_ms(anchor.to_unix_ms(s.first_seen_ns));
+                let first_seen = anchor.to_time(s.first_seen_ns);
                 let (name, class) = namer.name_flow(&key, first_seen, now);
                 records.push(flow_record(&key, &s, clock, name, class));
             }
@@ -308,7 +308,7 @@ pub async fn run_loop(
 }
 
 fn handle_event(bytes: &[u8], namer: &mut Namer, clock: KernelClock) {
-    let at = |h: &EventHeader| time_of_ms(clock.to_unix_ms(h.ts_ns));
+    let at = |h: &EventHeader| clock.to_time(h.ts_ns);
     match decode(bytes) {
         Some(Event::FlowNew(h)) => {
             let (c, r) = key_addrs(&h.key);

@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use ipnet::IpNet;
@@ -21,7 +21,7 @@ use crate::{
     },
     drain::key_addrs,
     store::{DnsRecord, dns::StoredAnswers},
-    timefmt,
+    timefmt::{self, time_of_ms},
     wireguard::Devices,
 };
 
@@ -107,6 +107,15 @@ struct FlowFacts {
     evidence: Evidence,
 }
 
+impl FlowFacts {
+    /// A flow that started at `at`, with the DNS names its device had for the remote then.
+    fn new(table: &NameTable, devices: &Devices, key: &FlowKey, at: SystemTime) -> Self {
+        let (client, remote) = key_addrs(key);
+        let dns = table.candidates(devices.device(client), remote, at);
+        Self { started: at, evidence: Evidence { dns, ..Evidence::default() } }
+    }
+}
+
 pub struct Namer {
     table: NameTable,
     local_nets: Vec<IpNet>,
@@ -130,10 +139,6 @@ pub struct Namer {
     stats: DnsStats,
 }
 
-/// Wall-clock time of unix milliseconds.
-pub fn time_of_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
 
 impl Namer {
     /// `local_nets` are the VPN's own subnets (the interface's addresses and `--local-net`):
@@ -176,10 +181,8 @@ impl Namer {
 
     /// A flow entry was created in the kernel at `at`.
     pub fn flow_new(&mut self, key: &FlowKey, at: SystemTime) {
-        let (client, remote) = key_addrs(key);
-        let dns = self.table.candidates(self.devices.device(client), remote, at);
         // A new kernel entry for a known 5-tuple (after an LRU eviction) is a new connection.
-        self.flows.insert(*key, FlowFacts { started: at, evidence: Evidence { dns, ..Evidence::default() } });
+        self.flows.insert(*key, FlowFacts::new(&self.table, &self.devices, key, at));
         self.renamed.insert(*key);
     }
 
@@ -353,11 +356,8 @@ impl Namer {
         let (client, remote) = key_addrs(key);
         let client = self.devices.device(client);
         let class = addr::classify(remote, &self.local_nets);
-        let table = &self.table;
-        let facts = self.flows.entry(*key).or_insert_with(|| FlowFacts {
-            started: first_seen,
-            evidence: Evidence { dns: table.candidates(client, remote, first_seen), ..Evidence::default() },
-        });
+        let (table, devices) = (&self.table, &self.devices);
+        let facts = self.flows.entry(*key).or_insert_with(|| FlowFacts::new(table, devices, key, first_seen));
         if facts.evidence.dns.is_empty() && !class.is_local() {
             facts.evidence.dns = table.candidates(client, remote, facts.started);
             // Looking again at `started` finds answers stamped before the flow but handled
@@ -379,13 +379,8 @@ impl Namer {
     }
 
     fn flow_facts(&mut self, key: &FlowKey, at: SystemTime) -> &mut FlowFacts {
-        let (client, remote) = key_addrs(key);
-        let client = self.devices.device(client);
-        let table = &self.table;
-        self.flows.entry(*key).or_insert_with(|| FlowFacts {
-            started: at,
-            evidence: Evidence { dns: table.candidates(client, remote, at), ..Evidence::default() },
-        })
+        let (table, devices) = (&self.table, &self.devices);
+        self.flows.entry(*key).or_insert_with(|| FlowFacts::new(table, devices, key, at))
     }
 
     /// Forgets flows the kernel no longer has (evicted) and answers past TTL + grace.

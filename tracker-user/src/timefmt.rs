@@ -34,6 +34,16 @@ impl KernelClock {
         let delta_ns = kernel_ns as i64 - self.kernel_ns as i64;
         self.wall_ms + delta_ns.div_euclid(1_000_000)
     }
+
+    /// [`KernelClock::to_unix_ms`] as a wall-clock time, at millisecond precision.
+    pub fn to_time(self, kernel_ns: u64) -> SystemTime {
+        time_of_ms(self.to_unix_ms(kernel_ns))
+    }
+}
+
+/// Wall-clock time of unix milliseconds (the inverse of [`unix_ms`] from the epoch on).
+pub fn time_of_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 pub fn unix_ms(t: SystemTime) -> i64 {
