@@ -113,7 +113,7 @@ impl Kernel {
     fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
         self.tables
             .flows
-            .get(key, 0)
+            .get(key)
             .ok()
             .map(|v| drain::merge_cpus(&v))
     }

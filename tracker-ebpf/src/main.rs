@@ -7,6 +7,8 @@
 // BPF_ATOMIC add (BPF_XADD) for map values; the intrinsic emits exactly that instruction.
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "atomic_xadd is the only way to emit BPF_XADD from Rust")]
+// Packet loads of a field's own width (parse::Window) are written as BPF assembly.
+#![feature(asm_experimental_arch)]
 
 mod parse;
 
@@ -21,7 +23,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use parse::{ParseError, Parsed, parse};
 use tracker_common::{
     BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, FAMILY_V4, FLOW_PAYLOAD_DOWN,
-    FLOW_PAYLOAD_UP, FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent,
+    FLOW_PAYLOAD_UP, FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent,
     defaults, event_kind,
 };
 
@@ -32,8 +34,12 @@ use tracker_common::{
 static L2_LEN: u32 = 0;
 
 // Map names are the statics' names and must match `tracker_common::names` (checked by a test).
+// One flow table per family, so IPv4 (most of a phone's traffic) hashes a 16-byte key.
 #[map]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+static FLOWS_V4: LruPerCpuHashMap<FlowKeyV4, FlowStats> =
+    LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
+#[map]
+static FLOWS_V6: LruPerCpuHashMap<FlowKey, FlowStats> =
     LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
 /// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
 #[map]
@@ -147,35 +153,36 @@ fn finish(v: Verdict) -> Verdict {
 
 #[inline(always)]
 fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
-    let p = match parse(ctx.start(), ctx.end(), l2_len(), frame_len) {
+    let p = match parse(ctx.start(), ctx.end(), l2_len(), frame_len, up) {
         Ok(p) => p,
         Err(ParseError::Malformed | ParseError::NotIp) => {
             count(Counter::ParseErrors, 1);
             return Verdict::Pass;
         }
     };
-    let key = p.key(up);
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(rule) = blocked(&key) {
-        on_block(rule, &key, up, now);
+    if let Some(rule) = blocked(&p) {
+        on_block(rule, &p, up, now);
         return Verdict::Drop;
     }
     if p.fragment {
         count(Counter::Fragments, 1);
     }
-    account(ctx, &p, &key, up, segs, now);
+    if p.family == FAMILY_V4 {
+        account(ctx, &FLOWS_V4, &p.key_v4(), &p, up, segs, now);
+    } else {
+        account(ctx, &FLOWS_V6, &p.key(), &p, up, segs, now);
+    }
     Verdict::Pass
 }
 
 /// The block rule covering the remote address, if any (longest prefix wins, by the trie).
 #[inline(always)]
-fn blocked(key: &FlowKey) -> Option<*mut BlockValue> {
-    let value = if key.family == FAMILY_V4 {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&key.remote[..4]);
-        BLOCK_V4.get(Key::new(32, a))
+fn blocked(p: &Parsed) -> Option<*mut BlockValue> {
+    let value = if p.family == FAMILY_V4 {
+        BLOCK_V4.get(Key::new(32, p.remote_v4()))
     } else {
-        BLOCK_V6.get(Key::new(128, key.remote))
+        BLOCK_V6.get(Key::new(128, p.remote_v6()))
     };
     // The trie hands out a shared reference; the value is updated in place with atomics, as the
     // kernel allows for map values.
@@ -183,7 +190,7 @@ fn blocked(key: &FlowKey) -> Option<*mut BlockValue> {
 }
 
 #[inline(always)]
-fn on_block(rule: *mut BlockValue, key: &FlowKey, up: bool, now: u64) {
+fn on_block(rule: *mut BlockValue, p: &Parsed, up: bool, now: u64) {
     let (rule_id, last_event) = unsafe {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*rule).packets_dropped, 1);
         (*rule).last_hit_ns = now;
@@ -195,7 +202,7 @@ fn on_block(rule: *mut BlockValue, key: &FlowKey, up: bool, now: u64) {
     }
     unsafe { (*rule).last_event_ns = now };
     if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
-        entry.write(header(event_kind::BLOCK_HIT, key, up, rule_id, now));
+        entry.write(header(event_kind::BLOCK_HIT, p, up, rule_id, now));
         entry.submit(0);
     } else {
         count(Counter::RingLost, 1);
@@ -203,28 +210,38 @@ fn on_block(rule: *mut BlockValue, key: &FlowKey, up: bool, now: u64) {
 }
 
 #[inline(always)]
-fn header(kind: u8, key: &FlowKey, up: bool, rule_id: u32, now: u64) -> EventHeader {
+fn header(kind: u8, p: &Parsed, up: bool, rule_id: u32, now: u64) -> EventHeader {
     EventHeader {
         kind,
         direction: if up { DIR_UP } else { DIR_DOWN },
         _pad: [0; 2],
         rule_id,
         ts_ns: now,
-        key: *key,
+        key: p.key(),
     }
 }
 
+/// Counts the packet against its flow in `flows` (keyed by `map_key`, that table's key for the
+/// flow), creating the flow if it is new, and sends the events it calls for.
 #[inline(always)]
-fn account<F: Frame>(ctx: &F, p: &Parsed, key: &FlowKey, up: bool, segs: u32, now: u64) {
+fn account<F: Frame, K>(
+    ctx: &F,
+    flows: &LruPerCpuHashMap<K, FlowStats>,
+    map_key: &K,
+    p: &Parsed,
+    up: bool,
+    segs: u32,
+    now: u64,
+) {
     // Every segment repeats the IP and transport headers.
     let bytes = p.ip_len as u64 + (segs as u64 - 1) * p.headers_len as u64;
     let payload_len = p.payload_len();
     let is_dns = (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
-        && (key.remote_port == DNS_PORT || key.client_port == DNS_PORT);
+        && (p.remote_port == DNS_PORT || p.client_port == DNS_PORT);
     let dir_bit = if up { FLOW_PAYLOAD_UP } else { FLOW_PAYLOAD_DOWN };
 
     let mut first_payload = false;
-    if let Some(s) = FLOWS.get_ptr_mut(key) {
+    if let Some(s) = flows.get_ptr_mut(map_key) {
         let s = unsafe { &mut *s };
         if up {
             s.packets_up += segs as u64;
@@ -256,11 +273,11 @@ fn account<F: Frame>(ctx: &F, p: &Parsed, key: &FlowKey, up: bool, segs: u32, no
             payload_sent: if payload_len > 0 { dir_bit } else { 0 },
             _pad: [0; 6],
         };
-        match FLOWS.insert(key, &stats, BPF_NOEXIST) {
+        match flows.insert(map_key, &stats, BPF_NOEXIST) {
             Ok(()) => {
                 count(Counter::FlowsCreated, 1);
                 if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
-                    entry.write(header(event_kind::FLOW_NEW, key, up, 0, now));
+                    entry.write(header(event_kind::FLOW_NEW, p, up, 0, now));
                     entry.submit(0);
                 } else {
                     count(Counter::RingLost, 1);
@@ -274,14 +291,14 @@ fn account<F: Frame>(ctx: &F, p: &Parsed, key: &FlowKey, up: bool, segs: u32, no
     }
 
     if is_dns && payload_len > 0 {
-        emit_payload(ctx, event_kind::DNS, p, key, up, now);
+        emit_payload(ctx, event_kind::DNS, p, up, now);
     } else if first_payload {
-        emit_payload(ctx, event_kind::FIRST_PAYLOAD, p, key, up, now);
+        emit_payload(ctx, event_kind::FIRST_PAYLOAD, p, up, now);
     }
 }
 
 #[inline(always)]
-fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, key: &FlowKey, up: bool, now: u64) {
+fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, up: bool, now: u64) {
     let payload_len = p.payload_len();
     if payload_len == 0 {
         return;
@@ -304,7 +321,7 @@ fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, key: &FlowKey, up: bool
     // packet (skb frags, XDP frags) so the copy is not limited to what direct access sees.
     let copied = ctx.load(p.payload_off, unsafe { (&raw mut (*ev).data).cast() }, n);
     unsafe {
-        (&raw mut (*ev).header).write(header(kind, key, up, 0, now));
+        (&raw mut (*ev).header).write(header(kind, p, up, 0, now));
         (&raw mut (*ev).payload_len).write(payload_len);
         (&raw mut (*ev).captured_len).write(if copied { n } else { 0 });
     }

@@ -9,10 +9,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracker_common::{
-    Counter, EventHeader, FAMILY_V4, FlowKey, FlowStats, PayloadEvent, event_kind, names,
+    Counter, EventHeader, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats, PayloadEvent, event_kind, names,
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
 
 /// The kernel tables the daemon sweeps.
 pub struct Tables {
-    pub flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    pub flows: FlowTables,
     pub counters: PerCpuArray<MapData, u64>,
     pub blocks: KernelBlocks,
 }
@@ -36,11 +36,52 @@ impl Tables {
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<(Self, RingBuf<MapData>)> {
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
         let tables = Self {
-            flows: PerCpuHashMap::try_from(take(names::FLOWS)?)?,
+            flows: FlowTables::from_maps(take(names::FLOWS_V4)?, take(names::FLOWS_V6)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
             blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?)?,
         };
         Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))
+    }
+}
+
+/// The kernel's flow tables, one per address family (the IPv4 one has a shorter key, see
+/// [`FlowKeyV4`]), read and written as one table keyed by [`FlowKey`].
+pub struct FlowTables {
+    v4: PerCpuHashMap<MapData, FlowKeyV4, FlowStats>,
+    v6: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+}
+
+/// One flow of [`FlowTables`]: its key and its per-CPU values.
+pub type FlowEntry = (FlowKey, PerCpuValues<FlowStats>);
+
+impl FlowTables {
+    /// From the `FLOWS_V4` and `FLOWS_V6` maps of a loaded object or of the pins.
+    pub fn from_maps(v4: Map, v6: Map) -> Result<Self> {
+        Ok(Self {
+            v4: PerCpuHashMap::try_from(v4).with_context(|| format!("map {}", names::FLOWS_V4))?,
+            v6: PerCpuHashMap::try_from(v6).with_context(|| format!("map {}", names::FLOWS_V6))?,
+        })
+    }
+
+    /// Every flow, IPv4 first.
+    pub fn iter(&self) -> impl Iterator<Item = Result<FlowEntry, MapError>> + '_ {
+        let v4 = self.v4.iter().map(|r| r.map(|(k, v)| (FlowKey::from(k), v)));
+        v4.chain(self.v6.iter())
+    }
+
+    /// Every flow's key.
+    pub fn keys(&self) -> impl Iterator<Item = Result<FlowKey, MapError>> + '_ {
+        self.v4.keys().map(|r| r.map(FlowKey::from)).chain(self.v6.keys())
+    }
+
+    /// One flow's per-CPU values.
+    pub fn get(&self, key: &FlowKey) -> Result<PerCpuValues<FlowStats>, MapError> {
+        if key.family == FAMILY_V4 { self.v4.get(&key.to_v4(), 0) } else { self.v6.get(key, 0) }
+    }
+
+    /// Deletes one flow.
+    pub fn remove(&mut self, key: &FlowKey) -> Result<(), MapError> {
+        if key.family == FAMILY_V4 { self.v4.remove(&key.to_v4()) } else { self.v6.remove(key) }
     }
 }
 

@@ -315,8 +315,8 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
                 }
                 put(c.name(), v.into());
             }
-            if let Some(map) = pins.open_map(names::FLOWS)? {
-                let flows = aya::maps::PerCpuHashMap::<_, tracker_common::FlowKey, tracker_common::FlowStats>::try_from(map)?;
+            if let (Some(v4), Some(v6)) = (pins.open_map(names::FLOWS_V4)?, pins.open_map(names::FLOWS_V6)?) {
+                let flows = crate::drain::FlowTables::from_maps(v4, v6)?;
                 let live = flows.keys().filter(|k| k.is_ok()).count() as u64;
                 put("flows_in_kernel", live.into());
                 // Every entry created is either still in the table or was evicted by the LRU

@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// How often flows are written to the database.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
-    /// Flow table size in the kernel; the least recently used flow is evicted when full.
+    /// Flow table size in the kernel, per address family; the least recently used flow is
+    /// evicted when full.
     #[arg(long, default_value_t = tracker_common::defaults::FLOW_ENTRIES)]
     pub flow_entries: u32,
     /// Block rules per address family.

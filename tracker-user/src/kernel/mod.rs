@@ -292,7 +292,8 @@ pub fn load(pins: &PinDir, l2_len: u32, sizes: MapSizes) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .default_map_pin_directory(&pins.0)
-        .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::FLOWS_V4, sizes.flows)
+        .map_max_entries(names::FLOWS_V6, sizes.flows)
         .map_max_entries(names::BLOCK_V4, sizes.blocks)
         .map_max_entries(names::BLOCK_V6, sizes.blocks)
         .map_max_entries(names::EVENTS, sizes.events_bytes)
