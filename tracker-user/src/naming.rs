@@ -3,7 +3,8 @@
 //! HTTP Host) when they are swept.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque, hash_map::DefaultHasher},
+    hash::{Hash as _, Hasher as _},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -127,6 +128,10 @@ pub struct Namer {
     /// segment the client or server sends again carries the same message, which is the same
     /// exchange, not a second lookup.
     answered: HashMap<Exchange, i64>,
+    /// DNS-over-TCP segments seen in the last [`RESPONSE_TIMEOUT`] (flow, direction, hash of
+    /// the bytes), with their time. A segment TCP sends again is the same message: it is not
+    /// counted again, well-formed or not (a malformed one has no exchange to match it by).
+    tcp_segments: HashMap<(FlowKey, u8, u64), i64>,
     done: Vec<DnsRecord>,
     flows: HashMap<FlowKey, FlowFacts>,
     /// Non-local flows last swept without a DNS name (unnamed, or named by SNI/Host): a DNS
@@ -150,6 +155,7 @@ impl Namer {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             answered: HashMap::new(),
+            tcp_segments: HashMap::new(),
             done: Vec::new(),
             flows: HashMap::new(),
             without_dns: HashMap::new(),
@@ -211,8 +217,12 @@ impl Namer {
 
     /// A DNS message crossed the interface (`h.direction` up: from a client).
     pub fn dns_message(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
-        self.stats.messages += 1;
+        let at_ms = timefmt::unix_ms(at);
         let transport = if h.key.protocol == IPPROTO_TCP { Transport::Tcp } else { Transport::Udp };
+        if transport == Transport::Tcp && self.tcp_retransmission(h, data, at_ms) {
+            return;
+        }
+        self.stats.messages += 1;
         let msg = match dns::parse(data, transport) {
             Ok(msg) if !msg.questions.is_empty() => msg,
             Ok(_) => return self.malformed(h, "no question"),
@@ -227,7 +237,6 @@ impl Namer {
             transport,
             id: msg.id,
         };
-        let at_ms = timefmt::unix_ms(at);
         let question = &msg.questions[0];
         let from_client = h.direction == DIR_UP;
         match (from_client, msg.is_response) {
@@ -272,6 +281,19 @@ impl Namer {
             }
             // A client serving DNS, or a server querying one: not a lookup by a device.
             _ => tracing::debug!(%client, %resolver, "DNS message in an unexpected direction"),
+        }
+    }
+
+    /// Whether the same bytes crossed in the same direction of the same TCP flow within
+    /// [`RESPONSE_TIMEOUT`]; remembers them otherwise.
+    fn tcp_retransmission(&mut self, h: &EventHeader, data: &[u8], at_ms: i64) -> bool {
+        let mut hasher = DefaultHasher::new();
+        data.hash(&mut hasher);
+        let seen = (h.key, h.direction, hasher.finish());
+        let window = RESPONSE_TIMEOUT.as_millis() as i64;
+        match self.tcp_segments.insert(seen, at_ms) {
+            Some(t) if at_ms - t < window => true,
+            _ => false,
         }
     }
 
@@ -325,6 +347,7 @@ impl Namer {
         };
         if which != Expiry::Oldest {
             self.answered.retain(|_, t| *t > cutoff);
+            self.tcp_segments.retain(|_, t| *t > cutoff);
         }
         while let Some(exchange) = self.pending_order.front().copied() {
             let Some(record) = self.pending.get(&exchange) else {
@@ -514,7 +537,8 @@ mod tests {
         n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(6_000));
         n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &r, t(6_002));
         assert_eq!(n.take_dns_records(Some(t(6_100))).len(), 1);
-        assert_eq!(n.stats(), DnsStats { messages: 6, malformed: 0 });
+        // The segments sent again are not messages of their own.
+        assert_eq!(n.stats(), DnsStats { messages: 4, malformed: 0 });
     }
 
     #[test]
@@ -536,6 +560,26 @@ mod tests {
         let flow = key([192, 0, 2, 66], IPPROTO_TCP, 40008, 443);
         n.flow_new(&flow, t(2));
         assert_eq!(n.name_flow(&flow, t(2), t(3)).0, FlowName::default());
+    }
+
+    #[test]
+    fn a_tcp_segment_sent_again_is_counted_once() {
+        let mut n = namer();
+        let k = key(RESOLVER, IPPROTO_TCP, 40053, 53);
+        let garbage = [0x00, 0x04, 0xde, 0xad, 0xbe, 0xef];
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, t(0));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, t(1));
+        assert_eq!(n.stats(), DnsStats { messages: 1, malformed: 1 }, "a retransmission");
+        // Other bytes, or the same bytes once the window has passed, are another message.
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage[..5], t(2));
+        let later = t(0) + RESPONSE_TIMEOUT + Duration::from_secs(1);
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, later);
+        assert_eq!(n.stats(), DnsStats { messages: 3, malformed: 3 });
+        // UDP has no retransmission: a datagram sent twice was sent twice.
+        let u = key(RESOLVER, IPPROTO_UDP, 40053, 53);
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
+        assert_eq!(n.stats(), DnsStats { messages: 5, malformed: 5 });
     }
 
     #[test]
