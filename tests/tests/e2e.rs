@@ -16,7 +16,6 @@ use serde_json::Value;
 use tracker_tests::{
     Lab, Ns, cmd,
     lab::{ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, PHONE_V4, PHONE_V6, UDP_ECHO_PORT, WEB_V4, WEB_V6, http_url},
-    root_or_skip,
 };
 
 const IPV4_HEADER: u64 = 20;
@@ -93,13 +92,10 @@ fn counters(f: &Value) -> Seen {
 /// off on wg0 here, so every skb the programs see is one packet on the wire.
 #[test]
 fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te1")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te1")?;
+    };
     lab.set_offloads(false)?;
-    let mut t = Tracker::new(&lab);
     t.start(&lab)?;
 
     for (phone, echo, web, ip_header) in [
@@ -155,12 +151,9 @@ fn time_until(lab: &Lab, url: &str, want_ok: bool, limit: Duration) -> Option<Du
 
 #[test]
 fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te2")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te2")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     for (web, other) in [
         (IpAddr::V4(WEB_V4), IpAddr::V4(ECHO_V4)),
@@ -195,12 +188,9 @@ fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
 /// A block survives a daemon restart and a crash; flows are not counted twice across restarts.
 #[test]
 fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te3")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te3")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     let port = udp_exchange(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), 5, 50)?;
     t.ok(&["block-ip", &WEB_V4.to_string()]);
@@ -258,12 +248,9 @@ fn restart_swaps_programs_in_place_without_a_gap() -> Result<()> {
     /// Datagrams still sent after the new daemon reports itself attached.
     const AFTER_ATTACH: u32 = 200;
 
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te5")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te5")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     t.ok(&["block-ip", &ECHO_V4.to_string()]);
     let before = [pinned_link(&t, PIN_LINK_XDP)?, pinned_link(&t, PIN_LINK_TC_EGRESS)?];
@@ -324,12 +311,9 @@ fn restart_swaps_programs_in_place_without_a_gap() -> Result<()> {
 /// a clean stop.
 #[test]
 fn status_reports_attachment_counters_and_database() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te6")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te6")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     let s = t.json(&["status"]);
     assert_eq!(s["daemon_running"], true, "{s:#}");
@@ -378,12 +362,9 @@ fn status_reports_attachment_counters_and_database() -> Result<()> {
 /// Bad input: a clear message, a non-zero exit, and nothing changed.
 #[test]
 fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, t)) = common::lab_with_tracker("te4")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("te4")?;
-    let t = Tracker::new(&lab);
+    };
     let err = |args: &[&str], want: &str| {
         let out = t.output(args);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -24,7 +24,6 @@ use tracker_tests::{
     Lab,
     hostile_dns::{self as hostile, Labels},
     lab::{ECHO_V4, ECHO_V6, HTTP_PORT, PHONE_V4, PHONE_V6, Resolver, SMALL_TXT, TLS_PORT},
-    root_or_skip,
     zone::{self, QType},
 };
 
@@ -114,12 +113,9 @@ fn names_in(v: &[Value], field: &str) -> Vec<String> {
 /// registrable domain.
 #[test]
 fn dns_log_and_domain_counts_via_the_on_host_resolver() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn1")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("tn1")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     let (s4, s6) = (Resolver::OnHost.addr(false), Resolver::OnHost.addr(true));
     let q = DigQuery::new;
@@ -282,12 +278,9 @@ fn curl_without_dns(lab: &Lab, scheme: &str, name: &str, addr: IpAddr) -> Result
 /// an upstream unbound. Logged exactly, and curl resolving through it gets DNS-named flows.
 #[test]
 fn upstream_resolver_through_the_tunnel() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn2")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("tn2")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     let (u4, u6) = (Resolver::Upstream.addr(false), Resolver::Upstream.addr(true));
     let q = DigQuery::new;
@@ -328,12 +321,9 @@ fn upstream_resolver_through_the_tunnel() -> Result<()> {
 /// private peers whatever DNS or the Host header says.
 #[test]
 fn flows_are_named_by_dns_sni_http_and_local() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn3")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("tn3")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     let (s4, s6) = (Resolver::OnHost.addr(false), Resolver::OnHost.addr(true));
     let [shop, blog] = zone::SHARED_NAMES;
@@ -439,12 +429,9 @@ struct Case {
 /// were rejected as unanswered, and keeps logging normal queries afterwards.
 #[test]
 fn hostile_dns_is_logged_or_rejected_and_never_crashes_the_daemon() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn4")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("tn4")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     assert!(t.wait_for(WAIT, |t| t.dns_counters().is_some()), "status never showed the DNS counters");
     let (messages0, malformed0) = t.dns_counters().unwrap();
@@ -644,12 +631,9 @@ struct Truth {
 /// 99.5%. Local peers mislabelled: none.
 #[test]
 fn naming_accuracy_in_the_lab() -> Result<()> {
-    if !root_or_skip() {
+    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn5")? else {
         return Ok(());
-    }
-    let _serial = common::serial();
-    let lab = Lab::up("tn5")?;
-    let mut t = Tracker::new(&lab);
+    };
     t.start(&lab)?;
     const ROUNDS: usize = 25;
     const KINDS: usize = 8;

@@ -20,6 +20,20 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A lab test's start: the serial lock, lab `prefix` up and a tracker for it (not started), or
+/// `None` when the test must skip (not root; see `root_or_skip`). Bind all three in this order,
+/// `let Some((_serial, lab, t)) = ...`: locals drop in reverse, so the daemon stops before the
+/// lab goes down, and the next lab test waits until both are gone.
+pub fn lab_with_tracker(prefix: &str) -> Result<Option<(std::sync::MutexGuard<'static, ()>, Lab, Tracker)>> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(None);
+    }
+    let serial = serial();
+    let lab = Lab::up(prefix)?;
+    let tracker = Tracker::new(&lab);
+    Ok(Some((serial, lab, tracker)))
+}
+
 /// How often the test daemon sweeps flows into SQLite: short, so tests wait little.
 pub const SWEEP: &str = "300ms";
 
