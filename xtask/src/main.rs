@@ -29,7 +29,7 @@ struct Cli {
 enum Task {
     /// Install everything tracker needs to build and test (root; idempotent).
     ///
-    /// Installs the Debian packages (wireguard-go, wireguard-tools, xdp-tools, bpftool, tshark,
+    /// Installs the Debian packages (wireguard-go, wireguard-tools, xdp-tools, bpftool,
     /// iperf3, socat, ...) without recommends, rust-src for the nightly toolchain, and
     /// bpf-linker 0.13.0 built against nightly's own LLVM (about 3 minutes, only the first
     /// time). Prints nothing when everything is present.

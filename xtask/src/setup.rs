@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tracker_tests::cmd::{run, run_visible, run_with_input};
+use tracker_tests::cmd::{run, run_visible};
 
 /// Debian packages for building, the lab and the tests. iputils-ping is for the lab's
 /// reachability checks; the rest are tracker's runtime and test tools.
@@ -15,7 +15,6 @@ const APT_PACKAGES: &[&str] = &[
     "wireguard-tools",
     "xdp-tools",
     "bpftool",
-    "tshark",
     "dnsutils",
     "unbound",
     "iperf3",
@@ -30,9 +29,6 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
 ];
 
-/// tshark's package asks whether non-root users may capture; answering ahead keeps apt
-/// non-interactive.
-const TSHARK_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
 
 /// bpf-linker must be built against the exact LLVM that nightly's rustc uses.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -66,12 +62,6 @@ pub fn system_packages() -> Result<()> {
         return Ok(());
     }
     println!("setup: installing Debian packages: {}", missing.join(" "));
-    if missing.contains(&"tshark") {
-        run_with_input(
-            &mut Command::new("debconf-set-selections"),
-            TSHARK_PRESEED.as_bytes(),
-        )?;
-    }
     run_visible(Command::new("apt-get").args(["-q", "-o", APT_LOCK_WAIT, "update"]))?;
     // Without --no-install-recommends, wireguard pulls in a whole linux-image.
     run_visible(
