@@ -219,6 +219,19 @@ fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
     // A crash leaves the programs attached and the block enforced.
     t.kill()?;
     assert!(curl(&lab, &url, 1).is_err(), "block enforced with the daemon dead");
+
+    // A daemon in another network namespace given the same pin directory must neither take
+    // these links for its own (its interface index may well be the same) nor unpin them.
+    {
+        let other = Lab::up("te3x")?;
+        let mut intruder = Tracker::new(&other);
+        let own_pins = std::mem::replace(&mut intruder.pins, t.pins.clone());
+        let refused = intruder.start(&other);
+        intruder.pins = own_pins; // its drop removes its pin directory: not this one
+        let err = format!("{:#}", refused.expect_err("a second namespace took over the pins"));
+        assert!(err.contains("another network namespace"), "{err}");
+    }
+    assert!(curl(&lab, &url, 1).is_err(), "block still enforced after the refused start");
     t.start(&lab)?;
     assert!(curl(&lab, &url, 1).is_err());
     t.ok(&["unblock-ip", &WEB_V4.to_string()]);

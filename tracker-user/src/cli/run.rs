@@ -71,6 +71,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let _lock = DaemonLock::acquire(&global.db)?;
     let pins = PinDir(global.pin_dir.clone());
     pins.ensure_bpffs()?;
+    kernel::ensure_links_of_this_netns(&pins)?;
 
     // Naming state first: once attached, events fill the ring until the loop drains it.
     let mut local_nets = kernel::iface_networks(&iface.name)?;

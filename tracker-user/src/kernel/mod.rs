@@ -353,7 +353,8 @@ impl AttachedMode {
 /// Links an earlier daemon left pinned on the same interface (after a crash or
 /// `--keep-attached`) are kept and get the new program with BPF_LINK_UPDATE, which swaps it
 /// atomically: no packet passes the interface unseen (or unblocked) during a restart. Links on
-/// another interface, or whose interface is gone, are removed first.
+/// another interface, or whose interface is gone, are removed first. The daemon has checked
+/// beforehand that they are not another namespace's ([`ensure_links_of_this_netns`]).
 pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedMode> {
     let old_xdp = reusable_link(pins, PIN_LINK_XDP, iface.index)?;
     let old_tc = reusable_link(pins, PIN_LINK_TC_EGRESS, iface.index)?;
@@ -425,6 +426,57 @@ fn reusable_link(pins: &PinDir, name: &str, ifindex: u32) -> Result<Option<FdLin
     }
     std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
     Ok(None)
+}
+
+/// Fails if the pinned links are attached to an interface of another network namespace.
+///
+/// A link reports only an ifindex, and ifindexes are per network namespace: the wg0 of a second
+/// namespace often has the same one. A daemon there, given the same pin directory, would take
+/// the first daemon's links for its own and swap its programs into them, or, with another
+/// ifindex, unpin them as stale and so detach the first daemon's programs. A TCX query on an
+/// interface of this namespace lists the TC egress program of a link only if the link is on
+/// that interface. (There is no such query for XDP; its link is pinned beside the TC one by the
+/// same daemon.)
+///
+/// Called before the maps are loaded: the maps in the directory are the other daemon's too.
+pub fn ensure_links_of_this_netns(pins: &PinDir) -> Result<()> {
+    let path = pins.link(PIN_LINK_TC_EGRESS);
+    if !path.exists() {
+        return Ok(());
+    }
+    let link = FdLink::from(
+        PinnedLink::from_pin(&path).with_context(|| format!("opening the pinned link {}", path.display()))?,
+    );
+    let Some(index) = link_ifindex(&link) else {
+        return Ok(()); // its interface is gone: a stale pin, removed by `reusable_link`
+    };
+    let prog = link.info().context("reading the pinned TC link")?.program_id();
+    let here = ifname_of(index).is_some_and(|name| {
+        SchedClassifier::query_tcx(&name, TcAttachType::Egress)
+            .is_ok_and(|(_, attached)| attached.iter().any(|p| p.id() == prog))
+    });
+    if here {
+        return Ok(());
+    }
+    bail!(
+        "the programs pinned in {} are attached to an interface (index {index}) of another \
+         network namespace: another tracker uses this pin directory. Give this one its own \
+         with --pin-dir",
+        pins.0.display()
+    )
+}
+
+/// The name of interface `index` in this network namespace.
+fn ifname_of(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname(3) requires.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The interface a BPF link is attached to, from the kernel's fdinfo (`ifindex:` is printed for
