@@ -52,18 +52,21 @@ pub struct RunArgs {
     /// How long past its TTL a DNS answer still names new flows to its addresses.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub dns_grace: Duration,
-    /// Log level: error, warn, info, debug, trace (or a RUST_LOG-style filter).
+    /// Log level: error, warn, info, debug, trace, or per module, as in `tracker=debug,warn`.
     #[arg(long, env = "TRACKER_LOG", default_value = "info")]
     pub log: String,
 }
 
 pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+    use tracing_subscriber::{filter::Targets, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter: Targets = args.log.parse().with_context(|| {
+        format!("--log {:?}: expected a level (error, warn, info, debug, trace) or target=level pairs", args.log)
+    })?;
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(output).with(filter).init();
     kernel::require_root("tracker run")?;
     kernel::require_kernel()?;
     let iface = kernel::iface(&args.iface)?;
