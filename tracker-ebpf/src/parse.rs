@@ -388,40 +388,37 @@ impl Parsed {
         if self.payload_off == 0 { 0 } else { self.ip_len - self.headers_len }
     }
 
+    // Both keys are built from whole words, not field by field. The kernel hashes a key with
+    // word loads right after it is written, and a word load over byte and half-word stores
+    // cannot be forwarded from them (a store-forwarding stall on x86): built from words, an
+    // existing flow's packet cost 28 ns instead of 33 (`cargo xtask bench`'s packet).
+
+    /// The last word of [`FlowKey`] and the second of [`FlowKeyV4`]: ports, protocol and, for
+    /// the former, the family, at their offsets (asserted below).
+    #[inline(always)]
+    fn tail_word(&self, family: u8) -> u64 {
+        self.client_port as u64
+            | (self.remote_port as u64) << 16
+            | (self.protocol as u64) << 32
+            | (family as u64) << 40
+    }
+
     /// The flow's key in events and in the IPv6 table.
     #[inline(always)]
     pub fn key(&self) -> FlowKey {
-        let mut key = FlowKey {
-            client_port: self.client_port,
-            remote_port: self.remote_port,
-            protocol: self.protocol,
-            family: self.family,
-            ..FlowKey::default()
-        };
-        // SAFETY: both address arrays are 16 bytes at 8-byte aligned offsets of an 8-byte
-        // aligned struct (asserted below).
-        unsafe {
-            (&raw mut key.client).cast::<[u64; 2]>().write(self.client);
-            (&raw mut key.remote).cast::<[u64; 2]>().write(self.remote);
-        }
-        key
+        let [c0, c1] = self.client;
+        let [r0, r1] = self.remote;
+        // SAFETY: FlowKey is 40 bytes of plain integers, laid out as these words (asserted).
+        unsafe { core::mem::transmute::<[u64; 5], FlowKey>([c0, c1, r0, r1, self.tail_word(self.family)]) }
     }
 
     /// The flow's key in the IPv4 table.
     #[inline(always)]
     pub fn key_v4(&self) -> FlowKeyV4 {
-        let mut key = FlowKeyV4 {
-            client_port: self.client_port,
-            remote_port: self.remote_port,
-            protocol: self.protocol,
-            ..FlowKeyV4::default()
-        };
-        // SAFETY: 4-byte arrays at 4-byte aligned offsets of an 8-byte aligned struct.
-        unsafe {
-            (&raw mut key.client).cast::<u32>().write(self.client[0] as u32);
-            (&raw mut key.remote).cast::<u32>().write(self.remote[0] as u32);
-        }
-        key
+        let addrs = self.client[0] | self.remote[0] << 32;
+        // SAFETY: FlowKeyV4 is 16 bytes of plain integers, laid out as these words (asserted);
+        // the family byte lands in its padding, which must be zero.
+        unsafe { core::mem::transmute::<[u64; 2], FlowKeyV4>([addrs, self.tail_word(0)]) }
     }
 
     /// The remote address as the IPv4 block trie's key data.
@@ -439,11 +436,20 @@ impl Parsed {
 }
 
 const _: () = assert!(size_of::<Ipv4Hdr>() == 20 && size_of::<Ipv6Hdr>() == 40 && size_of::<TcpHdr>() == 20);
+// The word layouts `Parsed::key` and `Parsed::key_v4` build (little-endian words: bpfel).
 const _: () = assert!(
-    core::mem::align_of::<FlowKey>() == 8
-        && offset_of!(FlowKey, client) % 8 == 0
-        && offset_of!(FlowKey, remote) % 8 == 0
-        && core::mem::align_of::<FlowKeyV4>() == 8
-        && offset_of!(FlowKeyV4, client) % 4 == 0
-        && offset_of!(FlowKeyV4, remote) % 4 == 0
+    cfg!(target_endian = "little")
+        && offset_of!(FlowKey, client) == 0
+        && offset_of!(FlowKey, remote) == 16
+        && offset_of!(FlowKey, client_port) == 32
+        && offset_of!(FlowKey, remote_port) == 34
+        && offset_of!(FlowKey, protocol) == 36
+        && offset_of!(FlowKey, family) == 37
+        && size_of::<FlowKey>() == 40
+        && offset_of!(FlowKeyV4, client) == 0
+        && offset_of!(FlowKeyV4, remote) == 4
+        && offset_of!(FlowKeyV4, client_port) == 8
+        && offset_of!(FlowKeyV4, remote_port) == 10
+        && offset_of!(FlowKeyV4, protocol) == 12
+        && size_of::<FlowKeyV4>() == 16
 );
