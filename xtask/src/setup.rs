@@ -27,6 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "socat",
     "iputils-ping",
+    // rusqlite links Debian's SQLite, found through pkg-config.
+    "libsqlite3-dev",
+    "pkg-config",
 ];
 
 
