@@ -284,10 +284,20 @@ impl Default for MapSizes {
     }
 }
 
+/// The single flow table of versions before `FLOWS_V4`/`FLOWS_V6`.
+const RETIRED_FLOWS_PIN: &str = "FLOWS";
+
 /// Loads the programs without attaching them. Maps are pinned in (or reused from) `pins`.
 pub fn load(pins: &PinDir, l2_len: u32, sizes: MapSizes) -> Result<Ebpf> {
     if !sizes.events_bytes.is_power_of_two() || sizes.events_bytes < 4096 {
         bail!("the ring buffer size must be a power of two of at least 4096 bytes");
+    }
+    // Before the flow table was split by family it was pinned as `FLOWS`; nothing reads it
+    // now, and the pin alone would keep its per-CPU memory allocated.
+    let retired = pins.map(RETIRED_FLOWS_PIN);
+    if retired.exists() {
+        std::fs::remove_file(&retired).with_context(|| format!("removing {}", retired.display()))?;
+        tracing::info!(path = %retired.display(), "removed the pin of the retired flow table");
     }
     let mut loader = EbpfLoader::new();
     loader
@@ -421,7 +431,7 @@ fn reusable_link(pins: &PinDir, name: &str, ifindex: u32) -> Result<Option<FdLin
     let pinned = PinnedLink::from_pin(&path)
         .with_context(|| format!("opening the pinned link {}", path.display()))?;
     let link = FdLink::from(pinned);
-    if link_ifindex(&link) == Some(ifindex) {
+    if link_ifindex(&link)? == Some(ifindex) {
         return Ok(Some(link));
     }
     std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
@@ -447,7 +457,7 @@ pub fn ensure_links_of_this_netns(pins: &PinDir) -> Result<()> {
     let link = FdLink::from(
         PinnedLink::from_pin(&path).with_context(|| format!("opening the pinned link {}", path.display()))?,
     );
-    let Some(index) = link_ifindex(&link) else {
+    let Some(index) = link_ifindex(&link)? else {
         return Ok(()); // its interface is gone: a stale pin, removed by `reusable_link`
     };
     let prog = link.info().context("reading the pinned TC link")?.program_id();
@@ -480,19 +490,21 @@ fn ifname_of(index: u32) -> Option<String> {
 }
 
 /// The interface a BPF link is attached to, from the kernel's fdinfo (`ifindex:` is printed for
-/// XDP and TCX links; 0 once the interface is gone). aya exposes neither the ifindex nor the
-/// link's fd, so the fd is found by the link id, which fdinfo prints too.
-fn link_ifindex(link: &FdLink) -> Option<u32> {
-    let id = link.info().ok()?.id();
+/// XDP and TCX links); `None` once the interface is gone (the kernel prints 0). aya exposes
+/// neither the ifindex nor the link's fd, so the fd is found by the link id, which fdinfo
+/// prints too. Not finding out is an error, never "gone": a live link must not be unpinned.
+fn link_ifindex(link: &FdLink) -> Result<Option<u32>> {
+    let id = link.info().context("reading a pinned link")?.id();
     let field = |info: &str, key: &str| -> Option<u32> {
         info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok())
     };
-    std::fs::read_dir("/proc/self/fdinfo")
-        .ok()?
+    let fdinfo = std::fs::read_dir("/proc/self/fdinfo").context("reading /proc/self/fdinfo")?;
+    let info = fdinfo
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .find(|info| field(info, "link_id:") == Some(id))
-        .and_then(|info| field(&info, "ifindex:"))
-        .filter(|&i| i != 0)
+        .with_context(|| format!("no fdinfo for BPF link {id}"))?;
+    let index = field(&info, "ifindex:").with_context(|| format!("BPF link {id} has no ifindex"))?;
+    Ok((index != 0).then_some(index))
 }
 
 /// Detaches both programs: unpinning drops the last reference to each link.
