@@ -287,6 +287,11 @@ impl Namer {
     /// Whether the same bytes crossed in the same direction of the same TCP flow within
     /// [`RESPONSE_TIMEOUT`]; remembers them otherwise.
     fn tcp_retransmission(&mut self, h: &EventHeader, data: &[u8], at_ms: i64) -> bool {
+        // Nothing captured (the copy failed) identifies nothing; and past the cap (a flood of
+        // distinct segments between two sweeps) segments are counted rather than remembered.
+        if data.is_empty() || self.tcp_segments.len() >= MAX_PENDING {
+            return false;
+        }
         let mut hasher = DefaultHasher::new();
         data.hash(&mut hasher);
         let seen = (h.key, h.direction, hasher.finish());
@@ -580,6 +585,10 @@ mod tests {
         n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
         n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
         assert_eq!(n.stats(), DnsStats { messages: 5, malformed: 5 });
+        // Nothing captured is no identity: two such events are two messages.
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[], t(4));
+        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[], t(4));
+        assert_eq!(n.stats(), DnsStats { messages: 7, malformed: 7 });
     }
 
     #[test]
