@@ -424,18 +424,26 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedM
 /// The link pinned as `name`, if it is still attached to interface `ifindex`; otherwise the pin
 /// is removed (dropping the last reference detaches the link) and `None` returned.
 fn reusable_link(pins: &PinDir, name: &str, ifindex: u32) -> Result<Option<FdLink>> {
-    let path = pins.link(name);
-    if !path.exists() {
+    let Some(pinned) = pinned_link(pins, name)? else {
         return Ok(None);
-    }
-    let pinned = PinnedLink::from_pin(&path)
-        .with_context(|| format!("opening the pinned link {}", path.display()))?;
+    };
     let link = FdLink::from(pinned);
     if link_ifindex(&link)? == Some(ifindex) {
         return Ok(Some(link));
     }
+    let path = pins.link(name);
     std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
     Ok(None)
+}
+
+/// The link pinned as `name`, if there is one.
+fn pinned_link(pins: &PinDir, name: &str) -> Result<Option<PinnedLink>> {
+    let path = pins.link(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let link = PinnedLink::from_pin(&path).with_context(|| format!("opening the pinned link {}", path.display()))?;
+    Ok(Some(link))
 }
 
 /// Fails if the pinned links are attached to an interface of another network namespace.
@@ -445,18 +453,15 @@ fn reusable_link(pins: &PinDir, name: &str, ifindex: u32) -> Result<Option<FdLin
 /// the first daemon's links for its own and swap its programs into them, or, with another
 /// ifindex, unpin them as stale and so detach the first daemon's programs. A TCX query on an
 /// interface of this namespace lists the TC egress program of a link only if the link is on
-/// that interface. (There is no such query for XDP; its link is pinned beside the TC one by the
-/// same daemon.)
+/// that interface. The XDP link, pinned beside it by the same daemon, is not checked on its own
+/// (that would take a netlink `IFLA_XDP` query, which aya does not offer).
 ///
 /// Called before the maps are loaded: the maps in the directory are the other daemon's too.
 pub fn ensure_links_of_this_netns(pins: &PinDir) -> Result<()> {
-    let path = pins.link(PIN_LINK_TC_EGRESS);
-    if !path.exists() {
+    let Some(pinned) = pinned_link(pins, PIN_LINK_TC_EGRESS)? else {
         return Ok(());
-    }
-    let link = FdLink::from(
-        PinnedLink::from_pin(&path).with_context(|| format!("opening the pinned link {}", path.display()))?,
-    );
+    };
+    let link = FdLink::from(pinned);
     let Some(index) = link_ifindex(&link)? else {
         return Ok(()); // its interface is gone: a stale pin, removed by `reusable_link`
     };
@@ -514,10 +519,8 @@ pub fn detach(pins: &PinDir) -> Result<()> {
 
 fn remove_stale_links(pins: &PinDir) -> Result<()> {
     for name in [PIN_LINK_XDP, PIN_LINK_TC_EGRESS] {
-        let path = pins.link(name);
-        if path.exists() {
-            let link = PinnedLink::from_pin(&path)
-                .with_context(|| format!("opening the pinned link {}", path.display()))?;
+        if let Some(link) = pinned_link(pins, name)? {
+            let path = pins.link(name);
             let fd_link = link.unpin().with_context(|| format!("unpinning {}", path.display()))?;
             drop(fd_link);
         }
