@@ -1,6 +1,7 @@
 //! The command line: argument definitions (with the help text that teaches), and one function per
 //! command that reads the store or the pinned maps and prints through [`output`].
 
+mod block;
 mod dns;
 pub mod output;
 mod run;
@@ -12,7 +13,6 @@ use clap::{Args, Parser, Subcommand};
 use tracker_common::{Counter, names};
 
 use crate::{
-    blocking::{self, KIND_IP, KernelBlocks},
     kernel::{self, PinDir},
     store::{self, FlowQuery, Store},
     timefmt,
@@ -93,10 +93,10 @@ tracker domains --min-queries 10\n  tracker domains --since 30d --group registra
 the database and applied to the running daemon's kernel maps at once; if no daemon is running it \
 takes effect when `tracker run` starts.\n\nExamples:\n  tracker block-ip 203.0.113.7\n  \
 tracker block-ip 198.51.100.0/24 --comment \"ad network\"\n  tracker block-ip 2001:db8::/32")]
-    BlockIp(BlockArgs),
+    BlockIp(block::BlockArgs),
     /// Remove a block rule added with block-ip.
     #[command(name = "unblock-ip")]
-    UnblockIp(UnblockArgs),
+    UnblockIp(block::UnblockArgs),
     /// List block rules with the packets each has dropped and when it last hit.
     Blocks(ListArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
@@ -125,21 +125,6 @@ pub struct FlowsArgs {
     pub list: ListArgs,
 }
 
-#[derive(Args, Debug)]
-pub struct BlockArgs {
-    /// IPv4/IPv6 address or CIDR, e.g. 203.0.113.7 or 198.51.100.0/24.
-    pub rule: String,
-    /// A note to remember why (shown by `tracker blocks`).
-    #[arg(long)]
-    pub comment: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct UnblockArgs {
-    /// The address or CIDR exactly as blocked (see `tracker blocks`).
-    pub rule: String,
-}
-
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -148,9 +133,9 @@ pub fn main() -> ExitCode {
         Command::Flows(ref args) => flows(&cli.global, args),
         Command::Dns(ref args) => dns::dns(&cli.global, args),
         Command::Domains(ref args) => dns::domains(&cli.global, args),
-        Command::BlockIp(ref args) => block_ip(&cli.global, args),
-        Command::UnblockIp(ref args) => unblock_ip(&cli.global, args),
-        Command::Blocks(ref args) => blocks(&cli.global, args),
+        Command::BlockIp(ref args) => block::block_ip(&cli.global, args),
+        Command::UnblockIp(ref args) => block::unblock_ip(&cli.global, args),
+        Command::Blocks(ref args) => block::blocks(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),
         Command::Schema => schema(),
     };
@@ -200,77 +185,6 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
         "remote_class",
     ];
     output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
-}
-
-fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
-    let net = blocking::parse_rule(&args.rule)?;
-    kernel::require_root("tracker block-ip")?;
-    let mut store = Store::open(&global.db)?;
-    let pins = PinDir(global.pin_dir.clone());
-    let rule = net.to_string();
-    let id = match store.add_block(KIND_IP, &rule, args.comment.as_deref())? {
-        Some(id) => id,
-        None => {
-            println!("{rule} is already blocked (see `tracker blocks`)");
-            return Ok(());
-        }
-    };
-    match KernelBlocks::open_pinned(&pins)? {
-        Some(mut kernel) => {
-            kernel.insert(&net, id).with_context(|| {
-                format!("{rule} is saved, but adding it to the kernel failed; `tracker run` retries at start")
-            })?;
-            if pins.attached().0 {
-                println!("blocked {rule} in the kernel (rule {id})");
-            } else {
-                println!(
-                    "blocked {rule} in the kernel maps (rule {id}); no program is attached, so it \
-                     takes effect when `tracker run` starts"
-                );
-            }
-        }
-        None => println!(
-            "saved rule {id} for {rule}; the daemon's kernel maps are not loaded, so it takes \
-             effect when `tracker run` starts"
-        ),
-    }
-    Ok(())
-}
-
-fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
-    let net = blocking::parse_rule(&args.rule)?;
-    kernel::require_root("tracker unblock-ip")?;
-    let mut store = open_existing(global)?;
-    let pins = PinDir(global.pin_dir.clone());
-    let rule = net.to_string();
-    let Some(id) = store.remove_block(KIND_IP, &rule)? else {
-        bail!("no block rule for {rule} (see `tracker blocks`)");
-    };
-    match KernelBlocks::open_pinned(&pins)? {
-        Some(mut kernel) => {
-            kernel.remove(&net)?;
-            println!("unblocked {rule} (rule {id}) in the kernel");
-        }
-        None => println!("removed rule {id} for {rule}; no kernel maps are loaded"),
-    }
-    Ok(())
-}
-
-fn blocks(global: &Global, args: &ListArgs) -> Result<()> {
-    let store = open_existing(global)?;
-    let pins = PinDir(global.pin_dir.clone());
-    // Live counters need root; without them the listing shows the last sweep's numbers.
-    let live = match kernel::require_root("") {
-        Ok(()) => KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
-        Err(_) => None,
-    };
-    let clock = timefmt::KernelClock::now();
-    let rows = store.blocks(&|id| {
-        let k = live.as_ref()?.get(&id)?;
-        Some((k.packets_dropped, (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns))))
-    })?;
-    const COLUMNS: &[&str] = &["rule", "comment", "packets_dropped", "last_hit", "created"];
-    output::render(&mut std::io::stdout().lock(), args.format, COLUMNS, &rows)
 }
 
 /// `tracker status` as one flat object: the same keys in every format.
