@@ -15,5 +15,6 @@ pub mod drain;
 pub mod kernel;
 pub mod naming;
 pub mod store;
+pub mod text;
 pub mod timefmt;
 pub mod wireguard;
