@@ -1,6 +1,6 @@
 //! HTTP/1.x first-payload inspection: the request's Host header and a "looks like HTTP" test.
 
-use super::domain::normalize_hostname;
+use super::domain::{is_ip_literal, normalize_hostname};
 
 /// How far into a payload we look for the end of the headers. The kernel hands us at most 1280
 /// bytes; the bound only matters for callers that pass more, and keeps the scan cheap.
@@ -30,13 +30,15 @@ pub fn looks_like_http(payload: &[u8]) -> bool {
 }
 
 /// The Host header of an HTTP/1.x request at the start of `payload`, normalised like DNS names
-/// (lower case, no trailing dot, no port; an IPv6 literal loses its brackets).
+/// (lower case, no trailing dot, no port).
 ///
 /// Requires a complete request line (`METHOD target HTTP/1.x`), then reads header lines up to the
 /// blank line that ends them. Only complete lines count: a payload cut by the 1280-byte capture
 /// inside the Host line must not yield a truncated name. Header names compare case-insensitively
 /// (RFC 9110 §5.1) and surrounding blanks are trimmed. Returns `None` when there is no Host
-/// header or its value is not a plausible host (RFC 3986 reg-name or IP literal).
+/// header, its value is not a plausible host (RFC 3986 reg-name), or it is an IP address
+/// (`curl http://203.0.113.10/`, `[2001:db8::1]:8080`): an address is not a name, and naming the
+/// flow by it would only repeat its remote address.
 pub fn http_host(payload: &[u8]) -> Option<String> {
     let head = &payload[..payload.len().min(MAX_HEAD)];
     let mut rest = &head[request_line_len(head)?..];
@@ -90,19 +92,12 @@ fn split_last_space(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..space], &bytes[space + 1..]))
 }
 
-/// Validates and normalises a Host header value: `name[:port]`, `v4[:port]` or `[v6][:port]`.
+/// Validates and normalises a Host header value: `name[:port]`. An IP literal (`v4[:port]`,
+/// `[v6][:port]`) is no name and gives `None`.
 fn host_value(value: &[u8]) -> Option<String> {
-    if let Some(bracketed) = value.strip_prefix(b"[") {
-        let close = bracketed.iter().position(|&b| b == b']')?;
-        let after = &bracketed[close + 1..];
-        if !(after.is_empty() || is_port(after)) {
-            return None;
-        }
-        let literal = std::str::from_utf8(&bracketed[..close]).ok()?;
-        return literal
-            .parse::<std::net::Ipv6Addr>()
-            .ok()
-            .map(|ip| ip.to_string());
+    if value.starts_with(b"[") {
+        // Only an IP literal (RFC 3986 §3.2.2) is written in brackets.
+        return None;
     }
     let host = match value.iter().rposition(|&b| b == b':') {
         Some(colon) if is_port(&value[colon..]) => &value[..colon],
@@ -115,7 +110,24 @@ fn host_value(value: &[u8]) -> Option<String> {
     if !host.iter().copied().all(allowed) {
         return None;
     }
-    normalize_hostname(host)
+    normalize_hostname(host).filter(|name| !is_address(name))
+}
+
+/// True when a normalised host name is an IP address rather than a name: an IPv4 or IPv6
+/// literal, or a legacy IPv4 form that clients resolve as an address without DNS (`203.0.113`,
+/// `0x7f.1`, `2130706433`): as in the WHATWG URL standard, a host whose last label is a number is
+/// an IPv4 address. No top-level domain is numeric, so no real name is lost. Shared by the TLS
+/// SNI and HTTP Host readers.
+pub(crate) fn is_address(name: &str) -> bool {
+    if is_ip_literal(name) {
+        return true;
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    match hex {
+        Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 /// `:` followed by 0-5 digits (an empty port is allowed by RFC 3986 §3.2.3).
@@ -147,9 +159,6 @@ mod tests {
         let host = |v: &str| http_host(format!("GET / HTTP/1.1\r\nHost: {v}\r\n\r\n").as_bytes());
         assert_eq!(host("example.com:8080").as_deref(), Some("example.com"));
         assert_eq!(host("example.com:").as_deref(), Some("example.com"));
-        assert_eq!(host("192.0.2.1:80").as_deref(), Some("192.0.2.1"));
-        assert_eq!(host("[2001:DB8::1]:443").as_deref(), Some("2001:db8::1"));
-        assert_eq!(host("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
         assert_eq!(host("[not-v6]"), None);
         assert_eq!(host("[::1]junk"), None);
         assert_eq!(host("example.com:http"), None);
@@ -159,6 +168,31 @@ mod tests {
         assert_eq!(host("user@example.com"), None);
         assert_eq!(host("example.com/path"), None);
         assert_eq!(host("a..b"), None);
+    }
+
+    /// `curl http://203.0.113.10/` sends `Host: 203.0.113.10`: an address, not a name.
+    #[test]
+    fn an_address_in_host_is_no_name() {
+        let host = |v: &str| http_host(format!("GET / HTTP/1.1\r\nHost: {v}\r\n\r\n").as_bytes());
+        for v in [
+            "203.0.113.10",
+            "203.0.113.10:80",
+            "203.0.113.10.",
+            "192.0.2.1:",
+            "[2001:DB8::1]:443",
+            "[2001:db8::1]",
+            "[::ffff:192.0.2.1]",
+        ] {
+            assert_eq!(host(v), None, "{v}");
+        }
+        // Legacy IPv4 forms curl and browsers resolve without DNS are addresses too.
+        for v in ["203.0.113", "2130706433", "0x7f.1", "127.1:8080"] {
+            assert_eq!(host(v), None, "{v}");
+        }
+        // Names that merely contain numbers are still names.
+        assert_eq!(host("1.2.3.4.example").as_deref(), Some("1.2.3.4.example"));
+        assert_eq!(host("203-0-113-10.nip.io").as_deref(), Some("203-0-113-10.nip.io"));
+        assert_eq!(host("123.example:80").as_deref(), Some("123.example"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use tls_parser::{
     parse_tls_extension_unknown, parse_tls_handshake_client_hello, parse_tls_record_header,
 };
 
-use super::domain::normalize_hostname;
+use super::{domain::normalize_hostname, http::is_address};
 
 /// Handshake message type of a ClientHello (RFC 8446 §4).
 const CLIENT_HELLO: u8 = 1;
@@ -31,7 +31,9 @@ pub fn looks_like_tls(payload: &[u8]) -> bool {
 }
 
 /// The server name from a TLS ClientHello at the start of `payload` (a flow's first TCP payload),
-/// normalised like DNS names (lower case, no trailing dot, unusual bytes escaped).
+/// normalised like DNS names (lower case, no trailing dot, unusual bytes escaped). A server name
+/// that is an IP address (RFC 6066 §3 forbids them, yet some clients send one) is no name and
+/// gives `None`.
 ///
 /// The kernel copies at most 1280 bytes and post-quantum key shares make ClientHellos ~1.8 KB, so
 /// the hello is usually cut short. tls-parser's full-record parsers insist on complete input, so
@@ -95,7 +97,8 @@ fn find_sni(mut extensions: &[u8]) -> Option<String> {
             return names
                 .iter()
                 .find(|(kind, _)| *kind == SNIType::HostName)
-                .and_then(|(_, name)| normalize_hostname(name));
+                .and_then(|(_, name)| normalize_hostname(name))
+                .filter(|name| !is_address(name));
         }
         extensions = rest;
     }
@@ -209,6 +212,17 @@ pub(crate) mod tests {
         let hello = client_hello(&[grease(), sni_ext(b"www.Example.com"), supported_versions()]);
         assert_eq!(client_hello_sni(&hello).as_deref(), Some("www.example.com"));
         assert!(looks_like_tls(&hello));
+    }
+
+    /// Some clients put the address in the SNI when connecting to one: it is no name.
+    #[test]
+    fn an_address_in_the_sni_is_no_name() {
+        for sni in [&b"203.0.113.10"[..], b"2001:db8::1", b"[2001:db8::1]", b"127.1", b"203.0.113.10."] {
+            let hello = client_hello(&[sni_ext(sni)]);
+            assert_eq!(client_hello_sni(&hello), None, "{}", String::from_utf8_lossy(sni));
+        }
+        let hello = client_hello(&[sni_ext(b"10.example.net")]);
+        assert_eq!(client_hello_sni(&hello).as_deref(), Some("10.example.net"));
     }
 
     #[test]
