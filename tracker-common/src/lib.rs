@@ -24,7 +24,11 @@ pub mod names {
     pub const PROG_XDP: &str = "tracker_xdp";
     /// The TC classifier attached to egress (traffic to the clients).
     pub const PROG_TC_EGRESS: &str = "tracker_tc_egress";
-    /// Every map, for pinning and for the kernel test that checks the object.
+    /// `ARRAY<u32, OwnerRecord>` of one entry: which database the maps beside it belong to.
+    /// Not in the eBPF object (no program reads it): the daemon creates and pins it
+    /// (tracker-user's `kernel::pins`).
+    pub const OWNER: &str = "OWNER";
+    /// Every map of the eBPF object, for pinning and for the kernel test that checks the object.
     pub const ALL_MAPS: [&str; 6] = [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, COUNTERS, EVENTS];
     /// Read-only globals set by the loader (`EbpfLoader::set_global`).
     pub const GLOBAL_L2_LEN: &str = "L2_LEN";

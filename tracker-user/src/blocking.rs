@@ -8,33 +8,91 @@ use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
 use ipnet::IpNet;
 use tracker_common::{BlockValue, names};
 
-use crate::{kernel::PinDir, store::Store, timefmt::KernelClock};
+use crate::{
+    kernel::PinDir,
+    store::{Store, blocks::StoredRule},
+    text::quoted,
+    timefmt::KernelClock,
+};
 
 /// `kind` of IP rules in `block_rules`.
 pub const KIND_IP: &str = "ip";
 
 /// Parses an address (`203.0.113.7`, `2001:db8::1`) or a CIDR (`198.51.100.0/24`) into its
 /// canonical network. Host bits set (`198.51.100.7/24`) are an error that says what was meant,
-/// because guessing between "that host" and "that network" blocks the wrong thing.
+/// because guessing between "that host" and "that network" blocks the wrong thing. An
+/// IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, `::ffff:192.0.2.0/120`) is the IPv4 address
+/// it carries: IPv4 packets are matched against the IPv4 map, so as an IPv6 rule it would never
+/// match anything.
 pub fn parse_rule(s: &str) -> Result<IpNet> {
     let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+    let net = match s.parse::<IpAddr>() {
+        Ok(ip) => IpNet::from(ip),
+        Err(_) => {
+            let net: IpNet = s.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, \
+                     2001:db8::/32)",
+                    quoted(s)
+                )
+            })?;
+            if net.trunc() != net {
+                bail!(
+                    "{} has host bits set: did you mean the network {} or the single address {}?",
+                    quoted(s),
+                    net.trunc(),
+                    net.addr()
+                );
+            }
+            net
+        }
+    };
+    Ok(unmap_v4(net))
+}
+
+/// `::ffff:a.b.c.d/n` (n >= 96) as the IPv4 network `a.b.c.d/(n - 96)`.
+fn unmap_v4(net: IpNet) -> IpNet {
+    if let IpNet::V6(n) = net
+        && let Some(v4) = n.addr().to_ipv4_mapped()
+        && n.prefix_len() >= 96
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net);
     }
-    let net: IpNet = s.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "`{s}` is not an IP address or CIDR (examples: 203.0.113.7, 198.51.100.0/24, \
-             2001:db8::/32)"
+    net
+}
+
+/// Why a rule needs `--force`, if it does: one that covers every address, or local ones (the
+/// VPN host's own resolver and the tunnel live there), cuts the devices off from more than one
+/// remote host.
+pub fn needs_force(net: &IpNet) -> Option<String> {
+    if net.prefix_len() == 0 {
+        return Some(format!(
+            "{net} covers every address: the devices would lose everything through the VPN, \
+             the VPN host's own DNS resolver included"
+        ));
+    }
+    let first = net.network();
+    let class = |ip| crate::analysis::addr::classify(ip, &[]);
+    let local = class(first).is_local() || class(net.broadcast()).is_local();
+    local.then(|| {
+        format!(
+            "{net} covers local addresses ({}): the VPN host's own DNS resolver and the tunnel may \
+             be among them",
+            class(first).as_str()
         )
-    })?;
-    if net.trunc() != net {
-        bail!(
-            "`{s}` has host bits set: did you mean the network {} or the single address {}?",
-            net.trunc(),
-            net.addr()
-        );
-    }
-    Ok(net)
+    })
+}
+
+/// Stored rules (as (id, canonical text)) that contain `net` without being it: what to unblock
+/// instead when an address is covered by a wider rule.
+pub fn covering_rules(rules: &[(u32, String)], net: &IpNet) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|(_, r)| parse_rule(r).ok())
+        .filter(|r| r != net && r.contains(net))
+        .map(|r| r.to_string())
+        .collect()
 }
 
 /// The kernel's block tries, opened from the daemon's loaded object or from the pins.
@@ -92,6 +150,8 @@ impl KernelBlocks {
         };
         match r {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            // An LPM trie reports a missing key as the syscall's ENOENT.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {net} from the kernel block map")),
         }
     }
@@ -126,6 +186,9 @@ fn kernel_rule(v: BlockValue) -> KernelRule {
 /// Makes the kernel tries hold exactly the IP rules in the database. Entries that already hold
 /// the right rule keep their counters; new ones start at zero after the rule's earlier kernel
 /// count is folded into its history. Returns (added, removed).
+///
+/// The kernel is made right even when the database cannot be written (a full disk): then the
+/// drops an entry counted before are not carried over, which is logged.
 pub fn reconcile(store: &mut Store, kernel: &mut KernelBlocks) -> Result<(usize, usize)> {
     let wanted: HashMap<IpNet, u32> = store
         .block_rules(KIND_IP)?
@@ -144,12 +207,38 @@ pub fn reconcile(store: &mut Store, kernel: &mut KernelBlocks) -> Result<(usize,
     for (net, id) in &wanted {
         let ok = present.iter().any(|(n, k)| n == net && k.rule_id == *id);
         if !ok {
-            store.fold_block_kernel_count(*id)?;
+            if let Err(e) = store.fold_block_kernel_count(*id) {
+                tracing::warn!(rule = %net, "the drops counted for this rule before cannot be kept: {e:#}");
+            }
             kernel.insert(net, *id)?;
             added += 1;
         }
     }
     Ok((added, removed))
+}
+
+/// Writes the kernel's IP rules into a database that lacks them (a new one, after the old one
+/// was deleted), under their kernel rule ids, so that the kernel and the database agree again
+/// without a gap in blocking. `known` gives the text and comment last read for an id. Returns
+/// how many rules were written.
+pub fn adopt_kernel_rules(store: &mut Store, kernel: &KernelBlocks, known: &HashMap<u32, StoredRule>) -> Result<usize> {
+    let mut n = 0;
+    for (net, k) in kernel.entries()? {
+        let rule = match known.get(&k.rule_id) {
+            Some(r) if r.rule == net.to_string() => r.clone(),
+            _ => StoredRule {
+                id: k.rule_id,
+                kind: KIND_IP.into(),
+                rule: net.to_string(),
+                comment: Some("recovered from the kernel after the database was lost".into()),
+                created: crate::timefmt::now_ms(),
+            },
+        };
+        store.restore_rule(&rule)?;
+        store.set_block_kernel_count(k.rule_id, k.packets_dropped, None)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Copies the kernel's per-rule counters into the database.
@@ -180,6 +269,37 @@ mod tests {
         assert!(e.contains("198.51.100.0/24") && e.contains("198.51.100.7"), "{e}");
         let e = parse_rule("2001:db8::1/32").unwrap_err().to_string();
         assert!(e.contains("2001:db8::/32"), "{e}");
+    }
+
+    #[test]
+    fn mapped_v4_is_the_v4_address() {
+        assert_eq!(parse_rule("::ffff:1.2.3.4").unwrap().to_string(), "1.2.3.4/32");
+        assert_eq!(parse_rule("::ffff:198.51.100.0/120").unwrap().to_string(), "198.51.100.0/24");
+        assert_eq!(parse_rule("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn everything_and_local_ranges_need_force() {
+        for r in ["0.0.0.0/0", "::/0", "10.0.0.0/8", "10.77.0.1", "fd77::1", "100.64.0.0/10", "127.0.0.1"] {
+            assert!(needs_force(&parse_rule(r).unwrap()).is_some(), "{r}");
+        }
+        for r in ["203.0.113.7", "198.51.100.0/24", "2001:db8::/32"] {
+            assert_eq!(needs_force(&parse_rule(r).unwrap()), None, "{r}");
+        }
+    }
+
+    #[test]
+    fn covering_rules_name_the_wider_rule() {
+        let rules = vec![(1, "198.51.100.0/24".to_string()), (2, "203.0.113.7/32".to_string())];
+        let net = parse_rule("198.51.100.7").unwrap();
+        assert_eq!(covering_rules(&rules, &net), ["198.51.100.0/24"]);
+        assert!(covering_rules(&rules, &parse_rule("203.0.113.7").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn long_garbage_is_cut_in_the_message() {
+        let e = parse_rule(&"9".repeat(5000)).unwrap_err().to_string();
+        assert!(e.len() < 300, "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tracker_common::{
 use crate::{
     analysis::{addr::AddrClass, names::FlowName},
     blocking::{self, KernelBlocks},
+    daemon::{Checked, Upkeep},
     naming::{self, Namer},
     wireguard::{self, Devices},
     store::{FlowRecord, Store},
@@ -184,12 +185,35 @@ pub struct SweepStats {
 pub struct Sweeper {
     boot_id: String,
     /// (first_seen_ns, last_seen_ns) last written per key: an unchanged entry is skipped.
+    /// Updated only when a sweep's writes succeed, so a failed sweep (a full disk) is retried
+    /// whole by the next: counters are cumulative, so nothing is lost or counted twice.
     written: HashMap<FlowKey, (u64, u64)>,
+    /// DNS exchanges and renamed flows taken from the namer but not yet written.
+    pending_dns: Vec<crate::store::DnsRecord>,
+    pending_renamed: std::collections::HashSet<FlowKey>,
+    /// DNS exchanges dropped because writes failed for so long that [`PENDING_DNS_MAX`] were
+    /// waiting.
+    pub dns_dropped: u64,
 }
+
+/// DNS exchanges kept while the database cannot be written; past this the oldest are dropped
+/// (and counted), so a long outage cannot grow the daemon without bound.
+pub const PENDING_DNS_MAX: usize = 100_000;
 
 impl Sweeper {
     pub fn new() -> Result<Self> {
-        Ok(Self { boot_id: timefmt::boot_id()?, written: HashMap::new() })
+        Ok(Self {
+            boot_id: timefmt::boot_id()?,
+            written: HashMap::new(),
+            pending_dns: Vec::new(),
+            pending_renamed: Default::default(),
+            dns_dropped: 0,
+        })
+    }
+
+    /// Forgets what was written: the next sweep writes every live flow (into a new database).
+    pub fn forget_written(&mut self) {
+        self.written.clear();
     }
 
     /// Writes changed (or renamed) flows with their names, the DNS exchanges ready for the
@@ -206,7 +230,14 @@ impl Sweeper {
         // The namer's times all come from the anchor, so a step of the wall clock (NTP at boot)
         // cannot expire every answer or keep queries pending forever.
         let now = anchor.to_time(timefmt::kernel_ns_now());
-        let renamed = namer.take_renamed();
+        self.pending_renamed.extend(namer.take_renamed());
+        let renamed = &self.pending_renamed;
+        self.pending_dns.extend(namer.take_dns_records(Some(now)));
+        if self.pending_dns.len() > PENDING_DNS_MAX {
+            let extra = self.pending_dns.len() - PENDING_DNS_MAX;
+            self.pending_dns.drain(..extra);
+            self.dns_dropped += extra as u64;
+        }
         let mut records = Vec::new();
         let mut seen = HashMap::with_capacity(self.written.len());
         for item in maps.flows.iter() {
@@ -224,7 +255,9 @@ impl Sweeper {
             seen.insert(key, stamp);
         }
         store.upsert_flows(&self.boot_id, &records)?;
-        store.insert_dns(&namer.take_dns_records(Some(now)))?;
+        store.insert_dns(&self.pending_dns)?;
+        self.pending_dns.clear();
+        self.pending_renamed.clear();
         blocking::sync_counters(store, &maps.blocks, clock)?;
         let dns = namer.stats();
         store.update_daemon_facts(&[
@@ -294,12 +327,16 @@ pub fn refresh_devices(namer: &mut Namer, iface: &str) {
     }
 }
 
-/// Runs until SIGINT or SIGTERM: drains events, sweeps on the interval, flushes at the end.
+/// Runs until SIGINT, SIGTERM or SIGHUP: drains events, sweeps on the interval, flushes at the
+/// end. A sweep that cannot write (a full disk, a database deleted under it) is logged and
+/// retried at the next interval, never a reason to stop: the kernel keeps counting and
+/// blocking meanwhile, and the daemon catches up when writing works again.
 pub async fn run_loop(
     tables: &Tables,
     events: RingBuf<MapData>,
     store: &mut Store,
     namer: &mut Namer,
+    upkeep: &mut Upkeep,
     opts: &LoopOptions,
 ) -> Result<()> {
     // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns: it stays open and
@@ -315,8 +352,11 @@ pub async fn run_loop(
     peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(opts.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut handled = 0u64;
+    let mut lost = RingLoss::default();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -329,12 +369,18 @@ pub async fn run_loop(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                let s = sweeper.sweep(tables, store, namer, anchor)?;
-                tracing::debug!(live = s.live, written = s.written, events = handled, "swept");
+                if upkeep.check(store, &tables.blocks) == Checked::NewDatabase {
+                    sweeper.forget_written();
+                }
+                sweep_once(&mut sweeper, tables, store, namer, upkeep, anchor, handled);
+                lost.check(&tables.counters);
             }
             _ = peers_tick.tick() => refresh_devices(namer, &opts.iface),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
+            // A closed terminal, or a service manager's reload: nothing to reload yet, so stop
+            // cleanly like SIGTERM rather than die silently as the default action would.
+            _ = sighup.recv() => { tracing::info!("SIGHUP: flushing and stopping"); break; }
         }
     }
     // Drain what is left, then one last sweep so nothing counted is left unwritten.
@@ -342,10 +388,62 @@ pub async fn run_loop(
     while let Some(item) = ring.next() {
         handle_event(&item, namer, anchor);
     }
-    let s = sweeper.sweep(tables, store, namer, anchor)?;
-    store.insert_dns(&namer.take_dns_records(None))?;
-    tracing::info!(flows_written = s.written, live = s.live, "final flush done");
+    upkeep.check(store, &tables.blocks);
+    let s = sweeper.sweep(tables, store, namer, anchor);
+    let s = s.and_then(|s| store.insert_dns(&namer.take_dns_records(None)).map(|()| s));
+    match s {
+        Ok(s) => tracing::info!(flows_written = s.written, live = s.live, "final flush done"),
+        Err(e) => tracing::error!(
+            "the final flush could not be written: {e:#}; the kernel's counts stay in its tables \
+             until the next start"
+        ),
+    }
     Ok(())
+}
+
+/// One sweep, its failure logged (rate-limited by `upkeep`) and left to the next to retry.
+fn sweep_once(
+    sweeper: &mut Sweeper,
+    tables: &Tables,
+    store: &mut Store,
+    namer: &mut Namer,
+    upkeep: &mut Upkeep,
+    anchor: KernelClock,
+    handled: u64,
+) {
+    match sweeper.sweep(tables, store, namer, anchor) {
+        Ok(s) => {
+            upkeep.write_succeeded(store);
+            tracing::debug!(live = s.live, written = s.written, events = handled, "swept");
+        }
+        Err(e) => upkeep.write_failed(&e),
+    }
+}
+
+/// Notices ring records lost (the ring was full: the daemon fell behind, or was stopped) and
+/// says what that costs.
+#[derive(Default)]
+struct RingLoss {
+    /// The count at the last check; `None` before the first (the pinned counter keeps what an
+    /// earlier daemon lost, which was reported then).
+    seen: Option<u64>,
+}
+
+impl RingLoss {
+    fn check(&mut self, counters: &PerCpuArray<MapData, u64>) {
+        let Ok(values) = counters.get(&(Counter::RingLost as u32), 0) else { return };
+        let total: u64 = values.iter().sum();
+        if let Some(seen) = self.seen
+            && total > seen
+        {
+            tracing::warn!(
+                lost = total - seen, total,
+                "event ring full: records lost. Flows are still counted in full; lost are the \
+                 DNS messages and first payloads that name flows, and new-flow notices"
+            );
+        }
+        self.seen = Some(total);
+    }
 }
 
 fn handle_event(bytes: &[u8], namer: &mut Namer, clock: KernelClock) {

@@ -1,22 +1,17 @@
 //! `tracker run`: preflight checks in the order a user can fix them, then load, reconcile
 //! blocks, attach, and hand over to the drain loop; detach on a clean stop.
 
-use std::{
-    fs::File,
-    io::{Read as _, Write as _},
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use super::{Global, parse_duration};
 use crate::{
     blocking,
+    daemon::{self, DaemonLock, Upkeep},
     drain::{self, LoopOptions, Tables},
-    kernel::{self, MapSizes, PinDir},
+    kernel::{self, PinDir, PinLock, SizeRequest},
     naming::{self, Namer},
     store::Store,
     timefmt,
@@ -30,16 +25,18 @@ pub struct RunArgs {
     /// How often flows are written to the database.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
-    /// Flow table size in the kernel, per address family; the least recently used flow is
-    /// evicted when full.
-    #[arg(long, default_value_t = tracker_common::defaults::FLOW_ENTRIES)]
-    pub flow_entries: u32,
-    /// Block rules per address family.
-    #[arg(long, default_value_t = tracker_common::defaults::BLOCK_ENTRIES)]
-    pub block_entries: u32,
-    /// Event ring buffer size in bytes (a power of two).
-    #[arg(long, default_value_t = tracker_common::defaults::EVENTS_BYTES)]
-    pub ring_bytes: u32,
+    /// Flow table size in the kernel, per address family (default 65536); the least recently
+    /// used flow is evicted when full. Takes effect only with new pins: once the maps are
+    /// pinned, a different size is refused with what to do.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_entries: Option<u32>,
+    /// Block rules per address family (default 16384). Like --flow-entries, only with new pins.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_entries: Option<u32>,
+    /// Event ring buffer size in bytes, a power of two of at least 4096 (default 4 MiB). Like
+    /// --flow-entries, only with new pins.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub ring_bytes: Option<u32>,
     /// Leave the programs attached when stopping (blocks stay enforced, nothing is counted into
     /// the database until the next start).
     #[arg(long)]
@@ -58,10 +55,8 @@ pub struct RunArgs {
 }
 
 pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
-    use tracing_subscriber::{filter::Targets, layer::SubscriberExt as _, util::SubscriberInitExt as _};
-    let filter: Targets = args.log.parse().with_context(|| {
-        format!("--log {:?}: expected a level (error, warn, info, debug, trace) or target=level pairs", args.log)
-    })?;
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = parse_log(&args.log)?;
     let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: journald and log files get plain text.
@@ -70,11 +65,23 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     kernel::require_root("tracker run")?;
     kernel::require_kernel()?;
     let iface = kernel::iface(&args.iface)?;
-    let mut store = Store::open(&global.db)?;
-    let _lock = DaemonLock::acquire(&global.db)?;
+
+    // The pin directory is checked and locked before the database is created or changed: a
+    // refusal there must leave everything as it was.
     let pins = PinDir(global.pin_dir.clone());
     pins.ensure_bpffs()?;
+    let pin_lock = PinLock::acquire(&pins)?;
     kernel::ensure_links_of_this_netns(&pins)?;
+    let existing_id = match global.db.exists() {
+        true => Some(Store::open(&global.db)?.db_id()?),
+        false => None,
+    };
+    let lost_db = daemon::check_owner(&pins, &global.db, existing_id.as_deref())?;
+    let sizes = SizeRequest { flows: args.flow_entries, blocks: args.block_entries, events_bytes: args.ring_bytes }
+        .resolve(&pins)?;
+
+    let mut store = Store::open(&global.db)?;
+    let db_lock = DaemonLock::acquire(&global.db)?;
 
     // Naming state first: once attached, events fill the ring until the loop drains it.
     let mut local_nets = kernel::iface_networks(&iface.name)?;
@@ -89,28 +96,44 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
     tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
 
-    let sizes = MapSizes { flows: args.flow_entries, blocks: args.block_entries, events_bytes: args.ring_bytes };
     let mut ebpf = kernel::load(&pins, iface.l2_len, sizes)?;
     let (mut tables, events) = Tables::take(&mut ebpf)?;
+    if lost_db {
+        // The pins belong to this database's path, but the database there is new: it was
+        // deleted while no daemon ran. Reconciling would drop every rule the kernel still
+        // enforces, so they are written into the new database first.
+        let n = blocking::adopt_kernel_rules(&mut store, &tables.blocks, &Default::default())?;
+        tracing::warn!(
+            db = %global.db.display(), rules = n,
+            "the database these pins belong to was replaced by a new one; the kernel's block \
+             rules were written into it"
+        );
+    }
     // Blocks first, so they are enforced from the first packet the programs see.
     let (added, removed) = blocking::reconcile(&mut store, &mut tables.blocks)?;
     tracing::info!(added, removed, "block rules applied to the kernel");
-    let mode = kernel::attach(&mut ebpf, &pins, &iface)?;
+    let (mode, _held_links) = kernel::attach(&mut ebpf, &pins, &iface)?;
     tracing::info!(
         iface = %iface.name, ifindex = iface.index, link = iface.link_kind(), xdp = mode.as_str(),
         db = %global.db.display(), pins = %pins.0.display(),
         "attached: XDP on ingress, TC on egress"
     );
-    store.set_daemon_facts(&[
-        ("iface", iface.name.clone()),
-        ("link_type", iface.link_kind().into()),
-        ("xdp_mode", mode.as_str().into()),
-        ("started", timefmt::rfc3339(timefmt::now_ms())),
-        ("version", env!("CARGO_PKG_VERSION").into()),
-        // Written only once attached: tells a waiting script that *this* daemon is ready, not
-        // the links a crashed one left pinned.
-        ("attached_pid", std::process::id().to_string()),
-    ])?;
+    let mut upkeep = Upkeep::new(&pins, pin_lock, &store, db_lock)?;
+    upkeep.claim_pins(&store)?;
+    upkeep.set_facts(
+        &mut store,
+        vec![
+            ("iface", iface.name.clone()),
+            ("link_type", iface.link_kind().into()),
+            ("xdp_mode", mode.as_str().into()),
+            ("daemon_pin_dir", pins.0.display().to_string()),
+            ("started", timefmt::rfc3339(timefmt::now_ms())),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            // Written only once attached: tells a waiting script that *this* daemon is ready,
+            // not the links a crashed one left pinned.
+            ("attached_pid", std::process::id().to_string()),
+        ],
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(drain::run_loop(
@@ -118,61 +141,64 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         events,
         &mut store,
         &mut namer,
+        &mut upkeep,
         &LoopOptions { sweep_interval: args.sweep_interval, iface: iface.name.clone() },
     ));
+    if let Err(e) = result {
+        // As after a crash: the pinned links keep the programs, and blocking, in place.
+        tracing::error!(
+            "stopping on an error: {e:#}. The programs stay attached and keep blocking; start \
+             tracker again to resume writing to the database"
+        );
+        return Err(e);
+    }
     if args.keep_attached {
         tracing::info!("leaving the programs attached (--keep-attached)");
     } else {
         kernel::detach(&pins)?;
-        store.set_daemon_facts(&[])?;
+        if let Err(e) = store.set_daemon_facts(&[]) {
+            tracing::warn!("clearing the daemon's facts in the database: {e:#}");
+        }
         tracing::info!(iface = %iface.name, "detached; maps stay pinned for the next start");
     }
-    result
+    Ok(())
 }
 
-/// An exclusive lock beside the database, held while the daemon runs: two daemons on one
-/// database would fight over the interface and the rows. The lock dies with the process, so a
-/// crash never leaves it stale.
-struct DaemonLock {
-    _file: File,
-}
-
-fn lock_path(db: &Path) -> PathBuf {
-    let mut p = db.as_os_str().to_owned();
-    p.push(".lock");
-    PathBuf::from(p)
-}
-
-impl DaemonLock {
-    fn acquire(db: &Path) -> Result<Self> {
-        let path = lock_path(db);
-        let mut file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let pid = daemon_pid(db).map_or_else(|| "?".into(), |p| p.to_string());
-            bail!("tracker is already running on {} (pid {pid}); stop it first", db.display());
+/// Parses `--log`: comma-separated `LEVEL` or `TARGET=LEVEL` directives. Every part must be
+/// one of those: `tracing_subscriber`'s own parser takes a bare word as a target name, so a
+/// typo such as `--log garbage` would silently switch logging off.
+fn parse_log(s: &str) -> Result<tracing_subscriber::filter::Targets> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = || {
+        anyhow::anyhow!(
+            "--log {}: expected a level ({}) or target=level pairs, as in `tracker=debug,warn`",
+            crate::text::quoted(s),
+            LEVELS.join(", ")
+        )
+    };
+    for part in s.split(',') {
+        let level = part.rsplit_once('=').map_or(part, |(target, level)| if target.is_empty() { "" } else { level });
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(bad());
         }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        Ok(Self { _file: file })
     }
+    s.parse().map_err(|_| bad())
 }
 
-/// The running daemon's pid, if one holds the lock for this database.
-pub fn daemon_pid(db: &Path) -> Option<u32> {
-    let mut file = File::open(lock_path(db)).ok()?;
-    // SAFETY: flock on a file descriptor we own.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
+pub use crate::daemon::daemon_pid;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_are_checked_word_by_word() {
+        for ok in ["info", "debug", "tracker=debug,warn", "WARN", "off"] {
+            assert!(parse_log(ok).is_ok(), "{ok}");
+        }
+        for bad in ["garbage", "info,garbage", "tracker=loud", "=info", ""] {
+            let e = parse_log(bad).unwrap_err().to_string();
+            assert!(e.contains("expected a level"), "{bad}: {e}");
+        }
     }
-    let mut s = String::new();
-    file.read_to_string(&mut s).ok()?;
-    s.trim().parse().ok()
 }

@@ -1,16 +1,12 @@
-//! The kernel side as userspace sees it: preflight checks (root, kernel version, bpffs, the
-//! interface and its link type), loading the embedded eBPF object with pinned maps, attaching
-//! XDP (ingress) and TC (egress) and pinning those links, and opening pinned maps from the CLI.
+//! The kernel side as userspace sees it: preflight checks (root, kernel version, the interface
+//! and its link type), loading the embedded eBPF object with pinned maps, attaching XDP
+//! (ingress) and TC (egress) and pinning those links. The pin directory itself is [`pins`].
 
-use std::{
-    ffi::CString,
-    path::{Path, PathBuf},
-};
+use std::ffi::CString;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,6 +17,9 @@ use aya::{
 };
 use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 
+pub mod pins;
+pub use pins::{DEFAULT_PIN_DIR, Owner, PIN_LINK_TC_EGRESS, PIN_LINK_XDP, PinDir, PinLock, PinSet};
+
 /// The compiled kernel programs, built by build.rs (aya-build) and embedded so the binary is
 /// self-contained.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracker-ebpf"));
@@ -28,20 +27,12 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// the benchmarks' baseline, what running any XDP program costs. Not used by tracker itself.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
-/// Where maps and links are pinned unless `--pin-dir` says otherwise.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tracker";
 /// Oldest kernel with everything the programs use: `bpf_xdp_load_bytes` (5.18) is the newest
 /// helper; ring buffers (5.8), BPF links for XDP (5.9) and coarse clock stamps (5.11) come earlier.
 pub const MIN_KERNEL: (u8, u8) = (5, 18);
-/// `statfs` magic of the BPF filesystem (include/uapi/linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// Link types from include/uapi/linux/if_arp.h.
 const ARPHRD_ETHER: u16 = 1;
 const ARPHRD_NONE: u16 = 0xfffe;
-/// File names of the pinned links inside the pin directory.
-pub const PIN_LINK_XDP: &str = "link_xdp";
-pub const PIN_LINK_TC_EGRESS: &str = "link_tc_egress";
-
 /// Fails unless running as root: loading programs needs CAP_BPF and CAP_NET_ADMIN, and the
 /// database and pins are root's.
 pub fn require_root(what: &str) -> Result<()> {
@@ -61,90 +52,6 @@ pub fn require_kernel() -> Result<()> {
             "kernel {v} is too old: tracker needs Linux {maj}.{min} or newer \
              (bpf_xdp_load_bytes, BPF ring buffers, XDP links)"
         );
-    }
-    Ok(())
-}
-
-/// The pin directory and the names inside it.
-#[derive(Clone, Debug)]
-pub struct PinDir(pub PathBuf);
-
-impl PinDir {
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn link(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Whether the pin directory lies on a mounted BPF filesystem.
-    pub fn on_bpffs(&self) -> bool {
-        let mut probe = self.0.as_path();
-        // The directory itself may not exist yet: its nearest existing ancestor decides.
-        while !probe.exists() {
-            match probe.parent() {
-                Some(p) => probe = p,
-                None => return false,
-            }
-        }
-        statfs_magic(probe) == Some(BPF_FS_MAGIC)
-    }
-
-    /// Makes sure the pin directory is on bpffs, mounting bpffs on its parent when that parent is
-    /// an empty mount point such as `/sys/fs/bpf` (not mounted at boot on some systems, and
-    /// hidden inside `ip netns exec`, which remounts /sys).
-    pub fn ensure_bpffs(&self) -> Result<()> {
-        if !self.on_bpffs() {
-            let parent = self.0.parent().ok_or_else(|| anyhow!("pin dir has no parent"))?;
-            mount_bpffs(parent).with_context(|| {
-                format!(
-                    "{} is not on a BPF filesystem and mounting one failed; mount it with \
-                     `mount -t bpf bpf {}` or pass --pin-dir on a bpffs",
-                    self.0.display(),
-                    parent.display()
-                )
-            })?;
-            tracing::info!(path = %parent.display(), "mounted bpffs");
-        }
-        std::fs::create_dir_all(&self.0)
-            .with_context(|| format!("creating the pin directory {}", self.0.display()))
-    }
-
-    /// Opens a pinned map; `Ok(None)` if it is not pinned (no daemon has run since boot).
-    pub fn open_map(&self, name: &str) -> Result<Option<Map>> {
-        let path = self.map(name);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned map {}", path.display()))?;
-        Ok(Some(Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?))
-    }
-
-    /// Whether a daemon's programs are attached (their links are pinned).
-    pub fn attached(&self) -> (bool, bool) {
-        (self.link(PIN_LINK_XDP).exists(), self.link(PIN_LINK_TC_EGRESS).exists())
-    }
-}
-
-fn statfs_magic(path: &Path) -> Option<i64> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: zeroed statfs is a valid out-parameter; the path is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
-}
-
-fn mount_bpffs(at: &Path) -> Result<()> {
-    std::fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
-    let target = CString::new(at.as_os_str().as_encoded_bytes())?;
-    let (src, fstype) = (c"bpf", c"bpf");
-    // SAFETY: all pointers are valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("mount -t bpf");
     }
     Ok(())
 }
@@ -284,6 +191,47 @@ impl Default for MapSizes {
     }
 }
 
+/// The sizes asked for on the command line; `None` takes what is pinned, or the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SizeRequest {
+    pub flows: Option<u32>,
+    pub blocks: Option<u32>,
+    pub events_bytes: Option<u32>,
+}
+
+impl SizeRequest {
+    /// The sizes to load with. A map that is already pinned is reused as it is (the loader
+    /// takes the pinned map and ignores the size asked for), so a size that differs from a
+    /// pinned map's is refused rather than silently ignored.
+    pub fn resolve(self, pins: &PinDir) -> Result<MapSizes> {
+        let d = MapSizes::default();
+        let check = |flag: &str, asked: Option<u32>, default: u32, maps: &[&str]| -> Result<u32> {
+            let mut pinned = None;
+            for name in maps {
+                if let Some(n) = pins.pinned_max_entries(name)? {
+                    pinned = Some(n);
+                    if let Some(a) = asked.filter(|a| *a != n) {
+                        bail!(
+                            "{name} is pinned in {} with {n} entries, so {flag} {a} cannot take \
+                             effect: sizes change only with new pins. Stop tracker, remove the pins \
+                             (`rm -r {}`; blocking stops until the next start) and start again, or \
+                             leave out {flag}",
+                            pins.0.display(),
+                            pins.0.display()
+                        );
+                    }
+                }
+            }
+            Ok(asked.or(pinned).unwrap_or(default))
+        };
+        Ok(MapSizes {
+            flows: check("--flow-entries", self.flows, d.flows, &[names::FLOWS_V4, names::FLOWS_V6])?,
+            blocks: check("--block-entries", self.blocks, d.blocks, &[names::BLOCK_V4, names::BLOCK_V6])?,
+            events_bytes: check("--ring-bytes", self.events_bytes, d.events_bytes, &[names::EVENTS])?,
+        })
+    }
+}
+
 /// The single flow table of versions before `FLOWS_V4`/`FLOWS_V6`.
 const RETIRED_FLOWS_PIN: &str = "FLOWS";
 
@@ -308,14 +256,9 @@ pub fn load(pins: &PinDir, l2_len: u32, sizes: MapSizes) -> Result<Ebpf> {
         .map_max_entries(names::BLOCK_V6, sizes.blocks)
         .map_max_entries(names::EVENTS, sizes.events_bytes)
         .override_global(names::GLOBAL_L2_LEN, &l2_len, true);
-    let mut ebpf = loader.load(EBPF_OBJECT).with_context(|| {
-        format!(
-            "loading tracker's eBPF object (maps pinned in {}); if you changed map sizes, \
-             remove the old pins first: rm -r {}",
-            pins.0.display(),
-            pins.0.display()
-        )
-    })?;
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .with_context(|| format!("loading tracker's eBPF object (maps pinned in {})", pins.0.display()))?;
     prog_xdp(&mut ebpf)?.load().context("verifying the XDP program")?;
     prog_tc(&mut ebpf)?.load().context("verifying the TC egress program")?;
     Ok(ebpf)
@@ -365,7 +308,8 @@ impl AttachedMode {
 /// atomically: no packet passes the interface unseen (or unblocked) during a restart. Links on
 /// another interface, or whose interface is gone, are removed first. The daemon has checked
 /// beforehand that they are not another namespace's ([`ensure_links_of_this_netns`]).
-pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedMode> {
+pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<(AttachedMode, HeldLinks)> {
+    let mut held = HeldLinks::default();
     let old_xdp = reusable_link(pins, PIN_LINK_XDP, iface.index)?;
     let old_tc = reusable_link(pins, PIN_LINK_TC_EGRESS, iface.index)?;
 
@@ -390,9 +334,10 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedM
             )
         })?;
         let xdp_link = FdLink::try_from(xdp.take_link(xdp_id)?).context("XDP link is not a BPF link")?;
-        xdp_link
+        let pinned = xdp_link
             .pin(pins.link(PIN_LINK_XDP))
             .with_context(|| format!("pinning the XDP link in {}", pins.0.display()))?;
+        held.0.push(pinned);
         mode
     };
 
@@ -400,7 +345,7 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedM
     if let Some(link) = old_tc {
         let link = SchedClassifierLink::try_from(link).context("the pinned TC link is not a TCX link")?;
         tc.attach_to_link(link).context("replacing the program of the pinned TC link")?;
-        return Ok(mode);
+        return Ok((mode, held));
     }
     // TCX (6.6+) gives a BPF link that can be pinned; on older kernels aya falls back to a
     // clsact qdisc with cls_bpf, which lives on the interface until removed.
@@ -413,13 +358,24 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<AttachedM
     let tc_link = tc.take_link(tc_id)?;
     match FdLink::try_from(tc_link) {
         Ok(link) => {
-            link.pin(pins.link(PIN_LINK_TC_EGRESS))
+            let pinned = link
+                .pin(pins.link(PIN_LINK_TC_EGRESS))
                 .with_context(|| format!("pinning the TC link in {}", pins.0.display()))?;
+            held.0.push(pinned);
         }
         Err(_) => tracing::warn!("TC egress is attached through netlink (kernel < 6.6): not pinned"),
     }
-    Ok(mode)
+    Ok((mode, held))
 }
+
+/// The daemon's own references to the links it created and pinned (a link the daemon reused
+/// with BPF_LINK_UPDATE is held by its program in the [`Ebpf`] object). Pins alone would let
+/// `rm -r` of the pin directory detach the programs; with these the links live as long as the
+/// daemon, and [`PinSet::repin`] can pin them again. Dropping them after [`detach`] (or with
+/// the pins kept) changes nothing else.
+#[derive(Debug, Default)]
+#[must_use = "dropping the links' last references detaches them once their pins are removed"]
+pub struct HeldLinks(Vec<PinnedLink>);
 
 /// The link pinned as `name`, if it is still attached to interface `ifindex`; otherwise the pin
 /// is removed (dropping the last reference detaches the link) and `None` returned.
@@ -500,15 +456,12 @@ fn ifname_of(index: u32) -> Option<String> {
 /// prints too. Not finding out is an error, never "gone": a live link must not be unpinned.
 fn link_ifindex(link: &FdLink) -> Result<Option<u32>> {
     let id = link.info().context("reading a pinned link")?.id();
-    let field = |info: &str, key: &str| -> Option<u32> {
-        info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok())
-    };
-    let fdinfo = std::fs::read_dir("/proc/self/fdinfo").context("reading /proc/self/fdinfo")?;
-    let info = fdinfo
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .find(|info| field(info, "link_id:") == Some(id))
-        .with_context(|| format!("no fdinfo for BPF link {id}"))?;
-    let index = field(&info, "ifindex:").with_context(|| format!("BPF link {id} has no ifindex"))?;
+    let (_, info) = pins::own_fd("link_id:", id)?.with_context(|| format!("no fdinfo for BPF link {id}"))?;
+    let index = info
+        .lines()
+        .find_map(|l| l.strip_prefix("ifindex:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .with_context(|| format!("BPF link {id} has no ifindex"))?;
     Ok((index != 0).then_some(index))
 }
 

@@ -27,30 +27,130 @@ pub struct BlockCounters {
     pub dropped_kernel: u64,
 }
 
+/// What [`Store::add_block_then`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    New(u32),
+    Exists { id: u32, comment_updated: bool },
+}
+
+/// A rule as stored, without counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRule {
+    pub id: u32,
+    pub kind: String,
+    pub rule: String,
+    pub comment: Option<String>,
+    pub created: i64,
+}
+
 impl Store {
-    /// Adds a rule; `Ok(None)` if the same rule already exists (nothing changes).
-    pub fn add_block(&mut self, kind: &str, rule: &str, comment: Option<&str>) -> Result<Option<u32>> {
-        let n = self
+    /// Adds a rule and, inside the same transaction, runs `apply` with its new id (the kernel
+    /// insert): if `apply` fails the rule is not stored, so an error changes nothing. An
+    /// existing rule is left as it is, except that a new comment replaces the old one.
+    pub fn add_block_then(
+        &mut self,
+        kind: &str,
+        rule: &str,
+        comment: Option<&str>,
+        apply: impl FnOnce(u32) -> Result<()>,
+    ) -> Result<Added> {
+        let path = self.path.clone();
+        let tx = self
             .conn
-            .execute(
-                "INSERT INTO block_rules (kind, rule, comment, created) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, rule) DO NOTHING",
-                params![kind, rule, comment, timefmt::now_ms()],
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| super::explain_path(&path, e))?;
+        let existing: Option<(u32, Option<String>)> = tx
+            .query_row(
+                "SELECT id, comment FROM block_rules WHERE kind = ?1 AND rule = ?2",
+                params![kind, rule],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map_err(|e| self.explain(e))?;
-        Ok((n == 1).then(|| self.conn.last_insert_rowid() as u32))
+            .optional()?;
+        if let Some((id, old)) = existing {
+            let changed = comment.is_some_and(|c| old.as_deref() != Some(c));
+            if changed {
+                tx.execute("UPDATE block_rules SET comment = ?2 WHERE id = ?1", params![id, comment])?;
+                tx.commit().map_err(|e| super::explain_path(&path, e))?;
+            }
+            return Ok(Added::Exists { id, comment_updated: changed });
+        }
+        tx.execute(
+            "INSERT INTO block_rules (kind, rule, comment, created) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, rule, comment, timefmt::now_ms()],
+        )
+        .map_err(|e| super::explain_path(&path, e))?;
+        let id = tx.last_insert_rowid() as u32;
+        apply(id)?;
+        tx.commit().map_err(|e| super::explain_path(&path, e))?;
+        Ok(Added::New(id))
     }
 
-    /// Removes a rule; returns its id, or `None` if there was no such rule.
-    pub fn remove_block(&mut self, kind: &str, rule: &str) -> Result<Option<u32>> {
-        self.conn
+    /// Removes a rule and, inside the same transaction, runs `apply` with its id (the kernel
+    /// removal): if `apply` fails the rule stays. `Ok(None)` if there was no such rule.
+    pub fn remove_block_then(
+        &mut self,
+        kind: &str,
+        rule: &str,
+        apply: impl FnOnce(u32) -> Result<()>,
+    ) -> Result<Option<u32>> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| super::explain_path(&path, e))?;
+        let id: Option<u32> = tx
             .query_row(
                 "DELETE FROM block_rules WHERE kind = ?1 AND rule = ?2 RETURNING id",
                 params![kind, rule],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| self.explain(e))
+            .map_err(|e| super::explain_path(&path, e))?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        apply(id)?;
+        tx.commit().map_err(|e| super::explain_path(&path, e))?;
+        Ok(Some(id))
+    }
+
+    /// [`Store::add_block_then`] with nothing else to do: the new rule's id, or `None` if it
+    /// existed.
+    pub fn add_block(&mut self, kind: &str, rule: &str, comment: Option<&str>) -> Result<Option<u32>> {
+        Ok(match self.add_block_then(kind, rule, comment, |_| Ok(()))? {
+            Added::New(id) => Some(id),
+            Added::Exists { .. } => None,
+        })
+    }
+
+    /// [`Store::remove_block_then`] with nothing else to do.
+    pub fn remove_block(&mut self, kind: &str, rule: &str) -> Result<Option<u32>> {
+        self.remove_block_then(kind, rule, |_| Ok(()))
+    }
+
+    /// Every rule with what is needed to write it again into a new database.
+    pub fn stored_rules(&self) -> Result<Vec<StoredRule>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind, rule, comment, created FROM block_rules ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRule { id: r.get(0)?, kind: r.get(1)?, rule: r.get(2)?, comment: r.get(3)?, created: r.get(4)? })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().context("reading block rules")
+    }
+
+    /// Writes a rule under a given id (the kernel's, when a lost database is rebuilt from the
+    /// kernel maps). An id or rule already present is left alone.
+    pub fn restore_rule(&mut self, r: &StoredRule) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO block_rules (id, kind, rule, comment, created) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![r.id, r.kind, r.rule, r.comment, r.created],
+            )
+            .map_err(|e| self.explain(e))?;
+        Ok(())
     }
 
     /// Every rule of `kind` as (id, rule text).
