@@ -177,9 +177,12 @@ impl Store {
                     truncated,
                     r.cname(),
                     r.min_ttl(),
-                ])?;
+                ])
+                .map_err(|e| explain_path(&self.path, e))?;
                 for (position, a) in answers.iter().enumerate() {
-                    answer.execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])?;
+                    answer
+                        .execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])
+                        .map_err(|e| explain_path(&self.path, e))?;
                 }
             }
         }
@@ -252,8 +255,30 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().context("reading DNS answers")
     }
 
+    /// How many exchanges [`Store::dns`] would list for `q` without its limit.
+    pub fn dns_total(&self, q: &DnsQuery) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            &format!(
+                "SELECT count(*) FROM dns_queries q
+                 WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2) AND {DOMAIN_MATCH}"
+            ),
+            params![
+                q.since_ms.unwrap_or(i64::MIN),
+                q.client.map(|c| c.to_string()),
+                q.domain.as_deref().map(normalize_domain),
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// Query counts per name (or registrable domain), most queried first, then by name.
     pub fn domains(&self, q: &DomainQuery) -> Result<Vec<DomainRow>> {
+        Ok(self.domains_counted(q)?.0)
+    }
+
+    /// [`Store::domains`] and how many rows there were before `q.limit` cut them.
+    pub fn domains_counted(&self, q: &DomainQuery) -> Result<(Vec<DomainRow>, u64)> {
         // Per (name, client) in SQL; grouping and distinct clients in Rust, because the
         // registrable domain comes from the public suffix list, not from SQL.
         let mut stmt = self.conn.prepare_cached(
@@ -309,10 +334,11 @@ impl Store {
             })
             .collect();
         out.sort_by(|a, b| b.queries.cmp(&a.queries).then_with(|| a.domain.cmp(&b.domain)));
+        let total = out.len() as u64;
         if let Some(limit) = q.limit {
             out.truncate(limit as usize);
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     /// Answered exchanges with addresses since `since_ms`, oldest first, at most `limit`.
@@ -411,6 +437,10 @@ mod tests {
         assert_eq!(s.dns(&DnsQuery { client, ..Default::default() }).unwrap().len(), 1);
         assert_eq!(s.dns(&DnsQuery { since_ms: Some(2_000), ..Default::default() }).unwrap().len(), 1);
         assert_eq!(s.dns(&DnsQuery { limit: Some(1), ..Default::default() }).unwrap().len(), 1);
+        // The total a cut listing reports ignores the limit and keeps the filters.
+        assert_eq!(s.dns_total(&DnsQuery { limit: Some(1), ..Default::default() }).unwrap(), 2);
+        assert_eq!(s.dns_total(&DnsQuery { domain: Some("example.com".into()), ..Default::default() }).unwrap(), 1);
+        assert_eq!(s.dns_total(&DnsQuery { client, ..Default::default() }).unwrap(), 1);
     }
 
     #[test]
@@ -437,6 +467,10 @@ mod tests {
         let grouped = q(2, Grouping::Registrable);
         let summary: Vec<(&str, u64, u64)> = grouped.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
         assert_eq!(summary, [("example.co.uk", 5, 2)]);
+        let (cut, total) = s
+            .domains_counted(&DomainQuery { since_ms: None, client: None, min_queries: 1, group: Grouping::Name, limit: Some(1) })
+            .unwrap();
+        assert_eq!((cut.len(), total), (1, 3));
     }
 
     #[test]

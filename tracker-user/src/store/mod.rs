@@ -1,5 +1,6 @@
-//! SQLite storage: opening (WAL, migrations, clear errors for locked or newer databases), writing
-//! swept flows and block counters, and the queries behind the CLI.
+//! SQLite storage: opening (a writer that creates, migrates and uses WAL; a read-only reader;
+//! clear errors for locked, foreign, read-only, full or newer databases), writing swept flows
+//! and block counters, and the queries behind the CLI.
 
 pub mod blocks;
 pub mod dns;
@@ -15,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, params};
 use serde::Serialize;
 
 use crate::{
@@ -93,19 +94,87 @@ pub fn protocol_name(p: u8) -> String {
     }
 }
 
+/// Who opens the database: the daemon and block commands write (and create, migrate), every
+/// listing only reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Write,
+    Read,
+}
+
 impl Store {
-    /// Opens (creating it and its folder if needed) and migrates the database.
+    /// Opens the database for writing, as the daemon and the block commands do: creates it (its
+    /// folder with mode 0700, the file with 0600) if missing, tightens an existing file's mode to
+    /// 0600, switches it to WAL and migrates it. A SQLite file that is not tracker's is refused
+    /// before anything is written.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the database folder {}", dir.display()))?;
-        }
-        let conn = Connection::open(path)
-            .with_context(|| format!("opening the database {}", path.display()))?;
+        refuse_directory(path)?;
+        let created = create_private(path)?;
+        let conn = Connection::open(path).map_err(|e| explain(path, e, Access::Write))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mut store = Self { conn, path: path.to_owned() };
+        store.check_owner(Access::Write)?;
+        if !created {
+            tighten_mode(path);
+        }
         store.pragma_setup()?;
         store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only (SQLITE_OPEN_READ_ONLY), for the listings and
+    /// `tracker status`: never creates, migrates or changes the journal mode, so it works on a
+    /// read-only filesystem, and beside a running daemon (WAL). Refuses a database that is not
+    /// tracker's, one newer than this build and one older (a writer migrates it).
+    pub fn open_reader(path: &Path) -> Result<Self> {
+        refuse_directory(path)?;
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no database at {} yet: start the daemon with `tracker run`, or pass --db",
+                path.display()
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot read {}{}",
+                    path.display(),
+                    sudo_hint()
+                )));
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| explain(path, e, Access::Read))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut store = Self { conn, path: path.to_owned() };
+        if let Err(e) = store.check_owner(Access::Read) {
+            // A WAL database on a read-only filesystem whose -shm is gone (the last writer
+            // removed it) cannot be opened the usual way: nobody can change the file there, so
+            // it is read as immutable.
+            let cannot_open = e
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                == Some(ErrorCode::CannotOpen);
+            if !(cannot_open && on_readonly_fs(path)) {
+                return Err(e);
+            }
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| explain(path, e, Access::Read))?;
+            store = Self { conn, path: path.to_owned() };
+            store.check_owner(Access::Read)?;
+        }
+        let version = store.schema_version()?;
+        if version > schema::VERSION {
+            bail!("{}", newer_message(path, version));
+        }
+        if version < schema::VERSION {
+            bail!(
+                "the database {} has schema version {version}, older than this tracker's ({}): \
+                 a writer migrates it; start the daemon (`tracker run`) once and try again",
+                path.display(),
+                schema::VERSION
+            );
+        }
         Ok(store)
     }
 
@@ -113,11 +182,45 @@ impl Store {
         &self.path
     }
 
+    /// This database's identity: 32 hex characters written once by migration 3 (`meta`), the
+    /// same for readers and writers, kept by copies of the file.
+    pub fn db_id(&self) -> Result<String> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [schema::META_DB_ID], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.explain(e))?
+            .with_context(|| format!("the database {} has no db_id in its meta table", self.path.display()))
+    }
+
+    /// Refuses another program's SQLite database before anything touches it (see
+    /// [`schema::APPLICATION_ID`]). An empty file or a database without tables is free to use.
+    fn check_owner(&self, access: Access) -> Result<()> {
+        let read = || -> rusqlite::Result<(i32, u32, Vec<String>)> {
+            let app: i32 = self.conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+            let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let mut stmt = self.conn.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 7) != 'sqlite_'
+                 ORDER BY name",
+            )?;
+            let tables = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok((app, version, tables))
+        };
+        let (app, version, tables) = read().map_err(|e| explain(&self.path, e, access))?;
+        if let Some(why) = foreign(app, version, &tables) {
+            bail!(
+                "{} is another program's SQLite database ({why}): tracker leaves it alone; pass \
+                 another --db",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
     fn pragma_setup(&self) -> Result<()> {
         // WAL lets the CLI read while the daemon writes; NORMAL sync is durable at checkpoints
         // and loses at most the last sweep on power loss, which the next sweep rewrites anyway.
-        // Two processes opening a new database at once (the daemon creating it, a `tracker
-        // status` polling for it) may both try to switch it to WAL; SQLite then answers BUSY at
+        // Two processes opening a new database at once (the daemon creating it, a block command
+        // at the same moment) may both try to switch it to WAL; SQLite then answers BUSY at
         // once, without the busy handler, to break the deadlock. Try again until the timeout.
         let started = std::time::Instant::now();
         let mode: String = loop {
@@ -141,32 +244,13 @@ impl Store {
 
     /// Turns SQLite's terse errors into ones that say what to do.
     fn explain(&self, e: rusqlite::Error) -> anyhow::Error {
-        let path = self.path.display();
-        match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow::anyhow!(
-                "the database {path} is locked by another process (waited {}s); \
-                 is another tracker writing to it?",
-                BUSY_TIMEOUT.as_secs()
-            ),
-            Some(ErrorCode::NotADatabase) => {
-                anyhow::anyhow!("{path} is not a tracker database (not SQLite)")
-            }
-            Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
-                anyhow::anyhow!("cannot write {path}: {e} (tracker's database is root's; try sudo)")
-            }
-            _ => anyhow::Error::new(e).context(format!("database {path}")),
-        }
+        explain(&self.path, e, Access::Write)
     }
 
     fn migrate(&mut self) -> Result<()> {
         let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > schema::VERSION {
-            bail!(
-                "the database {} has schema version {version}, newer than this tracker knows \
-                 ({}); it was written by a newer tracker: upgrade tracker, or use another --db",
-                self.path.display(),
-                schema::VERSION
-            );
+            bail!("{}", newer_message(&self.path, version));
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
             let to = i + 1;
@@ -180,7 +264,14 @@ impl Store {
             if now >= to as u32 {
                 continue;
             }
-            tx.execute_batch(sql).with_context(|| format!("applying schema migration {to}"))?;
+            tx.execute_batch(sql).map_err(|e| explain_path(&self.path, e)).with_context(|| format!("applying schema migration {to}"))?;
+            if to == 3 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![schema::META_DB_ID, random_id()?],
+                )?;
+            }
+            tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", to)?;
             tx.commit().map_err(|e| explain_path(&self.path, e))?;
             if version > 0 {
@@ -258,7 +349,8 @@ impl Store {
                     source.map(|s| s.as_str()),
                     cname,
                     remote_class.as_str(),
-                ])?;
+                ])
+                .map_err(|e| explain_path(&self.path, e))?;
             }
         }
         tx.commit().map_err(|e| explain_path(&self.path, e))
@@ -299,6 +391,16 @@ impl Store {
     }
 
 
+    /// How many flows [`Store::flows`] would list for `q` without its limit.
+    pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM flows WHERE last_seen >= ?1",
+            [q.since_ms.unwrap_or(i64::MIN)],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     pub fn set_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
         let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
         tx.execute("DELETE FROM daemon", [])?;
@@ -337,13 +439,204 @@ impl Store {
 }
 
 fn explain_path(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    explain(path, e, Access::Write)
+}
+
+/// True when `e` (or a cause) is SQLite's "database or disk is full": the daemon keeps counting
+/// in the kernel and retries rather than stop.
+pub fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code) == Some(ErrorCode::DiskFull)
+    })
+}
+
+/// SQLite's error as what is true for the user. Where the rusqlite error is kept as the cause, it
+/// stays reachable with `downcast_ref::<rusqlite::Error>()`.
+fn explain(path: &Path, e: rusqlite::Error, access: Access) -> anyhow::Error {
+    let shown = path.display();
+    let verb = match access {
+        Access::Write => "write",
+        Access::Read => "read",
+    };
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => anyhow::anyhow!(
-            "the database {} is locked by another process; is another tracker writing to it?",
-            path.display()
+            "the database {shown} is locked by another process (waited {}s); is another tracker \
+             writing to it?",
+            BUSY_TIMEOUT.as_secs()
         ),
-        _ => anyhow::Error::new(e).context(format!("database {}", path.display())),
+        Some(ErrorCode::NotADatabase) => anyhow::anyhow!(
+            "{shown} is not a tracker database (not SQLite): tracker leaves it alone; pass another --db"
+        ),
+        Some(ErrorCode::DiskFull) => {
+            anyhow::Error::new(e).context(format!("the disk holding {shown} is full"))
+        }
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            let why = if on_readonly_fs(path) {
+                format!("{shown} is on a read-only filesystem (remount it read-write, or pass another --db)")
+            } else if let Some(mode) = readonly_mode(path).filter(|_| access == Access::Write) {
+                format!("{shown} is a read-only file (mode {mode:04o}; chmod u+w it, or pass another --db)")
+            } else {
+                return anyhow::Error::new(e).context(format!("cannot {verb} {shown}{}", sudo_hint()));
+            };
+            anyhow::Error::new(e).context(format!("cannot {verb} the database: {why}"))
+        }
+        _ => anyhow::Error::new(e).context(format!("database {shown}")),
     }
+}
+
+fn newer_message(path: &Path, version: u32) -> String {
+    format!(
+        "the database {} has schema version {version}, newer than this tracker knows ({}); it \
+         was written by a newer tracker: upgrade tracker, or use another --db",
+        path.display(),
+        schema::VERSION
+    )
+}
+
+/// Why a SQLite file with these header values and tables is another program's, or `None` when
+/// it is tracker's (of this or an earlier version) or still empty.
+fn foreign(application_id: i32, user_version: u32, tables: &[String]) -> Option<String> {
+    if application_id == schema::APPLICATION_ID {
+        return None;
+    }
+    if application_id != 0 {
+        return Some(format!("application_id {application_id:#010x}"));
+    }
+    if tables.is_empty() {
+        return None;
+    }
+    // Before application_id, tracker's databases had a version and its first tables.
+    let has = |t: &str| tables.iter().any(|n| n == t);
+    if user_version >= 1 && has("flows") && has("block_rules") {
+        return None;
+    }
+    const SHOWN: usize = 5;
+    let mut list: Vec<String> =
+        tables.iter().take(SHOWN).map(|t| crate::text::escape_controls(t).into_owned()).collect();
+    if tables.len() > SHOWN {
+        list.push(format!("and {} more", tables.len() - SHOWN));
+    }
+    Some(format!("tables: {}", list.join(", ")))
+}
+
+/// `--db /var/lib/tracker` is a folder: say so, not SQLite's "unable to open" twice.
+fn refuse_directory(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{} is a directory: --db takes a database file, e.g. {}",
+            path.display(),
+            path.join("tracker.db").display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates a missing database folder (0700) and file (0600, empty: SQLite initialises it and
+/// gives its -wal and -shm the same mode). Returns whether the file was created. Existing
+/// folders are left as they are: one may be /tmp.
+fn create_private(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the database folder {}{}", dir.display(), sudo_hint()))?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // Let SQLite report what it cannot do (read-only filesystem, permissions) in its terms.
+        Err(_) => Ok(false),
+    }
+}
+
+/// The database and its -wal and -shm, if group or others may read them, become the owner's
+/// only (0600): flows and the DNS history say where everyone went.
+fn tighten_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o7700 | 0o600)) {
+            Ok(()) => tracing::info!(
+                path = %p.display(),
+                was = format!("{mode:04o}"),
+                now = "0600",
+                "made the database readable by its owner only"
+            ),
+            Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot restrict the database's mode"),
+        }
+    }
+}
+
+/// True when `path` (or, if it does not exist, its folder) is on a read-only mount.
+fn on_readonly_fs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let target = if path.exists() { path } else { path.parent().unwrap_or(path) };
+    let target = if target.as_os_str().is_empty() { Path::new(".") } else { target };
+    let Ok(c) = std::ffi::CString::new(target.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statvfs reads a NUL-terminated path and writes into the struct we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0) && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// The file's mode when nobody may write it (no write bit at all).
+fn readonly_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o222 == 0).then_some(mode)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The sudo hint, only for those it can help: root is refused for other reasons.
+fn sudo_hint() -> &'static str {
+    if is_root() { "" } else { " (tracker's database is root's; try sudo)" }
+}
+
+/// A path for an SQLite `file:` URI: the characters URIs give a meaning to, percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// 32 lower-case hex characters from 16 bytes of the kernel's getrandom.
+fn random_id() -> Result<String> {
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer we own.
+        let n = unsafe { libc::getrandom(buf[got..].as_mut_ptr().cast(), buf.len() - got, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(anyhow::Error::new(e).context("reading random bytes for the database id"));
+        }
+        got += n as usize;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -519,6 +812,224 @@ pub(crate) mod tests {
         let one = s.flows(&FlowQuery { since_ms: None, limit: Some(1) }).unwrap();
         assert_eq!(one[0].packets_up, 50);
         assert_eq!(one[0].protocol, "tcp");
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn flows_total_ignores_the_limit() {
+        let mut s = Store::open(&temp_db("total")).unwrap();
+        s.upsert_flows("b", &[flow(1, 1, 1_000), flow(2, 50, 9_000), flow(3, 10, 9_500)]).unwrap();
+        assert_eq!(s.flows_total(&FlowQuery { since_ms: None, limit: Some(1) }).unwrap(), 3);
+        assert_eq!(s.flows_total(&FlowQuery { since_ms: Some(5_000), limit: None }).unwrap(), 2);
+    }
+
+    /// Bug 5: `tracker flows --db other.db` took over another program's database.
+    #[test]
+    fn another_programs_database_is_refused_untouched() {
+        let p = temp_db("foreign");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE customers (id INTEGER, name TEXT)").unwrap();
+        drop(c);
+        let before = std::fs::read(&p).unwrap();
+        let mode = mode_of(&p);
+        for err in [Store::open(&p).err().unwrap(), Store::open_reader(&p).err().unwrap()] {
+            let err = format!("{err:#}");
+            assert!(err.contains("another program's SQLite database (tables: customers)"), "{err}");
+            assert!(err.contains("tracker leaves it alone"), "{err}");
+            assert!(err.contains(&p.display().to_string()), "{err}");
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), before, "not one byte changed");
+        assert_eq!(mode_of(&p), mode);
+        let wal = PathBuf::from(format!("{}-wal", p.display()));
+        assert!(!wal.exists());
+        // Another application id, even without tables.
+        let q = temp_db("foreign-id");
+        std::fs::create_dir_all(q.parent().unwrap()).unwrap();
+        let c = Connection::open(&q).unwrap();
+        c.pragma_update(None, "application_id", 0x1234_5678).unwrap();
+        drop(c);
+        let err = format!("{:#}", Store::open(&q).err().unwrap());
+        assert!(err.contains("application_id 0x12345678"), "{err}");
+    }
+
+    #[test]
+    fn an_earlier_trackers_database_is_migrated_and_marked() {
+        let p = temp_db("earlier");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let c = Connection::open(&p).unwrap();
+        for (i, sql) in schema::MIGRATIONS[..2].iter().enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        drop(c);
+        // A reader says a writer migrates it, and changes nothing.
+        let err = format!("{:#}", Store::open_reader(&p).err().unwrap());
+        assert!(err.contains("older than this tracker's") && err.contains("`tracker run`"), "{err}");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), schema::VERSION);
+        let app: i32 = s.conn.pragma_query_value(None, "application_id", |r| r.get(0)).unwrap();
+        assert_eq!(app, schema::APPLICATION_ID);
+        assert_eq!(app, 0x54524B52);
+    }
+
+    #[test]
+    fn db_id_is_random_hex_written_once() {
+        let p = temp_db("dbid");
+        let id = Store::open(&p).unwrap().db_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+        assert_eq!(Store::open(&p).unwrap().db_id().unwrap(), id);
+        assert_eq!(Store::open_reader(&p).unwrap().db_id().unwrap(), id);
+        assert_ne!(Store::open(&temp_db("dbid-2")).unwrap().db_id().unwrap(), id);
+    }
+
+    #[test]
+    fn reader_never_creates_and_never_writes() {
+        let p = temp_db("reader-missing");
+        let err = Store::open_reader(&p).err().unwrap().to_string();
+        assert!(err.contains("no database at") && err.contains("`tracker run`"), "{err}");
+        assert!(!p.parent().unwrap().exists(), "no folder created");
+        // Beside a writer in WAL mode: reads what it committed, cannot write.
+        let p = temp_db("reader-wal");
+        let mut w = Store::open(&p).unwrap();
+        w.upsert_flows("b", &[flow(1, 1, 1_000)]).unwrap();
+        let r = Store::open_reader(&p).unwrap();
+        assert_eq!(r.flow_count().unwrap(), 1);
+        w.upsert_flows("b", &[flow(2, 1, 1_000)]).unwrap();
+        assert_eq!(r.flow_count().unwrap(), 2);
+        assert!(r.conn.execute("DELETE FROM flows", []).is_err());
+        // An empty file is not a database yet: the reader leaves it empty.
+        let e = temp_db("reader-empty");
+        std::fs::create_dir_all(e.parent().unwrap()).unwrap();
+        std::fs::write(&e, b"").unwrap();
+        assert!(Store::open_reader(&e).is_err());
+        assert_eq!(std::fs::metadata(&e).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_directory_is_not_a_database() {
+        let p = temp_db("dir");
+        let dir = p.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        for err in [Store::open(dir).err().unwrap(), Store::open_reader(dir).err().unwrap()] {
+            let err = format!("{err:#}");
+            assert_eq!(
+                err,
+                format!("{} is a directory: --db takes a database file, e.g. {}/tracker.db", dir.display(), dir.display())
+            );
+        }
+    }
+
+    /// Bug 11: the database was world-readable.
+    #[test]
+    fn the_writer_keeps_the_database_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = temp_db("private");
+        let mut s = Store::open(&p).unwrap();
+        s.upsert_flows("b", &[flow(1, 1, 1_000)]).unwrap();
+        assert_eq!(mode_of(p.parent().unwrap()), 0o700);
+        assert_eq!(mode_of(&p), 0o600);
+        let wal = PathBuf::from(format!("{}-wal", p.display()));
+        assert_eq!(mode_of(&wal), 0o600);
+        drop(s);
+        // An existing world-readable database (an earlier tracker's) is tightened.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert_eq!(mode_of(&p), 0o600);
+        assert_eq!(mode_of(p.parent().unwrap()), 0o755, "existing folders are left alone");
+        drop(s);
+        // A reader changes no mode.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(Store::open_reader(&p).unwrap());
+        assert_eq!(mode_of(&p), 0o640);
+    }
+
+    #[test]
+    fn foreign_rules() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(foreign(0, 0, &[]), None);
+        assert_eq!(foreign(schema::APPLICATION_ID, 3, &t(&["flows"])), None);
+        assert_eq!(foreign(0, 2, &t(&["block_rules", "daemon", "flows"])), None);
+        assert_eq!(foreign(0, 0, &t(&["customers"])).as_deref(), Some("tables: customers"));
+        assert!(foreign(0, 0, &t(&["flows", "block_rules"])).is_some(), "no version: not ours");
+        assert!(foreign(0, 7, &t(&["customers"])).is_some());
+        assert_eq!(
+            foreign(0, 0, &t(&["a", "b", "c", "d", "e", "f", "g"])).as_deref(),
+            Some("tables: a, b, c, d, e, and 2 more")
+        );
+        assert_eq!(foreign(1, 0, &[]).as_deref(), Some("application_id 0x00000001"));
+    }
+
+    /// A tmpfs at a fresh directory, for the read-only and full-disk tests (root only; skipped
+    /// where mounting is not allowed).
+    struct Tmpfs(PathBuf);
+    impl Tmpfs {
+        fn mount(name: &str, size: &str) -> Option<Self> {
+            let dir = std::env::temp_dir().join(format!("tracker-store-mnt-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| Self(dir))
+        }
+        fn remount_ro(&self) {
+            let ok = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).status().unwrap();
+            assert!(ok.success());
+        }
+    }
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_read_only_filesystem_is_said_and_readers_still_read() {
+        if !is_root() {
+            return;
+        }
+        let Some(fs) = Tmpfs::mount("ro", "4m") else { return };
+        let p = fs.0.join("t.db");
+        let mut s = Store::open(&p).unwrap();
+        s.upsert_flows("b", &[flow(1, 1, 1_000)]).unwrap();
+        drop(s); // the last connection removes -wal and -shm
+        fs.remount_ro();
+        let err = format!("{:#}", Store::open(&p).err().unwrap());
+        assert!(err.contains("read-only filesystem"), "{err}");
+        assert!(!err.contains("sudo"), "{err}");
+        let r = Store::open_reader(&p).unwrap();
+        assert_eq!(r.flow_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_said_and_the_sqlite_error_kept() {
+        if !is_root() {
+            return;
+        }
+        let Some(fs) = Tmpfs::mount("full", "256k") else { return };
+        let mut s = Store::open(&fs.0.join("t.db")).unwrap();
+        let mut err = None;
+        for round in 0..200u64 {
+            let batch: Vec<FlowRecord> = (0..200).map(|i| flow(round * 1000 + i, 1, 1_000)).collect();
+            if let Err(e) = s.upsert_flows("b", &batch) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("the disk filled up");
+        let text = format!("{err:#}");
+        assert!(text.contains(&format!("the disk holding {} is full", fs.0.join("t.db").display())), "{text}");
+        assert!(err.downcast_ref::<rusqlite::Error>().is_some(), "{text}");
+        assert!(is_disk_full(&err));
     }
 
     #[test]

@@ -4,6 +4,19 @@
 //!
 //! `PRAGMA user_version` holds the number of migrations applied. Migrations only ever append:
 //! a released migration is never edited, so every database reaches the same shape.
+//!
+//! `PRAGMA application_id` is [`APPLICATION_ID`], set by every migration (a database of an
+//! earlier tracker, which has 0 there, gets it at its next migration). It marks the file as
+//! tracker's for `file(1)` and for tracker itself: a SQLite file with another application id,
+//! or with tables but no id and no version, is another program's and is left alone.
+
+/// `PRAGMA application_id` of tracker's databases: the ASCII bytes of "TRKR", big-endian
+/// (0x54524B52 = 1414679378). `file(1)` prints it as "SQLite 3.x database, application id
+/// 1414679378".
+pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"TRKR");
+
+/// Key of the database identity row in `meta` (migration 3).
+pub const META_DB_ID: &str = "db_id";
 
 /// Migration `i` (0-based) takes the database from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -109,6 +122,19 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE flows ADD COLUMN remote_class TEXT; -- public, documentation, private, tunnel,
                                                     -- loopback, cgnat, link_local, ...
     CREATE INDEX flows_name ON flows (name);
+    "#,
+    // 3: the database identity.
+    r#"
+    -- Facts about the database itself, written once. The migration adds one row:
+    --   db_id  32 lower-case hex characters (16 bytes from the kernel's getrandom), this
+    --          database's identity. The kernel maps pinned beside a daemon record the db_id of
+    --          the database they belong to, so no command pairs one database's rule ids with
+    --          another database's maps. Never changed; a copy of the file keeps it.
+    -- From this version on, PRAGMA application_id is 1414679378 ("TRKR").
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     "#,
 ];
 
