@@ -38,23 +38,21 @@ pub fn render<T: Serialize>(out: &mut dyn Write, format: Format, columns: &[&str
     Ok(())
 }
 
-/// A cell as text: strings bare, null empty. Control characters are escaped: names and comments
-/// are untrusted input and must not move a terminal's cursor.
+/// A cell exactly as stored: strings bare, numbers and booleans as JSON writes them, null empty.
+/// CSV writes this faithfully (the csv crate quotes what needs quoting), like JSON.
 fn cell(v: &Value) -> String {
-    let raw = match v {
+    match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    let mut out = String::with_capacity(raw.len());
-    for ch in raw.chars() {
-        if ch.is_control() {
-            out.extend(ch.escape_default());
-        } else {
-            out.push(ch);
-        }
     }
-    out
+}
+
+/// A cell for a terminal: [`cell`] with control characters (C0, DEL, C1) as `\DDD`, the
+/// escaping DNS names already use (ESC is `\027`): names and comments are untrusted input and
+/// must not move a terminal's cursor.
+fn table_cell(v: &Value) -> String {
+    crate::text::escape_controls(&cell(v)).into_owned()
 }
 
 fn table<T: Serialize>(out: &mut dyn Write, columns: &[&str], rows: &[T]) -> Result<()> {
@@ -62,7 +60,7 @@ fn table<T: Serialize>(out: &mut dyn Write, columns: &[&str], rows: &[T]) -> Res
         .iter()
         .map(|r| {
             let obj = serde_json::to_value(r)?;
-            Ok(columns.iter().map(|c| (cell(&obj[*c]), obj[*c].is_number())).collect())
+            Ok(columns.iter().map(|c| (table_cell(&obj[*c]), obj[*c].is_number())).collect())
         })
         .collect::<Result<_>>()?;
     let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
@@ -126,15 +124,20 @@ mod tests {
     fn table_aligns_numbers_right_and_escapes_controls() {
         let t = text(Format::Table);
         let lines: Vec<&str> = t.lines().collect();
-        // The escaped name is 13 characters wide and sets the first column's width.
-        assert_eq!(lines[0], format!("NAME{}N  NOTE", " ".repeat(9 + 2 + 3)));
-        assert_eq!(lines[1], format!("a,b{}1200", " ".repeat(10 + 2)));
-        assert_eq!(lines[2], format!("evil\\u{{1b}}[2J{}7  x", " ".repeat(2 + 3)));
+        // The escaped name (ESC as \027) is 11 characters wide and sets the first column's width.
+        assert_eq!(lines[0], format!("NAME{}N  NOTE", " ".repeat(7 + 2 + 3)));
+        assert_eq!(lines[1], format!("a,b{}1200", " ".repeat(8 + 2)));
+        assert_eq!(lines[2], format!("evil\\027[2J{}7  x", " ".repeat(2 + 3)));
     }
 
     #[test]
     fn csv_quotes_and_leaves_null_empty() {
-        assert_eq!(text(Format::Csv), "name,n,note\n\"a,b\",1200,\nevil\\u{1b}[2J,7,x\n");
+        // Faithful, as JSON: the stored text, control characters included.
+        assert_eq!(text(Format::Csv), "name,n,note\n\"a,b\",1200,\nevil\x1b[2J,7,x\n");
+        let mut out = Vec::new();
+        let rows = [Row { name: "two\nlines \"q\"".into(), n: 0, note: Some("\u{85}".into()) }];
+        render(&mut out, Format::Csv, &["name", "n", "note"], &rows).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "name,n,note\n\"two\nlines \"\"q\"\"\",0,\u{85}\n");
     }
 
     #[test]
