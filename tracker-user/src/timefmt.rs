@@ -63,20 +63,127 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Parses `--since`: a duration back from now (`90s`, `15m`, `1h`, `7d`, `2w`) or an RFC 3339
-/// timestamp. Returns unix milliseconds.
+/// Parses `--since`: a duration back from now (`90s`, `15m`, `1h`, `7d`, `2w`, also written
+/// `-1h`), a date (`2026-11-26`, midnight UTC) or a time (`2026-11-26T08:00:00Z`,
+/// `2026-11-26T08:00:00+01:00`, `2026-11-26 08:00`; without an offset, UTC). Returns unix
+/// milliseconds. Errors say what was wrong (`month 13 does not exist`) and echo the argument
+/// cut to a readable length.
 pub fn parse_since(s: &str) -> Result<i64> {
     let s = s.trim();
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(unix_ms(t));
+    let shown = crate::text::quoted(s);
+    if looks_like_date(s) {
+        return parse_time(s).map_err(|why| anyhow::anyhow!("--since {shown}: {why}"));
     }
-    let d = humantime::parse_duration(s).with_context(|| {
-        format!("`{s}` is neither a duration (90s, 15m, 1h, 7d, 2w) nor a time (2026-11-26T08:00:00Z)")
+    let duration = s.strip_prefix('-').unwrap_or(s);
+    let d = humantime::parse_duration(duration).map_err(|_| {
+        anyhow::anyhow!(
+            "--since {shown} is neither a duration (90s, 15m, 1h, 7d, 2w) nor a time \
+             (2026-11-26, 2026-11-26T08:00:00Z, 2026-11-26T08:00:00+01:00)"
+        )
     })?;
     if d.is_zero() {
-        bail!("`{s}` is zero: use a positive duration such as 1h or 7d");
+        bail!("--since {shown} is zero: use a positive duration such as 1h or 7d");
     }
-    Ok(now_ms() - d.as_millis() as i64)
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Ok(now_ms().saturating_sub(ms))
+}
+
+/// Four digits and a dash: the user meant a date, so errors are about dates.
+fn looks_like_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
+/// `YYYY-MM-DD[(T|t| )HH:MM[:SS[.fraction]][Z|z|±HH:MM|±HHMM]]` to unix milliseconds.
+fn parse_time(s: &str) -> std::result::Result<i64, String> {
+    const FORMS: &str = "expected 2026-11-26, 2026-11-26T08:00:00Z or 2026-11-26T08:00:00+01:00";
+    let (date, time) = match s.find(['T', 't', ' ']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let num = |part: &str, what: &str| -> std::result::Result<i64, String> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) || part.len() > 4 {
+            return Err(format!("the {what} `{part}` is not a number; {FORMS}"));
+        }
+        Ok(part.parse::<i64>().expect("digits"))
+    };
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("`{date}` is not a date; {FORMS}"));
+    };
+    let (year, month, day) = (num(y, "year")?, num(m, "month")?, num(d, "day")?);
+    if !(1..=12).contains(&month) {
+        return Err(format!("month {month} does not exist"));
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month as usize - 1];
+    if !(1..=days_in_month).contains(&day) {
+        return Err(format!("{year}-{month:02} has no day {day} (it has {days_in_month})"));
+    }
+    let mut ms = days_from_civil(year, month, day) * 86_400_000;
+    let Some(time) = time else { return Ok(ms) };
+    // The offset: Z, or a sign after the clock.
+    let (clock, offset_min) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let off = &off[1..];
+        let (h, m) = match off.split_once(':') {
+            Some((h, m)) => (h, m),
+            None if off.len() == 4 => off.split_at(2),
+            None => (off, "00"),
+        };
+        let (h, m) = (num(h, "offset hour")?, num(m, "offset minute")?);
+        if h > 23 || m > 59 {
+            let sign = if sign < 0 { '-' } else { '+' };
+            return Err(format!("the offset {sign}{h:02}:{m:02} does not exist"));
+        }
+        (c, sign * (h * 60 + m))
+    } else {
+        (time, 0)
+    };
+    let mut fields = clock.split(':');
+    let (Some(h), Some(mi)) = (fields.next(), fields.next()) else {
+        return Err(format!("`{clock}` is not a time of day (HH:MM or HH:MM:SS); {FORMS}"));
+    };
+    let sec = fields.next();
+    if fields.next().is_some() {
+        return Err(format!("`{clock}` is not a time of day (HH:MM or HH:MM:SS); {FORMS}"));
+    }
+    let (hour, minute) = (num(h, "hour")?, num(mi, "minute")?);
+    let (sec, frac_ms) = match sec {
+        None => (0, 0),
+        Some(sec) => {
+            let (whole, frac) = sec.split_once(['.', ',']).unwrap_or((sec, ""));
+            if !frac.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("the seconds `{sec}` are not a number; {FORMS}"));
+            }
+            let frac_ms = format!("{frac:0<3}")[..3].parse::<i64>().unwrap_or(0);
+            (num(whole, "second")?, frac_ms)
+        }
+    };
+    if hour > 23 {
+        return Err(format!("hour {hour} does not exist (00-23)"));
+    }
+    if minute > 59 {
+        return Err(format!("minute {minute} does not exist (00-59)"));
+    }
+    if sec > 60 {
+        return Err(format!("second {sec} does not exist (00-59)"));
+    }
+    ms += ((hour * 60 + minute - offset_min) * 60 + sec.min(59)) * 1000 + frac_ms;
+    Ok(ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The kernel's boot id: together with a kernel stamp it names one kernel flow entry for good
@@ -112,6 +219,32 @@ mod tests {
         assert_eq!(parse_since("2026-11-26T00:00:00Z").unwrap(), 1_795_651_200_000);
         assert!(parse_since("yesterday-ish").is_err());
         assert!(parse_since("0s").is_err());
+    }
+
+    #[test]
+    fn since_accepts_what_people_type() {
+        let before = now_ms();
+        let t = parse_since("-1h").unwrap();
+        assert!((before - 3_600_000 - t).abs() < 1_000, "{t}");
+        assert_eq!(parse_since("2026-11-26").unwrap(), 1_795_651_200_000);
+        assert_eq!(parse_since("2026-11-26T08:00:00+01:00").unwrap(), 1_795_651_200_000 + 7 * 3_600_000);
+        assert_eq!(parse_since("2026-11-26T08:00:00-0130").unwrap(), 1_795_651_200_000 + 9 * 3_600_000 + 1_800_000);
+        assert_eq!(parse_since("2026-11-26 08:00").unwrap(), 1_795_651_200_000 + 8 * 3_600_000);
+        assert_eq!(parse_since("2026-11-26T00:00:01.5Z").unwrap(), 1_795_651_201_500);
+        assert_eq!(parse_since("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_since("2024-02-29").unwrap(), 1_709_164_800_000);
+    }
+
+    #[test]
+    fn since_says_what_was_wrong() {
+        let err = |s: &str| parse_since(s).unwrap_err().to_string();
+        assert_eq!(err("2026-13-01T00:00:00Z"), "--since `2026-13-01T00:00:00Z`: month 13 does not exist");
+        assert!(err("2026-02-30").contains("has no day 30"), "{}", err("2026-02-30"));
+        assert!(err("2026-11-26T25:00:00Z").contains("hour 25 does not exist"));
+        assert!(err("2026-11-26T08:61Z").contains("minute 61 does not exist"));
+        assert!(err("yesterday").contains("neither a duration"));
+        let long = err(&"x".repeat(5000));
+        assert!(long.len() < 300, "{long}");
     }
 
     #[test]
