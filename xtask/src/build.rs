@@ -1,7 +1,7 @@
 //! `cargo xtask build` and `cargo xtask run`: building the tracker binary (whose build script
 //! builds the eBPF programs) and running the daemon from it.
 
-use crate::{repo_root, setup, target_dir};
+use crate::{link, repo_root, setup, target_dir};
 use anyhow::{Result, ensure};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -14,9 +14,14 @@ use tracker_tests::cmd::run_visible;
 /// the host (as --workspace alone would) cannot work.
 pub const WORKSPACE: &[&str] = &["--workspace", "--exclude", "tracker-ebpf"];
 
-/// Runs setup, builds tracker-user and returns the path of the `tracker` binary.
+/// Runs setup, builds tracker-user and returns the path of the `tracker` binary. A release
+/// build is also linked from /usr/local/bin, so `tracker` is on PATH as README uses it.
 pub fn build(release: bool) -> Result<PathBuf> {
-    build_packages(release, &["-p", "tracker-user"])
+    let bin = build_packages(release, &["-p", "tracker-user"])?;
+    if release {
+        link::put_on_path(&bin);
+    }
+    Ok(bin)
 }
 
 /// Runs setup, builds `packages` (cargo's package selection arguments, which include

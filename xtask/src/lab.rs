@@ -361,18 +361,36 @@ fn print_summary(names: &LabNames, keeper: u32) {
         names.tls_cert.display(),
         lab::https_url(zone::TLS_NAME, "/")
     );
+    // `tracker`, not a path relative to the repository: `cargo xtask build` links it from
+    // /usr/local/bin (see link.rs), so these work from any directory.
     println!(
-        "Run tracker on the VPN host's {} (after `cargo xtask build`):",
+        "Run tracker on the VPN host's {} (`cargo xtask build` puts it on PATH as",
         names.vpn_iface
     );
     println!(
-        "  nsenter --net={} target/release/tracker run --iface {}",
+        "/usr/local/bin/tracker -> {}):",
+        crate::target_dir()
+            .join("release")
+            .join("tracker")
+            .display()
+    );
+    println!(
+        "  nsenter --net={} tracker run --iface {}",
         names.ns_path(Ns::Vpn).display(),
         names.vpn_iface
     );
     println!(
         "  (nsenter --net, not `ip netns exec`: that remounts /sys and hides the pins in /sys/fs/bpf)"
     );
+    println!("In another shell, use the CLI from the root namespace, as README shows: only the");
+    println!("daemon runs inside {vpn}; the CLI needs only the pins and the database:");
+    println!("  tracker flows");
+    println!("  tracker dns --since 10m");
+    println!(
+        "  tracker block-ip {}      # the first curl above now fails; unblock-ip undoes it",
+        lab::WEB_V4
+    );
+    println!("  tracker status");
     println!("Inspect and finish:");
     println!("  cargo xtask lab status");
     let down_prefix = if p == lab::DEFAULT_PREFIX {

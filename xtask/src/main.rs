@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod lab;
+mod link;
 mod setup;
 mod test;
 
@@ -38,7 +39,9 @@ enum Task {
     ///
     /// `cargo build --release -p tracker-user`; its build script compiles the eBPF programs with
     /// nightly and bpf-linker. The binary is target/release/tracker (target/debug/tracker with
-    /// --debug).
+    /// --debug). A release build also gets the link /usr/local/bin/tracker, so `tracker` is on
+    /// PATH; the link is announced when made or changed, and a /usr/local/bin/tracker that is
+    /// not a symlink (a real install) is left alone.
     Build {
         /// Build without optimisations.
         #[arg(long)]
@@ -46,6 +49,7 @@ enum Task {
     },
     /// Build, then run the daemon: `tracker run ARGS` (in place of this process).
     ///
+    /// Builds and links `tracker` onto PATH as `build` does, so the CLI works in another shell.
     /// Arguments after `--` go to `tracker run`, e.g. `cargo xtask run -- --iface wg0`. The
     /// daemon defaults to --iface wg0. Ctrl-C reaches the daemon directly. To run it in the
     /// lab instead, see `cargo xtask lab up`.
@@ -85,7 +89,7 @@ enum LabTask {
     /// (wireguard-go) ends on the VPN host's wg0, which forwards to "the internet", where
     /// 203.0.113.10, 203.0.113.20, 198.51.100.30, 2001:db8:2::10 and 2001:db8:2::20 serve HTTP
     /// on port 80 and UDP echo on port 9000. A lab already up with the same prefix is rebuilt.
-    /// Prints example commands.
+    /// Prints example commands: the daemon runs inside PREFIX-vpn, the CLI from anywhere.
     Up {
         /// Names the lab's namespaces and interfaces; only the default gives the VPN
         /// interface the name wg0.
