@@ -239,3 +239,45 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_db;
+
+    #[test]
+    fn a_failed_kernel_change_leaves_the_rule_as_it_was() {
+        let mut s = Store::open(&temp_db("blocks-tx")).unwrap();
+        let err = s.add_block_then("ip", "203.0.113.7/32", None, |_| anyhow::bail!("map full"));
+        assert!(err.is_err());
+        assert!(s.stored_rules().unwrap().is_empty(), "a refused kernel insert stores nothing");
+
+        let id = s.add_block("ip", "203.0.113.7/32", Some("first")).unwrap().unwrap();
+        let err = s.remove_block_then("ip", "203.0.113.7/32", |_| anyhow::bail!("EPERM"));
+        assert!(err.is_err());
+        assert_eq!(s.stored_rules().unwrap().len(), 1, "a failed kernel removal keeps the rule");
+
+        let again = s.add_block_then("ip", "203.0.113.7/32", Some("second"), |_| panic!("not applied twice"));
+        assert_eq!(again.unwrap(), Added::Exists { id, comment_updated: true });
+        assert_eq!(s.stored_rules().unwrap()[0].comment.as_deref(), Some("second"));
+        let same = s.add_block_then("ip", "203.0.113.7/32", None, |_| panic!("not applied twice"));
+        assert_eq!(same.unwrap(), Added::Exists { id, comment_updated: false });
+
+        assert_eq!(s.remove_block_then("ip", "203.0.113.7/32", |got| {
+            assert_eq!(got, id);
+            Ok(())
+        }).unwrap(), Some(id));
+        assert!(s.stored_rules().unwrap().is_empty());
+    }
+
+    #[test]
+    fn restored_rules_keep_their_kernel_ids() {
+        let mut s = Store::open(&temp_db("blocks-restore")).unwrap();
+        let r = StoredRule { id: 7, kind: "ip".into(), rule: "198.51.100.0/24".into(), comment: None, created: 5 };
+        s.restore_rule(&r).unwrap();
+        s.restore_rule(&r).unwrap();
+        assert_eq!(s.stored_rules().unwrap(), [r]);
+        // New rules take ids after the restored ones, so they never clash with kernel entries.
+        assert_eq!(s.add_block("ip", "203.0.113.1/32", None).unwrap(), Some(8));
+    }
+}
