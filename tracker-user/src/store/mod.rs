@@ -167,6 +167,12 @@ impl Store {
         if version > schema::VERSION {
             bail!("{}", newer_message(path, version));
         }
+        if version == 0 {
+            bail!(
+                "the database {} is empty: start the daemon with `tracker run`, or pass --db",
+                path.display()
+            );
+        }
         if version < schema::VERSION {
             bail!(
                 "the database {} has schema version {version}, older than this tracker's ({}): \
@@ -907,7 +913,8 @@ pub(crate) mod tests {
         let e = temp_db("reader-empty");
         std::fs::create_dir_all(e.parent().unwrap()).unwrap();
         std::fs::write(&e, b"").unwrap();
-        assert!(Store::open_reader(&e).is_err());
+        let err = Store::open_reader(&e).err().unwrap().to_string();
+        assert!(err.contains("is empty"), "{err}");
         assert_eq!(std::fs::metadata(&e).unwrap().len(), 0);
     }
 
