@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Global, ListArgs, open_existing, output::{self, Format}};
+use super::{Global, ListArgs, effective_limit, open_existing, output::{self, Format}, say_cut};
 use crate::{
     store::{DnsQuery, DomainQuery, Grouping, dns::DnsRow},
     timefmt,
@@ -15,8 +15,9 @@ use crate::{
 
 #[derive(Args, Debug)]
 pub struct DnsArgs {
-    /// Only queries since then: a duration back from now (30m, 1h, 7d) or a time.
-    #[arg(long, default_value = "24h")]
+    /// Only queries since then: a duration back from now (30m, 1h, 7d), a date (2026-11-26,
+    /// midnight UTC) or a time (2026-11-26T08:00:00+01:00; UTC without an offset).
+    #[arg(long, default_value = "24h", allow_hyphen_values = true)]
     pub since: String,
     /// Only queries from this device (its tunnel address).
     #[arg(long, value_name = "IP")]
@@ -25,17 +26,19 @@ pub struct DnsArgs {
     /// `www.example.com` but not `notexample.com`.
     #[arg(long)]
     pub domain: Option<String>,
-    /// At most this many queries, newest first (0 = all).
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// At most this many queries, newest first (0 = all). Default: 100 in a table, all in JSON
+    /// and CSV.
+    #[arg(long)]
+    pub limit: Option<u32>,
     #[command(flatten)]
     pub list: ListArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct DomainsArgs {
-    /// Count queries since then: a duration back from now (30m, 1h, 7d) or a time.
-    #[arg(long, default_value = "7d")]
+    /// Count queries since then: a duration back from now (30m, 1h, 7d), a date (2026-11-26,
+    /// midnight UTC) or a time (2026-11-26T08:00:00+01:00; UTC without an offset).
+    #[arg(long, default_value = "7d", allow_hyphen_values = true)]
     pub since: String,
     /// Only names queried at least this many times.
     #[arg(long, default_value_t = 1)]
@@ -47,9 +50,10 @@ pub struct DomainsArgs {
     /// Only queries from this device (its tunnel address).
     #[arg(long, value_name = "IP")]
     pub client: Option<IpAddr>,
-    /// At most this many rows, most queried first (0 = all).
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// At most this many rows, most queried first (0 = all). Default: 100 in a table, all in
+    /// JSON and CSV.
+    #[arg(long)]
+    pub limit: Option<u32>,
     #[command(flatten)]
     pub list: ListArgs,
 }
@@ -91,15 +95,18 @@ impl From<&DnsRow> for DnsLine {
 }
 
 pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
+    let since_ms = Some(timefmt::parse_since(&args.since)?);
     let store = open_existing(global)?;
-    let rows = store.dns(&DnsQuery {
-        since_ms: Some(timefmt::parse_since(&args.since)?),
+    let format = args.list.format;
+    let query = DnsQuery {
+        since_ms,
         client: args.client,
         domain: args.domain.clone(),
-        limit: (args.limit > 0).then_some(args.limit),
-    })?;
+        limit: effective_limit(args.limit, format),
+    };
+    let rows = store.dns(&query)?;
     let out = &mut std::io::stdout().lock();
-    match args.list.format {
+    match format {
         Format::Json => {
             const COLUMNS: &[&str] = &[];
             output::render(out, Format::Json, COLUMNS, &rows)
@@ -110,18 +117,22 @@ pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
             let lines: Vec<DnsLine> = rows.iter().map(DnsLine::from).collect();
             output::render(out, format, COLUMNS, &lines)
         }
-    }
+    }?;
+    say_cut(rows.len(), || store.dns_total(&query), "queries", args.limit, format)
 }
 
 pub fn domains(global: &Global, args: &DomainsArgs) -> Result<()> {
+    let since_ms = Some(timefmt::parse_since(&args.since)?);
     let store = open_existing(global)?;
-    let rows = store.domains(&DomainQuery {
-        since_ms: Some(timefmt::parse_since(&args.since)?),
+    let format = args.list.format;
+    let (rows, total) = store.domains_counted(&DomainQuery {
+        since_ms,
         client: args.client,
         min_queries: args.min_queries,
         group: args.group,
-        limit: (args.limit > 0).then_some(args.limit),
+        limit: effective_limit(args.limit, format),
     })?;
     const COLUMNS: &[&str] = &["domain", "queries", "clients", "first_seen", "last_seen"];
-    output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
+    output::render(&mut std::io::stdout().lock(), format, COLUMNS, &rows)?;
+    say_cut(rows.len(), || Ok(total), "names", args.limit, format)
 }

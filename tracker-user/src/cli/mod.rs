@@ -49,13 +49,29 @@ pub struct Cli {
 /// without extra flags.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// SQLite database (created if missing).
-    #[arg(long, global = true, env = "TRACKER_DB", default_value = store::DEFAULT_DB)]
+    /// SQLite database (the daemon's; `tracker run` and block commands create it).
+    #[arg(long, global = true, env = "TRACKER_DB", default_value = store::DEFAULT_DB,
+          help_heading = GLOBAL_HEADING)]
     pub db: PathBuf,
     /// Directory on a BPF filesystem where the kernel maps and program links are pinned.
-    #[arg(long, global = true, env = "TRACKER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR)]
+    #[arg(long, global = true, env = "TRACKER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR,
+          help_heading = GLOBAL_HEADING)]
     pub pin_dir: PathBuf,
 }
+
+/// The `--help` heading of the options every command takes, apart from each command's own.
+const GLOBAL_HEADING: &str = "Global options";
+
+/// Environment variables that stand for options. Set but empty (`TRACKER_DB=`) means unset, as
+/// in most programs, rather than clap's "a value is required".
+const OPTION_ENV: [&str; 4] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG"];
+
+/// Daemon facts (the `daemon` table) that are numbers; `tracker status` shows them as JSON
+/// numbers, every other fact as text.
+const NUMERIC_FACTS: [&str; 1] = ["attached_pid"];
+
+/// The rows a listing shows by default in a table; JSON and CSV, for scripts, get every row.
+pub const TABLE_LIMIT: u32 = 100;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -114,20 +130,33 @@ pub struct ListArgs {
 
 #[derive(Args, Debug)]
 pub struct FlowsArgs {
-    /// Only flows active since then: a duration back from now (30m, 1h, 7d) or a time
-    /// (2026-11-26T08:00:00Z).
-    #[arg(long)]
+    /// Only flows active since then: a duration back from now (30m, 1h, 7d), a date
+    /// (2026-11-26, midnight UTC) or a time (2026-11-26T08:00:00Z, 2026-11-26T08:00:00+01:00;
+    /// UTC without an offset).
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
-    /// At most this many flows (0 = all).
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// At most this many flows (0 = all). Default: 100 in a table, all in JSON and CSV.
+    #[arg(long)]
+    pub limit: Option<u32>,
     #[command(flatten)]
     pub list: ListArgs,
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
+    for name in empty_option_env(std::env::vars_os()) {
+        // SAFETY: single-threaded at this point (the first thing `main` does, before any thread
+        // or runtime starts), so no other code can read the environment meanwhile.
+        unsafe { std::env::remove_var(name) };
+    }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // `tracker flows | head -1`: a closed pipe ends the command quietly, as for any Unix
+        // filter, instead of a "Broken pipe" error. The daemon keeps Rust's default (ignored),
+        // so a closed log pipe never kills it.
+        // SAFETY: setting a signal's disposition to its default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run(ref args) => run::run(&cli.global, args),
         Command::Flows(ref args) => flows(&cli.global, args),
@@ -141,32 +170,84 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe is the reader's choice, not a failure (should SIGPIPE be ignored).
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tracker: {e:#}");
+            // Not eprintln!: it panics when stderr is closed (`tracker flows 2>&-`).
+            let _ = writeln!(std::io::stderr(), "tracker: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Opens the store for a read-mostly command. Not finding the database is an error that says how
-/// to get one, rather than an empty listing that hides a wrong --db.
-fn open_existing(global: &Global) -> Result<Store> {
-    if !global.db.exists() {
-        bail!(
-            "no database at {} yet: start the daemon with `tracker run`, or pass --db",
-            global.db.display()
-        );
+/// The option variables ([`OPTION_ENV`]) set to the empty string: treated as unset.
+fn empty_option_env(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Vec<&'static str> {
+    let empty: Vec<std::ffi::OsString> = vars.filter(|(_, v)| v.is_empty()).map(|(k, _)| k).collect();
+    OPTION_ENV.into_iter().filter(|name| empty.iter().any(|k| k == name)).collect()
+}
+
+/// A daemon fact as `tracker status` shows it: a number when the key is a known numeric fact.
+fn fact_value(key: &str, value: String) -> serde_json::Value {
+    let numeric = crate::naming::facts::ALL.contains(&key) || NUMERIC_FACTS.contains(&key);
+    match value.parse::<u64>() {
+        Ok(n) if numeric => n.into(),
+        _ => value.into(),
     }
-    Store::open(&global.db)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|e| {
+                matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+            || c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Opens the store for a read command: read-only, never creating, migrating or changing it.
+/// Not finding the database is an error that says how to get one, rather than an empty listing
+/// that hides a wrong --db.
+fn open_existing(global: &Global) -> Result<Store> {
+    Store::open_reader(&global.db)
+}
+
+/// The row limit of a listing: `--limit N` (0 = all) when given; otherwise [`TABLE_LIMIT`] in a
+/// table and everything in JSON and CSV, so a script never sums a silently cut list.
+pub fn effective_limit(limit: Option<u32>, format: Format) -> Option<u32> {
+    match (limit, format) {
+        (Some(0), _) => None,
+        (Some(n), _) => Some(n),
+        (None, Format::Table) => Some(TABLE_LIMIT),
+        (None, Format::Json | Format::Csv) => None,
+    }
+}
+
+/// The note on stderr when a table was cut by the default limit: what is shown, how many there
+/// are, and how to see all. `None` when nothing was left out or the user chose the limit.
+pub fn cut_note(shown: usize, total: u64, what: &str, limit: Option<u32>, format: Format) -> Option<String> {
+    (format == Format::Table && limit.is_none() && (shown as u64) < total)
+        .then(|| format!("showing {shown} of {total} {what}; --limit 0 shows all"))
+}
+
+/// Writes [`cut_note`]'s note, if any, to stderr (ignoring a closed stderr).
+pub fn say_cut(shown: usize, total: impl FnOnce() -> Result<u64>, what: &str, limit: Option<u32>, format: Format) -> Result<()> {
+    let cut = effective_limit(limit, format);
+    if cut.is_some_and(|n| shown as u64 >= u64::from(n)) {
+        if let Some(note) = cut_note(shown, total()?, what, limit, format) {
+            let _ = writeln!(std::io::stderr(), "{note}");
+        }
+    }
+    Ok(())
 }
 
 fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
     let since_ms = args.since.as_deref().map(timefmt::parse_since).transpose()?;
     let store = open_existing(global)?;
-    let rows = store.flows(&FlowQuery {
-        since_ms,
-        limit: (args.limit > 0).then_some(args.limit),
-    })?;
+    let format = args.list.format;
+    let query = FlowQuery { since_ms, limit: effective_limit(args.limit, format) };
+    let rows = store.flows(&query)?;
     const COLUMNS: &[&str] = &[
         "client",
         "remote",
@@ -184,7 +265,8 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
         "cname",
         "remote_class",
     ];
-    output::render(&mut std::io::stdout().lock(), args.list.format, COLUMNS, &rows)
+    output::render(&mut std::io::stdout().lock(), format, COLUMNS, &rows)?;
+    say_cut(rows.len(), || store.flows_total(&query), "flows", args.limit, format)
 }
 
 /// `tracker status` as one flat object: the same keys in every format.
@@ -208,14 +290,13 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
         .sum();
     put("db_bytes", db_bytes.into());
     if global.db.exists() {
-        let store = Store::open(&global.db)?;
+        let store = Store::open_reader(&global.db)?;
         put("schema_version", store.schema_version()?.into());
         put("flows_stored", store.flow_count()?.into());
         put("block_rules", store.block_count()?.into());
         put("dns_queries_stored", store.dns_count()?.into());
         for (k, v) in store.daemon_facts()? {
-            let number = v.parse::<u64>().ok().filter(|_| crate::naming::facts::ALL.contains(&k.as_str()));
-            put(&k, number.map_or_else(|| v.into(), Into::into));
+            put(&k, fact_value(&k, v));
         }
     }
     if kernel::require_root("").is_ok() {
@@ -297,4 +378,93 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         bail!("the duration must be positive");
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn since_takes_a_leading_hyphen() {
+        let cli = parse(&["flows", "--since", "-1h"]).unwrap();
+        let Command::Flows(args) = cli.command else { panic!() };
+        assert_eq!(args.since.as_deref(), Some("-1h"));
+        for cmd in ["dns", "domains"] {
+            assert!(parse(&[cmd, "--since", "-30m"]).is_ok(), "{cmd}");
+        }
+    }
+
+    #[test]
+    fn global_options_have_their_own_heading_and_honest_help() {
+        for sub in ["flows", "dns", "status", "block-ip"] {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let help = cmd.find_subcommand_mut(sub).unwrap().render_long_help().to_string();
+            let heading = help.find("Global options:").unwrap_or_else(|| panic!("{sub}: {help}"));
+            let db = help.find("--db <DB>").unwrap();
+            let pins = help.find("--pin-dir <PIN_DIR>").unwrap();
+            assert!(db > heading && pins > heading, "{sub}: {help}");
+            assert!(!help.contains("created if missing"), "{sub}: {help}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Global options:"), "{help}");
+    }
+
+    #[test]
+    fn empty_option_variables_count_as_unset() {
+        let vars = [("TRACKER_DB", ""), ("TRACKER_PIN_DIR", "/x"), ("TRACKER_LOG", ""), ("OTHER", "")]
+            .map(|(k, v)| (k.into(), v.into()));
+        assert_eq!(empty_option_env(vars.into_iter()), ["TRACKER_DB", "TRACKER_LOG"]);
+    }
+
+    #[test]
+    fn limits_cut_tables_only() {
+        assert_eq!(effective_limit(None, Format::Table), Some(TABLE_LIMIT));
+        assert_eq!(effective_limit(None, Format::Json), None);
+        assert_eq!(effective_limit(None, Format::Csv), None);
+        assert_eq!(effective_limit(Some(0), Format::Table), None);
+        assert_eq!(effective_limit(Some(5), Format::Json), Some(5));
+        let cli = parse(&["flows", "--format", "json"]).unwrap();
+        let Command::Flows(args) = cli.command else { panic!() };
+        assert_eq!(effective_limit(args.limit, args.list.format), None);
+        assert_eq!(
+            cut_note(100, 2345, "flows", None, Format::Table).as_deref(),
+            Some("showing 100 of 2345 flows; --limit 0 shows all")
+        );
+        assert_eq!(cut_note(100, 100, "flows", None, Format::Table), None);
+        assert_eq!(cut_note(10, 2345, "flows", Some(10), Format::Table), None, "the user chose the cut");
+    }
+
+    #[test]
+    fn status_facts_that_are_numbers_are_numbers() {
+        assert_eq!(fact_value("attached_pid", "4242".into()), serde_json::json!(4242));
+        assert_eq!(fact_value("dns_messages", "7".into()), serde_json::json!(7));
+        assert_eq!(fact_value("version", "0.1.0".into()), serde_json::json!("0.1.0"));
+        assert_eq!(fact_value("iface", "123".into()), serde_json::json!("123"));
+    }
+
+    /// `tracker status` opened the database as a writer: it migrated (and would take over)
+    /// whatever --db named.
+    #[test]
+    fn status_reads_without_writing() {
+        let dir = std::env::temp_dir().join(format!("tracker-cli-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("other.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE customers (id INTEGER)").unwrap();
+        drop(c);
+        let before = std::fs::read(&db).unwrap();
+        let global = Global { db: db.clone(), pin_dir: dir.join("no-pins") };
+        let err = format!("{:#}", status(&global, &ListArgs { format: Format::Json }).unwrap_err());
+        assert!(err.contains("another program's SQLite database"), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), before);
+        let err = format!("{:#}", open_existing(&global).err().unwrap());
+        assert!(err.contains("tracker leaves it alone"), "{err}");
+    }
 }
