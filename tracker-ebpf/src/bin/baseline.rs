@@ -1,8 +1,8 @@
 //! The empty XDP program that benchmarks compare against: it returns XDP_PASS and touches
 //! nothing, so its BPF_PROG_TEST_RUN time is the fixed cost of running any XDP program (the
 //! call and the test harness's loop), the floor under every other figure of `cargo xtask bench`.
-//! aya-build builds it as an object of its own (`OUT_DIR/baseline`), so it shares no code, maps
-//! or globals with tracker's programs.
+//! tracker-user's build script builds it as an object of its own (`OUT_DIR/baseline`), so it
+//! shares no code, maps or globals with tracker's programs.
 #![no_std]
 #![no_main]
 

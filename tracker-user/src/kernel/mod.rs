@@ -20,7 +20,7 @@ use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 pub mod pins;
 pub use pins::{DEFAULT_PIN_DIR, Owner, PIN_LINK_TC_EGRESS, PIN_LINK_XDP, PinDir, PinLock, PinSet};
 
-/// The compiled kernel programs, built by build.rs (aya-build) and embedded so the binary is
+/// The compiled kernel programs, built by build.rs (a nested nightly cargo build) and embedded so the binary is
 /// self-contained.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracker-ebpf"));
 /// An empty XDP program (returns XDP_PASS), built from tracker-ebpf's `src/bin/baseline.rs`:
