@@ -39,15 +39,8 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
     if let Some(why) = blocking::needs_force(&net).filter(|_| !args.force) {
         bail!("{why}. If that is what you want, add --force");
     }
-    kernel::require_root("tracker block-ip")?;
-    let pins = PinDir(global.pin_dir.clone());
-    let target = kernel_target(global, &pins)?;
-    let mut store = Store::open(&global.db)?;
+    let (pins, mut store, mut kernel) = open_for_change(global, "tracker block-ip")?;
     let rule = net.to_string();
-    let mut kernel = match target {
-        Target::Maps => KernelBlocks::open_pinned(&pins)?,
-        Target::AtStart => None,
-    };
     let added = store.add_block_then(KIND_IP, &rule, args.comment.as_deref(), |id| match kernel.as_mut() {
         Some(k) => k.insert(&net, id).with_context(|| format!("{rule} was not blocked")),
         None => Ok(()),
@@ -76,15 +69,8 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
 
 pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
     let net = blocking::parse_rule(&args.rule)?;
-    kernel::require_root("tracker unblock-ip")?;
-    let pins = PinDir(global.pin_dir.clone());
-    let target = kernel_target(global, &pins)?;
-    let mut store = Store::open(&global.db)?;
+    let (_, mut store, mut kernel) = open_for_change(global, "tracker unblock-ip")?;
     let rule = net.to_string();
-    let mut kernel = match target {
-        Target::Maps => KernelBlocks::open_pinned(&pins)?,
-        Target::AtStart => None,
-    };
     // The kernel entry goes inside the database transaction: if removing it fails, the rule
     // stays. An entry already absent from the kernel is the goal reached, not an error.
     let removed = store.remove_block_then(KIND_IP, &rule, |_| match kernel.as_mut() {
@@ -106,6 +92,20 @@ pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
         None => println!("removed rule {id} for {rule}; no kernel maps are loaded"),
     }
     Ok(())
+}
+
+/// What a rule change writes to: the database (created if missing) and, when the pins hold
+/// this database's maps, the kernel's block maps. Checked before anything is written.
+fn open_for_change(global: &Global, what: &str) -> Result<(PinDir, Store, Option<KernelBlocks>)> {
+    kernel::require_root(what)?;
+    let pins = PinDir(global.pin_dir.clone());
+    let target = kernel_target(global, &pins)?;
+    let store = Store::open(&global.db)?;
+    let kernel = match target {
+        Target::Maps => KernelBlocks::open_pinned(&pins)?,
+        Target::AtStart => None,
+    };
+    Ok((pins, store, kernel))
 }
 
 /// Where a rule change goes besides the database.
