@@ -234,10 +234,10 @@ pub fn cut_note(shown: usize, total: u64, what: &str, limit: Option<u32>, format
 /// Writes [`cut_note`]'s note, if any, to stderr (ignoring a closed stderr).
 pub fn say_cut(shown: usize, total: impl FnOnce() -> Result<u64>, what: &str, limit: Option<u32>, format: Format) -> Result<()> {
     let cut = effective_limit(limit, format);
-    if cut.is_some_and(|n| shown as u64 >= u64::from(n)) {
-        if let Some(note) = cut_note(shown, total()?, what, limit, format) {
-            let _ = writeln!(std::io::stderr(), "{note}");
-        }
+    if cut.is_some_and(|n| shown as u64 >= u64::from(n))
+        && let Some(note) = cut_note(shown, total()?, what, limit, format)
+    {
+        let _ = writeln!(std::io::stderr(), "{note}");
     }
     Ok(())
 }
