@@ -184,10 +184,13 @@ pub struct SweepStats {
 /// Writes flow entries that changed since the last sweep.
 pub struct Sweeper {
     boot_id: String,
-    /// (first_seen_ns, last_seen_ns) last written per key: an unchanged entry is skipped.
+    /// (first_seen_ns, packets_up, packets_down) last written per key: an unchanged entry is
+    /// skipped. The packet counters, not the last-seen stamp, tell a change: the kernel's
+    /// coarse clock advances once per tick (4 ms at HZ=250), so a packet in the same tick as the
+    /// last sweep leaves the stamps as they were.
     /// Updated only when a sweep's writes succeed, so a failed sweep (a full disk) is retried
     /// whole by the next: counters are cumulative, so nothing is lost or counted twice.
-    written: HashMap<FlowKey, (u64, u64)>,
+    written: HashMap<FlowKey, (u64, u64, u64)>,
     /// DNS exchanges and renamed flows taken from the namer but not yet written.
     pending_dns: Vec<crate::store::DnsRecord>,
     pending_renamed: std::collections::HashSet<FlowKey>,
@@ -246,7 +249,7 @@ impl Sweeper {
             if s.first_seen_ns == 0 {
                 continue; // created on another CPU this instant; next sweep has it
             }
-            let stamp = (s.first_seen_ns, s.last_seen_ns);
+            let stamp = (s.first_seen_ns, s.packets_up, s.packets_down);
             if self.written.get(&key) != Some(&stamp) || renamed.contains(&key) {
                 let first_seen = anchor.to_time(s.first_seen_ns);
                 let (name, class) = namer.name_flow(&key, first_seen, now);
