@@ -105,12 +105,14 @@ impl Tracker {
             {
                 bail!("tracker run exited early:\n{}", self.log_text());
             }
-            let s = self.json(&["status"]);
+            // The daemon may be creating its database at this moment (a reader refuses it until
+            // it is migrated): such a status is a "not yet", not a failure.
+            let s = self.try_json(&["status"]).unwrap_or(Value::Null);
             // After a crash the old links are still pinned: wait for this daemon's own mark.
-            let pid = self.daemon.as_ref().map(|d| d.pid().to_string());
+            let pid = self.daemon.as_ref().map(|d| d.pid());
             if s["xdp_attached"] == true
                 && s["tc_egress_attached"] == true
-                && s["attached_pid"].as_str() == pid.as_deref()
+                && pid.is_some_and(|pid| attached_pid_is(&s, pid))
             {
                 return Ok(());
             }

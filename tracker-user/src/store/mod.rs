@@ -202,6 +202,10 @@ impl Store {
     /// [`schema::APPLICATION_ID`]). An empty file or a database without tables is free to use.
     fn check_owner(&self, access: Access) -> Result<()> {
         let read = || -> rusqlite::Result<(i32, u32, Vec<String>)> {
+            // One read transaction, so all three reads see one snapshot: another process may
+            // be migrating a new database this instant, and tables committed after a separate
+            // read of user_version 0 would look like another program's.
+            let tx = self.conn.unchecked_transaction()?;
             let app: i32 = self.conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
             let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             let mut stmt = self.conn.prepare(
@@ -209,6 +213,8 @@ impl Store {
                  ORDER BY name",
             )?;
             let tables = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            drop(stmt);
+            tx.commit()?;
             Ok((app, version, tables))
         };
         let (app, version, tables) = read().map_err(|e| explain(&self.path, e, access))?;
