@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     blocking::{self, KernelBlocks},
-    kernel::{Owner, PinDir, PinLock, PinSet},
+    kernel::{Owner, PinDir, PinLock, PinSet, pins},
     store::{Store, blocks::StoredRule},
 };
 
@@ -58,7 +58,7 @@ impl DaemonLock {
 
     /// Whether the lock file at its path is still the one locked (not deleted or replaced).
     fn is_current(&self) -> bool {
-        same_file(&self.file, &self.path)
+        pins::is_same_file(&self.file, &self.path)
     }
 }
 
@@ -75,13 +75,6 @@ pub fn daemon_pid(db: &Path) -> Option<u32> {
     s.trim().parse().ok()
 }
 
-fn same_file(open: &File, path: &Path) -> bool {
-    match (open.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
 /// (device, inode) of a path, if it exists.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -89,7 +82,8 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// Refuses pins whose maps belong to another database, before anything is changed. The same
 /// path with another (or no) database behind it is the database deleted or replaced while no
-/// daemon ran: the kernel's rules are then put into the new one ([`Upkeep::adopt_kernel_rules`]).
+/// daemon ran: the kernel's rules are then put into the new one
+/// ([`blocking::adopt_kernel_rules`]).
 /// Returns whether that recovery is needed.
 pub fn check_owner(pins: &PinDir, db: &Path, db_id: Option<&str>) -> Result<bool> {
     let Some(owner) = pins.owner()? else {
@@ -262,7 +256,7 @@ impl Upkeep {
         if !self.db_lock.is_current() {
             self.db_lock = DaemonLock::acquire(&self.db)?;
         }
-        let n = self.adopt_kernel_rules(&mut fresh, blocks)?;
+        let n = blocking::adopt_kernel_rules(&mut fresh, blocks, &self.rules)?;
         self.db_file = file_id(&self.db);
         *store = fresh;
         self.claim_pins(store)?;
@@ -271,9 +265,4 @@ impl Upkeep {
         Ok(Checked::NewDatabase)
     }
 
-    /// Writes the kernel's block rules into a database that lacks them (new, after the old one
-    /// was deleted), under their kernel rule ids, with the comments last read if known.
-    pub fn adopt_kernel_rules(&self, store: &mut Store, blocks: &KernelBlocks) -> Result<usize> {
-        blocking::adopt_kernel_rules(store, blocks, &self.rules)
-    }
 }

@@ -72,15 +72,18 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     pins.ensure_bpffs()?;
     let pin_lock = PinLock::acquire(&pins)?;
     kernel::ensure_links_of_this_netns(&pins)?;
-    let existing_id = match global.db.exists() {
-        true => Some(Store::open(&global.db)?.db_id()?),
-        false => None,
-    };
+    // An existing database is opened (and migrated) now, for its id; a missing one is created
+    // only once the pins are known to allow it.
+    let existing = global.db.exists().then(|| Store::open(&global.db)).transpose()?;
+    let existing_id = existing.as_ref().map(Store::db_id).transpose()?;
     let lost_db = daemon::check_owner(&pins, &global.db, existing_id.as_deref())?;
     let sizes = SizeRequest { flows: args.flow_entries, blocks: args.block_entries, events_bytes: args.ring_bytes }
         .resolve(&pins)?;
 
-    let mut store = Store::open(&global.db)?;
+    let mut store = match existing {
+        Some(store) => store,
+        None => Store::open(&global.db)?,
+    };
     let db_lock = DaemonLock::acquire(&global.db)?;
 
     // Naming state first: once attached, events fill the ring until the loop drains it.

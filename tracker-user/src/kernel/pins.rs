@@ -164,11 +164,17 @@ impl PinLock {
     /// Whether the directory at the pin path is still the one locked (not removed and made
     /// again).
     pub fn is_current(&self, pins: &PinDir) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        match (self.dir.metadata(), std::fs::metadata(&pins.0)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        }
+        is_same_file(&self.dir, &pins.0)
+    }
+}
+
+/// Whether `path` still names the file (or directory) `open` has open: false once it was
+/// removed, or removed and made again. A lock on the old one no longer guards the path.
+pub fn is_same_file(open: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (open.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
