@@ -64,7 +64,7 @@ enum Task {
     /// Run the whole test suite: setup, release build, then `cargo test --release`.
     ///
     /// Sets TRACKER_BIN to the freshly built target/release/tracker. Arguments after `--` go to
-    /// cargo test, e.g. `cargo xtask test -- --test lab -- --nocapture`.
+    /// cargo test, e.g. `cargo xtask test -- --test integration lab:: -- --nocapture`.
     /// Tests that need root fail under CI=true and are skipped otherwise when not root.
     Test {
         /// Arguments for `cargo test`.

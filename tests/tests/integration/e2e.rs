@@ -2,7 +2,7 @@
 //! namespace, real servers in the internet namespace, and assertions on the CLI's JSON.
 //! Root only; under CI=true they never skip.
 
-mod common;
+
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use common::{Tracker, curl, find_flow};
+use crate::common::{Tracker, curl, find_flow};
 use serde_json::Value;
 use tracker_tests::{
     Lab, Ns, cmd,
@@ -92,7 +92,7 @@ fn counters(f: &Value) -> Seen {
 /// off on wg0 here, so every skb the programs see is one packet on the wire.
 #[test]
 fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te1")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te1")? else {
         return Ok(());
     };
     lab.set_offloads(false)?;
@@ -151,7 +151,7 @@ fn time_until(lab: &Lab, url: &str, want_ok: bool, limit: Duration) -> Option<Du
 
 #[test]
 fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te2")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te2")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -188,7 +188,7 @@ fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
 /// A block survives a daemon restart and a crash; flows are not counted twice across restarts.
 #[test]
 fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te3")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te3")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -261,7 +261,7 @@ fn restart_swaps_programs_in_place_without_a_gap() -> Result<()> {
     /// Datagrams still sent after the new daemon reports itself attached.
     const AFTER_ATTACH: u32 = 200;
 
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te5")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te5")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -324,7 +324,7 @@ fn restart_swaps_programs_in_place_without_a_gap() -> Result<()> {
 /// a clean stop.
 #[test]
 fn status_reports_attachment_counters_and_database() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("te6")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te6")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -375,7 +375,7 @@ fn status_reports_attachment_counters_and_database() -> Result<()> {
 /// Bad input: a clear message, a non-zero exit, and nothing changed.
 #[test]
 fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
-    let Some((_serial, lab, t)) = common::lab_with_tracker("te4")? else {
+    let Some((_serial, lab, t)) = crate::common::lab_with_tracker("te4")? else {
         return Ok(());
     };
     let err = |args: &[&str], want: &str| {

@@ -9,7 +9,7 @@
 //! Root only; under CI=true they never skip. Run one at a time (they take the harness's serial
 //! lock); `-- --nocapture` shows the naming accuracy the last test measures.
 
-mod common;
+
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use common::{Conn, DigQuery, Tracker, curl_conn, dig, dns_entries_of, flow_of, ip_eq};
+use crate::common::{Conn, DigQuery, Tracker, curl_conn, dig, dns_entries_of, flow_of, ip_eq};
 use serde_json::{Value, json};
 use tracker_tests::{
     Lab,
@@ -113,7 +113,7 @@ fn names_in(v: &[Value], field: &str) -> Vec<String> {
 /// registrable domain.
 #[test]
 fn dns_log_and_domain_counts_via_the_on_host_resolver() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn1")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tn1")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -278,7 +278,7 @@ fn curl_without_dns(lab: &Lab, scheme: &str, name: &str, addr: IpAddr) -> Result
 /// an upstream unbound. Logged exactly, and curl resolving through it gets DNS-named flows.
 #[test]
 fn upstream_resolver_through_the_tunnel() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn2")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tn2")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -321,7 +321,7 @@ fn upstream_resolver_through_the_tunnel() -> Result<()> {
 /// private peers whatever DNS or the Host header says.
 #[test]
 fn flows_are_named_by_dns_sni_http_and_local() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn3")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tn3")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -429,7 +429,7 @@ struct Case {
 /// were rejected as unanswered, and keeps logging normal queries afterwards.
 #[test]
 fn hostile_dns_is_logged_or_rejected_and_never_crashes_the_daemon() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn4")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tn4")? else {
         return Ok(());
     };
     t.start(&lab)?;
@@ -631,7 +631,7 @@ struct Truth {
 /// 99.5%. Local peers mislabelled: none.
 #[test]
 fn naming_accuracy_in_the_lab() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tn5")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tn5")? else {
         return Ok(());
     };
     t.start(&lab)?;

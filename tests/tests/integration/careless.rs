@@ -1,6 +1,6 @@
 //! End-to-end: the careless (and a little hostile) user of issue 8. Each test sets up once and
 //! tries several careless things against it; every check is recorded, so a failing test lists
-//! each bug it still sees (see `common::Checks`). The contract: an error says what to do and
+//! each bug it still sees (see `crate::common::Checks`). The contract: an error says what to do and
 //! changes nothing, nothing the user owns is hidden or taken over, and blocking never switches
 //! off while a daemon lives or after it dies.
 //!
@@ -17,7 +17,7 @@
 //!
 //! Root only; under CI=true they never skip.
 
-mod common;
+
 
 use std::{
     fs,
@@ -29,7 +29,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use common::{
+use crate::common::{
     Checks, PinsGuard, Ran, Scratch, attached_pid_is, bpf_mounts, careless_port, contains_ci, curl, daemon_cmd,
     flow_counts, link_ids, map_entries, pinned_link_id, run_bounded, run_cli, tracker_with, udp_echoes, udp_flows_from,
     show, udp_one_each, udp_reachable, xdp_prog_on_vpn,
@@ -76,7 +76,7 @@ fn json_of(ran: &Ran) -> Result<Value> {
 /// Bugs 1, 5, 6 (no pins), 10 (`--flow-entries 0`).
 #[test]
 fn careless_setups_without_a_running_daemon_are_refused() -> Result<()> {
-    let Some((_serial, lab, _t)) = common::lab_with_tracker("tc1")? else {
+    let Some((_serial, lab, _t)) = crate::common::lab_with_tracker("tc1")? else {
         return Ok(());
     };
     let scratch = Scratch::new("tc1")?;
@@ -183,7 +183,7 @@ fn careless_setups_without_a_running_daemon_are_refused() -> Result<()> {
 /// daemon A that blocks WEB_V4. The second daemon comes last: today it breaks A.
 #[test]
 fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tc2")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tc2")? else {
         return Ok(());
     };
     let scratch = Scratch::new("tc2")?;
@@ -353,7 +353,7 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
 /// Bug 3: the database's disk fills up under a running daemon.
 #[test]
 fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tc3")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tc3")? else {
         return Ok(());
     };
     lab.set_offloads(false)?;
@@ -395,7 +395,7 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
         exchanges.push((port, n, size));
     }
     c.ok(curl(&lab, &http_url(ECHO_V4, "small.txt"), 5), "a curl while the disk is full");
-    let cannot_write = |t: &common::Tracker| contains_ci(&t.log_text(), "cannot write");
+    let cannot_write = |t: &crate::common::Tracker| contains_ci(&t.log_text(), "cannot write");
     // One batch always, so that catching up is more than one sweep's worth; more while the
     // daemon has not yet found that it cannot write.
     const SINGLE: u64 = 20;
@@ -468,7 +468,7 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
 /// one after the other on one lab; each starts from a daemon that blocks WEB_V4.
 #[test]
 fn the_daemon_recovers_its_deleted_database_and_pins() -> Result<()> {
-    let Some((_serial, lab, mut t)) = common::lab_with_tracker("tc4")? else {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tc4")? else {
         return Ok(());
     };
     t.start_careless(&lab)?;

@@ -1,8 +1,6 @@
 //! The tracker daemon and CLI as the end-to-end tests drive them: the real binary, a database
 //! and a pin directory of the test's own, the daemon in the lab's VPN namespace.
 
-#![allow(dead_code, reason = "each test file uses a different part of this harness")]
-
 use std::{
     path::PathBuf,
     process::{Command, Output},
@@ -639,15 +637,6 @@ pub fn bpf_mounts() -> Result<Vec<String>> {
             (f.len() > 2 && f[2] == "bpf").then(|| f[1].to_owned())
         })
         .collect())
-}
-
-/// Whether anything is mounted exactly at `path`.
-pub fn mounted_at(path: &std::path::Path) -> bool {
-    let p = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(p.as_str()))
 }
 
 /// A scratch folder `/tmp/tracker-careless-{name}` (0755, so other users may look in: the

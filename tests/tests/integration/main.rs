@@ -1,0 +1,25 @@
+//! tracker's integration tests, in one binary so tracker-user is linked once (the layout of
+//! aya's `test/integration-test`): one module per area, a shared harness with RAII guards.
+//!
+//! - [`kernel`]: the real programs under BPF_PROG_TEST_RUN, on crafted packets and captures;
+//! - [`lab`]: the namespace lab itself (tunnel, resolvers, servers, teardown);
+//! - [`e2e`]: the real daemon and CLI on the lab's wireguard-go `wg0`: counting and blocking;
+//! - [`names`]: naming flows from real resolvers, TLS and HTTP clients;
+//! - [`careless`]: careless and hostile use (issue 8);
+//! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
+//!
+//! One failure style. Every test returns `anyhow::Result<()>`: a step that fails to happen
+//! (a lab that does not come up, a command that cannot run, a timeout) is an `Err` with context
+//! saying which step; a wrong value is an `assert!`/`assert_eq!` (or a [`common::Checks`] entry
+//! when one test lists several bugs) whose message shows the expected and the measured value.
+//! Tests that need root print `skipped: needs root` without it and fail under `CI=true`
+//! ([`tracker_tests::root_or_skip`]); lab tests take the harness's serial lock, so they run one
+//! at a time whatever `--test-threads` says. Run one area with
+//! `cargo xtask test -- --test integration names::`.
+
+mod careless;
+mod common;
+mod e2e;
+mod kernel;
+mod lab;
+mod names;
