@@ -29,10 +29,7 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use ipnet::IpNet;
-use tracker::{
-    drain::{self, Tables},
-    kernel::{self, MapSizes, PinDir},
-};
+use tracker::kernel::{self, MapSizes, PinDir, Tables};
 use tracker_common::{Counter, L2_LEN_ETHERNET, L2_LEN_NONE, defaults};
 use tracker_tests::cmd::{have_program, run};
 
@@ -524,7 +521,7 @@ impl Tracker {
     }
 
     fn counter(&self, c: Counter) -> Result<u64> {
-        let all = drain::read_counters(&self.tables.counters)?;
+        let all = kernel::read_counters(&self.tables.counters)?;
         Ok(all.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))
     }
 
@@ -602,7 +599,7 @@ impl Tracker {
         let flows = &mut self.tables.flows;
         let keys = flows.keys().take(limit).collect::<Result<Vec<_>, _>>()?;
         for k in &keys {
-            flows.remove(k).context("deleting a flow")?;
+            flows.take(k).context("deleting a flow")?;
         }
         ensure!(
             keys.len() == expected,

@@ -18,8 +18,12 @@ pub mod names {
     pub const BLOCK_V6: &str = "BLOCK_V6";
     /// `PERCPU_ARRAY<u64>`, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// `RINGBUF` carrying [`crate::Event`]s.
+    /// `RINGBUF` carrying events: an [`crate::EventHeader`] with [`crate::EventKind`], and for
+    /// payload kinds the bytes of a [`crate::PayloadEvent`] up to its captured length.
     pub const EVENTS: &str = "EVENTS";
+    /// `PERCPU_ARRAY<PayloadEvent>` of one entry: where a payload record is assembled before
+    /// `bpf_ringbuf_output` copies its used length into the ring.
+    pub const SCRATCH: &str = "SCRATCH";
     /// The XDP program (ingress: traffic from the clients behind the interface).
     pub const PROG_XDP: &str = "tracker_xdp";
     /// The TC classifier attached to egress (traffic to the clients).
@@ -29,7 +33,7 @@ pub mod names {
     /// (tracker-user's `kernel::pins`).
     pub const OWNER: &str = "OWNER";
     /// Every map of the eBPF object, for pinning and for the kernel test that checks the object.
-    pub const ALL_MAPS: [&str; 6] = [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, COUNTERS, EVENTS];
+    pub const ALL_MAPS: [&str; 7] = [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, COUNTERS, EVENTS, SCRATCH];
     /// Read-only globals set by the loader (`EbpfLoader::set_global`).
     pub const GLOBAL_L2_LEN: &str = "L2_LEN";
 }
@@ -45,6 +49,11 @@ pub mod defaults {
     pub const EVENTS_BYTES: u32 = 4 << 20;
     /// Minimum gap between two block-hit events for the same rule.
     pub const BLOCK_EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+    /// Records are submitted without waking the reader (`BPF_RB_NO_WAKEUP`): a wakeup is an
+    /// irq_work, which in a VM is an IPI and a VM exit, microseconds per record. The daemon
+    /// drains on a timer instead; past this share of the ring in use (1/`WAKEUP_FILL_DIVISOR`)
+    /// a record forces a wakeup, so a burst is drained before the ring fills.
+    pub const WAKEUP_FILL_DIVISOR: u64 = 4;
 }
 
 /// Address family tags stored in [`FlowKey::family`].
@@ -105,11 +114,14 @@ pub struct FlowStats {
     /// keeps milliseconds anyway. It stops during suspend, which a VPN host does not do.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    /// TCP flags (FIN=0x01 .. CWR=0x80) seen in either direction.
-    pub tcp_flags: u8,
+    /// TCP flags (FIN=0x01 .. CWR=0x80) seen going up (client -> remote), ORed.
+    pub tcp_flags_up: u8,
     /// [`FLOW_PAYLOAD_UP`] / [`FLOW_PAYLOAD_DOWN`]: a first-payload event was sent.
     pub payload_sent: u8,
-    pub _pad: [u8; 6],
+    /// TCP flags seen going down. Apart from `tcp_flags_up` because a connection has ended only
+    /// when each side has sent its FIN.
+    pub tcp_flags_down: u8,
+    pub _pad: [u8; 5],
 }
 
 /// The IPv4 flow table's key: [`FlowKey`] without the 24 bytes that are always zero for IPv4.
@@ -222,17 +234,32 @@ impl Counter {
     }
 }
 
-/// Kinds of ring-buffer events, stored in [`EventHeader::kind`].
-pub mod event_kind {
-    /// A flow entry was created.
-    pub const FLOW_NEW: u8 = 1;
-    /// A packet was dropped by a block rule (rate-limited per rule).
-    pub const BLOCK_HIT: u8 = 2;
-    /// A DNS message (UDP or TCP port 53): a [`crate::PayloadEvent`].
-    pub const DNS: u8 = 3;
+/// Kinds of ring-buffer events, stored in [`EventHeader::kind`] as their `u8`. A flow's creation
+/// is not an event: the sweep finds new entries with their first-seen stamp, so a new flow costs
+/// no ring record (the new-flow path is the hot one in a flood).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A packet was dropped by a block rule (rate-limited per rule). Header only.
+    BlockHit = 2,
+    /// A DNS message (UDP or TCP port 53): a [`PayloadEvent`].
+    Dns = 3,
     /// The first L4 payload of a flow in one direction (TLS ClientHello, HTTP request, QUIC
-    /// Initial): a [`crate::PayloadEvent`].
-    pub const FIRST_PAYLOAD: u8 = 4;
+    /// Initial): a [`PayloadEvent`].
+    FirstPayload = 4,
+}
+
+impl EventKind {
+    /// The kind a header's byte names; `None` for a byte no kind has (an object newer than the
+    /// daemon, say).
+    pub const fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            2 => Some(Self::BlockHit),
+            3 => Some(Self::Dns),
+            4 => Some(Self::FirstPayload),
+            _ => None,
+        }
+    }
 }
 
 /// Direction of a packet relative to the client.
@@ -243,18 +270,19 @@ pub const DIR_DOWN: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EventHeader {
-    /// One of [`event_kind`].
+    /// An [`EventKind`] as `u8`: a byte the kernel wrote is not trusted to be a valid enum.
     pub kind: u8,
     /// [`DIR_UP`] or [`DIR_DOWN`].
     pub direction: u8,
     pub _pad: [u8; 2],
-    /// For [`event_kind::BLOCK_HIT`]: the rule that dropped; otherwise 0.
+    /// For [`EventKind::BlockHit`]: the rule that dropped; otherwise 0.
     pub rule_id: u32,
     pub ts_ns: u64,
     pub key: FlowKey,
 }
 
-/// An event that carries packet bytes.
+/// An event that carries packet bytes. The record in the ring is this struct cut after
+/// `captured_len` bytes of `data`: [`PayloadEvent::record_len`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PayloadEvent {
@@ -265,6 +293,20 @@ pub struct PayloadEvent {
     pub captured_len: u32,
     pub data: [u8; PAYLOAD_CAP],
 }
+
+impl PayloadEvent {
+    /// Where `data` starts: the length of a record with nothing captured.
+    pub const DATA_OFFSET: usize = core::mem::offset_of!(PayloadEvent, data);
+
+    /// Bytes of a record that captured `captured` bytes.
+    #[inline(always)]
+    pub const fn record_len(captured: u32) -> u32 {
+        Self::DATA_OFFSET as u32 + captured
+    }
+}
+
+#[cfg(feature = "user")]
+pub mod user;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,7 +13,10 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_SHOT,
+        TC_ACT_UNSPEC, xdp_action,
+    },
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
     maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -22,9 +25,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use parse::{ParseError, Parsed, parse};
 use tracker_common::{
-    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, FAMILY_V4, FLOW_PAYLOAD_DOWN,
-    FLOW_PAYLOAD_UP, FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent,
-    defaults, event_kind,
+    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FLOW_PAYLOAD_DOWN,
+    FLOW_PAYLOAD_UP, FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, defaults,
 };
 
 /// Link-layer header length in front of IP (`tracker_common::L2_LEN_*`). Set by the loader
@@ -52,6 +54,12 @@ static BLOCK_V6: LpmTrie<[u8; 16], BlockValue> =
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(defaults::EVENTS_BYTES, 0);
+/// A payload record is built here and copied into the ring at its used length
+/// (`bpf_ringbuf_output`): `bpf_ringbuf_reserve` takes only a constant size, and reserving the
+/// largest record for a 60-byte DNS query filled the ring twenty times faster than needed.
+/// Pinned like every map (the pin set is checked whole), though it holds nothing between packets.
+#[map]
+static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::pinned(1, 0);
 
 /// DNS over UDP and TCP (RFC 1035, RFC 7766); its payload goes to userspace for naming.
 const DNS_PORT: u16 = 53;
@@ -202,17 +210,30 @@ fn on_block(rule: *mut BlockValue, p: &Parsed, up: bool, now: u64) {
     }
     unsafe { (*rule).last_event_ns = now };
     if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
-        entry.write(header(event_kind::BLOCK_HIT, p, up, rule_id, now));
-        entry.submit(0);
+        entry.write(header(EventKind::BlockHit, p, up, rule_id, now));
+        entry.submit(wakeup_flags());
     } else {
         count(Counter::RingLost, 1);
     }
 }
 
+/// No wakeup per record: the daemon drains the ring on a short timer. Only a ring filling up
+/// (past 1/`WAKEUP_FILL_DIVISOR` unread) wakes it at once.
 #[inline(always)]
-fn header(kind: u8, p: &Parsed, up: bool, rule_id: u32, now: u64) -> EventHeader {
+fn wakeup_flags() -> u64 {
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if unread > size / defaults::WAKEUP_FILL_DIVISOR {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn header(kind: EventKind, p: &Parsed, up: bool, rule_id: u32, now: u64) -> EventHeader {
     EventHeader {
-        kind,
+        kind: kind as u8,
         direction: if up { DIR_UP } else { DIR_DOWN },
         _pad: [0; 2],
         rule_id,
@@ -222,7 +243,8 @@ fn header(kind: u8, p: &Parsed, up: bool, rule_id: u32, now: u64) -> EventHeader
 }
 
 /// Counts the packet against its flow in `flows` (keyed by `map_key`, that table's key for the
-/// flow), creating the flow if it is new, and sends the events it calls for.
+/// flow), creating the flow if it is new, and sends the payload event it calls for. A new flow
+/// sends no event of its own: the daemon's sweep finds the new entry.
 #[inline(always)]
 fn account<F: Frame, K>(
     ctx: &F,
@@ -246,16 +268,17 @@ fn account<F: Frame, K>(
         if up {
             s.packets_up += segs as u64;
             s.bytes_up += bytes;
+            s.tcp_flags_up |= p.tcp_flags;
         } else {
             s.packets_down += segs as u64;
             s.bytes_down += bytes;
+            s.tcp_flags_down |= p.tcp_flags;
         }
         // Per-CPU value: another CPU may have created the entry, leaving ours zeroed.
         if s.first_seen_ns == 0 {
             s.first_seen_ns = now;
         }
         s.last_seen_ns = now;
-        s.tcp_flags |= p.tcp_flags;
         if payload_len > 0 && s.payload_sent & dir_bit == 0 {
             s.payload_sent |= dir_bit;
             first_payload = true;
@@ -269,19 +292,14 @@ fn account<F: Frame, K>(
             bytes_down: if up { 0 } else { bytes },
             first_seen_ns: now,
             last_seen_ns: now,
-            tcp_flags: p.tcp_flags,
+            tcp_flags_up: if up { p.tcp_flags } else { 0 },
             payload_sent: if payload_len > 0 { dir_bit } else { 0 },
-            _pad: [0; 6],
+            tcp_flags_down: if up { 0 } else { p.tcp_flags },
+            _pad: [0; 5],
         };
         match flows.insert(map_key, &stats, BPF_NOEXIST) {
             Ok(()) => {
                 count(Counter::FlowsCreated, 1);
-                if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
-                    entry.write(header(event_kind::FLOW_NEW, p, up, 0, now));
-                    entry.submit(0);
-                } else {
-                    count(Counter::RingLost, 1);
-                }
                 first_payload = payload_len > 0;
             }
             // Another CPU created it between our lookup and insert: this packet is lost to the
@@ -291,23 +309,19 @@ fn account<F: Frame, K>(
     }
 
     if is_dns && payload_len > 0 {
-        emit_payload(ctx, event_kind::DNS, p, up, now);
+        emit_payload(ctx, EventKind::Dns, p, up, now);
     } else if first_payload {
-        emit_payload(ctx, event_kind::FIRST_PAYLOAD, p, up, now);
+        emit_payload(ctx, EventKind::FirstPayload, p, up, now);
     }
 }
 
 #[inline(always)]
-fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, up: bool, now: u64) {
+fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u64) {
     let payload_len = p.payload_len();
     if payload_len == 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
-        count(Counter::RingLost, 1);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else { return };
     // The load helpers need a length the verifier can prove is in 1..=PAYLOAD_CAP. Clamping
     // the index of the last byte and adding one gives it that range directly; the black_box
     // keeps LLVM from folding this back into `min(len, cap)` with a separate zero test, which
@@ -320,12 +334,19 @@ fn emit_payload<F: Frame>(ctx: &F, kind: u8, p: &Parsed, up: bool, now: u64) {
     // The payload may continue past the linear data; the load helpers read from the whole
     // packet (skb frags, XDP frags) so the copy is not limited to what direct access sees.
     let copied = ctx.load(p.payload_off, unsafe { (&raw mut (*ev).data).cast() }, n);
+    let captured = if copied { n } else { 0 };
     unsafe {
         (&raw mut (*ev).header).write(header(kind, p, up, 0, now));
         (&raw mut (*ev).payload_len).write(payload_len);
-        (&raw mut (*ev).captured_len).write(if copied { n } else { 0 });
+        (&raw mut (*ev).captured_len).write(captured);
     }
-    entry.submit(0);
+    // SAFETY: the scratch entry is PayloadEvent-sized and record_len(captured) is at most that.
+    let record = unsafe {
+        core::slice::from_raw_parts(ev.cast::<u8>(), PayloadEvent::record_len(captured) as usize)
+    };
+    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+        count(Counter::RingLost, 1);
+    }
 }
 
 #[inline(always)]

@@ -12,7 +12,6 @@ use crate::{
     kernel::PinDir,
     store::{Store, blocks::StoredRule},
     text::quoted,
-    timefmt::KernelClock,
 };
 
 /// `kind` of IP rules in `block_rules`.
@@ -235,19 +234,10 @@ pub fn adopt_kernel_rules(store: &mut Store, kernel: &KernelBlocks, known: &Hash
             },
         };
         store.restore_rule(&rule)?;
-        store.set_block_kernel_count(k.rule_id, k.packets_dropped, None)?;
+        store.write(|w| w.set_block_kernel_count(k.rule_id, k.packets_dropped, None))?;
         n += 1;
     }
     Ok(n)
-}
-
-/// Copies the kernel's per-rule counters into the database.
-pub fn sync_counters(store: &mut Store, kernel: &KernelBlocks, clock: KernelClock) -> Result<()> {
-    for (_, k) in kernel.entries()? {
-        let last_hit = (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns));
-        store.set_block_kernel_count(k.rule_id, k.packets_dropped, last_hit)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

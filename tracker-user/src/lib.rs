@@ -2,20 +2,22 @@
 //! hosts in the kernel.
 //!
 //! Data flows one way, and the modules follow it:
-//! packets -> [`kernel`] (programs, maps, ring) -> [`drain`] (with [`naming`]) -> [`store`]
-//! (SQLite) -> queries -> [`cli`]. [`blocking`] turns block rules into kernel map entries;
-//! [`analysis`] holds the pure logic that parses DNS, TLS and HTTP and decides names, [`naming`]
-//! the daemon's state built from it, with [`wireguard`] telling which addresses are one device;
-//! [`timefmt`] the clock conversions shared by all of them; [`daemon`] the daemon's locks and the
-//! upkeep that puts back pins or a database removed under it.
+//! packets -> [`kernel`] (programs, maps, ring) -> [`source`] (snapshots and events, with their
+//! clock) -> [`pipeline`] (naming, the sweep) -> [`sink`] -> [`store`] (SQLite) -> queries ->
+//! [`cli`]. [`analysis`] holds the pure logic that parses DNS, TLS and HTTP, decides names and
+//! classifies addresses; [`wireguard`] tells which addresses are one device; [`blocking`] turns
+//! block rules into kernel map entries; [`daemon`] runs the loop, with the locks and the upkeep
+//! that puts back pins or a database removed under it; [`timefmt`] the clock conversions and
+//! [`text`] the escaping shared by all of them.
 
 pub mod analysis;
 pub mod blocking;
 pub mod cli;
 pub mod daemon;
-pub mod drain;
 pub mod kernel;
-pub mod naming;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
 pub mod store;
 pub mod text;
 pub mod timefmt;

@@ -16,8 +16,9 @@ pub fn kernel_ns_now() -> u64 {
 }
 
 /// Maps kernel stamps to wall-clock time with one reading of both clocks, so that all stamps
-/// of one sweep convert consistently.
-#[derive(Clone, Copy, Debug)]
+/// of one sweep convert consistently. The default (both zero) converts nothing meaningfully;
+/// it only fills a buffer before its first reading.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct KernelClock {
     kernel_ns: u64,
     wall_ms: i64,

@@ -188,7 +188,7 @@ fn empty_option_env(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::Os
 
 /// A daemon fact as `tracker status` shows it: a number when the key is a known numeric fact.
 fn fact_value(key: &str, value: String) -> serde_json::Value {
-    let numeric = crate::naming::facts::ALL.contains(&key) || NUMERIC_FACTS.contains(&key);
+    let numeric = crate::pipeline::naming::facts::ALL.contains(&key) || NUMERIC_FACTS.contains(&key);
     match value.parse::<u64>() {
         Ok(n) if numeric => n.into(),
         _ => value.into(),
@@ -302,7 +302,7 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
     if kernel::require_root("").is_ok() {
         if let Some(map) = pins.open_map(names::COUNTERS)? {
             let counters = aya::maps::PerCpuArray::<_, u64>::try_from(map)?;
-            let values = crate::drain::read_counters(&counters)?;
+            let values = crate::kernel::read_counters(&counters)?;
             let mut created = 0;
             for (c, v) in values {
                 if c == Counter::FlowsCreated {
@@ -311,7 +311,7 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
                 put(c.name(), v.into());
             }
             if let (Some(v4), Some(v6)) = (pins.open_map(names::FLOWS_V4)?, pins.open_map(names::FLOWS_V6)?) {
-                let flows = crate::drain::FlowTables::from_maps(v4, v6)?;
+                let flows = crate::kernel::FlowTables::from_maps(v4, v6)?;
                 let live = flows.keys().filter(|k| k.is_ok()).count() as u64;
                 put("flows_in_kernel", live.into());
                 // Every entry created is either still in the table or was evicted by the LRU

@@ -1,5 +1,5 @@
 //! `tracker run`: preflight checks in the order a user can fix them, then load, reconcile
-//! blocks, attach, and hand over to the drain loop; detach on a clean stop.
+//! blocks, attach, and hand over to the daemon loop; detach on a clean stop.
 
 use std::time::Duration;
 
@@ -9,10 +9,13 @@ use clap::Args;
 use super::{Global, parse_duration};
 use crate::{
     blocking,
-    daemon::{self, DaemonLock, Upkeep},
-    drain::{self, LoopOptions, Tables},
-    kernel::{self, PinDir, PinLock, SizeRequest},
-    naming::{self, Namer},
+    daemon::{
+        self, DaemonLock, Upkeep,
+        engine::{self, LoopOptions},
+    },
+    kernel::{self, PinDir, PinLock, SizeRequest, Tables},
+    pipeline::naming::{self, Namer},
+    source::kernel::KernelSource,
     store::Store,
     timefmt,
 };
@@ -91,7 +94,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
     let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
     // Devices before the reload: answers are filed per device.
-    drain::refresh_devices(&mut namer, &iface.name);
+    engine::refresh_devices(&mut namer, &iface.name);
     let now = std::time::SystemTime::now();
     let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
     let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
@@ -139,13 +142,12 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(drain::run_loop(
-        &tables,
-        events,
+    let result = rt.block_on(engine::run_loop(
+        &mut KernelSource::new(tables, events)?,
         &mut store,
         &mut namer,
         &mut upkeep,
-        &LoopOptions { sweep_interval: args.sweep_interval, iface: iface.name.clone() },
+        &LoopOptions { sweep_interval: args.sweep_interval, iface: iface.name.clone(), timeouts: Default::default() },
     ));
     if let Err(e) = result {
         // As after a crash: the pinned links keep the programs, and blocking, in place.

@@ -17,7 +17,10 @@ use aya::{
 };
 use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 
+pub mod maps;
 pub mod pins;
+mod sys;
+pub use maps::{FlowTables, Tables, read_counters};
 pub use pins::{DEFAULT_PIN_DIR, Owner, PIN_LINK_TC_EGRESS, PIN_LINK_XDP, PinDir, PinLock, PinSet};
 
 /// The compiled kernel programs, built by build.rs (a nested nightly cargo build) and embedded so the binary is

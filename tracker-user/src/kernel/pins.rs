@@ -13,6 +13,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, Map, MapData, MapInfo};
 use tracker_common::names;
 
+use super::sys::{ATTR_BYTES, sys_bpf};
+
 /// Where maps and links are pinned unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tracker";
 /// The one place tracker mounts a BPF filesystem itself: the standard mount point, which some
@@ -307,23 +309,13 @@ impl PinSet {
     }
 }
 
-// ---- raw bpf(2) calls aya does not offer ----
+// ---- raw bpf(2) calls aya does not offer (the shared ones are in `sys`) ----
 
 /// `BPF_MAP_CREATE`, `BPF_OBJ_PIN` (include/uapi/linux/bpf.h, enum bpf_cmd).
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
 /// `BPF_MAP_TYPE_ARRAY` (enum bpf_map_type).
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
-/// Bytes of `union bpf_attr` passed: enough for the fields used; the kernel reads only as much
-/// as it is given and requires the rest of what it is given to be zero.
-const ATTR_BYTES: usize = 128;
-
-fn sys_bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_BYTES]) -> std::io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, writable buffer of ATTR_BYTES bytes laid out as the command's
-    // member of union bpf_attr; the kernel copies at most that many bytes.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_BYTES as libc::c_uint) };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
-}
 
 /// A one-entry `BPF_MAP_TYPE_ARRAY` with `u32` keys and `value_size`-byte values.
 fn create_array_map(value_size: u32, name: &std::ffi::CStr) -> std::io::Result<std::os::fd::OwnedFd> {

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::{OptionalExtension as _, params};
 use serde::Serialize;
 
-use super::Store;
+use super::{Store, Writer, explain_path};
 use crate::timefmt;
 
 /// A block rule with its counters; field names are the JSON interface of `tracker blocks`.
@@ -42,6 +42,20 @@ pub struct StoredRule {
     pub rule: String,
     pub comment: Option<String>,
     pub created: i64,
+}
+
+impl Writer<'_> {
+    /// Records the live kernel count of a rule (and its last hit).
+    pub fn set_block_kernel_count(&self, id: u32, dropped: u64, last_hit_ms: Option<i64>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE block_rules SET dropped_kernel = ?2, last_hit = COALESCE(?3, last_hit)
+                 WHERE id = ?1",
+                params![id, dropped as i64, last_hit_ms],
+            )
+            .map_err(|e| explain_path(self.path, e))?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -214,17 +228,6 @@ impl Store {
             .context("reading block counters")
     }
 
-    /// Records the live kernel count of a rule (and its last hit).
-    pub fn set_block_kernel_count(&mut self, id: u32, dropped: u64, last_hit_ms: Option<i64>) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE block_rules SET dropped_kernel = ?2, last_hit = COALESCE(?3, last_hit)
-                 WHERE id = ?1",
-                params![id, dropped as i64, last_hit_ms],
-            )
-            .map_err(|e| self.explain(e))?;
-        Ok(())
-    }
 
     /// A rule's kernel entry is being created afresh (new map after a reboot, or pins removed):
     /// fold what the old entry counted into the history so the total carries on.

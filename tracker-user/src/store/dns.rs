@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Store, explain_path};
+use super::{Store, Writer, explain_path};
 use crate::{
     analysis::{
         dns::{self, Answer, AnswerData, Transport},
@@ -128,21 +128,20 @@ pub struct StoredAnswers {
 /// rather than LIKE so that `_` and `%` in the user's text are not wildcards.
 const DOMAIN_MATCH: &str = "(?3 IS NULL OR q.qname = ?3 OR substr(q.qname, -length(?3) - 1) = '.' || ?3)";
 
-impl Store {
+impl Writer<'_> {
     /// Writes exchanges and their answers in one transaction.
-    pub fn insert_dns(&mut self, records: &[DnsRecord]) -> Result<()> {
+    pub fn insert_dns(&self, records: &[DnsRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        {
-            let mut query = tx.prepare_cached(
+                {
+            let mut query = self.conn.prepare_cached(
                 "INSERT INTO dns_queries (ts, answered, client, client_port, resolver,
                      resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
                      min_ttl)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
-            let mut answer = tx.prepare_cached(
+            let mut answer = self.conn.prepare_cached(
                 "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
@@ -178,15 +177,22 @@ impl Store {
                     r.cname(),
                     r.min_ttl(),
                 ])
-                .map_err(|e| explain_path(&self.path, e))?;
+                .map_err(|e| explain_path(self.path, e))?;
                 for (position, a) in answers.iter().enumerate() {
                     answer
                         .execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])
-                        .map_err(|e| explain_path(&self.path, e))?;
+                        .map_err(|e| explain_path(self.path, e))?;
                 }
             }
         }
-        tx.commit().map_err(|e| explain_path(&self.path, e))
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Writes exchanges and their answers in one transaction.
+    pub fn insert_dns(&mut self, records: &[DnsRecord]) -> Result<()> {
+        self.write(|w| w.insert_dns(records))
     }
 
     /// The query log, newest first.

@@ -297,13 +297,107 @@ impl Store {
         Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
+
+    /// Flows, biggest (bytes both ways) first.
+    pub fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT client, remote, protocol, client_port, remote_port, packets_up, bytes_up,
+                    packets_down, bytes_down, first_seen, last_seen, name, name_source, cname,
+                    remote_class
+             FROM flows WHERE last_seen >= ?1
+             ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)],
+            |r| {
+                Ok(FlowRow {
+                    client: r.get(0)?,
+                    remote: r.get(1)?,
+                    protocol: protocol_name(r.get(2)?),
+                    client_port: r.get(3)?,
+                    remote_port: r.get(4)?,
+                    packets_up: r.get::<_, i64>(5)? as u64,
+                    bytes_up: r.get::<_, i64>(6)? as u64,
+                    packets_down: r.get::<_, i64>(7)? as u64,
+                    bytes_down: r.get::<_, i64>(8)? as u64,
+                    first_seen: timefmt::rfc3339(r.get(9)?),
+                    last_seen: timefmt::rfc3339(r.get(10)?),
+                    name: r.get(11)?,
+                    name_source: r.get(12)?,
+                    cname: r.get(13)?,
+                    remote_class: r.get(14)?,
+                })
+            },
+        )?;
+        rows.collect::<rusqlite::Result<_>>().context("reading flows")
+    }
+
+
+    /// How many flows [`Store::flows`] would list for `q` without its limit.
+    pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM flows WHERE last_seen >= ?1",
+            [q.since_ms.unwrap_or(i64::MIN)],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    pub fn set_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        tx.execute("DELETE FROM daemon", [])?;
+        for (k, v) in facts {
+            tx.execute("INSERT INTO daemon (key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        tx.commit().map_err(|e| explain_path(&self.path, e))
+    }
+
+    /// Writes swept flows in one transaction (see [`Writer::upsert_flows`]).
+    pub fn upsert_flows(&mut self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
+        self.write(|w| w.upsert_flows(boot_id, flows))
+    }
+
+    /// Sets some facts, leaving the others.
+    pub fn update_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
+        self.write(|w| w.update_daemon_facts(facts))
+    }
+
+    /// Runs `f` in one write transaction: all of its writes are kept, or (on an error) none.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
+        let out = f(&Writer { conn: &tx, path: &self.path })?;
+        tx.commit().map_err(|e| explain_path(&self.path, e))?;
+        Ok(out)
+    }
+
+    pub fn daemon_facts(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon ORDER BY key")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>().context("reading daemon facts")
+    }
+
+    pub fn flow_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn block_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM block_rules", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+/// The writes of one transaction ([`Store::write`]).
+pub struct Writer<'a> {
+    conn: &'a rusqlite::Connection,
+    path: &'a Path,
+}
+
+impl Writer<'_> {
     /// Writes swept flows in one transaction. Counters are cumulative per kernel entry, so a row
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
-    pub fn upsert_flows(&mut self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        {
-            let mut stmt = tx.prepare_cached(
+    pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
+                {
+            let mut stmt = self.conn.prepare_cached(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
                      tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class)
@@ -362,91 +456,22 @@ impl Store {
                     cname,
                     remote_class.as_str(),
                 ])
-                .map_err(|e| explain_path(&self.path, e))?;
+                .map_err(|e| explain_path(self.path, e))?;
             }
         }
-        tx.commit().map_err(|e| explain_path(&self.path, e))
-    }
-
-    /// Flows, biggest (bytes both ways) first.
-    pub fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT client, remote, protocol, client_port, remote_port, packets_up, bytes_up,
-                    packets_down, bytes_down, first_seen, last_seen, name, name_source, cname,
-                    remote_class
-             FROM flows WHERE last_seen >= ?1
-             ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(
-            params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)],
-            |r| {
-                Ok(FlowRow {
-                    client: r.get(0)?,
-                    remote: r.get(1)?,
-                    protocol: protocol_name(r.get(2)?),
-                    client_port: r.get(3)?,
-                    remote_port: r.get(4)?,
-                    packets_up: r.get::<_, i64>(5)? as u64,
-                    bytes_up: r.get::<_, i64>(6)? as u64,
-                    packets_down: r.get::<_, i64>(7)? as u64,
-                    bytes_down: r.get::<_, i64>(8)? as u64,
-                    first_seen: timefmt::rfc3339(r.get(9)?),
-                    last_seen: timefmt::rfc3339(r.get(10)?),
-                    name: r.get(11)?,
-                    name_source: r.get(12)?,
-                    cname: r.get(13)?,
-                    remote_class: r.get(14)?,
-                })
-            },
-        )?;
-        rows.collect::<rusqlite::Result<_>>().context("reading flows")
-    }
-
-
-    /// How many flows [`Store::flows`] would list for `q` without its limit.
-    pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
-        let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM flows WHERE last_seen >= ?1",
-            [q.since_ms.unwrap_or(i64::MIN)],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
-    }
-
-    pub fn set_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        tx.execute("DELETE FROM daemon", [])?;
-        for (k, v) in facts {
-            tx.execute("INSERT INTO daemon (key, value) VALUES (?1, ?2)", params![k, v])?;
-        }
-        tx.commit().map_err(|e| explain_path(&self.path, e))
+        Ok(())
     }
 
     /// Sets some facts, leaving the others.
-    pub fn update_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        for (k, v) in facts {
-            tx.execute(
+    pub fn update_daemon_facts(&self, facts: &[(&str, String)]) -> Result<()> {
+                for (k, v) in facts {
+            self.conn.execute(
                 "INSERT INTO daemon (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![k, v],
             )?;
         }
-        tx.commit().map_err(|e| explain_path(&self.path, e))
-    }
-
-    pub fn daemon_facts(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon ORDER BY key")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>().context("reading daemon facts")
-    }
-
-    pub fn flow_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
-    }
-
-    pub fn block_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM block_rules", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(())
     }
 }
 
@@ -1051,10 +1076,10 @@ pub(crate) mod tests {
         let mut s = Store::open(&p).unwrap();
         let id = s.add_block("ip", "198.51.100.0/24", Some("ad network")).unwrap().unwrap();
         assert_eq!(s.add_block("ip", "198.51.100.0/24", None).unwrap(), None);
-        s.set_block_kernel_count(id, 5, Some(7_000)).unwrap();
+        s.write(|w| w.set_block_kernel_count(id, 5, Some(7_000))).unwrap();
         // A reboot: the kernel entry starts again at zero; the five drops are kept.
         s.fold_block_kernel_count(id).unwrap();
-        s.set_block_kernel_count(id, 2, None).unwrap();
+        s.write(|w| w.set_block_kernel_count(id, 2, None)).unwrap();
         let rows = s.blocks(&|_| None).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].packets_dropped, 7);

@@ -20,7 +20,6 @@ use crate::{
         names::{self, Evidence, FlowName, NameTable},
         tls,
     },
-    drain::key_addrs,
     store::{DnsRecord, dns::StoredAnswers},
     timefmt::{self, time_of_ms},
     wireguard::Devices,
@@ -111,7 +110,7 @@ struct FlowFacts {
 impl FlowFacts {
     /// A flow that started at `at`, with the DNS names its device had for the remote then.
     fn new(table: &NameTable, devices: &Devices, key: &FlowKey, at: SystemTime) -> Self {
-        let (client, remote) = key_addrs(key);
+        let (client, remote) = (key.client(), key.remote());
         let dns = table.candidates(devices.device(client), remote, at);
         Self { started: at, evidence: Evidence { dns, ..Evidence::default() } }
     }
@@ -185,13 +184,6 @@ impl Namer {
         self.table.prune(now);
     }
 
-    /// A flow entry was created in the kernel at `at`.
-    pub fn flow_new(&mut self, key: &FlowKey, at: SystemTime) {
-        // A new kernel entry for a known 5-tuple (after an LRU eviction) is a new connection.
-        self.flows.insert(*key, FlowFacts::new(&self.table, &self.devices, key, at));
-        self.renamed.insert(*key);
-    }
-
     /// The first payload a flow carried upwards: a TLS ClientHello or an HTTP request names it.
     pub fn first_payload(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
         if h.direction != DIR_UP || h.key.protocol != IPPROTO_TCP {
@@ -228,7 +220,7 @@ impl Namer {
             Ok(_) => return self.malformed(h, "no question"),
             Err(e) => return self.malformed(h, &format!("{e:#}")),
         };
-        let (client, resolver) = key_addrs(&h.key);
+        let (client, resolver) = (h.key.client(), h.key.remote());
         let exchange = Exchange {
             client,
             client_port: h.key.client_port,
@@ -310,7 +302,7 @@ impl Namer {
 
     fn malformed(&mut self, h: &EventHeader, why: &str) {
         self.stats.malformed += 1;
-        let (client, remote) = key_addrs(&h.key);
+        let (client, remote) = (h.key.client(), h.key.remote());
         tracing::debug!(%client, %remote, why, "DNS message ignored");
     }
 
@@ -327,7 +319,7 @@ impl Namer {
             let devices = &self.devices;
             let renamed = &mut self.renamed;
             flows.retain(|k| {
-                let mine = devices.device(key_addrs(k).0) == device;
+                let mine = devices.device(k.client()) == device;
                 if mine {
                     renamed.insert(*k);
                 }
@@ -381,7 +373,7 @@ impl Namer {
     /// The name and class of a flow being swept. `first_seen` is the kernel's first packet,
     /// used when the flow's creation event was not seen (it predates the daemon).
     pub fn name_flow(&mut self, key: &FlowKey, first_seen: SystemTime, now: SystemTime) -> (FlowName, AddrClass) {
-        let (client, remote) = key_addrs(key);
+        let (client, remote) = (key.client(), key.remote());
         let client = self.devices.device(client);
         let class = addr::classify(remote, &self.local_nets);
         let (table, devices) = (&self.table, &self.devices);
@@ -429,7 +421,7 @@ mod tests {
         dns::tests::{Msg, wire},
         names::NameSource,
     };
-    use tracker_common::{DIR_DOWN, FAMILY_V4, IPPROTO_UDP, event_kind};
+    use tracker_common::{DIR_DOWN, EventKind, FAMILY_V4, IPPROTO_UDP};
 
     const PHONE: [u8; 4] = [10, 77, 0, 2];
     const RESOLVER: [u8; 4] = [10, 77, 0, 1];
@@ -441,8 +433,8 @@ mod tests {
         k
     }
 
-    fn header(kind: u8, direction: u8, key: FlowKey) -> EventHeader {
-        EventHeader { kind, direction, _pad: [0; 2], rule_id: 0, ts_ns: 0, key }
+    fn header(kind: EventKind, direction: u8, key: FlowKey) -> EventHeader {
+        EventHeader { kind: kind as u8, direction, _pad: [0; 2], rule_id: 0, ts_ns: 0, key }
     }
 
     fn t(ms: i64) -> SystemTime {
@@ -471,8 +463,8 @@ mod tests {
 
     fn ask(n: &mut Namer, id: u16, qname: &str, answers: &[(&str, &str)], at: i64) {
         let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(id, false, qname, &[]), t(at));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &message(id, true, qname, answers), t(at + 3));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(id, false, qname, &[]), t(at));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &message(id, true, qname, answers), t(at + 3));
     }
 
     #[test]
@@ -487,7 +479,7 @@ mod tests {
         assert_eq!(r.cname().as_deref(), Some("edge.cdn.example"));
 
         let flow = key([192, 0, 2, 7], IPPROTO_TCP, 40000, 443);
-        n.flow_new(&flow, t(20));
+        let _ = n.name_flow(&flow, t(20), t(20));
         let (name, class) = n.name_flow(&flow, t(20), t(30));
         assert_eq!(class, AddrClass::Documentation);
         assert_eq!(name.name.as_deref(), Some("www.example.com"));
@@ -500,13 +492,13 @@ mod tests {
     fn unanswered_queries_wait_for_the_timeout_then_are_logged() {
         let mut n = namer();
         let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(1, false, "lost.example", &[]), t(0));
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(1, false, "lost.example", &[]), t(1000));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(1, false, "lost.example", &[]), t(0));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(1, false, "lost.example", &[]), t(1000));
         assert!(n.take_dns_records(Some(t(4_999))).is_empty());
         let r = n.take_dns_records(Some(t(5_000)));
         assert_eq!(r.len(), 1, "a retransmission is the same exchange");
         assert_eq!(r[0].rcode, None);
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(2, false, "x.example", &[]), t(6_000));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(2, false, "x.example", &[]), t(6_000));
         assert_eq!(n.take_dns_records(None).len(), 1, "the final flush takes everything");
     }
 
@@ -518,7 +510,7 @@ mod tests {
         for i in 0..=MAX_PENDING {
             let mut q = query.clone();
             q[..2].copy_from_slice(&u16::try_from(i % 65_536).unwrap().to_be_bytes());
-            n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(i as i64));
+            n.dns_message(&header(EventKind::Dns, DIR_UP, k), &q, t(i as i64));
         }
         assert_eq!(n.done.len(), 1, "the oldest made room");
         assert_eq!(n.done[0].dns_id, 0);
@@ -534,13 +526,13 @@ mod tests {
         let q = framed(message(5, false, "deep.example", &[]));
         let r = framed(message(5, true, "deep.example", &[("deep.example", "192.0.2.5")]));
         for at in [0, 376] {
-            n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(at));
-            n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &r, t(at + 2));
+            n.dns_message(&header(EventKind::Dns, DIR_UP, k), &q, t(at));
+            n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &r, t(at + 2));
         }
         assert_eq!(n.take_dns_records(Some(t(1_000))).len(), 1);
         // Once the timeout has passed, the same id and ports are a new lookup.
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &q, t(6_000));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &r, t(6_002));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &q, t(6_000));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &r, t(6_002));
         assert_eq!(n.take_dns_records(Some(t(6_100))).len(), 1);
         // The segments sent again are not messages of their own.
         assert_eq!(n.stats(), DnsStats { messages: 4, malformed: 0 });
@@ -550,8 +542,8 @@ mod tests {
     fn a_response_for_another_question_is_not_paired() {
         let mut n = namer();
         let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &message(9, true, "spoofed.example", &[]), t(1));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &message(9, true, "spoofed.example", &[]), t(1));
         let mut r = n.take_dns_records(None);
         r.sort_by_key(|r| r.qname.clone());
         assert_eq!(r.len(), 2);
@@ -559,11 +551,11 @@ mod tests {
         assert_eq!((r[1].qname.as_str(), r[1].rcode.is_some()), ("spoofed.example", true));
         // Its answers name nothing either.
         let mut n = namer();
-        n.dns_message(&header(event_kind::DNS, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
+        n.dns_message(&header(EventKind::Dns, DIR_UP, k), &message(9, false, "asked.example", &[]), t(0));
         let forged = message(9, true, "spoofed.example", &[("spoofed.example", "192.0.2.66")]);
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &forged, t(1));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &forged, t(1));
         let flow = key([192, 0, 2, 66], IPPROTO_TCP, 40008, 443);
-        n.flow_new(&flow, t(2));
+        let _ = n.name_flow(&flow, t(2), t(2));
         assert_eq!(n.name_flow(&flow, t(2), t(3)).0, FlowName::default());
     }
 
@@ -572,22 +564,22 @@ mod tests {
         let mut n = namer();
         let k = key(RESOLVER, IPPROTO_TCP, 40053, 53);
         let garbage = [0x00, 0x04, 0xde, 0xad, 0xbe, 0xef];
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, t(0));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, t(1));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &garbage, t(0));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &garbage, t(1));
         assert_eq!(n.stats(), DnsStats { messages: 1, malformed: 1 }, "a retransmission");
         // Other bytes, or the same bytes once the window has passed, are another message.
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage[..5], t(2));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &garbage[..5], t(2));
         let later = t(0) + RESPONSE_TIMEOUT + Duration::from_secs(1);
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &garbage, later);
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &garbage, later);
         assert_eq!(n.stats(), DnsStats { messages: 3, malformed: 3 });
         // UDP has no retransmission: a datagram sent twice was sent twice.
         let u = key(RESOLVER, IPPROTO_UDP, 40053, 53);
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, u), &garbage[2..], t(3));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, u), &garbage[2..], t(3));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, u), &garbage[2..], t(3));
         assert_eq!(n.stats(), DnsStats { messages: 5, malformed: 5 });
         // Nothing captured is no identity: two such events are two messages.
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[], t(4));
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[], t(4));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &[], t(4));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &[], t(4));
         assert_eq!(n.stats(), DnsStats { messages: 7, malformed: 7 });
     }
 
@@ -595,12 +587,12 @@ mod tests {
     fn malformed_messages_are_counted_and_name_nothing() {
         let mut n = namer();
         let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &[0xde, 0xad], t(0));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &[0xde, 0xad], t(0));
         let mut loop_msg = message(3, true, "loop.example", &[]);
         // Point the question name at itself: a compression-pointer loop.
         loop_msg[12] = 0xc0;
         loop_msg[13] = 12;
-        n.dns_message(&header(event_kind::DNS, DIR_DOWN, k), &loop_msg, t(1));
+        n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &loop_msg, t(1));
         assert_eq!(n.stats(), DnsStats { messages: 2, malformed: 2 });
         assert!(n.take_dns_records(None).is_empty());
     }
@@ -609,7 +601,7 @@ mod tests {
     fn a_late_answer_names_a_flow_that_started_unnamed() {
         let mut n = namer();
         let flow = key([192, 0, 2, 8], IPPROTO_TCP, 40001, 443);
-        n.flow_new(&flow, t(0));
+        let _ = n.name_flow(&flow, t(0), t(0));
         let _ = n.take_renamed();
         assert_eq!(n.name_flow(&flow, t(0), t(1)).0, FlowName::default());
         ask(&mut n, 4, "late.example", &[("late.example", "192.0.2.8")], 100);
@@ -629,7 +621,7 @@ mod tests {
             family: tracker_common::FAMILY_V6,
             ..key([0; 4], IPPROTO_TCP, 40005, 443)
         };
-        n.flow_new(&flow, t(10));
+        let _ = n.name_flow(&flow, t(10), t(10));
         assert_eq!(n.name_flow(&flow, t(10), t(11)).0.name.as_deref(), Some("dual.example"));
     }
 
@@ -637,9 +629,9 @@ mod tests {
     fn an_answer_handled_late_but_stamped_before_the_flow_still_names_it() {
         let mut n = namer();
         let flow = key([192, 0, 2, 12], IPPROTO_TCP, 40006, 443);
-        n.flow_new(&flow, t(10));
+        let _ = n.name_flow(&flow, t(10), t(10));
         let hello = tls::tests::client_hello(&[tls::tests::sni_ext(b"a.example")]);
-        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), &hello, t(11));
+        n.first_payload(&header(EventKind::FirstPayload, DIR_UP, flow), &hello, t(11));
         assert_eq!(n.name_flow(&flow, t(10), t(12)).0.source, Some(NameSource::Sni));
         let _ = n.take_renamed();
         // Received (kernel stamp) at 3-6 ms, before the flow; handled after it.
@@ -650,8 +642,8 @@ mod tests {
 
         // An answer received after a flow named by its SNI did not lead to that flow.
         let old = key([192, 0, 2, 13], IPPROTO_TCP, 40007, 443);
-        n.flow_new(&old, t(0));
-        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, old), &hello, t(1));
+        let _ = n.name_flow(&old, t(0), t(0));
+        n.first_payload(&header(EventKind::FirstPayload, DIR_UP, old), &hello, t(1));
         assert_eq!(n.name_flow(&old, t(0), t(2)).0.source, Some(NameSource::Sni));
         ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 5);
         let (name, _) = n.name_flow(&old, t(0), t(10));
@@ -665,7 +657,7 @@ mod tests {
         ask(&mut n, 6, "vpn.example", &[("vpn.example", "10.77.0.1")], 0);
         for remote in [[192, 168, 1, 1], [10, 77, 0, 1]] {
             let flow = key(remote, IPPROTO_TCP, 40002, 80);
-            n.flow_new(&flow, t(10));
+            let _ = n.name_flow(&flow, t(10), t(10));
             let (name, class) = n.name_flow(&flow, t(10), t(11));
             assert!(class.is_local(), "{class:?}");
             assert_eq!(name, FlowName { name: None, source: Some(NameSource::Local), cname: None });
@@ -678,9 +670,9 @@ mod tests {
         ask(&mut n, 1, "a.example", &[("a.example", "192.0.2.9")], 0);
         ask(&mut n, 2, "b.example", &[("b.example", "192.0.2.9")], 10);
         let flow = key([192, 0, 2, 9], IPPROTO_TCP, 40003, 80);
-        n.flow_new(&flow, t(20));
+        let _ = n.name_flow(&flow, t(20), t(20));
         let request = b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: curl\r\n\r\n";
-        n.first_payload(&header(event_kind::FIRST_PAYLOAD, DIR_UP, flow), request, t(21));
+        n.first_payload(&header(EventKind::FirstPayload, DIR_UP, flow), request, t(21));
         let (name, _) = n.name_flow(&flow, t(20), t(22));
         assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Dns)));
     }

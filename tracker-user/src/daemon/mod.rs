@@ -1,6 +1,8 @@
-//! The daemon's hold on what it runs on: the lock beside its database, the record tying the
-//! pinned maps to that database, and the upkeep that notices, between sweeps, pins or a
-//! database removed under it and puts them back.
+//! The daemon: its loop ([`engine`]), and its hold on what it runs on: the lock beside its
+//! database, the record tying the pinned maps to that database, and the upkeep that notices,
+//! between sweeps, pins or a database removed under it and puts them back.
+
+pub mod engine;
 
 use std::{
     collections::HashMap,

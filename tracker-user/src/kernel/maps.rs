@@ -1,0 +1,162 @@
+//! The kernel's maps as the daemon and the CLI read them: the flow tables (read whole in
+//! batches, ended flows taken out one by one), the counters, and the block tries.
+
+use std::os::fd::{AsFd as _, OwnedFd};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
+use tracker_common::{Counter, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats, names};
+
+use super::sys;
+use crate::blocking::KernelBlocks;
+
+/// The kernel tables the daemon sweeps.
+pub struct Tables {
+    pub flows: FlowTables,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub blocks: KernelBlocks,
+}
+
+impl Tables {
+    /// Takes the tables and the event ring out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<(Self, RingBuf<MapData>)> {
+        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let tables = Self {
+            flows: FlowTables::from_maps(take(names::FLOWS_V4)?, take(names::FLOWS_V6)?)?,
+            counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
+            blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?)?,
+        };
+        Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))
+    }
+}
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call: a 65,536-entry table in 16 calls, with buffers of
+/// 2.5 MiB on two CPUs (keys and one value slot per CPU), reused across sweeps.
+const BATCH: usize = 4096;
+
+/// The kernel's flow tables, one per address family (the IPv4 one has a shorter key, see
+/// [`FlowKeyV4`]), read and written as one table keyed by [`FlowKey`].
+pub struct FlowTables {
+    v4: PerCpuHashMap<MapData, FlowKeyV4, FlowStats>,
+    v6: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    /// The same maps' descriptors, for the bpf(2) commands aya does not wrap.
+    v4_fd: OwnedFd,
+    v6_fd: OwnedFd,
+    /// Possible CPUs: a per-CPU value is that many slots.
+    cpus: usize,
+    keys: Vec<u8>,
+    values: Vec<FlowStats>,
+}
+
+impl FlowTables {
+    /// From the `FLOWS_V4` and `FLOWS_V6` maps of a loaded object or of the pins.
+    pub fn from_maps(v4: Map, v6: Map) -> Result<Self> {
+        let fd = |m: &Map, name: &str| -> Result<OwnedFd> {
+            let Map::PerCpuLruHashMap(data) = m else {
+                return Err(anyhow!("map {name} is not an LRU per-CPU hash map"));
+            };
+            Ok(data.fd().as_fd().try_clone_to_owned()?)
+        };
+        let (v4_fd, v6_fd) = (fd(&v4, names::FLOWS_V4)?, fd(&v6, names::FLOWS_V6)?);
+        Ok(Self {
+            v4: PerCpuHashMap::try_from(v4).with_context(|| format!("map {}", names::FLOWS_V4))?,
+            v6: PerCpuHashMap::try_from(v6).with_context(|| format!("map {}", names::FLOWS_V6))?,
+            v4_fd,
+            v6_fd,
+            cpus: aya::util::nr_cpus().map_err(|(_, e)| e).context("counting possible CPUs")?,
+            keys: Vec::new(),
+            values: Vec::new(),
+        })
+    }
+
+    /// Every flow, IPv4 first, each with its per-CPU values folded ([`FlowStats::merge`]),
+    /// appended to `out`. Read with BPF_MAP_LOOKUP_BATCH: 16 syscalls for a full 65,536-entry
+    /// table where walking it key by key takes 131,072. An entry updated during the read is
+    /// read as of some moment of the read, as with any map read: the next sweep has the rest.
+    pub fn read_all(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<()> {
+        let v4 = self.v4_fd.try_clone()?;
+        self.read_table::<FlowKeyV4>(&v4, out).with_context(|| format!("reading {}", names::FLOWS_V4))?;
+        let v6 = self.v6_fd.try_clone()?;
+        self.read_table::<FlowKey>(&v6, out).with_context(|| format!("reading {}", names::FLOWS_V6))
+    }
+
+    fn read_table<K: Copy + Into<FlowKey>>(&mut self, fd: &OwnedFd, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<()> {
+        let key_size = size_of::<K>();
+        self.keys.resize(BATCH * key_size, 0);
+        self.values.resize(BATCH * self.cpus, FlowStats::default());
+        let mut token = None;
+        loop {
+            // SAFETY: FlowStats is plain integers (repr(C), padding spelled out), so its slots
+            // may be written as bytes; the kernel writes value_size (56, a multiple of 8, so no
+            // per-CPU rounding) per CPU.
+            let values = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.values.as_mut_ptr().cast::<u8>(),
+                    self.values.len() * size_of::<FlowStats>(),
+                )
+            };
+            let (n, next) = sys::lookup_batch(fd.as_fd(), token, &mut self.keys, values, BATCH as u32)?;
+            for i in 0..n as usize {
+                // SAFETY: the kernel wrote n keys of key_size bytes; K is plain data.
+                let key: K = unsafe { std::ptr::read_unaligned(self.keys[i * key_size..].as_ptr().cast()) };
+                let per_cpu = &self.values[i * self.cpus..(i + 1) * self.cpus];
+                out.push((key.into(), FlowStats::merge(per_cpu)));
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletes one flow and returns what it held at that moment (folded), so packets counted
+    /// after the last read are not lost with the entry. `None` when it was gone already.
+    pub fn take(&mut self, key: &FlowKey) -> Result<Option<FlowStats>> {
+        self.values.resize(self.cpus.max(self.values.len()), FlowStats::default());
+        let slots = &mut self.values[..self.cpus];
+        // SAFETY: as in read_table.
+        let value = unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast::<u8>(), size_of_val(slots)) };
+        let found = if key.family == FAMILY_V4 {
+            let k = key.to_v4();
+            // SAFETY: FlowKeyV4 is plain data without padding bytes.
+            let bytes = unsafe { std::slice::from_raw_parts((&raw const k).cast::<u8>(), size_of::<FlowKeyV4>()) };
+            sys::lookup_and_delete(self.v4_fd.as_fd(), bytes, value)
+        } else {
+            // SAFETY: as above, for FlowKey.
+            let bytes = unsafe { std::slice::from_raw_parts((key as *const FlowKey).cast::<u8>(), size_of::<FlowKey>()) };
+            sys::lookup_and_delete(self.v6_fd.as_fd(), bytes, value)
+        };
+        let found = found.with_context(|| format!("deleting an ended flow of {}", key.remote()))?;
+        Ok(found.then(|| FlowStats::merge(&self.values[..self.cpus])))
+    }
+
+    /// Every flow's key.
+    pub fn keys(&self) -> impl Iterator<Item = Result<FlowKey, MapError>> + '_ {
+        self.v4.keys().map(|r| r.map(FlowKey::from)).chain(self.v6.keys())
+    }
+
+    /// One flow, folded.
+    pub fn get(&self, key: &FlowKey) -> Result<FlowStats, MapError> {
+        let v = if key.family == FAMILY_V4 { self.v4.get(&key.to_v4(), 0)? } else { self.v6.get(key, 0)? };
+        Ok(FlowStats::merge(v.iter()))
+    }
+}
+
+/// Sums a per-CPU counter array into one value per [`Counter`].
+pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Vec<(Counter, u64)>> {
+    let read = |c: Counter| -> Result<u64> {
+        let v = map.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
+        Ok(v.iter().sum())
+    };
+    Counter::ALL
+        .iter()
+        .map(|&c| {
+            let v = match c {
+                // Not counted by the kernel: every packet is passed or dropped.
+                Counter::Seen => read(Counter::Passed)? + read(Counter::Dropped)?,
+                _ => read(c)?,
+            };
+            Ok((c, v))
+        })
+        .collect()
+}

@@ -1,0 +1,299 @@
+//! The sweep: from a source's snapshot to the records a sink stores. It writes a flow when its
+//! counters moved (or its name changed), writes an ended flow a last time and takes it out of
+//! the source's table, and folds a flow that resumes after that into the same row.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+
+use anyhow::Result;
+use tracker_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+
+use super::naming::{self, Namer};
+use crate::{
+    analysis::{addr::AddrClass, names::FlowName},
+    sink::{Batch, BlockCount, Sink},
+    source::{Snapshot, Source},
+    store::{DnsRecord, FlowRecord},
+    timefmt::KernelClock,
+};
+
+/// How long a flow may be idle before it is written a last time and deleted from the kernel
+/// table, by protocol. The table then holds live flows, so LRU evictions (which lose whatever
+/// an entry counted since the last sweep) are rare, and a sweep reads what is alive. A flow
+/// that resumes within the same time again is folded into its row ([`Sweeper`]), so a timeout
+/// shorter than an app's pauses costs a delete and an insert, not a second flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A TCP connection whose both sides sent FIN, or either side a RST.
+    pub tcp_ended: Duration,
+    /// An open TCP connection without packets.
+    pub tcp_idle: Duration,
+    pub udp: Duration,
+    /// ICMP and ICMPv6.
+    pub icmp: Duration,
+    /// Every other protocol.
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            // Long enough for the last ACK and a retransmitted FIN; Linux's conntrack waits
+            // 10 s in CLOSE too.
+            tcp_ended: Duration::from_secs(10),
+            // Apps keep push connections alive with keepalives every few minutes.
+            tcp_idle: Duration::from_secs(10 * 60),
+            // conntrack's UDP stream timeout is 120 s; QUIC's usual idle timeout is 30 s, and
+            // browsers ping before it.
+            udp: Duration::from_secs(60),
+            // conntrack's ICMP timeout.
+            icmp: Duration::from_secs(30),
+            other: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The idle time after which `s` (a flow of `key`) has ended.
+    pub fn idle_limit(&self, key: &FlowKey, s: &FlowStats) -> Duration {
+        match key.protocol {
+            IPPROTO_TCP if s.tcp_ended() => self.tcp_ended,
+            IPPROTO_TCP => self.tcp_idle,
+            IPPROTO_UDP => self.udp,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => self.icmp,
+            _ => self.other,
+        }
+    }
+
+    fn idle_limit_ns(&self, key: &FlowKey, s: &FlowStats) -> u64 {
+        self.idle_limit(key, s).as_nanos() as u64
+    }
+}
+
+/// What a sweep did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Flows in the source's table at the snapshot.
+    pub live: usize,
+    /// Flow records written.
+    pub written: usize,
+    /// Flows that ended and were taken out of the table.
+    pub ended: usize,
+}
+
+/// What the sweeper remembers of one flow row.
+#[derive(Clone, Copy, Debug)]
+struct Memo {
+    /// The row's identity: the first-seen stamp of its first kernel entry.
+    row_first_ns: u64,
+    /// The live kernel entry's first-seen stamp; 0 while the flow has ended.
+    entry_first_ns: u64,
+    /// What the row's earlier, deleted entries counted (zero when it has had none).
+    base: FlowStats,
+    /// The live entry's packet counts as last written; `None`: the row needs writing. The
+    /// counters, not the last-seen stamp, tell a change: the coarse clock advances once per
+    /// tick (4 ms at HZ=250), so a packet in the tick of the last sweep leaves the stamps as
+    /// they were.
+    written: Option<(u64, u64)>,
+    /// The sweep that last saw the entry in the table.
+    seen: u64,
+    /// When the flow ended (source clock); its memo is kept for its idle limit after that.
+    ended_ns: Option<u64>,
+}
+
+impl Memo {
+    fn new(first_ns: u64) -> Self {
+        Self { row_first_ns: first_ns, entry_first_ns: first_ns, base: FlowStats::default(), written: None, seen: 0, ended_ns: None }
+    }
+}
+
+/// Adds `s` (a live or final entry) to a row's earlier counts: the row's totals.
+fn total(row_first_ns: u64, base: &FlowStats, s: &FlowStats) -> FlowStats {
+    FlowStats {
+        packets_up: base.packets_up + s.packets_up,
+        bytes_up: base.bytes_up + s.bytes_up,
+        packets_down: base.packets_down + s.packets_down,
+        bytes_down: base.bytes_down + s.bytes_down,
+        first_seen_ns: row_first_ns,
+        last_seen_ns: base.last_seen_ns.max(s.last_seen_ns),
+        tcp_flags_up: base.tcp_flags_up | s.tcp_flags_up,
+        tcp_flags_down: base.tcp_flags_down | s.tcp_flags_down,
+        payload_sent: base.payload_sent | s.payload_sent,
+        _pad: [0; 5],
+    }
+}
+
+/// Converts a row's totals for storage.
+pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: KernelClock, name: FlowName, remote_class: AddrClass) -> FlowRecord {
+    FlowRecord {
+        kernel_first_ns: s.first_seen_ns,
+        client: k.client(),
+        remote: k.remote(),
+        protocol: k.protocol,
+        client_port: k.client_port,
+        remote_port: k.remote_port,
+        packets_up: s.packets_up,
+        bytes_up: s.bytes_up,
+        packets_down: s.packets_down,
+        bytes_down: s.bytes_down,
+        tcp_flags: s.tcp_flags(),
+        first_seen_ms: clock.to_unix_ms(s.first_seen_ns),
+        last_seen_ms: clock.to_unix_ms(s.last_seen_ns),
+        name,
+        remote_class,
+    }
+}
+
+/// DNS exchanges kept while the sink cannot be written; past this the oldest are dropped (and
+/// counted), so a long outage cannot grow the daemon without bound.
+pub const PENDING_DNS_MAX: usize = 100_000;
+
+/// Turns snapshots into batches, remembering what was written.
+#[derive(Default)]
+pub struct Sweeper {
+    timeouts: Timeouts,
+    memo: HashMap<FlowKey, Memo>,
+    /// Ended flows whose last write has not succeeded yet: they are no longer in the table, so
+    /// only this says they need writing.
+    unwritten_ended: HashSet<FlowKey>,
+    generation: u64,
+    snapshot: Snapshot,
+    records: Vec<FlowRecord>,
+    /// (key, live entry's counts) written by the batch in flight.
+    wrote: Vec<(FlowKey, (u64, u64))>,
+    /// DNS exchanges and renamed flows taken from the namer but not yet written.
+    pending_dns: Vec<DnsRecord>,
+    pending_renamed: HashSet<FlowKey>,
+    /// DNS exchanges dropped because writes failed for so long that [`PENDING_DNS_MAX`] were
+    /// waiting.
+    pub dns_dropped: u64,
+    /// Flows ended and taken out of the table since the start.
+    pub ended_total: u64,
+}
+
+impl Sweeper {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self { timeouts, ..Self::default() }
+    }
+
+    /// Forgets what was written: the next sweep writes every flow (into a new database).
+    pub fn forget_written(&mut self) {
+        for m in self.memo.values_mut() {
+            m.written = None;
+        }
+        self.unwritten_ended.extend(self.memo.iter().filter(|(_, m)| m.ended_ns.is_some()).map(|(k, _)| *k));
+    }
+
+    /// Flow rows remembered (live and recently ended), for status and memory accounting.
+    pub fn remembered(&self) -> usize {
+        self.memo.len()
+    }
+
+    /// One sweep: snapshot `source`, name and write what changed and what ended into `sink`
+    /// (one batch), delete the ended flows from the source. A sink error is returned after the
+    /// ended flows are taken out: they are remembered and written by the next sweep, as is
+    /// every live flow whose write failed, so nothing is lost or counted twice.
+    pub fn sweep(&mut self, source: &mut dyn Source, namer: &mut Namer, sink: &mut dyn Sink) -> Result<SweepStats> {
+        source.snapshot(&mut self.snapshot)?;
+        let anchor = source.anchor();
+        let (now_ns, clock) = (self.snapshot.now_ns, self.snapshot.clock);
+        // The namer's times all come from the anchor, so a step of the wall clock (NTP at boot)
+        // cannot expire every answer or keep queries pending forever.
+        let now = anchor.to_time(now_ns);
+        self.pending_renamed.extend(namer.take_renamed());
+        self.pending_dns.extend(namer.take_dns_records(Some(now)));
+        if self.pending_dns.len() > PENDING_DNS_MAX {
+            let extra = self.pending_dns.len() - PENDING_DNS_MAX;
+            self.pending_dns.drain(..extra);
+            self.dns_dropped += extra as u64;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.records.clear();
+        self.wrote.clear();
+        let mut ended = 0;
+        let flows = std::mem::take(&mut self.snapshot.flows);
+        for (key, s) in &flows {
+            if s.first_seen_ns == 0 {
+                continue; // created on another CPU this instant; the next sweep has it
+            }
+            let m = self.memo.entry(*key).or_insert_with(|| Memo::new(s.first_seen_ns));
+            if m.ended_ns.is_some() {
+                // Resumed after it ended: the same row carries on from its totals.
+                self.unwritten_ended.remove(key);
+                *m = Memo { entry_first_ns: s.first_seen_ns, written: None, ended_ns: None, ..*m };
+            } else if m.entry_first_ns != s.first_seen_ns {
+                // A new entry while the old one was never seen to end: the LRU evicted it
+                // between two sweeps. A new connection, a new row.
+                *m = Memo::new(s.first_seen_ns);
+            }
+            m.seen = generation;
+            if now_ns.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(key, s) {
+                // Taken out, then written: what arrived since the snapshot is in `last`.
+                let last = source.take(key)?.unwrap_or(*s);
+                m.base = total(m.row_first_ns, &m.base, &last);
+                *m = Memo { entry_first_ns: 0, written: None, ended_ns: Some(now_ns), ..*m };
+                self.unwritten_ended.insert(*key);
+                ended += 1;
+                continue;
+            }
+            let counts = (s.packets_up, s.packets_down);
+            if m.written != Some(counts) || self.pending_renamed.contains(key) {
+                let t = total(m.row_first_ns, &m.base, s);
+                let (name, class) = namer.name_flow(key, anchor.to_time(m.row_first_ns), now);
+                self.records.push(flow_record(key, &t, clock, name, class));
+                self.wrote.push((*key, counts));
+            }
+        }
+        for key in &self.unwritten_ended {
+            let Some(m) = self.memo.get(key) else { continue };
+            let (name, class) = namer.name_flow(key, anchor.to_time(m.row_first_ns), now);
+            self.records.push(flow_record(key, &m.base, clock, name, class));
+        }
+        self.snapshot.flows = flows;
+        self.ended_total += ended as u64;
+        let blocks: Vec<BlockCount> = self
+            .snapshot
+            .blocks
+            .iter()
+            .map(|k| BlockCount {
+                rule_id: k.rule_id,
+                dropped: k.packets_dropped,
+                last_hit_ms: (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns)),
+            })
+            .collect();
+        let dns = namer.stats();
+        let facts = [
+            (naming::facts::DNS_MESSAGES, dns.messages.to_string()),
+            (naming::facts::DNS_MALFORMED, dns.malformed.to_string()),
+        ];
+        let batch = Batch { boot_id: source.boot_id(), flows: &self.records, dns: &self.pending_dns, blocks: &blocks, facts: &facts };
+        let written = self.records.len();
+        let result = sink.write(&batch);
+        self.forget_gone(generation, now_ns);
+        namer.retain(|k| self.memo.contains_key(k), now);
+        result?;
+        for (key, counts) in self.wrote.drain(..) {
+            if let Some(m) = self.memo.get_mut(&key) {
+                m.written = Some(counts);
+            }
+        }
+        self.unwritten_ended.clear();
+        self.pending_dns.clear();
+        self.pending_renamed.clear();
+        Ok(SweepStats { live: self.snapshot.flows.len(), written, ended })
+    }
+
+    /// Drops the memory of flows the LRU evicted (not in this sweep's snapshot, never seen to
+    /// end) and of ended flows past their idle limit, whose return would be a new connection.
+    fn forget_gone(&mut self, generation: u64, now_ns: u64) {
+        let (unwritten, timeouts) = (&self.unwritten_ended, &self.timeouts);
+        self.memo.retain(|key, m| match m.ended_ns {
+            None => m.seen == generation,
+            Some(at) => unwritten.contains(key) || now_ns.saturating_sub(at) < timeouts.idle_limit_ns(key, &m.base),
+        });
+    }
+}

@@ -1,0 +1,75 @@
+//! The kernel as a source: the pinned flow tables and block tries, read in batches, and the
+//! event ring, drained on a timer (records are submitted without a wakeup, see
+//! `tracker_common::defaults::WAKEUP_FILL_DIVISOR`) and at once when the kernel forces one.
+
+use std::os::fd::{AsFd as _, OwnedFd};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracker_common::{
+    FlowKey, FlowStats,
+    user::{DecodeError, Event, decode},
+};
+
+use super::{Snapshot, Source};
+use crate::{
+    kernel::Tables,
+    timefmt::{self, KernelClock},
+};
+
+pub struct KernelSource {
+    pub tables: Tables,
+    ring: RingBuf<MapData>,
+    boot_id: String,
+    anchor: KernelClock,
+}
+
+impl KernelSource {
+    pub fn new(tables: Tables, ring: RingBuf<MapData>) -> Result<Self> {
+        Ok(Self { tables, ring, boot_id: timefmt::boot_id()?, anchor: KernelClock::now() })
+    }
+
+    /// The ring's wakeups, to wait on apart from the source (inside a tokio runtime): they
+    /// come only when the kernel forces one, the ring filling up; the daemon's drain timer
+    /// covers everything else. A duplicate of the ring's descriptor: the same file, so the
+    /// same wakeups.
+    pub fn wakeups(&self) -> Result<AsyncFd<OwnedFd>> {
+        let fd = self.ring.as_fd().try_clone_to_owned().context("duplicating the event ring's descriptor")?;
+        // SAFETY: the AsyncFd owns the duplicate, so the descriptor stays open and the same file
+        // for the AsyncFd's whole life.
+        unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.context("polling the event ring")
+    }
+}
+
+impl Source for KernelSource {
+    fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
+    fn anchor(&self) -> KernelClock {
+        self.anchor
+    }
+
+    fn snapshot(&mut self, into: &mut Snapshot) -> Result<()> {
+        into.flows.clear();
+        into.clock = KernelClock::now();
+        into.now_ns = timefmt::kernel_ns_now();
+        self.tables.flows.read_all(&mut into.flows)?;
+        into.blocks = self.tables.blocks.entries()?.into_iter().map(|(_, rule)| rule).collect();
+        Ok(())
+    }
+
+    fn take(&mut self, key: &FlowKey) -> Result<Option<FlowStats>> {
+        self.tables.flows.take(key)
+    }
+
+    fn drain_events(&mut self, f: &mut dyn FnMut(Result<Event<'_>, DecodeError>)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(decode(&item));
+            n += 1;
+        }
+        n
+    }
+}
