@@ -297,3 +297,181 @@ impl Sweeper {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use anyhow::{Result, bail};
+    use tracker_common::{FAMILY_V4, user::{DecodeError, Event}};
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A flow table in memory, with a clock the test moves.
+    #[derive(Default)]
+    struct Table {
+        now_ns: u64,
+        flows: HashMap<FlowKey, FlowStats>,
+        taken: Vec<FlowKey>,
+    }
+
+    impl Source for Table {
+        fn boot_id(&self) -> &str {
+            "boot"
+        }
+        fn anchor(&self) -> KernelClock {
+            KernelClock::default()
+        }
+        fn snapshot(&mut self, into: &mut Snapshot) -> Result<()> {
+            into.now_ns = self.now_ns;
+            into.flows = self.flows.iter().map(|(k, s)| (*k, *s)).collect();
+            Ok(())
+        }
+        fn take(&mut self, key: &FlowKey) -> Result<Option<FlowStats>> {
+            self.taken.push(*key);
+            Ok(self.flows.remove(key))
+        }
+        fn drain_events(&mut self, _: &mut dyn FnMut(Result<Event<'_>, DecodeError>)) -> usize {
+            0
+        }
+    }
+
+    /// Rows by (kernel_first_ns, client port): the store's upsert, in memory. `fail` refuses
+    /// the next batches, like a full disk.
+    #[derive(Default)]
+    struct Rows {
+        rows: HashMap<(u64, u16), (u64, u64)>,
+        batches: usize,
+        fail: bool,
+    }
+
+    impl Sink for Rows {
+        fn write(&mut self, batch: &Batch<'_>) -> Result<()> {
+            if self.fail {
+                bail!("disk full");
+            }
+            self.batches += 1;
+            for f in batch.flows {
+                self.rows.insert((f.kernel_first_ns, f.client_port), (f.packets_up, f.packets_down));
+            }
+            Ok(())
+        }
+    }
+
+    fn key(port: u16, protocol: u8) -> FlowKey {
+        let mut k = FlowKey { client_port: port, remote_port: 443, protocol, family: FAMILY_V4, ..FlowKey::default() };
+        k.client[..4].copy_from_slice(&[10, 77, 0, 2]);
+        k.remote[..4].copy_from_slice(&[192, 0, 2, 9]);
+        k
+    }
+
+    fn stats(first_s: u64, last_s: u64, up: u64) -> FlowStats {
+        FlowStats { packets_up: up, first_seen_ns: first_s * S, last_seen_ns: last_s * S, ..FlowStats::default() }
+    }
+
+    fn namer() -> Namer {
+        Namer::new(Vec::new(), Duration::from_secs(600))
+    }
+
+    #[test]
+    fn only_changed_flows_are_written_and_each_sweep_is_one_batch() {
+        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
+        let mut sw = Sweeper::new(Timeouts::default());
+        t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
+        t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
+        assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap(), SweepStats { live: 2, written: 2, ended: 0 });
+        assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap().written, 0, "nothing changed");
+        // Same stamps (the same coarse tick), one more packet: written.
+        t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 2));
+        assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap().written, 1);
+        assert_eq!(rows.rows[&(9 * S, 1)], (2, 0));
+        assert_eq!(rows.batches, 3);
+    }
+
+    #[test]
+    fn each_protocol_ends_after_its_own_idle_time() {
+        let to = Timeouts::default();
+        let tcp = key(1, IPPROTO_TCP);
+        let open = FlowStats { tcp_flags_up: 0x02, tcp_flags_down: 0x12, ..FlowStats::default() };
+        let fin = FlowStats { tcp_flags_up: 0x11, tcp_flags_down: 0x11, ..FlowStats::default() };
+        let rst = FlowStats { tcp_flags_down: 0x04, ..FlowStats::default() };
+        assert_eq!(to.idle_limit(&tcp, &open), to.tcp_idle);
+        assert_eq!(to.idle_limit(&tcp, &fin), to.tcp_ended);
+        assert_eq!(to.idle_limit(&tcp, &rst), to.tcp_ended);
+        let half = FlowStats { tcp_flags_up: 0x11, tcp_flags_down: 0x10, ..FlowStats::default() };
+        assert_eq!(to.idle_limit(&tcp, &half), to.tcp_idle, "one FIN is a half-closed connection");
+        assert_eq!(to.idle_limit(&key(1, IPPROTO_UDP), &open), to.udp);
+        assert_eq!(to.idle_limit(&key(1, IPPROTO_ICMP), &open), to.icmp);
+        assert_eq!(to.idle_limit(&key(1, 47), &open), to.other);
+    }
+
+    #[test]
+    fn an_idle_flow_is_written_taken_and_a_resumed_one_continues_its_row() {
+        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
+        let mut sw = Sweeper::new(Timeouts::default());
+        let k = key(1, IPPROTO_UDP);
+        t.flows.insert(k, stats(9, 9, 3));
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        t.now_ns = 70 * S; // idle 61 s > 60 s
+        let s = sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        assert_eq!((s.ended, s.written), (1, 1));
+        assert_eq!(t.taken, [k]);
+        assert!(t.flows.is_empty());
+        // It resumes: a new kernel entry, counting from zero, folded into the first row.
+        t.flows.insert(k, stats(80, 80, 2));
+        t.now_ns = 80 * S;
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        assert_eq!(rows.rows.len(), 1, "{:?}", rows.rows);
+        assert_eq!(rows.rows[&(9 * S, 1)], (5, 0));
+        // Resumed after more than its idle time since it ended: a new connection, a new row.
+        t.now_ns = 141 * S;
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        t.now_ns = 300 * S;
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        t.flows.insert(k, stats(300, 300, 1));
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        assert_eq!(rows.rows[&(300 * S, 1)], (1, 0));
+        assert_eq!(sw.remembered(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_whole_including_flows_already_taken() {
+        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
+        let mut sw = Sweeper::new(Timeouts::default());
+        t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
+        t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
+        rows.fail = true;
+        assert!(sw.sweep(&mut t, &mut n, &mut rows).is_err());
+        // Flow 1 moves on; flow 2 ends while the disk is full: taken out of the table, so only
+        // the sweeper can still write it.
+        t.flows.insert(key(1, IPPROTO_UDP), stats(9, 11, 4));
+        t.now_ns = 70 * S;
+        t.flows.insert(key(1, IPPROTO_UDP), stats(9, 69, 4));
+        assert!(sw.sweep(&mut t, &mut n, &mut rows).is_err());
+        assert_eq!(t.taken, [key(2, IPPROTO_UDP)]);
+        rows.fail = false;
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        assert_eq!(rows.rows[&(9 * S, 1)], (4, 0));
+        assert_eq!(rows.rows[&(9 * S, 2)], (1, 0));
+        // Caught up: nothing is written twice.
+        assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap().written, 0);
+    }
+
+    #[test]
+    fn an_entry_the_lru_replaced_is_a_new_row_and_evicted_ones_are_forgotten() {
+        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
+        let mut sw = Sweeper::new(Timeouts::default());
+        t.flows.insert(key(1, IPPROTO_UDP), stats(5, 5, 1));
+        t.flows.insert(key(2, IPPROTO_UDP), stats(5, 5, 1));
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        // Evicted between two sweeps and created again by a later packet.
+        t.flows.insert(key(1, IPPROTO_UDP), stats(8, 8, 1));
+        t.flows.remove(&key(2, IPPROTO_UDP));
+        sw.sweep(&mut t, &mut n, &mut rows).unwrap();
+        assert_eq!(rows.rows[&(5 * S, 1)], (1, 0));
+        assert_eq!(rows.rows[&(8 * S, 1)], (1, 0));
+        assert_eq!(sw.remembered(), 1, "the evicted flow is forgotten");
+    }
+}
