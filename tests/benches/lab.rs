@@ -590,8 +590,8 @@ fn throughput(lab: &Lab) -> Result<()> {
     let mut runs = vec![[Vec::new(), Vec::new()]; CONFIGS.len()];
     // Bytes tracker's flows to the server hold after the last round with it.
     let mut in_db = (0u64, 0u64);
-    // The machine's 1-minute load average at each round's start: other work on the 2 cores
-    // (a parallel build) shows here, and explains a slow round.
+    // The machine's 1-minute load average at each round's start: the first shows other work on
+    // the 2 cores (a parallel build); later ones include the benchmark's own traffic.
     let mut loads = Vec::new();
     let started = Instant::now();
     for round in 0..ROUNDS {
@@ -714,8 +714,9 @@ fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {
          the median of each round's own ratio (robust to load that changes between rounds)."
     );
     println!(
-        "- 1-minute load average at each round's start and at the end: [{}] (2 cores; above \
-         about 2, something else was running).",
+        "- 1-minute load average at each round's start and at the end: [{}]. The first shows \
+         other work on the 2 cores (a parallel build); later ones also count this benchmark's \
+         own iperf3 and wireguard-go threads, which alone take it to about 7.",
         loads.join(" ")
     );
     println!("\nFigures, Gbit/s: median [each round]:");
