@@ -4,12 +4,14 @@
 //! handling foreign processes ([`procs`]) and deciding whether a privileged test may run.
 
 pub mod cmd;
+pub mod flood;
 pub mod hostile_dns;
 pub mod lab;
 pub mod procs;
 pub mod zone;
 
 pub use cmd::ChildGuard;
+pub use flood::{Flood, FloodReport};
 pub use lab::{Lab, LabNames, Ns};
 
 use std::path::PathBuf;

@@ -1,22 +1,79 @@
-//! `cargo xtask bench`: what tracker's XDP program costs per packet, next to xdp-filter and an
-//! empty program (tests/benches/xdp.rs says how it measures). Builds first, like every task that
-//! runs tracker, so the benchmark runs the programs a user would get.
+//! `cargo xtask bench`: tracker's benchmarks. `xdp` (tests/benches/xdp.rs) measures the XDP
+//! program's cost per packet next to xdp-filter and an empty program; `lab` (tests/benches/lab.rs)
+//! runs tracker on the namespace lab's real WireGuard tunnel: iperf3 throughput with the daemon,
+//! an empty XDP program or nothing attached, and a flood of new UDP flows. Builds first, like
+//! every task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
-use anyhow::Result;
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
 use std::process::Command;
 use tracker_tests::cmd::run_visible;
 
-pub fn run() -> Result<()> {
-    // Checked before setup so the message names this task; the benchmark needs root anyway to
-    // load programs and create its network namespace.
+/// What `cargo xtask bench` runs.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Benchmarks to run, in the order given (default: xdp, then lab). `throughput` and
+    /// `flood` are the two sections of `lab`, to run one alone.
+    #[arg(value_enum)]
+    benches: Vec<Which>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) against xdp-filter and an empty
+    /// program.
+    Xdp,
+    /// Both lab sections, throughput then flood (about 4 minutes).
+    Lab,
+    /// The lab's iperf3 throughput through the tunnel: tracker, empty XDP, nothing.
+    Throughput,
+    /// The lab's flood: 100,000 new UDP flows at 10,000/s with the daemon running.
+    Flood,
+}
+
+impl Which {
+    /// The cargo bench target and the arguments for it.
+    fn target(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Which::Xdp => ("xdp", &[]),
+            Which::Lab => ("lab", &[]),
+            Which::Throughput => ("lab", &["throughput"]),
+            Which::Flood => ("lab", &["flood"]),
+        }
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    // Checked before setup so the message names this task; the benchmarks need root anyway to
+    // load programs and create network namespaces.
     setup::ensure_root("bench")?;
     // build runs setup first.
     build::build(true)?;
-    let mut cargo = Command::new("cargo");
-    cargo
-        .current_dir(repo_root())
-        // The bench profile inherits release: it reuses what the build above compiled.
-        .args(["bench", "-p", "tracker-tests", "--bench", "xdp"]);
-    run_visible(&mut cargo)
+    let mut chosen = args.benches.clone();
+    if chosen.is_empty() {
+        chosen = vec![Which::Xdp, Which::Lab];
+    }
+    chosen.dedup();
+    // Each benchmark runs even when an earlier one failed: they measure independent things.
+    let mut failed = Vec::new();
+    for which in chosen {
+        let (target, bench_args) = which.target();
+        let mut cargo = Command::new("cargo");
+        cargo
+            .current_dir(repo_root())
+            // The bench profile inherits release: it reuses what the build above compiled.
+            .args(["bench", "-p", "tracker-tests", "--bench", target]);
+        if !bench_args.is_empty() {
+            cargo.arg("--").args(bench_args);
+        }
+        if let Err(err) = run_visible(&mut cargo) {
+            eprintln!("error: {err:#}");
+            failed.push([&[target], bench_args].concat().join(" "));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("benchmark(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
 }

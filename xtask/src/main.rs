@@ -71,14 +71,17 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Measure the XDP program's cost per packet against xdp-filter and an empty program (root).
+    /// Run the benchmarks (root): `cargo xtask bench [xdp] [lab] [throughput] [flood]`.
     ///
-    /// Setup, release build, then `cargo bench -p tracker-tests --bench xdp`: BPF_PROG_TEST_RUN
-    /// on a packet of an existing flow, packets that create flows and a blocked packet, for
-    /// tracker, xdp-filter (xdp-tools, one deny rule, in a namespace of its own) and an empty
-    /// XDP_PASS program. Prints the figures and a markdown table; reports, never asserts, whether
-    /// tracker is at most as costly as xdp-filter.
-    Bench,
+    /// Setup, release build, then `cargo bench -p tracker-tests --bench xdp` and `--bench lab`
+    /// (default: both, xdp first). xdp: BPF_PROG_TEST_RUN on a packet of an existing flow,
+    /// packets that create flows and a blocked packet, for tracker, xdp-filter (xdp-tools, one
+    /// deny rule, in a namespace of its own) and an empty XDP_PASS program. lab, in the
+    /// namespace lab: iperf3 through the WireGuard tunnel with the daemon, an empty XDP program
+    /// or nothing attached (`throughput`), and 100,000 new UDP flows at 10,000/s with the
+    /// daemon running (`flood`). Each prints its method, figures and a table; reports, never
+    /// asserts, whether the targets are met.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,7 +137,7 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
         Task::Lab(LabTask::Status) => lab::status(),
         Task::Lab(LabTask::Hold { prefix }) => lab::hold(&prefix),
         Task::Test { args } => test::run(&args),
-        Task::Bench => bench::run(),
+        Task::Bench(args) => bench::run(&args),
     }
 }
 
