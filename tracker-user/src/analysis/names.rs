@@ -264,6 +264,13 @@ pub struct Evidence {
     pub http: Option<String>,
 }
 
+impl Evidence {
+    /// Nothing known: no DNS answer, no server name, no Host.
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.sni.is_none() && self.http.is_none()
+    }
+}
+
 /// Decides a flow's name. A local peer is `local` and never named, whatever DNS said (a
 /// public name pointing at a private address must not make a LAN host look foreign). Otherwise
 /// the client's own words for this very connection (TLS server name, else HTTP Host) pick among

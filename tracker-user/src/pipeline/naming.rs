@@ -133,9 +133,11 @@ pub struct Namer {
     tcp_segments: HashMap<(FlowKey, u8, u64), i64>,
     done: Vec<DnsRecord>,
     flows: HashMap<FlowKey, FlowFacts>,
-    /// Non-local flows last swept without a DNS name (unnamed, or named by SNI/Host): a DNS
-    /// answer arriving later can still name them.
-    without_dns: HashMap<IpAddr, HashSet<FlowKey>>,
+    /// (device, address) pairs answered since the last sweep: flows of that device to that
+    /// address without a DNS name may take it now ([`Namer::may_rename`]). Looked up by the
+    /// sweep, which walks every live flow anyway, rather than kept as a set of unnamed flows
+    /// per address, which in a flood of unnamed flows was the namer's largest part.
+    fresh_answers: HashSet<(IpAddr, IpAddr)>,
     /// Which client addresses are one device: answers are learned and looked up per device.
     devices: Devices,
     /// Flows whose evidence changed since they were last swept.
@@ -157,7 +159,7 @@ impl Namer {
             tcp_segments: HashMap::new(),
             done: Vec::new(),
             flows: HashMap::new(),
-            without_dns: HashMap::new(),
+            fresh_answers: HashSet::new(),
             devices: Devices::default(),
             renamed: HashSet::new(),
             stats: DnsStats::default(),
@@ -314,19 +316,7 @@ impl Namer {
         for (ip, ttl, chain) in &addresses {
             self.table.record_answer(device, *ip, qname, chain.last().map(String::as_str), *ttl, at);
         }
-        for (ip, _, _) in &addresses {
-            let Some(flows) = self.without_dns.get_mut(&ip.to_canonical()) else { continue };
-            let devices = &self.devices;
-            let renamed = &mut self.renamed;
-            flows.retain(|k| {
-                let mine = devices.device(k.client()) == device;
-                if mine {
-                    renamed.insert(*k);
-                }
-                !mine
-            });
-        }
-        self.without_dns.retain(|_, flows| !flows.is_empty());
+        self.fresh_answers.extend(addresses.iter().map(|(ip, _, _)| (device, ip.to_canonical())));
     }
 
     /// Exchanges ready for the database: the answered ones, plus queries left unanswered past
@@ -376,8 +366,13 @@ impl Namer {
         let (client, remote) = (key.client(), key.remote());
         let client = self.devices.device(client);
         let class = addr::classify(remote, &self.local_nets);
-        let (table, devices) = (&self.table, &self.devices);
-        let facts = self.flows.entry(*key).or_insert_with(|| FlowFacts::new(table, devices, key, first_seen));
+        // Facts are kept only for flows that have some: most flows of a flood, or of a port
+        // scan, have none, and remembering nothing for them keeps the daemon small. An unnamed
+        // flow is looked up again at its first-seen time on each write, which finds the same.
+        let table = &self.table;
+        let known = self.flows.remove(key);
+        let remembered = known.is_some();
+        let mut facts = known.unwrap_or_else(|| FlowFacts::new(table, &self.devices, key, first_seen));
         if facts.evidence.dns.is_empty() && !class.is_local() {
             facts.evidence.dns = table.candidates(client, remote, facts.started);
             // Looking again at `started` finds answers stamped before the flow but handled
@@ -390,12 +385,22 @@ impl Namer {
             }
         }
         let name = names::choose(class.is_local(), &facts.evidence);
-        if facts.evidence.dns.is_empty() && !class.is_local() {
-            self.without_dns.entry(remote.to_canonical()).or_default().insert(*key);
-        } else if let Some(flows) = self.without_dns.get_mut(&remote.to_canonical()) {
-            flows.remove(key);
+        if remembered || !facts.evidence.is_empty() {
+            self.flows.insert(*key, facts);
         }
         (name, class)
+    }
+
+    /// Whether a DNS answer since the last sweep may name this flow, which has no DNS name
+    /// yet: the sweep writes it again even if its counters did not move.
+    pub fn may_rename(&self, key: &FlowKey) -> bool {
+        if self.fresh_answers.is_empty() {
+            return false;
+        }
+        let remote = key.remote().to_canonical();
+        self.fresh_answers.contains(&(self.devices.device(key.client()), remote))
+            && self.flows.get(key).is_none_or(|f| f.evidence.dns.is_empty())
+            && !addr::classify(remote, &self.local_nets).is_local()
     }
 
     fn flow_facts(&mut self, key: &FlowKey, at: SystemTime) -> &mut FlowFacts {
@@ -403,13 +408,11 @@ impl Namer {
         self.flows.entry(*key).or_insert_with(|| FlowFacts::new(table, devices, key, at))
     }
 
-    /// Forgets flows the kernel no longer has (evicted) and answers past TTL + grace.
+    /// Ends a sweep: forgets flows the sweeper no longer remembers, the answers it has seen
+    /// since the last one, and answers past TTL + grace.
     pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool, now: SystemTime) {
         self.flows.retain(|k, _| live(k));
-        self.without_dns.retain(|_, flows| {
-            flows.retain(|k| live(k));
-            !flows.is_empty()
-        });
+        self.fresh_answers.clear();
         self.table.prune(now);
     }
 }
@@ -605,7 +608,7 @@ mod tests {
         let _ = n.take_renamed();
         assert_eq!(n.name_flow(&flow, t(0), t(1)).0, FlowName::default());
         ask(&mut n, 4, "late.example", &[("late.example", "192.0.2.8")], 100);
-        assert!(n.take_renamed().contains(&flow), "the answer marks the flow for rewriting");
+        assert!(n.may_rename(&flow), "the answer marks the flow for rewriting");
         assert_eq!(n.name_flow(&flow, t(0), t(200)).0.name.as_deref(), Some("late.example"));
     }
 
@@ -636,7 +639,7 @@ mod tests {
         let _ = n.take_renamed();
         // Received (kernel stamp) at 3-6 ms, before the flow; handled after it.
         ask(&mut n, 9, "a.example", &[("a.example", "cdn.example"), ("cdn.example", "192.0.2.12")], 3);
-        assert!(n.take_renamed().contains(&flow));
+        assert!(n.may_rename(&flow));
         let (name, _) = n.name_flow(&flow, t(10), t(20));
         assert_eq!((name.source, name.cname.as_deref()), (Some(NameSource::Dns), Some("cdn.example")));
 
@@ -695,6 +698,6 @@ mod tests {
         let flow = key([192, 0, 2, 10], IPPROTO_TCP, 40004, 443);
         assert_eq!(n.name_flow(&flow, t(500), t(2_000)).0.name.as_deref(), Some("kept.example"));
         n.retain(|_| false, t(3_000));
-        assert!(n.flows.is_empty() && n.without_dns.is_empty());
+        assert!(n.flows.is_empty() && n.fresh_answers.is_empty());
     }
 }

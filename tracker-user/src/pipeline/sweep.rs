@@ -84,30 +84,34 @@ pub struct SweepStats {
     pub ended: usize,
 }
 
-/// What the sweeper remembers of one flow row.
+/// What the sweeper remembers of a live kernel entry: 24 bytes beside its 40-byte key, so a
+/// full pair of tables costs the daemon about 10 MiB.
 #[derive(Clone, Copy, Debug)]
-struct Memo {
-    /// The row's identity: the first-seen stamp of its first kernel entry.
-    row_first_ns: u64,
-    /// The live kernel entry's first-seen stamp; 0 while the flow has ended.
-    entry_first_ns: u64,
-    /// What the row's earlier, deleted entries counted (zero when it has had none).
-    base: FlowStats,
-    /// The live entry's packet counts as last written; `None`: the row needs writing. The
-    /// counters, not the last-seen stamp, tell a change: the coarse clock advances once per
-    /// tick (4 ms at HZ=250), so a packet in the tick of the last sweep leaves the stamps as
-    /// they were.
-    written: Option<(u64, u64)>,
+struct Live {
+    /// The entry's first-seen stamp, to tell a new entry for the same key.
+    first_ns: u64,
+    /// `packets_up + packets_down` as last written, or [`UNWRITTEN`]. Within one entry both
+    /// only grow, so their sum moves exactly when either does. The counters, not the last-seen
+    /// stamp, tell a change: the coarse clock advances once per tick (4 ms at HZ=250), so a
+    /// packet in the tick of the last sweep leaves the stamps as they were.
+    written: u64,
     /// The sweep that last saw the entry in the table.
-    seen: u64,
-    /// When the flow ended (source clock); its memo is kept for its idle limit after that.
-    ended_ns: Option<u64>,
+    seen: u32,
 }
 
-impl Memo {
-    fn new(first_ns: u64) -> Self {
-        Self { row_first_ns: first_ns, entry_first_ns: first_ns, base: FlowStats::default(), written: None, seen: 0, ended_ns: None }
-    }
+/// The entry has changes not yet written.
+const UNWRITTEN: u64 = u64::MAX;
+
+/// A flow row that has ended at least once: its identity and what its deleted entries counted.
+#[derive(Clone, Copy, Debug)]
+struct History {
+    /// The row's identity: the first-seen stamp of its first kernel entry.
+    row_first_ns: u64,
+    /// What the row's deleted entries counted, together.
+    base: FlowStats,
+    /// When it last ended (source clock); `None` while it is live again. It is remembered for
+    /// its idle limit after that: a flow back within that time is the same flow.
+    ended_ns: Option<u64>,
 }
 
 /// Adds `s` (a live or final entry) to a row's earlier counts: the row's totals.
@@ -155,15 +159,16 @@ pub const PENDING_DNS_MAX: usize = 100_000;
 #[derive(Default)]
 pub struct Sweeper {
     timeouts: Timeouts,
-    memo: HashMap<FlowKey, Memo>,
+    live: HashMap<FlowKey, Live>,
+    history: HashMap<FlowKey, History>,
     /// Ended flows whose last write has not succeeded yet: they are no longer in the table, so
     /// only this says they need writing.
     unwritten_ended: HashSet<FlowKey>,
-    generation: u64,
+    generation: u32,
     snapshot: Snapshot,
     records: Vec<FlowRecord>,
-    /// (key, live entry's counts) written by the batch in flight.
-    wrote: Vec<(FlowKey, (u64, u64))>,
+    /// (key, counts sum) written by the batch in flight.
+    wrote: Vec<(FlowKey, u64)>,
     /// DNS exchanges and renamed flows taken from the namer but not yet written.
     pending_dns: Vec<DnsRecord>,
     pending_renamed: HashSet<FlowKey>,
@@ -181,15 +186,15 @@ impl Sweeper {
 
     /// Forgets what was written: the next sweep writes every flow (into a new database).
     pub fn forget_written(&mut self) {
-        for m in self.memo.values_mut() {
-            m.written = None;
+        for m in self.live.values_mut() {
+            m.written = UNWRITTEN;
         }
-        self.unwritten_ended.extend(self.memo.iter().filter(|(_, m)| m.ended_ns.is_some()).map(|(k, _)| *k));
+        self.unwritten_ended.extend(self.history.iter().filter(|(_, h)| h.ended_ns.is_some()).map(|(k, _)| *k));
     }
 
-    /// Flow rows remembered (live and recently ended), for status and memory accounting.
+    /// Flows remembered: live ones and recently ended ones.
     pub fn remembered(&self) -> usize {
-        self.memo.len()
+        self.live.len() + self.history.values().filter(|h| h.ended_ns.is_some()).count()
     }
 
     /// One sweep: snapshot `source`, name and write what changed and what ended into `sink`
@@ -210,7 +215,7 @@ impl Sweeper {
             self.pending_dns.drain(..extra);
             self.dns_dropped += extra as u64;
         }
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         self.records.clear();
         self.wrote.clear();
@@ -220,38 +225,50 @@ impl Sweeper {
             if s.first_seen_ns == 0 {
                 continue; // created on another CPU this instant; the next sweep has it
             }
-            let m = self.memo.entry(*key).or_insert_with(|| Memo::new(s.first_seen_ns));
-            if m.ended_ns.is_some() {
-                // Resumed after it ended: the same row carries on from its totals.
+            let fresh = Live { first_ns: s.first_seen_ns, written: UNWRITTEN, seen: generation };
+            let mut history = self.history.get_mut(key);
+            if let Some(h) = history.as_deref_mut().filter(|h| h.ended_ns.is_some()) {
+                // Back after it ended: the same row carries on from its totals.
+                h.ended_ns = None;
                 self.unwritten_ended.remove(key);
-                *m = Memo { entry_first_ns: s.first_seen_ns, written: None, ended_ns: None, ..*m };
-            } else if m.entry_first_ns != s.first_seen_ns {
+                self.live.insert(*key, fresh);
+            }
+            let live = self.live.entry(*key).or_insert(fresh);
+            if live.first_ns != s.first_seen_ns {
                 // A new entry while the old one was never seen to end: the LRU evicted it
                 // between two sweeps. A new connection, a new row.
-                *m = Memo::new(s.first_seen_ns);
+                *live = fresh;
+                self.history.remove(key);
+                history = None;
             }
-            m.seen = generation;
+            live.seen = generation;
+            let (row_first_ns, base) = history.map_or((s.first_seen_ns, FlowStats::default()), |h| (h.row_first_ns, h.base));
             if now_ns.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(key, s) {
                 // Taken out, then written: what arrived since the snapshot is in `last`.
                 let last = source.take(key)?.unwrap_or(*s);
-                m.base = total(m.row_first_ns, &m.base, &last);
-                *m = Memo { entry_first_ns: 0, written: None, ended_ns: Some(now_ns), ..*m };
+                let h = History { row_first_ns, base: total(row_first_ns, &base, &last), ended_ns: Some(now_ns) };
+                self.history.insert(*key, h);
+                self.live.remove(key);
                 self.unwritten_ended.insert(*key);
                 ended += 1;
                 continue;
             }
-            let counts = (s.packets_up, s.packets_down);
-            if m.written != Some(counts) || self.pending_renamed.contains(key) {
-                let t = total(m.row_first_ns, &m.base, s);
-                let (name, class) = namer.name_flow(key, anchor.to_time(m.row_first_ns), now);
+            if namer.may_rename(key) {
+                // Kept until written, like the namer's other renames.
+                self.pending_renamed.insert(*key);
+            }
+            let sum = s.packets_up + s.packets_down;
+            if live.written != sum || self.pending_renamed.contains(key) {
+                let t = total(row_first_ns, &base, s);
+                let (name, class) = namer.name_flow(key, anchor.to_time(row_first_ns), now);
                 self.records.push(flow_record(key, &t, clock, name, class));
-                self.wrote.push((*key, counts));
+                self.wrote.push((*key, sum));
             }
         }
         for key in &self.unwritten_ended {
-            let Some(m) = self.memo.get(key) else { continue };
-            let (name, class) = namer.name_flow(key, anchor.to_time(m.row_first_ns), now);
-            self.records.push(flow_record(key, &m.base, clock, name, class));
+            let Some(h) = self.history.get(key) else { continue };
+            let (name, class) = namer.name_flow(key, anchor.to_time(h.row_first_ns), now);
+            self.records.push(flow_record(key, &h.base, clock, name, class));
         }
         self.snapshot.flows = flows;
         self.ended_total += ended as u64;
@@ -274,11 +291,11 @@ impl Sweeper {
         let written = self.records.len();
         let result = sink.write(&batch);
         self.forget_gone(generation, now_ns);
-        namer.retain(|k| self.memo.contains_key(k), now);
+        namer.retain(|k| self.live.contains_key(k) || self.history.contains_key(k), now);
         result?;
-        for (key, counts) in self.wrote.drain(..) {
-            if let Some(m) = self.memo.get_mut(&key) {
-                m.written = Some(counts);
+        for (key, sum) in self.wrote.drain(..) {
+            if let Some(m) = self.live.get_mut(&key) {
+                m.written = sum;
             }
         }
         self.unwritten_ended.clear();
@@ -289,11 +306,12 @@ impl Sweeper {
 
     /// Drops the memory of flows the LRU evicted (not in this sweep's snapshot, never seen to
     /// end) and of ended flows past their idle limit, whose return would be a new connection.
-    fn forget_gone(&mut self, generation: u64, now_ns: u64) {
-        let (unwritten, timeouts) = (&self.unwritten_ended, &self.timeouts);
-        self.memo.retain(|key, m| match m.ended_ns {
-            None => m.seen == generation,
-            Some(at) => unwritten.contains(key) || now_ns.saturating_sub(at) < timeouts.idle_limit_ns(key, &m.base),
+    fn forget_gone(&mut self, generation: u32, now_ns: u64) {
+        self.live.retain(|_, m| m.seen == generation);
+        let (live, unwritten, timeouts) = (&self.live, &self.unwritten_ended, &self.timeouts);
+        self.history.retain(|key, h| match h.ended_ns {
+            None => live.contains_key(key),
+            Some(at) => unwritten.contains(key) || now_ns.saturating_sub(at) < timeouts.idle_limit_ns(key, &h.base),
         });
     }
 }
