@@ -709,7 +709,7 @@ impl Pipeline {
         Ok(Self {
             store: Store::open(&dir.join("t.db"))?,
             namer: Namer::new(Vec::new(), Duration::from_secs(600)),
-            sweeper: Sweeper::new(timeouts),
+            sweeper: Sweeper::new(timeouts, 0),
             dir,
         })
     }

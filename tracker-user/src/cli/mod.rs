@@ -68,7 +68,7 @@ const OPTION_ENV: [&str; 4] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE",
 
 /// Daemon facts (the `daemon` table) that are numbers; `tracker status` shows them as JSON
 /// numbers, every other fact as text.
-const NUMERIC_FACTS: [&str; 1] = ["attached_pid"];
+const NUMERIC_FACTS: [&str; 2] = ["attached_pid", crate::pipeline::sweep::FACT_FLOWS_ENDED];
 
 /// The rows a listing shows by default in a table; JSON and CSV, for scripts, get every row.
 pub const TABLE_LIMIT: u32 = 100;
@@ -274,6 +274,7 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
     let pins = PinDir(global.pin_dir.clone());
     let mut facts: Vec<(String, serde_json::Value)> = Vec::new();
     let mut put = |k: &str, v: serde_json::Value| facts.push((k.to_owned(), v));
+    let mut ended = 0u64;
 
     let daemon_pid = run::daemon_pid(&global.db);
     put("daemon_running", daemon_pid.is_some().into());
@@ -296,6 +297,9 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
         put("block_rules", store.block_count()?.into());
         put("dns_queries_stored", store.dns_count()?.into());
         for (k, v) in store.daemon_facts()? {
+            if k == crate::pipeline::sweep::FACT_FLOWS_ENDED {
+                ended = v.parse().unwrap_or(0);
+            }
             put(&k, fact_value(&k, v));
         }
     }
@@ -314,9 +318,9 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
                 let flows = crate::kernel::FlowTables::from_maps(v4, v6)?;
                 let live = flows.keys().filter(|k| k.is_ok()).count() as u64;
                 put("flows_in_kernel", live.into());
-                // Every entry created is either still in the table or was evicted by the LRU
-                // (the daemon never deletes entries).
-                put("flow_evictions", created.saturating_sub(live).into());
+                // Every entry created is still in the table, was deleted by the daemon once it
+                // ended (its `flows_ended` fact), or was evicted by the LRU.
+                put("flow_evictions", created.saturating_sub(live).saturating_sub(ended).into());
             }
         }
     } else {

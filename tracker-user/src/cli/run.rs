@@ -14,7 +14,10 @@ use crate::{
         engine::{self, LoopOptions},
     },
     kernel::{self, PinDir, PinLock, SizeRequest, Tables},
-    pipeline::naming::{self, Namer},
+    pipeline::{
+        naming::{self, Namer},
+        sweep::FACT_FLOWS_ENDED,
+    },
     source::kernel::KernelSource,
     store::Store,
     timefmt,
@@ -124,6 +127,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         db = %global.db.display(), pins = %pins.0.display(),
         "attached: XDP on ingress, TC on egress"
     );
+    let flows_ended_before = flows_ended_before(&store, &tables);
     let mut upkeep = Upkeep::new(&pins, pin_lock, &store, db_lock)?;
     upkeep.claim_pins(&store)?;
     upkeep.set_facts(
@@ -147,7 +151,12 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         &mut store,
         &mut namer,
         &mut upkeep,
-        &LoopOptions { sweep_interval: args.sweep_interval, iface: iface.name.clone(), timeouts: Default::default() },
+        &LoopOptions {
+            sweep_interval: args.sweep_interval,
+            iface: iface.name.clone(),
+            timeouts: Default::default(),
+            flows_ended_before,
+        },
     ));
     if let Err(e) = result {
         // As after a crash: the pinned links keep the programs, and blocking, in place.
@@ -206,4 +215,16 @@ mod tests {
             assert!(e.contains("expected a level"), "{bad}: {e}");
         }
     }
+}
+
+/// Flows the previous daemon deleted from these kernel tables, from its last facts; 0 when the
+/// tables are newer than that count (created after a reboot: fewer flows created than ended).
+fn flows_ended_before(store: &Store, tables: &Tables) -> u64 {
+    let stored = store.daemon_facts().unwrap_or_default().into_iter().find(|(k, _)| k == FACT_FLOWS_ENDED);
+    let ended: u64 = stored.and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let created = kernel::read_counters(&tables.counters)
+        .ok()
+        .and_then(|c| c.into_iter().find(|(c, _)| *c == tracker_common::Counter::FlowsCreated))
+        .map_or(0, |(_, v)| v);
+    if ended <= created { ended } else { 0 }
 }

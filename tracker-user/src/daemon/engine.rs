@@ -31,6 +31,8 @@ pub struct LoopOptions {
     pub iface: String,
     /// When flows have ended.
     pub timeouts: Timeouts,
+    /// Flows earlier daemons deleted from these kernel tables.
+    pub flows_ended_before: u64,
 }
 
 /// How often the WireGuard peer list is read again (peers are added while the daemon runs).
@@ -61,7 +63,7 @@ pub async fn run_loop(
     opts: &LoopOptions,
 ) -> Result<()> {
     let wakeups = source.wakeups()?;
-    let mut sweeper = Sweeper::new(opts.timeouts);
+    let mut sweeper = Sweeper::new(opts.timeouts, opts.flows_ended_before);
     let anchor = source.anchor();
     let mut peers_tick = tokio::time::interval(PEERS_INTERVAL);
     peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

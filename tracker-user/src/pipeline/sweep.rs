@@ -151,6 +151,11 @@ pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: KernelClock, name: FlowNam
     }
 }
 
+/// The daemon fact counting flows that ended and were deleted from the kernel tables since
+/// they were created (carried across daemon restarts on the same maps): `tracker status` takes
+/// it off `flows_created - flows_in_kernel` to count LRU evictions.
+pub const FACT_FLOWS_ENDED: &str = "flows_ended";
+
 /// DNS exchanges kept while the sink cannot be written; past this the oldest are dropped (and
 /// counted), so a long outage cannot grow the daemon without bound.
 pub const PENDING_DNS_MAX: usize = 100_000;
@@ -180,8 +185,9 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    pub fn new(timeouts: Timeouts) -> Self {
-        Self { timeouts, ..Self::default() }
+    /// `ended_before`: flows an earlier daemon deleted from the same kernel tables.
+    pub fn new(timeouts: Timeouts, ended_before: u64) -> Self {
+        Self { timeouts, ended_total: ended_before, ..Self::default() }
     }
 
     /// Forgets what was written: the next sweep writes every flow (into a new database).
@@ -286,6 +292,7 @@ impl Sweeper {
         let facts = [
             (naming::facts::DNS_MESSAGES, dns.messages.to_string()),
             (naming::facts::DNS_MALFORMED, dns.malformed.to_string()),
+            (FACT_FLOWS_ENDED, self.ended_total.to_string()),
         ];
         let batch = Batch { boot_id: source.boot_id(), flows: &self.records, dns: &self.pending_dns, blocks: &blocks, facts: &facts };
         let written = self.records.len();
@@ -396,7 +403,7 @@ mod tests {
     #[test]
     fn only_changed_flows_are_written_and_each_sweep_is_one_batch() {
         let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default());
+        let mut sw = Sweeper::new(Timeouts::default(), 0);
         t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
         assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap(), SweepStats { live: 2, written: 2, ended: 0 });
@@ -428,7 +435,7 @@ mod tests {
     #[test]
     fn an_idle_flow_is_written_taken_and_a_resumed_one_continues_its_row() {
         let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default());
+        let mut sw = Sweeper::new(Timeouts::default(), 0);
         let k = key(1, IPPROTO_UDP);
         t.flows.insert(k, stats(9, 9, 3));
         sw.sweep(&mut t, &mut n, &mut rows).unwrap();
@@ -457,7 +464,7 @@ mod tests {
     #[test]
     fn a_failed_write_is_retried_whole_including_flows_already_taken() {
         let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default());
+        let mut sw = Sweeper::new(Timeouts::default(), 0);
         t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
         rows.fail = true;
@@ -480,7 +487,7 @@ mod tests {
     #[test]
     fn an_entry_the_lru_replaced_is_a_new_row_and_evicted_ones_are_forgotten() {
         let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default());
+        let mut sw = Sweeper::new(Timeouts::default(), 0);
         t.flows.insert(key(1, IPPROTO_UDP), stats(5, 5, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(5, 5, 1));
         sw.sweep(&mut t, &mut n, &mut rows).unwrap();
