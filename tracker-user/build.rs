@@ -20,9 +20,7 @@ const BINS: &[&str] = &["tracker-ebpf", "baseline"];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .parent()
-        .context("tracker-user has no parent directory")?;
+    let workspace = manifest_dir.parent().context("tracker-user has no parent directory")?;
     // Cargo reruns a build script only for what it names here. The eBPF programs are built from
     // tracker-ebpf and tracker-common (the kernel/userspace ABI), with the workspace's
     // tracker-ebpf profile and locked versions; a new bpf-linker can change the code too. The
@@ -50,19 +48,14 @@ fn main() -> Result<()> {
         // dispatch on, and BTF with debug info, which the kernel's loader needs for the maps.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            format!(
-                "--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
-                bpf_target_arch()?
-            ),
+            format!("--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf", bpf_target_arch()?),
         )
         // Set by the outer (stable) cargo; left in place they would pick stable's rustc.
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cargo
-        .spawn()
-        .context("cannot run `rustup run nightly cargo`")?;
+    let mut child = cargo.spawn().context("cannot run `rustup run nightly cargo`")?;
 
     // stderr is cargo's progress ("Compiling ...") and its own errors: kept for a failure.
     let mut stderr = child.stderr.take().context("no stderr")?;
@@ -74,8 +67,7 @@ fn main() -> Result<()> {
     // stdout is JSON: the artifacts built, and rustc's diagnostics.
     let mut artifacts = Vec::new();
     let mut diagnostics = Vec::new();
-    for message in Message::parse_stream(BufReader::new(child.stdout.take().context("no stdout")?))
-    {
+    for message in Message::parse_stream(BufReader::new(child.stdout.take().context("no stdout")?)) {
         match message.context("the nested cargo wrote invalid JSON")? {
             Message::CompilerArtifact(artifact) => {
                 if let Some(exe) = artifact.executable {
@@ -121,8 +113,7 @@ fn main() -> Result<()> {
             bail!("the nested cargo built no `{bin}` (built: {artifacts:?})");
         };
         let copy = out_dir.join(bin);
-        fs::copy(built, &copy)
-            .with_context(|| format!("cannot copy {} to {}", built.display(), copy.display()))?;
+        fs::copy(built, &copy).with_context(|| format!("cannot copy {} to {}", built.display(), copy.display()))?;
     }
     Ok(())
 }
@@ -130,15 +121,9 @@ fn main() -> Result<()> {
 /// The host's architecture as aya-ebpf names it (aya-build's mapping: riscv64gc is riscv64).
 fn bpf_target_arch() -> Result<String> {
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
-    Ok(if arch.starts_with("riscv64") {
-        "riscv64".to_owned()
-    } else {
-        arch
-    })
+    Ok(if arch.starts_with("riscv64") { "riscv64".to_owned() } else { arch })
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| Path::is_file(path))
+    env::split_paths(&env::var_os("PATH")?).map(|dir| dir.join(program)).find(|path| Path::is_file(path))
 }

@@ -139,16 +139,9 @@ fn bench() -> Result<()> {
          xtask bench lab`"
     );
     let bin = tracker_bin();
-    ensure!(
-        bin.exists(),
-        "{} not found: run `cargo xtask build`",
-        bin.display()
-    );
+    ensure!(bin.exists(), "{} not found: run `cargo xtask build`", bin.display());
     for tool in ["iperf3", "ip", "bpftool"] {
-        ensure!(
-            have_program(tool),
-            "{tool} not found: run `cargo xtask setup`"
-        );
+        ensure!(have_program(tool), "{tool} not found: run `cargo xtask setup`");
     }
     let started = Instant::now();
     eprintln!("bringing up lab {PREFIX}");
@@ -174,8 +167,7 @@ impl Pins {
     fn new(section: &str) -> Result<Self> {
         let p = PathBuf::from(format!("{PINS_PREFIX}-{section}"));
         if p.exists() {
-            fs::remove_dir_all(&p)
-                .with_context(|| format!("removing stale pins {}", p.display()))?;
+            fs::remove_dir_all(&p).with_context(|| format!("removing stale pins {}", p.display()))?;
         }
         Ok(Self(p))
     }
@@ -213,15 +205,8 @@ impl Daemon {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        c.stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
-        let mut d = Self {
-            child: Some(lab.spawn(c)?),
-            db: db.to_owned(),
-            pins: pins.to_owned(),
-            log: log.to_owned(),
-        };
+        c.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+        let mut d = Self { child: Some(lab.spawn(c)?), db: db.to_owned(), pins: pins.to_owned(), log: log.to_owned() };
         let pid = d.pid();
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         // Bounded by ATTACH_TIMEOUT; a status that fails while the daemon creates its database
@@ -231,29 +216,19 @@ impl Daemon {
                 bail!("tracker run exited early:\n{}", d.log_tail());
             }
             let s = d.status().unwrap_or(Value::Null);
-            let attached_pid = s["attached_pid"]
-                .as_u64()
-                .or_else(|| s["attached_pid"].as_str().and_then(|p| p.parse().ok()));
-            if s["xdp_attached"] == true
-                && s["tc_egress_attached"] == true
-                && attached_pid == Some(u64::from(pid))
-            {
+            let attached_pid =
+                s["attached_pid"].as_u64().or_else(|| s["attached_pid"].as_str().and_then(|p| p.parse().ok()));
+            if s["xdp_attached"] == true && s["tc_egress_attached"] == true && attached_pid == Some(u64::from(pid)) {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "tracker run did not attach within {ATTACH_TIMEOUT:?}:\n{}",
-                    d.log_tail()
-                );
+                bail!("tracker run did not attach within {ATTACH_TIMEOUT:?}:\n{}", d.log_tail());
             }
             std::thread::sleep(POLL);
         }
         // nsenter execs the program, so the child's pid is the daemon's: RSS is read from it.
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        ensure!(
-            comm.trim() == "tracker",
-            "pid {pid} is {comm:?}, not the tracker daemon"
-        );
+        ensure!(comm.trim() == "tracker", "pid {pid} is {comm:?}, not the tracker daemon");
         Ok(d)
     }
 
@@ -276,10 +251,7 @@ impl Daemon {
     /// SIGTERM, then waits (at most STOP_LIMIT) for the final flush and exit, reading the
     /// daemon's memory until it is gone: the last figures seen are the final ones.
     fn stop(&mut self) -> Result<(ExitStatus, Memory)> {
-        let mut child = self
-            .child
-            .take()
-            .context("the daemon was stopped already")?;
+        let mut child = self.child.take().context("the daemon was stopped already")?;
         let pid = child.pid();
         let mut last = read_memory(pid)?.unwrap_or_default();
         child.signal(libc::SIGTERM)?;
@@ -295,10 +267,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 // Dropping the guard kills it.
                 drop(child);
-                bail!(
-                    "tracker run did not exit within {STOP_LIMIT:?} of SIGTERM:\n{}",
-                    self.log_tail()
-                );
+                bail!("tracker run did not exit within {STOP_LIMIT:?} of SIGTERM:\n{}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -307,9 +276,7 @@ impl Daemon {
     fn log_tail(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         let start = log.len().saturating_sub(4000);
-        let start = (start..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
+        let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
         log[start..].to_owned()
     }
 }
@@ -335,12 +302,7 @@ fn read_memory(pid: u32) -> Result<Option<Memory>> {
     };
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
+        line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()
     };
     Ok(match (field("VmHWM:"), field("VmRSS:")) {
         (Some(hwm_kib), Some(rss_kib)) => Some(Memory { hwm_kib, rss_kib }),
@@ -358,8 +320,7 @@ fn run_bounded(mut cmd: Command, limit: Duration, out: &Path) -> Result<String> 
     let line = tracker_tests::cmd::describe(&cmd);
     let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let err_path = out.with_extension("err");
-    let err =
-        fs::File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
+    let err = fs::File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
     cmd.stdin(Stdio::null()).stdout(file).stderr(err);
     let mut child = ChildGuard::spawn(cmd)?;
     let Some(status) = child.wait_timeout(limit)? else {
@@ -369,12 +330,7 @@ fn run_bounded(mut cmd: Command, limit: Duration, out: &Path) -> Result<String> 
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let _ = fs::remove_file(out);
     let _ = fs::remove_file(&err_path);
-    ensure!(
-        status.success(),
-        "`{line}` failed ({status}): {}{}",
-        stderr.trim(),
-        stdout.trim()
-    );
+    ensure!(status.success(), "`{line}` failed ({status}): {}{}", stderr.trim(), stdout.trim());
     Ok(stdout)
 }
 
@@ -403,16 +359,11 @@ fn attached(lab: &Lab) -> Result<Attached> {
     c.args(["-d", "-j", "link", "show", "dev", &iface]);
     let v = json(c)?;
     let xdp = &v[0]["xdp"];
-    let xdp = xdp["prog"]["name"]
-        .as_str()
-        .map(|name| (name.to_owned(), xdp["mode"].as_u64().unwrap_or(0)));
+    let xdp = xdp["prog"]["name"].as_str().map(|name| (name.to_owned(), xdp["mode"].as_u64().unwrap_or(0)));
     let tc_egress = lab.run_in(Ns::Vpn, move || -> Result<Vec<String>> {
         let (_, progs) = SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
             .with_context(|| format!("querying the TCX egress programs of {iface}"))?;
-        Ok(progs
-            .iter()
-            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-            .collect())
+        Ok(progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_owned()).collect())
     })??;
     Ok(Attached { xdp, tc_egress })
 }
@@ -479,12 +430,9 @@ impl EmptyXdp {
         // Attached from a thread inside the VPN namespace: the interface name is resolved and
         // the link created there. The link lives as long as the Ebpf object, wherever it goes.
         let ebpf = lab.run_in(Ns::Vpn, move || -> Result<Ebpf> {
-            let mut ebpf =
-                Ebpf::load(kernel::BASELINE_OBJECT).context("loading the empty program")?;
-            let prog: &mut Xdp = ebpf
-                .program_mut(EMPTY_PROG)
-                .context("baseline_pass missing from the baseline object")?
-                .try_into()?;
+            let mut ebpf = Ebpf::load(kernel::BASELINE_OBJECT).context("loading the empty program")?;
+            let prog: &mut Xdp =
+                ebpf.program_mut(EMPTY_PROG).context("baseline_pass missing from the baseline object")?.try_into()?;
             prog.load().context("verifying the empty program")?;
             prog.attach(&iface, XdpMode::Skb)
                 .with_context(|| format!("attaching the empty program to {iface} (generic XDP)"))?;
@@ -511,20 +459,9 @@ fn iperf(lab: &Lab, dir: Dir, scratch: &Path) -> Result<IperfRun> {
 
 fn iperf_once(lab: &Lab, dir: Dir, scratch: &Path) -> Result<IperfRun> {
     let mut c = lab.phone_cmd("iperf3");
-    c.args([
-        "-J",
-        "-c",
-        &IPERF_V4.to_string(),
-        "-p",
-        &IPERF_PORT.to_string(),
-    ])
-    .args([
-        "-t",
-        &IPERF_SECONDS.to_string(),
-        "-O",
-        &IPERF_OMIT.to_string(),
-    ])
-    .args(["--connect-timeout", &IPERF_CONNECT_MS.to_string()]);
+    c.args(["-J", "-c", &IPERF_V4.to_string(), "-p", &IPERF_PORT.to_string()])
+        .args(["-t", &IPERF_SECONDS.to_string(), "-O", &IPERF_OMIT.to_string()])
+        .args(["--connect-timeout", &IPERF_CONNECT_MS.to_string()]);
     if dir == Dir::Down {
         c.arg("-R");
     }
@@ -535,44 +472,27 @@ fn iperf_once(lab: &Lab, dir: Dir, scratch: &Path) -> Result<IperfRun> {
         Ok(text) => text,
         Err(e) => bail!("iperf3 {}: {e:#}", dir.name()),
     };
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("iperf3 printed {text:.300}"))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("iperf3 printed {text:.300}"))?;
     if let Some(err) = v["error"].as_str() {
         bail!("iperf3 {}: {err}", dir.name());
     }
     let received = &v["end"]["sum_received"];
-    let (Some(bits_per_second), Some(bytes)) = (
-        received["bits_per_second"].as_f64(),
-        received["bytes"].as_u64(),
-    ) else {
+    let (Some(bits_per_second), Some(bytes)) = (received["bits_per_second"].as_f64(), received["bytes"].as_u64())
+    else {
         bail!("iperf3 {}: no end.sum_received in {text:.300}", dir.name());
     };
-    ensure!(
-        bytes > 0 && bits_per_second > 0.0,
-        "iperf3 {}: nothing received",
-        dir.name()
-    );
-    Ok(IperfRun {
-        bits_per_second,
-        bytes,
-    })
+    ensure!(bytes > 0 && bits_per_second > 0.0, "iperf3 {}: nothing received", dir.name());
+    Ok(IperfRun { bits_per_second, bytes })
 }
 
 /// Bytes up and down of tracker's TCP flows to the iperf3 server, summed (from SQLite).
 fn iperf_bytes_in_db(db: &Path, pins: &Path) -> Result<(u64, u64)> {
-    let flows = json(cli(
-        db,
-        pins,
-        &["flows", "--limit", "0", "--format", "json"],
-    ))?;
+    let flows = json(cli(db, pins, &["flows", "--limit", "0", "--format", "json"]))?;
     let flows = flows.as_array().context("tracker flows prints an array")?;
     let server = IPERF_V4.to_string();
     let (mut up, mut down) = (0, 0);
     for f in flows {
-        if f["protocol"] == "tcp"
-            && f["remote"] == server.as_str()
-            && f["remote_port"] == IPERF_PORT
-        {
+        if f["protocol"] == "tcp" && f["remote"] == server.as_str() && f["remote_port"] == IPERF_PORT {
             up += f["bytes_up"].as_u64().unwrap_or(0);
             down += f["bytes_down"].as_u64().unwrap_or(0);
         }
@@ -595,19 +515,11 @@ fn throughput(lab: &Lab) -> Result<()> {
     let mut loads = Vec::new();
     let started = Instant::now();
     for round in 0..ROUNDS {
-        eprintln!(
-            "throughput round {}/{ROUNDS} ({:.0?} so far)",
-            round + 1,
-            started.elapsed()
-        );
+        eprintln!("throughput round {}/{ROUNDS} ({:.0?} so far)", round + 1, started.elapsed());
         loads.push(load_average());
         for j in 0..CONFIGS.len() {
             let config = CONFIGS[(round + j) % CONFIGS.len()];
-            let dirs = if (round + j) % 2 == 0 {
-                [Dir::Up, Dir::Down]
-            } else {
-                [Dir::Down, Dir::Up]
-            };
+            let dirs = if (round + j) % 2 == 0 { [Dir::Up, Dir::Down] } else { [Dir::Down, Dir::Up] };
             // Holds whatever is attached for this configuration; dropped (detached) after it.
             let mut daemon = None;
             let mut empty = None;
@@ -619,24 +531,18 @@ fn throughput(lab: &Lab) -> Result<()> {
             check_attached(lab, config)?;
             let mut got = [None, None];
             for d in dirs {
-                let run = iperf(lab, d, &dir)
-                    .with_context(|| format!("{}, round {}", config.name(), round + 1))?;
+                let run = iperf(lab, d, &dir).with_context(|| format!("{}, round {}", config.name(), round + 1))?;
                 runs[config.index()][d.index()].push(run.bits_per_second / 1e9);
                 got[d.index()] = Some(run);
             }
             if let Some(mut d) = daemon.take() {
                 let (status, _) = d.stop()?;
-                ensure!(
-                    status.success(),
-                    "tracker run exited with {status}:\n{}",
-                    d.log_tail()
-                );
+                ensure!(status.success(), "tracker run exited with {status}:\n{}", d.log_tail());
                 // Every byte iperf3 received crossed the tunnel past tracker's programs, so its
                 // flows must hold at least that many (IP bytes include the headers).
                 let now = iperf_bytes_in_db(&db, &pins.0)?;
                 let (up, down) = (now.0 - in_db.0, now.1 - in_db.1);
-                let (want_up, want_down) =
-                    (got[0].map_or(0, |r| r.bytes), got[1].map_or(0, |r| r.bytes));
+                let (want_up, want_down) = (got[0].map_or(0, |r| r.bytes), got[1].map_or(0, |r| r.bytes));
                 ensure!(
                     up >= want_up && down >= want_down,
                     "round {}: tracker recorded {up} bytes up and {down} down to the iperf3 server, \
@@ -668,8 +574,7 @@ fn check_attached(lab: &Lab, config: Config) -> Result<()> {
     let xdp = a.xdp.as_ref().map(|(name, mode)| (name.as_str(), *mode));
     let ok = match config {
         Config::Tracker => {
-            xdp.is_some_and(|(name, mode)| name != EMPTY_PROG && mode == XDP_ATTACHED_SKB)
-                && a.tc_egress.len() == 1
+            xdp.is_some_and(|(name, mode)| name != EMPTY_PROG && mode == XDP_ATTACHED_SKB) && a.tc_egress.len() == 1
         }
         Config::EmptyXdp => xdp == Some((EMPTY_PROG, XDP_ATTACHED_SKB)) && a.tc_egress.is_empty(),
         Config::Nothing => xdp.is_none() && a.tc_egress.is_empty(),
@@ -689,9 +594,7 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {
-    println!(
-        "\n## Tunnel throughput with tracker attached (iperf3 through WireGuard, lab {PREFIX})\n"
-    );
+    println!("\n## Tunnel throughput with tracker attached (iperf3 through WireGuard, lab {PREFIX})\n");
     println!("Method:");
     println!(
         "- iperf3 (TCP, one stream) from the phone namespace through the wireguard-go tunnel and \
@@ -724,22 +627,13 @@ fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {
         for dir in [Dir::Up, Dir::Down] {
             let v = &runs[config.index()][dir.index()];
             let each: Vec<String> = v.iter().map(|g| format!("{g:.3}")).collect();
-            println!(
-                "  {:<22} {:<4} {:>7.3}  [{}]",
-                config.name(),
-                dir.name(),
-                median(v),
-                each.join(" ")
-            );
+            println!("  {:<22} {:<4} {:>7.3}  [{}]", config.name(), dir.name(), median(v), each.join(" "));
         }
     }
     let m = |c: Config, d: Dir| median(&runs[c.index()][d.index()]);
     // Each round's tracker figure over the same round's empty-XDP (or nothing) figure.
     let paired = |other: Config, d: Dir| -> Vec<f64> {
-        let (t, o) = (
-            &runs[Config::Tracker.index()][d.index()],
-            &runs[other.index()][d.index()],
-        );
+        let (t, o) = (&runs[Config::Tracker.index()][d.index()], &runs[other.index()][d.index()]);
         t.iter().zip(o).map(|(t, o)| t / o).collect()
     };
     println!(
@@ -749,11 +643,7 @@ fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {
     println!("|---|---:|---:|---:|---:|---:|---|");
     let mut verdicts = Vec::new();
     for dir in [Dir::Up, Dir::Down] {
-        let (t, e, n) = (
-            m(Config::Tracker, dir),
-            m(Config::EmptyXdp, dir),
-            m(Config::Nothing, dir),
-        );
+        let (t, e, n) = (m(Config::Tracker, dir), m(Config::EmptyXdp, dir), m(Config::Nothing, dir));
         let pe = paired(Config::EmptyXdp, dir);
         let each: Vec<String> = pe.iter().map(|r| format!("{r:.2}")).collect();
         println!(
@@ -768,11 +658,7 @@ fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {
     }
     println!("\nTargets:");
     for (dir, ratio, paired) in verdicts {
-        let met = if ratio >= THROUGHPUT_TARGET {
-            "yes"
-        } else {
-            "no"
-        };
+        let met = if ratio >= THROUGHPUT_TARGET { "yes" } else { "no" };
         println!(
             "- {}: tracker / empty XDP >= {THROUGHPUT_TARGET} (ratio of medians): {ratio:.3}, \
              target met: {met} (median of per-round ratios {paired:.3})",
@@ -798,11 +684,7 @@ fn if_stats(lab: &Lab, ns: Ns, iface: &str) -> Result<IfStats> {
     c.args(["-s", "-j", "link", "show", "dev", iface]);
     let v = json(c)?;
     let s = &v[0]["stats64"];
-    let n = |dir: &str, k: &str| {
-        s[dir][k]
-            .as_u64()
-            .with_context(|| format!("no {dir}.{k} for {iface}: {v}"))
-    };
+    let n = |dir: &str, k: &str| s[dir][k].as_u64().with_context(|| format!("no {dir}.{k} for {iface}: {v}"));
     Ok(IfStats {
         rx_packets: n("rx", "packets")?,
         rx_dropped: n("rx", "dropped")?,
@@ -842,18 +724,14 @@ fn compare(report: &FloodReport, flows: &[Value]) -> Result<Found> {
     for f in flows {
         let addr = |k: &str| f[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
         let port = |k: &str| f[k].as_u64().and_then(|p| u16::try_from(p).ok());
-        let ours = f["protocol"] == "udp"
-            && addr("client") == Some(client.ip())
-            && port("client_port") == Some(client.port());
+        let ours =
+            f["protocol"] == "udp" && addr("client") == Some(client.ip()) && port("client_port") == Some(client.port());
         match (ours, addr("remote"), port("remote_port")) {
             (true, Some(ip), Some(p)) => rows.entry(SocketAddr::new(ip, p)).or_default().push(f),
             _ => other_rows += 1,
         }
     }
-    let mut found = Found {
-        other_rows,
-        ..Found::default()
-    };
+    let mut found = Found { other_rows, ..Found::default() };
     let mut expected = 0;
     for sent in report.expected() {
         expected += 1;
@@ -876,14 +754,8 @@ fn compare(report: &FloodReport, flows: &[Value]) -> Result<Found> {
     }
     // Rows from the flood's socket to a tuple it never sent to: nothing should be left.
     let strays: usize = rows.values().map(Vec::len).sum();
-    ensure!(
-        strays == 0,
-        "{strays} UDP flows from the flood's socket {client} go where it never sent"
-    );
-    ensure!(
-        expected == u64::from(report.flows_sent),
-        "the flood's plan does not rebuild its own flows"
-    );
+    ensure!(strays == 0, "{strays} UDP flows from the flood's socket {client} go where it never sent");
+    ensure!(expected == u64::from(report.flows_sent), "the flood's plan does not rebuild its own flows");
     Ok(found)
 }
 
@@ -937,25 +809,14 @@ fn flood_section(lab: &Lab) -> Result<()> {
     let peak = daemon.memory()?;
     eprintln!("flood: stopping the daemon (SIGTERM: final flush)");
     let (exit, last) = daemon.stop()?;
-    ensure!(
-        exit.success(),
-        "tracker run exited with {exit}:\n{}",
-        daemon.log_tail()
-    );
+    ensure!(exit.success(), "tracker run exited with {exit}:\n{}", daemon.log_tail());
     // Read after the stop: the final flush is in, and the pins still hold the kernel counters.
     let after_stop = json(cli(&db, &pins.0, &["status", "--format", "json"]))?;
-    let flows = json(cli(
-        &db,
-        &pins.0,
-        &["flows", "--limit", "0", "--format", "json"],
-    ))?;
+    let flows = json(cli(&db, &pins.0, &["flows", "--limit", "0", "--format", "json"]))?;
     let flows = flows.as_array().context("tracker flows prints an array")?;
     let found = compare(&report, flows)?;
     let log_text = fs::read_to_string(&log).unwrap_or_default();
-    let log_warnings: Vec<&str> = log_text
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .collect();
+    let log_warnings: Vec<&str> = log_text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
 
     let stats = FloodStats {
         report: &report,
@@ -1013,9 +874,7 @@ struct FloodStats<'a> {
 fn report_flood(s: &FloodStats) {
     let r = s.report;
     let plan = &r.plan;
-    println!(
-        "\n## Flood: {FLOOD_FLOWS} new UDP flows at {FLOOD_RATE:.0}/s through the tunnel (lab {PREFIX})\n"
-    );
+    println!("\n## Flood: {FLOOD_FLOWS} new UDP flows at {FLOOD_RATE:.0}/s through the tunnel (lab {PREFIX})\n");
     println!("Method:");
     println!(
         "- The daemon runs at its defaults (sweep every {DEFAULT_SWEEP:?}, default map and ring \
@@ -1088,33 +947,16 @@ fn report_flood(s: &FloodStats) {
         "flows_stored",
         "db_bytes",
     ];
-    for (when, st) in [
-        ("before the stop", s.before_stop),
-        ("after the stop", s.after_stop),
-    ] {
-        let parts: Vec<String> = keys
-            .iter()
-            .map(|k| {
-                format!(
-                    "{k} {}",
-                    counter(st, k).map_or("?".into(), |n| n.to_string())
-                )
-            })
-            .collect();
+    for (when, st) in [("before the stop", s.before_stop), ("after the stop", s.after_stop)] {
+        let parts: Vec<String> =
+            keys.iter().map(|k| format!("{k} {}", counter(st, k).map_or("?".into(), |n| n.to_string()))).collect();
         println!("  tracker status {when}: {}", parts.join(", "));
     }
     let f = s.found;
     println!(
         "  SQLite ({} rows): flood flows found once {}, more than once {}, missing {}; with the \
          exact count {}; fewer packets {}, more packets {}; other rows (ICMP errors, ...) {}",
-        s.rows,
-        f.once,
-        f.duplicated,
-        f.missing,
-        f.exact,
-        f.fewer_packets,
-        f.more_packets,
-        f.other_rows
+        s.rows, f.once, f.duplicated, f.missing, f.exact, f.fewer_packets, f.more_packets, f.other_rows
     );
     println!(
         "  daemon memory: idle after start VmRSS {:.1} MiB; before the stop VmHWM {:.1} MiB, \
@@ -1130,8 +972,7 @@ fn report_flood(s: &FloodStats) {
         println!("    {l}");
     }
 
-    let ring_lost =
-        counter(s.after_stop, "ring_lost").or_else(|| counter(s.before_stop, "ring_lost"));
+    let ring_lost = counter(s.after_stop, "ring_lost").or_else(|| counter(s.before_stop, "ring_lost"));
     let hwm = mib(s.peak.hwm_kib.max(s.last.hwm_kib));
     let yes = |b: bool| if b { "yes" } else { "no" };
     println!("\nTargets:");
@@ -1147,8 +988,5 @@ fn report_flood(s: &FloodStats) {
         100.0 * f.exact as f64 / f64::from(r.flows_sent.max(1)),
         yes(f.exact == u64::from(r.flows_sent) && f.duplicated == 0)
     );
-    println!(
-        "- peak RSS <= {RSS_TARGET_MIB:.0} MiB: {hwm:.1} MiB, target met: {}",
-        yes(hwm <= RSS_TARGET_MIB)
-    );
+    println!("- peak RSS <= {RSS_TARGET_MIB:.0} MiB: {hwm:.1} MiB, target met: {}", yes(hwm <= RSS_TARGET_MIB));
 }

@@ -140,93 +140,40 @@ fn bench() -> Result<()> {
         // (a) existing flow and (c) blocked: one packet, REPEAT runs per test run.
         f.a_raw.add(raw.fixed(&pkts.existing_raw, Route::Existing)?);
         f.a_eth.add(eth.fixed(&pkts.existing_eth, Route::Existing)?);
-        f.a_xdp_filter
-            .add(xdp_filter.fixed_bpftool(&scratch.file(PASS_FILE), XDP_PASS)?);
-        f.a_empty_raw
-            .add(fixed(empty, &pkts.existing_raw, XDP_PASS)?);
-        f.a_empty_eth
-            .add(fixed(empty, &pkts.existing_eth, XDP_PASS)?);
+        f.a_xdp_filter.add(xdp_filter.fixed_bpftool(&scratch.file(PASS_FILE), XDP_PASS)?);
+        f.a_empty_raw.add(fixed(empty, &pkts.existing_raw, XDP_PASS)?);
+        f.a_empty_eth.add(fixed(empty, &pkts.existing_eth, XDP_PASS)?);
         f.c_raw.add(raw.fixed(&pkts.blocked_raw, Route::Blocked)?);
         f.c_eth.add(eth.fixed(&pkts.blocked_eth, Route::Blocked)?);
-        f.c_xdp_filter
-            .add(xdp_filter.fixed_bpftool(&scratch.file(DROP_FILE), XDP_DROP)?);
-        f.c_empty_raw
-            .add(fixed(empty, &pkts.blocked_raw, XDP_PASS)?);
-        f.c_empty_eth
-            .add(fixed(empty, &pkts.blocked_eth, XDP_PASS)?);
+        f.c_xdp_filter.add(xdp_filter.fixed_bpftool(&scratch.file(DROP_FILE), XDP_DROP)?);
+        f.c_empty_raw.add(fixed(empty, &pkts.blocked_raw, XDP_PASS)?);
+        f.c_empty_eth.add(fixed(empty, &pkts.blocked_eth, XDP_PASS)?);
 
         // (b) new flows: one test run per packet, each packet a flow not seen before. The same
         // method on the existing flow's packet gives the method's own floor.
         let same = |pkt| std::iter::repeat_n(pkt, NEW_FLOWS.into());
         let batch = DRAIN_BATCH;
-        raw.series(
-            &mut f.floor_raw,
-            same(&pkts.existing_raw[..]),
-            Route::Existing,
-            batch,
-        )?;
-        eth.series(
-            &mut f.floor_eth,
-            same(&pkts.existing_eth[..]),
-            Route::Existing,
-            batch,
-        )?;
-        raw.series(
-            &mut f.b_tcp_raw,
-            raw_of(&pkts.new_tcp),
-            Route::Creates,
-            batch,
-        )?;
-        eth.series(
-            &mut f.b_tcp_eth,
-            eth_of(&pkts.new_tcp),
-            Route::Creates,
-            batch,
-        )?;
-        plain_series(
-            &xdp_filter.prog,
-            &mut f.b_tcp_xdp_filter,
-            eth_of(&pkts.new_tcp),
-        )?;
+        raw.series(&mut f.floor_raw, same(&pkts.existing_raw[..]), Route::Existing, batch)?;
+        eth.series(&mut f.floor_eth, same(&pkts.existing_eth[..]), Route::Existing, batch)?;
+        raw.series(&mut f.b_tcp_raw, raw_of(&pkts.new_tcp), Route::Creates, batch)?;
+        eth.series(&mut f.b_tcp_eth, eth_of(&pkts.new_tcp), Route::Creates, batch)?;
+        plain_series(&xdp_filter.prog, &mut f.b_tcp_xdp_filter, eth_of(&pkts.new_tcp))?;
         plain_series(empty, &mut f.b_tcp_empty, eth_of(&pkts.new_tcp))?;
-        raw.series(
-            &mut f.b_udp_raw,
-            raw_of(&pkts.new_udp),
-            Route::Creates,
-            batch,
-        )?;
-        eth.series(
-            &mut f.b_udp_eth,
-            eth_of(&pkts.new_udp),
-            Route::Creates,
-            batch,
-        )?;
-        plain_series(
-            &xdp_filter.prog,
-            &mut f.b_udp_xdp_filter,
-            eth_of(&pkts.new_udp),
-        )?;
+        raw.series(&mut f.b_udp_raw, raw_of(&pkts.new_udp), Route::Creates, batch)?;
+        eth.series(&mut f.b_udp_eth, eth_of(&pkts.new_udp), Route::Creates, batch)?;
+        plain_series(&xdp_filter.prog, &mut f.b_udp_xdp_filter, eth_of(&pkts.new_udp))?;
         plain_series(empty, &mut f.b_udp_empty, eth_of(&pkts.new_udp))?;
         let expected = 1 + 2 * usize::from(NEW_FLOWS);
         raw.clear_flows(expected, round)?;
         eth.clear_flows(expected, round)?;
         // The UDP flows once more (each sends a first-payload record), with the reader never
         // behind: before BPF_RB_NO_WAKEUP every such record woke it.
-        raw.series(
-            &mut f.b_udp_raw_woken,
-            raw_of(&pkts.new_udp),
-            Route::Creates,
-            1,
-        )?;
+        raw.series(&mut f.b_udp_raw_woken, raw_of(&pkts.new_udp), Route::Creates, 1)?;
         raw.clear_flows(NEW_FLOWS.into(), round)?;
     }
     for t in [&raw, &eth] {
         let lost = t.counter(Counter::RingLost)?;
-        ensure!(
-            lost == 0,
-            "tracker ({}): {lost} events lost to a full ring",
-            t.name
-        );
+        ensure!(lost == 0, "tracker ({}): {lost} events lost to a full ring", t.name);
     }
     eprintln!("done in {:.0?}", started.elapsed());
     report(&f, &xdp_filter);
@@ -259,10 +206,7 @@ impl Packets {
         let existing_eth = tcp_frame(REMOTE, EXISTING_PORT, false, &[0x17; MID_STREAM_PAYLOAD])?;
         let blocked_eth = tcp_frame(DENIED, BLOCKED_PORT, true, &[])?;
         let ports = FIRST_NEW_PORT..FIRST_NEW_PORT + NEW_FLOWS;
-        let new_tcp = ports
-            .clone()
-            .map(|p| tcp_frame(REMOTE, p, true, &[]))
-            .collect::<Result<_>>()?;
+        let new_tcp = ports.clone().map(|p| tcp_frame(REMOTE, p, true, &[])).collect::<Result<_>>()?;
         let mut quic = [0u8; QUIC_INITIAL_PAYLOAD];
         quic[0] = 0xc0; // long header, Initial
         let new_udp = ports.map(|p| udp_frame(p, &quic)).collect::<Result<_>>()?;
@@ -278,10 +222,7 @@ impl Packets {
 
     /// bpftool reads its input packet from a file.
     fn write_files(&self, scratch: &Scratch) -> Result<()> {
-        for (name, pkt) in [
-            (PASS_FILE, &self.existing_eth),
-            (DROP_FILE, &self.blocked_eth),
-        ] {
+        for (name, pkt) in [(PASS_FILE, &self.existing_eth), (DROP_FILE, &self.blocked_eth)] {
             let path = scratch.file(name);
             fs::write(&path, pkt).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -300,23 +241,17 @@ fn eth_of(frames: &[Vec<u8>]) -> impl Iterator<Item = &[u8]> {
 
 /// A TCP segment from the phone to `dst`:443: a SYN, or a mid-stream ACK|PSH with `payload`.
 fn tcp_frame(dst: [u8; 4], port: u16, syn: bool, payload: &[u8]) -> Result<Vec<u8>> {
-    let tcp = PacketBuilder::ethernet2(MAC_PHONE_SIDE, MAC_HOST)
-        .ipv4(PHONE, dst, 64)
-        .tcp(port, HTTPS, 1000, 64240);
+    let tcp = PacketBuilder::ethernet2(MAC_PHONE_SIDE, MAC_HOST).ipv4(PHONE, dst, 64).tcp(port, HTTPS, 1000, 64240);
     let tcp = if syn { tcp.syn() } else { tcp.ack(1).psh() };
     let mut v = Vec::with_capacity(tcp.size(payload.len()));
-    tcp.write(&mut v, payload)
-        .context("building a TCP packet")?;
+    tcp.write(&mut v, payload).context("building a TCP packet")?;
     Ok(v)
 }
 
 fn udp_frame(port: u16, payload: &[u8]) -> Result<Vec<u8>> {
-    let udp = PacketBuilder::ethernet2(MAC_PHONE_SIDE, MAC_HOST)
-        .ipv4(PHONE, REMOTE, 64)
-        .udp(port, HTTPS);
+    let udp = PacketBuilder::ethernet2(MAC_PHONE_SIDE, MAC_HOST).ipv4(PHONE, REMOTE, 64).udp(port, HTTPS);
     let mut v = Vec::with_capacity(udp.size(payload.len()));
-    udp.write(&mut v, payload)
-        .context("building a UDP packet")?;
+    udp.write(&mut v, payload).context("building a UDP packet")?;
     Ok(v)
 }
 
@@ -419,14 +354,7 @@ impl Runnable for Foreign {
         // SAFETY: `attr` is a valid prefix of bpf_attr for this command; the kernel reads
         // data_size_in bytes at data_in (our packet, alive for the call) and writes only into
         // `attr`, as no output buffers are given.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &raw mut attr,
-                size_of::<TestRunAttr>(),
-            )
-        };
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>()) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN");
         }
@@ -476,11 +404,7 @@ fn series<'p>(
 }
 
 /// [`series`] for a program with no state to check (xdp-filter, the empty one): all pass.
-fn plain_series<'p>(
-    prog: &impl Runnable,
-    fig: &mut Figure,
-    pkts: impl IntoIterator<Item = &'p [u8]>,
-) -> Result<()> {
+fn plain_series<'p>(prog: &impl Runnable, fig: &mut Figure, pkts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
     series(prog, fig, pkts, XDP_PASS, || Ok(()))
 }
 
@@ -504,17 +428,12 @@ impl Tracker {
     fn load(scratch: &Scratch, l2_len: u32, name: &'static str) -> Result<Self> {
         let pins = PinDir(scratch.bpffs().join(format!("tracker-l2-{l2_len}")));
         pins.ensure_bpffs()?;
-        let mut ebpf = kernel::load(&pins, l2_len, MapSizes::default())
-            .with_context(|| format!("loading tracker ({name})"))?;
+        let mut ebpf =
+            kernel::load(&pins, l2_len, MapSizes::default()).with_context(|| format!("loading tracker ({name})"))?;
         let (mut tables, events) = Tables::take(&mut ebpf)?;
         let net: IpNet = DENIED_RULE.parse().context("the benchmark's block rule")?;
         tables.blocks.insert(&net, 1)?;
-        Ok(Self {
-            name,
-            ebpf,
-            tables,
-            events,
-        })
+        Ok(Self { name, ebpf, tables, events })
     }
 
     fn prog(&mut self) -> Result<&Xdp> {
@@ -529,11 +448,7 @@ impl Tracker {
     /// Creates the existing flow (and sends its first payload) so case (a) finds it.
     fn warm_existing(&mut self, pkt: &[u8]) -> Result<()> {
         let (verdict, _) = self.prog()?.test_run_ns(pkt, 1)?;
-        ensure!(
-            verdict == XDP_PASS,
-            "tracker ({}): verdict {verdict}",
-            self.name
-        );
+        ensure!(verdict == XDP_PASS, "tracker ({}): verdict {verdict}", self.name);
         drain_ring(&mut self.events);
         Ok(())
     }
@@ -548,8 +463,7 @@ impl Tracker {
         };
         let created = self.counter(Counter::FlowsCreated)?;
         let dropped = self.counter(Counter::Dropped)?;
-        let ns = fixed(self.prog()?, pkt, verdict)
-            .with_context(|| format!("tracker ({})", self.name))?;
+        let ns = fixed(self.prog()?, pkt, verdict).with_context(|| format!("tracker ({})", self.name))?;
         drain_ring(&mut self.events);
         let created = self.counter(Counter::FlowsCreated)? - created;
         let dropped = self.counter(Counter::Dropped)? - dropped;
@@ -631,19 +545,14 @@ const EMPTY_PROG: &str = "baseline_pass";
 impl Empty {
     fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(kernel::BASELINE_OBJECT).context("loading the empty program")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(EMPTY_PROG)
-            .context("baseline_pass missing from the baseline object")?
-            .try_into()?;
+        let prog: &mut Xdp =
+            ebpf.program_mut(EMPTY_PROG).context("baseline_pass missing from the baseline object")?.try_into()?;
         prog.load().context("verifying the empty program")?;
         Ok(Self(ebpf))
     }
 
     fn prog(&self) -> Result<&Xdp> {
-        let prog = self
-            .0
-            .program(EMPTY_PROG)
-            .context("baseline_pass missing")?;
+        let prog = self.0.program(EMPTY_PROG).context("baseline_pass missing")?;
         Ok(prog.try_into()?)
     }
 }
@@ -668,11 +577,7 @@ impl XdpFilter {
         let out = run(Command::new("ip").args(["-n", NETNS, "-j", "link", "show", "dev", IFACE]))?;
         let link: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
         let xdp = &link[0]["xdp"];
-        let prog = if xdp["prog"].is_object() {
-            &xdp["prog"]
-        } else {
-            &xdp["attached"][0]["prog"]
-        };
+        let prog = if xdp["prog"].is_object() { &xdp["prog"] } else { &xdp["attached"][0]["prog"] };
         let prog_id = prog["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
@@ -684,11 +589,7 @@ impl XdpFilter {
             .find(|p| p.id() == prog_id)
             .with_context(|| format!("program {prog_id} (xdp-filter's) vanished"))?;
         let prog = Foreign(info.fd().context("opening xdp-filter's program")?);
-        Ok(Self {
-            prog_id,
-            prog_name,
-            prog,
-        })
+        Ok(Self { prog_id, prog_name, prog })
     }
 
     /// `bpftool prog run ... repeat REPEAT` on the attached program, the fastest of BEST_OF;
@@ -705,10 +606,7 @@ impl XdpFilter {
             let (Some(got), Some(ns)) = (v["retval"].as_u64(), v["duration"].as_f64()) else {
                 bail!("bpftool prog run said {out:?}")
             };
-            ensure!(
-                got == u64::from(verdict),
-                "xdp-filter: verdict {got}, expected {verdict}"
-            );
+            ensure!(got == u64::from(verdict), "xdp-filter: verdict {got}, expected {verdict}");
             Ok(ns)
         })
     }
@@ -722,14 +620,11 @@ impl XdpFilter {
 /// the host's /sys/fs/bpf.
 fn xdp_filter(scratch: &Scratch, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", NETNS, "xdp-filter"])
-        .args(args)
-        .env("LIBXDP_BPFFS", scratch.bpffs());
+    cmd.args(["netns", "exec", NETNS, "xdp-filter"]).args(args).env("LIBXDP_BPFFS", scratch.bpffs());
     run(&mut cmd).map_err(|err| {
         let stale = fs::read_to_string(XDP_FILTER_LOCK).ok().and_then(|pid| {
             let pid = pid.trim();
-            (!pid.is_empty() && !PathBuf::from(format!("/proc/{pid}")).exists())
-                .then(|| pid.to_owned())
+            (!pid.is_empty() && !PathBuf::from(format!("/proc/{pid}")).exists()).then(|| pid.to_owned())
         });
         match stale {
             Some(pid) => err.context(format!(
@@ -798,9 +693,7 @@ fn teardown(dir: &Path) -> Result<()> {
     if netns_exists() {
         // Best effort: deleting the namespace detaches the program anyway.
         let mut unload = Command::new("ip");
-        unload
-            .args(["netns", "exec", NETNS, "xdp-filter", "unload", IFACE])
-            .env("LIBXDP_BPFFS", &bpffs);
+        unload.args(["netns", "exec", NETNS, "xdp-filter", "unload", IFACE]).env("LIBXDP_BPFFS", &bpffs);
         let _ = run(&mut unload);
         run(Command::new("ip").args(["netns", "del", NETNS]))?;
     }
@@ -902,11 +795,7 @@ fn report(f: &Figures, xf: &XdpFilter) {
         } else {
             format!("  (mean of single runs {:.0})", median(&fig.means))
         };
-        println!(
-            "  {name:<50} {:>6.0}  [{}]{means}",
-            fig.median(),
-            r.join(" ")
-        );
+        println!("  {name:<50} {:>6.0}  [{}]{means}", fig.median(), r.join(" "));
     };
     line("(a) tracker, existing flow, raw IP", &f.a_raw);
     line("(a) tracker, existing flow, Ethernet", &f.a_eth);
@@ -915,10 +804,7 @@ fn report(f: &Figures, xf: &XdpFilter) {
     line("(a) empty, Ethernet frame", &f.a_empty_eth);
     line("(b) tracker, new TCP flow (SYN), raw IP", &f.b_tcp_raw);
     line("(b) tracker, new TCP flow (SYN), Ethernet", &f.b_tcp_eth);
-    line(
-        "(b) tracker, new UDP flow, raw IP, reader caught up",
-        &f.b_udp_raw_woken,
-    );
+    line("(b) tracker, new UDP flow, raw IP, reader caught up", &f.b_udp_raw_woken);
     line("(b) xdp-filter, the SYNs", &f.b_tcp_xdp_filter);
     line("(b) empty, the SYNs", &f.b_tcp_empty);
     line("(b) tracker, new UDP flow (1200 B), raw IP", &f.b_udp_raw);
@@ -970,78 +856,15 @@ fn report(f: &Figures, xf: &XdpFilter) {
     };
     let (tcp_x, tcp_e) = (&f.b_tcp_xdp_filter, &f.b_tcp_empty);
     let (udp_x, udp_e) = (&f.b_udp_xdp_filter, &f.b_udp_empty);
-    row(
-        "(a) existing flow, raw IP (wg0)",
-        &f.a_raw,
-        &f.a_xdp_filter,
-        "pass",
-        &f.a_empty_raw,
-        true,
-    );
-    row(
-        "(a) existing flow, Ethernet",
-        &f.a_eth,
-        &f.a_xdp_filter,
-        "pass",
-        &f.a_empty_eth,
-        false,
-    );
-    row(
-        "(b) new flow, TCP SYN, raw IP (wg0)",
-        &f.b_tcp_raw,
-        tcp_x,
-        "pass",
-        tcp_e,
-        true,
-    );
-    row(
-        "(b) new flow, TCP SYN, Ethernet",
-        &f.b_tcp_eth,
-        tcp_x,
-        "pass",
-        tcp_e,
-        false,
-    );
-    row(
-        "(b) new flow, UDP 1200 B, raw IP, reader caught up",
-        &f.b_udp_raw_woken,
-        udp_x,
-        "pass",
-        udp_e,
-        true,
-    );
-    row(
-        "(b) new flow, UDP 1200 B, raw IP (wg0)",
-        &f.b_udp_raw,
-        udp_x,
-        "pass",
-        udp_e,
-        true,
-    );
-    row(
-        "(b) new flow, UDP 1200 B, Ethernet",
-        &f.b_udp_eth,
-        udp_x,
-        "pass",
-        udp_e,
-        false,
-    );
-    row(
-        "(c) blocked, raw IP (wg0)",
-        &f.c_raw,
-        &f.c_xdp_filter,
-        "drop",
-        &f.c_empty_raw,
-        true,
-    );
-    row(
-        "(c) blocked, Ethernet",
-        &f.c_eth,
-        &f.c_xdp_filter,
-        "drop",
-        &f.c_empty_eth,
-        false,
-    );
+    row("(a) existing flow, raw IP (wg0)", &f.a_raw, &f.a_xdp_filter, "pass", &f.a_empty_raw, true);
+    row("(a) existing flow, Ethernet", &f.a_eth, &f.a_xdp_filter, "pass", &f.a_empty_eth, false);
+    row("(b) new flow, TCP SYN, raw IP (wg0)", &f.b_tcp_raw, tcp_x, "pass", tcp_e, true);
+    row("(b) new flow, TCP SYN, Ethernet", &f.b_tcp_eth, tcp_x, "pass", tcp_e, false);
+    row("(b) new flow, UDP 1200 B, raw IP, reader caught up", &f.b_udp_raw_woken, udp_x, "pass", udp_e, true);
+    row("(b) new flow, UDP 1200 B, raw IP (wg0)", &f.b_udp_raw, udp_x, "pass", udp_e, true);
+    row("(b) new flow, UDP 1200 B, Ethernet", &f.b_udp_eth, udp_x, "pass", udp_e, false);
+    row("(c) blocked, raw IP (wg0)", &f.c_raw, &f.c_xdp_filter, "drop", &f.c_empty_raw, true);
+    row("(c) blocked, Ethernet", &f.c_eth, &f.c_xdp_filter, "drop", &f.c_empty_eth, false);
     println!(
         "\nBPF_PROG_TEST_RUN on one {} core, median of {ROUNDS} rounds. (a), (c): {REPEAT} runs \
          per test run, fastest of {BEST_OF}. (b): median of {NEW_FLOWS} single runs, one per new \
@@ -1055,11 +878,7 @@ fn report(f: &Figures, xf: &XdpFilter) {
     println!("\nTargets:");
     let target = |what: &str, raw: &Figure, eth: &Figure, x: &Figure| {
         let verdict = |t: &Figure| {
-            if t.median() <= x.median() {
-                "met"
-            } else {
-                "NOT met"
-            }
+            if t.median() <= x.median() { "met" } else { "NOT met" }
         };
         println!(
             "- {what} ({:.0} ns): raw IP {:.0} ns, {}; Ethernet {:.0} ns, {}",
@@ -1070,18 +889,8 @@ fn report(f: &Figures, xf: &XdpFilter) {
             verdict(eth)
         );
     };
-    target(
-        "(a) existing flow <= xdp-filter pass",
-        &f.a_raw,
-        &f.a_eth,
-        &f.a_xdp_filter,
-    );
-    target(
-        "(c) blocked <= xdp-filter drop",
-        &f.c_raw,
-        &f.c_eth,
-        &f.c_xdp_filter,
-    );
+    target("(a) existing flow <= xdp-filter pass", &f.a_raw, &f.a_eth, &f.a_xdp_filter);
+    target("(c) blocked <= xdp-filter drop", &f.c_raw, &f.c_eth, &f.c_xdp_filter);
     let within = |what: &str, t: &Figure, base: &Figure, limit: f64| {
         let ratio = t.median() / base.median();
         let verdict = if ratio <= limit { "met" } else { "NOT met" };

@@ -41,13 +41,9 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
         .with_context(|| format!("cannot start `{line}`"))?;
     // The pipe is closed when `stdin` goes out of scope, so the command sees EOF.
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input)
-            .with_context(|| format!("cannot write to `{line}`"))?;
+        stdin.write_all(input).with_context(|| format!("cannot write to `{line}`"))?;
     }
-    let output = child
-        .wait_with_output()
-        .with_context(|| format!("cannot wait for `{line}`"))?;
+    let output = child.wait_with_output().with_context(|| format!("cannot wait for `{line}`"))?;
     check(&line, &output)?;
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -56,9 +52,7 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<String> {
 /// or cargo, whose progress the user should see); fails on a non-zero exit.
 pub fn run_visible(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status}); its output is above");
     }
@@ -91,9 +85,7 @@ pub fn have_program(program: impl AsRef<OsStr>) -> bool {
 
 fn output(cmd: &mut Command) -> Result<Output> {
     let line = describe(cmd);
-    let output = cmd
-        .output()
-        .with_context(|| format!("cannot start `{line}`"))?;
+    let output = cmd.output().with_context(|| format!("cannot start `{line}`"))?;
     check(&line, &output)?;
     Ok(output)
 }
@@ -105,11 +97,7 @@ fn check(line: &str, output: &Output) -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     // Some tools (ping, ethtool) explain failures on stdout, so quote it when stderr is empty.
-    let said = if stderr.trim().is_empty() {
-        stdout.trim()
-    } else {
-        stderr.trim()
-    };
+    let said = if stderr.trim().is_empty() { stdout.trim() } else { stderr.trim() };
     bail!("`{line}` failed ({}): {said}", output.status)
 }
 
@@ -147,13 +135,8 @@ impl ChildGuard {
     /// Starts `cmd`; the guard is named after its command line for messages.
     pub fn spawn(mut cmd: Command) -> Result<Self> {
         let name = describe(&cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{name}`"))?;
-        Ok(Self {
-            child: Some(child),
-            name,
-        })
+        let child = cmd.spawn().with_context(|| format!("cannot start `{name}`"))?;
+        Ok(Self { child: Some(child), name })
     }
 
     /// The process id.
@@ -168,9 +151,7 @@ impl ChildGuard {
 
     /// The underlying child, e.g. to take its stdout pipe.
     pub fn child_mut(&mut self) -> &mut Child {
-        self.child
-            .as_mut()
-            .expect("ChildGuard holds its child until dropped")
+        self.child.as_mut().expect("ChildGuard holds its child until dropped")
     }
 
     /// Whether it is still running (reaps it if it has exited).
@@ -181,9 +162,7 @@ impl ChildGuard {
     /// Its exit status if it has exited, without waiting.
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
         let name = self.name.clone();
-        self.child_mut()
-            .try_wait()
-            .with_context(|| format!("cannot poll `{name}`"))
+        self.child_mut().try_wait().with_context(|| format!("cannot poll `{name}`"))
     }
 
     /// Sends `signal` (e.g. `libc::SIGINT`) unless it has already exited.
@@ -223,12 +202,8 @@ impl ChildGuard {
         }
         let name = self.name.clone();
         let child = self.child_mut();
-        child
-            .kill()
-            .with_context(|| format!("cannot kill `{name}`"))?;
-        child
-            .wait()
-            .with_context(|| format!("cannot reap `{name}`"))
+        child.kill().with_context(|| format!("cannot kill `{name}`"))?;
+        child.wait().with_context(|| format!("cannot reap `{name}`"))
     }
 }
 
@@ -246,15 +221,11 @@ impl Drop for ChildGuard {
 /// Sends `signal` to process `pid`.
 pub fn send_signal(pid: u32, signal: i32) -> Result<()> {
     // pid 0 or a negative pid would signal a whole process group, never what is meant here.
-    let pid = i32::try_from(pid)
-        .ok()
-        .filter(|&p| p > 0)
-        .with_context(|| format!("bad pid {pid}"))?;
+    let pid = i32::try_from(pid).ok().filter(|&p| p > 0).with_context(|| format!("bad pid {pid}"))?;
     // SAFETY: kill(2) has no memory-safety preconditions; a positive pid names one process.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("kill({pid}, {signal})"));
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("kill({pid}, {signal})"));
     }
     Ok(())
 }

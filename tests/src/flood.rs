@@ -110,33 +110,16 @@ impl Flood {
 
     /// IP bytes of one datagram, as tracker counts them.
     pub fn ip_bytes_per_packet(&self) -> u64 {
-        let ip = if self.src.is_ipv6() {
-            IPV6_HEADER
-        } else {
-            IPV4_HEADER
-        };
+        let ip = if self.src.is_ipv6() { IPV6_HEADER } else { IPV4_HEADER };
         self.payload as u64 + UDP_HEADER + ip
     }
 
     fn check(&self) -> Result<()> {
         ensure!(self.flows > 0, "a flood needs at least one flow");
-        ensure!(
-            self.rate.is_finite() && self.rate > 0.0,
-            "flood rate {} is not positive",
-            self.rate
-        );
-        ensure!(
-            self.packets_per_flow > 0,
-            "a flow needs at least one datagram"
-        );
-        ensure!(
-            self.burst > 0,
-            "the token bucket needs a capacity of at least one flow"
-        );
-        ensure!(
-            !self.dsts.is_empty(),
-            "a flood needs at least one destination"
-        );
+        ensure!(self.rate.is_finite() && self.rate > 0.0, "flood rate {} is not positive", self.rate);
+        ensure!(self.packets_per_flow > 0, "a flow needs at least one datagram");
+        ensure!(self.burst > 0, "the token bucket needs a capacity of at least one flow");
+        ensure!(!self.dsts.is_empty(), "a flood needs at least one destination");
         ensure!(
             self.dsts.iter().all(|d| d.is_ipv6() == self.src.is_ipv6()),
             "destinations {:?} are not all of the family of the source {}",
@@ -146,10 +129,7 @@ impl Flood {
         let mut seen = self.dsts.clone();
         seen.sort();
         seen.dedup();
-        ensure!(
-            seen.len() == self.dsts.len(),
-            "duplicate destinations would repeat 5-tuples"
-        );
+        ensure!(seen.len() == self.dsts.len(), "duplicate destinations would repeat 5-tuples");
         ensure!(
             self.first_port > 0 && self.last_port() <= u32::from(u16::MAX),
             "{} flows over {} destinations need ports {}..={}: past 65535",
@@ -226,8 +206,7 @@ pub fn run(lab: &Lab, plan: &Flood) -> Result<FloodReport> {
 }
 
 fn send(plan: Flood) -> Result<FloodReport> {
-    let sock = UdpSocket::bind(plan.src)
-        .with_context(|| format!("binding {} in the phone namespace", plan.src))?;
+    let sock = UdpSocket::bind(plan.src).with_context(|| format!("binding {} in the phone namespace", plan.src))?;
     let client = sock.local_addr().context("the flood socket's address")?;
     let mut datagram = vec![0u8; plan.payload];
     let (rate, burst) = (plan.rate, f64::from(plan.burst));
@@ -267,9 +246,7 @@ fn send(plan: Flood) -> Result<FloodReport> {
                         std::thread::sleep(RETRY_PAUSE);
                     }
                     Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("sending flood datagram {datagrams_sent} to {to}")
-                        });
+                        return Err(e).with_context(|| format!("sending flood datagram {datagrams_sent} to {to}"));
                     }
                 }
             }
@@ -277,15 +254,7 @@ fn send(plan: Flood) -> Result<FloodReport> {
         }
         flows_sent += 1;
     }
-    Ok(FloodReport {
-        plan,
-        client,
-        flows_sent,
-        datagrams_sent,
-        retries,
-        elapsed: start.elapsed(),
-        complete,
-    })
+    Ok(FloodReport { plan, client, flows_sent, datagrams_sent, retries, elapsed: start.elapsed(), complete })
 }
 
 /// Errors that mean "no room right now": a full socket buffer or device queue.

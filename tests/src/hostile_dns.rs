@@ -52,12 +52,7 @@ pub fn hostile_name(first: &str) -> Labels {
 /// `hostile.example`: three 63-byte labels and one of 45 bytes before it. Its presentation form
 /// is 253 characters.
 pub fn max_length_name() -> Labels {
-    let mut l = vec![
-        vec![b'a'; 63],
-        vec![b'b'; 63],
-        vec![b'c'; 63],
-        vec![b'd'; 45],
-    ];
+    let mut l = vec![vec![b'a'; 63], vec![b'b'; 63], vec![b'c'; 63], vec![b'd'; 45]];
     l.extend(labels(&HOSTILE_DOMAIN));
     debug_assert_eq!(wire_name(&l).len(), 255);
     l
@@ -66,13 +61,7 @@ pub fn max_length_name() -> Labels {
 /// A name whose labels hold NUL, BEL, 0xff, a dot, a backslash, a space, upper case and HTML:
 /// legal on the wire (a label is any 1..=63 bytes), dangerous in a terminal or a web page.
 pub fn binary_name() -> Labels {
-    let parts: [&[u8]; 5] = [
-        b"\x00\x07\xff",
-        b"dot.in.label",
-        b"back\\slash",
-        b"sp ace",
-        b"<SCRIPT>alert(1)</SCRIPT>",
-    ];
+    let parts: [&[u8]; 5] = [b"\x00\x07\xff", b"dot.in.label", b"back\\slash", b"sp ace", b"<SCRIPT>alert(1)</SCRIPT>"];
     let mut l = labels(&parts);
     l.extend(labels(&HOSTILE_DOMAIN));
     l
@@ -225,18 +214,12 @@ pub fn udp_exchange(
     let port = client.local_addr()?.port();
     client.send_to(query, server)?;
     let mut buf = vec![0u8; 65535];
-    let (n, peer) = rogue
-        .recv_from(&mut buf)
-        .with_context(|| format!("the query never reached the rogue resolver at {server}"))?;
-    ensure!(
-        peer == SocketAddr::new(phone, port),
-        "rogue resolver got a query from {peer}"
-    );
+    let (n, peer) =
+        rogue.recv_from(&mut buf).with_context(|| format!("the query never reached the rogue resolver at {server}"))?;
+    ensure!(peer == SocketAddr::new(phone, port), "rogue resolver got a query from {peer}");
     let reply = respond(&buf[..n]);
     rogue.send_to(&reply, peer)?;
-    let (n, from) = client
-        .recv_from(&mut buf)
-        .with_context(|| format!("the phone got no reply from {server}"))?;
+    let (n, from) = client.recv_from(&mut buf).with_context(|| format!("the phone got no reply from {server}"))?;
     ensure!(from == server, "the phone got a reply from {from}");
     Ok((port, buf[..n].to_vec()))
 }
@@ -270,9 +253,7 @@ pub fn tcp_exchange(
     conn.write_all(&respond(&received))?;
     conn.shutdown(std::net::Shutdown::Write)?;
     let mut got = Vec::new();
-    client
-        .read_to_end(&mut got)
-        .with_context(|| format!("reading the reply from {server}"))?;
+    client.read_to_end(&mut got).with_context(|| format!("reading the reply from {server}"))?;
     drop(conn);
     Ok((port, got))
 }
@@ -309,11 +290,8 @@ fn accept_timeout(listener: &TcpListener, wait: Duration) -> Result<(TcpStream, 
 /// 53) to `to` (the phone), unasked: what an off-path attacker or a confused server does. The
 /// phone's kernel answers with an ICMP port unreachable unless something listens there.
 pub fn send_unsolicited(lab: &Lab, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> Result<()> {
-    let sock = lab
-        .run_in(Ns::Net, || UdpSocket::bind(from))?
-        .with_context(|| format!("cannot bind {from}"))?;
-    sock.send_to(bytes, to)
-        .with_context(|| format!("cannot send from {from} to {to}"))?;
+    let sock = lab.run_in(Ns::Net, || UdpSocket::bind(from))?.with_context(|| format!("cannot bind {from}"))?;
+    sock.send_to(bytes, to).with_context(|| format!("cannot send from {from} to {to}"))?;
     Ok(())
 }
 

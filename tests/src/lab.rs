@@ -186,11 +186,7 @@ impl Resolver {
 
     /// Its IPv6 or IPv4 address.
     pub fn addr(self, v6: bool) -> IpAddr {
-        if v6 {
-            self.v6().into()
-        } else {
-            self.v4().into()
-        }
+        if v6 { self.v6().into() } else { self.v4().into() }
     }
 
     /// The namespace it runs in.
@@ -265,18 +261,12 @@ impl LabNames {
     pub fn new(prefix: &str) -> Result<Self> {
         let valid = (1..=MAX_PREFIX_LEN).contains(&prefix.len())
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         ensure!(
             valid,
             "invalid lab prefix {prefix:?}: use 1 to {MAX_PREFIX_LEN} lowercase letters and digits, starting with a letter"
         );
-        let vpn_iface = if prefix == DEFAULT_PREFIX {
-            "wg0".to_owned()
-        } else {
-            format!("{prefix}wg")
-        };
+        let vpn_iface = if prefix == DEFAULT_PREFIX { "wg0".to_owned() } else { format!("{prefix}wg") };
         let dir = std::env::temp_dir().join(format!("tracker-lab-{prefix}"));
         Ok(Self {
             prefix: prefix.to_owned(),
@@ -313,8 +303,7 @@ impl LabNames {
     /// unlike `ip netns exec`, which remounts /sys and would hide the bpffs pins in /sys/fs/bpf.
     pub fn cmd(&self, ns: Ns, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.ns_path(ns).display()))
-            .arg(program);
+        cmd.arg(format!("--net={}", self.ns_path(ns).display())).arg(program);
         cmd
     }
 
@@ -350,11 +339,7 @@ impl LabNames {
             }
         }
         procs::stop_all(&victims, Duration::from_secs(3))?;
-        removed.extend(
-            victims
-                .iter()
-                .map(|p| format!("process {} ({})", p.pid, p.cmdline())),
-        );
+        removed.extend(victims.iter().map(|p| format!("process {} ({})", p.pid, p.cmdline())));
         for ns in Ns::ALL {
             if self.ns_path(ns).exists() {
                 run(Command::new("ip").args(["netns", "del", &self.ns_name(ns)]))?;
@@ -375,11 +360,7 @@ impl LabNames {
 }
 
 fn remove_if_exists(path: &Path) -> Result<Option<String>> {
-    let removed = if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
+    let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
     match removed {
         Ok(()) => Ok(Some(format!("{}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -420,21 +401,12 @@ impl Lab {
     /// checks that the phone reaches the internet through the tunnel over IPv4 and IPv6.
     pub fn up(prefix: &str) -> Result<Lab> {
         let names = LabNames::new(prefix)?;
-        ensure!(
-            crate::is_root(),
-            "the lab needs root (network namespaces, veths, tun devices)"
-        );
+        ensure!(crate::is_root(), "the lab needs root (network namespaces, veths, tun devices)");
         check_tools()?;
-        names
-            .teardown()
-            .with_context(|| format!("cannot clean leftovers of lab {prefix}"))?;
+        names.teardown().with_context(|| format!("cannot clean leftovers of lab {prefix}"))?;
         // From here on, an early return drops `lab`, which undoes whatever was built.
-        let mut lab = Lab {
-            names,
-            children: Vec::new(),
-        };
-        lab.build()
-            .with_context(|| format!("cannot bring lab {prefix} up"))?;
+        let mut lab = Lab { names, children: Vec::new() };
+        lab.build().with_context(|| format!("cannot bring lab {prefix} up"))?;
         Ok(lab)
     }
 
@@ -480,15 +452,10 @@ impl Lab {
     /// phone's queries go. It runs in a private mount namespace (`unshare --mount`) where a
     /// resolv.conf of the lab's is bind-mounted over `/etc/resolv.conf`; nothing outside that
     /// process changes. Unlike `ip netns exec`, /sys is left alone.
-    pub fn phone_cmd_resolving(
-        &self,
-        resolver: IpAddr,
-        program: impl AsRef<std::ffi::OsStr>,
-    ) -> Result<Command> {
+    pub fn phone_cmd_resolving(&self, resolver: IpAddr, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         let conf = self.dir.join(format!("resolv-{resolver}.conf"));
         if !conf.exists() {
-            fs::write(&conf, resolv_conf(resolver))
-                .with_context(|| format!("cannot write {}", conf.display()))?;
+            fs::write(&conf, resolv_conf(resolver)).with_context(|| format!("cannot write {}", conf.display()))?;
         }
         let mut cmd = self.phone_cmd("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -503,27 +470,19 @@ impl Lab {
     /// For tests that need exact control over packets, e.g. one UDP datagram from the phone.
     pub fn run_in<T: Send>(&self, ns: Ns, f: impl FnOnce() -> T + Send) -> Result<T> {
         let path = self.ns_path(ns);
-        let ns_file =
-            fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let ns_file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         std::thread::scope(|scope| {
             let thread = scope.spawn(|| {
                 // SAFETY: setns(2) on a valid namespace fd; it changes only this thread's
                 // network namespace, and this thread ends with the scope.
-                let rc = unsafe {
-                    libc::setns(
-                        std::os::fd::AsRawFd::as_raw_fd(&ns_file),
-                        libc::CLONE_NEWNET,
-                    )
-                };
+                let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns_file), libc::CLONE_NEWNET) };
                 if rc != 0 {
                     let err = std::io::Error::last_os_error();
                     return Err(err).with_context(|| format!("cannot enter {}", path.display()));
                 }
                 Ok(f())
             });
-            thread
-                .join()
-                .map_err(|_| anyhow::anyhow!("thread in {} panicked", path.display()))?
+            thread.join().map_err(|_| anyhow::anyhow!("thread in {} panicked", path.display()))?
         })
     }
 
@@ -562,10 +521,7 @@ impl Lab {
             ("gro", "generic-receive-offload"),
         ] {
             // Absent or "[fixed]": the device lacks the feature or cannot toggle it.
-            if self
-                .offload(ns, iface, long)?
-                .is_none_or(|s| s.contains("[fixed]"))
-            {
+            if self.offload(ns, iface, long)?.is_none_or(|s| s.contains("[fixed]")) {
                 continue;
             }
             // ethtool exits 1 with "Could not change any device features" when the device
@@ -576,10 +532,7 @@ impl Lab {
             succeeds(&mut toggle)?;
             let now = self.offload(ns, iface, long)?.unwrap_or_default();
             // Off must work (tests count packets); on is best effort.
-            ensure!(
-                on || now.starts_with("off"),
-                "cannot turn {short} off on {iface}: it is {now}"
-            );
+            ensure!(on || now.starts_with("off"), "cannot turn {short} off on {iface}: it is {now}");
         }
         Ok(())
     }
@@ -588,10 +541,7 @@ impl Lab {
     fn offload(&self, ns: Ns, iface: &str, long_name: &str) -> Result<Option<String>> {
         let shown = run(self.cmd(ns, "ethtool").args(["-k", iface]))?;
         let prefix = format!("{long_name}:");
-        Ok(shown
-            .lines()
-            .find_map(|l| l.trim_start().strip_prefix(&prefix))
-            .map(|state| state.trim().to_owned()))
+        Ok(shown.lines().find_map(|l| l.trim_start().strip_prefix(&prefix)).map(|state| state.trim().to_owned()))
     }
 
     /// The lab's own log files (wireguard-go, servers), concatenated, for failure messages.
@@ -614,8 +564,7 @@ impl Lab {
 
     fn ip(&self, ns: Ns, args: &str) -> Result<()> {
         let mut cmd = Command::new("ip");
-        cmd.args(["-n", &self.ns_name(ns)])
-            .args(args.split_whitespace());
+        cmd.args(["-n", &self.ns_name(ns)]).args(args.split_whitespace());
         run(&mut cmd).map(drop)
     }
 
@@ -624,8 +573,7 @@ impl Lab {
     }
 
     fn make_namespaces(&mut self) -> Result<()> {
-        fs::create_dir_all(&self.www_dir)
-            .with_context(|| format!("cannot create {}", self.www_dir.display()))?;
+        fs::create_dir_all(&self.www_dir).with_context(|| format!("cannot create {}", self.www_dir.display()))?;
         // Keys live here.
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
@@ -640,10 +588,7 @@ impl Lab {
     fn make_underlay(&self) -> Result<()> {
         let (phone, vpn) = (&self.phone_underlay_iface, &self.vpn_underlay_iface);
         self.veth(Ns::Phone, phone, Ns::Vpn, vpn)?;
-        self.ip(
-            Ns::Phone,
-            &format!("addr add {PHONE_UNDERLAY_V4}/30 dev {phone}"),
-        )?;
+        self.ip(Ns::Phone, &format!("addr add {PHONE_UNDERLAY_V4}/30 dev {phone}"))?;
         self.ip(Ns::Vpn, &format!("addr add {VPN_UNDERLAY_V4}/30 dev {vpn}"))?;
         self.ip(Ns::Phone, &format!("link set {phone} up"))?;
         self.ip(Ns::Vpn, &format!("link set {vpn} up"))
@@ -678,10 +623,7 @@ impl Lab {
                 }
                 IpAddr::V6(host) => {
                     self.ip(Ns::Net, &format!("addr add {host}/128 dev lo nodad"))?;
-                    self.ip(
-                        Ns::Vpn,
-                        &format!("route add {host}/128 via {NET_UPLINK_V6}"),
-                    )?;
+                    self.ip(Ns::Vpn, &format!("route add {host}/128 via {NET_UPLINK_V6}"))?;
                 }
             }
         }
@@ -693,9 +635,8 @@ impl Lab {
 
     fn veth(&self, a_ns: Ns, a: &str, b_ns: Ns, b: &str) -> Result<()> {
         let (a_ns, b_ns) = (self.ns_name(a_ns), self.ns_name(b_ns));
-        run(Command::new("ip").args([
-            "link", "add", a, "netns", &a_ns, "type", "veth", "peer", "name", b, "netns", &b_ns,
-        ]))
+        run(Command::new("ip")
+            .args(["link", "add", a, "netns", &a_ns, "type", "veth", "peer", "name", b, "netns", &b_ns]))
         .map(drop)
     }
 
@@ -710,12 +651,7 @@ impl Lab {
             &vpn,
             &vpn_key,
             VPN_WG_PORT,
-            &[
-                "peer",
-                &public_key(&phone_key)?,
-                "allowed-ips",
-                &format!("{PHONE_V4}/32,{PHONE_V6}/128"),
-            ],
+            &["peer", &public_key(&phone_key)?, "allowed-ips", &format!("{PHONE_V4}/32,{PHONE_V6}/128")],
         )?;
         self.wg_set(
             Ns::Phone,
@@ -757,17 +693,11 @@ impl Lab {
         self.children.push(spawn_logged(cmd, &log)?);
         let socket = LabNames::wg_socket(iface);
         let ns_name = self.ns_name(ns);
-        let what = format!(
-            "wireguard-go to create {iface} in {ns_name} and {}",
-            socket.display()
-        );
+        let what = format!("wireguard-go to create {iface} in {ns_name} and {}", socket.display());
         let child = self.children.last_mut().expect("just pushed");
         wait_until(&what, START_TIMEOUT, POLL, || {
             if let Some(status) = child.try_status()? {
-                bail!(
-                    "wireguard-go for {iface} exited ({status}): {}",
-                    read_tail(&log)
-                );
+                bail!("wireguard-go for {iface} exited ({status}): {}", read_tail(&log));
             }
             let link = succeeds(Command::new("ip").args(["-n", &ns_name, "link", "show", iface]))?;
             Ok(link && socket.exists())
@@ -782,35 +712,20 @@ impl Lab {
     }
 
     fn tunnel_addresses(&self, ns: Ns, iface: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
-        self.ip(
-            ns,
-            &format!("addr add {v4}/{TUN_V4_PREFIX_LEN} dev {iface}"),
-        )?;
-        self.ip(
-            ns,
-            &format!("addr add {v6}/{TUN_V6_PREFIX_LEN} dev {iface} nodad"),
-        )?;
+        self.ip(ns, &format!("addr add {v4}/{TUN_V4_PREFIX_LEN} dev {iface}"))?;
+        self.ip(ns, &format!("addr add {v6}/{TUN_V6_PREFIX_LEN} dev {iface} nodad"))?;
         self.ip(ns, &format!("link set {iface} up"))
     }
 
     fn start_servers(&mut self) -> Result<()> {
         self.write_www()?;
         self.start_labsrv()?;
-        let iperf = [
-            "iperf3",
-            "-s",
-            "-B",
-            &IPERF_V4.to_string(),
-            "-p",
-            &IPERF_PORT.to_string(),
-        ];
+        let iperf = ["iperf3", "-s", "-B", &IPERF_V4.to_string(), "-p", &IPERF_PORT.to_string()];
         self.start_server(Ns::Net, &iperf)?;
         let what = format!("iperf3 to listen on {IPERF_V4}:{IPERF_PORT}");
         let filter = format!("sport = :{IPERF_PORT}");
         wait_until(&what, START_TIMEOUT, POLL, || {
-            Ok(!run(self.net_cmd("ss").args(["-Hltn", &filter]))?
-                .trim()
-                .is_empty())
+            Ok(!run(self.net_cmd("ss").args(["-Hltn", &filter]))?.trim().is_empty())
         })
     }
 
@@ -827,8 +742,7 @@ impl Lab {
     /// The HTTP and UDP echo servers (`labsrv.py`), one process bound to every internet host.
     fn start_labsrv(&mut self) -> Result<()> {
         let script = self.dir.join("labsrv.py");
-        fs::write(&script, SERVER_SCRIPT)
-            .with_context(|| format!("cannot write {}", script.display()))?;
+        fs::write(&script, SERVER_SCRIPT).with_context(|| format!("cannot write {}", script.display()))?;
         let ready = self.dir.join("labsrv.ready");
         let mut argv: Vec<String> = vec![python().into(), script.display().to_string()];
         argv.extend(["--www".into(), self.www_dir.display().to_string()]);
@@ -839,17 +753,12 @@ impl Lab {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.start_server(Ns::Net, &argv)?;
         let child = self.children.last_mut().expect("just pushed");
-        wait_until(
-            "the lab's HTTP and UDP echo servers",
-            START_TIMEOUT,
-            POLL,
-            || {
-                if let Some(status) = child.try_status()? {
-                    bail!("labsrv.py exited ({status})");
-                }
-                Ok(ready.exists())
-            },
-        )
+        wait_until("the lab's HTTP and UDP echo servers", START_TIMEOUT, POLL, || {
+            if let Some(status) = child.try_status()? {
+                bail!("labsrv.py exited ({status})");
+            }
+            Ok(ready.exists())
+        })
         .with_context(|| self.logs())
     }
 
@@ -858,8 +767,7 @@ impl Lab {
     /// `/etc/netns` resolv.conf.
     fn start_resolvers(&mut self) -> Result<()> {
         let zonefile = self.dir.join(format!("{}.zone", zone::ZONE));
-        fs::write(&zonefile, zone::zonefile())
-            .with_context(|| format!("cannot write {}", zonefile.display()))?;
+        fs::write(&zonefile, zone::zonefile()).with_context(|| format!("cannot write {}", zonefile.display()))?;
         let program = self.unbound_program()?;
         for resolver in Resolver::ALL {
             let conf = self.dir.join(format!("unbound-{}.conf", resolver.tag()));
@@ -868,12 +776,7 @@ impl Lab {
             let program = program.display().to_string();
             let conf = conf.display().to_string();
             self.start_server(resolver.ns(), &[&program, "-d", "-c", &conf])?;
-            let what = format!(
-                "unbound ({}) to answer on {} and {}",
-                resolver.tag(),
-                resolver.v4(),
-                resolver.v6()
-            );
+            let what = format!("unbound ({}) to answer on {} and {}", resolver.tag(), resolver.v4(), resolver.v6());
             self.wait_for_last_server(&what, |names| {
                 for v6 in [false, true] {
                     let mut dig = names.cmd(resolver.ns(), "dig");
@@ -900,14 +803,12 @@ impl Lab {
     /// which no profile attaches.
     fn unbound_program(&self) -> Result<PathBuf> {
         let system = find_program("unbound").context("unbound is not installed")?;
-        let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-            .is_ok_and(|s| s.trim() == "Y");
+        let apparmor = fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y");
         if !apparmor {
             return Ok(system);
         }
         let copy = self.dir.join("unbound");
-        fs::copy(&system, &copy)
-            .with_context(|| format!("cannot copy {} to {}", system.display(), copy.display()))?;
+        fs::copy(&system, &copy).with_context(|| format!("cannot copy {} to {}", system.display(), copy.display()))?;
         fs::set_permissions(&copy, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot make {} executable", copy.display()))?;
         Ok(copy)
@@ -929,31 +830,17 @@ impl Lab {
             .arg(&self.tls_cert)
             .args(["-subj", &format!("/CN={}", zone::TLS_NAME), "-addext", &san]);
         run(&mut req)?;
-        let (cert, key) = (
-            self.tls_cert.display().to_string(),
-            self.tls_key.display().to_string(),
-        );
+        let (cert, key) = (self.tls_cert.display().to_string(), self.tls_key.display().to_string());
         let port = TLS_PORT.to_string();
-        self.start_server(
-            Ns::Net,
-            &[
-                "openssl", "s_server", "-www", "-accept", &port, "-cert", &cert, "-key", &key,
-            ],
-        )?;
+        self.start_server(Ns::Net, &["openssl", "s_server", "-www", "-accept", &port, "-cert", &cert, "-key", &key])?;
         let filter = format!("sport = :{TLS_PORT}");
         self.wait_for_last_server("openssl s_server to listen on port 443", |names| {
-            Ok(!run(names.cmd(Ns::Net, "ss").args(["-Hltn", &filter]))?
-                .trim()
-                .is_empty())
+            Ok(!run(names.cmd(Ns::Net, "ss").args(["-Hltn", &filter]))?.trim().is_empty())
         })
     }
 
     /// Waits until `ready` says the server started last is serving, failing early if it exits.
-    fn wait_for_last_server(
-        &mut self,
-        what: &str,
-        mut ready: impl FnMut(&LabNames) -> Result<bool>,
-    ) -> Result<()> {
+    fn wait_for_last_server(&mut self, what: &str, mut ready: impl FnMut(&LabNames) -> Result<bool>) -> Result<()> {
         let names = &self.names;
         let child = self.children.last_mut().context("no server was started")?;
         let name = child.name().to_owned();
@@ -972,10 +859,7 @@ impl Lab {
         for target in [IpAddr::V4(WEB_V4), IpAddr::V6(WEB_V6)] {
             let mut last = None;
             for _ in 0..3 {
-                match run(self
-                    .phone_cmd("ping")
-                    .args(["-c1", "-W2", &target.to_string()]))
-                {
+                match run(self.phone_cmd("ping").args(["-c1", "-W2", &target.to_string()])) {
                     Ok(_) => {
                         last = None;
                         break;
@@ -997,34 +881,21 @@ impl Lab {
 
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<ChildGuard> {
     let file = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let err = file
-        .try_clone()
-        .with_context(|| format!("cannot reopen {}", log.display()))?;
+    let err = file.try_clone().with_context(|| format!("cannot reopen {}", log.display()))?;
     cmd.stdin(Stdio::null()).stdout(file).stderr(err);
     ChildGuard::spawn(cmd)
 }
 
 fn public_key(private_key: &Path) -> Result<String> {
-    let key =
-        fs::read(private_key).with_context(|| format!("cannot read {}", private_key.display()))?;
-    Ok(
-        crate::cmd::run_with_input(Command::new("wg").arg("pubkey"), &key)?
-            .trim()
-            .to_owned(),
-    )
+    let key = fs::read(private_key).with_context(|| format!("cannot read {}", private_key.display()))?;
+    Ok(crate::cmd::run_with_input(Command::new("wg").arg("pubkey"), &key)?.trim().to_owned())
 }
 
 /// Runs a probe command: its stdout when it exits 0, None when it fails (not ready yet).
 fn probe(cmd: &mut Command) -> Result<Option<String>> {
     let line = crate::cmd::describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{line}`"))?;
+    Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// A resolv.conf naming only `resolver`. No search list, so a name is asked for as written;
@@ -1123,36 +994,16 @@ fn blob(size: u64) -> Vec<u8> {
 
 /// Debian's python3 when present: pyenv shims elsewhere in PATH may pick another interpreter.
 fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
+    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
 }
 
 fn check_tools() -> Result<()> {
-    let needed = [
-        "ip",
-        "nsenter",
-        "wireguard-go",
-        "wg",
-        "ping",
-        "ss",
-        "iperf3",
-        "unshare",
-        "dig",
-        "openssl",
-        python(),
-    ];
+    let needed = ["ip", "nsenter", "wireguard-go", "wg", "ping", "ss", "iperf3", "unshare", "dig", "openssl", python()];
     let mut missing: Vec<&str> = needed.into_iter().filter(|p| !have_program(p)).collect();
     if find_program("unbound").is_none() {
         missing.push("unbound");
     }
-    ensure!(
-        missing.is_empty(),
-        "missing {}: run `cargo xtask setup`",
-        missing.join(", ")
-    );
+    ensure!(missing.is_empty(), "missing {}: run `cargo xtask setup`", missing.join(", "));
     Ok(())
 }
 
@@ -1162,8 +1013,6 @@ fn read_tail(path: &Path) -> String {
 
 fn tail(text: &str, max: usize) -> &str {
     let start = text.len().saturating_sub(max);
-    let start = (start..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
+    let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
     &text[start..]
 }

@@ -29,10 +29,7 @@ pub fn root_or_skip() -> bool {
     if is_root() {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "this test needs root, and CI=true forbids skipping it"
-    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "this test needs root, and CI=true forbids skipping it");
     println!("skipped: needs root");
     false
 }
@@ -42,7 +39,5 @@ pub fn root_or_skip() -> bool {
 pub fn tracker_bin() -> PathBuf {
     std::env::var_os("TRACKER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracker")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracker"))
 }

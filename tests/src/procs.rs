@@ -20,9 +20,7 @@ pub struct Proc {
 impl Proc {
     /// The program's file name (argv\[0\] without its directory).
     pub fn program(&self) -> &str {
-        self.argv
-            .first()
-            .map_or("", |a| a.rsplit('/').next().unwrap_or(a))
+        self.argv.first().map_or("", |a| a.rsplit('/').next().unwrap_or(a))
     }
 
     /// The command line joined with spaces, for messages.
@@ -36,10 +34,7 @@ pub fn all() -> Result<Vec<Proc>> {
     let me = std::process::id();
     let mut procs = Vec::new();
     for entry in fs::read_dir("/proc").context("cannot list /proc")? {
-        let Some(pid) = entry
-            .ok()
-            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.ok().and_then(|e| e.file_name().to_str()?.parse::<u32>().ok()) else {
             continue;
         };
         if pid == me {
@@ -48,11 +43,8 @@ pub fn all() -> Result<Vec<Proc>> {
         let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        let argv: Vec<String> = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let argv: Vec<String> =
+            raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         if !argv.is_empty() {
             procs.push(Proc { pid, argv });
         }
@@ -76,19 +68,14 @@ pub fn in_netns(ns_path: &Path) -> Result<Vec<Proc>> {
     let Some(ns) = netns_id(ns_path) else {
         return Ok(Vec::new());
     };
-    Ok(all()?
-        .into_iter()
-        .filter(|p| netns_of(p.pid) == Some(ns))
-        .collect())
+    Ok(all()?.into_iter().filter(|p| netns_of(p.pid) == Some(ns)).collect())
 }
 
 /// Whether `pid` has exited (vanished, or a zombie nobody reaps).
 pub fn is_gone(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_none_or(|(_, rest)| rest.starts_with(['Z', 'X'])),
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with(['Z', 'X'])),
         Err(_) => true,
     }
 }
@@ -104,28 +91,13 @@ pub fn stop_all(procs: &[Proc], grace: Duration) -> Result<()> {
         let _ = send_signal(p.pid, libc::SIGTERM);
     }
     let all_gone = || Ok(procs.iter().all(|p| is_gone(p.pid)));
-    if wait_until(
-        "processes to exit on SIGTERM",
-        grace,
-        Duration::from_millis(50),
-        all_gone,
-    )
-    .is_ok()
-    {
+    if wait_until("processes to exit on SIGTERM", grace, Duration::from_millis(50), all_gone).is_ok() {
         return Ok(());
     }
     for p in procs.iter().filter(|p| !is_gone(p.pid)) {
         let _ = send_signal(p.pid, libc::SIGKILL);
     }
-    let names: Vec<String> = procs
-        .iter()
-        .map(|p| format!("{} ({})", p.pid, p.cmdline()))
-        .collect();
-    wait_until(
-        "processes to die on SIGKILL",
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        all_gone,
-    )
-    .with_context(|| format!("processes survived SIGKILL: {}", names.join(", ")))
+    let names: Vec<String> = procs.iter().map(|p| format!("{} ({})", p.pid, p.cmdline())).collect();
+    wait_until("processes to die on SIGKILL", Duration::from_secs(5), Duration::from_millis(50), all_gone)
+        .with_context(|| format!("processes survived SIGKILL: {}", names.join(", ")))
 }

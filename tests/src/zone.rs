@@ -42,13 +42,7 @@ pub const CDN_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 31);
 pub const CDN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x31);
 
 /// A longer chain: `deep.lab.test` through four CNAMEs to [`DEEP_V4`] / [`DEEP_V6`].
-pub const DEEP_CHAIN: [&str; 5] = [
-    "deep.lab.test",
-    "d1.lab.test",
-    "d2.lab.test",
-    "d3.cdn.lab.test",
-    "e2.cdn.lab.test",
-];
+pub const DEEP_CHAIN: [&str; 5] = ["deep.lab.test", "d1.lab.test", "d2.lab.test", "d3.cdn.lab.test", "e2.cdn.lab.test"];
 pub const DEEP_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 32);
 pub const DEEP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x32);
 
@@ -217,10 +211,7 @@ pub fn names() -> Vec<&'static str> {
 /// The names a client would connect to by name (every name whose chain ends in addresses),
 /// excluding the name server.
 pub fn client_names() -> Vec<&'static str> {
-    names()
-        .into_iter()
-        .filter(|&n| n != NS_NAME && !resolve(n, QType::A).addresses.is_empty())
-        .collect()
+    names().into_iter().filter(|&n| n != NS_NAME && !resolve(n, QType::A).addresses.is_empty()).collect()
 }
 
 /// Addresses of the zone that the lab must serve (HTTP on 80, TLS on 443) in its internet
@@ -244,10 +235,7 @@ pub fn zonefile() -> String {
     let mut z = String::new();
     let _ = writeln!(z, "; generated from tracker-tests' zone.rs; do not edit");
     let _ = writeln!(z, "$ORIGIN {ZONE}.");
-    let _ = writeln!(
-        z,
-        "{ZONE}. {SOA_TTL} IN SOA {NS_NAME}. hostmaster.{ZONE}. 1 3600 600 86400 {NEGATIVE_TTL}"
-    );
+    let _ = writeln!(z, "{ZONE}. {SOA_TTL} IN SOA {NS_NAME}. hostmaster.{ZONE}. 1 3600 600 86400 {NEGATIVE_TTL}");
     let _ = writeln!(z, "{ZONE}. {SOA_TTL} IN NS {NS_NAME}.");
     for r in RECORDS {
         let data = match r.data {
@@ -276,10 +264,7 @@ impl QType {
     }
 
     fn matches(self, d: Data) -> bool {
-        matches!(
-            (self, d),
-            (QType::A, Data::A(_)) | (QType::Aaaa, Data::Aaaa(_))
-        )
+        matches!((self, d), (QType::A, Data::A(_)) | (QType::Aaaa, Data::Aaaa(_)))
     }
 }
 
@@ -310,10 +295,7 @@ pub struct Resolution {
 /// Whether `name` (lower case, no trailing dot) is in the zone's tree: an owner of records, the
 /// apex, or an empty non-terminal above an owner.
 fn exists(name: &str) -> bool {
-    name == ZONE
-        || RECORDS
-            .iter()
-            .any(|r| r.name == name || r.name.ends_with(&format!(".{name}")))
+    name == ZONE || RECORDS.iter().any(|r| r.name == name || r.name.ends_with(&format!(".{name}")))
 }
 
 /// The authoritative answer for `name` (any case, optional trailing dot) and `qtype`, chasing
@@ -321,17 +303,9 @@ fn exists(name: &str) -> bool {
 /// resolvers refuse those.
 pub fn resolve(name: &str, qtype: QType) -> Resolution {
     let mut current = name.trim_end_matches('.').to_ascii_lowercase();
-    assert!(
-        current == ZONE || current.ends_with(&format!(".{ZONE}")),
-        "{name} is not in zone {ZONE}"
-    );
-    let mut res = Resolution {
-        rcode: "NOERROR",
-        answers: Vec::new(),
-        cname_chain: Vec::new(),
-        addresses: Vec::new(),
-        ttl: None,
-    };
+    assert!(current == ZONE || current.ends_with(&format!(".{ZONE}")), "{name} is not in zone {ZONE}");
+    let mut res =
+        Resolution { rcode: "NOERROR", answers: Vec::new(), cname_chain: Vec::new(), addresses: Vec::new(), ttl: None };
     // A chain longer than the zone cannot be, but a bound keeps a mistake in RECORDS finite.
     for _ in 0..=RECORDS.len() {
         if !exists(&current) {
@@ -344,23 +318,13 @@ pub fn resolve(name: &str, qtype: QType) -> Resolution {
             _ => None,
         }) {
             let (r, target) = cname;
-            res.answers.push(Answer {
-                name: current.clone(),
-                rtype: "CNAME",
-                ttl: r.ttl,
-                data: target.to_owned(),
-            });
+            res.answers.push(Answer { name: current.clone(), rtype: "CNAME", ttl: r.ttl, data: target.to_owned() });
             res.cname_chain.push(target.to_owned());
             current = target.to_owned();
             continue;
         }
         for r in here.into_iter().filter(|r| qtype.matches(r.data)) {
-            res.answers.push(Answer {
-                name: current.clone(),
-                rtype: r.data.rtype(),
-                ttl: r.ttl,
-                data: r.data.text(),
-            });
+            res.answers.push(Answer { name: current.clone(), rtype: r.data.rtype(), ttl: r.ttl, data: r.data.text() });
             res.addresses.extend(r.data.address());
             res.ttl = Some(res.ttl.map_or(r.ttl, |t| t.min(r.ttl)));
         }
@@ -405,10 +369,7 @@ mod tests {
     #[test]
     fn zonefile_has_every_record() {
         let z = zonefile();
-        assert_eq!(
-            z.lines().filter(|l| l.contains(" IN ")).count(),
-            RECORDS.len() + 2
-        );
+        assert_eq!(z.lines().filter(|l| l.contains(" IN ")).count(), RECORDS.len() + 2);
         assert!(z.contains("www.lab.test. 600 IN CNAME edge.cdn.lab.test.\n"));
     }
 

@@ -333,7 +333,13 @@ mod tests {
 
     #[test]
     fn an_ipv4_key_narrows_and_widens_without_loss() {
-        let mut key = FlowKey { client_port: 40_000, remote_port: 443, protocol: IPPROTO_TCP, family: FAMILY_V4, ..FlowKey::default() };
+        let mut key = FlowKey {
+            client_port: 40_000,
+            remote_port: 443,
+            protocol: IPPROTO_TCP,
+            family: FAMILY_V4,
+            ..FlowKey::default()
+        };
         key.client[..4].copy_from_slice(&[10, 77, 0, 2]);
         key.remote[..4].copy_from_slice(&[203, 0, 113, 7]);
         let narrow = key.to_v4();

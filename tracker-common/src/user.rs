@@ -176,8 +176,20 @@ mod tests {
 
     #[test]
     fn merge_sums_counts_and_keeps_the_earliest_first_stamp() {
-        let a = FlowStats { packets_up: 2, first_seen_ns: 0, last_seen_ns: 9, tcp_flags_up: TCP_FIN, ..FlowStats::default() };
-        let b = FlowStats { packets_up: 3, first_seen_ns: 5, last_seen_ns: 7, tcp_flags_down: TCP_FIN, ..FlowStats::default() };
+        let a = FlowStats {
+            packets_up: 2,
+            first_seen_ns: 0,
+            last_seen_ns: 9,
+            tcp_flags_up: TCP_FIN,
+            ..FlowStats::default()
+        };
+        let b = FlowStats {
+            packets_up: 3,
+            first_seen_ns: 5,
+            last_seen_ns: 7,
+            tcp_flags_down: TCP_FIN,
+            ..FlowStats::default()
+        };
         let m = FlowStats::merge([&a, &b]);
         assert_eq!((m.packets_up, m.first_seen_ns, m.last_seen_ns), (5, 5, 9));
         assert!(m.tcp_ended());

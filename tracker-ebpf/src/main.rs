@@ -14,8 +14,8 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{
-        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_SHOT,
-        TC_ACT_UNSPEC, xdp_action,
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        xdp_action,
     },
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
@@ -25,8 +25,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use parse::{ParseError, Parsed, parse};
 use tracker_common::{
-    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FLOW_PAYLOAD_DOWN,
-    FLOW_PAYLOAD_UP, FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, defaults,
+    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FLOW_PAYLOAD_DOWN, FLOW_PAYLOAD_UP,
+    FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, defaults,
 };
 
 /// Link-layer header length in front of IP (`tracker_common::L2_LEN_*`). Set by the loader
@@ -38,11 +38,9 @@ static L2_LEN: u32 = 0;
 // Map names are the statics' names and must match `tracker_common::names` (checked by a test).
 // One flow table per family, so IPv4 (most of a phone's traffic) hashes a 16-byte key.
 #[map]
-static FLOWS_V4: LruPerCpuHashMap<FlowKeyV4, FlowStats> =
-    LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
+static FLOWS_V4: LruPerCpuHashMap<FlowKeyV4, FlowStats> = LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
 #[map]
-static FLOWS_V6: LruPerCpuHashMap<FlowKey, FlowStats> =
-    LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
+static FLOWS_V6: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::pinned(defaults::FLOW_ENTRIES, 0);
 /// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
 #[map]
 static BLOCK_V4: LpmTrie<[u8; 4], BlockValue> =
@@ -223,11 +221,7 @@ fn on_block(rule: *mut BlockValue, p: &Parsed, up: bool, now: u64) {
 fn wakeup_flags() -> u64 {
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if unread > size / defaults::WAKEUP_FILL_DIVISOR {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
+    if unread > size / defaults::WAKEUP_FILL_DIVISOR { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
 #[inline(always)]
@@ -341,9 +335,7 @@ fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u
         (&raw mut (*ev).captured_len).write(captured);
     }
     // SAFETY: the scratch entry is PayloadEvent-sized and record_len(captured) is at most that.
-    let record = unsafe {
-        core::slice::from_raw_parts(ev.cast::<u8>(), PayloadEvent::record_len(captured) as usize)
-    };
+    let record = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), PayloadEvent::record_len(captured) as usize) };
     if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
         count(Counter::RingLost, 1);
     }

@@ -397,10 +397,7 @@ impl Parsed {
     /// the former, the family, at their offsets (asserted below).
     #[inline(always)]
     fn tail_word(&self, family: u8) -> u64 {
-        self.client_port as u64
-            | (self.remote_port as u64) << 16
-            | (self.protocol as u64) << 32
-            | (family as u64) << 40
+        self.client_port as u64 | (self.remote_port as u64) << 16 | (self.protocol as u64) << 32 | (family as u64) << 40
     }
 
     /// The flow's key in events and in the IPv6 table.

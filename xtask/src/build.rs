@@ -38,14 +38,8 @@ pub fn build_packages(release: bool, packages: &[&str]) -> Result<PathBuf> {
         cargo.arg("--release");
     }
     run_visible(&mut cargo)?;
-    let bin = target_dir()
-        .join(if release { "release" } else { "debug" })
-        .join("tracker");
-    ensure!(
-        bin.is_file(),
-        "cargo build succeeded but {} does not exist",
-        bin.display()
-    );
+    let bin = target_dir().join(if release { "release" } else { "debug" }).join("tracker");
+    ensure!(bin.is_file(), "cargo build succeeded but {} does not exist", bin.display());
     Ok(bin)
 }
 

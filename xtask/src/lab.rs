@@ -84,8 +84,7 @@ pub fn status() -> Result<()> {
 fn start_keeper(prefix: &str) -> Result<u32> {
     fs::create_dir_all(STATE_DIR).with_context(|| format!("cannot create {STATE_DIR}"))?;
     let log = state_file(prefix, "log");
-    let log_file =
-        fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find xtask's own executable")?;
     let mut keeper = Command::new(exe)
         .args(["lab", "hold", "--prefix", prefix])
@@ -98,17 +97,12 @@ fn start_keeper(prefix: &str) -> Result<u32> {
         .context("cannot start the lab keeper")?;
     let stdout = keeper.stdout.take().context("keeper has no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("cannot read from the lab keeper")?;
+    BufReader::new(stdout).read_line(&mut line).context("cannot read from the lab keeper")?;
     if line.trim() != READY {
         // It exited without a lab; reap it (it is our child) and show why.
         let status = keeper.wait().context("cannot reap the lab keeper")?;
         let why = fs::read_to_string(&log).unwrap_or_default();
-        bail!(
-            "lab {prefix} did not come up (keeper {status}):\n{}",
-            why.trim()
-        );
+        bail!("lab {prefix} did not come up (keeper {status}):\n{}", why.trim());
     }
     Ok(keeper.id())
 }
@@ -127,21 +121,14 @@ fn stop_keeper(prefix: &str) -> Result<Option<u32>> {
     let is_keeper = |p: &procs::Proc| {
         p.pid == pid
             && p.argv.iter().any(|a| a == "hold")
-            && p.argv
-                .windows(2)
-                .any(|w| w[0] == "--prefix" && w[1] == prefix)
+            && p.argv.windows(2).any(|w| w[0] == "--prefix" && w[1] == prefix)
     };
     if !procs::all()?.iter().any(is_keeper) || procs::is_gone(pid) {
         return Ok(None);
     }
     send_signal(pid, libc::SIGTERM)?;
     let what = format!("the lab keeper (pid {pid}) to tear lab {prefix} down");
-    wait_until(
-        &what,
-        KEEPER_STOP_TIMEOUT,
-        Duration::from_millis(100),
-        || Ok(procs::is_gone(pid)),
-    )?;
+    wait_until(&what, KEEPER_STOP_TIMEOUT, Duration::from_millis(100), || Ok(procs::is_gone(pid)))?;
     Ok(Some(pid))
 }
 
@@ -153,13 +140,8 @@ fn state_file(prefix: &str, ext: &str) -> PathBuf {
 /// later write to the dead pipe would fail.
 fn announce_ready() -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{READY}")
-        .and_then(|()| stdout.flush())
-        .context("cannot report readiness")?;
-    let null = fs::File::options()
-        .write(true)
-        .open("/dev/null")
-        .context("cannot open /dev/null")?;
+    writeln!(stdout, "{READY}").and_then(|()| stdout.flush()).context("cannot report readiness")?;
+    let null = fs::File::options().write(true).open("/dev/null").context("cannot open /dev/null")?;
     // SAFETY: both descriptors are open; dup2 atomically replaces fd 1.
     let rc = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
     if rc < 0 {
@@ -207,15 +189,8 @@ fn lab_prefixes() -> Result<Vec<String>> {
             }
         }
     };
-    scan("/run/netns", &|name| {
-        ["-phone", "-vpn", "-net"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .map(str::to_owned)
-    });
-    scan(STATE_DIR, &|name| {
-        name.strip_suffix(".pid").map(str::to_owned)
-    });
+    scan("/run/netns", &|name| ["-phone", "-vpn", "-net"].iter().find_map(|s| name.strip_suffix(s)).map(str::to_owned));
+    scan(STATE_DIR, &|name| name.strip_suffix(".pid").map(str::to_owned));
     prefixes.sort();
     prefixes.dedup();
     Ok(prefixes)
@@ -224,18 +199,11 @@ fn lab_prefixes() -> Result<Vec<String>> {
 fn print_status(names: &LabNames) -> Result<()> {
     let prefix = &names.prefix;
     let keeper = fs::read_to_string(state_file(prefix, "pid")).ok();
-    match keeper
-        .as_deref()
-        .map(str::trim)
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        Some(pid) if !procs::is_gone(pid) => println!(
-            "lab {prefix}: kept by pid {pid} (log {})",
-            state_file(prefix, "log").display()
-        ),
-        _ => println!(
-            "lab {prefix}: no keeper (a test's lab, or leftovers: `cargo xtask lab down --prefix {prefix}`)"
-        ),
+    match keeper.as_deref().map(str::trim).and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) if !procs::is_gone(pid) => {
+            println!("lab {prefix}: kept by pid {pid} (log {})", state_file(prefix, "log").display())
+        }
+        _ => println!("lab {prefix}: no keeper (a test's lab, or leftovers: `cargo xtask lab down --prefix {prefix}`)"),
     }
     for ns in Ns::ALL {
         let path = names.ns_path(ns);
@@ -243,10 +211,8 @@ fn print_status(names: &LabNames) -> Result<()> {
             println!("  {}: missing", names.ns_name(ns));
             continue;
         }
-        let inside: Vec<String> = procs::in_netns(&path)?
-            .iter()
-            .map(|p| format!("{} ({})", p.program(), p.pid))
-            .collect();
+        let inside: Vec<String> =
+            procs::in_netns(&path)?.iter().map(|p| format!("{} ({})", p.program(), p.pid)).collect();
         // Other users' /proc/PID/ns entries are unreadable, so only root sees who is inside.
         let inside = match (inside.is_empty(), tracker_tests::is_root()) {
             (false, _) => inside.join(", "),
@@ -256,8 +222,7 @@ fn print_status(names: &LabNames) -> Result<()> {
         println!("  {}: processes: {inside}", names.ns_name(ns));
     }
     if names.ns_path(Ns::Vpn).exists() && tracker_tests::is_root() {
-        let shown = run(names.cmd(Ns::Vpn, "wg").args(["show", &names.vpn_iface]))
-            .unwrap_or_else(|e| format!("{e:#}"));
+        let shown = run(names.cmd(Ns::Vpn, "wg").args(["show", &names.vpn_iface])).unwrap_or_else(|e| format!("{e:#}"));
         for line in shown.lines().filter(|l| !l.trim().is_empty()) {
             println!("    {line}");
         }
@@ -267,20 +232,13 @@ fn print_status(names: &LabNames) -> Result<()> {
 
 fn print_summary(names: &LabNames, keeper: u32) {
     let p = &names.prefix;
-    let (phone, vpn, net) = (
-        names.ns_name(Ns::Phone),
-        names.ns_name(Ns::Vpn),
-        names.ns_name(Ns::Net),
-    );
+    let (phone, vpn, net) = (names.ns_name(Ns::Phone), names.ns_name(Ns::Vpn), names.ns_name(Ns::Net));
     let hosts: Vec<String> = lab::INTERNET_V4
         .iter()
         .map(ToString::to_string)
         .chain(lab::INTERNET_V6.iter().map(ToString::to_string))
         .collect();
-    println!(
-        "lab {p} is up (kept by pid {keeper}, log {})",
-        state_file(p, "log").display()
-    );
+    println!("lab {p} is up (kept by pid {keeper}, log {})", state_file(p, "log").display());
     println!(
         "  {phone}: {} {}/24 {}/64 (wireguard-go), all traffic routed into the tunnel",
         names.phone_iface,
@@ -299,11 +257,7 @@ fn print_summary(names: &LabNames, keeper: u32) {
         lab::VPN_TUN_V6,
         zone::ZONE
     );
-    println!(
-        "  {net}: hosts {} and the hosts of zone {} (tests/src/zone.rs)",
-        hosts.join(" "),
-        zone::ZONE
-    );
+    println!("  {net}: hosts {} and the hosts of zone {} (tests/src/zone.rs)", hosts.join(" "), zone::ZONE);
     println!(
         "      each serves HTTP on :{} ({}, {}, {}), UDP echo on :{} and TLS on :{}; iperf3 on {}:{}",
         lab::HTTP_PORT,
@@ -322,40 +276,15 @@ fn print_summary(names: &LabNames, keeper: u32) {
     );
     println!();
     println!("Try it:");
-    println!(
-        "  ip netns exec {phone} curl {}",
-        lab::http_url(lab::WEB_V4, lab::SMALL_TXT)
-    );
-    println!(
-        "  ip netns exec {phone} curl -o /dev/null {}",
-        lab::http_url(lab::WEB_V6, lab::FILE_1M)
-    );
-    println!(
-        "  echo hello | ip netns exec {phone} socat -T2 - UDP:{}:{}",
-        lab::ECHO_V4,
-        lab::UDP_ECHO_PORT
-    );
+    println!("  ip netns exec {phone} curl {}", lab::http_url(lab::WEB_V4, lab::SMALL_TXT));
+    println!("  ip netns exec {phone} curl -o /dev/null {}", lab::http_url(lab::WEB_V6, lab::FILE_1M));
+    println!("  echo hello | ip netns exec {phone} socat -T2 - UDP:{}:{}", lab::ECHO_V4, lab::UDP_ECHO_PORT);
     println!("  ip netns exec {phone} ping -c3 {}", lab::ECHO_V6);
     println!("  ip netns exec {phone} iperf3 -c {} -t 5", lab::IPERF_V4);
-    println!(
-        "Try DNS and TLS (the phone's resolv.conf is {}/resolv.conf):",
-        names.phone_etc_dir.display()
-    );
-    println!(
-        "  ip netns exec {phone} dig @{} {}",
-        lab::VPN_TUN_V4,
-        zone::CHAIN[0]
-    );
-    println!(
-        "  ip netns exec {phone} dig @{} {} AAAA +tcp",
-        lab::UPSTREAM_DNS_V4,
-        zone::MANY_NAME
-    );
-    println!(
-        "  ip netns exec {phone} curl http://{}/{}",
-        zone::CHAIN[0],
-        lab::SMALL_TXT
-    );
+    println!("Try DNS and TLS (the phone's resolv.conf is {}/resolv.conf):", names.phone_etc_dir.display());
+    println!("  ip netns exec {phone} dig @{} {}", lab::VPN_TUN_V4, zone::CHAIN[0]);
+    println!("  ip netns exec {phone} dig @{} {} AAAA +tcp", lab::UPSTREAM_DNS_V4, zone::MANY_NAME);
+    println!("  ip netns exec {phone} curl http://{}/{}", zone::CHAIN[0], lab::SMALL_TXT);
     println!(
         "  ip netns exec {phone} curl --cacert {} {}",
         names.tls_cert.display(),
@@ -363,40 +292,18 @@ fn print_summary(names: &LabNames, keeper: u32) {
     );
     // `tracker`, not a path relative to the repository: `cargo xtask build` links it from
     // /usr/local/bin (see link.rs), so these work from any directory.
-    println!(
-        "Run tracker on the VPN host's {} (`cargo xtask build` puts it on PATH as",
-        names.vpn_iface
-    );
-    println!(
-        "/usr/local/bin/tracker -> {}):",
-        crate::target_dir()
-            .join("release")
-            .join("tracker")
-            .display()
-    );
-    println!(
-        "  nsenter --net={} tracker run --iface {}",
-        names.ns_path(Ns::Vpn).display(),
-        names.vpn_iface
-    );
-    println!(
-        "  (nsenter --net, not `ip netns exec`: that remounts /sys and hides the pins in /sys/fs/bpf)"
-    );
+    println!("Run tracker on the VPN host's {} (`cargo xtask build` puts it on PATH as", names.vpn_iface);
+    println!("/usr/local/bin/tracker -> {}):", crate::target_dir().join("release").join("tracker").display());
+    println!("  nsenter --net={} tracker run --iface {}", names.ns_path(Ns::Vpn).display(), names.vpn_iface);
+    println!("  (nsenter --net, not `ip netns exec`: that remounts /sys and hides the pins in /sys/fs/bpf)");
     println!("In another shell, use the CLI from the root namespace, as README shows: only the");
     println!("daemon runs inside {vpn}; the CLI needs only the pins and the database:");
     println!("  tracker flows");
     println!("  tracker dns --since 10m");
-    println!(
-        "  tracker block-ip {}      # the first curl above now fails; unblock-ip undoes it",
-        lab::WEB_V4
-    );
+    println!("  tracker block-ip {}      # the first curl above now fails; unblock-ip undoes it", lab::WEB_V4);
     println!("  tracker status");
     println!("Inspect and finish:");
     println!("  cargo xtask lab status");
-    let down_prefix = if p == lab::DEFAULT_PREFIX {
-        String::new()
-    } else {
-        format!(" --prefix {p}")
-    };
+    let down_prefix = if p == lab::DEFAULT_PREFIX { String::new() } else { format!(" --prefix {p}") };
     println!("  cargo xtask lab down{down_prefix}");
 }

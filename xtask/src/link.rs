@@ -56,34 +56,24 @@ pub fn put_on_path(bin: &Path) {
     let bin = fs::canonicalize(bin).unwrap_or_else(|_| bin.to_owned());
     let path = Path::new(BIN_DIR).join("tracker");
     if !tracker_tests::is_root() {
-        println!(
-            "to put `tracker` on PATH, as root: ln -sfn {} {}",
-            bin.display(),
-            path.display()
-        );
+        println!("to put `tracker` on PATH, as root: ln -sfn {} {}", bin.display(), path.display());
         return;
     }
     match link(Path::new(BIN_DIR), &bin) {
         Ok(Linked::AlreadyRight) => {}
         Ok(Linked::Made) => println!("linked {} -> {}", path.display(), bin.display()),
-        Ok(Linked::Changed(old)) => println!(
-            "linked {} -> {} (it pointed to {})",
-            path.display(),
-            bin.display(),
-            old.display()
-        ),
+        Ok(Linked::Changed(old)) => {
+            println!("linked {} -> {} (it pointed to {})", path.display(), bin.display(), old.display())
+        }
         Ok(Linked::NotALink) => println!(
             "left {} alone: it is not a symlink (an installed tracker?); `tracker` may not be \
              this build, which is {}",
             path.display(),
             bin.display()
         ),
-        Err(err) => println!(
-            "cannot link {} -> {} ({err}); run tracker as {}",
-            path.display(),
-            bin.display(),
-            bin.display()
-        ),
+        Err(err) => {
+            println!("cannot link {} -> {} ({err}); run tracker as {}", path.display(), bin.display(), bin.display())
+        }
     }
 }
 
@@ -95,8 +85,7 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("xtask-link-{name}-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("xtask-link-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             Self(dir)
@@ -128,10 +117,7 @@ mod tests {
         let bin_dir = TempDir::new("dangling");
         std::os::unix::fs::symlink("/nonexistent/tracker", bin_dir.0.join("tracker")).unwrap();
         let a = Path::new("/build/a/tracker");
-        assert_eq!(
-            link(&bin_dir.0, a).unwrap(),
-            Linked::Changed("/nonexistent/tracker".into())
-        );
+        assert_eq!(link(&bin_dir.0, a).unwrap(), Linked::Changed("/nonexistent/tracker".into()));
         assert_eq!(fs::read_link(bin_dir.0.join("tracker")).unwrap(), a);
     }
 
@@ -140,10 +126,7 @@ mod tests {
         let bin_dir = TempDir::new("real");
         let tracker = bin_dir.0.join("tracker");
         fs::write(&tracker, "installed").unwrap();
-        assert_eq!(
-            link(&bin_dir.0, Path::new("/build/a/tracker")).unwrap(),
-            Linked::NotALink
-        );
+        assert_eq!(link(&bin_dir.0, Path::new("/build/a/tracker")).unwrap(), Linked::NotALink);
         assert_eq!(fs::read_to_string(&tracker).unwrap(), "installed");
     }
 

@@ -128,9 +128,7 @@ fn main() -> ExitCode {
 fn dispatch(task: Task) -> anyhow::Result<()> {
     match task {
         Task::Setup => setup::all(),
-        Task::Build { debug } => {
-            build::build(!debug).map(|bin| println!("built {}", bin.display()))
-        }
+        Task::Build { debug } => build::build(!debug).map(|bin| println!("built {}", bin.display())),
         Task::Run { args } => build::run(&args),
         Task::Lab(LabTask::Up { prefix }) => lab::up(&prefix),
         Task::Lab(LabTask::Down { prefix }) => lab::down(&prefix),
@@ -144,10 +142,7 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
 /// The workspace root (xtask lives one level below it).
 fn repo_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest_dir)
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `target/` in the workspace.

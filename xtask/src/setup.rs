@@ -32,7 +32,6 @@ const APT_PACKAGES: &[&str] = &[
     "pkg-config",
 ];
 
-
 /// bpf-linker must be built against the exact LLVM that nightly's rustc uses.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -70,22 +69,11 @@ pub fn system_packages() -> Result<()> {
     run_visible(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args([
-                "-q",
-                "-y",
-                "--no-install-recommends",
-                "-o",
-                APT_LOCK_WAIT,
-                "install",
-            ])
+            .args(["-q", "-y", "--no-install-recommends", "-o", APT_LOCK_WAIT, "install"])
             .args(&missing),
     )?;
     let still = missing_packages()?;
-    ensure!(
-        still.is_empty(),
-        "apt-get did not install: {}",
-        still.join(" ")
-    );
+    ensure!(still.is_empty(), "apt-get did not install: {}", still.join(" "));
     Ok(())
 }
 
@@ -105,11 +93,7 @@ fn missing_packages() -> Result<Vec<&'static str>> {
         .filter(|(_, status)| status.starts_with("ii"))
         .map(|(name, _)| name)
         .collect();
-    Ok(APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed.contains(p))
-        .collect())
+    Ok(APT_PACKAGES.iter().copied().filter(|p| !installed.contains(p)).collect())
 }
 
 /// rust-src for nightly: the eBPF crate builds `core` for the bpf target from source.
@@ -120,13 +104,7 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     println!("setup: adding rust-src to the nightly toolchain");
-    run_visible(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))
+    run_visible(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -145,12 +123,7 @@ fn bpf_linker() -> Result<()> {
     run_visible(
         Command::new("cargo")
             .env("LLVM_PREFIX", &prefix)
-            .args([
-                "+nightly",
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--force",
-            ])
+            .args(["+nightly", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--force"])
             .args(["--no-default-features", "--features", &feature]),
     )?;
     match bpf_linker_version() {
@@ -162,10 +135,7 @@ fn bpf_linker() -> Result<()> {
 /// `bpf-linker --version`, or None if it is missing or cannot start (e.g. its libLLVM is gone).
 fn bpf_linker_version() -> Option<String> {
     let output = Command::new("bpf-linker").arg("--version").output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// nightly's `lib/libLLVM.so.*` (e.g. libLLVM.so.22.1-rust-1.97.0-nightly).
@@ -177,10 +147,7 @@ fn nightly_libllvm() -> Result<PathBuf> {
         .filter_map(|e| Some(e.ok()?.path()))
         .find(|p| file_name(p).starts_with("libLLVM.so."));
     found.with_context(|| {
-        format!(
-            "no libLLVM.so.* in {}: cannot build bpf-linker against nightly's LLVM",
-            lib.display()
-        )
+        format!("no libLLVM.so.* in {}: cannot build bpf-linker against nightly's LLVM", lib.display())
     })
 }
 
@@ -196,12 +163,10 @@ fn llvm_prefix(libllvm: &Path) -> Result<PathBuf> {
             let link = dir.join(name);
             // Replace rather than keep: an old link may point at a previous nightly.
             if link.symlink_metadata().is_ok() {
-                fs::remove_file(&link)
-                    .with_context(|| format!("cannot replace {}", link.display()))?;
+                fs::remove_file(&link).with_context(|| format!("cannot replace {}", link.display()))?;
             }
-            std::os::unix::fs::symlink(libllvm, &link).with_context(|| {
-                format!("cannot link {} -> {}", link.display(), libllvm.display())
-            })?;
+            std::os::unix::fs::symlink(libllvm, &link)
+                .with_context(|| format!("cannot link {} -> {}", link.display(), libllvm.display()))?;
         }
     }
     Ok(prefix)
@@ -227,9 +192,7 @@ fn cargo_home() -> Result<PathBuf> {
 }
 
 fn file_name(path: &Path) -> &str {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
+    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
 
 #[cfg(test)]

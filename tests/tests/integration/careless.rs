@@ -17,8 +17,6 @@
 //!
 //! Root only; under CI=true they never skip.
 
-
-
 use std::{
     fs,
     io::Write as _,
@@ -28,12 +26,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, ensure};
 use crate::common::{
     Checks, PinsGuard, Ran, Scratch, attached_pid_is, bpf_mounts, careless_port, contains_ci, curl, daemon_cmd,
-    flow_counts, link_ids, map_entries, pinned_link_id, run_bounded, run_cli, tracker_with, udp_echoes, udp_flows_from,
-    show, udp_one_each, udp_reachable, xdp_prog_on_vpn,
+    flow_counts, link_ids, map_entries, pinned_link_id, run_bounded, run_cli, show, tracker_with, udp_echoes,
+    udp_flows_from, udp_one_each, udp_reachable, xdp_prog_on_vpn,
 };
+use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use tracker_tests::{
     cmd,
@@ -137,9 +135,15 @@ fn careless_setups_without_a_running_daemon_are_refused() -> Result<()> {
         &["unblock-ip", "192.0.2.1"],
     ] {
         let ran = run_cli(tracker_with(&foreign, &none_pins.0, args))?;
-        c.check(ran.exited_nonzero(), format!("bug 5: {args:?} on another program's database must fail: {}", ran.describe()));
+        c.check(
+            ran.exited_nonzero(),
+            format!("bug 5: {args:?} on another program's database must fail: {}", ran.describe()),
+        );
         let now = fs::read(&foreign)?;
-        c.check(now == original, format!("bug 5: {args:?} changed the file ({} bytes, was {})", now.len(), original.len()));
+        c.check(
+            now == original,
+            format!("bug 5: {args:?} changed the file ({} bytes, was {})", now.len(), original.len()),
+        );
         for s in ["-wal", "-shm", "-journal"] {
             c.check(!side(s).exists(), format!("bug 5: {args:?} created {}", side(s).display()));
         }
@@ -149,7 +153,10 @@ fn careless_setups_without_a_running_daemon_are_refused() -> Result<()> {
     let fresh = nowhere.join("fresh.db");
     for args in [&["flows"][..], &["status"], &["blocks"], &["dns"], &["domains"]] {
         let ran = run_cli(tracker_with(&fresh, &none_pins.0, args))?;
-        c.check(!nowhere.exists(), format!("bug 5: {args:?} on a fresh path created {}: {}", nowhere.display(), ran.describe()));
+        c.check(
+            !nowhere.exists(),
+            format!("bug 5: {args:?} on a fresh path created {}: {}", nowhere.display(), ran.describe()),
+        );
     }
 
     // Bug 6, first half: no daemon and no pins (a fresh pin dir): a rule that is only in the
@@ -170,7 +177,8 @@ fn careless_setups_without_a_running_daemon_are_refused() -> Result<()> {
 
     // Bug 10, second half: --flow-entries 0 is an invalid value for clap, said once.
     let pins10 = PinsGuard::new("tc1-fe0");
-    let ran = run_bounded(daemon_cmd(&lab, &scratch.path("fe0.db"), &pins10.0, &["--flow-entries", "0"]), DAEMON_LIMIT)?;
+    let ran =
+        run_bounded(daemon_cmd(&lab, &scratch.path("fe0.db"), &pins10.0, &["--flow-entries", "0"]), DAEMON_LIMIT)?;
     check_refused(&mut c, &ran, "bug 10: run --flow-entries 0");
     let said = ran.stderr.to_ascii_lowercase().matches("invalid value").count();
     c.check(said == 1, format!("bug 10: 'invalid value' printed once (got {said} times): {}", ran.describe()));
@@ -198,13 +206,15 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
     // Bug 11: the database and its folder are root's alone.
     let port = careless_port();
     udp_echoes(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), port, 3, 50)?;
-    let stored = t.wait_for(Duration::from_secs(5), |t| {
-        t.try_flows().is_ok_and(|f| udp_flows_from(&f, &echo, port).len() == 1)
-    });
+    let stored =
+        t.wait_for(Duration::from_secs(5), |t| t.try_flows().is_ok_and(|f| udp_flows_from(&f, &echo, port).len() == 1));
     ensure!(stored, "the first flow was not stored: {}", t.log_brief());
     let mode = |p: &std::path::Path| fs::metadata(p).map(|m| m.permissions().mode() & 0o7777);
     let dir_mode = mode(&folder)?;
-    c.check(dir_mode & 0o077 == 0, format!("bug 11: the database folder has mode {dir_mode:o}, want no group/other bits"));
+    c.check(
+        dir_mode & 0o077 == 0,
+        format!("bug 11: the database folder has mode {dir_mode:o}, want no group/other bits"),
+    );
     for suffix in ["", "-wal", "-shm"] {
         let p = std::path::PathBuf::from(format!("{}{suffix}", t.db.display()));
         let m = mode(&p);
@@ -218,14 +228,18 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
     let probe = scratch.path("probe.txt");
     fs::write(&probe, "x")?;
     fs::set_permissions(&probe, fs::Permissions::from_mode(0o644))?;
-    cmd::run(Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(&probe)).context("nobody must see the scratch folder")?;
+    cmd::run(Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(&probe))
+        .context("nobody must see the scratch folder")?;
     cmd::run(Command::new("runuser").args(["-u", "nobody", "--"]).arg(tracker_bin()).arg("--version"))
         .context("nobody must be able to run tracker")?;
     let mut as_nobody = Command::new("runuser");
     as_nobody.args(["-u", "nobody", "--"]).arg(tracker_bin()).arg("--db").arg(&t.db).arg("--pin-dir").arg(&t.pins);
     as_nobody.args(["flows", "--limit", "0", "--format", "json"]);
     let ran = run_cli(as_nobody)?;
-    c.check(ran.exited_nonzero(), format!("bug 11: `runuser -u nobody -- tracker flows` must fail: {}", ran.describe()));
+    c.check(
+        ran.exited_nonzero(),
+        format!("bug 11: `runuser -u nobody -- tracker flows` must fail: {}", ran.describe()),
+    );
     c.check(
         !ran.stdout.contains(&echo) && !ran.stdout.contains(&phone),
         format!("bug 11: nobody was shown flows: {}", ran.describe()),
@@ -243,7 +257,11 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
         let mut a = vec!["flows", "--limit", "0"];
         a.extend_from_slice(format);
         let full = t.run_with(None, None, &a)?;
-        ensure!(full.exited_ok() && full.stdout.len() > 100_000, "flows {format:?} is too short for the pipe test: {} bytes", full.stdout.len());
+        ensure!(
+            full.exited_ok() && full.stdout.len() > 100_000,
+            "flows {format:?} is too short for the pipe test: {} bytes",
+            full.stdout.len()
+        );
 
         let mut sh = Command::new("sh");
         sh.arg("-c")
@@ -255,7 +273,10 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
         let ran = run_cli(sh)?;
         c.check(
             !ran.says("broken pipe") && !ran.says("panicked") && ran.stdout.lines().count() == 1,
-            format!("closed pipe: `flows {format:?} | head -1` must print one line and nothing on stderr: {}", ran.describe()),
+            format!(
+                "closed pipe: `flows {format:?} | head -1` must print one line and nothing on stderr: {}",
+                ran.describe()
+            ),
         );
 
         let mut bash = Command::new("bash");
@@ -270,7 +291,10 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
         eprintln!("closed pipe: `flows {format:?} 2>&- | head -1`: tracker exited {status}");
         c.check(
             ran.exited_ok() && !status.is_empty() && status != "101",
-            format!("closed pipe: `flows {format:?} 2>&- | head -1` must not panic (exit 101): exit {status:?}, {}", ran.describe()),
+            format!(
+                "closed pipe: `flows {format:?} 2>&- | head -1` must not panic (exit 101): exit {status:?}, {}",
+                ran.describe()
+            ),
         );
     }
 
@@ -293,9 +317,15 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
     c.check(!other.exists(), format!("bug 4: {} was created", other.display()));
     c.check(curl(&lab, &echo_url, 5).is_ok(), "bug 4: the host stays reachable");
     let rules = t.try_rules();
-    c.check(rules.as_ref().ok() == Some(&rules_before), format!("bug 4: A's blocks changed: {rules_before:?} -> {}", show(&rules)));
+    c.check(
+        rules.as_ref().ok() == Some(&rules_before),
+        format!("bug 4: A's blocks changed: {rules_before:?} -> {}", show(&rules)),
+    );
     let kernel = map_entries(&block_v4);
-    c.check(kernel.as_ref().ok() == Some(&kernel_before), format!("bug 4: kernel rules {kernel_before} -> {}", show(&kernel)));
+    c.check(
+        kernel.as_ref().ok() == Some(&kernel_before),
+        format!("bug 4: kernel rules {kernel_before} -> {}", show(&kernel)),
+    );
 
     // Bug 7: a --pin-dir not on bpffs, while the daemon runs elsewhere: refused, naming A's pins.
     let rules_before = t.try_rules()?;
@@ -303,12 +333,18 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
     fs::create_dir_all(&not_bpffs)?;
     let mounts_before = bpf_mounts()?;
     let ran = t.run_with(None, Some(&not_bpffs), &["block-ip", &echo])?;
-    c.check(ran.exited_nonzero(), format!("bug 7: block-ip with a --pin-dir not on bpffs must fail: {}", ran.describe()));
+    c.check(
+        ran.exited_nonzero(),
+        format!("bug 7: block-ip with a --pin-dir not on bpffs must fail: {}", ran.describe()),
+    );
     c.check(ran.says("not on a BPF filesystem"), format!("bug 7: says 'not on a BPF filesystem': {}", ran.describe()));
     let real = t.pins.display().to_string();
     c.check(ran.stderr.contains(&real), format!("bug 7: names the daemon's pin dir {real}: {}", ran.describe()));
     let rules = t.try_rules();
-    c.check(rules.as_ref().ok() == Some(&rules_before), format!("bug 7: the rule was added: {rules_before:?} -> {}", show(&rules)));
+    c.check(
+        rules.as_ref().ok() == Some(&rules_before),
+        format!("bug 7: the rule was added: {rules_before:?} -> {}", show(&rules)),
+    );
     let mounts = bpf_mounts()?;
     c.check(mounts == mounts_before, format!("bug 7: bpf mounts {mounts_before:?} -> {mounts:?}"));
 
@@ -325,25 +361,43 @@ fn a_running_daemon_survives_careless_cli_use_and_a_second_daemon() -> Result<()
     let rules = t.try_rules();
     c.check(
         rules.as_ref().is_ok_and(|r| !r.contains(&rule_of(IPERF_V4)) && r.contains(&rule_of(WEB_V4))),
-        format!("bug 6: after unblock-ip, {} is gone and {} stays: {}", rule_of(IPERF_V4), rule_of(WEB_V4), show(&rules)),
+        format!(
+            "bug 6: after unblock-ip, {} is gone and {} stays: {}",
+            rule_of(IPERF_V4),
+            rule_of(WEB_V4),
+            show(&rules)
+        ),
     );
 
     // Bug 2: a second daemon on A's pins with another database is refused, and A goes on.
     let kernel_before = map_entries(&block_v4)?;
     let ran = run_bounded(daemon_cmd(&lab, &scratch.path("second.db"), &t.pins, &[]), DAEMON_LIMIT)?;
     check_refused(&mut c, &ran, "bug 2: a second daemon on the same pins");
-    c.check(ran.says("is using the pin directory"), format!("bug 2: says another daemon 'is using the pin directory': {}", ran.describe()));
+    c.check(
+        ran.says("is using the pin directory"),
+        format!("bug 2: says another daemon 'is using the pin directory': {}", ran.describe()),
+    );
     c.check(t.daemon_running(), "bug 2: daemon A still runs");
     let s = t.try_json(&["status"]);
     c.check(
-        s.as_ref().is_ok_and(|s| s["xdp_attached"] == true && s["tc_egress_attached"] == true && attached_pid_is(s, pid)),
-        format!("bug 2: A still attached (xdp, tc, attached_pid {pid}): {}", show(&s.as_ref().map(attachment).map_err(|e| anyhow::anyhow!("{e:#}")))),
+        s.as_ref()
+            .is_ok_and(|s| s["xdp_attached"] == true && s["tc_egress_attached"] == true && attached_pid_is(s, pid)),
+        format!(
+            "bug 2: A still attached (xdp, tc, attached_pid {pid}): {}",
+            show(&s.as_ref().map(attachment).map_err(|e| anyhow::anyhow!("{e:#}")))
+        ),
     );
     let xdp = xdp_prog_on_vpn(&lab);
-    c.check(xdp.as_ref().is_ok_and(|x| x.as_deref() == Some("tracker_xdp")), format!("bug 2: XDP on the interface: {}", show(&xdp)));
+    c.check(
+        xdp.as_ref().is_ok_and(|x| x.as_deref() == Some("tracker_xdp")),
+        format!("bug 2: XDP on the interface: {}", show(&xdp)),
+    );
     c.check(curl(&lab, &web_url, 1).is_err(), "bug 2: the host A blocks is reachable");
     let kernel = map_entries(&block_v4);
-    c.check(kernel.as_ref().ok() == Some(&kernel_before), format!("bug 2: kernel rules {kernel_before} -> {}", show(&kernel)));
+    c.check(
+        kernel.as_ref().ok() == Some(&kernel_before),
+        format!("bug 2: kernel rules {kernel_before} -> {}", show(&kernel)),
+    );
 
     c.ok(t.stop(), "daemon A stops cleanly");
     c.finish();
@@ -391,7 +445,8 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
     // write (a few flows may still fit in pages SQLite already has).
     let mut exchanges: Vec<(u16, u64, u64)> = Vec::new();
     for (n, size) in [(3u64, 100u64), (4, 200), (5, 300)] {
-        let port = udp_echoes(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), careless_port(), n as usize, size as usize)?;
+        let port =
+            udp_echoes(&lab, IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4), careless_port(), n as usize, size as usize)?;
         exchanges.push((port, n, size));
     }
     c.ok(curl(&lab, &http_url(ECHO_V4, "small.txt"), 5), "a curl while the disk is full");
@@ -409,11 +464,17 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
         udp_one_each(&lab, ECHO_V4, &ports, SINGLE as usize)?;
         singles.extend(ports);
     }
-    eprintln!("full disk: {} single-datagram flows sent before the daemon said it cannot write (100 at least)", singles.len());
+    eprintln!(
+        "full disk: {} single-datagram flows sent before the daemon said it cannot write (100 at least)",
+        singles.len()
+    );
     c.check(t.daemon_running(), format!("bug 3: the daemon keeps running on a full disk: {}", t.log_brief()));
     c.check(cannot_write(&t), format!("bug 3: the log says it 'cannot write': {}", t.log_brief()));
     c.check(curl(&lab, &web_url, 1).is_err(), "bug 3: the blocked host is reachable while the disk is full");
-    c.check(!udp_reachable(&lab, WEB_V4, Duration::from_millis(500))?, "bug 3: the blocked host echoes while the disk is full");
+    c.check(
+        !udp_reachable(&lab, WEB_V4, Duration::from_millis(500))?,
+        "bug 3: the blocked host echoes while the disk is full",
+    );
 
     // Space comes back: what was counted meanwhile is written, exactly, each flow once.
     fs::remove_file(&filler)?;
@@ -424,7 +485,10 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
             let datagram = IPV4_UDP_HEADERS + size;
             let want = (n, n * datagram, n, n * datagram);
             if found.len() != 1 || flow_counts(found[0]) != want {
-                wrong.push(format!("port {port}: want one flow {want:?}, got {:?}", found.iter().map(|f| flow_counts(f)).collect::<Vec<_>>()));
+                wrong.push(format!(
+                    "port {port}: want one flow {want:?}, got {:?}",
+                    found.iter().map(|f| flow_counts(f)).collect::<Vec<_>>()
+                ));
             }
         }
         let datagram = IPV4_UDP_HEADERS + SINGLE;
@@ -438,9 +502,17 @@ fn a_full_disk_keeps_blocking_and_the_daemon_catches_up() -> Result<()> {
             })
             .collect();
         if !bad.is_empty() {
-            wrong.push(format!("{} of {} single-datagram flows missing, doubled or miscounted (ports {:?}...)", bad.len(), singles.len(), &bad[..bad.len().min(5)]));
+            wrong.push(format!(
+                "{} of {} single-datagram flows missing, doubled or miscounted (ports {:?}...)",
+                bad.len(),
+                singles.len(),
+                &bad[..bad.len().min(5)]
+            ));
         }
-        let tcp = flows.iter().filter(|f| f["protocol"] == "tcp" && f["remote"] == echo.as_str() && f["remote_port"] == 80).count();
+        let tcp = flows
+            .iter()
+            .filter(|f| f["protocol"] == "tcp" && f["remote"] == echo.as_str() && f["remote_port"] == 80)
+            .count();
         if tcp != 1 {
             wrong.push(format!("want one curl flow to {echo}:80, got {tcp}"));
         }
@@ -488,7 +560,10 @@ fn the_daemon_recovers_its_deleted_database_and_pins() -> Result<()> {
         }
     }
     let noticed = t.wait_for(Duration::from_secs(10), |t| contains_ci(&t.log_text(), "was deleted") && t.db.exists());
-    c.check(noticed, format!("bug 9: within 10 s the log says the database 'was deleted' and it exists again: {}", t.log_brief()));
+    c.check(
+        noticed,
+        format!("bug 9: within 10 s the log says the database 'was deleted' and it exists again: {}", t.log_brief()),
+    );
     let listed = t.wait_for(Duration::from_secs(5), |t| t.try_rules().is_ok_and(|r| r.contains(&rule_of(WEB_V4))));
     c.check(listed, format!("bug 9: the new database lists the rule the kernel holds: {}", show(&t.try_rules())));
     let port = careless_port();
@@ -500,7 +575,10 @@ fn the_daemon_recovers_its_deleted_database_and_pins() -> Result<()> {
             found.len() == 1 && flow_counts(found[0]) == (3, 3 * datagram, 3, 3 * datagram)
         })
     });
-    c.check(counted, format!("bug 9: a flow made afterwards is in flows ({} flows listed)", show(&t.try_flows().map(|f| f.len()))));
+    c.check(
+        counted,
+        format!("bug 9: a flow made afterwards is in flows ({} flows listed)", show(&t.try_flows().map(|f| f.len()))),
+    );
     c.check(curl(&lab, &web_url, 1).is_err(), "bug 9: the blocked host is reachable");
 
     // Bug 10: pins of default size from a crashed daemon; a start with other sizes is refused,
@@ -547,12 +625,18 @@ fn the_daemon_recovers_its_deleted_database_and_pins() -> Result<()> {
         repinned.is_some_and(|r| r <= Duration::from_secs(3)),
         format!("bug 8: link_xdp and link_tc_egress pinned again within 3 s (after {repinned:?})"),
     );
-    c.check(gaps.is_empty(), format!("bug 8: programs or the block missing after rm -r: {} samples, first {:?}", gaps.len(), gaps.first()));
+    c.check(
+        gaps.is_empty(),
+        format!("bug 8: programs or the block missing after rm -r: {} samples, first {:?}", gaps.len(), gaps.first()),
+    );
     c.check(contains_ci(&t.log_text(), "re-pinned"), format!("bug 8: the log says 're-pinned': {}", t.log_brief()));
     let s = t.try_json(&["status"]);
     c.check(
         s.as_ref().is_ok_and(|s| s["xdp_attached"] == true && s["tc_egress_attached"] == true),
-        format!("bug 8: status works and shows both programs attached: {}", show(&s.as_ref().map(attachment).map_err(|e| anyhow::anyhow!("{e:#}")))),
+        format!(
+            "bug 8: status works and shows both programs attached: {}",
+            show(&s.as_ref().map(attachment).map_err(|e| anyhow::anyhow!("{e:#}")))
+        ),
     );
     c.check(curl(&lab, &web_url, 1).is_err(), "bug 8: the blocked host is reachable after rm -r of the pins");
 

@@ -402,7 +402,12 @@ impl Checks {
         self.finished = true;
         if !self.failures.is_empty() {
             let list: Vec<String> = self.failures.iter().enumerate().map(|(i, f)| format!("{}. {f}", i + 1)).collect();
-            panic!("{} of {} checks failed:\n{}", self.failures.len(), self.failures.len() + self.passed, list.join("\n"));
+            panic!(
+                "{} of {} checks failed:\n{}",
+                self.failures.len(),
+                self.failures.len() + self.passed,
+                list.join("\n")
+            );
         }
     }
 }
@@ -442,7 +447,12 @@ impl Ran {
     /// Exit status and output, for failure messages.
     pub fn describe(&self) -> String {
         let status = self.status.map_or_else(|| "still running, stopped".to_owned(), |s| s.to_string());
-        format!("[{status} after {:?}] stdout: {:?} stderr: {:?}", self.elapsed, tail_chars(&self.stdout, 1500), tail_chars(&self.stderr, 3000))
+        format!(
+            "[{status} after {:?}] stdout: {:?} stderr: {:?}",
+            self.elapsed,
+            tail_chars(&self.stdout, 1500),
+            tail_chars(&self.stderr, 3000)
+        )
     }
 }
 
@@ -564,7 +574,14 @@ pub fn careless_port() -> u16 {
 
 /// Sends `n` datagrams of `size` bytes from the phone's `port` (0: any) to the UDP echo server
 /// on `server` and waits for each echo (2 s each at most). Returns the source port.
-pub fn udp_echoes(lab: &Lab, phone: std::net::IpAddr, server: std::net::IpAddr, port: u16, n: usize, size: usize) -> Result<u16> {
+pub fn udp_echoes(
+    lab: &Lab,
+    phone: std::net::IpAddr,
+    server: std::net::IpAddr,
+    port: u16,
+    n: usize,
+    size: usize,
+) -> Result<u16> {
     use std::net::{SocketAddr, UdpSocket};
     lab.run_in(tracker_tests::Ns::Phone, move || -> Result<u16> {
         let sock = UdpSocket::bind(SocketAddr::new(phone, port))?;
@@ -617,7 +634,12 @@ pub fn udp_reachable(lab: &Lab, server: std::net::Ipv4Addr, wait: Duration) -> R
 pub fn udp_flows_from<'a>(flows: &'a [Value], remote: &str, port: u16) -> Vec<&'a Value> {
     flows
         .iter()
-        .filter(|f| f["protocol"] == "udp" && f["remote"] == remote && f["client_port"] == port && f["remote_port"] == tracker_tests::lab::UDP_ECHO_PORT)
+        .filter(|f| {
+            f["protocol"] == "udp"
+                && f["remote"] == remote
+                && f["client_port"] == port
+                && f["remote_port"] == tracker_tests::lab::UDP_ECHO_PORT
+        })
         .collect()
 }
 
@@ -666,7 +688,13 @@ impl Scratch {
     pub fn tmpfs(&self, rel: &str, size: &str) -> Result<PathBuf> {
         let at = self.path(rel);
         std::fs::create_dir_all(&at)?;
-        cmd::run(Command::new("mount").args(["-t", "tmpfs", "-o"]).arg(format!("size={size},mode=0755")).arg("tmpfs").arg(&at))?;
+        cmd::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0755"))
+                .arg("tmpfs")
+                .arg(&at),
+        )?;
         Ok(at)
     }
 
@@ -766,7 +794,11 @@ impl Tracker {
         let log = self.log_text();
         let lines: Vec<&str> = log
             .lines()
-            .filter(|l| [" INFO ", " WARN ", " ERROR "].iter().any(|k| l.contains(k)) || l.starts_with("tracker:") || l.starts_with("Error"))
+            .filter(|l| {
+                [" INFO ", " WARN ", " ERROR "].iter().any(|k| l.contains(k))
+                    || l.starts_with("tracker:")
+                    || l.starts_with("Error")
+            })
             .collect();
         lines[lines.len().saturating_sub(12)..].join("\n")
     }
@@ -789,7 +821,9 @@ impl Tracker {
             }
             let pid = self.daemon_pid().unwrap_or(0);
             let last = match self.try_json(&["status"]) {
-                Ok(s) if s["xdp_attached"] == true && s["tc_egress_attached"] == true && attached_pid_is(&s, pid) => return Ok(()),
+                Ok(s) if s["xdp_attached"] == true && s["tc_egress_attached"] == true && attached_pid_is(&s, pid) => {
+                    return Ok(());
+                }
                 Ok(s) => format!("{s}"),
                 Err(e) => format!("{e:#}"),
             };

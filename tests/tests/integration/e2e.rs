@@ -2,16 +2,14 @@
 //! namespace, real servers in the internet namespace, and assertions on the CLI's JSON.
 //! Root only; under CI=true they never skip.
 
-
-
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
 use crate::common::{Tracker, curl, find_flow};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
 use tracker_tests::{
     Lab, Ns, cmd,
@@ -119,7 +117,10 @@ fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
         assert_eq!(u["client"], phone.to_string());
         assert_eq!(u["client_port"], port);
         let datagram = ip_header + UDP_HEADER + size;
-        assert_eq!(counters(u), Seen { packets_up: n, bytes_up: n * datagram, packets_down: n, bytes_down: n * datagram });
+        assert_eq!(
+            counters(u),
+            Seen { packets_up: n, bytes_up: n * datagram, packets_down: n, bytes_down: n * datagram }
+        );
 
         let tcp = find_flow(&flows, &web.to_string(), "tcp", 80);
         assert_eq!(tcp.len(), 1, "one connection: {flows:#?}");
@@ -132,7 +133,8 @@ fn udp_and_http_flows_are_counted_exactly_v4_and_v6() -> Result<()> {
     }
     // Biggest first.
     let flows = t.flows();
-    let totals: Vec<u64> = flows.iter().map(|f| f["bytes_up"].as_u64().unwrap() + f["bytes_down"].as_u64().unwrap()).collect();
+    let totals: Vec<u64> =
+        flows.iter().map(|f| f["bytes_up"].as_u64().unwrap() + f["bytes_down"].as_u64().unwrap()).collect();
     assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
     t.stop()?;
     Ok(())
@@ -155,10 +157,7 @@ fn block_ip_stops_traffic_within_a_second_and_unblock_restores() -> Result<()> {
         return Ok(());
     };
     t.start(&lab)?;
-    for (web, other) in [
-        (IpAddr::V4(WEB_V4), IpAddr::V4(ECHO_V4)),
-        (IpAddr::V6(WEB_V6), IpAddr::V6(ECHO_V6)),
-    ] {
+    for (web, other) in [(IpAddr::V4(WEB_V4), IpAddr::V4(ECHO_V4)), (IpAddr::V6(WEB_V6), IpAddr::V6(ECHO_V6))] {
         let url = http_url(web, "small.txt");
         let other_url = http_url(other, "small.txt");
         curl(&lab, &url, 5)?;
@@ -198,7 +197,8 @@ fn restart_keeps_blocks_and_does_not_double_count() -> Result<()> {
     assert!(curl(&lab, &url, 1).is_err());
     t.stop()?;
     let before = t.flows();
-    let udp_before: Vec<Value> = find_flow(&before, &ECHO_V4.to_string(), "udp", UDP_ECHO_PORT).into_iter().cloned().collect();
+    let udp_before: Vec<Value> =
+        find_flow(&before, &ECHO_V4.to_string(), "udp", UDP_ECHO_PORT).into_iter().cloned().collect();
     assert_eq!(udp_before.len(), 1);
     assert_eq!(udp_before[0]["client_port"], port);
     assert_eq!(udp_before[0]["packets_up"], 5);
@@ -392,9 +392,14 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     err(&["flows", "--since", "yesterday-ish"], "neither a duration");
 
     // A missing interface, in the VPN namespace.
-    let out = lab.vpn_cmd(tracker_tests::tracker_bin())
-        .arg("--db").arg(&t.db).arg("--pin-dir").arg(&t.pins)
-        .args(["run", "--iface", "nosuch0"]).output()?;
+    let out = lab
+        .vpn_cmd(tracker_tests::tracker_bin())
+        .arg("--db")
+        .arg(&t.db)
+        .arg("--pin-dir")
+        .arg(&t.pins)
+        .args(["run", "--iface", "nosuch0"])
+        .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"));
 
@@ -402,8 +407,12 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(tracker_tests::tracker_bin())
-        .arg("--db").arg(&t.db).arg("--pin-dir").arg(&t.pins)
-        .args(["block-ip", "192.0.2.1"]).output()?;
+        .arg("--db")
+        .arg(&t.db)
+        .arg("--pin-dir")
+        .arg(&t.pins)
+        .args(["block-ip", "192.0.2.1"])
+        .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"), "{out:?}");
 

@@ -27,8 +27,8 @@ use tracker::{
     store::{FlowQuery, Store},
 };
 use tracker_common::{
-    Counter, EventKind, FAMILY_V4, FAMILY_V6, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_TCP, IPPROTO_UDP, L2_LEN_ETHERNET, L2_LEN_NONE, names, user::Event,
+    Counter, EventKind, FAMILY_V4, FAMILY_V6, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, L2_LEN_ETHERNET, L2_LEN_NONE, names, user::Event,
 };
 
 const XDP_DROP: u32 = 1;
@@ -39,9 +39,7 @@ const TC_ACT_SHOT: u32 = 2;
 const PHONE4: [u8; 4] = [10, 77, 0, 2];
 const HOST4: [u8; 4] = [203, 0, 113, 10];
 const PHONE6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const HOST6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
+const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
@@ -88,9 +86,7 @@ impl Kernel {
             ctx.gso_size = size;
         }
         // SAFETY: SkBuffCtx is repr(C) plain data.
-        let ctx_bytes = unsafe {
-            std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<SkBuffCtx>())
-        };
+        let ctx_bytes = unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<SkBuffCtx>()) };
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(pkt);
         opts.ctx_in = Some(ctx_bytes);
@@ -185,13 +181,7 @@ fn key6(proto: u8, cport: u16, rport: u16) -> FlowKey {
 }
 
 fn key(family: u8, client: &[u8], remote: &[u8], proto: u8, cport: u16, rport: u16) -> FlowKey {
-    let mut k = FlowKey {
-        protocol: proto,
-        family,
-        client_port: cport,
-        remote_port: rport,
-        ..Default::default()
-    };
+    let mut k = FlowKey { protocol: proto, family, client_port: cport, remote_port: rport, ..Default::default() };
     k.client[..client.len()].copy_from_slice(client);
     k.remote[..remote.len()].copy_from_slice(remote);
     k
@@ -199,29 +189,19 @@ fn key(family: u8, client: &[u8], remote: &[u8], proto: u8, cport: u16, rport: u
 
 fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .tcp(sport, dport, 1, 1000)
-        .syn()
-        .write(&mut v, payload)
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1, 1000).syn().write(&mut v, payload).unwrap();
     v
 }
 
 fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, payload)
-        .unwrap();
+    PacketBuilder::ipv4(src, dst, 64).udp(sport, dport).write(&mut v, payload).unwrap();
     v
 }
 
 fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv6(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut v, payload)
-        .unwrap();
+    PacketBuilder::ipv6(src, dst, 64).udp(sport, dport).write(&mut v, payload).unwrap();
     v
 }
 
@@ -252,7 +232,7 @@ fn with_v6_ext(mut p: Vec<u8>, ext: u8, body: [u8; 6]) -> Vec<u8> {
 }
 
 #[test]
-fn object_has_every_named_map_and_program()-> Result<()> {
+fn object_has_every_named_map_and_program() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -267,7 +247,7 @@ fn object_has_every_named_map_and_program()-> Result<()> {
 }
 
 #[test]
-fn ipv4_tcp_creates_a_flow_oriented_from_the_client()-> Result<()> {
+fn ipv4_tcp_creates_a_flow_oriented_from_the_client() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -276,10 +256,7 @@ fn ipv4_tcp_creates_a_flow_oriented_from_the_client()-> Result<()> {
     assert_eq!(k.xdp(&pkt)?, XDP_PASS);
     assert_eq!(k.xdp(&pkt)?, XDP_PASS);
     let s = k.flow(&key4(IPPROTO_TCP, 40000, 443))?.context("flow")?;
-    assert_eq!(
-        (s.packets_up, s.bytes_up, s.packets_down, s.bytes_down),
-        (2, 2 * pkt.len() as u64, 0, 0)
-    );
+    assert_eq!((s.packets_up, s.bytes_up, s.packets_down, s.bytes_down), (2, 2 * pkt.len() as u64, 0, 0));
     assert_eq!((s.tcp_flags_up, s.tcp_flags_down), (0x02, 0), "SYN, going up");
     assert!(s.first_seen_ns > 0 && s.last_seen_ns >= s.first_seen_ns);
     assert_eq!(k.counter(Counter::Seen)?, 2);
@@ -298,7 +275,7 @@ fn ipv4_tcp_creates_a_flow_oriented_from_the_client()-> Result<()> {
 }
 
 #[test]
-fn ipv4_options_are_skipped_by_ihl()-> Result<()> {
+fn ipv4_options_are_skipped_by_ihl() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -306,9 +283,7 @@ fn ipv4_options_are_skipped_by_ihl()-> Result<()> {
     let mut v = Vec::new();
     PacketBuilder::ip(etherparse::IpHeaders::Ipv4(
         {
-            let mut h =
-                etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, PHONE4, HOST4)
-                    .unwrap();
+            let mut h = etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, PHONE4, HOST4).unwrap();
             h.options = [1u8, 1, 1, 1][..].try_into().unwrap(); // four NOPs: IHL 6
             h
         },
@@ -319,15 +294,13 @@ fn ipv4_options_are_skipped_by_ihl()-> Result<()> {
     .unwrap();
     assert_eq!(v[0] & 0x0f, 6);
     assert_eq!(k.xdp(&v)?, XDP_PASS);
-    let s = k
-        .flow(&key4(IPPROTO_UDP, 5353, 9000))?
-        .context("ports read after the options")?;
+    let s = k.flow(&key4(IPPROTO_UDP, 5353, 9000))?.context("ports read after the options")?;
     assert_eq!(s.bytes_up, v.len() as u64);
     Ok(())
 }
 
 #[test]
-fn ipv6_extension_headers_are_walked_to_the_transport()-> Result<()> {
+fn ipv6_extension_headers_are_walked_to_the_transport() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -335,52 +308,32 @@ fn ipv6_extension_headers_are_walked_to_the_transport()-> Result<()> {
     const HOPOPTS: u8 = 0;
     const DSTOPTS: u8 = 60;
     let base = udp6(PHONE6, HOST6, 5000, 53, b"q");
-    let pkt = with_v6_ext(
-        with_v6_ext(base, DSTOPTS, [1, 4, 0, 0, 0, 0]),
-        HOPOPTS,
-        [1, 4, 0, 0, 0, 0],
-    );
+    let pkt = with_v6_ext(with_v6_ext(base, DSTOPTS, [1, 4, 0, 0, 0, 0]), HOPOPTS, [1, 4, 0, 0, 0, 0]);
     assert_eq!(k.xdp(&pkt)?, XDP_PASS);
-    let s = k
-        .flow(&key6(IPPROTO_UDP, 5000, 53))?
-        .context("UDP found behind two extension headers")?;
+    let s = k.flow(&key6(IPPROTO_UDP, 5000, 53))?.context("UDP found behind two extension headers")?;
     assert_eq!(s.bytes_up, pkt.len() as u64);
     // Port 53: the payload goes to userspace as a DNS event.
     let ev = k.events()?;
-    assert!(
-        ev.iter().any(|e| e.0 == EventKind::Dns && e.4 == b"q"),
-        "{ev:?}"
-    );
+    assert!(ev.iter().any(|e| e.0 == EventKind::Dns && e.4 == b"q"), "{ev:?}");
     Ok(())
 }
 
 #[test]
-fn fragments_first_has_ports_later_ones_count_without()-> Result<()> {
+fn fragments_first_has_ports_later_ones_count_without() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
     let mut k = Kernel::load(L2_LEN_NONE)?;
     const FRAG: u8 = 44;
     // First fragment (offset 0, M=1): ports are readable.
-    let first = with_v6_ext(
-        udp6(PHONE6, HOST6, 7000, 9000, &[0; 16]),
-        FRAG,
-        [0, 1, 0, 0, 0, 42],
-    );
+    let first = with_v6_ext(udp6(PHONE6, HOST6, 7000, 9000, &[0; 16]), FRAG, [0, 1, 0, 0, 0, 42]);
     // Later fragment (offset 2 x 8 bytes): no UDP header inside.
-    let mut later = with_v6_ext(
-        udp6(PHONE6, HOST6, 7000, 9000, &[0; 16]),
-        FRAG,
-        [0, 16, 0, 0, 0, 42],
-    );
+    let mut later = with_v6_ext(udp6(PHONE6, HOST6, 7000, 9000, &[0; 16]), FRAG, [0, 16, 0, 0, 0, 42]);
     later.truncate(40 + 8 + 8);
     set_v6_payload_len(&mut later);
     assert_eq!(k.xdp(&first)?, XDP_PASS);
     assert_eq!(k.xdp(&later)?, XDP_PASS);
-    assert_eq!(
-        k.flow(&key6(IPPROTO_UDP, 7000, 9000))?.unwrap().packets_up,
-        1
-    );
+    assert_eq!(k.flow(&key6(IPPROTO_UDP, 7000, 9000))?.unwrap().packets_up, 1);
     assert_eq!(k.flow(&key6(IPPROTO_UDP, 0, 0))?.unwrap().packets_up, 1);
     // IPv4 later fragment: offset 185 x 8.
     let mut v4 = udp4(PHONE4, HOST4, 7000, 9000, &[0; 8]);
@@ -393,41 +346,29 @@ fn fragments_first_has_ports_later_ones_count_without()-> Result<()> {
 }
 
 #[test]
-fn icmp_icmpv6_and_other_protocols_are_keyed_by_number()-> Result<()> {
+fn icmp_icmpv6_and_other_protocols_are_keyed_by_number() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
     let mut k = Kernel::load(L2_LEN_NONE)?;
     let mut icmp = Vec::new();
-    PacketBuilder::ipv4(PHONE4, HOST4, 64)
-        .icmpv4_echo_request(1, 1)
-        .write(&mut icmp, b"ping")
-        .unwrap();
+    PacketBuilder::ipv4(PHONE4, HOST4, 64).icmpv4_echo_request(1, 1).write(&mut icmp, b"ping").unwrap();
     let mut icmp6 = Vec::new();
-    PacketBuilder::ipv6(PHONE6, HOST6, 64)
-        .icmpv6_echo_request(1, 1)
-        .write(&mut icmp6, b"ping")
-        .unwrap();
+    PacketBuilder::ipv6(PHONE6, HOST6, 64).icmpv6_echo_request(1, 1).write(&mut icmp6, b"ping").unwrap();
     // GRE (47): no ports, keyed by protocol.
     let mut gre = udp4(PHONE4, HOST4, 1, 1, &[0; 4]);
     gre[9] = 47;
     for p in [&icmp, &icmp6, &gre] {
         assert_eq!(k.xdp(p)?, XDP_PASS);
     }
-    assert_eq!(
-        k.flow(&key4(IPPROTO_ICMP, 0, 0))?.unwrap().bytes_up,
-        icmp.len() as u64
-    );
-    assert_eq!(
-        k.flow(&key6(IPPROTO_ICMPV6, 0, 0))?.unwrap().bytes_up,
-        icmp6.len() as u64
-    );
+    assert_eq!(k.flow(&key4(IPPROTO_ICMP, 0, 0))?.unwrap().bytes_up, icmp.len() as u64);
+    assert_eq!(k.flow(&key6(IPPROTO_ICMPV6, 0, 0))?.unwrap().bytes_up, icmp6.len() as u64);
     assert_eq!(k.flow(&key4(47, 0, 0))?.unwrap().packets_up, 1);
     Ok(())
 }
 
 #[test]
-fn truncated_and_malformed_packets_pass_and_are_counted()-> Result<()> {
+fn truncated_and_malformed_packets_pass_and_are_counted() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -463,16 +404,12 @@ fn truncated_and_malformed_packets_pass_and_are_counted()-> Result<()> {
     }
     assert_eq!(k.counter(Counter::ParseErrors)?, cases.len() as u64);
     assert_eq!(k.counter(Counter::Passed)?, cases.len() as u64);
-    assert!(
-        k.flows()?.is_empty(),
-        "no flow from garbage: {:?}",
-        k.flows()?
-    );
+    assert!(k.flows()?.is_empty(), "no flow from garbage: {:?}", k.flows()?);
     Ok(())
 }
 
 #[test]
-fn ethernet_frames_vlan_tags_and_non_ip()-> Result<()> {
+fn ethernet_frames_vlan_tags_and_non_ip() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -489,17 +426,13 @@ fn ethernet_frames_vlan_tags_and_non_ip()-> Result<()> {
     // An IPv6 ethertype in front of an IPv4 header is malformed.
     assert_eq!(k.xdp(&eth(&ip, 0x86DD))?, XDP_PASS);
     let s = k.flow(&key4(IPPROTO_UDP, 1234, 9000))?.unwrap();
-    assert_eq!(
-        (s.packets_up, s.bytes_up),
-        (2, 2 * ip.len() as u64),
-        "bytes are IP bytes, without L2"
-    );
+    assert_eq!((s.packets_up, s.bytes_up), (2, 2 * ip.len() as u64), "bytes are IP bytes, without L2");
     assert_eq!(k.counter(Counter::ParseErrors)?, 2);
     Ok(())
 }
 
 #[test]
-fn longest_prefix_wins_and_blocked_packets_are_dropped_without_a_flow()-> Result<()> {
+fn longest_prefix_wins_and_blocked_packets_are_dropped_without_a_flow() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -509,14 +442,8 @@ fn longest_prefix_wins_and_blocked_packets_are_dropped_without_a_flow()-> Result
     k.block("2001:db8:2::/48", 3)?;
     assert_eq!(k.xdp(&tcp4(PHONE4, HOST4, 1, 443, b""))?, XDP_DROP);
     assert_eq!(k.xdp(&tcp4(PHONE4, HOST4, 2, 443, b""))?, XDP_DROP);
-    assert_eq!(
-        k.xdp(&tcp4(PHONE4, [203, 0, 113, 11], 1, 443, b""))?,
-        XDP_DROP
-    );
-    assert_eq!(
-        k.xdp(&tcp4(PHONE4, [198, 51, 100, 1], 1, 443, b""))?,
-        XDP_PASS
-    );
+    assert_eq!(k.xdp(&tcp4(PHONE4, [203, 0, 113, 11], 1, 443, b""))?, XDP_DROP);
+    assert_eq!(k.xdp(&tcp4(PHONE4, [198, 51, 100, 1], 1, 443, b""))?, XDP_PASS);
     assert_eq!(k.xdp(&udp6(PHONE6, HOST6, 1, 53, b""))?, XDP_DROP);
     let rules = k.tables().blocks.counters().unwrap();
     assert_eq!(rules[&2].packets_dropped, 2, "the /32 wins over the /24");
@@ -526,28 +453,17 @@ fn longest_prefix_wins_and_blocked_packets_are_dropped_without_a_flow()-> Result
     assert_eq!(k.counter(Counter::Dropped)?, 4);
     assert_eq!(k.flows()?.len(), 1, "only the unblocked host has a flow");
     // Block hits are rate-limited per rule: rule 2 dropped twice within a second, one event.
-    let hits: Vec<u32> = k
-        .events()?
-        .iter()
-        .filter(|e| e.0 == EventKind::BlockHit)
-        .map(|e| e.3)
-        .collect();
+    let hits: Vec<u32> = k.events()?.iter().filter(|e| e.0 == EventKind::BlockHit).map(|e| e.3).collect();
     assert_eq!(hits, [2, 1, 3]);
     // Unblocking restores.
-    k.tables()
-        .blocks
-        .remove(&"203.0.113.10/32".parse().unwrap())
-        .unwrap();
-    k.tables()
-        .blocks
-        .remove(&"203.0.113.0/24".parse().unwrap())
-        .unwrap();
+    k.tables().blocks.remove(&"203.0.113.10/32".parse().unwrap()).unwrap();
+    k.tables().blocks.remove(&"203.0.113.0/24".parse().unwrap()).unwrap();
     assert_eq!(k.xdp(&tcp4(PHONE4, HOST4, 1, 443, b""))?, XDP_PASS);
     Ok(())
 }
 
 #[test]
-fn tc_egress_counts_down_and_gso_segments()-> Result<()> {
+fn tc_egress_counts_down_and_gso_segments() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -556,13 +472,8 @@ fn tc_egress_counts_down_and_gso_segments()-> Result<()> {
     let mut k = Kernel::load(L2_LEN_ETHERNET)?;
     let down = tcp4(HOST4, PHONE4, 443, 40000, &[7u8; 1000]);
     assert_eq!(k.tc(&eth(&down, 0x0800), None)?, TC_ACT_UNSPEC);
-    let s = k
-        .flow(&key4(IPPROTO_TCP, 40000, 443))?
-        .context("down packet keyed from the client")?;
-    assert_eq!(
-        (s.packets_down, s.bytes_down, s.packets_up),
-        (1, down.len() as u64, 0)
-    );
+    let s = k.flow(&key4(IPPROTO_TCP, 40000, 443))?.context("down packet keyed from the client")?;
+    assert_eq!((s.packets_down, s.bytes_down, s.packets_up), (1, down.len() as u64, 0));
     // A GSO super-packet of 3000 payload bytes that the device cuts into 3 segments of 1000:
     // each segment carries its own 20-byte IP and 20-byte TCP header.
     let big = tcp4(HOST4, PHONE4, 443, 40001, &[7u8; 3000]);
@@ -578,35 +489,19 @@ fn tc_egress_counts_down_and_gso_segments()-> Result<()> {
 }
 
 #[test]
-fn dns_payloads_reach_userspace_in_both_directions()-> Result<()> {
+fn dns_payloads_reach_userspace_in_both_directions() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
     let mut k = Kernel::load(L2_LEN_ETHERNET)?;
     let query: Vec<u8> = (0..=255u8).cycle().take(1400).collect();
-    assert_eq!(
-        k.xdp(&eth(&udp4(PHONE4, HOST4, 5555, 53, &query), 0x0800))?,
-        XDP_PASS
-    );
-    assert_eq!(
-        k.tc(
-            &eth(&udp4(HOST4, PHONE4, 53, 5555, b"answer"), 0x0800),
-            None
-        )?,
-        TC_ACT_UNSPEC
-    );
-    let dns: Vec<_> = k
-        .events()?
-        .into_iter()
-        .filter(|e| e.0 == EventKind::Dns)
-        .collect();
+    assert_eq!(k.xdp(&eth(&udp4(PHONE4, HOST4, 5555, 53, &query), 0x0800))?, XDP_PASS);
+    assert_eq!(k.tc(&eth(&udp4(HOST4, PHONE4, 53, 5555, b"answer"), 0x0800), None)?, TC_ACT_UNSPEC);
+    let dns: Vec<_> = k.events()?.into_iter().filter(|e| e.0 == EventKind::Dns).collect();
     assert_eq!(dns.len(), 2);
     // Capped at PAYLOAD_CAP bytes, copied exactly.
     assert_eq!(dns[0].4, query[..tracker_common::PAYLOAD_CAP]);
-    assert_eq!(
-        (dns[1].1, dns[1].4.as_slice()),
-        (tracker_common::DIR_DOWN, &b"answer"[..])
-    );
+    assert_eq!((dns[1].1, dns[1].4.as_slice()), (tracker_common::DIR_DOWN, &b"answer"[..]));
     assert_eq!(dns[1].2, key4(IPPROTO_UDP, 5555, 53));
     Ok(())
 }
@@ -614,33 +509,22 @@ fn dns_payloads_reach_userspace_in_both_directions()-> Result<()> {
 /// Every packet of the third-party robustness captures (fuzzed, fragmented, truncated) runs
 /// through the Ethernet XDP program: the program must accept each one and never drop.
 #[test]
-fn robustness_captures_never_abort_the_program()-> Result<()> {
+fn robustness_captures_never_abort_the_program() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
     let dir = std::env::var_os("TRACKER_PCAPS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata/pcaps"
-            ))
-        });
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/pcaps")));
     if !dir.is_dir() {
         eprintln!("skipped: {} not found", dir.display());
         return Ok(());
     }
     let mut k = Kernel::load(L2_LEN_ETHERNET)?;
     let mut total = 0u64;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    for path in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
-    {
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng")) {
         for (linktype, data) in read_capture(path) {
             // XDP test runs need at least an Ethernet header's worth of bytes.
             if linktype != 1 || data.len() < 14 {
@@ -657,11 +541,7 @@ fn robustness_captures_never_abort_the_program()-> Result<()> {
     assert!(k.counter(Counter::Fragments)? > 0);
     let flows = k.flows()?;
     let packets: u64 = flows.iter().map(|(_, s)| s.packets_up).sum();
-    assert_eq!(
-        packets + k.counter(Counter::ParseErrors)?,
-        total,
-        "each packet is a flow packet or a parse error"
-    );
+    assert_eq!(packets + k.counter(Counter::ParseErrors)?, total, "each packet is a flow packet or a parse error");
     let _: Vec<IpAddr> = flows.iter().map(|(k, _)| k.remote()).collect();
     Ok(())
 }
@@ -675,9 +555,7 @@ fn read_capture(path: &std::path::Path) -> Vec<(u32, Vec<u8>)> {
         let mut links = Vec::new();
         while let Some(block) = r.next_block() {
             match block.unwrap() {
-                pcap_file::pcapng::Block::InterfaceDescription(idb) => {
-                    links.push(u32::from(idb.linktype))
-                }
+                pcap_file::pcapng::Block::InterfaceDescription(idb) => links.push(u32::from(idb.linktype)),
                 pcap_file::pcapng::Block::EnhancedPacket(p) => {
                     out.push((links[p.interface_id as usize], p.data.to_vec()))
                 }
@@ -788,14 +666,38 @@ fn ended_flows_are_written_then_deleted_and_a_resumed_flow_is_one_row() -> Resul
     let key = key4(IPPROTO_TCP, c, r);
     // An open connection: counted, written, kept.
     assert_eq!(k.xdp(&tcp(PHONE4, HOST4, c, r, &|t| t.syn = true)?)?, XDP_PASS);
-    assert_eq!(k.tc(&tcp(HOST4, PHONE4, r, c, &|t| { t.syn = true; t.ack = true })?, None)?, TC_ACT_UNSPEC);
+    assert_eq!(
+        k.tc(
+            &tcp(HOST4, PHONE4, r, c, &|t| {
+                t.syn = true;
+                t.ack = true
+            })?,
+            None
+        )?,
+        TC_ACT_UNSPEC
+    );
     let s = p.sweep(&mut k)?;
     assert_eq!((s.written, s.ended), (1, 0));
     assert!(k.flow(&key)?.is_some());
     // One FIN is not an end; both are.
-    assert_eq!(k.xdp(&tcp(PHONE4, HOST4, c, r, &|t| { t.fin = true; t.ack = true })?)?, XDP_PASS);
+    assert_eq!(
+        k.xdp(&tcp(PHONE4, HOST4, c, r, &|t| {
+            t.fin = true;
+            t.ack = true
+        })?)?,
+        XDP_PASS
+    );
     assert_eq!(p.sweep(&mut k)?.ended, 0);
-    assert_eq!(k.tc(&tcp(HOST4, PHONE4, r, c, &|t| { t.fin = true; t.ack = true })?, None)?, TC_ACT_UNSPEC);
+    assert_eq!(
+        k.tc(
+            &tcp(HOST4, PHONE4, r, c, &|t| {
+                t.fin = true;
+                t.ack = true
+            })?,
+            None
+        )?,
+        TC_ACT_UNSPEC
+    );
     let s = p.sweep(&mut k)?;
     assert_eq!(s.ended, 1, "both FINs seen: ended");
     assert!(k.flow(&key)?.is_none(), "deleted from the kernel table");

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 use tracker_tests::cmd::run;
 use tracker_tests::lab::{
-    self, ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, Lab, Resolver, SMALL_TXT, SMALL_TXT_CONTENT,
-    UDP_ECHO_PORT, WEB_V4, WEB_V6,
+    self, ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, Lab, Resolver, SMALL_TXT, SMALL_TXT_CONTENT, UDP_ECHO_PORT, WEB_V4,
+    WEB_V6,
 };
 use tracker_tests::zone::{self, QType};
 use tracker_tests::{Ns, procs, root_or_skip};
@@ -23,58 +23,34 @@ fn lab_carries_traffic_and_cleans_up() -> Result<()> {
     let lab = Lab::up("tl1")?;
     let names = lab.names().clone();
     for target in [IpAddr::V4(WEB_V4), IpAddr::V6(WEB_V6)] {
-        run(lab
-            .phone_cmd("ping")
-            .args(["-c1", "-W2", &target.to_string()]))?;
+        run(lab.phone_cmd("ping").args(["-c1", "-W2", &target.to_string()]))?;
     }
     for web in [IpAddr::V4(WEB_V4), IpAddr::V6(WEB_V6)] {
-        assert_eq!(
-            download_size(&lab, web)?,
-            FILE_1M_SIZE,
-            "size of {FILE_1M} from {web}"
-        );
+        assert_eq!(download_size(&lab, web)?, FILE_1M_SIZE, "size of {FILE_1M} from {web}");
     }
     for echo in [IpAddr::V4(ECHO_V4), IpAddr::V6(ECHO_V6)] {
         udp_round_trip(&lab, SocketAddr::new(echo, UDP_ECHO_PORT))?;
     }
     lab.set_offloads(false)?;
     let features = run(lab.vpn_cmd("ethtool").args(["-k", &lab.vpn_iface]))?;
-    assert!(
-        features.contains("generic-receive-offload: off"),
-        "{features}"
-    );
+    assert!(features.contains("generic-receive-offload: off"), "{features}");
     lab.set_offloads(true)?;
     resolvers_answer_the_zone(&lab)?;
     every_zone_host_serves(&lab)?;
     phone_resolves_through_the_lab(&lab)?;
     let wireguard_go = names.wireguard_go_procs()?;
-    assert_eq!(
-        wireguard_go.len(),
-        2,
-        "one wireguard-go per side: {wireguard_go:?}"
-    );
+    assert_eq!(wireguard_go.len(), 2, "one wireguard-go per side: {wireguard_go:?}");
 
     drop(lab);
     for ns in Ns::ALL {
-        assert!(
-            !names.ns_path(ns).exists(),
-            "namespace {} left behind",
-            names.ns_name(ns)
-        );
+        assert!(!names.ns_path(ns).exists(), "namespace {} left behind", names.ns_name(ns));
     }
     for p in &wireguard_go {
         assert!(procs::is_gone(p.pid), "wireguard-go {} left running", p.pid);
     }
-    assert!(
-        names.wireguard_go_procs()?.is_empty(),
-        "wireguard-go left behind"
-    );
+    assert!(names.wireguard_go_procs()?.is_empty(), "wireguard-go left behind");
     assert!(!names.dir.exists(), "{} left behind", names.dir.display());
-    assert!(
-        !names.phone_etc_dir.exists(),
-        "{} left behind",
-        names.phone_etc_dir.display()
-    );
+    assert!(!names.phone_etc_dir.exists(), "{} left behind", names.phone_etc_dir.display());
     Ok(())
 }
 
@@ -100,10 +76,7 @@ fn dig(lab: &Lab, server: IpAddr, tcp: bool, name: &str, qtype: &str) -> Result<
         .with_context(|| format!("no status in dig's output:\n{out}"))?
         .to_owned();
     let mut answers = Vec::new();
-    for line in out
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-    {
+    for line in out.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
         ensure!(f.len() == 5 && f[2] == "IN", "odd answer line {line:?}");
         answers.push((
@@ -121,11 +94,7 @@ fn expected(name: &str, qtype: QType) -> Dug {
     let r = zone::resolve(name, qtype);
     Dug {
         status: r.rcode.to_owned(),
-        answers: r
-            .answers
-            .into_iter()
-            .map(|a| (a.name, a.ttl, a.rtype.to_owned(), a.data))
-            .collect(),
+        answers: r.answers.into_iter().map(|a| (a.name, a.ttl, a.rtype.to_owned(), a.data)).collect(),
     }
 }
 
@@ -155,12 +124,7 @@ fn resolvers_answer_the_zone(lab: &Lab) -> Result<()> {
                 let all = resolver == Resolver::OnHost && !v6 && !tcp;
                 for &(name, qtype) in if all { &questions[..] } else { &few[..] } {
                     let got = dig(lab, server, tcp, name, qtype.as_str())?;
-                    assert_eq!(
-                        got,
-                        expected(name, qtype),
-                        "{name} {} from {server} (tcp: {tcp})",
-                        qtype.as_str()
-                    );
+                    assert_eq!(got, expected(name, qtype), "{name} {} from {server} (tcp: {tcp})", qtype.as_str());
                 }
                 let outside = dig(lab, server, tcp, "example.com", "A")?;
                 assert_eq!(outside.status, "REFUSED", "example.com from {server}");
@@ -168,13 +132,7 @@ fn resolvers_answer_the_zone(lab: &Lab) -> Result<()> {
         }
     }
     // A chain in detail, as the brief for the zone promises it.
-    let www = dig(
-        lab,
-        Resolver::OnHost.addr(false),
-        false,
-        zone::CHAIN[0],
-        "A",
-    )?;
+    let www = dig(lab, Resolver::OnHost.addr(false), false, zone::CHAIN[0], "A")?;
     let owners: Vec<&str> = www.answers.iter().map(|a| a.0.as_str()).collect();
     assert_eq!(owners, zone::CHAIN, "{www:?}");
     assert_eq!(www.answers[2].3, zone::CDN_V4.to_string());
@@ -202,8 +160,8 @@ fn every_zone_host_serves(lab: &Lab) -> Result<()> {
             IpAddr::V4(a) => format!("{name}:{}:{a}", lab::TLS_PORT),
             IpAddr::V6(a) => format!("{name}:{}:[{a}]", lab::TLS_PORT),
         };
-        let code = run(https_status(lab, lab.phone_cmd("curl"))
-            .args(["--resolve", &resolve, &lab::https_url(name, "/")]))?;
+        let code =
+            run(https_status(lab, lab.phone_cmd("curl")).args(["--resolve", &resolve, &lab::https_url(name, "/")]))?;
         assert_eq!(code, "200", "TLS {name} at {addr}");
     }
     Ok(())
@@ -211,8 +169,7 @@ fn every_zone_host_serves(lab: &Lab) -> Result<()> {
 
 /// `curl` printing only the HTTP status, trusting the lab's TLS certificate.
 fn https_status(lab: &Lab, mut curl: Command) -> Command {
-    curl.args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(&lab.tls_cert);
+    curl.args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(&lab.tls_cert);
     curl
 }
 
@@ -227,21 +184,17 @@ fn phone_resolves_through_the_lab(lab: &Lab) -> Result<()> {
     for resolver in Resolver::ALL {
         for v6 in [false, true] {
             let server = resolver.addr(v6);
-            let out = run(lab
-                .phone_cmd_resolving(server, "getent")?
-                .args(["ahosts", zone::MANY_NAME]))?;
-            let mut got: Vec<IpAddr> = out
-                .lines()
-                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-                .collect();
+            let out = run(lab.phone_cmd_resolving(server, "getent")?.args(["ahosts", zone::MANY_NAME]))?;
+            let mut got: Vec<IpAddr> = out.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
             got.sort();
             got.dedup();
             let mut want = zone::resolve(zone::MANY_NAME, QType::A).addresses;
             want.extend(zone::resolve(zone::MANY_NAME, QType::Aaaa).addresses);
             want.sort();
             assert_eq!(got, want, "getent ahosts {} via {server}", zone::MANY_NAME);
-            let code = run(https_status(lab, lab.phone_cmd_resolving(server, "curl")?)
-                .arg(lab::https_url(zone::TLS_NAME, "/")))?;
+            let code =
+                run(https_status(lab, lab.phone_cmd_resolving(server, "curl")?)
+                    .arg(lab::https_url(zone::TLS_NAME, "/")))?;
             assert_eq!(code, "200", "https://{} via {server}", zone::TLS_NAME);
         }
     }
@@ -251,17 +204,14 @@ fn phone_resolves_through_the_lab(lab: &Lab) -> Result<()> {
 /// Downloads `1m.bin` from the phone and returns how many bytes arrived.
 fn download_size(lab: &Lab, web: IpAddr) -> Result<u64> {
     let url = lab::http_url(web, FILE_1M);
-    let out = run(lab
-        .phone_cmd("curl")
-        .args(["-sS", "--max-time", "20", "-o", "/dev/null"])
-        .args(["-w", "%{http_code} %{size_download}", &url]))?;
-    let (code, size) = out
-        .split_once(' ')
-        .with_context(|| format!("curl said {out:?}"))?;
+    let out = run(lab.phone_cmd("curl").args(["-sS", "--max-time", "20", "-o", "/dev/null"]).args([
+        "-w",
+        "%{http_code} %{size_download}",
+        &url,
+    ]))?;
+    let (code, size) = out.split_once(' ').with_context(|| format!("curl said {out:?}"))?;
     ensure!(code == "200", "GET {url}: HTTP {code}");
-    size.trim()
-        .parse()
-        .with_context(|| format!("curl said {out:?}"))
+    size.trim().parse().with_context(|| format!("curl said {out:?}"))
 }
 
 /// Sends one datagram from the phone through the tunnel and expects it back unchanged.
@@ -277,10 +227,7 @@ fn udp_round_trip(lab: &Lab, to: SocketAddr) -> Result<()> {
         socket.send(message.as_bytes())?;
         match socket.recv(&mut buf) {
             Ok(n) => {
-                ensure!(
-                    &buf[..n] == message.as_bytes(),
-                    "UDP echo from {to} changed the data"
-                );
+                ensure!(&buf[..n] == message.as_bytes(), "UDP echo from {to} changed the data");
                 return Ok(());
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,

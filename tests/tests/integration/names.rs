@@ -9,16 +9,14 @@
 //! Root only; under CI=true they never skip. Run one at a time (they take the harness's serial
 //! lock); `-- --nocapture` shows the naming accuracy the last test measures.
 
-
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, ensure};
 use crate::common::{Conn, DigQuery, Tracker, curl_conn, dig, dns_entries_of, flow_of, ip_eq};
+use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 use tracker_tests::{
     Lab,

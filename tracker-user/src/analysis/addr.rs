@@ -218,10 +218,7 @@ mod tests {
         assert_eq!(cl("fd00:9::2"), AddrClass::UniqueLocal);
         // Structural classes still win even inside a configured net.
         let wide: Vec<IpNet> = vec!["0.0.0.0/0".parse().expect("net")];
-        assert_eq!(
-            classify("127.0.0.1".parse().expect("addr"), &wide),
-            AddrClass::Loopback
-        );
+        assert_eq!(classify("127.0.0.1".parse().expect("addr"), &wide), AddrClass::Loopback);
     }
 
     #[test]

@@ -108,9 +108,8 @@ pub fn parse(payload: &[u8], transport: Transport) -> Result<DnsMessage> {
     let (msg, mut partial) = match transport {
         Transport::Udp => (payload, false),
         Transport::Tcp => {
-            let (len, rest) = payload
-                .split_first_chunk::<2>()
-                .context("TCP DNS payload shorter than its 2-byte length prefix")?;
+            let (len, rest) =
+                payload.split_first_chunk::<2>().context("TCP DNS payload shorter than its 2-byte length prefix")?;
             let len = usize::from(u16::from_be_bytes(*len));
             ensure!(len > 0, "TCP DNS length prefix is zero");
             match rest.get(..len) {
@@ -123,17 +122,13 @@ pub fn parse(payload: &[u8], transport: Transport) -> Result<DnsMessage> {
     let msg = &msg[..msg.len().min(MAX_MESSAGE_LEN)];
 
     let mut decoder = BinDecoder::new(msg);
-    let Header { metadata, counts } =
-        Header::read(&mut decoder).context("DNS header incomplete (needs 12 bytes)")?;
+    let Header { metadata, counts } = Header::read(&mut decoder).context("DNS header incomplete (needs 12 bytes)")?;
 
     let mut questions = Vec::with_capacity(usize::from(counts.queries).min(4));
     for i in 0..counts.queries {
-        let query = Query::read(&mut decoder)
-            .with_context(|| format!("DNS question {} of {}", i + 1, counts.queries))?;
-        questions.push(Question {
-            name: name_string(query.name()),
-            qtype: type_name(u16::from(query.query_type())),
-        });
+        let query =
+            Query::read(&mut decoder).with_context(|| format!("DNS question {} of {}", i + 1, counts.queries))?;
+        questions.push(Question { name: name_string(query.name()), qtype: type_name(u16::from(query.query_type())) });
     }
 
     let mut answers = Vec::new();
@@ -159,9 +154,7 @@ pub fn parse(payload: &[u8], transport: Transport) -> Result<DnsMessage> {
                     data,
                 }),
                 (Section::Additional, _)
-                    if record.rtype == u16::from(RecordType::OPT)
-                        && record.name.is_root()
-                        && opt_ttl.is_none() =>
+                    if record.rtype == u16::from(RecordType::OPT) && record.name.is_root() && opt_ttl.is_none() =>
                 {
                     opt_ttl = Some(record.ttl);
                 }
@@ -253,11 +246,8 @@ pub fn addresses_for(answers: &[Answer], qname: &str) -> Vec<(IpAddr, u32, Vec<S
         let AnswerData::Addr(ip) = answer.data else {
             continue;
         };
-        let hops = if answer.name == qname {
-            Some(0)
-        } else {
-            chain.iter().position(|n| *n == answer.name).map(|i| i + 1)
-        };
+        let hops =
+            if answer.name == qname { Some(0) } else { chain.iter().position(|n| *n == answer.name).map(|i| i + 1) };
         if let Some(hops) = hops {
             out.push((ip, answer.ttl, chain[..hops].to_vec()));
         }
@@ -282,11 +272,7 @@ struct RawRecord {
 
 /// Reads one resource record. `Ok(None)` means the bytes ran out (a cut message); `Err` means
 /// the record is malformed.
-fn read_record(
-    decoder: &mut BinDecoder<'_>,
-    msg: &[u8],
-    decode_data: bool,
-) -> Result<Option<RawRecord>> {
+fn read_record(decoder: &mut BinDecoder<'_>, msg: &[u8], decode_data: bool) -> Result<Option<RawRecord>> {
     let name = match Name::read(decoder) {
         Ok(name) => name,
         Err(DecodeError::InsufficientBytes) => return Ok(None),
@@ -307,20 +293,11 @@ fn read_record(
     if end > msg.len() {
         return Ok(None);
     }
-    let data = if decode_data {
-        Some(decode_rdata(msg, start, end, rtype)?)
-    } else {
-        None
-    };
+    let data = if decode_data { Some(decode_rdata(msg, start, end, rtype)?) } else { None };
     if decoder.read_slice(rdlength).is_err() {
         return Ok(None);
     }
-    Ok(Some(RawRecord {
-        name,
-        rtype,
-        ttl,
-        data,
-    }))
+    Ok(Some(RawRecord { name, rtype, ttl, data }))
 }
 
 /// Decodes `msg[start..end]` as record data of type `rtype`. The decoder sees the message up to
@@ -339,12 +316,7 @@ fn decode_rdata(msg: &[u8], start: usize, end: usize, rtype: u16) -> Result<Answ
         Ok(RData::A(a)) => Ok(AnswerData::Addr(IpAddr::V4(a.0))),
         Ok(RData::AAAA(aaaa)) => Ok(AnswerData::Addr(IpAddr::V6(aaaa.0))),
         Ok(RData::CNAME(cname)) => Ok(AnswerData::Cname(name_string(&cname.0))),
-        Err(e)
-            if matches!(
-                record_type,
-                RecordType::A | RecordType::AAAA | RecordType::CNAME
-            ) =>
-        {
+        Err(e) if matches!(record_type, RecordType::A | RecordType::AAAA | RecordType::CNAME) => {
             Err(e).with_context(|| format!("{} record data", type_name(rtype)))
         }
         Ok(other) => {
@@ -354,14 +326,10 @@ fn decode_rdata(msg: &[u8], start: usize, end: usize, rtype: u16) -> Result<Answ
             if write!(text, "{other}").is_ok() {
                 Ok(AnswerData::Other(printable(&text)))
             } else {
-                Ok(AnswerData::Other(generic_rdata(
-                    msg.get(start..end).unwrap_or_default(),
-                )))
+                Ok(AnswerData::Other(generic_rdata(msg.get(start..end).unwrap_or_default())))
             }
         }
-        Err(_) => Ok(AnswerData::Other(generic_rdata(
-            msg.get(start..end).unwrap_or_default(),
-        ))),
+        Err(_) => Ok(AnswerData::Other(generic_rdata(msg.get(start..end).unwrap_or_default()))),
     }
 }
 
@@ -372,11 +340,7 @@ fn name_string(name: &Name) -> String {
 /// Canonical form of a caller-supplied name, matching what the parser produces for plain names.
 fn canonical(name: &str) -> String {
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
-        ".".to_owned()
-    } else {
-        name.to_ascii_lowercase()
-    }
+    if name.is_empty() { ".".to_owned() } else { name.to_ascii_lowercase() }
 }
 
 /// RR type mnemonic as hickory names it, or `TYPEnnn` (RFC 3597 §5) for the rest. hickory maps
@@ -505,8 +469,7 @@ pub(crate) mod tests {
             self.bytes.extend_from_slice(&rtype.to_be_bytes());
             self.bytes.extend_from_slice(&1u16.to_be_bytes());
             self.bytes.extend_from_slice(&ttl.to_be_bytes());
-            self.bytes
-                .extend_from_slice(&u16::try_from(rdata.len()).expect("len").to_be_bytes());
+            self.bytes.extend_from_slice(&u16::try_from(rdata.len()).expect("len").to_be_bytes());
             self.bytes.extend_from_slice(rdata);
             self
         }
@@ -565,36 +528,21 @@ pub(crate) mod tests {
         assert!(msg.is_response);
         assert_eq!(msg.rcode, "NOERROR");
         assert!(!msg.truncated && !msg.partial && !msg.edns);
-        assert_eq!(
-            msg.questions,
-            vec![Question {
-                name: "www.example.com".into(),
-                qtype: "A".into()
-            }]
-        );
+        assert_eq!(msg.questions, vec![Question { name: "www.example.com".into(), qtype: "A".into() }]);
         assert_eq!(msg.answers.len(), 2);
         assert_eq!(msg.answers[0].name, "www.example.com");
         assert_eq!(msg.answers[0].rtype, "A");
         assert_eq!(msg.answers[0].ttl, 300);
-        assert_eq!(
-            msg.answers[0].data,
-            AnswerData::Addr("93.184.216.34".parse().expect("ip"))
-        );
+        assert_eq!(msg.answers[0].data, AnswerData::Addr("93.184.216.34".parse().expect("ip")));
         let addrs = msg.addresses_for("www.example.com");
         assert_eq!(addrs.len(), 2);
-        assert!(
-            addrs
-                .iter()
-                .all(|(_, ttl, chain)| *ttl == 300 && chain.is_empty())
-        );
+        assert!(addrs.iter().all(|(_, ttl, chain)| *ttl == 300 && chain.is_empty()));
         assert_eq!(msg.addresses_for("WWW.EXAMPLE.COM."), addrs);
     }
 
     #[test]
     fn query_is_not_a_response() {
-        let msg = Msg::new(7, RD, [1, 0, 0, 0])
-            .question(&wire("example.org"), AAAA)
-            .parse();
+        let msg = Msg::new(7, RD, [1, 0, 0, 0]).question(&wire("example.org"), AAAA).parse();
         let msg = msg.expect("parses");
         assert!(!msg.is_response);
         assert_eq!(msg.questions[0].qtype, "AAAA");
@@ -615,12 +563,7 @@ pub(crate) mod tests {
         let msg = Msg::new(1, QR, [1, 2, 0, 0]).question(&wire("x.example"), A);
         let first = msg.here();
         let second = first + 2 + 14;
-        let msg = msg.rr(&ptr(second), A, 60, &v4([192, 0, 2, 1])).rr(
-            &ptr(first),
-            A,
-            60,
-            &v4([192, 0, 2, 2]),
-        );
+        let msg = msg.rr(&ptr(second), A, 60, &v4([192, 0, 2, 1])).rr(&ptr(first), A, 60, &v4([192, 0, 2, 2]));
         let err = msg.parse().expect_err("loop");
         assert!(format!("{err:#}").contains("record"), "{err:#}");
     }
@@ -661,12 +604,7 @@ pub(crate) mod tests {
 
         let (wire, _) = long_name(&[63, 63, 63, 62]);
         assert_eq!(wire.len(), 256);
-        assert!(
-            Msg::new(1, QR, [1, 0, 0, 0])
-                .question(&wire, A)
-                .parse()
-                .is_err()
-        );
+        assert!(Msg::new(1, QR, [1, 0, 0, 0]).question(&wire, A).parse().is_err());
 
         // Over the limit only through compression: 200 bytes of labels + a pointer to 100 more.
         let (tail, _) = long_name(&[50, 49]);
@@ -682,20 +620,10 @@ pub(crate) mod tests {
         let mut name = vec![64];
         name.extend_from_slice(&[b'x'; 64]);
         name.push(0);
-        assert!(
-            Msg::new(1, QR, [1, 0, 0, 0])
-                .question(&name, A)
-                .parse()
-                .is_err()
-        );
+        assert!(Msg::new(1, QR, [1, 0, 0, 0]).question(&name, A).parse().is_err());
         // 0x40 and 0x80 are reserved label types (RFC 6891 §5 retired 0x40 "extended labels").
         let name = [0x81, b'x', 0];
-        assert!(
-            Msg::new(1, QR, [1, 0, 0, 0])
-                .question(&name, A)
-                .parse()
-                .is_err()
-        );
+        assert!(Msg::new(1, QR, [1, 0, 0, 0]).question(&name, A).parse().is_err());
     }
 
     #[test]
@@ -726,21 +654,9 @@ pub(crate) mod tests {
         let msg = msg
             .rr(&ptr(c2), CNAME, 60, &wire("e7.akamai.example"))
             .rr(&ptr(c3), A, 20, &v4([203, 0, 113, 7]))
-            .rr(
-                &ptr(c3),
-                AAAA,
-                20,
-                &"2001:db8::7"
-                    .parse::<std::net::Ipv6Addr>()
-                    .expect("v6")
-                    .octets(),
-            );
+            .rr(&ptr(c3), AAAA, 20, &"2001:db8::7".parse::<std::net::Ipv6Addr>().expect("v6").octets());
         let msg = msg.parse().expect("parses");
-        let chain = [
-            "shop.cdn.example.net",
-            "edge.cdn.example.net",
-            "e7.akamai.example",
-        ];
+        let chain = ["shop.cdn.example.net", "edge.cdn.example.net", "e7.akamai.example"];
         assert_eq!(msg.cname_chain("www.shop.example"), chain);
         let addrs = msg.addresses_for("www.shop.example");
         assert_eq!(addrs.len(), 2);
@@ -749,14 +665,8 @@ pub(crate) mod tests {
         assert_eq!(addrs[0].2, chain);
         assert_eq!(addrs[1].0, "2001:db8::7".parse::<IpAddr>().expect("ip"));
         // Starting in the middle of the chain gives the rest of it.
-        assert_eq!(
-            msg.cname_chain("edge.cdn.example.net"),
-            ["e7.akamai.example"]
-        );
-        assert_eq!(
-            msg.addresses_for("e7.akamai.example")[0].2,
-            Vec::<String>::new()
-        );
+        assert_eq!(msg.cname_chain("edge.cdn.example.net"), ["e7.akamai.example"]);
+        assert_eq!(msg.addresses_for("e7.akamai.example")[0].2, Vec::<String>::new());
         // A name the message does not mention has neither chain nor addresses.
         assert!(msg.cname_chain("other.example").is_empty());
         assert!(msg.addresses_for("other.example").is_empty());
@@ -796,27 +706,13 @@ pub(crate) mod tests {
 
         let mut msg = Msg::new(5, QR, [1, 31, 0, 0]).question(&wire("n0.example"), A);
         for i in 0..30 {
-            msg = msg.rr(
-                &wire(&format!("n{i}.example")),
-                CNAME,
-                60,
-                &wire(&format!("n{}.example", i + 1)),
-            );
+            msg = msg.rr(&wire(&format!("n{i}.example")), CNAME, 60, &wire(&format!("n{}.example", i + 1)));
         }
-        let msg = msg
-            .rr(&wire("n30.example"), A, 60, &v4([192, 0, 2, 30]))
-            .parse()
-            .expect("parses");
+        let msg = msg.rr(&wire("n30.example"), A, 60, &v4([192, 0, 2, 30])).parse().expect("parses");
         let chain = msg.cname_chain("n0.example");
         assert_eq!(chain.len(), MAX_CNAME_CHAIN);
-        assert_eq!(
-            chain[MAX_CNAME_CHAIN - 1],
-            format!("n{MAX_CNAME_CHAIN}.example")
-        );
-        assert!(
-            msg.addresses_for("n0.example").is_empty(),
-            "beyond the bound is not followed"
-        );
+        assert_eq!(chain[MAX_CNAME_CHAIN - 1], format!("n{MAX_CNAME_CHAIN}.example"));
+        assert!(msg.addresses_for("n0.example").is_empty(), "beyond the bound is not followed");
     }
 
     #[test]
@@ -829,25 +725,18 @@ pub(crate) mod tests {
             .expect("parses");
         assert_eq!(msg.answers[0].rtype, "AAAA");
         assert_eq!(msg.answers[0].data, AnswerData::Addr(IpAddr::V6(ip)));
-        assert_eq!(
-            msg.addresses_for("erfpop.de"),
-            vec![(IpAddr::V6(ip), 300, vec![])]
-        );
+        assert_eq!(msg.addresses_for("erfpop.de"), vec![(IpAddr::V6(ip), 300, vec![])]);
     }
 
     #[test]
     fn malformed_address_data_is_an_error() {
-        let msg = Msg::new(6, QR, [1, 1, 0, 0])
-            .question(&wire("bad.example"), A)
-            .rr(&ptr(12), A, 300, &[1, 2, 3, 4, 5]);
+        let msg =
+            Msg::new(6, QR, [1, 1, 0, 0]).question(&wire("bad.example"), A).rr(&ptr(12), A, 300, &[1, 2, 3, 4, 5]);
         assert!(msg.parse().is_err());
-        let msg = Msg::new(6, QR, [1, 1, 0, 0])
-            .question(&wire("bad.example"), AAAA)
-            .rr(&ptr(12), AAAA, 300, &[1, 2, 3, 4]);
+        let msg =
+            Msg::new(6, QR, [1, 1, 0, 0]).question(&wire("bad.example"), AAAA).rr(&ptr(12), AAAA, 300, &[1, 2, 3, 4]);
         assert!(msg.parse().is_err());
-        let msg = Msg::new(6, QR, [1, 1, 0, 0])
-            .question(&wire("bad.example"), A)
-            .rr(&ptr(12), A, 300, &[]);
+        let msg = Msg::new(6, QR, [1, 1, 0, 0]).question(&wire("bad.example"), A).rr(&ptr(12), A, 300, &[]);
         assert!(msg.parse().is_err());
         // A CNAME whose target name loops.
         let msg = Msg::new(6, QR, [1, 1, 0, 0]).question(&wire("bad.example"), A);
@@ -876,9 +765,8 @@ pub(crate) mod tests {
 
     #[test]
     fn edns_opt_record() {
-        let msg = Msg::new(9, QR, [1, 1, 0, 1])
-            .question(&wire("example.com"), A)
-            .rr(&ptr(12), A, 60, &v4([192, 0, 2, 9]));
+        let msg =
+            Msg::new(9, QR, [1, 1, 0, 1]).question(&wire("example.com"), A).rr(&ptr(12), A, 60, &v4([192, 0, 2, 9]));
         let mut bytes = msg.bytes;
         bytes.extend_from_slice(&opt(1232, 0));
         let msg = parse(&bytes, Transport::Udp).expect("parses");
@@ -887,17 +775,13 @@ pub(crate) mod tests {
         assert_eq!(msg.answers.len(), 1, "the OPT record is not an answer");
 
         // Extended RCODE: BADVERS is 16, i.e. 1 in the OPT TTL's top byte and 0 in the header.
-        let mut bytes = Msg::new(9, QR, [1, 0, 0, 1])
-            .question(&wire("example.com"), A)
-            .bytes;
+        let mut bytes = Msg::new(9, QR, [1, 0, 0, 1]).question(&wire("example.com"), A).bytes;
         bytes.extend_from_slice(&opt(1232, 1));
         let msg = parse(&bytes, Transport::Udp).expect("parses");
         assert_eq!(msg.rcode, "BADVERS");
 
         // A query with EDNS.
-        let mut bytes = Msg::new(10, RD, [1, 0, 0, 1])
-            .question(&wire("example.com"), HTTPS)
-            .bytes;
+        let mut bytes = Msg::new(10, RD, [1, 0, 0, 1]).question(&wire("example.com"), HTTPS).bytes;
         bytes.extend_from_slice(&opt(4096, 0));
         let msg = parse(&bytes, Transport::Udp).expect("parses");
         assert!(msg.edns && !msg.is_response);
@@ -906,15 +790,10 @@ pub(crate) mod tests {
 
     #[test]
     fn tc_bit_with_question_only() {
-        let msg = Msg::new(11, QR | TC | RD | RA, [1, 0, 0, 0])
-            .question(&wire("big.example"), TXT)
-            .parse()
-            .expect("parses");
+        let msg =
+            Msg::new(11, QR | TC | RD | RA, [1, 0, 0, 0]).question(&wire("big.example"), TXT).parse().expect("parses");
         assert!(msg.truncated);
-        assert!(
-            !msg.partial,
-            "TC says the sender cut it; nothing is missing from this message"
-        );
+        assert!(!msg.partial, "TC says the sender cut it; nothing is missing from this message");
         assert_eq!(msg.questions[0].name, "big.example");
         assert_eq!(msg.questions[0].qtype, "TXT");
     }
@@ -955,17 +834,11 @@ pub(crate) mod tests {
         for cut in 0..bytes.len() {
             match parse(&bytes[..cut], Transport::Udp) {
                 Ok(msg) => {
-                    assert!(
-                        cut >= question_end,
-                        "cut {cut} inside the question must fail"
-                    );
+                    assert!(cut >= question_end, "cut {cut} inside the question must fail");
                     assert!(msg.partial, "cut {cut}");
                     assert_eq!(msg.answers.len(), (cut - question_end) / 16);
                 }
-                Err(_) => assert!(
-                    cut < question_end,
-                    "cut {cut} after the question must parse"
-                ),
+                Err(_) => assert!(cut < question_end, "cut {cut} after the question must parse"),
             }
         }
         assert!(!parse(&bytes, Transport::Udp).expect("whole").partial);
@@ -973,13 +846,9 @@ pub(crate) mod tests {
 
     #[test]
     fn tcp_length_prefix() {
-        let msg = Msg::new(13, QR, [1, 1, 0, 0])
-            .question(&wire("tcp.example"), A)
-            .rr(&ptr(12), A, 60, &v4([192, 0, 2, 53]));
-        let mut framed = u16::try_from(msg.bytes.len())
-            .expect("len")
-            .to_be_bytes()
-            .to_vec();
+        let msg =
+            Msg::new(13, QR, [1, 1, 0, 0]).question(&wire("tcp.example"), A).rr(&ptr(12), A, 60, &v4([192, 0, 2, 53]));
+        let mut framed = u16::try_from(msg.bytes.len()).expect("len").to_be_bytes().to_vec();
         framed.extend_from_slice(&msg.bytes);
         let parsed = parse(&framed, Transport::Tcp).expect("parses");
         assert_eq!(parsed.answers.len(), 1);
@@ -1004,18 +873,13 @@ pub(crate) mod tests {
         assert!(parse(&[], Transport::Tcp).is_err());
         assert!(parse(&[0], Transport::Tcp).is_err());
         assert!(parse(&[0, 0, 1, 2], Transport::Tcp).is_err());
-        assert!(
-            parse(&[0, 40, 1, 2, 3], Transport::Tcp).is_err(),
-            "header cut"
-        );
+        assert!(parse(&[0, 40, 1, 2, 3], Transport::Tcp).is_err(), "header cut");
     }
 
     #[test]
     fn rcodes_and_types_are_named() {
         for (code, name) in [(2, "SERVFAIL"), (5, "REFUSED"), (9, "NOTAUTH"), (13, "13")] {
-            let msg = Msg::new(1, QR | code, [0, 0, 0, 0])
-                .parse()
-                .expect("parses");
+            let msg = Msg::new(1, QR | code, [0, 0, 0, 0]).parse().expect("parses");
             assert_eq!(msg.rcode, name);
         }
         assert_eq!(type_name(65), "HTTPS");
@@ -1061,10 +925,7 @@ pub(crate) mod tests {
             .rr(&ptr(12), A, 60, &v4([192, 0, 2, 15]))
             .parse()
             .expect("parses");
-        assert_eq!(
-            msg.answers[0].data,
-            AnswerData::Other("\\# 3 0001c0".into())
-        );
+        assert_eq!(msg.answers[0].data, AnswerData::Other("\\# 3 0001c0".into()));
         assert_eq!(msg.addresses_for("svc.example").len(), 1);
         // An OPT record in the answer section: no Display in hickory, so generic, no panic.
         let mut rdata = Vec::new();
@@ -1075,10 +936,7 @@ pub(crate) mod tests {
             .parse()
             .expect("parses");
         assert!(matches!(&msg.answers[0].data, AnswerData::Other(_)));
-        assert!(
-            !msg.edns,
-            "an OPT outside the additional section is not EDNS"
-        );
+        assert!(!msg.edns, "an OPT outside the additional section is not EDNS");
     }
 
     #[test]
@@ -1086,10 +944,7 @@ pub(crate) mod tests {
         for len in 0..12 {
             assert!(parse(&vec![0; len], Transport::Udp).is_err());
         }
-        assert!(
-            parse(&[0; 12], Transport::Udp).is_ok(),
-            "an empty message is valid"
-        );
+        assert!(parse(&[0; 12], Transport::Udp).is_ok(), "an empty message is valid");
         // Huge counts with no data: questions missing is an error.
         let msg = Msg::new(1, QR, [0xffff, 0xffff, 0xffff, 0xffff]);
         assert!(msg.parse().is_err());
@@ -1100,9 +955,7 @@ pub(crate) mod tests {
 
     #[test]
     fn oversized_payload_is_bounded() {
-        let mut bytes = Msg::new(1, QR, [1, 0, 0, 0])
-            .question(&wire("x.example"), A)
-            .bytes;
+        let mut bytes = Msg::new(1, QR, [1, 0, 0, 0]).question(&wire("x.example"), A).bytes;
         bytes.resize(100_000, 0);
         assert!(parse(&bytes, Transport::Udp).is_ok());
     }
@@ -1110,18 +963,12 @@ pub(crate) mod tests {
     #[test]
     fn random_corruption_never_panics() {
         let base = {
-            let msg =
-                Msg::new(16, QR | RD | RA, [1, 3, 1, 1]).question(&wire("www.fuzz.example"), A);
+            let msg = Msg::new(16, QR | RD | RA, [1, 3, 1, 1]).question(&wire("www.fuzz.example"), A);
             let c1 = msg.here() + 12;
             let mut bytes = msg
                 .rr(&ptr(12), CNAME, 60, &labels_then_ptr("edge", 16))
                 .rr(&ptr(c1), A, 60, &v4([192, 0, 2, 1]))
-                .rr(
-                    &ptr(c1),
-                    AAAA,
-                    60,
-                    &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                )
+                .rr(&ptr(c1), AAAA, 60, &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
                 .rr(&ptr(16), NS, 60, &labels_then_ptr("ns", 16))
                 .bytes;
             bytes.extend_from_slice(&opt(1232, 0));

@@ -67,10 +67,7 @@ pub fn normalize_hostname(bytes: &[u8]) -> Option<String> {
         return None;
     }
     let labels: Vec<&[u8]> = bytes.split(|&b| b == b'.').collect();
-    if labels
-        .iter()
-        .any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN)
-    {
+    if labels.iter().any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN) {
         return None;
     }
     Some(display_name(labels))
@@ -78,10 +75,7 @@ pub fn normalize_hostname(bytes: &[u8]) -> Option<String> {
 
 /// True when `name` is an IPv4 or IPv6 literal (optionally in `[...]`), which is never a name.
 pub fn is_ip_literal(name: &str) -> bool {
-    let name = name
-        .strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .unwrap_or(name);
+    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
     name.parse::<IpAddr>().is_ok()
 }
 
@@ -138,10 +132,7 @@ mod tests {
 
     #[test]
     fn normalize_hostname_rules() {
-        assert_eq!(
-            normalize_hostname(b"WWW.Example.COM.").as_deref(),
-            Some("www.example.com")
-        );
+        assert_eq!(normalize_hostname(b"WWW.Example.COM.").as_deref(), Some("www.example.com"));
         assert_eq!(normalize_hostname(b""), None);
         assert_eq!(normalize_hostname(b"."), None);
         assert_eq!(normalize_hostname(b"a..b"), None);
@@ -150,22 +141,13 @@ mod tests {
         let long = [[b'a'; 63].as_slice(); 4].join(&b'.');
         assert_eq!(long.len(), 255);
         assert_eq!(normalize_hostname(&long), None);
-        assert_eq!(
-            normalize_hostname(b"bad\x00host").as_deref(),
-            Some("bad\\000host")
-        );
+        assert_eq!(normalize_hostname(b"bad\x00host").as_deref(), Some("bad\\000host"));
     }
 
     #[test]
     fn registrable_domains() {
-        assert_eq!(
-            registrable("a.b.example.co.uk").as_deref(),
-            Some("example.co.uk")
-        );
-        assert_eq!(
-            registrable("WWW.Example.COM.").as_deref(),
-            Some("example.com")
-        );
+        assert_eq!(registrable("a.b.example.co.uk").as_deref(), Some("example.co.uk"));
+        assert_eq!(registrable("WWW.Example.COM.").as_deref(), Some("example.com"));
         assert_eq!(registrable("example.com").as_deref(), Some("example.com"));
         assert_eq!(registrable("co.uk"), None);
         assert_eq!(registrable("com"), None);
@@ -176,10 +158,7 @@ mod tests {
         assert_eq!(registrable("2001:db8::1"), None);
         assert_eq!(registrable("[2001:db8::1]"), None);
         // Private-section suffixes count: each github.io site is its own registrable domain.
-        assert_eq!(
-            registrable("foo.user.github.io").as_deref(),
-            Some("user.github.io")
-        );
+        assert_eq!(registrable("foo.user.github.io").as_deref(), Some("user.github.io"));
         // Unlisted TLDs fall back to the implicit "*" rule.
         assert_eq!(registrable("printer.lan").as_deref(), Some("printer.lan"));
     }

@@ -12,9 +12,8 @@ const MAX_METHOD: usize = 24;
 /// Methods recognised by [`looks_like_http`] even before the request line is complete (RFC 9110
 /// §9 plus PATCH from RFC 5789). Custom methods are still accepted once the whole request line
 /// with its `HTTP/1.x` version has been seen.
-const KNOWN_METHODS: [&[u8]; 9] = [
-    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
-];
+const KNOWN_METHODS: [&[u8]; 9] =
+    [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"];
 
 /// True when `payload` starts like HTTP/1.x: a response status line (`HTTP/1.`), a request with
 /// a well-known method followed by a space, or any method token whose complete request line ends
@@ -62,10 +61,7 @@ pub fn http_host(payload: &[u8]) -> Option<String> {
 
 /// The method token at the start of a request and the bytes after its space.
 fn method_token(payload: &[u8]) -> Option<(&[u8], &[u8])> {
-    let space = payload
-        .iter()
-        .take(MAX_METHOD + 1)
-        .position(|&b| b == b' ')?;
+    let space = payload.iter().take(MAX_METHOD + 1).position(|&b| b == b' ')?;
     let method = &payload[..space];
     // RFC 9110 tokens allow more, but real methods are upper-case letters and '-'; being strict
     // keeps binary protocols from passing as HTTP.
@@ -77,13 +73,10 @@ fn method_token(payload: &[u8]) -> Option<(&[u8], &[u8])> {
 fn request_line_len(payload: &[u8]) -> Option<usize> {
     let (_, after_method) = method_token(payload)?;
     let end = payload.iter().position(|&b| b == b'\n')?;
-    let line = payload[..end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&payload[..end]);
+    let line = payload[..end].strip_suffix(b"\r").unwrap_or(&payload[..end]);
     let target_and_version = line.get(payload.len() - after_method.len()..)?;
     let (target, version) = split_last_space(target_and_version)?;
-    let version_ok =
-        version.len() == 8 && version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit();
+    let version_ok = version.len() == 8 && version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit();
     (version_ok && !target.is_empty() && !target.contains(&b' ')).then_some(end + 1)
 }
 
@@ -132,9 +125,7 @@ pub(crate) fn is_address(name: &str) -> bool {
 
 /// `:` followed by 0-5 digits (an empty port is allowed by RFC 3986 §3.2.3).
 fn is_port(bytes: &[u8]) -> bool {
-    bytes
-        .strip_prefix(b":")
-        .is_some_and(|digits| digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit))
+    bytes.strip_prefix(b":").is_some_and(|digits| digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit))
 }
 
 #[cfg(test)]
@@ -216,10 +207,7 @@ mod tests {
             assert_eq!(http_host(&req[..cut]), None, "cut at {cut}");
         }
         // Once the line ending is in, the headers need not be complete.
-        assert_eq!(
-            http_host(&req[..=newline]).as_deref(),
-            Some("www.example.com")
-        );
+        assert_eq!(http_host(&req[..=newline]).as_deref(), Some("www.example.com"));
     }
 
     #[test]
@@ -238,18 +226,9 @@ mod tests {
     #[test]
     fn not_a_request() {
         assert_eq!(http_host(b""), None);
-        assert_eq!(
-            http_host(b"HTTP/1.1 200 OK\r\nHost: x.example\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            http_host(b"get / HTTP/1.1\r\nHost: x.example\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            http_host(b"GET / HTTP/2.0\r\nHost: x.example\r\n\r\n"),
-            None
-        );
+        assert_eq!(http_host(b"HTTP/1.1 200 OK\r\nHost: x.example\r\n\r\n"), None);
+        assert_eq!(http_host(b"get / HTTP/1.1\r\nHost: x.example\r\n\r\n"), None);
+        assert_eq!(http_host(b"GET / HTTP/2.0\r\nHost: x.example\r\n\r\n"), None);
         assert_eq!(http_host(b"GET /\r\nHost: x.example\r\n\r\n"), None);
         assert_eq!(http_host(b"GET  HTTP/1.1\r\nHost: x.example\r\n\r\n"), None);
         assert_eq!(http_host(b"\x16\x03\x01\x02\x00\x01"), None);

@@ -62,8 +62,7 @@ impl Entry {
     fn valid_at(&self, at: SystemTime) -> bool {
         // `duration_since` fails when `at` is before the answer: an answer the client had not yet
         // received cannot explain a flow.
-        at.duration_since(self.answered_at)
-            .is_ok_and(|age| age <= self.valid_for)
+        at.duration_since(self.answered_at).is_ok_and(|age| age <= self.valid_for)
     }
 }
 
@@ -112,12 +111,7 @@ impl NameTable {
     /// little after expiry is still named. `max_entries_per_client` bounds memory per client (at
     /// least 1); one entry is one (address, name) pair.
     pub fn new(grace: Duration, max_entries_per_client: usize) -> Self {
-        Self {
-            grace,
-            max_entries_per_client: max_entries_per_client.max(1),
-            clients: HashMap::new(),
-            next_seq: 0,
-        }
+        Self { grace, max_entries_per_client: max_entries_per_client.max(1), clients: HashMap::new(), next_seq: 0 }
     }
 
     /// Remembers that `client` received, at `at`, an answer saying the question `name` (through
@@ -150,21 +144,9 @@ impl NameTable {
         let entries = names.by_addr.entry(addr).or_default();
         if let Some(old) = entries.iter_mut().find(|e| e.name == name) {
             names.by_age.remove(&(old.answered_at, old.seq));
-            *old = Entry {
-                name: name.clone(),
-                cname,
-                answered_at: at,
-                valid_for,
-                seq,
-            };
+            *old = Entry { name: name.clone(), cname, answered_at: at, valid_for, seq };
         } else {
-            entries.push(Entry {
-                name: name.clone(),
-                cname,
-                answered_at: at,
-                valid_for,
-                seq,
-            });
+            entries.push(Entry { name: name.clone(), cname, answered_at: at, valid_for, seq });
         }
         names.by_age.insert((at, seq), (addr, name));
 
@@ -187,10 +169,7 @@ impl NameTable {
     /// first: when one address serves several names, the flow's TLS server name or HTTP Host
     /// can pick the one the client used.
     pub fn candidates(&self, client: IpAddr, addr: IpAddr, at: SystemTime) -> Vec<NameHit> {
-        let Some(entries) = self
-            .clients
-            .get(&client.to_canonical())
-            .and_then(|c| c.by_addr.get(&addr.to_canonical()))
+        let Some(entries) = self.clients.get(&client.to_canonical()).and_then(|c| c.by_addr.get(&addr.to_canonical()))
         else {
             return Vec::new();
         };
@@ -198,11 +177,7 @@ impl NameTable {
         valid.sort_by_key(|e| std::cmp::Reverse((e.answered_at, e.seq)));
         valid
             .into_iter()
-            .map(|e| NameHit {
-                name: e.name.clone(),
-                cname: e.cname.clone(),
-                source: NameSource::Dns,
-            })
+            .map(|e| NameHit { name: e.name.clone(), cname: e.cname.clone(), source: NameSource::Dns })
             .collect()
     }
 
@@ -216,10 +191,7 @@ impl NameTable {
                 .by_addr
                 .iter()
                 .flat_map(|(addr, entries)| entries.iter().map(move |e| (addr, e)))
-                .filter(|(_, e)| {
-                    at.duration_since(e.answered_at)
-                        .is_ok_and(|age| age > e.valid_for)
-                })
+                .filter(|(_, e)| at.duration_since(e.answered_at).is_ok_and(|age| age > e.valid_for))
                 .map(|(addr, e)| ((e.answered_at, e.seq), *addr))
                 .collect();
             for (key, addr) in expired {
@@ -282,10 +254,7 @@ pub fn choose(local: bool, evidence: &Evidence) -> FlowName {
         return FlowName { name: None, source: Some(NameSource::Local), cname: None };
     }
     let Evidence { dns, sni, http } = evidence;
-    let spoken = sni
-        .as_deref()
-        .map(|n| (n, NameSource::Sni))
-        .or(http.as_deref().map(|n| (n, NameSource::Http)));
+    let spoken = sni.as_deref().map(|n| (n, NameSource::Sni)).or(http.as_deref().map(|n| (n, NameSource::Http)));
     let from_dns = |hit: &NameHit| FlowName {
         name: Some(hit.name.clone()),
         source: Some(NameSource::Dns),
@@ -300,9 +269,7 @@ pub fn choose(local: bool, evidence: &Evidence) -> FlowName {
             }
         }
         (None, Some(latest)) => from_dns(latest),
-        (Some((said, source)), None) => {
-            FlowName { name: Some(canonical(said)), source: Some(source), cname: None }
-        }
+        (Some((said, source)), None) => FlowName { name: Some(canonical(said)), source: Some(source), cname: None },
         (None, None) => FlowName::default(),
     }
 }
@@ -349,9 +316,7 @@ mod tests {
             300,
             t(0),
         );
-        let hit = table
-            .lookup(ip("10.8.0.2"), ip("93.184.216.34"), t(10))
-            .expect("hit");
+        let hit = table.lookup(ip("10.8.0.2"), ip("93.184.216.34"), t(10)).expect("hit");
         assert_eq!(hit.name, "www.example.com");
         assert_eq!(hit.cname.as_deref(), Some("edge.cdn.example.net"));
         assert_eq!(hit.source, NameSource::Dns);
@@ -361,22 +326,9 @@ mod tests {
     #[test]
     fn ttl_plus_grace_bounds_validity() {
         let mut table = NameTable::new(GRACE, 100);
-        table.record_answer(
-            ip("10.8.0.2"),
-            ip("1.2.3.4"),
-            "a.example",
-            None,
-            300,
-            t(100),
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 100).as_deref(),
-            Some("a.example")
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 460).as_deref(),
-            Some("a.example")
-        );
+        table.record_answer(ip("10.8.0.2"), ip("1.2.3.4"), "a.example", None, 300, t(100));
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 100).as_deref(), Some("a.example"));
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 460).as_deref(), Some("a.example"));
         assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 461), None);
         // A flow before the answer arrived cannot have used it.
         assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 99), None);
@@ -396,19 +348,10 @@ mod tests {
         let (c, a) = (ip("10.8.0.2"), ip("1.2.3.4"));
         table.record_answer(c, a, "long.example", None, 3600, t(0));
         table.record_answer(c, a, "short.example", None, 10, t(100));
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 50).as_deref(),
-            Some("long.example")
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 120).as_deref(),
-            Some("short.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 50).as_deref(), Some("long.example"));
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 120).as_deref(), Some("short.example"));
         // Once the newer answer expires, the older, still valid one names the flow again.
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 171).as_deref(),
-            Some("long.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 171).as_deref(), Some("long.example"));
     }
 
     #[test]
@@ -417,10 +360,7 @@ mod tests {
         let (c, a) = (ip("10.8.0.2"), ip("1.2.3.4"));
         table.record_answer(c, a, "first.example", None, 60, t(0));
         table.record_answer(c, a, "second.example", None, 60, t(0));
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 1).as_deref(),
-            Some("second.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 1).as_deref(), Some("second.example"));
     }
 
     #[test]
@@ -444,14 +384,8 @@ mod tests {
         let a = ip("1.2.3.4");
         table.record_answer(ip("10.8.0.2"), a, "phone.example", None, 300, t(0));
         table.record_answer(ip("10.8.0.3"), a, "laptop.example", None, 300, t(10));
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.2.3.4", 20).as_deref(),
-            Some("phone.example")
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.3", "1.2.3.4", 20).as_deref(),
-            Some("laptop.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.2.3.4", 20).as_deref(), Some("phone.example"));
+        assert_eq!(name_at(&table, "10.8.0.3", "1.2.3.4", 20).as_deref(), Some("laptop.example"));
         assert_eq!(name_at(&table, "10.8.0.4", "1.2.3.4", 20), None);
     }
 
@@ -463,18 +397,9 @@ mod tests {
             table.record_answer(c, ip(addr), "multi.example", None, 300, t(0));
         }
         table.record_answer(c, ip("1.1.1.1"), "shared.example", None, 300, t(1));
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.1.1.2", 5).as_deref(),
-            Some("multi.example")
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "2001:db8::1", 5).as_deref(),
-            Some("multi.example")
-        );
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.1.1.1", 5).as_deref(),
-            Some("shared.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.1.1.2", 5).as_deref(), Some("multi.example"));
+        assert_eq!(name_at(&table, "10.8.0.2", "2001:db8::1", 5).as_deref(), Some("multi.example"));
+        assert_eq!(name_at(&table, "10.8.0.2", "1.1.1.1", 5).as_deref(), Some("shared.example"));
         assert_eq!(table.len(), 4);
     }
 
@@ -497,11 +422,7 @@ mod tests {
 
     #[test]
     fn choose_local_wins_over_any_evidence() {
-        let ev = Evidence {
-            dns: vec![hit("bangkok.example", None)],
-            sni: Some("x.example".into()),
-            http: None,
-        };
+        let ev = Evidence { dns: vec![hit("bangkok.example", None)], sni: Some("x.example".into()), http: None };
         let n = choose(true, &ev);
         assert_eq!(n, FlowName { name: None, source: Some(NameSource::Local), cname: None });
     }
@@ -530,11 +451,7 @@ mod tests {
 
     #[test]
     fn choose_spoken_name_outside_dns_wins_and_says_so() {
-        let ev = Evidence {
-            dns: vec![hit("a.example", None)],
-            sni: None,
-            http: Some("other.example".into()),
-        };
+        let ev = Evidence { dns: vec![hit("a.example", None)], sni: None, http: Some("other.example".into()) };
         let n = choose(false, &ev);
         assert_eq!(n, FlowName { name: Some("other.example".into()), source: Some(NameSource::Http), cname: None });
         let ev = Evidence { dns: vec![], sni: Some("tls.example".into()), http: Some("h.example".into()) };
@@ -546,10 +463,7 @@ mod tests {
     fn mapped_addresses_are_canonicalised() {
         let mut table = NameTable::new(GRACE, 100);
         table.record_answer(ip("10.8.0.2"), ip("1.2.3.4"), "v4.example", None, 300, t(0));
-        assert_eq!(
-            name_at(&table, "::ffff:10.8.0.2", "::ffff:1.2.3.4", 1).as_deref(),
-            Some("v4.example")
-        );
+        assert_eq!(name_at(&table, "::ffff:10.8.0.2", "::ffff:1.2.3.4", 1).as_deref(), Some("v4.example"));
     }
 
     #[test]
@@ -558,22 +472,12 @@ mod tests {
         let c = ip("10.8.0.2");
         for i in 0..5u8 {
             let addr = IpAddr::from([192, 0, 2, i]);
-            table.record_answer(
-                c,
-                addr,
-                &format!("n{i}.example"),
-                None,
-                3600,
-                t(u64::from(i)),
-            );
+            table.record_answer(c, addr, &format!("n{i}.example"), None, 3600, t(u64::from(i)));
         }
         assert_eq!(table.len(), 3);
         assert_eq!(name_at(&table, "10.8.0.2", "192.0.2.0", 10), None);
         assert_eq!(name_at(&table, "10.8.0.2", "192.0.2.1", 10), None);
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "192.0.2.4", 10).as_deref(),
-            Some("n4.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "192.0.2.4", 10).as_deref(), Some("n4.example"));
         // The limit is per client: another client is unaffected.
         table.record_answer(ip("10.8.0.3"), ip("192.0.2.9"), "x.example", None, 60, t(0));
         assert_eq!(table.len(), 4);
@@ -591,58 +495,24 @@ mod tests {
         table.record_answer(c, ip("1.1.1.1"), "a.example", None, 60, t(0));
         table.record_answer(c, ip("1.1.1.2"), "b.example", None, 60, t(1));
         assert_eq!(table.len(), 1);
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.1.1.2", 2).as_deref(),
-            Some("b.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.1.1.2", 2).as_deref(), Some("b.example"));
     }
 
     #[test]
     fn prune_removes_expired_entries_and_empty_clients() {
         let mut table = NameTable::new(GRACE, 100);
-        table.record_answer(
-            ip("10.8.0.2"),
-            ip("1.1.1.1"),
-            "short.example",
-            None,
-            10,
-            t(0),
-        );
-        table.record_answer(
-            ip("10.8.0.2"),
-            ip("1.1.1.2"),
-            "long.example",
-            None,
-            1000,
-            t(0),
-        );
-        table.record_answer(
-            ip("10.8.0.3"),
-            ip("1.1.1.1"),
-            "other.example",
-            None,
-            10,
-            t(0),
-        );
+        table.record_answer(ip("10.8.0.2"), ip("1.1.1.1"), "short.example", None, 10, t(0));
+        table.record_answer(ip("10.8.0.2"), ip("1.1.1.2"), "long.example", None, 1000, t(0));
+        table.record_answer(ip("10.8.0.3"), ip("1.1.1.1"), "other.example", None, 10, t(0));
         assert_eq!(table.prune(t(70)), 0);
         assert_eq!(table.prune(t(71)), 2);
         assert_eq!(table.len(), 1);
         assert!(!table.clients.contains_key(&ip("10.8.0.3")));
-        assert_eq!(
-            name_at(&table, "10.8.0.2", "1.1.1.2", 71).as_deref(),
-            Some("long.example")
-        );
+        assert_eq!(name_at(&table, "10.8.0.2", "1.1.1.2", 71).as_deref(), Some("long.example"));
         assert_eq!(table.prune(t(2000)), 1);
         assert!(table.is_empty());
         // Entries from the future (clock went back) are kept.
-        table.record_answer(
-            ip("10.8.0.2"),
-            ip("1.1.1.1"),
-            "later.example",
-            None,
-            10,
-            t(5000),
-        );
+        table.record_answer(ip("10.8.0.2"), ip("1.1.1.1"), "later.example", None, 10, t(5000));
         assert_eq!(table.prune(t(4000)), 0);
         assert_eq!(table.len(), 1);
     }
@@ -650,14 +520,7 @@ mod tests {
     #[test]
     fn huge_ttl_does_not_overflow() {
         let mut table = NameTable::new(Duration::MAX, 10);
-        table.record_answer(
-            ip("10.8.0.2"),
-            ip("1.1.1.1"),
-            "max.example",
-            None,
-            u32::MAX,
-            t(0),
-        );
+        table.record_answer(ip("10.8.0.2"), ip("1.1.1.1"), "max.example", None, u32::MAX, t(0));
         assert!(name_at(&table, "10.8.0.2", "1.1.1.1", 10_000_000_000).is_some());
         assert_eq!(table.prune(t(10_000_000_000)), 0);
     }

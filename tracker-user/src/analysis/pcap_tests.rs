@@ -20,10 +20,8 @@ use super::{http, tls};
 /// `TRACKER_PCAPS`, else `shared/testdata/pcaps` beside the repository (absent in a user's
 /// clone, present on the developers' and CI machines).
 fn pcaps_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TRACKER_PCAPS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/pcaps"),
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("TRACKER_PCAPS")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/pcaps"), PathBuf::from);
     dir.is_dir().then_some(dir)
 }
 
@@ -65,22 +63,14 @@ fn read_frames(path: &Path) -> Result<Vec<Frame>> {
                 .ok()
                 .and_then(|i| reader.interfaces().get(i))
                 .map_or(DataLink::ETHERNET, |idb| idb.linktype);
-            frames.push(Frame {
-                number: frames.len() + 1,
-                link,
-                data,
-            });
+            frames.push(Frame { number: frames.len() + 1, link, data });
         }
     } else {
         let mut reader = PcapReader::new(bytes.as_slice()).context("pcap header")?;
         let link = reader.header().datalink;
         while let Some(packet) = reader.next_packet() {
             let packet = packet.context("pcap record")?;
-            frames.push(Frame {
-                number: frames.len() + 1,
-                link,
-                data: packet.data.to_vec(),
-            });
+            frames.push(Frame { number: frames.len() + 1, link, data: packet.data.to_vec() });
         }
     }
     Ok(frames)
@@ -132,9 +122,7 @@ fn split_l4(ip_number: IpNumber, segment: &[u8]) -> Option<(Transport, u16, u16,
 fn slice(frame: &Frame) -> Option<LaxSlicedPacket<'_>> {
     match frame.link {
         DataLink::ETHERNET => LaxSlicedPacket::from_ethernet(&frame.data).ok(),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {
-            LaxSlicedPacket::from_ip(&frame.data).ok()
-        }
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => LaxSlicedPacket::from_ip(&frame.data).ok(),
         _ => None,
     }
 }
@@ -178,14 +166,10 @@ fn fragment<'a>(net: &LaxNetSlice<'a>) -> Option<Fragment<'a>> {
         LaxNetSlice::Ipv6(v6) => {
             let payload = v6.payload();
             payload.fragmented.then_some(())?;
-            let raw = v6
-                .extensions()
-                .clone()
-                .into_iter()
-                .find_map(|ext| match ext {
-                    Ipv6ExtensionSlice::Fragment(f) => Some(f.slice()),
-                    _ => None,
-                })?;
+            let raw = v6.extensions().clone().into_iter().find_map(|ext| match ext {
+                Ipv6ExtensionSlice::Fragment(f) => Some(f.slice()),
+                _ => None,
+            })?;
             let [_, _, b2, b3, i0, i1, i2, i3, ..] = *raw else {
                 return None;
             };
@@ -193,11 +177,7 @@ fn fragment<'a>(net: &LaxNetSlice<'a>) -> Option<Fragment<'a>> {
             let mut addrs = v6.header().source().to_vec();
             addrs.extend_from_slice(&v6.header().destination());
             Some(Fragment {
-                key: (
-                    addrs,
-                    u32::from_be_bytes([i0, i1, i2, i3]),
-                    payload.ip_number,
-                ),
+                key: (addrs, u32::from_be_bytes([i0, i1, i2, i3]), payload.ip_number),
                 offset: usize::from(word >> 3) * 8,
                 more: word & 1 == 1,
                 ip_number: payload.ip_number,
@@ -247,14 +227,7 @@ fn l4_payloads(path: &Path) -> Result<Vec<L4Payload>> {
         };
         let mut push = |origin, ip_number, segment: &[u8]| {
             if let Some((transport, src_port, dst_port, data)) = split_l4(ip_number, segment) {
-                out.push(L4Payload {
-                    frame: frame.number,
-                    transport,
-                    src_port,
-                    dst_port,
-                    origin,
-                    data: data.to_vec(),
-                });
+                out.push(L4Payload { frame: frame.number, transport, src_port, dst_port, origin, data: data.to_vec() });
             }
         };
         if let Some(frag) = packet.net.as_ref().and_then(fragment) {
@@ -359,11 +332,7 @@ fn every_payload_in_every_capture_is_parsed_without_panic() {
         .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 10,
-        "expected the shared captures in {}",
-        dir.display()
-    );
+    assert!(files.len() >= 10, "expected the shared captures in {}", dir.display());
     let mut panics = Vec::new();
     let mut dns_payloads = 0;
     for path in &files {
@@ -390,32 +359,23 @@ fn every_payload_in_every_capture_is_parsed_without_panic() {
         }
     }
     assert!(panics.is_empty(), "parsers panicked on: {panics:?}");
-    assert!(
-        dns_payloads >= 480,
-        "only {dns_payloads} DNS payloads found"
-    );
+    assert!(dns_payloads >= 480, "only {dns_payloads} DNS payloads found");
 }
 
 /// What must hold for any message the parser accepts, however odd its input.
 fn check_invariants(msg: &DnsMessage) {
-    let names = msg
-        .questions
-        .iter()
-        .map(|q| &q.name)
-        .chain(msg.answers.iter().map(|a| &a.name))
-        .chain(msg.answers.iter().filter_map(|a| match &a.data {
+    let names = msg.questions.iter().map(|q| &q.name).chain(msg.answers.iter().map(|a| &a.name)).chain(
+        msg.answers.iter().filter_map(|a| match &a.data {
             AnswerData::Cname(target) => Some(target),
             _ => None,
-        }));
+        }),
+    );
     for name in names {
         assert!(!name.is_empty());
         // 253 wire bytes, each escaped to at most 4 characters.
         assert!(name.len() <= 4 * 253, "{name}");
         assert!(name.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{name}");
-        assert!(
-            name == "." || !name.ends_with('.') || name.ends_with("\\."),
-            "{name}"
-        );
+        assert!(name == "." || !name.ends_with('.') || name.ends_with("\\."), "{name}");
         assert_eq!(*name, name.to_ascii_lowercase());
     }
     for answer in &msg.answers {
@@ -455,51 +415,25 @@ fn ambiguous_names_exact_counts_and_chains() {
     };
     let teams = response("api.teams.skype.com");
     let addrs = teams.addresses_for("api.teams.skype.com");
-    let expected_chain = [
-        "teams-afd.trafficmanager.net",
-        "teams-afd-trafficmanager-net.s-0004.s-msedge.net",
-        "s-0004.s-msedge.net",
-    ];
-    assert_eq!(
-        addrs,
-        vec![(
-            ip("52.113.194.131"),
-            141,
-            expected_chain.map(String::from).to_vec()
-        )]
-    );
+    let expected_chain =
+        ["teams-afd.trafficmanager.net", "teams-afd-trafficmanager-net.s-0004.s-msedge.net", "s-0004.s-msedge.net"];
+    assert_eq!(addrs, vec![(ip("52.113.194.131"), 141, expected_chain.map(String::from).to_vec())]);
 
     let courier = response("41-courier.push.apple.com").addresses_for("41-courier.push.apple.com");
     assert_eq!(courier.len(), 8);
     assert!(courier.iter().all(|(_, ttl, chain)| *ttl == 17
-        && chain
-            == &[
-                "41.courier-push-apple.com.akadns.net",
-                "eu-north-courier-4.push-apple.com.akadns.net"
-            ]));
+        && chain == &["41.courier-push-apple.com.akadns.net", "eu-north-courier-4.push-apple.com.akadns.net"]));
 
     let android = response("android.clients.google.com");
-    assert_eq!(
-        android.cname_chain("android.clients.google.com"),
-        ["android.l.google.com"]
-    );
-    assert_eq!(
-        android.addresses_for("android.clients.google.com").len(),
-        16
-    );
+    assert_eq!(android.cname_chain("android.clients.google.com"), ["android.l.google.com"]);
+    assert_eq!(android.addresses_for("android.clients.google.com").len(), 16);
 
     let nx = response("*.teams.microsoft.com");
     assert_eq!(nx.rcode, "NXDOMAIN");
     assert!(nx.answers.is_empty());
 
     let direct = response("short.weixin.qq.com").addresses_for("short.weixin.qq.com");
-    assert_eq!(
-        direct,
-        vec![
-            (ip("203.205.254.77"), 599, vec![]),
-            (ip("203.205.254.220"), 599, vec![])
-        ]
-    );
+    assert_eq!(direct, vec![(ip("203.205.254.77"), 599, vec![]), (ip("203.205.254.220"), 599, vec![])]);
 }
 
 #[test]
@@ -532,10 +466,7 @@ fn fragmented_dns_matches_tshark_after_reassembly() {
     assert_eq!(s.queries, 22);
     assert_eq!(s.responses, 21);
     assert_eq!(s.rcodes, counts(&[("NOERROR", 20), ("SERVFAIL", 1)]));
-    assert_eq!(
-        s.answers,
-        counts(&[("A", 5), ("AAAA", 8), ("DNSKEY", 12), ("RRSIG", 15)])
-    );
+    assert_eq!(s.answers, counts(&[("A", 5), ("AAAA", 8), ("DNSKEY", 12), ("RRSIG", 15)]));
     assert_eq!(s.partial, 0);
     assert_eq!(s.edns, 42);
 
@@ -557,9 +488,7 @@ fn fragmented_dns_matches_tshark_after_reassembly() {
     let first: Vec<_> = dns_messages(&path, &[Origin::FirstFragment]);
     assert_eq!(first.len(), 7);
     for (frame, msg) in &first {
-        let msg = msg
-            .as_ref()
-            .unwrap_or_else(|e| panic!("frame {frame}: {e:#}"));
+        let msg = msg.as_ref().unwrap_or_else(|e| panic!("frame {frame}: {e:#}"));
         assert!(msg.partial, "frame {frame}");
         assert!(msg.is_response);
     }
@@ -625,12 +554,7 @@ fn ipv6_fragmented_txt_response() {
     // The big response's first fragment alone is a partial message.
     let first = dns_messages(&path, &[Origin::FirstFragment]);
     assert_eq!(first.len(), 1);
-    assert!(
-        first[0]
-            .1
-            .as_ref()
-            .is_ok_and(|m| m.partial && m.answers.is_empty())
-    );
+    assert!(first[0].1.as_ref().is_ok_and(|m| m.partial && m.answers.is_empty()));
 }
 
 #[test]
@@ -657,19 +581,13 @@ fn orphan_first_fragments_are_partial() {
     let s = stats(messages.iter().map(|(_, m)| m));
     assert_eq!(s.queries, 0);
     assert_eq!(s.responses, 83);
-    assert_eq!(
-        s.partial, 83,
-        "every accepted message must be flagged partial"
-    );
+    assert_eq!(s.partial, 83, "every accepted message must be flagged partial");
     // 10 are cut inside the header (5) or the question (5): nothing usable, so errors.
     assert_eq!(s.err, 10);
     for (frame, msg) in &messages {
         if let Err(e) = msg {
             let text = format!("{e:#}");
-            assert!(
-                text.contains("header") || text.contains("question 1"),
-                "{frame}: {text}"
-            );
+            assert!(text.contains("header") || text.contains("question 1"), "{frame}: {text}");
         }
     }
 }

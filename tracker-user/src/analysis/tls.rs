@@ -1,8 +1,8 @@
 //! TLS first-payload inspection: the ClientHello's server name (SNI) and a "looks like TLS" test.
 
 use tls_parser::{
-    SNIType, TlsExtension, TlsRecordType, parse_tls_extension_sni_content,
-    parse_tls_extension_unknown, parse_tls_handshake_client_hello, parse_tls_record_header,
+    SNIType, TlsExtension, TlsRecordType, parse_tls_extension_sni_content, parse_tls_extension_unknown,
+    parse_tls_handshake_client_hello, parse_tls_record_header,
 };
 
 use super::{domain::normalize_hostname, http::is_address};
@@ -142,10 +142,7 @@ pub(crate) mod tests {
         let mut entry = vec![0x00];
         entry.extend_from_slice(&u16::try_from(name.len()).expect("len").to_be_bytes());
         entry.extend_from_slice(name);
-        let mut data = u16::try_from(entry.len())
-            .expect("len")
-            .to_be_bytes()
-            .to_vec();
+        let mut data = u16::try_from(entry.len()).expect("len").to_be_bytes().to_vec();
         data.extend_from_slice(&entry);
         (0, data)
     }
@@ -180,10 +177,7 @@ pub(crate) mod tests {
     );
 
     fn unhex(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect()
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
     }
 
     #[test]
@@ -191,16 +185,10 @@ pub(crate) mod tests {
         let hello = unhex(OPENSSL_HELLO_HEX);
         assert_eq!(hello.len(), 322);
         assert!(looks_like_tls(&hello));
-        assert_eq!(
-            client_hello_sni(&hello).as_deref(),
-            Some("real.example.com")
-        );
+        assert_eq!(client_hello_sni(&hello).as_deref(), Some("real.example.com"));
         // The SNI extension ends at byte 169; every cut from there on still finds it.
         for cut in 169..hello.len() {
-            assert_eq!(
-                client_hello_sni(&hello[..cut]).as_deref(),
-                Some("real.example.com")
-            );
+            assert_eq!(client_hello_sni(&hello[..cut]).as_deref(), Some("real.example.com"));
         }
         for cut in 0..169 {
             assert_eq!(client_hello_sni(&hello[..cut]), None, "cut at {cut}");
@@ -227,25 +215,13 @@ pub(crate) mod tests {
 
     #[test]
     fn sni_survives_a_cut_after_the_sni_extension() {
-        let hello = client_hello(&[
-            grease(),
-            sni_ext(b"cut.example.org"),
-            supported_versions(),
-            key_share(1216),
-        ]);
+        let hello = client_hello(&[grease(), sni_ext(b"cut.example.org"), supported_versions(), key_share(1216)]);
         assert!(hello.len() > 1280);
         for cut in [1280, 400, 200] {
-            assert_eq!(
-                client_hello_sni(&hello[..cut]).as_deref(),
-                Some("cut.example.org"),
-                "cut at {cut}"
-            );
+            assert_eq!(client_hello_sni(&hello[..cut]).as_deref(), Some("cut.example.org"), "cut at {cut}");
         }
         // Cut inside the SNI extension itself: nothing trustworthy to report.
-        let sni_end = hello
-            .windows(15)
-            .position(|w| w == b"cut.example.org")
-            .expect("name");
+        let sni_end = hello.windows(15).position(|w| w == b"cut.example.org").expect("name");
         assert_eq!(client_hello_sni(&hello[..sni_end + 10]), None);
     }
 
@@ -253,10 +229,7 @@ pub(crate) mod tests {
     fn sni_after_the_cut_is_not_found() {
         let hello = client_hello(&[key_share(1216), sni_ext(b"late.example.org")]);
         assert_eq!(client_hello_sni(&hello[..1280]), None);
-        assert_eq!(
-            client_hello_sni(&hello).as_deref(),
-            Some("late.example.org")
-        );
+        assert_eq!(client_hello_sni(&hello).as_deref(), Some("late.example.org"));
     }
 
     #[test]
@@ -273,18 +246,12 @@ pub(crate) mod tests {
     fn malformed_extension_before_sni_is_skipped() {
         // A supported_versions extension whose content is nonsense for tls-parser.
         let hello = client_hello(&[(43, vec![0xff]), sni_ext(b"after.bad.example")]);
-        assert_eq!(
-            client_hello_sni(&hello).as_deref(),
-            Some("after.bad.example")
-        );
+        assert_eq!(client_hello_sni(&hello).as_deref(), Some("after.bad.example"));
     }
 
     #[test]
     fn no_sni_or_not_a_hello() {
-        assert_eq!(
-            client_hello_sni(&client_hello(&[supported_versions()])),
-            None
-        );
+        assert_eq!(client_hello_sni(&client_hello(&[supported_versions()])), None);
         assert_eq!(client_hello_sni(b""), None);
         assert_eq!(client_hello_sni(b"GET / HTTP/1.1\r\n"), None);
         assert_eq!(client_hello_sni(&[0x16, 0x03, 0x01, 0x00]), None);

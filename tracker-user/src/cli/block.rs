@@ -135,8 +135,15 @@ fn kernel_target(global: &Global, pins: &PinDir) -> Result<Target> {
             return Ok(Target::AtStart);
         }
         let hint = match &daemon_pins {
-            Some(q) => format!("the daemon of {} pins its maps in {}: pass --pin-dir {}", db.display(), q.display(), q.display()),
-            None => format!("tracker pins its maps in {} unless `tracker run` was given --pin-dir", kernel::DEFAULT_PIN_DIR),
+            Some(q) => format!(
+                "the daemon of {} pins its maps in {}: pass --pin-dir {}",
+                db.display(),
+                q.display(),
+                q.display()
+            ),
+            None => {
+                format!("tracker pins its maps in {} unless `tracker run` was given --pin-dir", kernel::DEFAULT_PIN_DIR)
+            }
         };
         bail!("{} is not on a BPF filesystem, so it holds no tracker maps; {hint}", p.display());
     }
@@ -183,4 +190,3 @@ pub fn blocks(global: &Global, args: &ListArgs) -> Result<()> {
     const COLUMNS: &[&str] = &["rule", "comment", "packets_dropped", "last_hit", "created"];
     output::render(&mut std::io::stdout().lock(), args.format, COLUMNS, &rows)
 }
-

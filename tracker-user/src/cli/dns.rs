@@ -7,7 +7,11 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Global, ListArgs, effective_limit, open_existing, output::{self, Format}, say_cut};
+use super::{
+    Global, ListArgs, effective_limit, open_existing,
+    output::{self, Format},
+    say_cut,
+};
 use crate::{
     store::{DnsQuery, DomainQuery, Grouping, dns::DnsRow},
     timefmt,

@@ -104,11 +104,14 @@ suffix list: a.b.example.co.uk counts for example.co.uk).\n\nExamples:\n  \
 tracker domains --min-queries 10\n  tracker domains --since 30d --group registrable --format csv")]
     Domains(dns::DomainsArgs),
     /// Block an address or network (CIDR) in the kernel, to and from every device.
-    #[command(name = "block-ip", long_about = "Blocks an IPv4/IPv6 address or CIDR: packets to it \
+    #[command(
+        name = "block-ip",
+        long_about = "Blocks an IPv4/IPv6 address or CIDR: packets to it \
 (from the devices) and from it (to the devices) are dropped in the kernel. The rule is stored in \
 the database and applied to the running daemon's kernel maps at once; if no daemon is running it \
 takes effect when `tracker run` starts.\n\nExamples:\n  tracker block-ip 203.0.113.7\n  \
-tracker block-ip 198.51.100.0/24 --comment \"ad network\"\n  tracker block-ip 2001:db8::/32")]
+tracker block-ip 198.51.100.0/24 --comment \"ad network\"\n  tracker block-ip 2001:db8::/32"
+    )]
     BlockIp(block::BlockArgs),
     /// Remove a block rule added with block-ip.
     #[command(name = "unblock-ip")]
@@ -198,9 +201,9 @@ fn fact_value(key: &str, value: String) -> serde_json::Value {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<csv::Error>().is_some_and(|e| {
-                matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
-            })
+            || c.downcast_ref::<csv::Error>().is_some_and(
+                |e| matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
             || c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind)
                 == Some(std::io::ErrorKind::BrokenPipe)
     })
@@ -232,7 +235,13 @@ pub fn cut_note(shown: usize, total: u64, what: &str, limit: Option<u32>, format
 }
 
 /// Writes [`cut_note`]'s note, if any, to stderr (ignoring a closed stderr).
-pub fn say_cut(shown: usize, total: impl FnOnce() -> Result<u64>, what: &str, limit: Option<u32>, format: Format) -> Result<()> {
+pub fn say_cut(
+    shown: usize,
+    total: impl FnOnce() -> Result<u64>,
+    what: &str,
+    limit: Option<u32>,
+    format: Format,
+) -> Result<()> {
     let cut = effective_limit(limit, format);
     if cut.is_some_and(|n| shown as u64 >= u64::from(n))
         && let Some(note) = cut_note(shown, total()?, what, limit, format)

@@ -70,8 +70,7 @@ fn table<T: Serialize>(out: &mut dyn Write, columns: &[&str], rows: &[T]) -> Res
         }
     }
     // A column of numbers is right-aligned, its header too.
-    let numeric: Vec<bool> =
-        (0..columns.len()).map(|i| cells.iter().any(|row| row[i].1)).collect();
+    let numeric: Vec<bool> = (0..columns.len()).map(|i| cells.iter().any(|row| row[i].1)).collect();
     let header: Vec<String> = columns
         .iter()
         .zip(&widths)

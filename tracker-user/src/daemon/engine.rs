@@ -158,7 +158,8 @@ impl RingLoss {
             && total > seen
         {
             tracing::warn!(
-                lost = total - seen, total,
+                lost = total - seen,
+                total,
                 "event ring full: records lost. Flows are still counted in full; lost are the \
                  DNS messages and first payloads that name flows"
             );

@@ -266,5 +266,4 @@ impl Upkeep {
         tracing::info!(db = %self.db.display(), rules = n, "new database in place");
         Ok(Checked::NewDatabase)
     }
-
 }

@@ -123,7 +123,8 @@ impl FlowTables {
             sys::lookup_and_delete(self.v4_fd.as_fd(), bytes, value)
         } else {
             // SAFETY: as above, for FlowKey.
-            let bytes = unsafe { std::slice::from_raw_parts((key as *const FlowKey).cast::<u8>(), size_of::<FlowKey>()) };
+            let bytes =
+                unsafe { std::slice::from_raw_parts((key as *const FlowKey).cast::<u8>(), size_of::<FlowKey>()) };
             sys::lookup_and_delete(self.v6_fd.as_fd(), bytes, value)
         };
         let found = found.with_context(|| format!("deleting an ended flow of {}", key.remote()))?;

@@ -186,11 +186,7 @@ pub struct MapSizes {
 impl Default for MapSizes {
     fn default() -> Self {
         use tracker_common::defaults;
-        Self {
-            flows: defaults::FLOW_ENTRIES,
-            blocks: defaults::BLOCK_ENTRIES,
-            events_bytes: defaults::EVENTS_BYTES,
-        }
+        Self { flows: defaults::FLOW_ENTRIES, blocks: defaults::BLOCK_ENTRIES, events_bytes: defaults::EVENTS_BYTES }
     }
 }
 
@@ -331,10 +327,7 @@ pub fn attach(ebpf: &mut Ebpf, pins: &PinDir, iface: &Iface) -> Result<(Attached
                 .or_else(|_| xdp.attach(&iface.name, XdpMode::Skb).map(|id| (id, AttachedMode::Generic)))
         };
         let (xdp_id, mode) = mode.with_context(|| {
-            format!(
-                "attaching XDP to {}; is another XDP program attached? (`ip link show {}`)",
-                iface.name, iface.name
-            )
+            format!("attaching XDP to {}; is another XDP program attached? (`ip link show {}`)", iface.name, iface.name)
         })?;
         let xdp_link = FdLink::try_from(xdp.take_link(xdp_id)?).context("XDP link is not a BPF link")?;
         let pinned = xdp_link

@@ -72,8 +72,7 @@ impl PinDir {
             })?;
             tracing::info!(path = %point.display(), "mounted bpffs");
         }
-        std::fs::create_dir_all(&self.0)
-            .with_context(|| format!("creating the pin directory {}", self.0.display()))
+        std::fs::create_dir_all(&self.0).with_context(|| format!("creating the pin directory {}", self.0.display()))
     }
 
     /// Opens a pinned map; `Ok(None)` if it is not pinned (no daemon has run since boot).
@@ -82,8 +81,7 @@ impl PinDir {
         if !path.exists() {
             return Ok(None);
         }
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        let data = MapData::from_pin(&path).with_context(|| format!("opening the pinned map {}", path.display()))?;
         Ok(Some(Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?))
     }
 

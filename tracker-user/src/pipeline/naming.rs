@@ -145,7 +145,6 @@ pub struct Namer {
     stats: DnsStats,
 }
 
-
 impl Namer {
     /// `local_nets` are the VPN's own subnets (the interface's addresses and `--local-net`):
     /// peers in them are `local`, like private and loopback addresses.
@@ -248,10 +247,8 @@ impl Namer {
             (false, true) => {
                 // A response to another question is not this query's answer (spoofed or
                 // broken): the query keeps waiting, the response is logged on its own.
-                let matches = self
-                    .pending
-                    .get(&exchange)
-                    .is_some_and(|q| q.qname == question.name && q.qtype == question.qtype);
+                let matches =
+                    self.pending.get(&exchange).is_some_and(|q| q.qname == question.name && q.qtype == question.qtype);
                 if !matches && self.answered_recently(&exchange, at_ms) {
                     return; // the response again (a TCP retransmission)
                 }
@@ -297,9 +294,7 @@ impl Namer {
     }
 
     fn answered_recently(&self, exchange: &Exchange, at_ms: i64) -> bool {
-        self.answered
-            .get(exchange)
-            .is_some_and(|&t| at_ms - t < RESPONSE_TIMEOUT.as_millis() as i64)
+        self.answered.get(exchange).is_some_and(|&t| at_ms - t < RESPONSE_TIMEOUT.as_millis() as i64)
     }
 
     fn malformed(&mut self, h: &EventHeader, why: &str) {
@@ -473,7 +468,13 @@ mod tests {
     #[test]
     fn query_and_response_pair_into_one_record_and_name_the_next_flow() {
         let mut n = namer();
-        ask(&mut n, 7, "www.example.com", &[("www.example.com", "edge.cdn.example"), ("edge.cdn.example", "192.0.2.7")], 0);
+        ask(
+            &mut n,
+            7,
+            "www.example.com",
+            &[("www.example.com", "edge.cdn.example"), ("edge.cdn.example", "192.0.2.7")],
+            0,
+        );
         let records = n.take_dns_records(Some(t(10)));
         assert_eq!(records.len(), 1);
         let r = &records[0];

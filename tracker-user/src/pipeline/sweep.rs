@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-
 use anyhow::Result;
 use tracker_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
@@ -131,7 +130,13 @@ fn total(row_first_ns: u64, base: &FlowStats, s: &FlowStats) -> FlowStats {
 }
 
 /// Converts a row's totals for storage.
-pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: KernelClock, name: FlowName, remote_class: AddrClass) -> FlowRecord {
+pub fn flow_record(
+    k: &FlowKey,
+    s: &FlowStats,
+    clock: KernelClock,
+    name: FlowName,
+    remote_class: AddrClass,
+) -> FlowRecord {
     FlowRecord {
         kernel_first_ns: s.first_seen_ns,
         client: k.client(),
@@ -248,7 +253,8 @@ impl Sweeper {
                 history = None;
             }
             live.seen = generation;
-            let (row_first_ns, base) = history.map_or((s.first_seen_ns, FlowStats::default()), |h| (h.row_first_ns, h.base));
+            let (row_first_ns, base) =
+                history.map_or((s.first_seen_ns, FlowStats::default()), |h| (h.row_first_ns, h.base));
             if now_ns.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(key, s) {
                 // Taken out, then written: what arrived since the snapshot is in `last`.
                 let last = source.take(key)?.unwrap_or(*s);
@@ -294,7 +300,13 @@ impl Sweeper {
             (naming::facts::DNS_MALFORMED, dns.malformed.to_string()),
             (FACT_FLOWS_ENDED, self.ended_total.to_string()),
         ];
-        let batch = Batch { boot_id: source.boot_id(), flows: &self.records, dns: &self.pending_dns, blocks: &blocks, facts: &facts };
+        let batch = Batch {
+            boot_id: source.boot_id(),
+            flows: &self.records,
+            dns: &self.pending_dns,
+            blocks: &blocks,
+            facts: &facts,
+        };
         let written = self.records.len();
         let result = sink.write(&batch);
         self.forget_gone(generation, now_ns);
@@ -328,7 +340,10 @@ mod tests {
     use std::time::Duration;
 
     use anyhow::{Result, bail};
-    use tracker_common::{FAMILY_V4, user::{DecodeError, Event}};
+    use tracker_common::{
+        FAMILY_V4,
+        user::{DecodeError, Event},
+    };
 
     use super::*;
 

@@ -75,11 +75,9 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| super::explain_path(&path, e))?;
         let existing: Option<(u32, Option<String>)> = tx
-            .query_row(
-                "SELECT id, comment FROM block_rules WHERE kind = ?1 AND rule = ?2",
-                params![kind, rule],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT id, comment FROM block_rules WHERE kind = ?1 AND rule = ?2", params![kind, rule], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((id, old)) = existing {
             let changed = comment.is_some_and(|c| old.as_deref() != Some(c));
@@ -114,11 +112,9 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| super::explain_path(&path, e))?;
         let id: Option<u32> = tx
-            .query_row(
-                "DELETE FROM block_rules WHERE kind = ?1 AND rule = ?2 RETURNING id",
-                params![kind, rule],
-                |r| r.get(0),
-            )
+            .query_row("DELETE FROM block_rules WHERE kind = ?1 AND rule = ?2 RETURNING id", params![kind, rule], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| super::explain_path(&path, e))?;
         let Some(id) = id else {
@@ -145,9 +141,8 @@ impl Store {
 
     /// Every rule with what is needed to write it again into a new database.
     pub fn stored_rules(&self) -> Result<Vec<StoredRule>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, kind, rule, comment, created FROM block_rules ORDER BY id")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, kind, rule, comment, created FROM block_rules ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredRule { id: r.get(0)?, kind: r.get(1)?, rule: r.get(2)?, comment: r.get(3)?, created: r.get(4)? })
         })?;
@@ -169,8 +164,7 @@ impl Store {
 
     /// Every rule of `kind` as (id, rule text).
     pub fn block_rules(&self, kind: &str) -> Result<Vec<(u32, String)>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, rule FROM block_rules WHERE kind = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached("SELECT id, rule FROM block_rules WHERE kind = ?1 ORDER BY id")?;
         let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>().context("reading block rules")
     }
@@ -214,20 +208,15 @@ impl Store {
 
     pub fn block_counters(&self, id: u32) -> Result<Option<BlockCounters>> {
         self.conn
-            .query_row(
-                "SELECT dropped_before, dropped_kernel FROM block_rules WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(BlockCounters {
-                        dropped_before: r.get::<_, i64>(0)? as u64,
-                        dropped_kernel: r.get::<_, i64>(1)? as u64,
-                    })
-                },
-            )
+            .query_row("SELECT dropped_before, dropped_kernel FROM block_rules WHERE id = ?1", [id], |r| {
+                Ok(BlockCounters {
+                    dropped_before: r.get::<_, i64>(0)? as u64,
+                    dropped_kernel: r.get::<_, i64>(1)? as u64,
+                })
+            })
             .optional()
             .context("reading block counters")
     }
-
 
     /// A rule's kernel entry is being created afresh (new map after a reboot, or pins removed):
     /// fold what the old entry counted into the history so the total carries on.
@@ -266,10 +255,14 @@ mod tests {
         let same = s.add_block_then("ip", "203.0.113.7/32", None, |_| panic!("not applied twice"));
         assert_eq!(same.unwrap(), Added::Exists { id, comment_updated: false });
 
-        assert_eq!(s.remove_block_then("ip", "203.0.113.7/32", |got| {
-            assert_eq!(got, id);
-            Ok(())
-        }).unwrap(), Some(id));
+        assert_eq!(
+            s.remove_block_then("ip", "203.0.113.7/32", |got| {
+                assert_eq!(got, id);
+                Ok(())
+            })
+            .unwrap(),
+            Some(id)
+        );
         assert!(s.stored_rules().unwrap().is_empty());
     }
 

@@ -134,7 +134,7 @@ impl Writer<'_> {
         if records.is_empty() {
             return Ok(());
         }
-                {
+        {
             let mut query = self.conn.prepare_cached(
                 "INSERT INTO dns_queries (ts, answered, client, client_port, resolver,
                      resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
@@ -161,23 +161,24 @@ impl Writer<'_> {
                     truncated,
                     answers,
                 } = r;
-                let id = query.insert(params![
-                    ts_ms,
-                    answered_ms,
-                    client.to_string(),
-                    client_port,
-                    resolver.to_string(),
-                    resolver_port,
-                    transport.as_str(),
-                    dns_id,
-                    qname,
-                    qtype,
-                    rcode,
-                    truncated,
-                    r.cname(),
-                    r.min_ttl(),
-                ])
-                .map_err(|e| explain_path(self.path, e))?;
+                let id = query
+                    .insert(params![
+                        ts_ms,
+                        answered_ms,
+                        client.to_string(),
+                        client_port,
+                        resolver.to_string(),
+                        resolver_port,
+                        transport.as_str(),
+                        dns_id,
+                        qname,
+                        qtype,
+                        rcode,
+                        truncated,
+                        r.cname(),
+                        r.min_ttl(),
+                    ])
+                    .map_err(|e| explain_path(self.path, e))?;
                 for (position, a) in answers.iter().enumerate() {
                     answer
                         .execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])
@@ -250,9 +251,9 @@ impl Store {
     }
 
     fn answers(&self, query_id: i64) -> Result<Vec<Answer>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT name, type, ttl, data FROM dns_answers WHERE query_id = ?1 ORDER BY position",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, type, ttl, data FROM dns_answers WHERE query_id = ?1 ORDER BY position")?;
         let rows = stmt.query_map([query_id], |r| {
             let rtype: String = r.get(1)?;
             let data: String = r.get(3)?;
@@ -292,18 +293,15 @@ impl Store {
              WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2)
              GROUP BY qname, client",
         )?;
-        let rows = stmt.query_map(
-            params![q.since_ms.unwrap_or(i64::MIN), q.client.map(|c| c.to_string())],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )?;
+        let rows = stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.client.map(|c| c.to_string())], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
         struct Acc {
             queries: u64,
             clients: std::collections::HashSet<String>,
@@ -317,12 +315,7 @@ impl Store {
                 Grouping::Name => qname,
                 Grouping::Registrable => domain::registrable(&qname).unwrap_or(qname),
             };
-            let acc = groups.entry(key).or_insert_with(|| Acc {
-                queries: 0,
-                clients: Default::default(),
-                first,
-                last,
-            });
+            let acc = groups.entry(key).or_insert_with(|| Acc { queries: 0, clients: Default::default(), first, last });
             acc.queries += count;
             acc.clients.insert(client);
             acc.first = acc.first.min(first);
@@ -471,10 +464,17 @@ mod tests {
         assert_eq!(q(4, Grouping::Name).len(), 1);
         assert_eq!(q(5, Grouping::Name).len(), 0);
         let grouped = q(2, Grouping::Registrable);
-        let summary: Vec<(&str, u64, u64)> = grouped.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
+        let summary: Vec<(&str, u64, u64)> =
+            grouped.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
         assert_eq!(summary, [("example.co.uk", 5, 2)]);
         let (cut, total) = s
-            .domains_counted(&DomainQuery { since_ms: None, client: None, min_queries: 1, group: Grouping::Name, limit: Some(1) })
+            .domains_counted(&DomainQuery {
+                since_ms: None,
+                client: None,
+                min_queries: 1,
+                group: Grouping::Name,
+                limit: Some(1),
+            })
             .unwrap();
         assert_eq!((cut.len(), total), (1, 3));
     }

@@ -82,7 +82,6 @@ pub struct FlowQuery {
     pub limit: Option<u32>,
 }
 
-
 /// Name of a protocol number as the CLI prints it.
 pub fn protocol_name(p: u8) -> String {
     match p {
@@ -130,16 +129,11 @@ impl Store {
         refuse_directory(path)?;
         match std::fs::metadata(path) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "no database at {} yet: start the daemon with `tracker run`, or pass --db",
-                path.display()
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("no database at {} yet: start the daemon with `tracker run`, or pass --db", path.display())
+            }
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot read {}{}",
-                    path.display(),
-                    sudo_hint()
-                )));
+                return Err(anyhow::Error::new(e).context(format!("cannot read {}{}", path.display(), sudo_hint())));
             }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -150,9 +144,7 @@ impl Store {
             // A WAL database on a read-only filesystem whose -shm is gone (the last writer
             // removed it) cannot be opened the usual way: nobody can change the file there, so
             // it is read as immutable.
-            let cannot_open = e
-                .downcast_ref::<rusqlite::Error>()
-                .and_then(rusqlite::Error::sqlite_error_code)
+            let cannot_open = e.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code)
                 == Some(ErrorCode::CannotOpen);
             if !(cannot_open && on_readonly_fs(path)) {
                 return Err(e);
@@ -168,10 +160,7 @@ impl Store {
             bail!("{}", newer_message(path, version));
         }
         if version == 0 {
-            bail!(
-                "the database {} is empty: start the daemon with `tracker run`, or pass --db",
-                path.display()
-            );
+            bail!("the database {} is empty: start the daemon with `tracker run`, or pass --db", path.display());
         }
         if version < schema::VERSION {
             bail!(
@@ -276,12 +265,11 @@ impl Store {
             if now >= to as u32 {
                 continue;
             }
-            tx.execute_batch(sql).map_err(|e| explain_path(&self.path, e)).with_context(|| format!("applying schema migration {to}"))?;
+            tx.execute_batch(sql)
+                .map_err(|e| explain_path(&self.path, e))
+                .with_context(|| format!("applying schema migration {to}"))?;
             if to == 3 {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                    params![schema::META_DB_ID, random_id()?],
-                )?;
+                tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![schema::META_DB_ID, random_id()?])?;
             }
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", to)?;
@@ -297,7 +285,6 @@ impl Store {
         Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
-
     /// Flows, biggest (bytes both ways) first.
     pub fn flows(&self, q: &FlowQuery) -> Result<Vec<FlowRow>> {
         let mut stmt = self.conn.prepare_cached(
@@ -307,31 +294,27 @@ impl Store {
              FROM flows WHERE last_seen >= ?1
              ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(
-            params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)],
-            |r| {
-                Ok(FlowRow {
-                    client: r.get(0)?,
-                    remote: r.get(1)?,
-                    protocol: protocol_name(r.get(2)?),
-                    client_port: r.get(3)?,
-                    remote_port: r.get(4)?,
-                    packets_up: r.get::<_, i64>(5)? as u64,
-                    bytes_up: r.get::<_, i64>(6)? as u64,
-                    packets_down: r.get::<_, i64>(7)? as u64,
-                    bytes_down: r.get::<_, i64>(8)? as u64,
-                    first_seen: timefmt::rfc3339(r.get(9)?),
-                    last_seen: timefmt::rfc3339(r.get(10)?),
-                    name: r.get(11)?,
-                    name_source: r.get(12)?,
-                    cname: r.get(13)?,
-                    remote_class: r.get(14)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)], |r| {
+            Ok(FlowRow {
+                client: r.get(0)?,
+                remote: r.get(1)?,
+                protocol: protocol_name(r.get(2)?),
+                client_port: r.get(3)?,
+                remote_port: r.get(4)?,
+                packets_up: r.get::<_, i64>(5)? as u64,
+                bytes_up: r.get::<_, i64>(6)? as u64,
+                packets_down: r.get::<_, i64>(7)? as u64,
+                bytes_down: r.get::<_, i64>(8)? as u64,
+                first_seen: timefmt::rfc3339(r.get(9)?),
+                last_seen: timefmt::rfc3339(r.get(10)?),
+                name: r.get(11)?,
+                name_source: r.get(12)?,
+                cname: r.get(13)?,
+                remote_class: r.get(14)?,
+            })
+        })?;
         rows.collect::<rusqlite::Result<_>>().context("reading flows")
     }
-
 
     /// How many flows [`Store::flows`] would list for `q` without its limit.
     pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
@@ -396,7 +379,7 @@ impl Writer<'_> {
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
-                {
+        {
             let mut stmt = self.conn.prepare_cached(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
@@ -464,7 +447,7 @@ impl Writer<'_> {
 
     /// Sets some facts, leaving the others.
     pub fn update_daemon_facts(&self, facts: &[(&str, String)]) -> Result<()> {
-                for (k, v) in facts {
+        for (k, v) in facts {
             self.conn.execute(
                 "INSERT INTO daemon (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -504,9 +487,7 @@ fn explain(path: &Path, e: rusqlite::Error, access: Access) -> anyhow::Error {
         Some(ErrorCode::NotADatabase) => anyhow::anyhow!(
             "{shown} is not a tracker database (not SQLite): tracker leaves it alone; pass another --db"
         ),
-        Some(ErrorCode::DiskFull) => {
-            anyhow::Error::new(e).context(format!("the disk holding {shown} is full"))
-        }
+        Some(ErrorCode::DiskFull) => anyhow::Error::new(e).context(format!("the disk holding {shown} is full")),
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             let why = if on_readonly_fs(path) {
                 format!("{shown} is on a read-only filesystem (remount it read-write, or pass another --db)")
@@ -958,7 +939,11 @@ pub(crate) mod tests {
             let err = format!("{err:#}");
             assert_eq!(
                 err,
-                format!("{} is a directory: --db takes a database file, e.g. {}/tracker.db", dir.display(), dir.display())
+                format!(
+                    "{} is a directory: --db takes a database file, e.g. {}/tracker.db",
+                    dir.display(),
+                    dir.display()
+                )
             );
         }
     }
