@@ -40,7 +40,7 @@ use tracker_tests::{
     cmd::have_program,
     flood::{self, Flood, FloodReport},
     lab::{IPERF_PORT, IPERF_V4},
-    tracker_bin,
+    median, tracker_bin,
 };
 
 /// The lab's prefix: distinct from every test's (`te*`, `tc*`, `tn*`, `tl*`) and from `lab up`'s.
@@ -581,16 +581,6 @@ fn check_attached(lab: &Lab, config: Config) -> Result<()> {
     };
     ensure!(ok, "{}: the VPN interface has {a:?}", config.name());
     Ok(())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn report_throughput(runs: &[[Vec<f64>; 2]], loads: &[String]) {

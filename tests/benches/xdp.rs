@@ -31,7 +31,10 @@ use etherparse::PacketBuilder;
 use ipnet::IpNet;
 use tracker::kernel::{self, MapSizes, PinDir, Tables};
 use tracker_common::{Counter, L2_LEN_ETHERNET, L2_LEN_NONE, defaults};
-use tracker_tests::cmd::{have_program, run};
+use tracker_tests::{
+    cmd::{have_program, run},
+    median,
+};
 
 /// Runs per measurement of a fixed packet. A million makes the kernel's integer-ns average
 /// stable to about 1 ns and takes tens of milliseconds per measurement.
@@ -274,16 +277,6 @@ impl Figure {
 
     fn median(&self) -> f64 {
         median(&self.rounds)
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 

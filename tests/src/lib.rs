@@ -1,7 +1,8 @@
 //! tracker's test harness: the namespace lab ([`lab`]) that the integration tests in `tests/`
 //! and `cargo xtask lab` build, its DNS zone ([`zone`], also the tests' ground truth), crafted
 //! hostile DNS messages ([`hostile_dns`]), plus helpers for running commands ([`cmd`]),
-//! handling foreign processes ([`procs`]) and deciding whether a privileged test may run.
+//! handling foreign processes ([`procs`]), deciding whether a privileged test may run, and the
+//! benchmarks' [`median`].
 
 pub mod cmd;
 pub mod flood;
@@ -40,4 +41,16 @@ pub fn tracker_bin() -> PathBuf {
     std::env::var_os("TRACKER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracker"))
+}
+
+/// The median of `v` (the mean of the middle two for an even count; NaN for none): what the
+/// benchmarks report of their rounds, robust to a round a busy VM slowed down.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }

@@ -254,9 +254,9 @@ impl EventKind {
     /// daemon, say).
     pub const fn from_u8(b: u8) -> Option<Self> {
         match b {
-            2 => Some(Self::BlockHit),
-            3 => Some(Self::Dns),
-            4 => Some(Self::FirstPayload),
+            b if b == Self::BlockHit as u8 => Some(Self::BlockHit),
+            b if b == Self::Dns as u8 => Some(Self::Dns),
+            b if b == Self::FirstPayload as u8 => Some(Self::FirstPayload),
             _ => None,
         }
     }

@@ -1,7 +1,7 @@
 //! The kernel's maps as the daemon and the CLI read them: the flow tables (read whole in
 //! batches, ended flows taken out one by one), the counters, and the block tries.
 
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -74,39 +74,11 @@ impl FlowTables {
     /// table where walking it key by key takes 131,072. An entry updated during the read is
     /// read as of some moment of the read, as with any map read: the next sweep has the rest.
     pub fn read_all(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<()> {
-        let v4 = self.v4_fd.try_clone()?;
-        self.read_table::<FlowKeyV4>(&v4, out).with_context(|| format!("reading {}", names::FLOWS_V4))?;
-        let v6 = self.v6_fd.try_clone()?;
-        self.read_table::<FlowKey>(&v6, out).with_context(|| format!("reading {}", names::FLOWS_V6))
-    }
-
-    fn read_table<K: Copy + Into<FlowKey>>(&mut self, fd: &OwnedFd, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<()> {
-        let key_size = size_of::<K>();
-        self.keys.resize(BATCH * key_size, 0);
-        self.values.resize(BATCH * self.cpus, FlowStats::default());
-        let mut token = None;
-        loop {
-            // SAFETY: FlowStats is plain integers (repr(C), padding spelled out), so its slots
-            // may be written as bytes; the kernel writes value_size (56, a multiple of 8, so no
-            // per-CPU rounding) per CPU.
-            let values = unsafe {
-                std::slice::from_raw_parts_mut(
-                    self.values.as_mut_ptr().cast::<u8>(),
-                    self.values.len() * size_of::<FlowStats>(),
-                )
-            };
-            let (n, next) = sys::lookup_batch(fd.as_fd(), token, &mut self.keys, values, BATCH as u32)?;
-            for i in 0..n as usize {
-                // SAFETY: the kernel wrote n keys of key_size bytes; K is plain data.
-                let key: K = unsafe { std::ptr::read_unaligned(self.keys[i * key_size..].as_ptr().cast()) };
-                let per_cpu = &self.values[i * self.cpus..(i + 1) * self.cpus];
-                out.push((key.into(), FlowStats::merge(per_cpu)));
-            }
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(()),
-            }
-        }
+        let Self { v4_fd, v6_fd, cpus, keys, values, .. } = self;
+        read_table::<FlowKeyV4>(v4_fd.as_fd(), *cpus, keys, values, out)
+            .with_context(|| format!("reading {}", names::FLOWS_V4))?;
+        read_table::<FlowKey>(v6_fd.as_fd(), *cpus, keys, values, out)
+            .with_context(|| format!("reading {}", names::FLOWS_V6))
     }
 
     /// Deletes one flow and returns what it held at that moment (folded), so packets counted
@@ -140,6 +112,39 @@ impl FlowTables {
     pub fn get(&self, key: &FlowKey) -> Result<FlowStats, MapError> {
         let v = if key.family == FAMILY_V4 { self.v4.get(&key.to_v4(), 0)? } else { self.v6.get(key, 0)? };
         Ok(FlowStats::merge(v.iter()))
+    }
+}
+
+/// One table of [`FlowTables::read_all`], through `keys` and `values` (resized to one batch
+/// and kept for the next sweep).
+fn read_table<K: Copy + Into<FlowKey>>(
+    fd: BorrowedFd<'_>,
+    cpus: usize,
+    keys: &mut Vec<u8>,
+    values: &mut Vec<FlowStats>,
+    out: &mut Vec<(FlowKey, FlowStats)>,
+) -> Result<()> {
+    let key_size = size_of::<K>();
+    keys.resize(BATCH * key_size, 0);
+    values.resize(BATCH * cpus, FlowStats::default());
+    let mut token = None;
+    loop {
+        // SAFETY: FlowStats is plain integers (repr(C), padding spelled out), so its slots may
+        // be written as bytes; the kernel writes value_size (56, a multiple of 8, so no per-CPU
+        // rounding) per CPU.
+        let value_bytes = unsafe {
+            std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len() * size_of::<FlowStats>())
+        };
+        let (n, next) = sys::lookup_batch(fd, token, keys, value_bytes, BATCH as u32)?;
+        for i in 0..n as usize {
+            // SAFETY: the kernel wrote n keys of key_size bytes; K is plain data.
+            let key: K = unsafe { std::ptr::read_unaligned(keys[i * key_size..].as_ptr().cast()) };
+            out.push((key.into(), FlowStats::merge(&values[i * cpus..(i + 1) * cpus])));
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(()),
+        }
     }
 }
 

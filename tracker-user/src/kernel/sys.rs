@@ -54,14 +54,16 @@ pub(super) fn lookup_batch(
     put_u64(&mut attr, 24, values.as_mut_ptr() as u64);
     put_u32(&mut attr, 32, count);
     put_u32(&mut attr, 36, fd.as_raw_fd() as u32);
-    match sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
-        Ok(_) => Ok((u32::from_ne_bytes(attr[32..36].try_into().unwrap_or_default()), Some(out_batch))),
-        // The last batch: `count` says how many it still filled.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            Ok((u32::from_ne_bytes(attr[32..36].try_into().unwrap_or_default()), None))
-        }
-        Err(e) => Err(e),
-    }
+    // ENOENT marks the last batch, which may still have filled some entries.
+    let more = match sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        Ok(_) => true,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
+        Err(e) => return Err(e),
+    };
+    // The kernel writes back how many entries it filled in `count`.
+    let mut filled = [0u8; 4];
+    filled.copy_from_slice(&attr[32..36]);
+    Ok((u32::from_ne_bytes(filled), more.then_some(out_batch)))
 }
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`: deletes `key` and copies out what it held at that moment
