@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use tracker::{
     kernel::{self, MapSizes, PinDir, Tables},
     pipeline::{
-        naming::Namer,
+        Namer,
         sweep::{SweepStats, Sweeper, Timeouts},
     },
     source::{Source as _, kernel::KernelSource},

@@ -125,10 +125,9 @@ fn kernel_target(global: &Global, pins: &PinDir) -> Result<Target> {
     // What the database says of its daemon, if it exists and is readable (a newer or foreign
     // file is refused later by the writer, with its own message).
     let reader = if db.exists() { Store::open_reader(db).ok() } else { None };
-    let facts: std::collections::HashMap<String, String> =
-        reader.as_ref().and_then(|s| s.daemon_facts().ok()).unwrap_or_default().into_iter().collect();
+    let facts = reader.as_ref().and_then(|s| s.daemon_facts().ok()).unwrap_or_default();
     let daemon = daemon_pid(db);
-    let daemon_pins = facts.get("daemon_pin_dir").filter(|_| daemon.is_some()).map(std::path::PathBuf::from);
+    let daemon_pins = facts.daemon_pin_dir.filter(|_| daemon.is_some()).map(std::path::PathBuf::from);
     if !pins.on_bpffs() {
         // The default place before bpffs is mounted: the daemon mounts it at its start.
         if pins.mount_point().is_some() && daemon.is_none() {

@@ -10,7 +10,6 @@ use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use tracker_common::{Counter, names};
 
 use crate::{
     kernel::{self, PinDir},
@@ -65,10 +64,6 @@ const GLOBAL_HEADING: &str = "Global options";
 /// Environment variables that stand for options. Set but empty (`TRACKER_DB=`) means unset, as
 /// in most programs, rather than clap's "a value is required".
 const OPTION_ENV: [&str; 4] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG"];
-
-/// Daemon facts (the `daemon` table) that are numbers; `tracker status` shows them as JSON
-/// numbers, every other fact as text.
-const NUMERIC_FACTS: [&str; 2] = ["attached_pid", crate::pipeline::sweep::FACT_FLOWS_ENDED];
 
 /// The rows a listing shows by default in a table; JSON and CSV, for scripts, get every row.
 pub const TABLE_LIMIT: u32 = 100;
@@ -189,15 +184,6 @@ fn empty_option_env(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::Os
     OPTION_ENV.into_iter().filter(|name| empty.iter().any(|k| k == name)).collect()
 }
 
-/// A daemon fact as `tracker status` shows it: a number when the key is a known numeric fact.
-fn fact_value(key: &str, value: String) -> serde_json::Value {
-    let numeric = crate::pipeline::naming::facts::ALL.contains(&key) || NUMERIC_FACTS.contains(&key);
-    match value.parse::<u64>() {
-        Ok(n) if numeric => n.into(),
-        _ => value.into(),
-    }
-}
-
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -278,69 +264,14 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
     say_cut(rows.len(), || store.flows_total(&query), "flows", args.limit, format)
 }
 
-/// `tracker status` as one flat object: the same keys in every format.
+/// `tracker status`: JSON as [`Status`] serializes it; a table or CSV of its keys and values
+/// in the same order.
 fn status(global: &Global, args: &ListArgs) -> Result<()> {
-    let pins = PinDir(global.pin_dir.clone());
-    let mut facts: Vec<(String, serde_json::Value)> = Vec::new();
-    let mut put = |k: &str, v: serde_json::Value| facts.push((k.to_owned(), v));
-    let mut ended = 0u64;
-
-    let daemon_pid = run::daemon_pid(&global.db);
-    put("daemon_running", daemon_pid.is_some().into());
-    put("daemon_pid", daemon_pid.into());
-    let (xdp, tc) = pins.attached();
-    put("xdp_attached", xdp.into());
-    put("tc_egress_attached", tc.into());
-    put("pin_dir", pins.0.display().to_string().into());
-    put("db", global.db.display().to_string().into());
-    let db_bytes: u64 = ["", "-wal", "-shm"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", global.db.display())).ok())
-        .map(|m| m.len())
-        .sum();
-    put("db_bytes", db_bytes.into());
-    if global.db.exists() {
-        let store = Store::open_reader(&global.db)?;
-        put("schema_version", store.schema_version()?.into());
-        put("flows_stored", store.flow_count()?.into());
-        put("block_rules", store.block_count()?.into());
-        put("dns_queries_stored", store.dns_count()?.into());
-        for (k, v) in store.daemon_facts()? {
-            if k == crate::pipeline::sweep::FACT_FLOWS_ENDED {
-                ended = v.parse().unwrap_or(0);
-            }
-            put(&k, fact_value(&k, v));
-        }
-    }
-    if kernel::require_root("").is_ok() {
-        if let Some(map) = pins.open_map(names::COUNTERS)? {
-            let counters = aya::maps::PerCpuArray::<_, u64>::try_from(map)?;
-            let values = crate::kernel::read_counters(&counters)?;
-            let mut created = 0;
-            for (c, v) in values {
-                if c == Counter::FlowsCreated {
-                    created = v;
-                }
-                put(c.name(), v.into());
-            }
-            if let (Some(v4), Some(v6)) = (pins.open_map(names::FLOWS_V4)?, pins.open_map(names::FLOWS_V6)?) {
-                let flows = crate::kernel::FlowTables::from_maps(v4, v6)?;
-                let live = flows.keys().filter(|k| k.is_ok()).count() as u64;
-                put("flows_in_kernel", live.into());
-                // Every entry created is still in the table, was deleted by the daemon once it
-                // ended (its `flows_ended` fact), or was evicted by the LRU.
-                put("flow_evictions", created.saturating_sub(live).saturating_sub(ended).into());
-            }
-        }
-    } else {
-        put("kernel_counters", "run as root to read the kernel counters".into());
-    }
-
+    let status = crate::status::gather(&global.db, &PinDir(global.pin_dir.clone()))?;
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
-            let obj: serde_json::Map<_, _> = facts.into_iter().collect();
-            serde_json::to_writer_pretty(&mut out, &obj)?;
+            serde_json::to_writer_pretty(&mut out, &status)?;
             writeln!(out)?;
         }
         Format::Csv | Format::Table => {
@@ -349,7 +280,10 @@ fn status(global: &Global, args: &ListArgs) -> Result<()> {
                 key: String,
                 value: String,
             }
-            let rows: Vec<Row> = facts
+            let serde_json::Value::Object(fields) = serde_json::to_value(&status)? else {
+                unreachable!("a struct serializes as an object")
+            };
+            let rows: Vec<Row> = fields
                 .into_iter()
                 .map(|(key, v)| Row {
                     key,
@@ -451,14 +385,6 @@ mod tests {
         );
         assert_eq!(cut_note(100, 100, "flows", None, Format::Table), None);
         assert_eq!(cut_note(10, 2345, "flows", Some(10), Format::Table), None, "the user chose the cut");
-    }
-
-    #[test]
-    fn status_facts_that_are_numbers_are_numbers() {
-        assert_eq!(fact_value("attached_pid", "4242".into()), serde_json::json!(4242));
-        assert_eq!(fact_value("dns_messages", "7".into()), serde_json::json!(7));
-        assert_eq!(fact_value("version", "0.1.0".into()), serde_json::json!("0.1.0"));
-        assert_eq!(fact_value("iface", "123".into()), serde_json::json!("123"));
     }
 
     /// `tracker status` opened the database as a writer: it migrated (and would take over)

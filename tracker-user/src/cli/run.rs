@@ -14,12 +14,9 @@ use crate::{
         engine::{self, LoopOptions},
     },
     kernel::{self, PinDir, PinLock, SizeRequest, Tables},
-    pipeline::{
-        naming::{self, Namer},
-        sweep::FACT_FLOWS_ENDED,
-    },
+    pipeline::{Namer, naming},
     source::kernel::KernelSource,
-    store::Store,
+    store::{Store, facts::DaemonFacts},
     timefmt,
 };
 
@@ -101,7 +98,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let now = std::time::SystemTime::now();
     let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
     let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
-    namer.reload(&stored, now);
+    namer.flows.reload(&stored, now);
     let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
     tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
 
@@ -132,17 +129,16 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     upkeep.claim_pins(&store)?;
     upkeep.set_facts(
         &mut store,
-        vec![
-            ("iface", iface.name.clone()),
-            ("link_type", iface.link_kind().into()),
-            ("xdp_mode", mode.as_str().into()),
-            ("daemon_pin_dir", pins.0.display().to_string()),
-            ("started", timefmt::rfc3339(timefmt::now_ms())),
-            ("version", env!("CARGO_PKG_VERSION").into()),
-            // Written only once attached: tells a waiting script that *this* daemon is ready,
-            // not the links a crashed one left pinned.
-            ("attached_pid", std::process::id().to_string()),
-        ],
+        DaemonFacts {
+            iface: Some(iface.name.clone()),
+            link_type: Some(iface.link_kind().into()),
+            xdp_mode: Some(mode.as_str().into()),
+            daemon_pin_dir: Some(pins.0.display().to_string()),
+            started: Some(timefmt::rfc3339(timefmt::now_ms())),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            attached_pid: Some(std::process::id()),
+            ..DaemonFacts::default()
+        },
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -170,7 +166,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         tracing::info!("leaving the programs attached (--keep-attached)");
     } else {
         kernel::detach(&pins)?;
-        if let Err(e) = store.set_daemon_facts(&[]) {
+        if let Err(e) = store.set_daemon_facts(&DaemonFacts::default()) {
             tracing::warn!("clearing the daemon's facts in the database: {e:#}");
         }
         tracing::info!(iface = %iface.name, "detached; maps stay pinned for the next start");
@@ -199,7 +195,16 @@ fn parse_log(s: &str) -> Result<tracing_subscriber::filter::Targets> {
     s.parse().map_err(|_| bad())
 }
 
-pub use crate::daemon::daemon_pid;
+/// Flows the previous daemon deleted from these kernel tables, from its last facts; 0 when the
+/// tables are newer than that count (created after a reboot: fewer flows created than ended).
+fn flows_ended_before(store: &Store, tables: &Tables) -> u64 {
+    let ended = store.daemon_facts().ok().and_then(|f| f.flows_ended).unwrap_or(0);
+    let created = kernel::read_counters(&tables.counters)
+        .ok()
+        .and_then(|c| c.into_iter().find(|(c, _)| *c == tracker_common::Counter::FlowsCreated))
+        .map_or(0, |(_, v)| v);
+    if ended <= created { ended } else { 0 }
+}
 
 #[cfg(test)]
 mod tests {
@@ -215,16 +220,4 @@ mod tests {
             assert!(e.contains("expected a level"), "{bad}: {e}");
         }
     }
-}
-
-/// Flows the previous daemon deleted from these kernel tables, from its last facts; 0 when the
-/// tables are newer than that count (created after a reboot: fewer flows created than ended).
-fn flows_ended_before(store: &Store, tables: &Tables) -> u64 {
-    let stored = store.daemon_facts().unwrap_or_default().into_iter().find(|(k, _)| k == FACT_FLOWS_ENDED);
-    let ended: u64 = stored.and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let created = kernel::read_counters(&tables.counters)
-        .ok()
-        .and_then(|c| c.into_iter().find(|(c, _)| *c == tracker_common::Counter::FlowsCreated))
-        .map_or(0, |(_, v)| v);
-    if ended <= created { ended } else { 0 }
 }

@@ -14,7 +14,7 @@ use tracker_common::{
 use super::{Checked, Upkeep};
 use crate::{
     pipeline::{
-        naming::Namer,
+        Namer,
         sweep::{Sweeper, Timeouts},
     },
     source::{Source as _, kernel::KernelSource},
@@ -46,7 +46,7 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Reads the interface's WireGuard peers into the namer; a failure is logged, not fatal.
 pub fn refresh_devices(namer: &mut Namer, iface: &str) {
     match wireguard::peers(iface) {
-        Ok(peers) => namer.set_devices(Devices::new(&peers.unwrap_or_default())),
+        Ok(peers) => namer.flows.set_devices(Devices::new(&peers.unwrap_or_default())),
         Err(e) => tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
     }
 }
@@ -111,7 +111,7 @@ pub async fn run_loop(
     drain(source, namer, anchor);
     upkeep.check(store, &source.tables.blocks);
     let s = sweeper.sweep(source, namer, store);
-    let s = s.and_then(|s| store.insert_dns(&namer.take_dns_records(None)).map(|()| s));
+    let s = s.and_then(|s| store.insert_dns(&namer.dns.take_records(None)).map(|()| s));
     match s {
         Ok(s) => tracing::info!(flows_written = s.written, live = s.live, "final flush done"),
         Err(e) => tracing::error!(
@@ -135,7 +135,7 @@ fn handle_event(ev: Result<Event<'_>, DecodeError>, namer: &mut Namer, clock: Ke
         Ok(Event::Dns(p)) => namer.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns)),
         Ok(Event::FirstPayload(p)) => {
             tracing::trace!(len = p.len, captured = p.data.len(), "first payload");
-            namer.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
+            namer.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
         }
         Err(e) => tracing::warn!("{e}"),
     }

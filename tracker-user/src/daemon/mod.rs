@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     blocking::{self, KernelBlocks},
     kernel::{Owner, PinDir, PinLock, PinSet, pins},
-    store::{Store, blocks::StoredRule},
+    store::{Store, blocks::StoredRule, facts::DaemonFacts},
 };
 
 /// An exclusive lock beside the database, held while the daemon runs: two daemons on one
@@ -121,7 +121,7 @@ pub struct Upkeep {
     db_file: Option<(u64, u64)>,
     db_lock: DaemonLock,
     /// The facts `tracker status` reads, written again after a failed write or a new database.
-    facts: Vec<(&'static str, String)>,
+    facts: DaemonFacts,
     facts_written: bool,
     /// The block rules as last read from the database, to recreate them if it is deleted.
     rules: HashMap<u32, StoredRule>,
@@ -147,7 +147,7 @@ impl Upkeep {
             db_id: String::new(),
             db_file: file_id(store.path()),
             db_lock,
-            facts: Vec::new(),
+            facts: DaemonFacts::default(),
             facts_written: false,
             rules: HashMap::new(),
             write_error: None,
@@ -156,14 +156,13 @@ impl Upkeep {
 
     /// Records the facts for `tracker status` and writes them; a failure (a full disk) is
     /// logged and retried at the next check.
-    pub fn set_facts(&mut self, store: &mut Store, facts: Vec<(&'static str, String)>) {
+    pub fn set_facts(&mut self, store: &mut Store, facts: DaemonFacts) {
         self.facts = facts;
         self.write_facts(store);
     }
 
     fn write_facts(&mut self, store: &mut Store) {
-        let facts: Vec<(&str, String)> = self.facts.iter().map(|(k, v)| (*k, v.clone())).collect();
-        match store.set_daemon_facts(&facts) {
+        match store.set_daemon_facts(&self.facts) {
             Ok(()) => self.facts_written = true,
             Err(e) => {
                 self.facts_written = false;

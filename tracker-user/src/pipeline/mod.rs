@@ -1,6 +1,34 @@
-//! The pipeline between sources and sinks: [`naming`] pairs DNS queries with their answers and
-//! names flows from them (and from TLS and HTTP), [`sweep`] turns a source's snapshots into the
-//! records a sink stores. Classification joins here next.
+//! The pipeline between sources and sinks: [`pairing`] pairs DNS queries with their answers,
+//! [`naming`] names flows from those answers (and from TLS and HTTP), [`sweep`] turns a source's
+//! snapshots into the records a sink stores. Classification joins here next.
+
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use tracker_common::EventHeader;
 
 pub mod naming;
+pub mod pairing;
 pub mod sweep;
+
+/// The naming stage: DNS pairing, whose answered exchanges teach the flow namer.
+pub struct Namer {
+    pub dns: pairing::DnsPairing,
+    pub flows: naming::FlowNamer,
+}
+
+impl Namer {
+    /// `local_nets` are the VPN's own subnets; `grace` how long past its TTL an answer names
+    /// new flows ([`naming::DEFAULT_GRACE`]).
+    pub fn new(local_nets: Vec<IpNet>, grace: Duration) -> Self {
+        Self { dns: pairing::DnsPairing::default(), flows: naming::FlowNamer::new(local_nets, grace) }
+    }
+
+    /// A DNS message crossed the interface: logged, and its answers learned by the device that
+    /// asked.
+    pub fn dns_message(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
+        if let Some(r) = self.dns.message(h, data, at) {
+            self.flows.learn(r.client, &r.qname, &r.answers, at);
+        }
+    }
+}

@@ -21,16 +21,6 @@ use crate::{
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queries awaiting a response, over all clients; beyond this the oldest is logged unanswered.
 const MAX_PENDING: usize = 16_384;
-/// Keys of the counters the daemon publishes in its facts (numbers in `tracker status`).
-pub mod facts {
-    /// DNS messages the kernel handed over (queries and responses).
-    pub const DNS_MESSAGES: &str = "dns_messages";
-    /// Messages that did not parse (hostile, broken, or a TCP segment that does not start a
-    /// message): logged at debug and otherwise ignored; they name nothing.
-    pub const DNS_MALFORMED: &str = "dns_malformed";
-    pub const ALL: [&str; 2] = [DNS_MESSAGES, DNS_MALFORMED];
-}
-
 /// Counters for `tracker status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsStats {

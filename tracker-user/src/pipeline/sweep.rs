@@ -10,12 +10,12 @@ use std::{
 use anyhow::Result;
 use tracker_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::naming::{self, Namer};
+use super::Namer;
 use crate::{
     analysis::{addr::AddrClass, names::FlowName},
     sink::{Batch, BlockCount, Sink},
     source::{Snapshot, Source},
-    store::{DnsRecord, FlowRecord},
+    store::{DnsRecord, FlowRecord, facts::DaemonFacts},
     timefmt::KernelClock,
 };
 
@@ -156,11 +156,6 @@ pub fn flow_record(
     }
 }
 
-/// The daemon fact counting flows that ended and were deleted from the kernel tables since
-/// they were created (carried across daemon restarts on the same maps): `tracker status` takes
-/// it off `flows_created - flows_in_kernel` to count LRU evictions.
-pub const FACT_FLOWS_ENDED: &str = "flows_ended";
-
 /// DNS exchanges kept while the sink cannot be written; past this the oldest are dropped (and
 /// counted), so a long outage cannot grow the daemon without bound.
 pub const PENDING_DNS_MAX: usize = 100_000;
@@ -219,8 +214,8 @@ impl Sweeper {
         // The namer's times all come from the anchor, so a step of the wall clock (NTP at boot)
         // cannot expire every answer or keep queries pending forever.
         let now = anchor.to_time(now_ns);
-        self.pending_renamed.extend(namer.take_renamed());
-        self.pending_dns.extend(namer.take_dns_records(Some(now)));
+        self.pending_renamed.extend(namer.flows.take_renamed());
+        self.pending_dns.extend(namer.dns.take_records(Some(now)));
         if self.pending_dns.len() > PENDING_DNS_MAX {
             let extra = self.pending_dns.len() - PENDING_DNS_MAX;
             self.pending_dns.drain(..extra);
@@ -265,21 +260,21 @@ impl Sweeper {
                 ended += 1;
                 continue;
             }
-            if namer.may_rename(key) {
+            if namer.flows.may_rename(key) {
                 // Kept until written, like the namer's other renames.
                 self.pending_renamed.insert(*key);
             }
             let sum = s.packets_up + s.packets_down;
             if live.written != sum || self.pending_renamed.contains(key) {
                 let t = total(row_first_ns, &base, s);
-                let (name, class) = namer.name_flow(key, anchor.to_time(row_first_ns), now);
+                let (name, class) = namer.flows.name_flow(key, anchor.to_time(row_first_ns), now);
                 self.records.push(flow_record(key, &t, clock, name, class));
                 self.wrote.push((*key, sum));
             }
         }
         for key in &self.unwritten_ended {
             let Some(h) = self.history.get(key) else { continue };
-            let (name, class) = namer.name_flow(key, anchor.to_time(h.row_first_ns), now);
+            let (name, class) = namer.flows.name_flow(key, anchor.to_time(h.row_first_ns), now);
             self.records.push(flow_record(key, &h.base, clock, name, class));
         }
         self.snapshot.flows = flows;
@@ -294,23 +289,25 @@ impl Sweeper {
                 last_hit_ms: (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns)),
             })
             .collect();
-        let dns = namer.stats();
-        let facts = [
-            (naming::facts::DNS_MESSAGES, dns.messages.to_string()),
-            (naming::facts::DNS_MALFORMED, dns.malformed.to_string()),
-            (FACT_FLOWS_ENDED, self.ended_total.to_string()),
-        ];
+        let dns = namer.dns.stats();
         let batch = Batch {
             boot_id: source.boot_id(),
             flows: &self.records,
             dns: &self.pending_dns,
             blocks: &blocks,
-            facts: &facts,
+            // Carried across daemon restarts on the same maps: `tracker status` takes it off
+            // `flows_created - flows_in_kernel` to count LRU evictions.
+            facts: DaemonFacts {
+                dns_messages: Some(dns.messages),
+                dns_malformed: Some(dns.malformed),
+                flows_ended: Some(self.ended_total),
+                ..DaemonFacts::default()
+            },
         };
         let written = self.records.len();
         let result = sink.write(&batch);
         self.forget_gone(generation, now_ns);
-        namer.retain(|k| self.live.contains_key(k) || self.history.contains_key(k), now);
+        namer.flows.retain(|k| self.live.contains_key(k) || self.history.contains_key(k), now);
         result?;
         for (key, sum) in self.wrote.drain(..) {
             if let Some(m) = self.live.get_mut(&key) {
@@ -411,14 +408,15 @@ mod tests {
         FlowStats { packets_up: up, first_seen_ns: first_s * S, last_seen_ns: last_s * S, ..FlowStats::default() }
     }
 
-    fn namer() -> Namer {
-        Namer::new(Vec::new(), Duration::from_secs(600))
+    /// A table at 10 s, an empty sink, a namer and a sweeper with the default timeouts.
+    fn setup() -> (Table, Rows, Namer, Sweeper) {
+        let namer = Namer::new(Vec::new(), Duration::from_secs(600));
+        (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer, Sweeper::new(Timeouts::default(), 0))
     }
 
     #[test]
     fn only_changed_flows_are_written_and_each_sweep_is_one_batch() {
-        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default(), 0);
+        let (mut t, mut rows, mut n, mut sw) = setup();
         t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
         assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap(), SweepStats { live: 2, written: 2, ended: 0 });
@@ -449,8 +447,7 @@ mod tests {
 
     #[test]
     fn an_idle_flow_is_written_taken_and_a_resumed_one_continues_its_row() {
-        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default(), 0);
+        let (mut t, mut rows, mut n, mut sw) = setup();
         let k = key(1, IPPROTO_UDP);
         t.flows.insert(k, stats(9, 9, 3));
         sw.sweep(&mut t, &mut n, &mut rows).unwrap();
@@ -478,8 +475,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_retried_whole_including_flows_already_taken() {
-        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default(), 0);
+        let (mut t, mut rows, mut n, mut sw) = setup();
         t.flows.insert(key(1, IPPROTO_UDP), stats(9, 9, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
         rows.fail = true;
@@ -501,8 +497,7 @@ mod tests {
 
     #[test]
     fn an_entry_the_lru_replaced_is_a_new_row_and_evicted_ones_are_forgotten() {
-        let (mut t, mut rows, mut n) = (Table { now_ns: 10 * S, ..Table::default() }, Rows::default(), namer());
-        let mut sw = Sweeper::new(Timeouts::default(), 0);
+        let (mut t, mut rows, mut n, mut sw) = setup();
         t.flows.insert(key(1, IPPROTO_UDP), stats(5, 5, 1));
         t.flows.insert(key(2, IPPROTO_UDP), stats(5, 5, 1));
         sw.sweep(&mut t, &mut n, &mut rows).unwrap();

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 mod store;
 
-use crate::store::{DnsRecord, FlowRecord};
+use crate::store::{DnsRecord, FlowRecord, facts::DaemonFacts};
 
 /// A block rule's kernel counters, as the sink stores them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +26,8 @@ pub struct Batch<'a> {
     /// DNS exchanges ready for the log.
     pub dns: &'a [DnsRecord],
     pub blocks: &'a [BlockCount],
-    /// Daemon facts to set (`tracker status`), by key.
-    pub facts: &'a [(&'static str, String)],
+    /// Daemon facts to set (`tracker status`); those it leaves unset are kept.
+    pub facts: DaemonFacts,
 }
 
 pub trait Sink {

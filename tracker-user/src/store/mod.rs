@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod dns;
+pub mod facts;
 pub mod schema;
 
 pub use blocks::{BlockCounters, BlockRow};
@@ -18,6 +19,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _, params};
 use serde::Serialize;
+
+use self::facts::DaemonFacts;
 
 use crate::{
     analysis::{addr::AddrClass, names::FlowName},
@@ -326,10 +329,10 @@ impl Store {
         Ok(n as u64)
     }
 
-    pub fn set_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
+    pub fn set_daemon_facts(&mut self, facts: &DaemonFacts) -> Result<()> {
         let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
         tx.execute("DELETE FROM daemon", [])?;
-        for (k, v) in facts {
+        for (k, v) in facts.rows() {
             tx.execute("INSERT INTO daemon (key, value) VALUES (?1, ?2)", params![k, v])?;
         }
         tx.commit().map_err(|e| explain_path(&self.path, e))
@@ -340,11 +343,6 @@ impl Store {
         self.write(|w| w.upsert_flows(boot_id, flows))
     }
 
-    /// Sets some facts, leaving the others.
-    pub fn update_daemon_facts(&mut self, facts: &[(&str, String)]) -> Result<()> {
-        self.write(|w| w.update_daemon_facts(facts))
-    }
-
     /// Runs `f` in one write transaction: all of its writes are kept, or (on an error) none.
     pub fn write<T>(&mut self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
@@ -353,10 +351,10 @@ impl Store {
         Ok(out)
     }
 
-    pub fn daemon_facts(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon ORDER BY key")?;
+    pub fn daemon_facts(&self) -> Result<DaemonFacts> {
+        let mut stmt = self.conn.prepare_cached("SELECT key, value FROM daemon")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>().context("reading daemon facts")
+        Ok(DaemonFacts::from_rows(rows.collect::<rusqlite::Result<Vec<_>>>().context("reading daemon facts")?))
     }
 
     pub fn flow_count(&self) -> Result<u64> {
@@ -445,9 +443,9 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Sets some facts, leaving the others.
-    pub fn update_daemon_facts(&self, facts: &[(&str, String)]) -> Result<()> {
-        for (k, v) in facts {
+    /// Sets the facts `facts` has, leaving the others.
+    pub fn update_daemon_facts(&self, facts: &DaemonFacts) -> Result<()> {
+        for (k, v) in facts.rows() {
             self.conn.execute(
                 "INSERT INTO daemon (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
