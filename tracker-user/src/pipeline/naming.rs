@@ -129,6 +129,11 @@ impl FlowNamer {
         self.fresh_answers.extend(addresses.iter().map(|(ip, _, _)| (device, ip.to_canonical())));
     }
 
+    /// No answer or name has arrived since the last sweep that could change a flow's name.
+    pub fn is_settled(&self) -> bool {
+        self.renamed.is_empty() && self.fresh_answers.is_empty()
+    }
+
     /// Flows whose name may have changed since their last sweep; the sweeper writes them even
     /// if their counters did not move.
     pub fn take_renamed(&mut self) -> HashSet<FlowKey> {

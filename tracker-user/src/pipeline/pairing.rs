@@ -92,6 +92,12 @@ pub struct DnsPairing {
 }
 
 impl DnsPairing {
+    /// Nothing waits for time alone: no query pending its response (whose timeout would log
+    /// it) and no exchange logged but not taken.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_empty() && self.done.is_empty()
+    }
+
     pub fn stats(&self) -> DnsStats {
         self.stats
     }

@@ -22,6 +22,17 @@ pub struct Snapshot {
     pub blocks: Vec<KernelRule>,
 }
 
+/// How far a source has counted, read without reading its tables: a sweep that finds the same
+/// figure as the last one knows no flow has moved since, and need not read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activity {
+    /// Grows with every packet counted, and only after that packet's flow and block entries
+    /// are updated.
+    pub packets: u64,
+    /// The source's clock now, in the clock of the flow stamps.
+    pub now_ns: u64,
+}
+
 pub trait Source {
     /// What the stamps are relative to: flows of two boots never merge, whatever their stamps.
     fn boot_id(&self) -> &str;
@@ -32,6 +43,9 @@ pub trait Source {
     /// Reads the flow table and block counters into `into`, replacing what it held (its
     /// buffers are reused).
     fn snapshot(&mut self, into: &mut Snapshot) -> Result<()>;
+    /// How far the source has counted; `None` when it cannot say, and every sweep reads it
+    /// whole.
+    fn activity(&mut self) -> Result<Option<Activity>>;
     /// Removes an ended flow and returns its final values, so what was counted after the
     /// snapshot is not lost with it; `None` when it was gone already.
     fn take(&mut self, key: &FlowKey) -> Result<Option<FlowStats>>;
