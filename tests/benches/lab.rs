@@ -1,5 +1,5 @@
 //! `cargo xtask bench lab`: tracker on a real WireGuard tunnel in the namespace lab (prefix
-//! `tb`), in two sections.
+//! `tb`), in three sections.
 //!
 //! - **throughput**: iperf3 from the phone through the tunnel to the lab's iperf3 server, up
 //!   (the phone sends) and down (`-R`), with (a) the real daemon attached to the VPN interface,
@@ -10,6 +10,10 @@
 //! - **flood**: 100,000 new UDP flows at 10,000 a second from the phone ([`flood`]), with the
 //!   daemon at its default settings; then what reached SQLite (every flow once, with its exact
 //!   count?), the ring's lost records and the daemon's peak RSS, against the targets.
+//! - **idle**: the daemon's CPU (user + system, from /proc) over a minute with empty tables,
+//!   then over a minute with both flow tables full (65,536 TCP flows each, run through the
+//!   attached program by BPF_PROG_TEST_RUN) and nothing changing; the ratio and the target
+//!   (at most 1% of one core) ([`idle`]).
 //!
 //! Like the XDP benchmark it asserts nothing about timing or about the targets: it prints every
 //! figure, the method and whether each target is met. It fails when a case did not do what it
@@ -17,16 +21,18 @@
 //! its rate), because then the figure would be of something else. Root only; the lab, the
 //! daemons and the pins are removed at the end, also on error.
 //!
-//! Arguments (after `--`): `throughput` and/or `flood` run only those sections; default both.
+//! Arguments (after `--`): `throughput`, `flood` and/or `idle` run only those sections; default
+//! all three.
 
 use std::{
-    collections::HashMap,
     fs,
-    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, ExitCode, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
+
+#[path = "lab/idle.rs"]
+mod idle;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
@@ -38,7 +44,7 @@ use tracker::kernel;
 use tracker_tests::{
     ChildGuard, Lab, Ns,
     cmd::have_program,
-    flood::{self, Flood, FloodReport},
+    flood::{self, Flood, FloodReport, Found},
     lab::{IPERF_PORT, IPERF_V4},
     median, tracker_bin,
 };
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
 enum Section {
     Throughput,
     Flood,
+    Idle,
 }
 
 fn sections() -> Result<Vec<Section>> {
@@ -119,14 +126,15 @@ fn sections() -> Result<Vec<Section>> {
         let s = match arg.as_str() {
             "throughput" => Section::Throughput,
             "flood" => Section::Flood,
-            other => bail!("unknown section {other:?}: use throughput and/or flood (default both)"),
+            "idle" => Section::Idle,
+            other => bail!("unknown section {other:?}: use throughput, flood and/or idle (default all)"),
         };
         if !chosen.contains(&s) {
             chosen.push(s);
         }
     }
     if chosen.is_empty() {
-        chosen = vec![Section::Throughput, Section::Flood];
+        chosen = vec![Section::Throughput, Section::Flood, Section::Idle];
     }
     Ok(chosen)
 }
@@ -150,6 +158,7 @@ fn bench() -> Result<()> {
         match section {
             Section::Throughput => throughput(&lab)?,
             Section::Flood => flood_section(&lab)?,
+            Section::Idle => idle::section(&lab)?,
         }
     }
     eprintln!("lab benchmark done in {:.0?}", started.elapsed());
@@ -688,67 +697,6 @@ fn counter(status: &Value, key: &str) -> Option<u64> {
     status[key].as_u64()
 }
 
-/// How the flows in SQLite compare with what the flood sent.
-#[derive(Default)]
-struct Found {
-    /// Flood flows with exactly one row.
-    once: u64,
-    /// Flood flows with more than one row.
-    duplicated: u64,
-    /// Flood flows with no row.
-    missing: u64,
-    /// Flood flows (one row) with the exact packets and bytes up, and nothing down.
-    exact: u64,
-    /// Of those with one row: fewer or more packets up than sent.
-    fewer_packets: u64,
-    more_packets: u64,
-    /// Rows that are not the flood's (ICMP errors from the internet, anything else).
-    other_rows: u64,
-}
-
-fn compare(report: &FloodReport, flows: &[Value]) -> Result<Found> {
-    let client = report.client;
-    // (remote, remote port) -> rows of UDP flows from the flood's socket.
-    let mut rows: HashMap<SocketAddr, Vec<&Value>> = HashMap::new();
-    let mut other_rows = 0;
-    for f in flows {
-        let addr = |k: &str| f[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
-        let port = |k: &str| f[k].as_u64().and_then(|p| u16::try_from(p).ok());
-        let ours =
-            f["protocol"] == "udp" && addr("client") == Some(client.ip()) && port("client_port") == Some(client.port());
-        match (ours, addr("remote"), port("remote_port")) {
-            (true, Some(ip), Some(p)) => rows.entry(SocketAddr::new(ip, p)).or_default().push(f),
-            _ => other_rows += 1,
-        }
-    }
-    let mut found = Found { other_rows, ..Found::default() };
-    let mut expected = 0;
-    for sent in report.expected() {
-        expected += 1;
-        match rows.remove(&sent.remote).as_deref() {
-            None | Some([]) => found.missing += 1,
-            Some([row]) => {
-                found.once += 1;
-                let n = |k: &str| row[k].as_u64().unwrap_or(u64::MAX);
-                let packets = n("packets_up");
-                if packets < u64::from(sent.packets) {
-                    found.fewer_packets += 1;
-                } else if packets > u64::from(sent.packets) {
-                    found.more_packets += 1;
-                } else if n("bytes_up") == sent.ip_bytes && n("packets_down") == 0 {
-                    found.exact += 1;
-                }
-            }
-            Some(_) => found.duplicated += 1,
-        }
-    }
-    // Rows from the flood's socket to a tuple it never sent to: nothing should be left.
-    let strays: usize = rows.values().map(Vec::len).sum();
-    ensure!(strays == 0, "{strays} UDP flows from the flood's socket {client} go where it never sent");
-    ensure!(expected == u64::from(report.flows_sent), "the flood's plan does not rebuild its own flows");
-    Ok(found)
-}
-
 fn flood_section(lab: &Lab) -> Result<()> {
     let dir = lab.names().dir.join("bench-flood");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -804,7 +752,7 @@ fn flood_section(lab: &Lab) -> Result<()> {
     let after_stop = json(cli(&db, &pins.0, &["status", "--format", "json"]))?;
     let flows = json(cli(&db, &pins.0, &["flows", "--limit", "0", "--format", "json"]))?;
     let flows = flows.as_array().context("tracker flows prints an array")?;
-    let found = compare(&report, flows)?;
+    let found = flood::compare(&report, flows)?;
     let log_text = fs::read_to_string(&log).unwrap_or_default();
     let log_warnings: Vec<&str> = log_text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
 

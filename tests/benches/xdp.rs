@@ -15,7 +15,7 @@
 
 use std::{
     fs,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
     time::Instant,
@@ -305,53 +305,13 @@ impl Runnable for Xdp {
     }
 }
 
-/// A program someone else loaded (xdp-filter's, loaded by libxdp). aya 0.14 opens an existing
-/// XDP program only given an `XdpAttachType`, a type it does not export, so this one is run with
-/// the bpf(2) command itself, which is all aya's `test_run` does.
+/// A program someone else loaded (xdp-filter's, loaded by libxdp), run with
+/// [`tracker_tests::testrun`].
 struct Foreign(ProgramFd);
-
-/// The BPF_PROG_TEST_RUN member of `union bpf_attr` (include/uapi/linux/bpf.h); the kernel
-/// treats the rest of the union as zero.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 impl Runnable for Foreign {
     fn test_run_ns(&self, pkt: &[u8], repeat: u32) -> Result<(u32, f64)> {
-        let mut attr = TestRunAttr {
-            prog_fd: self.0.as_fd().as_raw_fd() as u32,
-            data_in: pkt.as_ptr() as u64,
-            data_size_in: u32::try_from(pkt.len()).context("packet too large")?,
-            repeat,
-            ..TestRunAttr::default()
-        };
-        // SAFETY: `attr` is a valid prefix of bpf_attr for this command; the kernel reads
-        // data_size_in bytes at data_in (our packet, alive for the call) and writes only into
-        // `attr`, as no output buffers are given.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>()) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN");
-        }
-        Ok((attr.retval, f64::from(attr.duration)))
+        tracker_tests::testrun::test_run(self.0.as_fd(), pkt, repeat)
     }
 }
 

@@ -2,7 +2,7 @@
 //! rate, through the WireGuard tunnel. Owns the flow plan (which destination and port flow `i`
 //! gets, so the expected set can be rebuilt from the plan alone), the pacing and the report of
 //! what was actually sent. Used by `cargo xtask bench lab` (its flood section) and meant for
-//! end-to-end tests that check tracker against exact arithmetic.
+//! end-to-end tests that check tracker against exact arithmetic ([`compare`]).
 //!
 //! Flow `i` goes from one socket (the phone's address, one source port) to destination
 //! `dsts[i % dsts.len()]`, port `first_port + i / dsts.len()`: walking the destinations first
@@ -20,6 +20,8 @@
 
 use crate::lab::{self, DNS_PORT, Lab, Ns, PHONE_V4, UDP_ECHO_PORT};
 use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -255,6 +257,69 @@ fn send(plan: Flood) -> Result<FloodReport> {
         flows_sent += 1;
     }
     Ok(FloodReport { plan, client, flows_sent, datagrams_sent, retries, elapsed: start.elapsed(), complete })
+}
+
+/// How the flows in SQLite compare with what the flood sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Flood flows with exactly one row.
+    pub once: u64,
+    /// Flood flows with more than one row.
+    pub duplicated: u64,
+    /// Flood flows with no row.
+    pub missing: u64,
+    /// Flood flows (one row) with the exact packets and bytes up, and nothing down.
+    pub exact: u64,
+    /// Of those with one row: fewer or more packets up than sent.
+    pub fewer_packets: u64,
+    pub more_packets: u64,
+    /// Rows that are not the flood's (ICMP errors from the internet, anything else).
+    pub other_rows: u64,
+}
+
+/// Matches `tracker flows --format json` rows (`flows`) against what the flood sent. Fails
+/// when a row from the flood's socket goes where the flood never sent.
+pub fn compare(report: &FloodReport, flows: &[Value]) -> Result<Found> {
+    let client = report.client;
+    // (remote, remote port) -> rows of UDP flows from the flood's socket.
+    let mut rows: HashMap<SocketAddr, Vec<&Value>> = HashMap::new();
+    let mut other_rows = 0;
+    for f in flows {
+        let addr = |k: &str| f[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
+        let port = |k: &str| f[k].as_u64().and_then(|p| u16::try_from(p).ok());
+        let ours =
+            f["protocol"] == "udp" && addr("client") == Some(client.ip()) && port("client_port") == Some(client.port());
+        match (ours, addr("remote"), port("remote_port")) {
+            (true, Some(ip), Some(p)) => rows.entry(SocketAddr::new(ip, p)).or_default().push(f),
+            _ => other_rows += 1,
+        }
+    }
+    let mut found = Found { other_rows, ..Found::default() };
+    let mut expected = 0;
+    for sent in report.expected() {
+        expected += 1;
+        match rows.remove(&sent.remote).as_deref() {
+            None | Some([]) => found.missing += 1,
+            Some([row]) => {
+                found.once += 1;
+                let n = |k: &str| row[k].as_u64().unwrap_or(u64::MAX);
+                let packets = n("packets_up");
+                if packets < u64::from(sent.packets) {
+                    found.fewer_packets += 1;
+                } else if packets > u64::from(sent.packets) {
+                    found.more_packets += 1;
+                } else if n("bytes_up") == sent.ip_bytes && n("packets_down") == 0 {
+                    found.exact += 1;
+                }
+            }
+            Some(_) => found.duplicated += 1,
+        }
+    }
+    // Rows from the flood's socket to a tuple it never sent to: nothing should be left.
+    let strays: usize = rows.values().map(Vec::len).sum();
+    ensure!(strays == 0, "{strays} UDP flows from the flood's socket {client} go where it never sent");
+    ensure!(expected == u64::from(report.flows_sent), "the flood's plan does not rebuild its own flows");
+    Ok(found)
 }
 
 /// Errors that mean "no room right now": a full socket buffer or device queue.

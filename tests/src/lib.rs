@@ -1,7 +1,7 @@
 //! tracker's test harness: the namespace lab ([`lab`]) that the integration tests in `tests/`
 //! and `cargo xtask lab` build, its DNS zone ([`zone`], also the tests' ground truth), crafted
 //! hostile DNS messages ([`hostile_dns`]), plus helpers for running commands ([`cmd`]),
-//! handling foreign processes ([`procs`]), deciding whether a privileged test may run, and the
+//! handling foreign processes ([`procs`]), BPF_PROG_TEST_RUN on any program fd ([`testrun`]), deciding whether a privileged test may run, and the
 //! benchmarks' [`median`].
 
 pub mod cmd;
@@ -9,6 +9,7 @@ pub mod flood;
 pub mod hostile_dns;
 pub mod lab;
 pub mod procs;
+pub mod testrun;
 pub mod zone;
 
 pub use cmd::ChildGuard;

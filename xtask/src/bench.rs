@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: tracker's benchmarks. `xdp` (tests/benches/xdp.rs) measures the XDP
 //! program's cost per packet next to xdp-filter and an empty program; `lab` (tests/benches/lab.rs)
 //! runs tracker on the namespace lab's real WireGuard tunnel: iperf3 throughput with the daemon,
-//! an empty XDP program or nothing attached, and a flood of new UDP flows. Builds first, like
+//! an empty XDP program or nothing attached, a flood of new UDP flows, and the daemon's CPU when
+//! idle with full flow tables. Builds first, like
 //! every task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
@@ -13,8 +14,8 @@ use tracker_tests::cmd::run_visible;
 /// What `cargo xtask bench` runs.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, in the order given (default: xdp, then lab). `throughput` and
-    /// `flood` are the two sections of `lab`, to run one alone.
+    /// Benchmarks to run, in the order given (default: xdp, then lab). `throughput`, `flood`
+    /// and `idle` are the three sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -24,12 +25,14 @@ enum Which {
     /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) against xdp-filter and an empty
     /// program.
     Xdp,
-    /// Both lab sections, throughput then flood (about 4 minutes).
+    /// The three lab sections, throughput, flood, then idle (about 6 minutes).
     Lab,
     /// The lab's iperf3 throughput through the tunnel: tracker, empty XDP, nothing.
     Throughput,
     /// The lab's flood: 100,000 new UDP flows at 10,000/s with the daemon running.
     Flood,
+    /// The lab's idle cost: the daemon's CPU over a minute with empty and with full tables.
+    Idle,
 }
 
 impl Which {
@@ -40,6 +43,7 @@ impl Which {
             Which::Lab => ("lab", &[]),
             Which::Throughput => ("lab", &["throughput"]),
             Which::Flood => ("lab", &["flood"]),
+            Which::Idle => ("lab", &["idle"]),
         }
     }
 }
