@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 use tracker_tests::{
     Lab, Ns, cmd,
+    flood::{self, Flood, Found},
     lab::{ECHO_V4, ECHO_V6, FILE_1M, FILE_1M_SIZE, PHONE_V4, PHONE_V6, UDP_ECHO_PORT, WEB_V4, WEB_V6, http_url},
 };
 
@@ -420,5 +421,33 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     let blocks = t.json(&["blocks"]);
     assert_eq!(blocks.as_array().unwrap().len(), 1);
     assert_eq!(blocks[0]["rule"], "198.51.100.0/24");
+    Ok(())
+}
+
+/// A bounded flood of new flows through the tunnel reaches SQLite whole: 20,000 UDP flows at
+/// 10,000 a second, two datagrams each, every one stored once with its exact packets and bytes,
+/// and no ring record lost (each new flow's first payload is one). The 100,000-flow version,
+/// with peak RSS, is `cargo xtask bench flood`.
+#[test]
+fn a_flood_of_new_flows_is_stored_whole_and_loses_no_ring_record() -> Result<()> {
+    const FLOWS: u32 = 20_000;
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te7")? else {
+        return Ok(());
+    };
+    t.start(&lab)?;
+    let mut plan = Flood::new(FLOWS, 10_000.0);
+    plan.packets_per_flow = 2;
+    let report = flood::run(&lab, &plan)?;
+    assert!(report.complete && report.flows_sent == FLOWS, "{report:?}");
+    eprintln!("flood: {FLOWS} flows in {:.2?} ({:.0}/s)", report.elapsed, report.rate());
+    // SIGTERM: the final flush writes whatever the last sweep had not.
+    t.stop()?;
+    let flows = t.flows();
+    let found = flood::compare(&report, &flows)?;
+    let n = u64::from(FLOWS);
+    assert_eq!(found, Found { once: n, exact: n, other_rows: found.other_rows, ..Found::default() });
+    // The pins outlive the daemon, so the kernel's counters are still readable.
+    let status = t.json(&["status"]);
+    assert_eq!(status["ring_lost"], 0, "{status:#}");
     Ok(())
 }

@@ -113,8 +113,8 @@ impl Kernel {
         all.into_iter().find(|(k, _)| *k == c).map(|(_, v)| v).context("counter missing")
     }
 
-    /// Drains the ring: (kind, direction, key, rule id, payload bytes).
-    fn events(&mut self) -> Result<Vec<(EventKind, u8, FlowKey, u32, Vec<u8>)>> {
+    /// Drains the ring, one [`RingRecord`] per record.
+    fn events(&mut self) -> Result<Vec<RingRecord>> {
         let mut out = Vec::new();
         let mut bad = None;
         self.source.drain_events(&mut |ev| match ev {
@@ -136,6 +136,9 @@ impl Kernel {
         self.tables().blocks.insert(&net, id)
     }
 }
+
+/// One drained ring record, flattened for asserts: (kind, direction, key, rule id, payload).
+type RingRecord = (EventKind, u8, FlowKey, u32, Vec<u8>);
 
 impl Drop for Kernel {
     fn drop(&mut self) {
