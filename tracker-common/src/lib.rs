@@ -66,6 +66,12 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
+/// TCP header flag bits ([`FlowStats::tcp_flags_up`], RFC 9293).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
 /// Length of the link-layer header in front of the IP header, set by the loader from the
 /// interface's link type: 0 for WireGuard/TUN (ARPHRD_NONE), 14 for Ethernet.
 pub const L2_LEN_NONE: u32 = 0;

@@ -3,11 +3,7 @@
 
 use core::net::IpAddr;
 
-use crate::{EventHeader, EventKind, FAMILY_V4, FlowKey, FlowStats, PAYLOAD_CAP, PayloadEvent};
-
-/// TCP header flag bits ([`FlowStats::tcp_flags_up`], RFC 9293).
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_RST: u8 = 0x04;
+use crate::{EventHeader, EventKind, FAMILY_V4, FlowKey, FlowStats, PAYLOAD_CAP, PayloadEvent, TCP_FIN, TCP_RST};
 
 impl FlowKey {
     fn addr(&self, a: [u8; 16]) -> IpAddr {

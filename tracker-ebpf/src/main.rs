@@ -26,7 +26,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use parse::{ParseError, Parsed, parse};
 use tracker_common::{
     BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FLOW_PAYLOAD_DOWN, FLOW_PAYLOAD_UP,
-    FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, defaults,
+    FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, TCP_ACK, TCP_SYN, defaults,
 };
 
 /// Link-layer header length in front of IP (`tracker_common::L2_LEN_*`). Set by the loader
@@ -256,57 +256,87 @@ fn account<F: Frame, K>(
         && (p.remote_port == DNS_PORT || p.client_port == DNS_PORT);
     let dir_bit = if up { FLOW_PAYLOAD_UP } else { FLOW_PAYLOAD_DOWN };
 
-    let mut first_payload = false;
-    if let Some(s) = flows.get_ptr_mut(map_key) {
-        let s = unsafe { &mut *s };
-        if up {
-            s.packets_up += segs as u64;
-            s.bytes_up += bytes;
-            s.tcp_flags_up |= p.tcp_flags;
-        } else {
-            s.packets_down += segs as u64;
-            s.bytes_down += bytes;
-            s.tcp_flags_down |= p.tcp_flags;
-        }
-        // Per-CPU value: another CPU may have created the entry, leaving ours zeroed.
-        if s.first_seen_ns == 0 {
-            s.first_seen_ns = now;
-        }
-        s.last_seen_ns = now;
-        if payload_len > 0 && s.payload_sent & dir_bit == 0 {
-            s.payload_sent |= dir_bit;
-            first_payload = true;
-        }
-    } else {
-        let segs = segs as u64;
-        let stats = FlowStats {
-            packets_up: if up { segs } else { 0 },
-            bytes_up: if up { bytes } else { 0 },
-            packets_down: if up { 0 } else { segs },
-            bytes_down: if up { 0 } else { bytes },
-            first_seen_ns: now,
-            last_seen_ns: now,
-            tcp_flags_up: if up { p.tcp_flags } else { 0 },
-            payload_sent: if payload_len > 0 { dir_bit } else { 0 },
-            tcp_flags_down: if up { 0 } else { p.tcp_flags },
-            _pad: [0; 5],
-        };
-        match flows.insert(map_key, &stats, BPF_NOEXIST) {
-            Ok(()) => {
-                count(Counter::FlowsCreated, 1);
-                first_payload = payload_len > 0;
+    // A client's bare SYN opens a connection, so its flow is almost always new: it goes straight
+    // to the create-only insert, which does the bucket walk itself, instead of a lookup that
+    // misses first. A retransmitted SYN finds the entry there and is counted as below.
+    let opens = up && p.protocol == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let existing = if opens { None } else { flows.get_ptr_mut(map_key) };
+    let first_payload = match existing {
+        Some(s) => update(unsafe { &mut *s }, p, up, segs, bytes, now, payload_len > 0, dir_bit),
+        None => {
+            let segs = segs as u64;
+            let stats = FlowStats {
+                packets_up: if up { segs } else { 0 },
+                bytes_up: if up { bytes } else { 0 },
+                packets_down: if up { 0 } else { segs },
+                bytes_down: if up { 0 } else { bytes },
+                first_seen_ns: now,
+                last_seen_ns: now,
+                tcp_flags_up: if up { p.tcp_flags } else { 0 },
+                payload_sent: if payload_len > 0 { dir_bit } else { 0 },
+                tcp_flags_down: if up { 0 } else { p.tcp_flags },
+                _pad: [0; 5],
+            };
+            match flows.insert(map_key, &stats, BPF_NOEXIST) {
+                Ok(()) => {
+                    count(Counter::FlowsCreated, 1);
+                    payload_len > 0
+                }
+                Err(_) => match flows.get_ptr_mut(map_key) {
+                    // It exists: a retransmitted SYN, or another CPU created it between our
+                    // lookup and insert.
+                    Some(s) => update(unsafe { &mut *s }, p, up, segs as u32, bytes, now, payload_len > 0, dir_bit),
+                    // Created and evicted again in between: this packet is lost to the
+                    // counters, but it is counted as such.
+                    None => {
+                        count(Counter::FlowUpdateErrors, 1);
+                        false
+                    }
+                },
             }
-            // Another CPU created it between our lookup and insert: this packet is lost to the
-            // counters, but it is counted as such.
-            Err(_) => count(Counter::FlowUpdateErrors, 1),
         }
-    }
+    };
 
     if is_dns && payload_len > 0 {
         emit_payload(ctx, EventKind::Dns, p, up, now);
     } else if first_payload {
         emit_payload(ctx, EventKind::FirstPayload, p, up, now);
     }
+}
+
+/// Adds a packet to its flow's entry (this CPU's copy); true when it is the flow's first
+/// payload in this direction, whose event is then due.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "the per-packet facts, kept in registers by inlining")]
+fn update(
+    s: &mut FlowStats,
+    p: &Parsed,
+    up: bool,
+    segs: u32,
+    bytes: u64,
+    now: u64,
+    payload: bool,
+    dir_bit: u8,
+) -> bool {
+    if up {
+        s.packets_up += segs as u64;
+        s.bytes_up += bytes;
+        s.tcp_flags_up |= p.tcp_flags;
+    } else {
+        s.packets_down += segs as u64;
+        s.bytes_down += bytes;
+        s.tcp_flags_down |= p.tcp_flags;
+    }
+    // Per-CPU value: another CPU may have created the entry, leaving ours zeroed.
+    if s.first_seen_ns == 0 {
+        s.first_seen_ns = now;
+    }
+    s.last_seen_ns = now;
+    if payload && s.payload_sent & dir_bit == 0 {
+        s.payload_sent |= dir_bit;
+        return true;
+    }
+    false
 }
 
 #[inline(always)]

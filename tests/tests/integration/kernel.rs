@@ -265,6 +265,9 @@ fn ipv4_tcp_creates_a_flow_oriented_from_the_client() -> Result<()> {
     assert_eq!(k.counter(Counter::Seen)?, 2);
     assert_eq!(k.counter(Counter::Passed)?, 2);
     assert_eq!(k.counter(Counter::FlowsCreated)?, 1);
+    // The second SYN is a retransmission: its create-only insert finds the entry and the packet
+    // is added to it, not lost.
+    assert_eq!(k.counter(Counter::FlowUpdateErrors)?, 0);
     assert_eq!(k.counter(Counter::ParseErrors)?, 0);
     let ev = k.events()?;
     // One first-payload event carrying "hello" (a new flow has no event of its own: the sweep
