@@ -1,4 +1,5 @@
-//! Pure logic that names flows: DNS, TLS SNI, HTTP Host, address classes.
+//! Pure logic that names and classifies flows: DNS, TLS SNI, HTTP Host, address classes, the
+//! application protocol.
 //!
 //! Nothing here does I/O or keeps global state: the daemon feeds packet payloads and timestamps
 //! in and stores what comes out. Every parser takes untrusted bytes, never panics on them, and
@@ -10,6 +11,7 @@ pub mod dns;
 pub mod domain;
 pub mod http;
 pub mod names;
+pub mod protocol;
 pub mod tls;
 
 #[cfg(test)]
