@@ -1,5 +1,5 @@
 //! Pure logic that names and classifies flows: DNS, TLS SNI, HTTP Host, address classes, the
-//! application protocol.
+//! application protocol, the companies and services behind names.
 //!
 //! Nothing here does I/O or keeps global state: the daemon feeds packet payloads and timestamps
 //! in and stores what comes out. Every parser takes untrusted bytes, never panics on them, and
@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod dns;
 pub mod domain;
+pub mod entity;
 pub mod http;
 pub mod names;
 pub mod protocol;

@@ -268,7 +268,7 @@ fn is_stun(p: &[u8]) -> bool {
             let len = usize::from(u16::from_be_bytes([*l0, *l1]));
             t0 & 0xc0 == 0
                 && [*c0, *c1, *c2, *c3] == STUN_MAGIC_COOKIE
-                && len % 4 == 0
+                && len.is_multiple_of(4)
                 && len == p.len() - STUN_HEADER_LEN
         }
         _ => false,
@@ -294,7 +294,7 @@ fn is_quic_long_header(p: &[u8]) -> bool {
 fn is_wireguard(p: &[u8]) -> bool {
     let [kind, 0, 0, 0, ..] = p else { return false };
     WIREGUARD_FIXED.iter().any(|&(k, len)| *kind == k && p.len() == len)
-        || (*kind == WIREGUARD_DATA && p.len() >= WIREGUARD_DATA_MIN && p.len() % 16 == 0)
+        || (*kind == WIREGUARD_DATA && p.len() >= WIREGUARD_DATA_MIN && p.len().is_multiple_of(16))
 }
 
 /// An NTP packet: version 3 or 4, client or server mode, at least the 48-byte header.
