@@ -206,7 +206,8 @@ pub enum Counter {
     RingLost = 4,
     /// Flow entries created; with the live entry count this gives LRU evictions.
     FlowsCreated = 5,
-    /// Flow map updates that failed (never expected with an LRU map; counted, not hidden).
+    /// Packets lost to the flow counters: the create-only insert failed and no entry was there
+    /// either (evicted in between). Never expected with an LRU map; counted, not hidden.
     FlowUpdateErrors = 6,
     /// Non-first IP fragments (counted against the flow without ports).
     Fragments = 7,
