@@ -15,6 +15,7 @@ use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
 use super::dns::{self, AnswerData, DnsMessage, Transport};
+use super::protocol::{self, AppProtocol, Decided};
 use super::{http, tls};
 
 /// `TRACKER_PCAPS`, else `shared/testdata/pcaps` beside the repository (absent in a user's
@@ -334,6 +335,7 @@ fn every_payload_in_every_capture_is_parsed_without_panic() {
     files.sort();
     assert!(files.len() >= 10, "expected the shared captures in {}", dir.display());
     let mut panics = Vec::new();
+    let misclassified = std::sync::Mutex::new(Vec::new());
     let mut dns_payloads = 0;
     for path in &files {
         let payloads = l4_payloads(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
@@ -351,6 +353,18 @@ fn every_payload_in_every_capture_is_parsed_without_panic() {
                 if let Ok(msg) = &dns {
                     check_invariants(msg);
                 }
+                // The classifier on both ends' view; a UDP query to port 53 that parses as DNS
+                // must be classified DNS by its payload.
+                let ip_proto = match p.transport {
+                    Transport::Udp => tracker_common::IPPROTO_UDP,
+                    Transport::Tcp => tracker_common::IPPROTO_TCP,
+                };
+                let c = protocol::classify(ip_proto, p.dst_port, Some(&p.data), Some(&p.data));
+                let query =
+                    p.transport == Transport::Udp && p.dst_port == 53 && dns::parse(&p.data, Transport::Udp).is_ok();
+                if query && (c.protocol, c.decided) != (AppProtocol::Dns, Decided::Payload) {
+                    misclassified.lock().unwrap().push(format!("{} frame {}: {c:?}", path.display(), p.frame));
+                }
             }));
             dns_payloads += usize::from(p.is_dns());
             if result.is_err() {
@@ -359,6 +373,8 @@ fn every_payload_in_every_capture_is_parsed_without_panic() {
         }
     }
     assert!(panics.is_empty(), "parsers panicked on: {panics:?}");
+    let misclassified = misclassified.into_inner().unwrap();
+    assert!(misclassified.is_empty(), "DNS queries not classified as DNS: {misclassified:?}");
     assert!(dns_payloads >= 480, "only {dns_payloads} DNS payloads found");
 }
 

@@ -105,8 +105,10 @@ const WELL_KNOWN_PORTS: [(u8, u16, AppProtocol); 16] = [
 
 /// The port DoT and DoQ share (RFC 7858, RFC 9250).
 const DNS_OVER_SECURE_PORT: u16 = 853;
-/// The port plain DNS uses.
+/// The ports of the protocols whose payloads only confirm their port (see [`from_payload`]).
 const DNS_PORT: u16 = 53;
+const NTP_PORT: u16 = 123;
+const OPENVPN_PORT: u16 = 1194;
 
 /// STUN's magic cookie, bytes 4..8 of every RFC 5389 message.
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -217,13 +219,17 @@ fn on_port(protocol: AppProtocol, remote_port: u16) -> AppProtocol {
     }
 }
 
-/// The protocol one payload's bytes show, if any. DNS is looked for only on its port: a DNS
-/// header has no magic number, and many short binary payloads would parse as one.
+/// The protocol one payload's bytes show, if any. Signatures with a magic number or a fixed
+/// layout (TLS, HTTP, SSH, STUN, DTLS, QUIC, WireGuard) count on any port; those with none (a
+/// DNS header, NTP's first byte, OpenVPN's opcode) only confirm their own port, since many
+/// short binary payloads would pass them: in the robustness captures, DNS queries to port 53
+/// passed the NTP and OpenVPN tests. On port 53 DNS is tried first, for the same reason.
 fn from_payload(transport: u8, remote_port: u16, p: &[u8]) -> Option<AppProtocol> {
-    let dns_port = remote_port == DNS_PORT;
     match transport {
         IPPROTO_TCP => {
-            if tls::looks_like_tls(p) {
+            if remote_port == DNS_PORT && is_dns_over_tcp(p) {
+                Some(AppProtocol::Dns)
+            } else if tls::looks_like_tls(p) {
                 Some(AppProtocol::Tls)
             } else if http::looks_like_http(p) {
                 Some(AppProtocol::Http)
@@ -231,14 +237,14 @@ fn from_payload(transport: u8, remote_port: u16, p: &[u8]) -> Option<AppProtocol
                 Some(AppProtocol::Ssh)
             } else if is_stun(p) {
                 Some(AppProtocol::Stun)
-            } else if dns_port && is_dns_over_tcp(p) {
-                Some(AppProtocol::Dns)
             } else {
                 None
             }
         }
         IPPROTO_UDP => {
-            if is_stun(p) {
+            if remote_port == DNS_PORT && dns::parse(p, dns::Transport::Udp).is_ok() {
+                Some(AppProtocol::Dns)
+            } else if is_stun(p) {
                 Some(AppProtocol::Stun)
             } else if is_dtls(p) {
                 Some(AppProtocol::Dtls)
@@ -246,12 +252,10 @@ fn from_payload(transport: u8, remote_port: u16, p: &[u8]) -> Option<AppProtocol
                 Some(AppProtocol::Quic)
             } else if is_wireguard(p) {
                 Some(AppProtocol::WireGuard)
-            } else if is_ntp(p) {
+            } else if remote_port == NTP_PORT && is_ntp(p) {
                 Some(AppProtocol::Ntp)
-            } else if is_openvpn(p) {
+            } else if remote_port == OPENVPN_PORT && is_openvpn(p) {
                 Some(AppProtocol::OpenVpn)
-            } else if dns_port && dns::parse(p, dns::Transport::Udp).is_ok() {
-                Some(AppProtocol::Dns)
             } else {
                 None
             }
@@ -405,11 +409,13 @@ mod tests {
         let mut ntp = vec![0x23]; // version 4, mode 3 (client)
         ntp.resize(48, 0);
         assert_eq!(udp(123, &ntp), by_payload(AppProtocol::Ntp));
+        assert_eq!(udp(9999, &ntp).protocol, AppProtocol::Unknown, "NTP's first byte is no evidence elsewhere");
         let dtls = [0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
         assert_eq!(udp(5684, &dtls), by_payload(AppProtocol::Dtls));
         let mut reset = vec![7 << 3];
         reset.resize(14, 1);
         assert_eq!(udp(1194, &reset), by_payload(AppProtocol::OpenVpn));
+        assert_eq!(udp(9999, &reset).protocol, AppProtocol::Unknown);
         // A query for example.com A.
         let query = [
             0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o',
