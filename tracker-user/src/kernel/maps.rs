@@ -150,19 +150,18 @@ fn read_table<K: Copy + Into<FlowKey>>(
 
 /// Sums a per-CPU counter array into one value per [`Counter`].
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> Result<Vec<(Counter, u64)>> {
+    Counter::ALL.iter().map(|&c| Ok((c, read_counter(map, c)?))).collect()
+}
+
+/// One counter, summed over the CPUs.
+pub fn read_counter(map: &PerCpuArray<MapData, u64>, c: Counter) -> Result<u64> {
     let read = |c: Counter| -> Result<u64> {
         let v = map.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
         Ok(v.iter().sum())
     };
-    Counter::ALL
-        .iter()
-        .map(|&c| {
-            let v = match c {
-                // Not counted by the kernel: every packet is passed or dropped.
-                Counter::Seen => read(Counter::Passed)? + read(Counter::Dropped)?,
-                _ => read(c)?,
-            };
-            Ok((c, v))
-        })
-        .collect()
+    match c {
+        // Not counted by the kernel: every packet is passed or dropped.
+        Counter::Seen => Ok(read(Counter::Passed)? + read(Counter::Dropped)?),
+        _ => read(c),
+    }
 }

@@ -14,7 +14,7 @@ use tracker_common::{
 
 use super::{Activity, Snapshot, Source};
 use crate::{
-    kernel::Tables,
+    kernel::{Tables, maps},
     timefmt::{self, KernelClock},
 };
 
@@ -64,11 +64,7 @@ impl Source for KernelSource {
         // Both programs count every packet as passed or dropped in `finish`, after `handle`
         // updated its flow and block entries: a packet not yet in these counters may be
         // missing from a snapshot, but then it changes them before the next sweep reads them.
-        let sum = |c: Counter| -> Result<u64> {
-            let v = self.tables.counters.get(&(c as u32), 0).with_context(|| format!("counter {}", c.name()))?;
-            Ok(v.iter().sum())
-        };
-        let packets = sum(Counter::Passed)? + sum(Counter::Dropped)?;
+        let packets = maps::read_counter(&self.tables.counters, Counter::Seen)?;
         Ok(Some(Activity { packets, now_ns: timefmt::kernel_ns_now() }))
     }
 
