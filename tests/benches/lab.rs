@@ -692,6 +692,26 @@ fn if_stats(lab: &Lab, ns: Ns, iface: &str) -> Result<IfStats> {
     })
 }
 
+/// Waits, at most SWEEP_WAIT, until SQLite has caught up: `flows_stored` has not changed for
+/// SETTLED_FOR. Returns the last status and whether it settled (false: the wait ran out).
+fn settle_store(daemon: &Daemon) -> Result<(Value, bool)> {
+    let start = Instant::now();
+    let (mut stored, mut since) = (None, Instant::now());
+    loop {
+        let s = daemon.status()?;
+        let now = counter(&s, "flows_stored");
+        if now != stored {
+            (stored, since) = (now, Instant::now());
+        } else if since.elapsed() >= SETTLED_FOR {
+            return Ok((s, true));
+        }
+        if start.elapsed() > SWEEP_WAIT {
+            return Ok((s, false));
+        }
+        std::thread::sleep(SWEEP_POLL);
+    }
+}
+
 /// A kernel counter from `tracker status` (missing: None).
 fn counter(status: &Value, key: &str) -> Option<u64> {
     status[key].as_u64()
@@ -726,22 +746,8 @@ fn flood_section(lab: &Lab) -> Result<()> {
         report.rate()
     );
 
-    // Bounded wait: SQLite has caught up once flows_stored stops changing for SETTLED_FOR.
     let wait_start = Instant::now();
-    let (mut stored, mut since) = (None, Instant::now());
-    let settled = loop {
-        let s = daemon.status()?;
-        let now = counter(&s, "flows_stored");
-        if now != stored {
-            (stored, since) = (now, Instant::now());
-        } else if since.elapsed() >= SETTLED_FOR {
-            break true;
-        }
-        if wait_start.elapsed() > SWEEP_WAIT {
-            break false;
-        }
-        std::thread::sleep(SWEEP_POLL);
-    };
+    let (_, settled) = settle_store(&daemon)?;
     let waited = wait_start.elapsed();
     let before_stop = daemon.status()?;
     let peak = daemon.memory()?;

@@ -26,7 +26,7 @@ use tracker_tests::{
     testrun::test_run,
 };
 
-use super::{DEFAULT_SWEEP, Daemon, Pins, SETTLED_FOR, SWEEP_POLL, SWEEP_WAIT, counter, mib};
+use super::{DEFAULT_SWEEP, Daemon, Pins, counter, mib, settle_store};
 
 /// CPU time is read over this window, for both the baseline and the full tables.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -106,22 +106,6 @@ fn fill(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// Waits (at most SWEEP_WAIT) until `flows_stored` has not changed for SETTLED_FOR.
-fn settle_store(daemon: &Daemon) -> Result<Value> {
-    let start = Instant::now();
-    let (mut stored, mut since) = (None, Instant::now());
-    loop {
-        let s = daemon.status()?;
-        let now = counter(&s, "flows_stored");
-        if now != stored {
-            (stored, since) = (now, Instant::now());
-        } else if since.elapsed() >= SETTLED_FOR || start.elapsed() > SWEEP_WAIT {
-            return Ok(s);
-        }
-        std::thread::sleep(SWEEP_POLL);
-    }
-}
-
 pub fn section(lab: &Lab) -> Result<()> {
     let dir = lab.names().dir.join("bench-idle");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -135,7 +119,7 @@ pub fn section(lab: &Lab) -> Result<()> {
     fill(lab)?;
     let filled_in = fill_start.elapsed();
     eprintln!("idle: {} SYNs run in {filled_in:.1?}; waiting for the sweeps to store them", 2 * PER_TABLE);
-    let status = settle_store(&daemon)?;
+    let (status, _) = settle_store(&daemon)?;
     std::thread::sleep(SETTLE);
     eprintln!("idle: full tables, measuring the daemon's CPU for {WINDOW:?}");
     let full = cpu_percent(&daemon)?;
