@@ -5,7 +5,10 @@
 //! boundary, and the most specific domain wins: the lookup walks the name's suffixes from the
 //! whole name down, one label at a time, so it costs one hash lookup per label.
 
-use std::{collections::HashMap, fmt};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
 use serde::Deserialize;
 
@@ -142,30 +145,16 @@ impl EntityTable {
     }
 
     /// This table with `text`'s entries added; an entry named like one of this table's replaces
-    /// it whole (its domains too).
+    /// it whole (its domains too), and a domain an added entry lists is taken from whichever
+    /// base entry of its kind had it.
     pub fn with_overrides(&self, text: &str) -> Result<Self, EntityError> {
         let extra = read(text)?;
-        let mut companies: Vec<Company> =
-            self.companies.iter().filter(|c| !extra.company.iter().any(|e| e.name == c.name)).cloned().collect();
-        // A domain the override gives to a company is taken from whichever base entry had it.
-        let claimed: Vec<&str> = extra.company.iter().flat_map(|c| c.domains.iter().map(String::as_str)).collect();
-        for c in &mut companies {
-            c.domains.retain(|d| !claimed.contains(&d.as_str()));
-        }
-        companies.extend(extra.company);
-        let mut services: Vec<Service> =
-            self.services.iter().filter(|s| !extra.service.iter().any(|e| e.name == s.name)).cloned().collect();
-        let claimed: Vec<&str> = extra.service.iter().flat_map(|s| s.domains.iter().map(String::as_str)).collect();
-        for s in &mut services {
-            s.domains.retain(|d| !claimed.contains(&d.as_str()));
-        }
-        services.extend(extra.service);
-        Self::build(companies, services)
+        Self::build(overlay(&self.companies, extra.company), overlay(&self.services, extra.service))
     }
 
     fn build(companies: Vec<Company>, services: Vec<Service>) -> Result<Self, EntityError> {
-        let company_by_domain = index(&companies, |c| (&c.name, &c.domains))?;
-        let service_by_domain = index(&services, |s| (&s.name, &s.domains))?;
+        let company_by_domain = index(&companies)?;
+        let service_by_domain = index(&services)?;
         for s in &services {
             if !companies.iter().any(|c| c.name == s.company) {
                 return Err(EntityError::UnknownCompany { service: s.name.clone(), company: s.company.clone() });
@@ -203,27 +192,67 @@ fn read(text: &str) -> Result<File, EntityError> {
     toml::from_str(text).map_err(|e| EntityError::Syntax(e.to_string()))
 }
 
+/// What companies and services have alike: a name and the domains it is matched by.
+trait Entry: Clone {
+    fn name(&self) -> &str;
+    fn domains(&self) -> &[String];
+    fn domains_mut(&mut self) -> &mut Vec<String>;
+}
+
+impl Entry for Company {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn domains(&self) -> &[String] {
+        &self.domains
+    }
+    fn domains_mut(&mut self) -> &mut Vec<String> {
+        &mut self.domains
+    }
+}
+
+impl Entry for Service {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn domains(&self) -> &[String] {
+        &self.domains
+    }
+    fn domains_mut(&mut self) -> &mut Vec<String> {
+        &mut self.domains
+    }
+}
+
+/// `base` without the entries `extra` replaces (same name) and without the domains `extra`
+/// lists, then `extra`.
+fn overlay<T: Entry>(base: &[T], extra: Vec<T>) -> Vec<T> {
+    let claimed: HashSet<&str> = extra.iter().flat_map(|e| e.domains().iter().map(String::as_str)).collect();
+    let mut out: Vec<T> = base.iter().filter(|b| !extra.iter().any(|e| e.name() == b.name())).cloned().collect();
+    for e in &mut out {
+        e.domains_mut().retain(|d| !claimed.contains(d.as_str()));
+    }
+    out.extend(extra);
+    out
+}
+
 /// Domain -> entry index, refusing bad domains, a domain in two entries and repeated names.
-fn index<T>(
-    entries: &[T],
-    parts: impl Fn(&T) -> (&String, &Vec<String>),
-) -> Result<HashMap<String, usize>, EntityError> {
+fn index<T: Entry>(entries: &[T]) -> Result<HashMap<String, usize>, EntityError> {
     let mut by_domain: HashMap<String, usize> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let (name, domains) = parts(e);
-        if entries[..i].iter().any(|earlier| parts(earlier).0 == name) {
-            return Err(EntityError::DuplicateName(name.clone()));
+        let name = e.name();
+        if entries[..i].iter().any(|earlier| earlier.name() == name) {
+            return Err(EntityError::DuplicateName(name.to_owned()));
         }
-        for d in domains {
+        for d in e.domains() {
             if !is_domain(d) {
-                return Err(EntityError::BadDomain { entry: name.clone(), domain: d.clone() });
+                return Err(EntityError::BadDomain { entry: name.to_owned(), domain: d.clone() });
             }
             match by_domain.get(d) {
                 Some(&j) if j != i => {
                     return Err(EntityError::Claimed {
                         domain: d.clone(),
-                        first: parts(&entries[j]).0.clone(),
-                        second: name.clone(),
+                        first: entries[j].name().to_owned(),
+                        second: name.to_owned(),
                     });
                 }
                 _ => {
