@@ -264,11 +264,11 @@ fn account<F: Frame, K>(
     let first_payload = match existing {
         Some(s) => update(unsafe { &mut *s }, p, up, segs, bytes, now, payload_len > 0, dir_bit),
         None => {
-            let segs = segs as u64;
+            let packets = segs as u64;
             let stats = FlowStats {
-                packets_up: if up { segs } else { 0 },
+                packets_up: if up { packets } else { 0 },
                 bytes_up: if up { bytes } else { 0 },
-                packets_down: if up { 0 } else { segs },
+                packets_down: if up { 0 } else { packets },
                 bytes_down: if up { 0 } else { bytes },
                 first_seen_ns: now,
                 last_seen_ns: now,
@@ -285,7 +285,7 @@ fn account<F: Frame, K>(
                 Err(_) => match flows.get_ptr_mut(map_key) {
                     // It exists: a retransmitted SYN, or another CPU created it between our
                     // lookup and insert.
-                    Some(s) => update(unsafe { &mut *s }, p, up, segs as u32, bytes, now, payload_len > 0, dir_bit),
+                    Some(s) => update(unsafe { &mut *s }, p, up, segs, bytes, now, payload_len > 0, dir_bit),
                     // Created and evicted again in between: this packet is lost to the
                     // counters, but it is counted as such.
                     None => {
