@@ -3,8 +3,9 @@
 //!
 //! Data flows one way, and the modules follow it:
 //! packets -> [`kernel`] (programs, maps, ring) -> [`source`] (snapshots and events, with their
-//! clock) -> [`pipeline`] (naming, the sweep) -> [`sink`] -> [`store`] (SQLite) -> queries ->
-//! [`cli`] ([`status`] gathers what `tracker status` shows). [`analysis`] holds the pure logic that parses DNS, TLS and HTTP, decides names and
+//! clock) -> [`pipeline`] (naming, labels, the sweep) -> [`sink`] -> [`store`] (SQLite) ->
+//! [`query`] (reports) -> [`cli`] and [`web`] (charts, the HTML page) ([`status`] gathers what
+//! `tracker status` shows). [`analysis`] holds the pure logic that parses DNS, TLS and HTTP, decides names and
 //! classifies addresses; [`wireguard`] tells which addresses are one device; [`blocking`] turns
 //! block rules into kernel map entries; [`daemon`] runs the loop, with the locks and the upkeep
 //! that puts back pins or a database removed under it; [`timefmt`] the clock conversions and
@@ -16,10 +17,12 @@ pub mod cli;
 pub mod daemon;
 pub mod kernel;
 pub mod pipeline;
+pub mod query;
 pub mod sink;
 pub mod source;
 pub mod status;
 pub mod store;
 pub mod text;
 pub mod timefmt;
+pub mod web;
 pub mod wireguard;

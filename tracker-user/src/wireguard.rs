@@ -6,9 +6,17 @@ use std::{net::IpAddr, process::Command};
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 
-/// Each peer's allowed IPs, or `None` when `iface` is not a WireGuard interface or `wg` (from
+/// A WireGuard peer: one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its public key, base64 as `wg` shows it: the device's identity.
+    pub public_key: String,
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// The interface's peers, or `None` when `iface` is not a WireGuard interface or `wg` (from
 /// wireguard-tools) is missing: then every address is a device of its own.
-pub fn peers(iface: &str) -> Result<Option<Vec<Vec<IpNet>>>> {
+pub fn peers(iface: &str) -> Result<Option<Vec<Peer>>> {
     let out = match Command::new("wg").args(["show", iface, "allowed-ips"]).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -19,15 +27,20 @@ pub fn peers(iface: &str) -> Result<Option<Vec<Vec<IpNet>>>> {
         return Ok(None);
     }
     let text = String::from_utf8(out.stdout).context("wg show printed non-UTF-8")?;
-    parse_allowed_ips(&text).map(Some)
+    parse_peers(&text).map(Some)
+}
+
+/// Each peer's allowed IPs ([`parse_peers`]), peers without any left out.
+pub fn parse_allowed_ips(text: &str) -> Result<Vec<Vec<IpNet>>> {
+    Ok(parse_peers(text)?.into_iter().map(|p| p.allowed_ips).filter(|ips| !ips.is_empty()).collect())
 }
 
 /// Parses `wg show IFACE allowed-ips`: one line per peer, its public key, a tab, then its
 /// allowed IPs separated by spaces, or `(none)`.
-pub fn parse_allowed_ips(text: &str) -> Result<Vec<Vec<IpNet>>> {
+pub fn parse_peers(text: &str) -> Result<Vec<Peer>> {
     let mut peers = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Some((_key, ips)) = line.split_once('\t') else {
+        let Some((key, ips)) = line.split_once('\t') else {
             bail!("unexpected line from wg show: {line:?}");
         };
         let nets = ips
@@ -35,9 +48,7 @@ pub fn parse_allowed_ips(text: &str) -> Result<Vec<Vec<IpNet>>> {
             .filter(|s| *s != "(none)")
             .map(|s| s.parse::<IpNet>().with_context(|| format!("allowed IP {s:?} from wg show")))
             .collect::<Result<Vec<_>>>()?;
-        if !nets.is_empty() {
-            peers.push(nets);
-        }
+        peers.push(Peer { public_key: key.trim().to_owned(), allowed_ips: nets });
     }
     Ok(peers)
 }

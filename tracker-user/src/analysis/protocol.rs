@@ -200,8 +200,21 @@ impl Decided {
 /// payload up (`first_up`, the client's) and down (`first_down`, the server's), whichever
 /// decide; the client's first, since it speaks first in nearly every protocol here.
 pub fn classify(transport: u8, remote_port: u16, first_up: Option<&[u8]>, first_down: Option<&[u8]>) -> Classification {
-    let by_payload = [first_up, first_down].into_iter().flatten().find_map(|p| from_payload(transport, remote_port, p));
-    if let Some(protocol) = by_payload {
+    let up = first_up.and_then(|p| from_payload(transport, remote_port, p));
+    let down = first_down.and_then(|p| from_payload(transport, remote_port, p));
+    decide(transport, remote_port, up, down)
+}
+
+/// The protocol one payload of a flow of IP protocol `transport` to server port `remote_port`
+/// shows, if any: what the daemon keeps of a first payload, so it never holds the bytes.
+pub fn payload_protocol(transport: u8, remote_port: u16, payload: &[u8]) -> Option<AppProtocol> {
+    from_payload(transport, remote_port, payload)
+}
+
+/// A flow's classification from what its first payloads showed ([`payload_protocol`]) up and
+/// down, the client's first; failing both, from the server's well-known port.
+pub fn decide(transport: u8, remote_port: u16, up: Option<AppProtocol>, down: Option<AppProtocol>) -> Classification {
+    if let Some(protocol) = up.or(down) {
         return Classification { protocol: on_port(protocol, remote_port), decided: Decided::Payload };
     }
     match WELL_KNOWN_PORTS.iter().find(|(t, port, _)| *t == transport && *port == remote_port) {

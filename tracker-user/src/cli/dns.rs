@@ -1,14 +1,12 @@
 //! `tracker dns` (the query log) and `tracker domains` (query counts per name or registrable
 //! domain).
 
-use std::net::IpAddr;
-
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
 use super::{
-    Global, ListArgs, effective_limit, open_existing,
+    Global, ListArgs, client_addresses, effective_limit, open_existing,
     output::{self, Format},
     say_cut,
 };
@@ -23,9 +21,10 @@ pub struct DnsArgs {
     /// midnight UTC) or a time (2026-11-26T08:00:00+01:00; UTC without an offset).
     #[arg(long, default_value = "24h", allow_hyphen_values = true)]
     pub since: String,
-    /// Only queries from this device (its tunnel address).
-    #[arg(long, value_name = "IP")]
-    pub client: Option<IpAddr>,
+    /// Only queries from this device: its name (`tracker name-device`), its public key, or a
+    /// tunnel address.
+    #[arg(long, value_name = "DEVICE")]
+    pub client: Option<String>,
     /// Only this name and the names under it: `--domain example.com` matches
     /// `www.example.com` but not `notexample.com`.
     #[arg(long)]
@@ -51,9 +50,10 @@ pub struct DomainsArgs {
     /// (public suffix list: a.b.example.co.uk counts for example.co.uk).
     #[arg(long, value_enum, default_value_t = Grouping::Name)]
     pub group: Grouping,
-    /// Only queries from this device (its tunnel address).
-    #[arg(long, value_name = "IP")]
-    pub client: Option<IpAddr>,
+    /// Only queries from this device: its name (`tracker name-device`), its public key, or a
+    /// tunnel address.
+    #[arg(long, value_name = "DEVICE")]
+    pub client: Option<String>,
     /// At most this many rows, most queried first (0 = all). Default: 100 in a table, all in
     /// JSON and CSV.
     #[arg(long)]
@@ -104,7 +104,7 @@ pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
     let format = args.list.format;
     let query = DnsQuery {
         since_ms,
-        client: args.client,
+        clients: client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses),
         domain: args.domain.clone(),
         limit: effective_limit(args.limit, format),
     };
@@ -131,7 +131,7 @@ pub fn domains(global: &Global, args: &DomainsArgs) -> Result<()> {
     let format = args.list.format;
     let (rows, total) = store.domains_counted(&DomainQuery {
         since_ms,
-        client: args.client,
+        clients: client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses),
         min_queries: args.min_queries,
         group: args.group,
         limit: effective_limit(args.limit, format),

@@ -3,7 +3,9 @@
 
 mod block;
 mod dns;
+mod entities;
 pub mod output;
+pub mod report;
 mod run;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
@@ -12,8 +14,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    analysis::entity::EntityTable,
     kernel::{self, PinDir},
-    store::{self, FlowQuery, Store},
+    store::{self, FlowQuery, Store, devices::ClientFilter},
     timefmt,
 };
 use output::Format;
@@ -30,6 +33,8 @@ Start the daemon with `tracker run` (as root), then, in another shell:\n  \
 tracker flows                      who the phone talked to, biggest first, and by what name\n  \
 tracker dns                        every DNS query and the answers it got\n  \
 tracker domains --min-queries 10   names queried at least 10 times this week\n  \
+tracker report                     companies, apps, encrypted or not, protocols, devices\n  \
+tracker report --html report.html  the same as a page with charts\n  \
 tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
 tracker blocks                     rules and how many packets each dropped\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
@@ -56,6 +61,33 @@ pub struct Global {
     #[arg(long, global = true, env = "TRACKER_PIN_DIR", default_value = kernel::DEFAULT_PIN_DIR,
           help_heading = GLOBAL_HEADING)]
     pub pin_dir: PathBuf,
+    /// Your additions to the table of companies and services (TOML, the shape of tracker's own
+    /// table; README, "Companies and services"). An entry named like one of tracker's replaces
+    /// it. Default: /etc/tracker/entities.toml when it exists.
+    #[arg(long, global = true, env = "TRACKER_ENTITIES", value_name = "FILE", help_heading = GLOBAL_HEADING)]
+    pub entities: Option<PathBuf>,
+}
+
+/// Where the user's entity overrides are looked for when `--entities` is not given.
+pub const DEFAULT_ENTITIES: &str = "/etc/tracker/entities.toml";
+
+impl Global {
+    /// The entity table in use: tracker's own, with the user's file over it. A file given
+    /// with `--entities` must exist; the default one may be missing. A bad file is refused
+    /// whole, with the reason.
+    pub fn entity_table(&self) -> Result<EntityTable> {
+        let builtin = EntityTable::builtin();
+        let (path, required) = match &self.entities {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_ENTITIES), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(builtin),
+            Err(e) => return Err(e).with_context(|| format!("reading the entity file {}", path.display())),
+        };
+        builtin.with_overrides(&text).with_context(|| format!("the entity file {} was not used", path.display()))
+    }
 }
 
 /// The `--help` heading of the options every command takes, apart from each command's own.
@@ -63,7 +95,7 @@ const GLOBAL_HEADING: &str = "Global options";
 
 /// Environment variables that stand for options. Set but empty (`TRACKER_DB=`) means unset, as
 /// in most programs, rather than clap's "a value is required".
-const OPTION_ENV: [&str; 4] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG"];
+const OPTION_ENV: [&str; 5] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG", "TRACKER_ENTITIES"];
 
 /// The rows a listing shows by default in a table; JSON and CSV, for scripts, get every row.
 pub const TABLE_LIMIT: u32 = 100;
@@ -98,6 +130,31 @@ tracker dns --domain example.com --format json")]
 suffix list: a.b.example.co.uk counts for example.co.uk).\n\nExamples:\n  \
 tracker domains --min-queries 10\n  tracker domains --since 30d --group registrable --format csv")]
     Domains(dns::DomainsArgs),
+    /// The answers in one go: domains, companies, services, encryption, protocols, devices.
+    #[command(long_about = "A report over a period (default: the last 7 days), in sections: \
+the names queried at least --min-queries times; the share of connections and bytes per company \
+(a name no entry of the company table knows counts for its registrable domain; local peers and \
+flows without a name are lines of their own), and again without the companies --exclude names; \
+the CDNs and clouds that carried other companies' names; the apps and SDKs behind the names; \
+encrypted versus unencrypted; application protocols and transports; devices. A connection is \
+one flow that started in the period, with every byte it carried.\n\nExamples:\n  \
+tracker report\n  tracker report --since 30d --exclude Apple,Google,Amazon\n  \
+tracker report --client phone --format json\n  tracker report --html report.html   \
+(one page with charts; opens offline, from a file)")]
+    Report(report::ReportArgs),
+    /// The companies tracker knows, with how many names and connections matched each.
+    #[command(long_about = "Lists the company table in use (tracker's own, with your file from \
+--entities over it), with the names flows were given that matched each company and their \
+connections. `--unmatched` lists instead the names no company matches, most used first: what to \
+add to your file.\n\nExamples:\n  tracker companies\n  tracker companies --unmatched --since 30d")]
+    Companies(entities::EntitiesArgs),
+    /// The apps and SDKs tracker knows, with how many names and connections matched each.
+    Services(entities::EntitiesArgs),
+    /// The devices (WireGuard peers): public key, allowed IPs, your name for it, flows, bytes.
+    Devices(ListArgs),
+    /// Give a device a name, used by reports and by --client: `tracker name-device 10.77.0.2 phone`.
+    #[command(name = "name-device")]
+    NameDevice(entities::NameDeviceArgs),
     /// Block an address or network (CIDR) in the kernel, to and from every device.
     #[command(
         name = "block-ip",
@@ -136,6 +193,9 @@ pub struct FlowsArgs {
     /// At most this many flows (0 = all). Default: 100 in a table, all in JSON and CSV.
     #[arg(long)]
     pub limit: Option<u32>,
+    /// Only this device: its name (`tracker name-device`), its public key, or a tunnel address.
+    #[arg(long, value_name = "DEVICE")]
+    pub client: Option<String>,
     #[command(flatten)]
     pub list: ListArgs,
 }
@@ -160,6 +220,11 @@ pub fn main() -> ExitCode {
         Command::Flows(ref args) => flows(&cli.global, args),
         Command::Dns(ref args) => dns::dns(&cli.global, args),
         Command::Domains(ref args) => dns::domains(&cli.global, args),
+        Command::Report(ref args) => report::run(&cli.global, args),
+        Command::Companies(ref args) => entities::companies(&cli.global, args),
+        Command::Services(ref args) => entities::services(&cli.global, args),
+        Command::Devices(ref args) => entities::devices(&cli.global, args),
+        Command::NameDevice(ref args) => entities::name_device(&cli.global, args),
         Command::BlockIp(ref args) => block::block_ip(&cli.global, args),
         Command::UnblockIp(ref args) => block::unblock_ip(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
@@ -202,6 +267,12 @@ fn open_existing(global: &Global) -> Result<Store> {
     Store::open_reader(&global.db)
 }
 
+/// The client addresses `--client` stands for (a device's name, public key or a tunnel
+/// address), or `None` without `--client`.
+pub fn client_addresses(store: &Store, client: Option<&str>) -> Result<Option<ClientFilter>> {
+    client.map(|c| store.client_filter(c)).transpose()
+}
+
 /// The row limit of a listing: `--limit N` (0 = all) when given; otherwise [`TABLE_LIMIT`] in a
 /// table and everything in JSON and CSV, so a script never sums a silently cut list.
 pub fn effective_limit(limit: Option<u32>, format: Format) -> Option<u32> {
@@ -241,9 +312,25 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
     let since_ms = args.since.as_deref().map(timefmt::parse_since).transpose()?;
     let store = open_existing(global)?;
     let format = args.list.format;
-    let query = FlowQuery { since_ms, limit: effective_limit(args.limit, format) };
+    let clients = client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses);
+    let query = FlowQuery { since_ms, limit: effective_limit(args.limit, format), clients };
     let rows = store.flows(&query)?;
-    const COLUMNS: &[&str] = &[
+    // A table shows what a person reads first; CSV carries every field, as JSON does.
+    const TABLE: &[&str] = &[
+        "client",
+        "remote",
+        "name",
+        "company",
+        "app_protocol",
+        "protocol",
+        "remote_port",
+        "packets_up",
+        "bytes_up",
+        "packets_down",
+        "bytes_down",
+        "last_seen",
+    ];
+    const ALL: &[&str] = &[
         "client",
         "remote",
         "name",
@@ -259,8 +346,16 @@ fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
         "last_seen",
         "cname",
         "remote_class",
+        "app_protocol",
+        "app_decided",
+        "encrypted",
+        "company",
+        "site",
+        "service",
+        "served_by",
     ];
-    output::render(&mut std::io::stdout().lock(), format, COLUMNS, &rows)?;
+    let columns = if format == Format::Table { TABLE } else { ALL };
+    output::render(&mut std::io::stdout().lock(), format, columns, &rows)?;
     say_cut(rows.len(), || store.flows_total(&query), "flows", args.limit, format)
 }
 
@@ -399,7 +494,7 @@ mod tests {
         c.execute_batch("CREATE TABLE customers (id INTEGER)").unwrap();
         drop(c);
         let before = std::fs::read(&db).unwrap();
-        let global = Global { db: db.clone(), pin_dir: dir.join("no-pins") };
+        let global = Global { db: db.clone(), pin_dir: dir.join("no-pins"), entities: None };
         let err = format!("{:#}", status(&global, &ListArgs { format: Format::Json }).unwrap_err());
         assert!(err.contains("another program's SQLite database"), "{err}");
         assert_eq!(std::fs::read(&db).unwrap(), before);

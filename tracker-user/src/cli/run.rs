@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{Global, parse_duration};
 use crate::{
+    analysis::labels::Labeler,
     blocking,
     daemon::{
         self, DaemonLock, Upkeep,
@@ -68,6 +69,8 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     kernel::require_root("tracker run")?;
     kernel::require_kernel()?;
     let iface = kernel::iface(&args.iface)?;
+    // A bad entity file is refused before anything is created or attached.
+    let entities = global.entity_table()?;
 
     // The pin directory is checked and locked before the database is created or changed: a
     // refusal there must leave everything as it was.
@@ -93,8 +96,9 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let mut local_nets = kernel::iface_networks(&iface.name)?;
     local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
     let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
+    namer.labels = Labeler::new(std::sync::Arc::new(entities));
     // Devices before the reload: answers are filed per device.
-    engine::refresh_devices(&mut namer, &iface.name);
+    engine::refresh_devices(&mut namer, &mut store, &iface.name);
     let now = std::time::SystemTime::now();
     let since = timefmt::unix_ms(now - naming::RELOAD_WINDOW);
     let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;

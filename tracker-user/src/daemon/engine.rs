@@ -43,11 +43,18 @@ const PEERS_INTERVAL: Duration = Duration::from_secs(30);
 /// costs nothing measurable, and at 10,000 records a second a drain reads about 1,000.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Reads the interface's WireGuard peers into the namer; a failure is logged, not fatal.
-pub fn refresh_devices(namer: &mut Namer, iface: &str) {
-    match wireguard::peers(iface) {
-        Ok(peers) => namer.flows.set_devices(Devices::new(&peers.unwrap_or_default())),
-        Err(e) => tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
+/// Reads the interface's WireGuard peers into the namer and the store's device list; a failure
+/// is logged, not fatal.
+pub fn refresh_devices(namer: &mut Namer, store: &mut Store, iface: &str) {
+    let peers = match wireguard::peers(iface) {
+        Ok(peers) => peers.unwrap_or_default(),
+        Err(e) => return tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
+    };
+    let nets: Vec<Vec<ipnet::IpNet>> =
+        peers.iter().map(|p| p.allowed_ips.clone()).filter(|ips| !ips.is_empty()).collect();
+    namer.flows.set_devices(Devices::new(&nets));
+    if let Err(e) = store.write(|w| w.upsert_devices(&peers, crate::timefmt::now_ms())) {
+        tracing::warn!("storing the WireGuard peers of {iface}: {e:#}");
     }
 }
 
@@ -98,7 +105,7 @@ pub async fn run_loop(
                 }
                 lost.check(&source.tables.counters);
             }
-            _ = peers_tick.tick() => refresh_devices(namer, &opts.iface),
+            _ = peers_tick.tick() => refresh_devices(namer, store, &opts.iface),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
             // A closed terminal, or a service manager's reload: nothing to reload yet, so stop

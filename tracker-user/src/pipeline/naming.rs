@@ -8,7 +8,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use tracker_common::{DIR_UP, EventHeader, FlowKey, IPPROTO_TCP};
+use tracker_common::{DIR_UP, EventHeader, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     analysis::{
@@ -16,7 +16,8 @@ use crate::{
         dns::{self, Answer},
         http,
         names::{self, Evidence, FlowName, NameTable},
-        tls,
+        protocol::{self, AppProtocol, Classification},
+        quic, tls,
     },
     store::dns::StoredAnswers,
     timefmt::time_of_ms,
@@ -38,6 +39,10 @@ pub const RELOAD_LIMIT: u32 = 200_000;
 struct FlowFacts {
     started: SystemTime,
     evidence: Evidence,
+    /// The protocol the flow's first payload up (the client's) and down showed, if any: what is
+    /// kept of a payload, never its bytes.
+    protocol_up: Option<AppProtocol>,
+    protocol_down: Option<AppProtocol>,
 }
 
 impl FlowFacts {
@@ -45,8 +50,20 @@ impl FlowFacts {
     fn new(table: &NameTable, devices: &Devices, key: &FlowKey, at: SystemTime) -> Self {
         let (client, remote) = (key.client(), key.remote());
         let dns = table.candidates(devices.device(client), remote, at);
-        Self { started: at, evidence: Evidence { dns, ..Evidence::default() } }
+        Self { started: at, evidence: Evidence { dns, ..Evidence::default() }, protocol_up: None, protocol_down: None }
     }
+
+    fn is_empty(&self) -> bool {
+        self.evidence.is_empty() && self.protocol_up.is_none() && self.protocol_down.is_none()
+    }
+}
+
+/// What the namer says of a flow being swept: its name, its peer's class, its protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub name: FlowName,
+    pub class: AddrClass,
+    pub app: Classification,
 }
 
 /// Names flows from what their device was told and what the flow itself said.
@@ -95,14 +112,27 @@ impl FlowNamer {
         self.table.prune(now);
     }
 
-    /// The first payload a flow carried upwards: a TLS ClientHello or an HTTP request names it.
+    /// The first payload of a flow in one direction: it may show the flow's protocol, and
+    /// upwards a TLS ClientHello or an HTTP request names it.
     pub fn first_payload(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
-        if h.direction != DIR_UP || h.key.protocol != IPPROTO_TCP {
-            // QUIC's server name is inside encrypted Initial packets; downward payloads are the
-            // server's.
-            return;
+        let key = &h.key;
+        if let Some(p) = protocol::payload_protocol(key.protocol, key.remote_port, data) {
+            let facts = self.flow_facts(key, at);
+            let slot = if h.direction == DIR_UP { &mut facts.protocol_up } else { &mut facts.protocol_down };
+            if slot.replace(p) != Some(p) {
+                self.renamed.insert(*key);
+            }
         }
-        let (sni, host) = if tls::looks_like_tls(data) {
+        if h.direction != DIR_UP {
+            return; // the server's: it names nothing the client asked for
+        }
+        let (sni, host) = if key.protocol == IPPROTO_UDP {
+            // A QUIC client's first Initial carries its ClientHello, encrypted with keys anyone
+            // can derive from the connection id (RFC 9001 §5.2).
+            (quic::initial_sni(data), None)
+        } else if key.protocol != IPPROTO_TCP {
+            return;
+        } else if tls::looks_like_tls(data) {
             (tls::client_hello_sni(data), None)
         } else if http::looks_like_http(data) {
             (None, http::http_host(data))
@@ -140,9 +170,17 @@ impl FlowNamer {
         std::mem::take(&mut self.renamed)
     }
 
-    /// The name and class of a flow being swept. `first_seen` is the kernel's first packet: the
-    /// answers the device had then are the ones that may have led to the flow.
-    pub fn name_flow(&mut self, key: &FlowKey, first_seen: SystemTime, now: SystemTime) -> (FlowName, AddrClass) {
+    /// A DNS message of the flow `key` parsed: its payload shows the protocol.
+    pub fn dns_seen(&mut self, key: &FlowKey, at: SystemTime) {
+        let facts = self.flow_facts(key, at);
+        if facts.protocol_up.replace(AppProtocol::Dns) != Some(AppProtocol::Dns) {
+            self.renamed.insert(*key);
+        }
+    }
+
+    /// The name, class and protocol of a flow being swept. `first_seen` is the kernel's first
+    /// packet: the answers the device had then are the ones that may have led to the flow.
+    pub fn name_flow(&mut self, key: &FlowKey, first_seen: SystemTime, now: SystemTime) -> Described {
         let (client, remote) = (key.client(), key.remote());
         let client = self.devices.device(client);
         let class = addr::classify(remote, &self.local_nets);
@@ -165,10 +203,11 @@ impl FlowNamer {
             }
         }
         let name = names::choose(class.is_local(), &facts.evidence);
-        if remembered || !facts.evidence.is_empty() {
+        let app = protocol::decide(key.protocol, key.remote_port, facts.protocol_up, facts.protocol_down);
+        if remembered || !facts.is_empty() {
             self.flows.insert(*key, facts);
         }
-        (name, class)
+        Described { name, class, app }
     }
 
     /// Whether a DNS answer since the last sweep may name this flow, which has no DNS name
@@ -242,7 +281,7 @@ mod tests {
 
         let flow = key([192, 0, 2, 7], IPPROTO_TCP, 40000, 443);
         let _ = n.flows.name_flow(&flow, t(20), t(20));
-        let (name, class) = n.flows.name_flow(&flow, t(20), t(30));
+        let Described { name, class, .. } = n.flows.name_flow(&flow, t(20), t(30));
         assert_eq!(class, AddrClass::Documentation);
         assert_eq!(name.name.as_deref(), Some("www.example.com"));
         assert_eq!(name.cname.as_deref(), Some("edge.cdn.example"));
@@ -268,7 +307,7 @@ mod tests {
         n.dns_message(&header(EventKind::Dns, DIR_DOWN, k), &forged, t(1));
         let flow = key([192, 0, 2, 66], IPPROTO_TCP, 40008, 443);
         let _ = n.flows.name_flow(&flow, t(2), t(2));
-        assert_eq!(n.flows.name_flow(&flow, t(2), t(3)).0, FlowName::default());
+        assert_eq!(n.flows.name_flow(&flow, t(2), t(3)).name, FlowName::default());
     }
 
     #[test]
@@ -277,10 +316,10 @@ mod tests {
         let flow = key([192, 0, 2, 8], IPPROTO_TCP, 40001, 443);
         let _ = n.flows.name_flow(&flow, t(0), t(0));
         let _ = n.flows.take_renamed();
-        assert_eq!(n.flows.name_flow(&flow, t(0), t(1)).0, FlowName::default());
+        assert_eq!(n.flows.name_flow(&flow, t(0), t(1)).name, FlowName::default());
         ask(&mut n, 4, "late.example", &[("late.example", "192.0.2.8")], 100);
         assert!(n.flows.may_rename(&flow), "the answer marks the flow for rewriting");
-        assert_eq!(n.flows.name_flow(&flow, t(0), t(200)).0.name.as_deref(), Some("late.example"));
+        assert_eq!(n.flows.name_flow(&flow, t(0), t(200)).name.name.as_deref(), Some("late.example"));
     }
 
     #[test]
@@ -296,7 +335,7 @@ mod tests {
             ..key([0; 4], IPPROTO_TCP, 40005, 443)
         };
         let _ = n.flows.name_flow(&flow, t(10), t(10));
-        assert_eq!(n.flows.name_flow(&flow, t(10), t(11)).0.name.as_deref(), Some("dual.example"));
+        assert_eq!(n.flows.name_flow(&flow, t(10), t(11)).name.name.as_deref(), Some("dual.example"));
     }
 
     #[test]
@@ -306,21 +345,21 @@ mod tests {
         let _ = n.flows.name_flow(&flow, t(10), t(10));
         let hello = tls::tests::client_hello(&[tls::tests::sni_ext(b"a.example")]);
         n.flows.first_payload(&header(EventKind::FirstPayload, DIR_UP, flow), &hello, t(11));
-        assert_eq!(n.flows.name_flow(&flow, t(10), t(12)).0.source, Some(NameSource::Sni));
+        assert_eq!(n.flows.name_flow(&flow, t(10), t(12)).name.source, Some(NameSource::Sni));
         let _ = n.flows.take_renamed();
         // Received (kernel stamp) at 3-6 ms, before the flow; handled after it.
         ask(&mut n, 9, "a.example", &[("a.example", "cdn.example"), ("cdn.example", "192.0.2.12")], 3);
         assert!(n.flows.may_rename(&flow));
-        let (name, _) = n.flows.name_flow(&flow, t(10), t(20));
+        let Described { name, .. } = n.flows.name_flow(&flow, t(10), t(20));
         assert_eq!((name.source, name.cname.as_deref()), (Some(NameSource::Dns), Some("cdn.example")));
 
         // An answer received after a flow named by its SNI did not lead to that flow.
         let old = key([192, 0, 2, 13], IPPROTO_TCP, 40007, 443);
         let _ = n.flows.name_flow(&old, t(0), t(0));
         n.flows.first_payload(&header(EventKind::FirstPayload, DIR_UP, old), &hello, t(1));
-        assert_eq!(n.flows.name_flow(&old, t(0), t(2)).0.source, Some(NameSource::Sni));
+        assert_eq!(n.flows.name_flow(&old, t(0), t(2)).name.source, Some(NameSource::Sni));
         ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 5);
-        let (name, _) = n.flows.name_flow(&old, t(0), t(10));
+        let Described { name, .. } = n.flows.name_flow(&old, t(0), t(10));
         assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Sni)));
     }
 
@@ -332,7 +371,7 @@ mod tests {
         for remote in [[192, 168, 1, 1], [10, 77, 0, 1]] {
             let flow = key(remote, IPPROTO_TCP, 40002, 80);
             let _ = n.flows.name_flow(&flow, t(10), t(10));
-            let (name, class) = n.flows.name_flow(&flow, t(10), t(11));
+            let Described { name, class, .. } = n.flows.name_flow(&flow, t(10), t(11));
             assert!(class.is_local(), "{class:?}");
             assert_eq!(name, FlowName { name: None, source: Some(NameSource::Local), cname: None });
         }
@@ -347,7 +386,7 @@ mod tests {
         let _ = n.flows.name_flow(&flow, t(20), t(20));
         let request = b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: curl\r\n\r\n";
         n.flows.first_payload(&header(EventKind::FirstPayload, DIR_UP, flow), request, t(21));
-        let (name, _) = n.flows.name_flow(&flow, t(20), t(22));
+        let Described { name, .. } = n.flows.name_flow(&flow, t(20), t(22));
         assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Dns)));
     }
 
@@ -367,7 +406,7 @@ mod tests {
         };
         n.flows.reload(&[stored], t(1_000));
         let flow = key([192, 0, 2, 10], IPPROTO_TCP, 40004, 443);
-        assert_eq!(n.flows.name_flow(&flow, t(500), t(2_000)).0.name.as_deref(), Some("kept.example"));
+        assert_eq!(n.flows.name_flow(&flow, t(500), t(2_000)).name.name.as_deref(), Some("kept.example"));
         n.flows.retain(|_| false, t(3_000));
         assert!(n.flows.flows.is_empty() && n.flows.fresh_answers.is_empty());
     }

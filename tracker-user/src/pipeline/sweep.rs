@@ -10,9 +10,9 @@ use std::{
 use anyhow::Result;
 use tracker_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::Namer;
+use super::{Namer, naming::Described};
 use crate::{
-    analysis::{addr::AddrClass, names::FlowName},
+    analysis::labels::Labeler,
     sink::{Batch, BlockCount, Sink},
     source::{Snapshot, Source},
     store::{DnsRecord, FlowRecord, facts::DaemonFacts},
@@ -132,14 +132,10 @@ fn total(row_first_ns: u64, base: &FlowStats, s: &FlowStats) -> FlowStats {
     }
 }
 
-/// Converts a row's totals for storage.
-pub fn flow_record(
-    k: &FlowKey,
-    s: &FlowStats,
-    clock: KernelClock,
-    name: FlowName,
-    remote_class: AddrClass,
-) -> FlowRecord {
+/// Converts a row's totals for storage, with its name and labels.
+pub fn flow_record(k: &FlowKey, s: &FlowStats, clock: KernelClock, labeler: &Labeler, d: Described) -> FlowRecord {
+    let Described { name, class: remote_class, app } = d;
+    let labels = labeler.label(&name, remote_class, app);
     FlowRecord {
         kernel_first_ns: s.first_seen_ns,
         client: k.client(),
@@ -156,6 +152,7 @@ pub fn flow_record(
         last_seen_ms: clock.to_unix_ms(s.last_seen_ns),
         name,
         remote_class,
+        labels,
     }
 }
 
@@ -294,15 +291,15 @@ impl Sweeper {
             let sum = s.packets_up + s.packets_down;
             if live.written != sum || self.pending_renamed.contains(key) {
                 let t = total(row_first_ns, &base, s);
-                let (name, class) = namer.flows.name_flow(key, anchor.to_time(row_first_ns), now);
-                self.records.push(flow_record(key, &t, clock, name, class));
+                let d = namer.flows.name_flow(key, anchor.to_time(row_first_ns), now);
+                self.records.push(flow_record(key, &t, clock, &namer.labels, d));
                 self.wrote.push((*key, sum));
             }
         }
         for key in &self.unwritten_ended {
             let Some(h) = self.history.get(key) else { continue };
-            let (name, class) = namer.flows.name_flow(key, anchor.to_time(h.row_first_ns), now);
-            self.records.push(flow_record(key, &h.base, clock, name, class));
+            let d = namer.flows.name_flow(key, anchor.to_time(h.row_first_ns), now);
+            self.records.push(flow_record(key, &h.base, clock, &namer.labels, d));
         }
         self.snapshot.flows = flows;
         self.ended_total += ended as u64;

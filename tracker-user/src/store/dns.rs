@@ -81,7 +81,8 @@ pub struct DnsRow {
 #[derive(Clone, Debug, Default)]
 pub struct DnsQuery {
     pub since_ms: Option<i64>,
-    pub client: Option<IpAddr>,
+    /// Only these client addresses (a device's); `None` for all.
+    pub clients: Option<Vec<String>>,
     /// The name itself or any name under it (`example.com` matches `a.example.com`).
     pub domain: Option<String>,
     pub limit: Option<u32>,
@@ -99,7 +100,8 @@ pub enum Grouping {
 #[derive(Clone, Debug)]
 pub struct DomainQuery {
     pub since_ms: Option<i64>,
-    pub client: Option<IpAddr>,
+    /// Only these client addresses (a device's); `None` for all.
+    pub clients: Option<Vec<String>>,
     pub min_queries: u64,
     pub group: Grouping,
     pub limit: Option<u32>,
@@ -202,13 +204,13 @@ impl Store {
             "SELECT q.id, q.ts, q.client, q.client_port, q.resolver, q.transport, q.qname,
                     q.qtype, q.rcode, q.truncated
              FROM dns_queries q
-             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2) AND {DOMAIN_MATCH}
+             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}
              ORDER BY q.ts DESC, q.id DESC LIMIT ?4"
         ))?;
         let rows = stmt.query_map(
             params![
                 q.since_ms.unwrap_or(i64::MIN),
-                q.client.map(|c| c.to_string()),
+                super::clients_json(q.clients.as_deref()),
                 q.domain.as_deref().map(normalize_domain),
                 q.limit.map_or(-1, i64::from),
             ],
@@ -267,11 +269,11 @@ impl Store {
         let n: i64 = self.conn.query_row(
             &format!(
                 "SELECT count(*) FROM dns_queries q
-                 WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2) AND {DOMAIN_MATCH}"
+                 WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}"
             ),
             params![
                 q.since_ms.unwrap_or(i64::MIN),
-                q.client.map(|c| c.to_string()),
+                super::clients_json(q.clients.as_deref()),
                 q.domain.as_deref().map(normalize_domain),
             ],
             |r| r.get(0),
@@ -290,18 +292,19 @@ impl Store {
         // registrable domain comes from the public suffix list, not from SQL.
         let mut stmt = self.conn.prepare_cached(
             "SELECT qname, client, count(*), min(ts), max(ts) FROM dns_queries q
-             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client = ?2)
+             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2)))
              GROUP BY qname, client",
         )?;
-        let rows = stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.client.map(|c| c.to_string())], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
+        let rows =
+            stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), super::clients_json(q.clients.as_deref())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
         struct Acc {
             queries: u64,
             clients: std::collections::HashSet<String>,
@@ -432,14 +435,14 @@ mod tests {
         assert_eq!(by_domain("ample.com"), 0, "a suffix match is by whole labels");
         assert_eq!(by_domain("%.example.org"), 0, "no LIKE wildcards");
         assert_eq!(by_domain("a_b%.example.org"), 1);
-        let client = Some("10.77.0.3".parse().unwrap());
-        assert_eq!(s.dns(&DnsQuery { client, ..Default::default() }).unwrap().len(), 1);
+        let clients = Some(vec!["10.77.0.3".to_owned()]);
+        assert_eq!(s.dns(&DnsQuery { clients: clients.clone(), ..Default::default() }).unwrap().len(), 1);
         assert_eq!(s.dns(&DnsQuery { since_ms: Some(2_000), ..Default::default() }).unwrap().len(), 1);
         assert_eq!(s.dns(&DnsQuery { limit: Some(1), ..Default::default() }).unwrap().len(), 1);
         // The total a cut listing reports ignores the limit and keeps the filters.
         assert_eq!(s.dns_total(&DnsQuery { limit: Some(1), ..Default::default() }).unwrap(), 2);
         assert_eq!(s.dns_total(&DnsQuery { domain: Some("example.com".into()), ..Default::default() }).unwrap(), 1);
-        assert_eq!(s.dns_total(&DnsQuery { client, ..Default::default() }).unwrap(), 1);
+        assert_eq!(s.dns_total(&DnsQuery { clients, ..Default::default() }).unwrap(), 1);
     }
 
     #[test]
@@ -454,7 +457,7 @@ mod tests {
         rs.push(record(3_000, "10.77.0.2", "other.example", vec![]));
         s.insert_dns(&rs).unwrap();
         let q = |min_queries, group| {
-            s.domains(&DomainQuery { since_ms: None, client: None, min_queries, group, limit: None }).unwrap()
+            s.domains(&DomainQuery { since_ms: None, clients: None, min_queries, group, limit: None }).unwrap()
         };
         let names = q(1, Grouping::Name);
         let summary: Vec<(&str, u64, u64)> = names.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
@@ -470,7 +473,7 @@ mod tests {
         let (cut, total) = s
             .domains_counted(&DomainQuery {
                 since_ms: None,
-                client: None,
+                clients: None,
                 min_queries: 1,
                 group: Grouping::Name,
                 limit: Some(1),

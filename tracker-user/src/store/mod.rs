@@ -3,6 +3,7 @@
 //! and block counters, and the queries behind the CLI.
 
 pub mod blocks;
+pub mod devices;
 pub mod dns;
 pub mod facts;
 pub mod schema;
@@ -23,7 +24,7 @@ use serde::Serialize;
 use self::facts::DaemonFacts;
 
 use crate::{
-    analysis::{addr::AddrClass, names::FlowName},
+    analysis::{addr::AddrClass, labels::FlowLabels, names::FlowName},
     timefmt,
 };
 
@@ -56,6 +57,8 @@ pub struct FlowRecord {
     /// What the client called the remote host, as far as known at this sweep.
     pub name: FlowName,
     pub remote_class: AddrClass,
+    /// Its protocol, owner and service, from the name and the first payloads.
+    pub labels: FlowLabels,
 }
 
 /// A flow as the CLI shows it; the field names are the JSON interface.
@@ -76,6 +79,13 @@ pub struct FlowRow {
     pub name_source: Option<String>,
     pub cname: Option<String>,
     pub remote_class: Option<String>,
+    pub app_protocol: Option<String>,
+    pub app_decided: Option<String>,
+    pub encrypted: Option<String>,
+    pub company: Option<String>,
+    pub site: Option<String>,
+    pub service: Option<String>,
+    pub served_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -83,6 +93,8 @@ pub struct FlowQuery {
     /// Flows active at or after this unix-ms time.
     pub since_ms: Option<i64>,
     pub limit: Option<u32>,
+    /// Only these client addresses (a device's); `None` for all.
+    pub clients: Option<Vec<String>>,
 }
 
 /// Name of a protocol number as the CLI prints it.
@@ -174,6 +186,11 @@ impl Store {
             );
         }
         Ok(store)
+    }
+
+    /// The connection, for the query layer's read-only SQL.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     pub fn path(&self) -> &Path {
@@ -293,37 +310,48 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT client, remote, protocol, client_port, remote_port, packets_up, bytes_up,
                     packets_down, bytes_down, first_seen, last_seen, name, name_source, cname,
-                    remote_class
-             FROM flows WHERE last_seen >= ?1
+                    remote_class, app_protocol, app_decided, encrypted, company, site, service,
+                    served_by
+             FROM flows WHERE last_seen >= ?1 AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))
              ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from)], |r| {
-            Ok(FlowRow {
-                client: r.get(0)?,
-                remote: r.get(1)?,
-                protocol: protocol_name(r.get(2)?),
-                client_port: r.get(3)?,
-                remote_port: r.get(4)?,
-                packets_up: r.get::<_, i64>(5)? as u64,
-                bytes_up: r.get::<_, i64>(6)? as u64,
-                packets_down: r.get::<_, i64>(7)? as u64,
-                bytes_down: r.get::<_, i64>(8)? as u64,
-                first_seen: timefmt::rfc3339(r.get(9)?),
-                last_seen: timefmt::rfc3339(r.get(10)?),
-                name: r.get(11)?,
-                name_source: r.get(12)?,
-                cname: r.get(13)?,
-                remote_class: r.get(14)?,
-            })
-        })?;
+        let clients = clients_json(q.clients.as_deref());
+        let rows =
+            stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from), clients], |r| {
+                Ok(FlowRow {
+                    client: r.get(0)?,
+                    remote: r.get(1)?,
+                    protocol: protocol_name(r.get(2)?),
+                    client_port: r.get(3)?,
+                    remote_port: r.get(4)?,
+                    packets_up: r.get::<_, i64>(5)? as u64,
+                    bytes_up: r.get::<_, i64>(6)? as u64,
+                    packets_down: r.get::<_, i64>(7)? as u64,
+                    bytes_down: r.get::<_, i64>(8)? as u64,
+                    first_seen: timefmt::rfc3339(r.get(9)?),
+                    last_seen: timefmt::rfc3339(r.get(10)?),
+                    name: r.get(11)?,
+                    name_source: r.get(12)?,
+                    cname: r.get(13)?,
+                    remote_class: r.get(14)?,
+                    app_protocol: r.get(15)?,
+                    app_decided: r.get(16)?,
+                    encrypted: r.get(17)?,
+                    company: r.get(18)?,
+                    site: r.get(19)?,
+                    service: r.get(20)?,
+                    served_by: r.get(21)?,
+                })
+            })?;
         rows.collect::<rusqlite::Result<_>>().context("reading flows")
     }
 
     /// How many flows [`Store::flows`] would list for `q` without its limit.
     pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
         let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM flows WHERE last_seen >= ?1",
-            [q.since_ms.unwrap_or(i64::MIN)],
+            "SELECT count(*) FROM flows
+             WHERE last_seen >= ?1 AND (?2 IS NULL OR client IN (SELECT value FROM json_each(?2)))",
+            params![q.since_ms.unwrap_or(i64::MIN), clients_json(q.clients.as_deref())],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -381,9 +409,11 @@ impl Writer<'_> {
             let mut stmt = self.conn.prepare_cached(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
-                     tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class)
+                     tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class,
+                     app_protocol, app_decided, encrypted, owner_kind, owner, company, site, service,
+                     served_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19)
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
                  ON CONFLICT (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port)
                  DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
@@ -396,7 +426,26 @@ impl Writer<'_> {
                      name_source = COALESCE(excluded.name_source, flows.name_source),
                      cname = CASE WHEN excluded.name_source IS NULL THEN flows.cname
                                   ELSE excluded.cname END,
-                     remote_class = excluded.remote_class",
+                     remote_class = excluded.remote_class,
+                     -- The owner follows the name: kept with it when this daemon has none.
+                     owner_kind = CASE WHEN excluded.name_source IS NULL THEN flows.owner_kind
+                                       ELSE excluded.owner_kind END,
+                     owner = CASE WHEN excluded.name_source IS NULL THEN flows.owner ELSE excluded.owner END,
+                     company = CASE WHEN excluded.name_source IS NULL THEN flows.company
+                                    ELSE excluded.company END,
+                     site = CASE WHEN excluded.name_source IS NULL THEN flows.site ELSE excluded.site END,
+                     service = CASE WHEN excluded.name_source IS NULL THEN flows.service
+                                    ELSE excluded.service END,
+                     served_by = CASE WHEN excluded.name_source IS NULL THEN flows.served_by
+                                      ELSE excluded.served_by END,
+                     -- A restarted daemon has not seen the first payloads: a port's guess does
+                     -- not replace what a payload showed.
+                     app_protocol = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
+                                         THEN flows.app_protocol ELSE excluded.app_protocol END,
+                     encrypted = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
+                                      THEN flows.encrypted ELSE excluded.encrypted END,
+                     app_decided = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
+                                        THEN flows.app_decided ELSE excluded.app_decided END",
             )?;
             for f in flows {
                 let FlowRecord {
@@ -415,6 +464,7 @@ impl Writer<'_> {
                     last_seen_ms,
                     name: FlowName { name, source, cname },
                     remote_class,
+                    labels: FlowLabels { app, owner_kind, owner, company, site, service, served_by },
                 } = f;
                 stmt.execute(params![
                     boot_id,
@@ -436,6 +486,15 @@ impl Writer<'_> {
                     source.map(|s| s.as_str()),
                     cname,
                     remote_class.as_str(),
+                    app.protocol.as_str(),
+                    app.decided.as_str(),
+                    app.protocol.encryption().as_str(),
+                    owner_kind.as_str(),
+                    owner,
+                    company,
+                    site,
+                    service,
+                    served_by,
                 ])
                 .map_err(|e| explain_path(self.path, e))?;
             }
@@ -454,6 +513,11 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// A client filter as a JSON array for `json_each`, or NULL for none.
+pub(crate) fn clients_json(clients: Option<&[String]>) -> Option<String> {
+    clients.map(|c| serde_json::Value::from(c.to_vec()).to_string())
 }
 
 fn explain_path(path: &Path, e: rusqlite::Error) -> anyhow::Error {
@@ -658,7 +722,10 @@ fn random_id() -> Result<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::analysis::names::NameSource;
+    use crate::analysis::{
+        names::NameSource,
+        protocol::{AppProtocol, Classification, Decided},
+    };
 
     pub(crate) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tracker-store-{name}-{}", std::process::id()));
@@ -683,6 +750,7 @@ pub(crate) mod tests {
             last_seen_ms,
             name: FlowName::default(),
             remote_class: AddrClass::Documentation,
+            labels: FlowLabels::unnamed(Classification { protocol: AppProtocol::Tls, decided: Decided::Port }),
         }
     }
 
@@ -823,9 +891,9 @@ pub(crate) mod tests {
         let all = s.flows(&FlowQuery::default()).unwrap();
         let ups: Vec<u64> = all.iter().map(|r| r.packets_up).collect();
         assert_eq!(ups, [50, 10, 1]);
-        let recent = s.flows(&FlowQuery { since_ms: Some(5_000), limit: None }).unwrap();
+        let recent = s.flows(&FlowQuery { since_ms: Some(5_000), limit: None, clients: None }).unwrap();
         assert_eq!(recent.len(), 2);
-        let one = s.flows(&FlowQuery { since_ms: None, limit: Some(1) }).unwrap();
+        let one = s.flows(&FlowQuery { since_ms: None, limit: Some(1), clients: None }).unwrap();
         assert_eq!(one[0].packets_up, 50);
         assert_eq!(one[0].protocol, "tcp");
     }
@@ -839,8 +907,8 @@ pub(crate) mod tests {
     fn flows_total_ignores_the_limit() {
         let mut s = Store::open(&temp_db("total")).unwrap();
         s.upsert_flows("b", &[flow(1, 1, 1_000), flow(2, 50, 9_000), flow(3, 10, 9_500)]).unwrap();
-        assert_eq!(s.flows_total(&FlowQuery { since_ms: None, limit: Some(1) }).unwrap(), 3);
-        assert_eq!(s.flows_total(&FlowQuery { since_ms: Some(5_000), limit: None }).unwrap(), 2);
+        assert_eq!(s.flows_total(&FlowQuery { since_ms: None, limit: Some(1), clients: None }).unwrap(), 3);
+        assert_eq!(s.flows_total(&FlowQuery { since_ms: Some(5_000), limit: None, clients: None }).unwrap(), 2);
     }
 
     /// Bug 5: `tracker flows --db other.db` took over another program's database.

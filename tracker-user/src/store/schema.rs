@@ -136,6 +136,122 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 4: what each flow is (protocol, owner, service), the hourly roll-up the reports read, and
+    // the devices.
+    r#"
+    -- A flow's labels, decided when it is written (see README, "Reports"): the entity table in
+    -- use then (tracker's own and the user's overrides) and the flow's first payloads.
+    ALTER TABLE flows ADD COLUMN app_protocol TEXT; -- tls, quic, http, dns, dot, doq, ssh, ntp,
+                                                    -- stun, wireguard, openvpn, ike, dtls, unknown
+    ALTER TABLE flows ADD COLUMN app_decided TEXT;  -- payload (its first bytes), port (the server's
+                                                    -- well-known port), nothing (unknown)
+    ALTER TABLE flows ADD COLUMN encrypted TEXT;    -- encrypted, unencrypted, unknown (by app_protocol)
+    ALTER TABLE flows ADD COLUMN owner_kind TEXT;   -- company, domain (no entry knows the name),
+                                                    -- local (a local peer), unnamed (no name)
+    ALTER TABLE flows ADD COLUMN owner TEXT;        -- the company, or the name's registrable domain
+    ALTER TABLE flows ADD COLUMN company TEXT;      -- the entity table's company for the name
+    ALTER TABLE flows ADD COLUMN site TEXT;         -- the name's registrable domain
+    ALTER TABLE flows ADD COLUMN service TEXT;      -- the app or SDK the name belongs to
+    ALTER TABLE flows ADD COLUMN served_by TEXT;    -- a CDN or cloud company its CNAME chain reached
+    -- Flows written before this version: their protocol and owner from what they stored.
+    UPDATE flows SET app_protocol = 'unknown', app_decided = 'nothing', encrypted = 'unknown',
+        owner_kind = CASE WHEN name_source = 'local' THEN 'local'
+                          WHEN name IS NULL THEN 'unnamed' ELSE 'domain' END,
+        owner = CASE WHEN name_source = 'local' THEN NULL ELSE name END;
+
+    -- The flows by the UTC hour they started in, per client and label: what the reports read,
+    -- so a week's report sums a few thousand rows instead of every flow. Kept equal to `flows`
+    -- by the triggers below, in the transaction that writes the flows: a connection counts
+    -- once, in the hour it started, with every byte it carried so far; a flow whose labels
+    -- change (a late DNS answer names it) moves to its new row. Empty strings stand for none.
+    CREATE TABLE flow_hours (
+        hour         INTEGER NOT NULL,  -- unix ms of the hour's start (first_seen rounded down)
+        client       TEXT    NOT NULL,
+        protocol     INTEGER NOT NULL,  -- IP protocol number
+        app_protocol TEXT    NOT NULL,
+        encrypted    TEXT    NOT NULL,
+        owner_kind   TEXT    NOT NULL,
+        owner        TEXT    NOT NULL,
+        service      TEXT    NOT NULL,
+        served_by    TEXT    NOT NULL,
+        connections  INTEGER NOT NULL,  -- flows that started in the hour (0 once all moved away)
+        packets      INTEGER NOT NULL,  -- their packets and bytes, both ways, up and down
+        bytes_up     INTEGER NOT NULL,
+        bytes_down   INTEGER NOT NULL,
+        PRIMARY KEY (hour, client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by)
+    ) WITHOUT ROWID;
+    INSERT INTO flow_hours
+        SELECT first_seen - first_seen % 3600000, client, protocol, app_protocol, encrypted, owner_kind,
+               coalesce(owner, ''), coalesce(service, ''), coalesce(served_by, ''),
+               count(*), sum(packets_up + packets_down), sum(bytes_up), sum(bytes_down)
+        FROM flows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
+
+    CREATE TRIGGER flow_hours_insert AFTER INSERT ON flows BEGIN
+        INSERT INTO flow_hours VALUES (NEW.first_seen - NEW.first_seen % 3600000, NEW.client, NEW.protocol,
+            NEW.app_protocol, NEW.encrypted, NEW.owner_kind, coalesce(NEW.owner, ''),
+            coalesce(NEW.service, ''), coalesce(NEW.served_by, ''),
+            1, NEW.packets_up + NEW.packets_down, NEW.bytes_up, NEW.bytes_down)
+        ON CONFLICT DO UPDATE SET connections = connections + 1, packets = packets + excluded.packets,
+            bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down;
+    END;
+    -- Most updates are new counts on the same labels: one row gets the difference.
+    CREATE TRIGGER flow_hours_count AFTER UPDATE ON flows
+    WHEN OLD.first_seen IS NEW.first_seen AND OLD.client IS NEW.client AND OLD.protocol IS NEW.protocol
+        AND OLD.app_protocol IS NEW.app_protocol AND OLD.encrypted IS NEW.encrypted
+        AND OLD.owner_kind IS NEW.owner_kind AND OLD.owner IS NEW.owner AND OLD.service IS NEW.service
+        AND OLD.served_by IS NEW.served_by
+    BEGIN
+        UPDATE flow_hours SET
+            packets = packets + (NEW.packets_up + NEW.packets_down) - (OLD.packets_up + OLD.packets_down),
+            bytes_up = bytes_up + NEW.bytes_up - OLD.bytes_up, bytes_down = bytes_down + NEW.bytes_down - OLD.bytes_down
+        WHERE hour = NEW.first_seen - NEW.first_seen % 3600000 AND client = NEW.client AND protocol = NEW.protocol
+            AND app_protocol = NEW.app_protocol AND encrypted = NEW.encrypted AND owner_kind = NEW.owner_kind
+            AND owner = coalesce(NEW.owner, '') AND service = coalesce(NEW.service, '')
+            AND served_by = coalesce(NEW.served_by, '');
+    END;
+    -- A flow whose labels changed leaves its old row and joins its new one.
+    CREATE TRIGGER flow_hours_move AFTER UPDATE ON flows
+    WHEN NOT (OLD.first_seen IS NEW.first_seen AND OLD.client IS NEW.client AND OLD.protocol IS NEW.protocol
+        AND OLD.app_protocol IS NEW.app_protocol AND OLD.encrypted IS NEW.encrypted
+        AND OLD.owner_kind IS NEW.owner_kind AND OLD.owner IS NEW.owner AND OLD.service IS NEW.service
+        AND OLD.served_by IS NEW.served_by)
+    BEGIN
+        UPDATE flow_hours SET connections = connections - 1,
+            packets = packets - (OLD.packets_up + OLD.packets_down),
+            bytes_up = bytes_up - OLD.bytes_up, bytes_down = bytes_down - OLD.bytes_down
+        WHERE hour = OLD.first_seen - OLD.first_seen % 3600000 AND client = OLD.client AND protocol = OLD.protocol
+            AND app_protocol = OLD.app_protocol AND encrypted = OLD.encrypted AND owner_kind = OLD.owner_kind
+            AND owner = coalesce(OLD.owner, '') AND service = coalesce(OLD.service, '')
+            AND served_by = coalesce(OLD.served_by, '');
+        INSERT INTO flow_hours VALUES (NEW.first_seen - NEW.first_seen % 3600000, NEW.client, NEW.protocol,
+            NEW.app_protocol, NEW.encrypted, NEW.owner_kind, coalesce(NEW.owner, ''),
+            coalesce(NEW.service, ''), coalesce(NEW.served_by, ''),
+            1, NEW.packets_up + NEW.packets_down, NEW.bytes_up, NEW.bytes_down)
+        ON CONFLICT DO UPDATE SET connections = connections + 1, packets = packets + excluded.packets,
+            bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down;
+    END;
+    -- Flows deleted (retention) leave the roll-up with them.
+    CREATE TRIGGER flow_hours_delete AFTER DELETE ON flows BEGIN
+        UPDATE flow_hours SET connections = connections - 1,
+            packets = packets - (OLD.packets_up + OLD.packets_down),
+            bytes_up = bytes_up - OLD.bytes_up, bytes_down = bytes_down - OLD.bytes_down
+        WHERE hour = OLD.first_seen - OLD.first_seen % 3600000 AND client = OLD.client AND protocol = OLD.protocol
+            AND app_protocol = OLD.app_protocol AND encrypted = OLD.encrypted AND owner_kind = OLD.owner_kind
+            AND owner = coalesce(OLD.owner, '') AND service = coalesce(OLD.service, '')
+            AND served_by = coalesce(OLD.served_by, '');
+    END;
+
+    -- The interface's WireGuard peers, as the daemon last read them (`wg show`), and the names
+    -- users gave them (`tracker name-device`). A peer the daemon no longer sees is kept, so
+    -- its flows keep their device.
+    CREATE TABLE devices (
+        public_key  TEXT PRIMARY KEY,  -- base64, as wg shows it
+        name        TEXT UNIQUE,       -- the user's name for it; NULL = none
+        allowed_ips TEXT NOT NULL,     -- its allowed IPs, space-separated CIDRs
+        first_seen  INTEGER NOT NULL,  -- unix ms the daemon first saw the peer
+        last_seen   INTEGER NOT NULL   -- unix ms the daemon last saw it
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,492 @@
+//! `tracker report`: the answers to the user's questions over a period (domains, companies with
+//! and without the big players, services, encryption, protocols, devices), computed by SQL over
+//! the hourly roll-up the daemon keeps, for the CLI, the HTML page and the dashboard alike.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result};
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::{
+    analysis::{
+        entity::EntityTable,
+        labels::OwnerKind,
+        protocol::{AppProtocol, Encryption},
+    },
+    store::{DomainQuery, Grouping, Store, clients_json, protocol_name},
+    timefmt,
+};
+
+/// One hour in milliseconds: the roll-up's bucket.
+const HOUR_MS: i64 = 3_600_000;
+
+/// What a report covers.
+#[derive(Clone, Debug, Default)]
+pub struct ReportQuery {
+    /// Connections that started at or after this unix-ms time.
+    pub since_ms: i64,
+    /// The end of the period as shown (now).
+    pub until_ms: i64,
+    /// Only these client addresses, and the label `--client` gave them.
+    pub clients: Option<(String, Vec<String>)>,
+    /// Companies (or registrable domains) left out of the second company table.
+    pub exclude: Vec<String>,
+    /// The domains section lists names queried at least this often.
+    pub min_queries: u64,
+    /// At most this many domains.
+    pub domains_limit: Option<u32>,
+}
+
+/// A line's numbers: connections and bytes, and their shares of the section's total.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Share {
+    pub connections: u64,
+    /// Percent of the section's connections.
+    pub connections_pct: f64,
+    /// IP bytes both ways.
+    pub bytes: u64,
+    pub bytes_pct: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub connections: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DomainLine {
+    pub domain: String,
+    pub queries: u64,
+    pub clients: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CompanyLine {
+    /// The company, the registrable domain (kind `domain`), or empty for local and unnamed.
+    pub name: String,
+    pub kind: &'static str,
+    /// The company's category (`platform`, `cdn`, `advertising`, ...); null for the others.
+    pub category: Option<&'static str>,
+    #[serde(flatten)]
+    pub share: Share,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Excluding {
+    pub excluded: Vec<String>,
+    pub connections: u64,
+    pub bytes: u64,
+    pub rows: Vec<CompanyLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServedLine {
+    pub name: String,
+    pub connections: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceLine {
+    pub name: String,
+    pub company: Option<String>,
+    #[serde(flatten)]
+    pub share: Share,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EncryptionLine {
+    pub class: &'static str,
+    /// The application protocols counted in this class, as found in the period.
+    pub protocols: Vec<String>,
+    #[serde(flatten)]
+    pub share: Share,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProtocolLine {
+    pub name: String,
+    /// For application protocols: `encrypted`, `unencrypted` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<&'static str>,
+    #[serde(flatten)]
+    pub share: Share,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeviceLine {
+    /// Its name, else its first address.
+    pub device: String,
+    pub public_key: Option<String>,
+    pub addresses: Vec<String>,
+    pub connections: u64,
+    pub bytes: u64,
+}
+
+/// The whole report; the field names are its JSON interface (README, "Reports").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub since: String,
+    pub until: String,
+    pub client: Option<String>,
+    pub totals: Totals,
+    pub domains: Vec<DomainLine>,
+    pub companies: Vec<CompanyLine>,
+    pub companies_excluding: Option<Excluding>,
+    pub served_by: Vec<ServedLine>,
+    pub services: Vec<ServiceLine>,
+    pub encryption: Vec<EncryptionLine>,
+    pub transports: Vec<ProtocolLine>,
+    pub app_protocols: Vec<ProtocolLine>,
+    pub devices: Vec<DeviceLine>,
+}
+
+/// One group of the roll-up over the period: every label a report splits by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Group {
+    client: String,
+    protocol: u8,
+    app_protocol: String,
+    encrypted: String,
+    owner_kind: String,
+    owner: String,
+    service: String,
+    served_by: String,
+}
+
+/// The period's connections and bytes per [`Group`]: the roll-up's whole hours from the first
+/// hour boundary after `since`, and before it the flows themselves (by their `first_seen`
+/// index), so the period starts exactly at `since`.
+fn groups(store: &Store, q: &ReportQuery) -> Result<Vec<(Group, u64, u64)>> {
+    let boundary = q.since_ms + (HOUR_MS - q.since_ms.rem_euclid(HOUR_MS)) % HOUR_MS;
+    let clients = clients_json(q.clients.as_ref().map(|(_, c)| c.as_slice()));
+    let mut stmt = store.conn().prepare_cached(
+        "SELECT client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by,
+                sum(connections), sum(bytes_up + bytes_down)
+         FROM (SELECT client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by,
+                      connections, bytes_up, bytes_down
+               FROM flow_hours WHERE hour >= ?2 AND connections != 0
+               UNION ALL
+               SELECT client, protocol, coalesce(app_protocol, 'unknown'), coalesce(encrypted, 'unknown'),
+                      coalesce(owner_kind, 'unnamed'), coalesce(owner, ''), coalesce(service, ''),
+                      coalesce(served_by, ''), 1, bytes_up, bytes_down
+               FROM flows WHERE first_seen >= ?1 AND first_seen < ?2)
+         WHERE ?3 IS NULL OR client IN (SELECT value FROM json_each(?3))
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+    )?;
+    let rows = stmt.query_map(params![q.since_ms, boundary, clients], |r| {
+        Ok((
+            Group {
+                client: r.get(0)?,
+                protocol: r.get(1)?,
+                app_protocol: r.get(2)?,
+                encrypted: r.get(3)?,
+                owner_kind: r.get(4)?,
+                owner: r.get(5)?,
+                service: r.get(6)?,
+                served_by: r.get(7)?,
+            },
+            r.get::<_, i64>(8)?.max(0) as u64,
+            r.get::<_, i64>(9)?.max(0) as u64,
+        ))
+    })?;
+    rows.collect::<rusqlite::Result<_>>().context("reading the hourly roll-up")
+}
+
+/// Adds up `(key, connections, bytes)` per key, largest first (by connections, then bytes, then
+/// key, so equal lines keep one order).
+fn sum_by<K: Ord + Clone>(items: impl Iterator<Item = (K, u64, u64)>) -> Vec<(K, u64, u64)> {
+    let mut acc: BTreeMap<K, (u64, u64)> = BTreeMap::new();
+    for (k, c, b) in items {
+        let e = acc.entry(k).or_default();
+        e.0 += c;
+        e.1 += b;
+    }
+    let mut out: Vec<(K, u64, u64)> = acc.into_iter().map(|(k, (c, b))| (k, c, b)).collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+fn share(connections: u64, bytes: u64, total: &Totals) -> Share {
+    Share {
+        connections,
+        connections_pct: pct(connections, total.connections),
+        bytes,
+        bytes_pct: pct(bytes, total.bytes),
+    }
+}
+
+/// The company lines of `groups`, shares over `total`.
+fn company_lines(groups: &[(Group, u64, u64)], entities: &EntityTable, total: &Totals) -> Vec<CompanyLine> {
+    let owners = sum_by(groups.iter().map(|(g, c, b)| ((g.owner_kind.clone(), g.owner.clone()), *c, *b)));
+    owners
+        .into_iter()
+        .map(|((kind, name), c, b)| {
+            let kind = OwnerKind::from_name(&kind).unwrap_or(OwnerKind::Unnamed);
+            let category = (kind == OwnerKind::Company)
+                .then(|| entities.companies().iter().find(|e| e.name == name).map(|e| e.category.as_str()))
+                .flatten();
+            CompanyLine { name, kind: kind.as_str(), category, share: share(c, b, total) }
+        })
+        .collect()
+}
+
+/// Whether a company line is one `--exclude` named: a company or a registrable domain, by
+/// name, ignoring case.
+fn excluded(line_kind: &str, name: &str, exclude: &[String]) -> bool {
+    let named = line_kind == OwnerKind::Company.as_str() || line_kind == OwnerKind::Domain.as_str();
+    named && exclude.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
+/// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
+/// for a week of a household), and the DNS log's names.
+pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
+    let groups = groups(store, q)?;
+    let total = groups
+        .iter()
+        .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
+
+    let companies = company_lines(&groups, entities, &total);
+    let companies_excluding = (!q.exclude.is_empty()).then(|| {
+        let kept: Vec<(Group, u64, u64)> =
+            groups.iter().filter(|(g, ..)| !excluded(&g.owner_kind, &g.owner, &q.exclude)).cloned().collect();
+        let rest = kept
+            .iter()
+            .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
+        Excluding {
+            excluded: q.exclude.clone(),
+            connections: rest.connections,
+            bytes: rest.bytes,
+            rows: company_lines(&kept, entities, &rest),
+        }
+    });
+
+    let served_by =
+        sum_by(groups.iter().filter(|(g, ..)| !g.served_by.is_empty()).map(|(g, c, b)| (g.served_by.clone(), *c, *b)))
+            .into_iter()
+            .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
+            .collect();
+
+    let services =
+        sum_by(groups.iter().filter(|(g, ..)| !g.service.is_empty()).map(|(g, c, b)| (g.service.clone(), *c, *b)))
+            .into_iter()
+            .map(|(name, c, b)| {
+                let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
+                ServiceLine { name, company, share: share(c, b, &total) }
+            })
+            .collect();
+
+    let mut protocols_of: HashMap<String, Vec<String>> = HashMap::new();
+    for (g, ..) in &groups {
+        let list = protocols_of.entry(g.encrypted.clone()).or_default();
+        if !list.contains(&g.app_protocol) {
+            list.push(g.app_protocol.clone());
+        }
+    }
+    let encryption = sum_by(groups.iter().map(|(g, c, b)| (g.encrypted.clone(), *c, *b)))
+        .into_iter()
+        .map(|(class, c, b)| {
+            let mut protocols = protocols_of.remove(&class).unwrap_or_default();
+            protocols.sort();
+            EncryptionLine { class: encryption_name(&class), protocols, share: share(c, b, &total) }
+        })
+        .collect();
+
+    let transports = sum_by(groups.iter().map(|(g, c, b)| (g.protocol, *c, *b)))
+        .into_iter()
+        .map(|(p, c, b)| ProtocolLine { name: protocol_name(p), encryption: None, share: share(c, b, &total) })
+        .collect();
+    let app_protocols = sum_by(groups.iter().map(|(g, c, b)| (g.app_protocol.clone(), *c, *b)))
+        .into_iter()
+        .map(|(name, c, b)| {
+            let encryption = AppProtocol::from_name(&name).map_or(Encryption::Unknown, AppProtocol::encryption);
+            ProtocolLine { name, encryption: Some(encryption.as_str()), share: share(c, b, &total) }
+        })
+        .collect();
+
+    let devices = device_lines(store, &groups)?;
+
+    let domains = store
+        .domains_counted(&DomainQuery {
+            since_ms: Some(q.since_ms),
+            clients: q.clients.as_ref().map(|(_, c)| c.clone()),
+            min_queries: q.min_queries,
+            group: Grouping::Name,
+            limit: q.domains_limit,
+        })?
+        .0
+        .into_iter()
+        .map(|d| DomainLine { domain: d.domain, queries: d.queries, clients: d.clients })
+        .collect();
+
+    Ok(Report {
+        since: timefmt::rfc3339(q.since_ms),
+        until: timefmt::rfc3339(q.until_ms),
+        client: q.clients.as_ref().map(|(label, _)| label.clone()),
+        totals: total,
+        domains,
+        companies,
+        companies_excluding,
+        served_by,
+        services,
+        encryption,
+        transports,
+        app_protocols,
+        devices,
+    })
+}
+
+/// The stored encryption class as the report's static name.
+fn encryption_name(stored: &str) -> &'static str {
+    [Encryption::Encrypted, Encryption::Unencrypted, Encryption::Unknown]
+        .into_iter()
+        .find(|e| e.as_str() == stored)
+        .unwrap_or(Encryption::Unknown)
+        .as_str()
+}
+
+/// One line per device: the WireGuard peer whose allowed IPs hold the client address, or the
+/// address itself when no peer does.
+fn device_lines(store: &Store, groups: &[(Group, u64, u64)]) -> Result<Vec<DeviceLine>> {
+    let devices = store.devices()?;
+    let mut lines: BTreeMap<String, DeviceLine> = BTreeMap::new();
+    for (client, c, b) in sum_by(groups.iter().map(|(g, c, b)| (g.client.clone(), *c, *b))) {
+        let device = client.parse().ok().and_then(|ip| devices.of(ip));
+        let key = device.map_or_else(|| client.clone(), |d| d.public_key.clone());
+        let line = lines.entry(key).or_insert_with(|| DeviceLine {
+            device: device.map_or_else(|| client.clone(), |d| d.label()),
+            public_key: device.map(|d| d.public_key.clone()),
+            addresses: Vec::new(),
+            connections: 0,
+            bytes: 0,
+        });
+        line.addresses.push(client);
+        line.connections += c;
+        line.bytes += b;
+    }
+    let mut out: Vec<DeviceLine> = lines.into_values().collect();
+    for l in &mut out {
+        l.addresses.sort();
+    }
+    out.sort_by(|a, b| b.connections.cmp(&a.connections).then(a.device.cmp(&b.device)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::{
+            addr::AddrClass,
+            labels::Labeler,
+            names::{FlowName, NameSource},
+            protocol::{Classification, Decided},
+        },
+        store::{FlowRecord, tests::temp_db},
+    };
+
+    const H: i64 = HOUR_MS;
+    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS;
+
+    /// A flow of `client` started at `first_ms`, named `name` (or not), of `protocol`.
+    fn flow(n: u64, client: &str, first_ms: i64, name: Option<&str>, app: AppProtocol, bytes: u64) -> FlowRecord {
+        let name = FlowName { name: name.map(Into::into), source: name.map(|_| NameSource::Dns), cname: None };
+        let class = if client == "10.77.0.9" { AddrClass::Private } else { AddrClass::Documentation };
+        let app = Classification { protocol: app, decided: Decided::Payload };
+        FlowRecord {
+            kernel_first_ns: n,
+            client: client.parse().unwrap(),
+            remote: if class.is_local() { "192.168.1.5".parse().unwrap() } else { "203.0.113.10".parse().unwrap() },
+            protocol: tracker_common::IPPROTO_TCP,
+            client_port: 40000 + n as u16,
+            remote_port: 443,
+            packets_up: 1,
+            bytes_up: bytes,
+            packets_down: 1,
+            bytes_down: 100,
+            tcp_flags: 0x12,
+            first_seen_ms: first_ms,
+            last_seen_ms: first_ms + 10,
+            labels: Labeler::default().label(&name, class, app),
+            name,
+            remote_class: class,
+        }
+    }
+
+    /// The roll-up must equal a GROUP BY over the flows, whatever was written and rewritten.
+    fn assert_rollup_matches_flows(s: &Store) {
+        let q = |sql: &str| -> Vec<(i64, String, String, String, i64, i64)> {
+            let mut st = s.conn().prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let naive = q("SELECT first_seen - first_seen % 3600000, client, app_protocol, coalesce(owner, ''),
+                              count(*), sum(bytes_up + bytes_down)
+                       FROM flows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
+        let rolled = q("SELECT hour, client, app_protocol, owner, sum(connections), sum(bytes_up + bytes_down)
+                        FROM flow_hours GROUP BY 1, 2, 3, 4 HAVING sum(connections) != 0 ORDER BY 1, 2, 3, 4");
+        assert_eq!(rolled, naive);
+    }
+
+    #[test]
+    fn the_roll_up_follows_every_write_and_the_report_starts_exactly_at_since() {
+        let mut s = Store::open(&temp_db("report")).unwrap();
+        let phone = "10.77.0.2";
+        let flows = [
+            flow(1, phone, T0 + 10, Some("www.apple.com"), AppProtocol::Tls, 900),
+            flow(2, phone, T0 + H / 2 - 1, Some("api.mparticle.com"), AppProtocol::Tls, 400),
+            flow(3, phone, T0 + H / 2, Some("www.google.com"), AppProtocol::Quic, 1_900),
+            flow(4, phone, T0 + H + 5, None, AppProtocol::Http, 100),
+            flow(5, "10.77.0.9", T0 + 2 * H, Some("nas.example"), AppProtocol::Dns, 0),
+        ];
+        s.upsert_flows("boot", &flows).unwrap();
+        assert_rollup_matches_flows(&s);
+        // New counts, then a late DNS answer names flow 4: it moves to its owner's row.
+        let mut more = flows[0].clone();
+        more.bytes_up += 5_000;
+        let renamed = flow(4, phone, T0 + H + 5, Some("graph.facebook.com"), AppProtocol::Http, 300);
+        s.upsert_flows("boot", &[more, renamed]).unwrap();
+        assert_rollup_matches_flows(&s);
+
+        let entities = EntityTable::builtin();
+        // From the middle of the first hour: flow 2 (1 ms before) is out, flow 3 (at it) in.
+        let q = ReportQuery { since_ms: T0 + H / 2, until_ms: T0 + 3 * H, ..ReportQuery::default() };
+        let r = report(&s, &entities, &q).unwrap();
+        // Flow 3 (Google, 2,000 B), 4 (Meta, 400 B), 5 (local, 100 B).
+        assert_eq!(r.totals, Totals { connections: 3, bytes: 2_500 });
+        let lines: Vec<(&str, &str, u64, u64)> =
+            r.companies.iter().map(|c| (c.name.as_str(), c.kind, c.share.connections, c.share.bytes)).collect();
+        assert_eq!(lines, [("Google", "company", 1, 2_000), ("Meta", "company", 1, 400), ("", "local", 1, 100)]);
+        assert_eq!(r.companies[0].category, Some("platform"));
+        assert!((r.companies[0].share.bytes_pct - 80.0).abs() < 1e-9);
+        let enc: Vec<(&str, u64)> = r.encryption.iter().map(|e| (e.class, e.share.connections)).collect();
+        assert_eq!(enc, [("unencrypted", 2), ("encrypted", 1)]);
+        assert_eq!(r.encryption[0].protocols, ["dns", "http"]);
+
+        // Everything, then without Apple and Google: shares of what is left.
+        let q = ReportQuery { since_ms: T0, exclude: vec!["apple".into(), "Google".into()], ..q };
+        let r = report(&s, &entities, &q).unwrap();
+        assert_eq!(r.totals.connections, 5);
+        let ex = r.companies_excluding.unwrap();
+        assert_eq!((ex.connections, ex.bytes), (3, 400 + 500 + 100));
+        let rest: Vec<(&str, u64, f64)> =
+            ex.rows.iter().map(|c| (c.name.as_str(), c.share.connections, c.share.connections_pct)).collect();
+        assert_eq!(rest, [("mParticle", 1, 100.0 / 3.0), ("Meta", 1, 100.0 / 3.0), ("", 1, 100.0 / 3.0)]);
+        let services: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(services, ["mParticle", "Facebook"], "equal connections: more bytes first");
+        // Devices: the phone and the LAN address, each its own line without WireGuard peers.
+        let devices: Vec<(&str, u64)> = r.devices.iter().map(|d| (d.device.as_str(), d.connections)).collect();
+        assert_eq!(devices, [("10.77.0.2", 4), ("10.77.0.9", 1)]);
+        // Only one device.
+        let q = ReportQuery { clients: Some(("phone".into(), vec![phone.into()])), exclude: vec![], ..q };
+        assert_eq!(report(&s, &entities, &q).unwrap().totals.connections, 4);
+    }
+}
