@@ -288,23 +288,31 @@ impl Store {
 
     /// [`Store::domains`] and how many rows there were before `q.limit` cut them.
     pub fn domains_counted(&self, q: &DomainQuery) -> Result<(Vec<DomainRow>, u64)> {
-        // Per (name, client) in SQL; grouping and distinct clients in Rust, because the
-        // registrable domain comes from the public suffix list, not from SQL.
+        // Per (name, client) in SQL, from the daily roll-up's whole days and, before the first
+        // midnight after `since`, the log itself (its ts index), so the period starts exactly
+        // at `since`; grouping and distinct clients in Rust, because the registrable domain
+        // comes from the public suffix list, not from SQL.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT qname, client, count(*), min(ts), max(ts) FROM dns_queries q
-             WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2)))
+            "SELECT qname, client, sum(n), min(f), max(l) FROM (
+                 SELECT qname, client, queries AS n, first_ts AS f, last_ts AS l FROM dns_days
+                 WHERE day >= ?3 AND queries != 0
+                 UNION ALL
+                 SELECT qname, client, 1, ts, ts FROM dns_queries WHERE ts >= ?1 AND ts < ?3)
+             WHERE ?2 IS NULL OR client IN (SELECT value FROM json_each(?2))
              GROUP BY qname, client",
         )?;
-        let rows =
-            stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), super::clients_json(q.clients.as_deref())], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })?;
+        const DAY_MS: i64 = 86_400_000;
+        let since = q.since_ms.unwrap_or(i64::MIN / 2);
+        let first_day = since + (DAY_MS - since.rem_euclid(DAY_MS)) % DAY_MS;
+        let rows = stmt.query_map(params![since, super::clients_json(q.clients.as_deref()), first_day], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
         struct Acc {
             queries: u64,
             clients: std::collections::HashSet<String>,
@@ -397,6 +405,64 @@ mod tests {
             rcode: Some("NOERROR".into()),
             truncated: false,
             answers,
+        }
+    }
+
+    /// The daily roll-up plus the log before the first midnight counts exactly what a scan of
+    /// the log counts, from any start time.
+    #[test]
+    fn domain_counts_from_the_daily_roll_up_equal_a_scan_of_the_log() {
+        const DAY: i64 = 86_400_000;
+        let mut s = Store::open(&temp_db("dns-days")).unwrap();
+        let names = ["a.example", "b.example", "c.example"];
+        let records: Vec<DnsRecord> = (0..300)
+            .map(|i: i64| {
+                record(
+                    10 * DAY + i * 977_777,
+                    ["10.77.0.2", "10.77.0.3"][i as usize % 2],
+                    names[i as usize % 3],
+                    vec![],
+                )
+            })
+            .collect();
+        s.insert_dns(&records).unwrap();
+        for since in [0, 10 * DAY, 10 * DAY + 1, 10 * DAY + DAY / 2, 11 * DAY - 1, 11 * DAY, 12 * DAY + 123_456] {
+            for clients in [None, Some(vec!["10.77.0.3".to_owned()])] {
+                let q = DomainQuery {
+                    since_ms: Some(since),
+                    clients: clients.clone(),
+                    min_queries: 1,
+                    group: Grouping::Name,
+                    limit: None,
+                };
+                let got: Vec<(String, u64, u64, String, String)> = s
+                    .domains(&q)
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| (d.domain, d.queries, d.clients, d.first_seen, d.last_seen))
+                    .collect();
+                let scan = records
+                    .iter()
+                    .filter(|r| r.ts_ms >= since && clients.as_ref().is_none_or(|c| c[0] == r.client.to_string()));
+                let mut want: Vec<(String, u64, u64, String, String)> = names
+                    .iter()
+                    .filter_map(|n| {
+                        let mine: Vec<&DnsRecord> = scan.clone().filter(|r| r.qname == *n).collect();
+                        let first = mine.iter().map(|r| r.ts_ms).min()?;
+                        let last = mine.iter().map(|r| r.ts_ms).max()?;
+                        let clients: std::collections::HashSet<_> = mine.iter().map(|r| r.client).collect();
+                        Some((
+                            n.to_string(),
+                            mine.len() as u64,
+                            clients.len() as u64,
+                            timefmt::rfc3339(first),
+                            timefmt::rfc3339(last),
+                        ))
+                    })
+                    .collect();
+                want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                assert_eq!(got, want, "since {since}, clients {clients:?}");
+            }
         }
     }
 

@@ -241,6 +241,30 @@ pub const MIGRATIONS: &[&str] = &[
             AND served_by = coalesce(OLD.served_by, '');
     END;
 
+    -- The DNS log by UTC day, client and name: what `tracker domains` and the report's domains
+    -- section read, kept equal to dns_queries by triggers (rows are only ever added or, by
+    -- retention, deleted).
+    CREATE TABLE dns_days (
+        day       INTEGER NOT NULL,  -- unix ms of the day's start (ts rounded down)
+        client    TEXT    NOT NULL,
+        qname     TEXT    NOT NULL,
+        queries   INTEGER NOT NULL,
+        first_ts  INTEGER NOT NULL,  -- the day's first and last query of the name by the client
+        last_ts   INTEGER NOT NULL,
+        PRIMARY KEY (day, client, qname)
+    ) WITHOUT ROWID;
+    INSERT INTO dns_days
+        SELECT ts - ts % 86400000, client, qname, count(*), min(ts), max(ts) FROM dns_queries GROUP BY 1, 2, 3;
+    CREATE TRIGGER dns_days_insert AFTER INSERT ON dns_queries BEGIN
+        INSERT INTO dns_days VALUES (NEW.ts - NEW.ts % 86400000, NEW.client, NEW.qname, 1, NEW.ts, NEW.ts)
+        ON CONFLICT DO UPDATE SET queries = queries + 1, first_ts = min(first_ts, excluded.first_ts),
+            last_ts = max(last_ts, excluded.last_ts);
+    END;
+    CREATE TRIGGER dns_days_delete AFTER DELETE ON dns_queries BEGIN
+        UPDATE dns_days SET queries = queries - 1
+        WHERE day = OLD.ts - OLD.ts % 86400000 AND client = OLD.client AND qname = OLD.qname;
+    END;
+
     -- The interface's WireGuard peers, as the daemon last read them (`wg show`), and the names
     -- users gave them (`tracker name-device`). A peer the daemon no longer sees is kept, so
     -- its flows keep their device.
