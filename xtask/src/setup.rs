@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "socat",
     "iputils-ping",
+    // The report page's test opens it in a real browser, headless.
+    "chromium",
     // rusqlite links Debian's SQLite, found through pkg-config.
     "libsqlite3-dev",
     "pkg-config",
