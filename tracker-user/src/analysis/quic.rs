@@ -309,8 +309,13 @@ fn normalize(raw: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// RFC 9001's client Initial (server name `example.com`), for other modules' tests.
+    pub(crate) fn rfc9001_client_initial() -> Vec<u8> {
+        unhex(V1_PACKET)
+    }
 
     fn unhex(hex: &str) -> Vec<u8> {
         let hex: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();

@@ -240,7 +240,7 @@ impl FlowNamer {
 mod tests {
     use super::*;
     use crate::{
-        analysis::{names::NameSource, tls},
+        analysis::{names::NameSource, protocol::Decided, tls},
         pipeline::{
             Namer,
             pairing::{
@@ -361,6 +361,25 @@ mod tests {
         ask(&mut n, 10, "b.example", &[("b.example", "192.0.2.13")], 5);
         let Described { name, .. } = n.flows.name_flow(&old, t(0), t(10));
         assert_eq!((name.name.as_deref(), name.source), (Some("a.example"), Some(NameSource::Sni)));
+    }
+
+    #[test]
+    fn a_quic_initial_names_its_flow_and_first_payloads_decide_protocols() {
+        let mut n = namer();
+        let flow = key([192, 0, 2, 9], IPPROTO_UDP, 50000, 443);
+        let initial = crate::analysis::quic::tests::rfc9001_client_initial();
+        n.flows.first_payload(&header(EventKind::FirstPayload, DIR_UP, flow), &initial, t(5));
+        let d = n.flows.name_flow(&flow, t(5), t(6));
+        assert_eq!((d.name.name.as_deref(), d.name.source), (Some("example.com"), Some(NameSource::Sni)));
+        assert_eq!((d.app.protocol, d.app.decided), (AppProtocol::Quic, Decided::Payload));
+        // No payload: the port decides, and says so.
+        let plain = key([192, 0, 2, 9], IPPROTO_TCP, 50001, 80);
+        let d = n.flows.name_flow(&plain, t(5), t(6));
+        assert_eq!((d.app.protocol, d.app.decided), (AppProtocol::Http, Decided::Port));
+        // The server's first bytes decide when the client's did not: an SSH banner on port 80.
+        n.flows.first_payload(&header(EventKind::FirstPayload, DIR_DOWN, plain), b"SSH-2.0-OpenSSH_9.2\r\n", t(7));
+        let d = n.flows.name_flow(&plain, t(5), t(8));
+        assert_eq!((d.app.protocol, d.app.decided), (AppProtocol::Ssh, Decided::Payload));
     }
 
     #[test]
