@@ -482,6 +482,27 @@ mod tests {
         assert_eq!(cut_note(10, 2345, "flows", Some(10), Format::Table), None, "the user chose the cut");
     }
 
+    #[test]
+    fn the_entity_file_is_optional_by_default_required_when_named_and_refused_whole_when_bad() {
+        let dir = std::env::temp_dir().join(format!("tracker-cli-entities-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let global = |entities: Option<PathBuf>| Global { db: dir.join("t.db"), pin_dir: dir.clone(), entities };
+        let missing = dir.join("missing.toml");
+        let err = format!("{:#}", global(Some(missing.clone())).entity_table().unwrap_err());
+        assert!(err.contains("reading the entity file") && err.contains("missing.toml"), "{err}");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[[service]]\nname = \"S\"\ncompany = \"Nobody\"\ndomains = [\"s.example\"]\n").unwrap();
+        let err = format!("{:#}", global(Some(bad)).entity_table().unwrap_err());
+        assert!(err.contains("was not used") && err.contains("no company entry is named \"Nobody\""), "{err}");
+        let mine = dir.join("mine.toml");
+        std::fs::write(&mine, "[[company]]\nname = \"Family\"\ncategory = \"other\"\ndomains = [\"nas.example\"]\n")
+            .unwrap();
+        let t = global(Some(mine)).entity_table().unwrap();
+        assert_eq!(t.company_of("x.nas.example").map(|m| m.entry.name.as_str()), Some("Family"));
+        assert_eq!(t.company_of("www.apple.com").map(|m| m.entry.name.as_str()), Some("Apple"), "over tracker's own");
+    }
+
     /// `tracker status` opened the database as a writer: it migrated (and would take over)
     /// whatever --db named.
     #[test]
