@@ -224,23 +224,23 @@ pub const WWW_EXAMPLE: &str = "www.example.org";
 /// A company name served by a CDN: `images.apple.com` → `images.apple.com.edgekey.net` →
 /// `e1234.a.akamaiedge.net` → [`AKAMAI_V4`] / [`AKAMAI_V6`].
 pub const AKAMAI_CHAIN: [&str; 3] = ["images.apple.com", "images.apple.com.edgekey.net", "e1234.a.akamaiedge.net"];
-pub const AKAMAI_V4: Ipv4Addr = world_v4(0x69);
+pub const AKAMAI_V4: Ipv4Addr = world_v4(69);
 pub const AKAMAI_V6: Ipv6Addr = world_v6(0x69);
 
 /// The names above with their own addresses, in [`world`] order.
 pub const WORLD_HOSTS: [(&str, Ipv4Addr, Ipv6Addr); 9] = [
-    (WWW_APPLE, world_v4(0x61), world_v6(0x61)),
-    (ICLOUD_GATEWAY, world_v4(0x62), world_v6(0x62)),
-    (WWW_GOOGLE, world_v4(0x63), world_v6(0x63)),
-    (TWITTER_API, world_v4(0x64), world_v6(0x64)),
-    (FACEBOOK_GRAPH, world_v4(0x65), world_v6(0x65)),
-    (BRAZE_SDK, world_v4(0x66), world_v6(0x66)),
-    (MPARTICLE_API, world_v4(0x67), world_v6(0x67)),
-    (WWW_NETFLIX, world_v4(0x68), world_v6(0x68)),
-    (WWW_EXAMPLE, world_v4(0x70), world_v6(0x70)),
+    (WWW_APPLE, world_v4(61), world_v6(0x61)),
+    (ICLOUD_GATEWAY, world_v4(62), world_v6(0x62)),
+    (WWW_GOOGLE, world_v4(63), world_v6(0x63)),
+    (TWITTER_API, world_v4(64), world_v6(0x64)),
+    (FACEBOOK_GRAPH, world_v4(65), world_v6(0x65)),
+    (BRAZE_SDK, world_v4(66), world_v6(0x66)),
+    (MPARTICLE_API, world_v4(67), world_v6(0x67)),
+    (WWW_NETFLIX, world_v4(68), world_v6(0x68)),
+    (WWW_EXAMPLE, world_v4(70), world_v6(0x70)),
 ];
 
-/// `198.51.100.N`: the real world's IPv4 addresses (written in hex to read like the IPv6 ones).
+/// `198.51.100.N`: the real world's IPv4 addresses (the IPv6 ones end in the same digits).
 const fn world_v4(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, last)
 }
