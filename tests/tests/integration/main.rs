@@ -6,6 +6,7 @@
 //! - [`e2e`]: the real daemon and CLI on the lab's wireguard-go `wg0`: counting and blocking;
 //! - [`names`]: naming flows from real resolvers, TLS and HTTP clients;
 //! - [`careless`]: careless and hostile use (issue 8);
+//! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
 //! One failure style. Every test returns `anyhow::Result<()>`: a step that fails to happen
@@ -23,3 +24,4 @@ mod e2e;
 mod kernel;
 mod lab;
 mod names;
+mod report;
