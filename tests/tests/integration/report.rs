@@ -200,8 +200,11 @@ fn stun(lab: &Lab, phone: Phone, port: u16) -> Result<Expect> {
     Ok(e)
 }
 
-/// The whole plan: (flows, DNS questions as (phone, name)).
-fn make_traffic(lab: &Lab, host_key: &str) -> Result<(Vec<Expect>, Vec<(Phone, &'static str)>)> {
+/// The DNS questions a plan asked, as (phone, name).
+type Asked = Vec<(Phone, &'static str)>;
+
+/// The whole plan: the flows, and the DNS questions asked.
+fn make_traffic(lab: &Lab, host_key: &str) -> Result<(Vec<Expect>, Asked)> {
     use Phone::{One, Two};
     use Resolver::{OnHost, Upstream};
     let questions: [(Phone, Resolver, &'static str, QType); 15] = [
