@@ -9,7 +9,11 @@
 //!                                   {p}-vpn1 192.0.2.1 2001:db8::1 ------- {p}-net0 192.0.2.2 2001:db8::2
 //!                                                                          lo: 203.0.113.10/.20,
 //!                                                                          198.51.100.30, 2001:db8:2::10/::20,
-//!                                                                          the zone's hosts, 203.0.113.53
+//!                                                                          the zone's hosts, 203.0.113.53,
+//!                                                                          the real world's hosts
+//!                                                                          (198.51.100.61-70, 2001:db8:5::61-70),
+//!                                                                          ssh 203.0.113.22 2001:db8:2::22,
+//!                                                                          stun 203.0.113.78/.79
 //! ```
 //!
 //! The phone routes everything into the tunnel; the VPN host forwards (no NAT: the internet
