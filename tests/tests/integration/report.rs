@@ -276,9 +276,16 @@ fn settled(t: &Tracker, plan: &[Expect]) -> Result<(Vec<Value>, Vec<Value>)> {
         let missing: Vec<&Expect> =
             plan.iter().filter(|e| flows.iter().filter(|f| e.matches(f)).count() != 1).collect();
         let extra: Vec<&Value> = flows.iter().filter(|f| !plan.iter().any(|e| e.matches(f))).collect();
+        let undecided: Vec<&Value> = flows
+            .iter()
+            .filter(|f| {
+                plan.iter()
+                    .any(|e| e.matches(f) && (f["app_protocol"].is_null() || (e.name.is_some() && f["name"].is_null())))
+            })
+            .collect();
         anyhow::bail!(
-            "after {WAIT:?}, {} flows for a plan of {}; planned flows not stored once: {missing:#?}\n\
-             flows nobody planned: {extra:#?}\nevery flow: {flows:#?}\n{}",
+            "after {WAIT:?}, {} flows for a plan of {}\nplanned flows not stored exactly once: {missing:#?}\n\
+             flows nobody planned: {extra:#?}\nplanned flows still without app_protocol (or their name): {undecided:#?}\n{}",
             flows.len(),
             plan.len(),
             t.log_tail()
