@@ -9,7 +9,11 @@
 //!                                   {p}-vpn1 192.0.2.1 2001:db8::1 ------- {p}-net0 192.0.2.2 2001:db8::2
 //!                                                                          lo: 203.0.113.10/.20,
 //!                                                                          198.51.100.30, 2001:db8:2::10/::20,
-//!                                                                          the zone's hosts, 203.0.113.53
+//!                                                                          the zone's hosts, 203.0.113.53,
+//!                                                                          the real world's hosts
+//!                                                                          (198.51.100.61-70, 2001:db8:5::61-70),
+//!                                                                          ssh 203.0.113.22 2001:db8:2::22,
+//!                                                                          stun 203.0.113.78/.79
 //! ```
 //!
 //! The phone routes everything into the tunnel; the VPN host forwards (no NAT: the internet
@@ -39,6 +43,16 @@
 //! - **Hostile DNS**: [`crate::hostile_dns`] answers the phone from port 53 of an internet host
 //!   with crafted messages.
 //!
+//! - **The real world**: both resolvers also answer for real companies' names
+//!   ([`zone::world`]: `www.apple.com`, `api.twitter.com`, `images.apple.com` through Akamai, ...)
+//!   with documentation addresses that the internet namespace serves like its other hosts, and
+//!   refuse every other name.
+//!
+//! Optional parts, which a test adds when it needs them (in `lab/extras.rs`):
+//! [`Lab::add_second_phone`] (a second WireGuard peer, `{p}-phone2`, tunnel addresses
+//! [`PHONE2_V4`] and [`PHONE2_V6`]), [`Lab::start_ssh`] (dropbear on [`SSH_V4`]/[`SSH_V6`] port
+//! 22) and [`Lab::start_stun`] (stund on [`STUN_V4`]:3478, alternate [`STUN_ALT_V4`]:3479).
+//!
 //! A [`Lab`] tears everything down when dropped, also while a test panics. Labs with distinct
 //! prefixes coexist; interface names embed the prefix because wireguard-go's control socket
 //! `/var/run/wireguard/IFACE.sock` is shared by all namespaces.
@@ -47,6 +61,7 @@ use crate::cmd::{ChildGuard, have_program, run, succeeds, wait_until};
 use crate::procs;
 use crate::zone;
 use anyhow::{Context, Result, bail, ensure};
+pub use extras::*;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
@@ -54,6 +69,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod extras;
 
 /// The prefix `cargo xtask lab up` uses; its VPN interface is called `wg0`, like tracker's default.
 pub const DEFAULT_PREFIX: &str = "trk";
@@ -134,12 +151,15 @@ pub fn https_url(name: &str, path: &str) -> String {
 }
 
 /// Every address the internet namespace carries on its loopback, each once: [`INTERNET_V4`],
-/// [`INTERNET_V6`], the hosts of the zone ([`zone::server_addrs`]) and the upstream resolver.
+/// [`INTERNET_V6`], the hosts of the zone ([`zone::server_addrs`]) and of the real world
+/// ([`zone::world_addrs`]), the upstream resolver, and the SSH and STUN servers' addresses.
 pub fn internet_hosts() -> Vec<IpAddr> {
     let mut hosts: Vec<IpAddr> = INTERNET_V4.iter().map(|&a| IpAddr::V4(a)).collect();
     hosts.extend(INTERNET_V6.iter().map(|&a| IpAddr::V6(a)));
     hosts.extend(zone::server_addrs());
+    hosts.extend(zone::world_addrs());
     hosts.extend([IpAddr::V4(UPSTREAM_DNS_V4), IpAddr::V6(UPSTREAM_DNS_V6)]);
+    hosts.extend(extras::server_hosts());
     let mut seen = Vec::with_capacity(hosts.len());
     hosts.retain(|h| {
         let new = !seen.contains(h);
@@ -150,11 +170,12 @@ pub fn internet_hosts() -> Vec<IpAddr> {
 }
 
 /// The internet hosts that serve HTTP on [`HTTP_PORT`] and UDP echo on [`UDP_ECHO_PORT`]
-/// (`labsrv.py`): all but the upstream resolver.
+/// (`labsrv.py`): all but the upstream resolver and the SSH and STUN servers.
 pub fn http_hosts() -> Vec<IpAddr> {
+    let others = extras::server_hosts();
     internet_hosts()
         .into_iter()
-        .filter(|&h| h != IpAddr::V4(UPSTREAM_DNS_V4) && h != IpAddr::V6(UPSTREAM_DNS_V6))
+        .filter(|&h| h != IpAddr::V4(UPSTREAM_DNS_V4) && h != IpAddr::V6(UPSTREAM_DNS_V6) && !others.contains(&h))
         .collect()
 }
 
@@ -212,14 +233,20 @@ pub enum Ns {
     Phone,
     Vpn,
     Net,
+    /// The second phone, only after [`Lab::add_second_phone`].
+    Phone2,
 }
 
 impl Ns {
-    pub const ALL: [Ns; 3] = [Ns::Phone, Ns::Vpn, Ns::Net];
+    /// Every namespace a lab may have (what teardown looks for).
+    pub const ALL: [Ns; 4] = [Ns::Phone, Ns::Vpn, Ns::Net, Ns::Phone2];
+    /// The namespaces every lab has.
+    pub const BASE: [Ns; 3] = [Ns::Phone, Ns::Vpn, Ns::Net];
 
     fn suffix(self) -> &'static str {
         match self {
             Ns::Phone => "phone",
+            Ns::Phone2 => "phone2",
             Ns::Vpn => "vpn",
             Ns::Net => "net",
         }
@@ -243,6 +270,11 @@ pub struct LabNames {
     pub vpn_uplink_iface: String,
     /// Internet side of that veth.
     pub net_uplink_iface: String,
+    /// The second phone's WireGuard interface (`{prefix}ph2`) and its underlay veth's two ends
+    /// (`{prefix}-phone2` in its namespace, `{prefix}-vpn2` on the VPN host).
+    pub phone2_iface: String,
+    pub phone2_underlay_iface: String,
+    pub vpn_underlay2_iface: String,
     /// Temporary files: keys, logs, the server script, `www/`.
     pub dir: PathBuf,
     /// Served over HTTP by every internet host; tests may add files.
@@ -250,6 +282,8 @@ pub struct LabNames {
     /// `/etc/netns/{prefix}-phone`: `ip netns exec` bind-mounts its `resolv.conf` (naming the
     /// on-host resolver) over `/etc/resolv.conf` for commands in the phone namespace.
     pub phone_etc_dir: PathBuf,
+    /// `/etc/netns/{prefix}-phone2`, the same for the second phone.
+    pub phone2_etc_dir: PathBuf,
     /// The TLS server's self-signed certificate (PEM), for `curl --cacert`, and its key.
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
@@ -276,8 +310,12 @@ impl LabNames {
             vpn_underlay_iface: format!("{prefix}-vpn0"),
             vpn_uplink_iface: format!("{prefix}-vpn1"),
             net_uplink_iface: format!("{prefix}-net0"),
+            phone2_iface: format!("{prefix}ph2"),
+            phone2_underlay_iface: format!("{prefix}-phone2"),
+            vpn_underlay2_iface: format!("{prefix}-vpn2"),
             www_dir: dir.join("www"),
             phone_etc_dir: Path::new("/etc/netns").join(format!("{prefix}-phone")),
+            phone2_etc_dir: Path::new("/etc/netns").join(format!("{prefix}-phone2")),
             tls_cert: dir.join("tls.crt"),
             tls_key: dir.join("tls.key"),
             dir,
@@ -320,7 +358,7 @@ impl LabNames {
         let ours = |p: &procs::Proc| {
             let iface = p.argv.last().map(String::as_str).unwrap_or_default();
             p.program() == "wireguard-go"
-                && (iface == self.phone_iface || iface == self.vpn_iface)
+                && (iface == self.phone_iface || iface == self.vpn_iface || iface == self.phone2_iface)
                 && (iface != "wg0" || procs::netns_of(p.pid) != host_ns)
         };
         Ok(procs::all()?.into_iter().filter(ours).collect())
@@ -346,11 +384,12 @@ impl LabNames {
                 removed.push(format!("namespace {}", self.ns_name(ns)));
             }
         }
-        for iface in [&self.phone_iface, &self.vpn_iface] {
+        for iface in [&self.phone_iface, &self.vpn_iface, &self.phone2_iface] {
             removed.extend(remove_if_exists(&Self::wg_socket(iface))?);
         }
         removed.extend(remove_if_exists(&self.dir)?);
         removed.extend(remove_if_exists(&self.phone_etc_dir)?);
+        removed.extend(remove_if_exists(&self.phone2_etc_dir)?);
         // /etc/netns itself only if that leaves it empty (ip netns never needs it).
         if let Some(parent) = self.phone_etc_dir.parent() {
             let _ = fs::remove_dir(parent);
@@ -453,11 +492,16 @@ impl Lab {
     /// resolv.conf of the lab's is bind-mounted over `/etc/resolv.conf`; nothing outside that
     /// process changes. Unlike `ip netns exec`, /sys is left alone.
     pub fn phone_cmd_resolving(&self, resolver: IpAddr, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        self.cmd_resolving(Ns::Phone, resolver, program)
+    }
+
+    /// [`Lab::phone_cmd_resolving`] in namespace `ns` (e.g. [`Ns::Phone2`]).
+    pub fn cmd_resolving(&self, ns: Ns, resolver: IpAddr, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         let conf = self.dir.join(format!("resolv-{resolver}.conf"));
         if !conf.exists() {
             fs::write(&conf, resolv_conf(resolver)).with_context(|| format!("cannot write {}", conf.display()))?;
         }
-        let mut cmd = self.phone_cmd("unshare");
+        let mut cmd = self.cmd(ns, "unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
             .arg(conf)
@@ -577,7 +621,7 @@ impl Lab {
         // Keys live here.
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
-        for ns in Ns::ALL {
+        for ns in Ns::BASE {
             run(Command::new("ip").args(["netns", "add", &self.ns_name(ns)]))?;
             self.ip(ns, "link set lo up")?;
         }
@@ -768,10 +812,12 @@ impl Lab {
     fn start_resolvers(&mut self) -> Result<()> {
         let zonefile = self.dir.join(format!("{}.zone", zone::ZONE));
         fs::write(&zonefile, zone::zonefile()).with_context(|| format!("cannot write {}", zonefile.display()))?;
+        let world = self.dir.join("world.zone");
+        fs::write(&world, zone::world_zonefile()).with_context(|| format!("cannot write {}", world.display()))?;
         let program = self.unbound_program()?;
         for resolver in Resolver::ALL {
             let conf = self.dir.join(format!("unbound-{}.conf", resolver.tag()));
-            fs::write(&conf, unbound_config(&self.dir, resolver, &zonefile))
+            fs::write(&conf, unbound_config(&self.dir, resolver, &zonefile, &world))
                 .with_context(|| format!("cannot write {}", conf.display()))?;
             let program = program.display().to_string();
             let conf = conf.display().to_string();
@@ -818,7 +864,7 @@ impl Lab {
     /// port [`TLS_PORT`] of every internet host (the wildcard address, IPv4 and IPv6).
     fn start_tls(&mut self) -> Result<()> {
         let mut san = format!("subjectAltName=DNS:{}", zone::TLS_NAME);
-        for name in zone::SHARED_NAMES {
+        for name in zone::SHARED_NAMES.into_iter().chain(zone::world_client_names()) {
             san.push_str(&format!(",DNS:{name}"));
         }
         let mut req = Command::new("openssl");
@@ -856,10 +902,15 @@ impl Lab {
     /// Pings the internet from the phone over both families. The first packet also triggers the
     /// WireGuard handshake, so a few attempts are allowed.
     fn verify(&self) -> Result<()> {
+        self.verify_from(Ns::Phone)
+    }
+
+    /// [`Lab::verify`] from the phone in namespace `ns`.
+    fn verify_from(&self, ns: Ns) -> Result<()> {
         for target in [IpAddr::V4(WEB_V4), IpAddr::V6(WEB_V6)] {
             let mut last = None;
             for _ in 0..3 {
-                match run(self.phone_cmd("ping").args(["-c1", "-W2", &target.to_string()])) {
+                match run(self.cmd(ns, "ping").args(["-c1", "-W2", &target.to_string()])) {
                     Ok(_) => {
                         last = None;
                         break;
@@ -870,7 +921,8 @@ impl Lab {
             if let Some(err) = last {
                 let wg = run(self.vpn_cmd("wg").arg("show")).unwrap_or_else(|e| format!("{e:#}"));
                 bail!(
-                    "the phone cannot reach {target} through the tunnel: {err:#}\nwg show (vpn):\n{wg}\n{}",
+                    "{} cannot reach {target} through the tunnel: {err:#}\nwg show (vpn):\n{wg}\n{}",
+                    self.ns_name(ns),
                     self.logs()
                 );
             }
@@ -916,10 +968,16 @@ fn resolv_conf(resolver: IpAddr) -> String {
 ///   `nodefault` and `transparent` to let `lab.test` through to the auth zone), iterator only
 ///   (no DNSSEC validator, so no trust-anchor fetches), and `do-not-query-address` for every
 ///   address in case anything tried.
+/// - The real world ([`zone::world`]) is a second auth zone, the root, from `world_zonefile`: one
+///   zone, so a CNAME chain across company and CDN domains is chased to its addresses. Each of
+///   [`zone::WORLD_DOMAINS`] is a `transparent` local zone, which lets its names through the
+///   `.` refusal to the root zone; every other name is still refused.
 /// - Only the tunnel's clients and the server itself may ask (`access-control`).
 /// - Root, foreground, no chroot, no remote control, logs and pid file in the lab's dir
 ///   (`unbound-{tag}.log`, shown by [`Lab::logs`]), one thread, every answer logged.
-fn unbound_config(dir: &Path, resolver: Resolver, zonefile: &Path) -> String {
+fn unbound_config(dir: &Path, resolver: Resolver, zonefile: &Path, world_zonefile: &Path) -> String {
+    let world_zones: String =
+        zone::WORLD_DOMAINS.iter().map(|d| format!("    local-zone: \"{d}.\" transparent\n")).collect();
     let tag = resolver.tag();
     let d = dir.display();
     let (v4, v6) = (resolver.v4(), resolver.v6());
@@ -953,7 +1011,7 @@ server:
     local-zone: "." refuse
     local-zone: "test." nodefault
     local-zone: "{zone}." transparent
-    access-control: 0.0.0.0/0 refuse
+{world_zones}    access-control: 0.0.0.0/0 refuse
     access-control: ::/0 refuse
     access-control: 127.0.0.0/8 allow
     access-control: ::1/128 allow
@@ -967,11 +1025,18 @@ auth-zone:
     for-downstream: yes
     for-upstream: no
     fallback-enabled: no
+auth-zone:
+    name: "."
+    zonefile: "{world_zonefile}"
+    for-downstream: yes
+    for-upstream: no
+    fallback-enabled: no
 remote-control:
     control-enable: no
 "#,
         zone = zone::ZONE,
         zonefile = zonefile.display(),
+        world_zonefile = world_zonefile.display(),
     )
 }
 

@@ -20,7 +20,21 @@
 //! lab puts in the internet namespace for simplicity). The TTLs differ per name so that tests
 //! can check which TTL a log reports.
 //!
-//! Names outside `lab.test` are refused by the lab's resolvers (they never recurse).
+//! **The real world** ([`world`]): names of real companies (`www.apple.com`, `api.twitter.com`, a
+//! CNAME chain from `images.apple.com` through Akamai's `edgekey.net` to `akamaiedge.net`, ...) and
+//! one name no company owns (`www.example.org`), every one pointing at documentation addresses
+//! that the lab's internet namespace serves ([`world_addrs`]). The resolvers serve them from a
+//! root zone of their own ([`world_zonefile`]); the names' registrable domains
+//! ([`WORLD_DOMAINS`]) are the only ones outside `lab.test` they answer for. No packet for these
+//! names ever leaves the lab: the companies appear only in names, never as traffic targets.
+//!
+//! | name | data |
+//! |---|---|
+//! | `www.apple.com`, `gateway.icloud.com`, `www.google.com`, `api.twitter.com`, `graph.facebook.com`, `sdk.iad-01.braze.com`, `api.mparticle.com`, `www.netflix.com`, `www.example.org` | one A (198.51.100.61 to .68, and .70) and one AAAA (2001:db8:5::61 to ::68, and ::70) each |
+//! | `images.apple.com` | CNAME `images.apple.com.edgekey.net` → CNAME `e1234.a.akamaiedge.net` → A/AAAA [`AKAMAI_V4`]/[`AKAMAI_V6`] |
+//!
+//! Every other name is refused by the lab's resolvers (they never recurse); a missing name under
+//! one of [`WORLD_DOMAINS`] is NXDOMAIN.
 
 use crate::lab::{VPN_TUN_V4, VPN_TUN_V6, WEB_V4, WEB_V6};
 use std::fmt::Write as _;
@@ -196,6 +210,120 @@ pub const RECORDS: &[Record] = &[
     rec(LAN_NAME, LAN_TTL, Data::Aaaa(LAN_V6)),
 ];
 
+/// The real world's names a client connects to, each with one A and one AAAA record of its own.
+pub const WWW_APPLE: &str = "www.apple.com";
+pub const ICLOUD_GATEWAY: &str = "gateway.icloud.com";
+pub const WWW_GOOGLE: &str = "www.google.com";
+pub const TWITTER_API: &str = "api.twitter.com";
+pub const FACEBOOK_GRAPH: &str = "graph.facebook.com";
+pub const BRAZE_SDK: &str = "sdk.iad-01.braze.com";
+pub const MPARTICLE_API: &str = "api.mparticle.com";
+pub const WWW_NETFLIX: &str = "www.netflix.com";
+/// A name no company of tracker's entity table owns: reported by its registrable domain.
+pub const WWW_EXAMPLE: &str = "www.example.org";
+/// A company name served by a CDN: `images.apple.com` → `images.apple.com.edgekey.net` →
+/// `e1234.a.akamaiedge.net` → [`AKAMAI_V4`] / [`AKAMAI_V6`].
+pub const AKAMAI_CHAIN: [&str; 3] = ["images.apple.com", "images.apple.com.edgekey.net", "e1234.a.akamaiedge.net"];
+pub const AKAMAI_V4: Ipv4Addr = world_v4(69);
+pub const AKAMAI_V6: Ipv6Addr = world_v6(0x69);
+
+/// The names above with their own addresses, in [`world`] order.
+pub const WORLD_HOSTS: [(&str, Ipv4Addr, Ipv6Addr); 9] = [
+    (WWW_APPLE, world_v4(61), world_v6(0x61)),
+    (ICLOUD_GATEWAY, world_v4(62), world_v6(0x62)),
+    (WWW_GOOGLE, world_v4(63), world_v6(0x63)),
+    (TWITTER_API, world_v4(64), world_v6(0x64)),
+    (FACEBOOK_GRAPH, world_v4(65), world_v6(0x65)),
+    (BRAZE_SDK, world_v4(66), world_v6(0x66)),
+    (MPARTICLE_API, world_v4(67), world_v6(0x67)),
+    (WWW_NETFLIX, world_v4(68), world_v6(0x68)),
+    (WWW_EXAMPLE, world_v4(70), world_v6(0x70)),
+];
+
+/// `198.51.100.N`: the real world's IPv4 addresses (the IPv6 ones end in the same digits).
+const fn world_v4(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, last)
+}
+
+/// `2001:db8:5::N`: the real world's IPv6 addresses.
+const fn world_v6(last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, last)
+}
+
+/// TTLs of the real world: company names, CNAMEs into the CDN, the CDN's edge name.
+pub const WORLD_TTL: u32 = 300;
+pub const WORLD_CNAME_TTL: u32 = 3600;
+pub const EDGE_TTL: u32 = 20;
+
+/// The registrable domains the real world's names are in: the resolvers answer for these (and
+/// `lab.test`) and refuse every other name.
+pub const WORLD_DOMAINS: [&str; 11] = [
+    "apple.com",
+    "icloud.com",
+    "google.com",
+    "twitter.com",
+    "facebook.com",
+    "braze.com",
+    "mparticle.com",
+    "netflix.com",
+    "example.org",
+    "edgekey.net",
+    "akamaiedge.net",
+];
+
+/// Every record of the real world (see the module doc), in order: each host's A and AAAA, then
+/// the CDN chain. The one table the resolvers' root zone ([`world_zonefile`]) and the tests'
+/// expectations ([`resolve`]) come from.
+pub fn world() -> Vec<Record> {
+    let mut out = Vec::new();
+    for (name, v4, v6) in WORLD_HOSTS {
+        out.extend([rec(name, WORLD_TTL, Data::A(v4)), rec(name, WORLD_TTL, Data::Aaaa(v6))]);
+    }
+    out.extend([
+        rec(AKAMAI_CHAIN[0], WORLD_CNAME_TTL, Data::Cname(AKAMAI_CHAIN[1])),
+        rec(AKAMAI_CHAIN[1], WORLD_CNAME_TTL, Data::Cname(AKAMAI_CHAIN[2])),
+        rec(AKAMAI_CHAIN[2], EDGE_TTL, Data::A(AKAMAI_V4)),
+        rec(AKAMAI_CHAIN[2], EDGE_TTL, Data::Aaaa(AKAMAI_V6)),
+    ]);
+    out
+}
+
+/// The real world's names a client asks for: the hosts and the head of the CDN chain (not the
+/// chain's inner names, which only CNAMEs lead to).
+pub fn world_client_names() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = WORLD_HOSTS.iter().map(|h| h.0).collect();
+    out.push(AKAMAI_CHAIN[0]);
+    out
+}
+
+/// The real world's addresses, each once: the internet namespace serves them all.
+pub fn world_addrs() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in world().iter().filter_map(|r| r.data.address()) {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The root zone the resolvers serve the real world from: in one zone, unbound chases the CNAME
+/// chain from `apple.com` through `edgekey.net` to `akamaiedge.net` as a recursive resolver
+/// would (its `local-data` would answer the first CNAME alone).
+pub fn world_zonefile() -> String {
+    let mut z = String::new();
+    let _ = writeln!(z, "; generated from tracker-tests' zone.rs (world); do not edit");
+    let _ = writeln!(z, ". {SOA_TTL} IN SOA {NS_NAME}. hostmaster.{ZONE}. 1 3600 600 86400 {NEGATIVE_TTL}");
+    let _ = writeln!(z, ". {SOA_TTL} IN NS {NS_NAME}.");
+    write_records(&mut z, &world());
+    z
+}
+
+/// The registrable domain of [`WORLD_DOMAINS`] that `name` (lower case) is in, if any.
+pub fn world_domain_of(name: &str) -> Option<&'static str> {
+    WORLD_DOMAINS.iter().copied().find(|d| name == *d || name.ends_with(&format!(".{d}")))
+}
+
 /// The names that have data of their own (not counting CNAME owners' targets twice), in zone
 /// order without duplicates: what a test can query and expect NOERROR for.
 pub fn names() -> Vec<&'static str> {
@@ -237,14 +365,18 @@ pub fn zonefile() -> String {
     let _ = writeln!(z, "$ORIGIN {ZONE}.");
     let _ = writeln!(z, "{ZONE}. {SOA_TTL} IN SOA {NS_NAME}. hostmaster.{ZONE}. 1 3600 600 86400 {NEGATIVE_TTL}");
     let _ = writeln!(z, "{ZONE}. {SOA_TTL} IN NS {NS_NAME}.");
-    for r in RECORDS {
+    write_records(&mut z, RECORDS);
+    z
+}
+
+fn write_records(z: &mut String, records: &[Record]) {
+    for r in records {
         let data = match r.data {
             Data::Cname(t) => format!("{t}."),
             d => d.text(),
         };
         let _ = writeln!(z, "{}. {} IN {} {}", r.name, r.ttl, r.data.rtype(), data);
     }
-    z
 }
 
 /// Query types the tests use.
@@ -280,7 +412,7 @@ pub struct Answer {
 /// What the lab's resolvers answer for a question, in `tracker dns`'s terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
-    /// "NOERROR" or "NXDOMAIN".
+    /// "NOERROR", "NXDOMAIN", or "REFUSED" for a name outside `lab.test` and [`WORLD_DOMAINS`].
     pub rcode: &'static str,
     /// The answer section, in order: the CNAMEs of the chain, then the address records.
     pub answers: Vec<Answer>,
@@ -292,27 +424,35 @@ pub struct Resolution {
     pub ttl: Option<u32>,
 }
 
-/// Whether `name` (lower case, no trailing dot) is in the zone's tree: an owner of records, the
-/// apex, or an empty non-terminal above an owner.
-fn exists(name: &str) -> bool {
-    name == ZONE || RECORDS.iter().any(|r| r.name == name || r.name.ends_with(&format!(".{name}")))
+/// Whether `name` (lower case, no trailing dot) is in the tree of `records`: an owner of records,
+/// the apex, or an empty non-terminal above an owner.
+fn exists(records: &[Record], name: &str) -> bool {
+    name == ZONE || records.iter().any(|r| r.name == name || r.name.ends_with(&format!(".{name}")))
 }
 
-/// The authoritative answer for `name` (any case, optional trailing dot) and `qtype`, chasing
-/// CNAMEs inside the zone as the resolvers do. Panics for names outside `lab.test`: the lab's
-/// resolvers refuse those.
+/// The resolvers' answer for `name` (any case, optional trailing dot) and `qtype`, chasing
+/// CNAMEs inside the zone (or inside the real world, [`world`]) as the resolvers do. A name
+/// outside `lab.test` and [`WORLD_DOMAINS`] is REFUSED, with no answers.
 pub fn resolve(name: &str, qtype: QType) -> Resolution {
     let mut current = name.trim_end_matches('.').to_ascii_lowercase();
-    assert!(current == ZONE || current.ends_with(&format!(".{ZONE}")), "{name} is not in zone {ZONE}");
     let mut res =
         Resolution { rcode: "NOERROR", answers: Vec::new(), cname_chain: Vec::new(), addresses: Vec::new(), ttl: None };
-    // A chain longer than the zone cannot be, but a bound keeps a mistake in RECORDS finite.
-    for _ in 0..=RECORDS.len() {
-        if !exists(&current) {
+    let world = world();
+    let records: &[Record] = if current == ZONE || current.ends_with(&format!(".{ZONE}")) {
+        RECORDS
+    } else if world_domain_of(&current).is_some() {
+        &world
+    } else {
+        res.rcode = "REFUSED";
+        return res;
+    };
+    // A chain longer than the zone cannot be, but a bound keeps a mistake in the table finite.
+    for _ in 0..=records.len() {
+        if !exists(records, &current) {
             res.rcode = "NXDOMAIN";
             return res;
         }
-        let here: Vec<&Record> = RECORDS.iter().filter(|r| r.name == current).collect();
+        let here: Vec<&Record> = records.iter().filter(|r| r.name == current).collect();
         if let Some(cname) = here.iter().find_map(|r| match r.data {
             Data::Cname(t) => Some((r, t)),
             _ => None,
@@ -330,7 +470,7 @@ pub fn resolve(name: &str, qtype: QType) -> Resolution {
         }
         return res;
     }
-    panic!("CNAME loop in the lab zone at {current}")
+    panic!("CNAME loop in the lab's DNS data at {current}")
 }
 
 #[cfg(test)]
@@ -371,6 +511,31 @@ mod tests {
         let z = zonefile();
         assert_eq!(z.lines().filter(|l| l.contains(" IN ")).count(), RECORDS.len() + 2);
         assert!(z.contains("www.lab.test. 600 IN CNAME edge.cdn.lab.test.\n"));
+    }
+
+    #[test]
+    fn the_real_world_resolves_through_the_cdn_chain() {
+        let r = resolve("Images.Apple.com.", QType::Aaaa);
+        assert_eq!(r.rcode, "NOERROR");
+        assert_eq!(r.cname_chain, AKAMAI_CHAIN[1..]);
+        assert_eq!(r.addresses, [IpAddr::V6(AKAMAI_V6)]);
+        assert_eq!(r.ttl, Some(EDGE_TTL));
+        assert_eq!(r.answers.len(), 3);
+        for (name, v4, v6) in WORLD_HOSTS {
+            assert_eq!(resolve(name, QType::A).addresses, [IpAddr::V4(v4)], "{name}");
+            assert_eq!(resolve(name, QType::Aaaa).addresses, [IpAddr::V6(v6)], "{name}");
+            assert!(world_domain_of(name).is_some(), "{name} is in no world domain");
+        }
+        assert_eq!(resolve("nope.apple.com", QType::A).rcode, "NXDOMAIN");
+        assert_eq!(resolve("apple.com", QType::A).answers, []);
+        assert_eq!(resolve("www.evilapple.com", QType::A).rcode, "REFUSED");
+        assert_eq!(resolve("com", QType::A).rcode, "REFUSED");
+        // Every world address is new: none is the zone's, and none repeats.
+        let w = world_addrs();
+        assert_eq!(w.len(), 2 * 10);
+        assert!(w.iter().all(|a| !server_addrs().contains(a)));
+        assert!(world_zonefile().contains("images.apple.com.edgekey.net. 3600 IN CNAME e1234.a.akamaiedge.net.\n"));
+        assert_eq!(world_client_names().len(), 10);
     }
 
     #[test]

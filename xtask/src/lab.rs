@@ -54,7 +54,11 @@ pub fn down(prefix: &str) -> Result<()> {
 
 /// Builds the lab and holds it until SIGTERM, SIGINT or SIGHUP, then tears it down.
 pub fn hold(prefix: &str) -> Result<()> {
-    let lab = Lab::up(prefix)?;
+    let mut lab = Lab::up(prefix)?;
+    // The optional parts too: a lab for people should show everything tracker reports on.
+    lab.add_second_phone().context("cannot add the second phone")?;
+    lab.start_ssh().context("cannot start the SSH server")?;
+    lab.start_stun().context("cannot start the STUN server")?;
     // Only now: children inherit a blocked mask, and wireguard-go, the servers and iperf3 must
     // stay stoppable with SIGTERM. A `lab down` during `up` kills us outright instead, and then
     // cleans up by name.
@@ -207,6 +211,10 @@ fn print_status(names: &LabNames) -> Result<()> {
     }
     for ns in Ns::ALL {
         let path = names.ns_path(ns);
+        // The second phone is optional (a test's lab may have none).
+        if !path.exists() && ns == Ns::Phone2 {
+            continue;
+        }
         if !path.exists() {
             println!("  {}: missing", names.ns_name(ns));
             continue;
@@ -246,6 +254,13 @@ fn print_summary(names: &LabNames, keeper: u32) {
         lab::PHONE_V6
     );
     println!(
+        "  {}: {} {}/24 {}/64 (wireguard-go), a second phone (second peer), routed the same way",
+        names.ns_name(Ns::Phone2),
+        names.phone2_iface,
+        lab::PHONE2_V4,
+        lab::PHONE2_V6
+    );
+    println!(
         "  {vpn}: {} {}/24 {}/64 (wireguard-go), forwarding to the internet without NAT",
         names.vpn_iface,
         lab::VPN_TUN_V4,
@@ -274,6 +289,19 @@ fn print_summary(names: &LabNames, keeper: u32) {
         lab::UPSTREAM_DNS_V4,
         lab::UPSTREAM_DNS_V6
     );
+    println!(
+        "      both resolvers also answer {} real companies' names ({}, ...) with documentation addresses",
+        zone::world_client_names().len(),
+        zone::world_client_names()[..3].join(", ")
+    );
+    println!(
+        "      ssh (dropbear) on {} and [{}]:{}; STUN (stund) on {}:{}",
+        lab::SSH_V4,
+        lab::SSH_V6,
+        lab::SSH_PORT,
+        lab::STUN_V4,
+        lab::STUN_PORT
+    );
     println!();
     println!("Try it:");
     println!("  ip netns exec {phone} curl {}", lab::http_url(lab::WEB_V4, lab::SMALL_TXT));
@@ -285,6 +313,14 @@ fn print_summary(names: &LabNames, keeper: u32) {
     println!("  ip netns exec {phone} dig @{} {}", lab::VPN_TUN_V4, zone::CHAIN[0]);
     println!("  ip netns exec {phone} dig @{} {} AAAA +tcp", lab::UPSTREAM_DNS_V4, zone::MANY_NAME);
     println!("  ip netns exec {phone} curl http://{}/{}", zone::CHAIN[0], lab::SMALL_TXT);
+    println!(
+        "  ip netns exec {} curl --cacert {} https://{}/",
+        names.ns_name(Ns::Phone2),
+        names.tls_cert.display(),
+        zone::AKAMAI_CHAIN[0]
+    );
+    println!("  ip netns exec {phone} ssh -o BatchMode=yes nobody@{}   # banner, then refused", lab::SSH_V4);
+    println!("  ip netns exec {phone} stun {} 1", lab::STUN_V4);
     println!(
         "  ip netns exec {phone} curl --cacert {} {}",
         names.tls_cert.display(),

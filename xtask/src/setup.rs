@@ -29,6 +29,15 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     // The report page's test opens it in a real browser, headless.
     "chromium",
+    // The lab's SSH and STUN servers and their clients (tests/src/lab/extras.rs). Neither server
+    // runs on the host: dropbear-bin has no service, and stun-server's init script starts stund
+    // only when /etc/default/stun says START_DAEMON=true (it does not by default). An NTP server
+    // would be more telling than STUN, but Debian's (chrony, ntpsec, openntpd) are all
+    // `time-daemon`s that would replace the host's systemd-timesyncd.
+    "dropbear-bin",
+    "openssh-client",
+    "stun-server",
+    "stun-client",
     // rusqlite links Debian's SQLite, found through pkg-config.
     "libsqlite3-dev",
     "pkg-config",

@@ -236,3 +236,101 @@ fn udp_round_trip(lab: &Lab, to: SocketAddr) -> Result<()> {
     }
     bail!("no UDP echo from {to} after 3 tries")
 }
+
+/// The real world's names, the second phone, the SSH and STUN servers: both resolvers answer
+/// every real-world name exactly as `zone::world` says (the CNAME chain through Akamai whole),
+/// refuse a look-alike and say NXDOMAIN under a company's domain; both phones reach the
+/// companies' documentation addresses by name over HTTP and TLS; ssh from both phones gets
+/// dropbear's banner and a refused login; a STUN binding from each phone is answered with its
+/// own tunnel address; the second phone's wireguard-go goes with the lab.
+#[test]
+fn real_world_names_second_phone_ssh_and_stun() -> Result<()> {
+    if !root_or_skip() {
+        return Ok(());
+    }
+    let mut lab = Lab::up("tl3")?;
+    lab.add_second_phone().context("adding the second phone")?;
+    let host_key = lab.start_ssh().context("starting the SSH server")?;
+    lab.start_stun().context("starting the STUN server")?;
+    let names = lab.names().clone();
+
+    for resolver in Resolver::ALL {
+        for v6 in [false, true] {
+            let server = resolver.addr(v6);
+            for name in zone::world_client_names() {
+                for qtype in [QType::A, QType::Aaaa] {
+                    let got = dig(&lab, server, v6, name, qtype.as_str())?;
+                    assert_eq!(got, expected(name, qtype), "{name} {} from {server}", qtype.as_str());
+                }
+            }
+            for (name, status) in [("nope.apple.com", "NXDOMAIN"), ("www.evilapple.com", "REFUSED"), ("com", "REFUSED")]
+            {
+                assert_eq!(dig(&lab, server, false, name, "A")?.status, status, "{name} from {server}");
+            }
+        }
+    }
+    let chain = dig(&lab, Resolver::Upstream.addr(false), false, zone::AKAMAI_CHAIN[0], "A")?;
+    let owners: Vec<&str> = chain.answers.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(owners, zone::AKAMAI_CHAIN, "{chain:?}");
+    assert_eq!(chain.answers[2].3, zone::AKAMAI_V4.to_string());
+
+    // Both phones, by name through each resolver: HTTP and TLS on every world address.
+    for (ns, phone_v4) in [(Ns::Phone, lab::PHONE_V4), (Ns::Phone2, lab::PHONE2_V4)] {
+        for (i, name) in zone::world_client_names().into_iter().enumerate() {
+            let resolver = Resolver::ALL[i % 2].addr(i % 3 == 0);
+            let family = if i % 2 == 0 { "-4" } else { "-6" };
+            let mut curl = lab.cmd_resolving(ns, resolver, "curl")?;
+            curl.args(["-sS", "--max-time", "10", family, "-w", "\n%{http_code} %{local_ip}"]);
+            let out = run(curl.arg(format!("http://{name}/{SMALL_TXT}")))?;
+            let local = if family == "-4" { IpAddr::V4(phone_v4) } else { IpAddr::V6(phone_v6(ns)) };
+            assert_eq!(out, format!("{SMALL_TXT_CONTENT}\n200 {local}"), "http://{name} from {ns:?}");
+            let code =
+                run(https_status(&lab, lab.cmd_resolving(ns, resolver, "curl")?)
+                    .args([family, &lab::https_url(name, "/")]))?;
+            assert_eq!(code, "200", "https://{name} from {ns:?}");
+        }
+    }
+
+    // SSH: banner, key exchange against the lab's host key, refused login.
+    for ns in [Ns::Phone, Ns::Phone2] {
+        for server in [IpAddr::V4(lab::SSH_V4), IpAddr::V6(lab::SSH_V6)] {
+            let ssh = lab::ssh_attempt(&lab, ns, server, &host_key)?;
+            assert!(
+                ssh.server_version.starts_with("dropbear"),
+                "server version {:?}:\n{}",
+                ssh.server_version,
+                ssh.log
+            );
+            assert!(ssh.log.contains("Server host key: ssh-ed25519"), "no key exchange:\n{}", ssh.log);
+            assert_eq!((ssh.status, ssh.refused), (Some(255), true), "ssh from {ns:?} to {server}:\n{}", ssh.log);
+        }
+    }
+    // STUN: the server sees each phone's own tunnel address and port (no NAT in the lab).
+    for (ns, phone_v4, port) in [(Ns::Phone, lab::PHONE_V4, 47_001), (Ns::Phone2, lab::PHONE2_V4, 47_002)] {
+        let answer = lab::stun_binding(&lab, ns, port)?;
+        assert_eq!(answer.mapped, SocketAddr::new(phone_v4.into(), port), "STUN from {ns:?}");
+    }
+
+    let wireguard_go = names.wireguard_go_procs()?;
+    assert_eq!(wireguard_go.len(), 3, "one wireguard-go per phone and the VPN host: {wireguard_go:?}");
+    let wg = run(lab.vpn_cmd("wg").args(["show", &names.vpn_iface, "peers"]))?;
+    let mut peers: Vec<&str> = wg.lines().collect();
+    peers.sort();
+    let mut want = vec![lab.phone_public_key(Ns::Phone)?, lab.phone_public_key(Ns::Phone2)?];
+    want.sort();
+    assert_eq!(peers, want, "the VPN host's peers");
+    drop(lab);
+    for ns in Ns::ALL {
+        assert!(!names.ns_path(ns).exists(), "namespace {} left behind", names.ns_name(ns));
+    }
+    for p in &wireguard_go {
+        assert!(procs::is_gone(p.pid), "wireguard-go {} left running", p.pid);
+    }
+    assert!(!names.phone2_etc_dir.exists(), "{} left behind", names.phone2_etc_dir.display());
+    assert!(!lab::LabNames::wg_socket(&names.phone2_iface).exists(), "the second phone's wg socket left behind");
+    Ok(())
+}
+
+fn phone_v6(ns: Ns) -> std::net::Ipv6Addr {
+    if ns == Ns::Phone2 { lab::PHONE2_V6 } else { lab::PHONE_V6 }
+}

@@ -7,6 +7,7 @@
 //! - [`names`]: naming flows from real resolvers, TLS and HTTP clients;
 //! - [`careless`]: careless and hostile use (issue 8);
 //! - [`page`]: the report's HTML page in headless Chromium;
+//! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
 //! One failure style. Every test returns `anyhow::Result<()>`: a step that fails to happen
@@ -25,3 +26,4 @@ mod kernel;
 mod lab;
 mod names;
 mod page;
+mod report;

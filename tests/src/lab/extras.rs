@@ -1,0 +1,210 @@
+//! The lab's optional parts, which a test adds when it needs them, so that labs without them
+//! pay nothing: a second phone (a second WireGuard peer of the VPN host), an SSH server and a
+//! STUN server in the internet namespace.
+//!
+//! ```text
+//!  {p}-phone2                              {p}-vpn
+//!  {p}ph2 10.77.0.3 fd77::3    ==WG==      wg0 ({p}wg): a second peer, allowed 10.77.0.3, fd77::3
+//!  {p}-phone2 10.99.0.6/30 --------------- {p}-vpn2 10.99.0.5/30
+//! ```
+//!
+//! The SSH server is dropbear (Debian's `dropbear-bin`) with a host key generated for the lab,
+//! password logins off: a client gets the banner, the key exchange and a refusal. The STUN
+//! server is stund (Debian's `stun-server`, RFC 3489: its messages carry no RFC 5389 magic
+//! cookie), answering on [`STUN_V4`]:[`STUN_PORT`] and, for NAT tests, on [`STUN_ALT_V4`] and
+//! [`STUN_ALT_PORT`]; `stun` (Debian's `stun-client`) is the client. Both are IPv4-only
+//! (stund), or both families (dropbear). All addresses are documentation addresses.
+
+use super::{Lab, Ns, VPN_TUN_V4, VPN_WG_PORT, find_program, public_key, resolv_conf, run};
+use crate::cmd::have_program;
+use anyhow::{Context, Result, bail, ensure};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+
+/// The second phone's tunnel addresses.
+pub const PHONE2_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+pub const PHONE2_V6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 3);
+/// The second phone's underlay to the VPN host (a /30 of its own).
+pub const PHONE2_UNDERLAY_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 6);
+pub const VPN_UNDERLAY2_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 5);
+pub const PHONE2_WG_PORT: u16 = 51822;
+
+/// The SSH server (dropbear), both families, port [`SSH_PORT`].
+pub const SSH_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
+pub const SSH_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x22);
+pub const SSH_PORT: u16 = 22;
+/// The STUN server (stund): its primary and alternate address and port (IPv4 only).
+pub const STUN_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 78);
+pub const STUN_ALT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 79);
+pub const STUN_PORT: u16 = 3478;
+pub const STUN_ALT_PORT: u16 = 3479;
+
+/// The SSH and STUN servers' addresses: on the internet namespace's loopback in every lab (an
+/// address costs nothing), served only once [`Lab::start_ssh`] / [`Lab::start_stun`] ran.
+pub fn server_hosts() -> Vec<IpAddr> {
+    vec![SSH_V4.into(), SSH_V6.into(), STUN_V4.into(), STUN_ALT_V4.into()]
+}
+
+impl Lab {
+    /// Adds the second phone: namespace `{p}-phone2` with its own wireguard-go interface
+    /// ([`LabNames::phone2_iface`]), tunnel addresses [`PHONE2_V4`] and [`PHONE2_V6`], a second
+    /// peer on the VPN host's interface, everything routed into its tunnel, and its own
+    /// `/etc/netns` resolv.conf naming the on-host resolver; then checks that it reaches the
+    /// internet over both families. Its wireguard-go is the lab's child, stopped with the lab.
+    pub fn add_second_phone(&mut self) -> Result<()> {
+        ensure!(!self.ns_path(Ns::Phone2).exists(), "lab {} already has a second phone", self.prefix);
+        run(Command::new("ip").args(["netns", "add", &self.ns_name(Ns::Phone2)]))?;
+        self.ip(Ns::Phone2, "link set lo up")?;
+        let (phone2, vpn) = (self.phone2_underlay_iface.clone(), self.vpn_underlay2_iface.clone());
+        self.veth(Ns::Phone2, &phone2, Ns::Vpn, &vpn)?;
+        self.ip(Ns::Phone2, &format!("addr add {PHONE2_UNDERLAY_V4}/30 dev {phone2}"))?;
+        self.ip(Ns::Vpn, &format!("addr add {VPN_UNDERLAY2_V4}/30 dev {vpn}"))?;
+        self.ip(Ns::Phone2, &format!("link set {phone2} up"))?;
+        self.ip(Ns::Vpn, &format!("link set {vpn} up"))?;
+
+        let key = self.private_key("phone2.key")?;
+        let iface = self.phone2_iface.clone();
+        self.start_wireguard_go(Ns::Phone2, &iface)?;
+        let allowed = format!("{PHONE2_V4}/32,{PHONE2_V6}/128");
+        let vpn_iface = self.vpn_iface.clone();
+        run(self.cmd(Ns::Vpn, "wg").args(["set", &vpn_iface, "peer", &public_key(&key)?, "allowed-ips", &allowed]))?;
+        let vpn_key = public_key(&self.dir.join("vpn.key"))?;
+        self.wg_set(
+            Ns::Phone2,
+            &iface,
+            &key,
+            PHONE2_WG_PORT,
+            &[
+                "peer",
+                &vpn_key,
+                "allowed-ips",
+                "0.0.0.0/0,::/0",
+                "endpoint",
+                &format!("{VPN_UNDERLAY2_V4}:{VPN_WG_PORT}"),
+            ],
+        )?;
+        self.tunnel_addresses(Ns::Phone2, &iface, PHONE2_V4, PHONE2_V6)?;
+        self.ip(Ns::Phone2, &format!("route add default dev {iface}"))?;
+        self.ip(Ns::Phone2, &format!("-6 route add default dev {iface}"))?;
+        fs::create_dir_all(&self.phone2_etc_dir)
+            .with_context(|| format!("cannot create {}", self.phone2_etc_dir.display()))?;
+        let conf = self.phone2_etc_dir.join("resolv.conf");
+        fs::write(&conf, resolv_conf(IpAddr::V4(VPN_TUN_V4)))
+            .with_context(|| format!("cannot write {}", conf.display()))?;
+        self.verify_from(Ns::Phone2)
+    }
+
+    /// `nsenter --net=/run/netns/{prefix}-phone2 program` (after [`Lab::add_second_phone`]).
+    pub fn phone2_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.cmd(Ns::Phone2, program)
+    }
+
+    /// The WireGuard public key of the phone in `ns` ([`Ns::Phone`] or [`Ns::Phone2`]), as the
+    /// VPN host's `wg show` lists its peer.
+    pub fn phone_public_key(&self, ns: Ns) -> Result<String> {
+        let file = match ns {
+            Ns::Phone => "phone.key",
+            Ns::Phone2 => "phone2.key",
+            other => bail!("{other:?} is not a phone"),
+        };
+        public_key(&self.dir.join(file))
+    }
+
+    /// Starts dropbear on [`SSH_V4`] and [`SSH_V6`] port [`SSH_PORT`] in the internet namespace,
+    /// with an Ed25519 host key generated into the lab's dir, password and root logins off, no
+    /// forwarding; waits until it listens. Returns the host key's public line (`ssh-ed25519 ...`).
+    pub fn start_ssh(&mut self) -> Result<String> {
+        let dropbear = find_program("dropbear").context("dropbear is not installed: run `cargo xtask setup`")?;
+        ensure!(have_program("dropbearkey"), "dropbearkey is not installed: run `cargo xtask setup`");
+        let key = self.dir.join("ssh_host_ed25519_key");
+        run(Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&key))?;
+        let public = run(Command::new("dropbearkey").arg("-y").arg("-f").arg(&key))?;
+        let public = public.lines().find(|l| l.starts_with("ssh-ed25519 ")).context("dropbearkey -y printed no key")?;
+        let public = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let (key, pid) = (key.display().to_string(), self.dir.join("dropbear.pid").display().to_string());
+        let (l4, l6) = (format!("{SSH_V4}:{SSH_PORT}"), format!("[{SSH_V6}]:{SSH_PORT}"));
+        let dropbear = dropbear.display().to_string();
+        // -F foreground, -E log to stderr, -s no passwords, -w no root, -j -k no forwarding.
+        let argv =
+            [dropbear.as_str(), "-F", "-E", "-s", "-w", "-j", "-k", "-r", &key, "-P", &pid, "-p", &l4, "-p", &l6];
+        self.start_server(Ns::Net, &argv)?;
+        let filter = format!("sport = :{SSH_PORT}");
+        self.wait_for_last_server("dropbear to listen on port 22 (both families)", |names| {
+            Ok(run(names.cmd(Ns::Net, "ss").args(["-Hltn", &filter]))?.lines().count() >= 2)
+        })?;
+        Ok(public)
+    }
+
+    /// Starts stund in the internet namespace on [`STUN_V4`]/[`STUN_ALT_V4`], ports
+    /// [`STUN_PORT`]/[`STUN_ALT_PORT`]; waits until it listens.
+    pub fn start_stun(&mut self) -> Result<()> {
+        let stund = find_program("stund").context("stund is not installed: run `cargo xtask setup`")?;
+        let stund = stund.display().to_string();
+        let (h, a) = (STUN_V4.to_string(), STUN_ALT_V4.to_string());
+        let (p, o) = (STUN_PORT.to_string(), STUN_ALT_PORT.to_string());
+        self.start_server(Ns::Net, &[&stund, "-h", &h, "-a", &a, "-p", &p, "-o", &o])?;
+        let filter = format!("sport = :{STUN_PORT}");
+        self.wait_for_last_server("stund to listen on port 3478", |names| {
+            Ok(!run(names.cmd(Ns::Net, "ss").args(["-Hlun", &filter]))?.trim().is_empty())
+        })
+    }
+}
+
+/// What one `stun` client run saw: the address and port the server says it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StunAnswer {
+    pub mapped: std::net::SocketAddr,
+}
+
+/// One STUN binding request from `ns` (a phone), source port `port`, to [`STUN_V4`] with the
+/// `stun` client's test 1 (one request, one response, no change-address tests), and the
+/// mapped address the server answered (in the lab, no NAT: the phone's own tunnel address).
+pub fn stun_binding(lab: &Lab, ns: Ns, port: u16) -> Result<StunAnswer> {
+    ensure!(have_program("stun"), "the stun client is not installed: run `cargo xtask setup`");
+    let mut cmd = lab.cmd(ns, "timeout");
+    cmd.args(["10", "stun", &STUN_V4.to_string(), "1", "-v", "-p", &port.to_string()]);
+    let out = cmd.output().with_context(|| format!("cannot run stun in {}", lab.ns_name(ns)))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mapped = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MappedAddress = "))
+        .with_context(|| format!("stun from {} got no answer ({}):\n{text}", lab.ns_name(ns), out.status))?;
+    Ok(StunAnswer { mapped: mapped.trim().parse().with_context(|| format!("stun printed {mapped:?}"))? })
+}
+
+/// What one ssh client run saw of the lab's SSH server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshAttempt {
+    /// The server's software version from its banner (`dropbear_2022.83`).
+    pub server_version: String,
+    /// The client's exit status (255: authentication refused).
+    pub status: Option<i32>,
+    /// Whether the server refused the login ("Permission denied").
+    pub refused: bool,
+    /// ssh's verbose log, for failure messages.
+    pub log: String,
+}
+
+/// `ssh -v` from `ns` to `server` port [`SSH_PORT`] as user `nobody`, in batch mode with no
+/// keys, agent or config: the banner exchange and key exchange happen, the login is refused.
+/// The host key is checked against `host_key` (from [`Lab::start_ssh`]).
+pub fn ssh_attempt(lab: &Lab, ns: Ns, server: IpAddr, host_key: &str) -> Result<SshAttempt> {
+    let known = lab.dir.join("ssh_known_hosts");
+    fs::write(&known, format!("{server} {host_key}\n")).with_context(|| format!("cannot write {}", known.display()))?;
+    let mut cmd = lab.cmd(ns, "ssh");
+    cmd.args(["-v", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"])
+        .args(["-o", "IdentityAgent=none", "-o", "ConnectionAttempts=1"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args(["-p", &SSH_PORT.to_string(), "-l", "nobody", &server.to_string(), "true"]);
+    let out = cmd.stdin(std::process::Stdio::null()).output().context("cannot run ssh")?;
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let server_version = log
+        .lines()
+        .find_map(|l| l.split_once("remote software version ").map(|(_, v)| v.trim().to_owned()))
+        .with_context(|| format!("ssh to {server} saw no server banner ({}):\n{log}", out.status))?;
+    let refused = log.contains("Permission denied");
+    Ok(SshAttempt { server_version, status: out.status.code(), refused, log })
+}
