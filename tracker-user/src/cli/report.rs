@@ -49,7 +49,9 @@ pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
     let since_ms = timefmt::parse_since(&args.since)?;
     let entities = global.entity_table()?;
     let store = open_existing(global)?;
-    let clients = client_addresses(&store, args.client.as_deref())?.map(|c| (c.label, c.addresses));
+    // The report names the device as the user gave it (a name, a key or an address).
+    let clients = client_addresses(&store, args.client.as_deref())?
+        .map(|c| (args.client.clone().unwrap_or(c.label), c.addresses));
     let exclude: Vec<String> = args.exclude.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
     let mut q = ReportQuery {
         since_ms,
