@@ -2,8 +2,9 @@
 //! program's cost per packet next to xdp-filter and an empty program; `lab` (tests/benches/lab.rs)
 //! runs tracker on the namespace lab's real WireGuard tunnel: iperf3 throughput with the daemon,
 //! an empty XDP program or nothing attached, a flood of new UDP flows, and the daemon's CPU when
-//! idle with full flow tables. Builds first, like
-//! every task that runs tracker, so the benchmarks run the programs a user would get.
+//! idle with full flow tables; `report` (tests/benches/report.rs) times `tracker report` over
+//! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep. Builds
+//! first, like every task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
 use anyhow::{Result, bail};
@@ -14,8 +15,8 @@ use tracker_tests::cmd::run_visible;
 /// What `cargo xtask bench` runs.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, in the order given (default: xdp, then lab). `throughput`, `flood`
-    /// and `idle` are the three sections of `lab`, to run one alone.
+    /// Benchmarks to run, in the order given (default: xdp, lab, then report). `throughput`,
+    /// `flood` and `idle` are the three sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -33,6 +34,9 @@ enum Which {
     Flood,
     /// The lab's idle cost: the daemon's CPU over a minute with empty and with full tables.
     Idle,
+    /// `tracker report` over 10,000,000 generated flows (cached under target/bench-report after
+    /// the first run) against a naive GROUP BY, and the roll-up triggers' cost per sweep.
+    Report,
 }
 
 impl Which {
@@ -44,6 +48,7 @@ impl Which {
             Which::Throughput => ("lab", &["throughput"]),
             Which::Flood => ("lab", &["flood"]),
             Which::Idle => ("lab", &["idle"]),
+            Which::Report => ("report", &[]),
         }
     }
 }
@@ -56,7 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     build::build(true)?;
     let mut chosen = args.benches.clone();
     if chosen.is_empty() {
-        chosen = vec![Which::Xdp, Which::Lab];
+        chosen = vec![Which::Xdp, Which::Lab, Which::Report];
     }
     chosen.dedup();
     // Each benchmark runs even when an earlier one failed: they measure independent things.
