@@ -7,6 +7,10 @@
 //!   Configurations and directions alternate within every round, so a burst of load on the
 //!   2-core VM hits them alike; medians are reported with the ratios tracker / empty XDP (target
 //!   >= 0.98 both ways) and tracker / nothing.
+//! - **swap**: one long iperf3 run per direction while the bench swaps tracker's programs and
+//!   empty ones into the daemon's own pinned links every 1.25 s (BPF_LINK_UPDATE); each window
+//!   against its neighbours, so the slow noise that hides 2 % from the section above cancels
+//!   ([`swap`]).
 //! - **flood**: 100,000 new UDP flows at 10,000 a second from the phone ([`flood`]), with the
 //!   daemon at its default settings; then what reached SQLite (every flow once, with its exact
 //!   count?), the ring's lost records and the daemon's peak RSS, against the targets.
@@ -21,8 +25,8 @@
 //! its rate), because then the figure would be of something else. Root only; the lab, the
 //! daemons and the pins are removed at the end, also on error.
 //!
-//! Arguments (after `--`): `throughput`, `flood` and/or `idle` run only those sections; default
-//! all three.
+//! Arguments (after `--`): `throughput`, `swap`, `flood` and/or `idle` run only those sections;
+//! default all four.
 
 use std::{
     fs,
@@ -33,6 +37,8 @@ use std::{
 
 #[path = "lab/idle.rs"]
 mod idle;
+#[path = "lab/swap.rs"]
+mod swap;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy, PartialEq)]
 enum Section {
     Throughput,
+    Swap,
     Flood,
     Idle,
 }
@@ -125,16 +132,17 @@ fn sections() -> Result<Vec<Section>> {
     for arg in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
         let s = match arg.as_str() {
             "throughput" => Section::Throughput,
+            "swap" => Section::Swap,
             "flood" => Section::Flood,
             "idle" => Section::Idle,
-            other => bail!("unknown section {other:?}: use throughput, flood and/or idle (default all)"),
+            other => bail!("unknown section {other:?}: use throughput, swap, flood and/or idle (default all)"),
         };
         if !chosen.contains(&s) {
             chosen.push(s);
         }
     }
     if chosen.is_empty() {
-        chosen = vec![Section::Throughput, Section::Flood, Section::Idle];
+        chosen = vec![Section::Throughput, Section::Swap, Section::Flood, Section::Idle];
     }
     Ok(chosen)
 }
@@ -157,6 +165,7 @@ fn bench() -> Result<()> {
     for section in sections {
         match section {
             Section::Throughput => throughput(&lab)?,
+            Section::Swap => swap::section(&lab)?,
             Section::Flood => flood_section(&lab)?,
             Section::Idle => idle::section(&lab)?,
         }

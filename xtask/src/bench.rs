@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: tracker's benchmarks. `xdp` (tests/benches/xdp.rs) measures the XDP
 //! program's cost per packet next to xdp-filter and an empty program; `lab` (tests/benches/lab.rs)
 //! runs tracker on the namespace lab's real WireGuard tunnel: iperf3 throughput with the daemon,
-//! an empty XDP program or nothing attached, a flood of new UDP flows, and the daemon's CPU when
-//! idle with full flow tables; `report` (tests/benches/report.rs) times `tracker report` over
+//! an empty XDP program or nothing attached, the same by swapping tracker's and empty programs
+//! in the daemon's links within one iperf3 run, a flood of new UDP flows, and the daemon's CPU
+//! when idle with full flow tables; `report` (tests/benches/report.rs) times `tracker report` over
 //! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep. Builds
 //! first, like every task that runs tracker, so the benchmarks run the programs a user would get.
 
@@ -16,7 +17,7 @@ use tracker_tests::cmd::run_visible;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Benchmarks to run, in the order given (default: xdp, lab, then report). `throughput`,
-    /// `flood` and `idle` are the three sections of `lab`, to run one alone.
+    /// `swap`, `flood` and `idle` are the four sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -26,10 +27,15 @@ enum Which {
     /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) against xdp-filter and an empty
     /// program.
     Xdp,
-    /// The three lab sections, throughput, flood, then idle (about 6 minutes).
+    /// The four lab sections, throughput, swap, flood, then idle (about 10 minutes, and swap
+    /// first waits for a quiet machine).
     Lab,
     /// The lab's iperf3 throughput through the tunnel: tracker, empty XDP, nothing.
     Throughput,
+    /// The lab's throughput by program swap: one iperf3 run per direction while tracker's and
+    /// empty programs alternate in the daemon's pinned links; each window against its neighbours.
+    /// Waits (at most 30 minutes) for a 1-minute load average below 0.6 first.
+    Swap,
     /// The lab's flood: 100,000 new UDP flows at 10,000/s with the daemon running.
     Flood,
     /// The lab's idle cost: the daemon's CPU over a minute with empty and with full tables.
@@ -46,6 +52,7 @@ impl Which {
             Which::Xdp => ("xdp", &[]),
             Which::Lab => ("lab", &[]),
             Which::Throughput => ("lab", &["throughput"]),
+            Which::Swap => ("lab", &["swap"]),
             Which::Flood => ("lab", &["flood"]),
             Which::Idle => ("lab", &["idle"]),
             Which::Report => ("report", &[]),
