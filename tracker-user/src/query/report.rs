@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context as _, Result};
-use rusqlite::params;
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
@@ -14,12 +13,12 @@ use crate::{
         labels::OwnerKind,
         protocol::{AppProtocol, Encryption},
     },
-    store::{DomainQuery, Grouping, Store, clients_json, protocol_name},
+    store::{
+        DomainQuery, Grouping, Store, protocol_name,
+        rollup::{self, Dim, Key, Period},
+    },
     timefmt,
 };
-
-/// One hour in milliseconds: the roll-up's bucket.
-const HOUR_MS: i64 = 3_600_000;
 
 /// What a report covers.
 #[derive(Clone, Debug, Default)]
@@ -143,56 +142,12 @@ pub struct Report {
     pub devices: Vec<DeviceLine>,
 }
 
-/// One group of the roll-up over the period: every label a report splits by.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Group {
-    client: String,
-    protocol: u8,
-    app_protocol: String,
-    encrypted: String,
-    owner_kind: String,
-    owner: String,
-    service: String,
-    served_by: String,
-}
-
-/// The period's connections and bytes per [`Group`]: the roll-up's whole hours from the first
-/// hour boundary after `since`, and before it the flows themselves (by their `first_seen`
-/// index), so the period starts exactly at `since`.
-fn groups(store: &Store, q: &ReportQuery) -> Result<Vec<(Group, u64, u64)>> {
-    let boundary = q.since_ms + (HOUR_MS - q.since_ms.rem_euclid(HOUR_MS)) % HOUR_MS;
-    let clients = clients_json(q.clients.as_ref().map(|(_, c)| c.as_slice()));
-    let mut stmt = store.conn().prepare_cached(
-        "SELECT client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by,
-                sum(connections), sum(bytes_up + bytes_down)
-         FROM (SELECT client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by,
-                      connections, bytes_up, bytes_down
-               FROM flow_hours WHERE hour >= ?2 AND connections != 0
-               UNION ALL
-               SELECT client, protocol, coalesce(app_protocol, 'unknown'), coalesce(encrypted, 'unknown'),
-                      coalesce(owner_kind, 'unnamed'), coalesce(owner, ''), coalesce(service, ''),
-                      coalesce(served_by, ''), 1, bytes_up, bytes_down
-               FROM flows WHERE first_seen >= ?1 AND first_seen < ?2)
-         WHERE ?3 IS NULL OR client IN (SELECT value FROM json_each(?3))
-         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
-    )?;
-    let rows = stmt.query_map(params![q.since_ms, boundary, clients], |r| {
-        Ok((
-            Group {
-                client: r.get(0)?,
-                protocol: r.get(1)?,
-                app_protocol: r.get(2)?,
-                encrypted: r.get(3)?,
-                owner_kind: r.get(4)?,
-                owner: r.get(5)?,
-                service: r.get(6)?,
-                served_by: r.get(7)?,
-            },
-            r.get::<_, i64>(8)?.max(0) as u64,
-            r.get::<_, i64>(9)?.max(0) as u64,
-        ))
-    })?;
-    rows.collect::<rusqlite::Result<_>>().context("reading the hourly roll-up")
+/// A dimension's groups over the period as `(key, connections, bytes)`.
+fn groups(store: &Store, dim: Dim, period: Period, clients: Option<&[String]>) -> Result<Vec<(Key, u64, u64)>> {
+    Ok(rollup::flow_groups(store.conn(), dim, period, clients)?
+        .into_iter()
+        .map(|(k, c)| (k, c.connections.max(0) as u64, c.bytes().max(0) as u64))
+        .collect())
 }
 
 /// Adds up `(key, connections, bytes)` per key, largest first (by connections, then bytes, then
@@ -222,10 +177,9 @@ fn share(connections: u64, bytes: u64, total: &Totals) -> Share {
     }
 }
 
-/// The company lines of `groups`, shares over `total`.
-fn company_lines(groups: &[(Group, u64, u64)], entities: &EntityTable, total: &Totals) -> Vec<CompanyLine> {
-    let owners = sum_by(groups.iter().map(|(g, c, b)| ((g.owner_kind.clone(), g.owner.clone()), *c, *b)));
-    owners
+/// The company lines of the owner groups, shares over `total`.
+fn company_lines(owners: &[(Key, u64, u64)], entities: &EntityTable, total: &Totals) -> Vec<CompanyLine> {
+    sum_by(owners.iter().map(|([kind, name, _], c, b)| ((kind.clone(), name.clone()), *c, *b)))
         .into_iter()
         .map(|((kind, name), c, b)| {
             let kind = OwnerKind::from_name(&kind).unwrap_or(OwnerKind::Unnamed);
@@ -247,15 +201,17 @@ fn excluded(line_kind: &str, name: &str, exclude: &[String]) -> bool {
 /// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
 /// for a week of a household), and the DNS log's names.
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
-    let groups = groups(store, q)?;
-    let total = groups
+    let period = Period::since(q.since_ms);
+    let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
+    let owners = groups(store, Dim::Owner, period, clients)?;
+    let total = owners
         .iter()
         .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
 
-    let companies = company_lines(&groups, entities, &total);
+    let companies = company_lines(&owners, entities, &total);
     let companies_excluding = (!q.exclude.is_empty()).then(|| {
-        let kept: Vec<(Group, u64, u64)> =
-            groups.iter().filter(|(g, ..)| !excluded(&g.owner_kind, &g.owner, &q.exclude)).cloned().collect();
+        let kept: Vec<(Key, u64, u64)> =
+            owners.iter().filter(|([kind, name, _], ..)| !excluded(kind, name, &q.exclude)).cloned().collect();
         let rest = kept
             .iter()
             .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
@@ -267,29 +223,28 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         }
     });
 
-    let served_by =
-        sum_by(groups.iter().filter(|(g, ..)| !g.served_by.is_empty()).map(|(g, c, b)| (g.served_by.clone(), *c, *b)))
-            .into_iter()
-            .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
-            .collect();
+    let served_by = sum_by(groups(store, Dim::ServedBy, period, clients)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+        .into_iter()
+        .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
+        .collect();
 
-    let services =
-        sum_by(groups.iter().filter(|(g, ..)| !g.service.is_empty()).map(|(g, c, b)| (g.service.clone(), *c, *b)))
-            .into_iter()
-            .map(|(name, c, b)| {
-                let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
-                ServiceLine { name, company, share: share(c, b, &total) }
-            })
-            .collect();
+    let services = sum_by(groups(store, Dim::Service, period, clients)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+        .into_iter()
+        .map(|(name, c, b)| {
+            let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
+            ServiceLine { name, company, share: share(c, b, &total) }
+        })
+        .collect();
 
+    let protocols = groups(store, Dim::Protocol, period, clients)?;
     let mut protocols_of: HashMap<String, Vec<String>> = HashMap::new();
-    for (g, ..) in &groups {
-        let list = protocols_of.entry(g.encrypted.clone()).or_default();
-        if !list.contains(&g.app_protocol) {
-            list.push(g.app_protocol.clone());
+    for ([_, app, encrypted], ..) in &protocols {
+        let list = protocols_of.entry(encrypted.clone()).or_default();
+        if !list.contains(app) {
+            list.push(app.clone());
         }
     }
-    let encryption = sum_by(groups.iter().map(|(g, c, b)| (g.encrypted.clone(), *c, *b)))
+    let encryption = sum_by(protocols.iter().map(|([_, _, e], c, b)| (e.clone(), *c, *b)))
         .into_iter()
         .map(|(class, c, b)| {
             let mut protocols = protocols_of.remove(&class).unwrap_or_default();
@@ -298,11 +253,11 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         })
         .collect();
 
-    let transports = sum_by(groups.iter().map(|(g, c, b)| (g.protocol, *c, *b)))
+    let transports = sum_by(protocols.iter().map(|([p, ..], c, b)| (p.parse::<u8>().unwrap_or_default(), *c, *b)))
         .into_iter()
         .map(|(p, c, b)| ProtocolLine { name: protocol_name(p), encryption: None, share: share(c, b, &total) })
         .collect();
-    let app_protocols = sum_by(groups.iter().map(|(g, c, b)| (g.app_protocol.clone(), *c, *b)))
+    let app_protocols = sum_by(protocols.iter().map(|([_, app, _], c, b)| (app.clone(), *c, *b)))
         .into_iter()
         .map(|(name, c, b)| {
             let encryption = AppProtocol::from_name(&name).map_or(Encryption::Unknown, AppProtocol::encryption);
@@ -310,7 +265,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         })
         .collect();
 
-    let devices = device_lines(store, &groups)?;
+    let devices = device_lines(store, period, clients)?;
 
     let domains = store
         .domains_counted(&DomainQuery {
@@ -353,10 +308,13 @@ fn encryption_name(stored: &str) -> &'static str {
 
 /// One line per device: the WireGuard peer whose allowed IPs hold the client address, or the
 /// address itself when no peer does.
-fn device_lines(store: &Store, groups: &[(Group, u64, u64)]) -> Result<Vec<DeviceLine>> {
+fn device_lines(store: &Store, period: Period, clients: Option<&[String]>) -> Result<Vec<DeviceLine>> {
     let devices = store.devices()?;
+    let per_client = rollup::client_groups(store.conn(), period, clients)?;
     let mut lines: BTreeMap<String, DeviceLine> = BTreeMap::new();
-    for (client, c, b) in sum_by(groups.iter().map(|(g, c, b)| (g.client.clone(), *c, *b))) {
+    for (client, c, b) in
+        sum_by(per_client.into_iter().map(|(k, c)| (k, c.connections.max(0) as u64, c.bytes().max(0) as u64)))
+    {
         let device = client.parse().ok().and_then(|ip| devices.of(ip));
         let key = device.map_or_else(|| client.clone(), |d| d.public_key.clone());
         let line = lines.entry(key).or_insert_with(|| DeviceLine {
@@ -391,8 +349,8 @@ mod tests {
         store::{FlowRecord, tests::temp_db},
     };
 
-    const H: i64 = HOUR_MS;
-    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS;
+    const H: i64 = rollup::HOUR_MS;
+    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % H;
 
     /// A flow of `client` started at `first_ms`, named `name` (or not), of `protocol`.
     fn flow(n: u64, client: &str, first_ms: i64, name: Option<&str>, app: AppProtocol, bytes: u64) -> FlowRecord {
@@ -419,20 +377,39 @@ mod tests {
         }
     }
 
-    /// The roll-up must equal a GROUP BY over the flows, whatever was written and rewritten.
+    /// Every roll-up must equal a GROUP BY over the flows, whatever was written and rewritten:
+    /// each dimension, hours and days, per client and for all devices.
     fn assert_rollup_matches_flows(s: &Store) {
-        let q = |sql: &str| -> Vec<(i64, String, String, String, i64, i64)> {
+        type Rows = Vec<(String, String, i64, i64, String, String, String, i64, i64)>;
+        let q = |sql: &str| -> Rows {
             let mut st = s.conn().prepare(sql).unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
         };
-        let naive = q("SELECT first_seen - first_seen % 3600000, client, app_protocol, coalesce(owner, ''),
-                              count(*), sum(bytes_up + bytes_down)
-                       FROM flows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
-        let rolled = q("SELECT hour, client, app_protocol, owner, sum(connections), sum(bytes_up + bytes_down)
-                        FROM flow_hours GROUP BY 1, 2, 3, 4 HAVING sum(connections) != 0 ORDER BY 1, 2, 3, 4");
+        let rolled = q("SELECT dim, client, span, bucket, k1, k2, k3, connections, bytes_up + bytes_down FROM rollup
+                        WHERE connections != 0 ORDER BY 1, 2, 3, 4, 5, 6, 7");
+        let mut naive = Vec::new();
+        for (dim, keys, filter) in [
+            ("owner", "coalesce(owner_kind, 'unnamed'), coalesce(owner, ''), ''", "1"),
+            ("service", "service, '', ''", "coalesce(service, '') != ''"),
+            ("served_by", "served_by, '', ''", "coalesce(served_by, '') != ''"),
+            ("protocol", "CAST(protocol AS TEXT), app_protocol, encrypted", "1"),
+        ] {
+            for span in [rollup::HOUR_MS, rollup::DAY_MS] {
+                for client in ["client", "''"] {
+                    naive.extend(q(&format!(
+                        "SELECT '{dim}', {client}, {span}, first_seen - first_seen % {span}, {keys}, count(*),
+                                sum(bytes_up + bytes_down)
+                         FROM flows WHERE {filter} GROUP BY 2, 4, 5, 6, 7"
+                    )));
+                }
+            }
+        }
+        naive.sort();
         assert_eq!(rolled, naive);
     }
 
@@ -455,6 +432,22 @@ mod tests {
         let renamed = flow(4, phone, T0 + H + 5, Some("graph.facebook.com"), AppProtocol::Http, 300);
         s.upsert_flows("boot", &[more, renamed]).unwrap();
         assert_rollup_matches_flows(&s);
+
+        // What a migration fills from stored rows is what the writes kept.
+        let snapshot = |s: &Store| -> Vec<(String, String, i64, i64, String, String, String, i64, i64)> {
+            let mut st = s.conn().prepare("SELECT * FROM rollup ORDER BY 1, 2, 3, 4, 5, 6, 7").unwrap();
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(10)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        let kept = snapshot(&s);
+        s.conn().execute_batch("DELETE FROM rollup").unwrap();
+        rollup::rebuild(s.conn()).unwrap();
+        let rebuilt: Vec<_> = snapshot(&s).into_iter().filter(|r| r.7 != 0).collect();
+        assert_eq!(rebuilt, kept.into_iter().filter(|r| r.7 != 0).collect::<Vec<_>>());
 
         let entities = EntityTable::builtin();
         // From the middle of the first hour: flow 2 (1 ms before) is out, flow 3 (at it) in.

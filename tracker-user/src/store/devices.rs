@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{Store, Writer, explain_path};
+use super::{Store, Writer, explain_path, rollup};
 use crate::{text::quoted, wireguard::Peer};
 
 /// A stored device.
@@ -136,7 +136,8 @@ impl Store {
     /// Connections and bytes per client address, over all time.
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT client, sum(connections), sum(bytes_up + bytes_down) FROM flow_hours GROUP BY client",
+            "SELECT client, sum(connections), sum(bytes_up + bytes_down) FROM rollup
+             WHERE dim = 'protocol' AND span = ?1 AND client != '' GROUP BY client",
         )?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64)))?;
@@ -145,8 +146,10 @@ impl Store {
 
     /// Every client address that has flows.
     fn client_addresses(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT DISTINCT client FROM flow_hours")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT client FROM rollup WHERE dim = 'protocol' AND span = ?1 AND client != ''",
+        )?;
+        let rows = stmt.query_map([rollup::DAY_MS], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>().context("reading client addresses")
     }
 

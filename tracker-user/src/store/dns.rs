@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Store, Writer, explain_path};
+use super::{Store, Writer, explain_path, rollup};
 use crate::{
     analysis::{
         dns::{self, Answer, AnswerData, Transport},
@@ -147,7 +147,15 @@ impl Writer<'_> {
                 "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut deltas = rollup::DnsDeltas::default();
+            let mut bits: HashMap<IpAddr, i64> = HashMap::new();
             for r in records {
+                let bit = match bits.get(&r.client) {
+                    Some(bit) => *bit,
+                    None => *bits.entry(r.client).or_insert(rollup::client_bit(self.conn, &r.client.to_string())?),
+                };
+                deltas
+                    .add(&rollup::DnsFacts { ts: r.ts_ms, client: r.client.to_string(), qname: r.qname.clone() }, bit);
                 let DnsRecord {
                     ts_ms,
                     answered_ms,
@@ -187,6 +195,7 @@ impl Writer<'_> {
                         .map_err(|e| explain_path(self.path, e))?;
                 }
             }
+            deltas.apply(self.conn).map_err(|e| e.context("updating the DNS roll-up"))?;
         }
         Ok(())
     }
@@ -288,59 +297,27 @@ impl Store {
 
     /// [`Store::domains`] and how many rows there were before `q.limit` cut them.
     pub fn domains_counted(&self, q: &DomainQuery) -> Result<(Vec<DomainRow>, u64)> {
-        // Per (name, client) in SQL, from the daily roll-up's whole days and, before the first
-        // midnight after `since`, the log itself (its ts index), so the period starts exactly
-        // at `since`; grouping and distinct clients in Rust, because the registrable domain
-        // comes from the public suffix list, not from SQL.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT qname, client, sum(n), min(f), max(l) FROM (
-                 SELECT qname, client, queries AS n, first_ts AS f, last_ts AS l FROM dns_days
-                 WHERE day >= ?3 AND queries != 0
-                 UNION ALL
-                 SELECT qname, client, 1, ts, ts FROM dns_queries WHERE ts >= ?1 AND ts < ?3)
-             WHERE ?2 IS NULL OR client IN (SELECT value FROM json_each(?2))
-             GROUP BY qname, client",
-        )?;
-        const DAY_MS: i64 = 86_400_000;
-        let since = q.since_ms.unwrap_or(i64::MIN / 2);
-        let first_day = since + (DAY_MS - since.rem_euclid(DAY_MS)) % DAY_MS;
-        let rows = stmt.query_map(params![since, super::clients_json(q.clients.as_deref()), first_day], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        struct Acc {
-            queries: u64,
-            clients: std::collections::HashSet<String>,
-            first: i64,
-            last: i64,
-        }
-        let mut groups: HashMap<String, Acc> = HashMap::new();
-        for row in rows {
-            let (qname, client, count, first, last) = row.context("reading the DNS log")?;
+        // Per name from the roll-up (store/rollup.rs); grouping in Rust, because the
+        // registrable domain comes from the public suffix list, not from SQL.
+        let period = rollup::Period::since(q.since_ms.unwrap_or(i64::MIN / 2));
+        let names = rollup::name_groups(&self.conn, period, q.clients.as_deref())?;
+        let mut groups: HashMap<String, rollup::NameCounts> = HashMap::new();
+        for (qname, c) in names {
             let key = match q.group {
                 Grouping::Name => qname,
                 Grouping::Registrable => domain::registrable(&qname).unwrap_or(qname),
             };
-            let acc = groups.entry(key).or_insert_with(|| Acc { queries: 0, clients: Default::default(), first, last });
-            acc.queries += count;
-            acc.clients.insert(client);
-            acc.first = acc.first.min(first);
-            acc.last = acc.last.max(last);
+            groups.entry(key).and_modify(|e| e.merge(&c)).or_insert(c);
         }
         let mut out: Vec<DomainRow> = groups
             .into_iter()
-            .filter(|(_, a)| a.queries >= q.min_queries)
+            .filter(|(_, a)| a.queries.max(0) as u64 >= q.min_queries)
             .map(|(domain, a)| DomainRow {
                 domain,
-                queries: a.queries,
-                clients: a.clients.len() as u64,
-                first_seen: timefmt::rfc3339(a.first),
-                last_seen: timefmt::rfc3339(a.last),
+                queries: a.queries.max(0) as u64,
+                clients: u64::from(a.client_bits.count_ones()),
+                first_seen: timefmt::rfc3339(a.first_ts),
+                last_seen: timefmt::rfc3339(a.last_ts),
             })
             .collect();
         out.sort_by(|a, b| b.queries.cmp(&a.queries).then_with(|| a.domain.cmp(&b.domain)));

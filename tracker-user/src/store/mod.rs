@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod devices;
 pub mod dns;
 pub mod facts;
+pub mod rollup;
 pub mod schema;
 
 pub use blocks::{BlockCounters, BlockRow};
@@ -291,6 +292,9 @@ impl Store {
             if to == 3 {
                 tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![schema::META_DB_ID, random_id()?])?;
             }
+            if to == 4 {
+                rollup::rebuild(&tx).context("filling the report roll-ups from the stored flows")?;
+            }
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", to)?;
             tx.commit().map_err(|e| explain_path(&self.path, e))?;
@@ -406,7 +410,7 @@ impl Writer<'_> {
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
         {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn.prepare_cached(&format!(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
                      tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class,
@@ -445,8 +449,16 @@ impl Writer<'_> {
                      encrypted = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
                                       THEN flows.encrypted ELSE excluded.encrypted END,
                      app_decided = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
-                                        THEN flows.app_decided ELSE excluded.app_decided END",
-            )?;
+                                        THEN flows.app_decided ELSE excluded.app_decided END
+                 RETURNING {}",
+                rollup::FlowFacts::COLUMNS
+            ))?;
+            let mut old_row = self.conn.prepare_cached(&format!(
+                "SELECT {} FROM flows WHERE boot_id = ?1 AND kernel_first_ns = ?2 AND family = ?3
+                     AND client = ?4 AND remote = ?5 AND protocol = ?6 AND client_port = ?7 AND remote_port = ?8",
+                rollup::FlowFacts::COLUMNS
+            ))?;
+            let mut deltas = rollup::FlowDeltas::default();
             for f in flows {
                 let FlowRecord {
                     kernel_first_ns,
@@ -466,38 +478,64 @@ impl Writer<'_> {
                     remote_class,
                     labels: FlowLabels { app, owner_kind, owner, company, site, service, served_by },
                 } = f;
-                stmt.execute(params![
-                    boot_id,
-                    *kernel_first_ns as i64,
-                    if client.is_ipv4() { 4 } else { 6 },
-                    client.to_string(),
-                    remote.to_string(),
-                    protocol,
-                    client_port,
-                    remote_port,
-                    *packets_up as i64,
-                    *bytes_up as i64,
-                    *packets_down as i64,
-                    *bytes_down as i64,
-                    tcp_flags,
-                    first_seen_ms,
-                    last_seen_ms,
-                    name,
-                    source.map(|s| s.as_str()),
-                    cname,
-                    remote_class.as_str(),
-                    app.protocol.as_str(),
-                    app.decided.as_str(),
-                    app.protocol.encryption().as_str(),
-                    owner_kind.as_str(),
-                    owner,
-                    company,
-                    site,
-                    service,
-                    served_by,
-                ])
-                .map_err(|e| explain_path(self.path, e))?;
+                let (family, client, remote) =
+                    (if client.is_ipv4() { 4 } else { 6 }, client.to_string(), remote.to_string());
+                // The roll-ups move by the row's change: what it held before, what it holds now
+                // (the upsert keeps some stored labels, so the new values are read back).
+                let old = old_row
+                    .query_row(
+                        params![
+                            boot_id,
+                            *kernel_first_ns as i64,
+                            family,
+                            client,
+                            remote,
+                            protocol,
+                            client_port,
+                            remote_port
+                        ],
+                        rollup::FlowFacts::from_row,
+                    )
+                    .optional()
+                    .map_err(|e| explain_path(self.path, e))?;
+                let new = stmt
+                    .query_row(
+                        params![
+                            boot_id,
+                            *kernel_first_ns as i64,
+                            family,
+                            client,
+                            remote,
+                            protocol,
+                            client_port,
+                            remote_port,
+                            *packets_up as i64,
+                            *bytes_up as i64,
+                            *packets_down as i64,
+                            *bytes_down as i64,
+                            tcp_flags,
+                            first_seen_ms,
+                            last_seen_ms,
+                            name,
+                            source.map(|s| s.as_str()),
+                            cname,
+                            remote_class.as_str(),
+                            app.protocol.as_str(),
+                            app.decided.as_str(),
+                            app.protocol.encryption().as_str(),
+                            owner_kind.as_str(),
+                            owner,
+                            company,
+                            site,
+                            service,
+                            served_by,
+                        ],
+                        rollup::FlowFacts::from_row,
+                    )
+                    .map_err(|e| explain_path(self.path, e))?;
+                deltas.change(old.as_ref(), &new);
             }
+            deltas.apply(self.conn).map_err(|e| e.context("updating the report roll-ups"))?;
         }
         Ok(())
     }

@@ -159,111 +159,46 @@ pub const MIGRATIONS: &[&str] = &[
                           WHEN name IS NULL THEN 'unnamed' ELSE 'domain' END,
         owner = CASE WHEN name_source = 'local' THEN NULL ELSE name END;
 
-    -- The flows by the UTC hour they started in, per client and label: what the reports read,
-    -- so a week's report sums a few thousand rows instead of every flow. Kept equal to `flows`
-    -- by the triggers below, in the transaction that writes the flows: a connection counts
-    -- once, in the hour it started, with every byte it carried so far; a flow whose labels
-    -- change (a late DNS answer names it) moves to its new row. Empty strings stand for none.
-    CREATE TABLE flow_hours (
-        hour         INTEGER NOT NULL,  -- unix ms of the hour's start (first_seen rounded down)
-        client       TEXT    NOT NULL,
-        protocol     INTEGER NOT NULL,  -- IP protocol number
-        app_protocol TEXT    NOT NULL,
-        encrypted    TEXT    NOT NULL,
-        owner_kind   TEXT    NOT NULL,
-        owner        TEXT    NOT NULL,
-        service      TEXT    NOT NULL,
-        served_by    TEXT    NOT NULL,
-        connections  INTEGER NOT NULL,  -- flows that started in the hour (0 once all moved away)
-        packets      INTEGER NOT NULL,  -- their packets and bytes, both ways, up and down
+    -- The roll-ups the reports read (store/rollup.rs keeps them, in the transaction that writes
+    -- the rows they sum, and fills them from the rows already here when this migration runs).
+    -- Flows by the UTC hour and day they started in, per client and, under client '', for all
+    -- devices together, one report dimension at a time: a connection counts once, in the
+    -- bucket it started in, with every byte it carried so far; a flow whose labels change (a
+    -- late DNS answer names it) moves to its new group.
+    CREATE TABLE rollup (
+        dim          TEXT    NOT NULL,  -- owner (k1 owner_kind, k2 owner), service (k1),
+                                        -- served_by (k1), protocol (k1 IP protocol number,
+                                        -- k2 app_protocol, k3 encrypted)
+        client       TEXT    NOT NULL,  -- the device's address; '' for all devices
+        span         INTEGER NOT NULL,  -- the bucket's length: 3600000 (hour) or 86400000 (day)
+        bucket       INTEGER NOT NULL,  -- unix ms of its start
+        k1           TEXT    NOT NULL,
+        k2           TEXT    NOT NULL,
+        k3           TEXT    NOT NULL,
+        connections  INTEGER NOT NULL,  -- flows that started in the bucket (0 once all moved away)
+        packets      INTEGER NOT NULL,  -- their packets, both ways
         bytes_up     INTEGER NOT NULL,
         bytes_down   INTEGER NOT NULL,
-        PRIMARY KEY (hour, client, protocol, app_protocol, encrypted, owner_kind, owner, service, served_by)
+        PRIMARY KEY (dim, client, span, bucket, k1, k2, k3)
     ) WITHOUT ROWID;
-    INSERT INTO flow_hours
-        SELECT first_seen - first_seen % 3600000, client, protocol, app_protocol, encrypted, owner_kind,
-               coalesce(owner, ''), coalesce(service, ''), coalesce(served_by, ''),
-               count(*), sum(packets_up + packets_down), sum(bytes_up), sum(bytes_down)
-        FROM flows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
-
-    CREATE TRIGGER flow_hours_insert AFTER INSERT ON flows BEGIN
-        INSERT INTO flow_hours VALUES (NEW.first_seen - NEW.first_seen % 3600000, NEW.client, NEW.protocol,
-            NEW.app_protocol, NEW.encrypted, NEW.owner_kind, coalesce(NEW.owner, ''),
-            coalesce(NEW.service, ''), coalesce(NEW.served_by, ''),
-            1, NEW.packets_up + NEW.packets_down, NEW.bytes_up, NEW.bytes_down)
-        ON CONFLICT DO UPDATE SET connections = connections + 1, packets = packets + excluded.packets,
-            bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down;
-    END;
-    -- Most updates are new counts on the same labels: one row gets the difference.
-    CREATE TRIGGER flow_hours_count AFTER UPDATE ON flows
-    WHEN OLD.first_seen IS NEW.first_seen AND OLD.client IS NEW.client AND OLD.protocol IS NEW.protocol
-        AND OLD.app_protocol IS NEW.app_protocol AND OLD.encrypted IS NEW.encrypted
-        AND OLD.owner_kind IS NEW.owner_kind AND OLD.owner IS NEW.owner AND OLD.service IS NEW.service
-        AND OLD.served_by IS NEW.served_by
-    BEGIN
-        UPDATE flow_hours SET
-            packets = packets + (NEW.packets_up + NEW.packets_down) - (OLD.packets_up + OLD.packets_down),
-            bytes_up = bytes_up + NEW.bytes_up - OLD.bytes_up, bytes_down = bytes_down + NEW.bytes_down - OLD.bytes_down
-        WHERE hour = NEW.first_seen - NEW.first_seen % 3600000 AND client = NEW.client AND protocol = NEW.protocol
-            AND app_protocol = NEW.app_protocol AND encrypted = NEW.encrypted AND owner_kind = NEW.owner_kind
-            AND owner = coalesce(NEW.owner, '') AND service = coalesce(NEW.service, '')
-            AND served_by = coalesce(NEW.served_by, '');
-    END;
-    -- A flow whose labels changed leaves its old row and joins its new one.
-    CREATE TRIGGER flow_hours_move AFTER UPDATE ON flows
-    WHEN NOT (OLD.first_seen IS NEW.first_seen AND OLD.client IS NEW.client AND OLD.protocol IS NEW.protocol
-        AND OLD.app_protocol IS NEW.app_protocol AND OLD.encrypted IS NEW.encrypted
-        AND OLD.owner_kind IS NEW.owner_kind AND OLD.owner IS NEW.owner AND OLD.service IS NEW.service
-        AND OLD.served_by IS NEW.served_by)
-    BEGIN
-        UPDATE flow_hours SET connections = connections - 1,
-            packets = packets - (OLD.packets_up + OLD.packets_down),
-            bytes_up = bytes_up - OLD.bytes_up, bytes_down = bytes_down - OLD.bytes_down
-        WHERE hour = OLD.first_seen - OLD.first_seen % 3600000 AND client = OLD.client AND protocol = OLD.protocol
-            AND app_protocol = OLD.app_protocol AND encrypted = OLD.encrypted AND owner_kind = OLD.owner_kind
-            AND owner = coalesce(OLD.owner, '') AND service = coalesce(OLD.service, '')
-            AND served_by = coalesce(OLD.served_by, '');
-        INSERT INTO flow_hours VALUES (NEW.first_seen - NEW.first_seen % 3600000, NEW.client, NEW.protocol,
-            NEW.app_protocol, NEW.encrypted, NEW.owner_kind, coalesce(NEW.owner, ''),
-            coalesce(NEW.service, ''), coalesce(NEW.served_by, ''),
-            1, NEW.packets_up + NEW.packets_down, NEW.bytes_up, NEW.bytes_down)
-        ON CONFLICT DO UPDATE SET connections = connections + 1, packets = packets + excluded.packets,
-            bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down;
-    END;
-    -- Flows deleted (retention) leave the roll-up with them.
-    CREATE TRIGGER flow_hours_delete AFTER DELETE ON flows BEGIN
-        UPDATE flow_hours SET connections = connections - 1,
-            packets = packets - (OLD.packets_up + OLD.packets_down),
-            bytes_up = bytes_up - OLD.bytes_up, bytes_down = bytes_down - OLD.bytes_down
-        WHERE hour = OLD.first_seen - OLD.first_seen % 3600000 AND client = OLD.client AND protocol = OLD.protocol
-            AND app_protocol = OLD.app_protocol AND encrypted = OLD.encrypted AND owner_kind = OLD.owner_kind
-            AND owner = coalesce(OLD.owner, '') AND service = coalesce(OLD.service, '')
-            AND served_by = coalesce(OLD.served_by, '');
-    END;
-
-    -- The DNS log by UTC day, client and name: what `tracker domains` and the report's domains
-    -- section read, kept equal to dns_queries by triggers (rows are only ever added or, by
-    -- retention, deleted).
-    CREATE TABLE dns_days (
-        day       INTEGER NOT NULL,  -- unix ms of the day's start (ts rounded down)
-        client    TEXT    NOT NULL,
-        qname     TEXT    NOT NULL,
-        queries   INTEGER NOT NULL,
-        first_ts  INTEGER NOT NULL,  -- the day's first and last query of the name by the client
-        last_ts   INTEGER NOT NULL,
-        PRIMARY KEY (day, client, qname)
+    -- The DNS log by UTC hour and day, client ('' for all devices) and name.
+    CREATE TABLE dns_rollup (
+        client       TEXT    NOT NULL,
+        span         INTEGER NOT NULL,
+        bucket       INTEGER NOT NULL,
+        qname        TEXT    NOT NULL,
+        queries      INTEGER NOT NULL,
+        first_ts     INTEGER NOT NULL,  -- the bucket's first and last query of the name
+        last_ts      INTEGER NOT NULL,
+        client_bits  INTEGER NOT NULL,  -- OR of the askers' bits (client_bits.bit): distinct clients
+        PRIMARY KEY (client, span, bucket, qname)
     ) WITHOUT ROWID;
-    INSERT INTO dns_days
-        SELECT ts - ts % 86400000, client, qname, count(*), min(ts), max(ts) FROM dns_queries GROUP BY 1, 2, 3;
-    CREATE TRIGGER dns_days_insert AFTER INSERT ON dns_queries BEGIN
-        INSERT INTO dns_days VALUES (NEW.ts - NEW.ts % 86400000, NEW.client, NEW.qname, 1, NEW.ts, NEW.ts)
-        ON CONFLICT DO UPDATE SET queries = queries + 1, first_ts = min(first_ts, excluded.first_ts),
-            last_ts = max(last_ts, excluded.last_ts);
-    END;
-    CREATE TRIGGER dns_days_delete AFTER DELETE ON dns_queries BEGIN
-        UPDATE dns_days SET queries = queries - 1
-        WHERE day = OLD.ts - OLD.ts % 86400000 AND client = OLD.client AND qname = OLD.qname;
-    END;
+    -- Each client address's bit in dns_rollup.client_bits, given at its first query (the 64th
+    -- and later share bit 63).
+    CREATE TABLE client_bits (
+        client TEXT PRIMARY KEY,
+        bit    INTEGER NOT NULL
+    );
 
     -- The interface's WireGuard peers, as the daemon last read them (`wg show`), and the names
     -- users gave them (`tracker name-device`). A peer the daemon no longer sees is kept, so

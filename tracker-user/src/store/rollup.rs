@@ -1,0 +1,445 @@
+//! The roll-ups the reports read: flows and DNS queries summed per hour and per day, per device
+//! and for all devices together, one report dimension at a time. The store's writes keep them,
+//! in the transaction that writes the rows, from each row's change (its stored values before
+//! and after), summed per sweep so a batch costs one write per group it touches, not per row.
+//!
+//! A period from `since` to now reads whole days from the day rows, the hours before the first
+//! midnight from the hour rows, and the rows themselves only before the first hour boundary
+//! ([`Period`]), so it starts exactly at `since` and reads a few thousand roll-up rows for a
+//! week of a busy household instead of millions of flows.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
+use rusqlite::{Connection, Row, params};
+
+/// The buckets, in milliseconds: every row is summed into its hour and its day (UTC).
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+const SPANS: [i64; 2] = [HOUR_MS, DAY_MS];
+/// The `client` of the rows that sum every device.
+pub const ALL_DEVICES: &str = "";
+/// Bits of `dns_rollup.client_bits`: devices beyond the 63rd share the last bit, so a name's
+/// distinct-client count is exact up to 63 client addresses.
+const CLIENT_BITS: i64 = 63;
+
+/// What a report groups flows by; each is a roll-up of its own, so no report reads the cross
+/// product of all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dim {
+    /// `owner_kind`, `owner`.
+    Owner,
+    /// `service` (flows that have one).
+    Service,
+    /// `served_by` (flows that have one).
+    ServedBy,
+    /// The IP protocol number, `app_protocol`, `encrypted`.
+    Protocol,
+}
+
+impl Dim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Service => "service",
+            Self::ServedBy => "served_by",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// A group's key within its dimension; unused parts are empty.
+pub type Key = [String; 3];
+
+/// Connections, packets and bytes of a group, or the change of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub connections: i64,
+    pub packets: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+}
+
+impl Counts {
+    fn add(&mut self, sign: i64, f: &FlowFacts) {
+        self.connections += sign;
+        self.packets += sign * f.packets;
+        self.bytes_up += sign * f.bytes_up;
+        self.bytes_down += sign * f.bytes_down;
+    }
+
+    pub fn bytes(&self) -> i64 {
+        self.bytes_up + self.bytes_down
+    }
+}
+
+/// A stored flow row as the roll-ups see it: when it started, whose it is, its labels, its
+/// counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowFacts {
+    pub first_seen: i64,
+    pub client: String,
+    pub protocol: u8,
+    pub app_protocol: String,
+    pub encrypted: String,
+    pub owner_kind: String,
+    pub owner: String,
+    pub service: String,
+    pub served_by: String,
+    pub packets: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+}
+
+impl FlowFacts {
+    /// The `flows` columns [`FlowFacts::from_row`] reads, in order (rows written before the
+    /// labels existed read as unknown and unnamed).
+    pub const COLUMNS: &str = "first_seen, client, protocol, coalesce(app_protocol, 'unknown'),
+        coalesce(encrypted, 'unknown'), coalesce(owner_kind, 'unnamed'), coalesce(owner, ''),
+        coalesce(service, ''), coalesce(served_by, ''), packets_up + packets_down, bytes_up, bytes_down";
+
+    pub fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            first_seen: r.get(0)?,
+            client: r.get(1)?,
+            protocol: r.get(2)?,
+            app_protocol: r.get(3)?,
+            encrypted: r.get(4)?,
+            owner_kind: r.get(5)?,
+            owner: r.get(6)?,
+            service: r.get(7)?,
+            served_by: r.get(8)?,
+            packets: r.get(9)?,
+            bytes_up: r.get(10)?,
+            bytes_down: r.get(11)?,
+        })
+    }
+
+    /// The group of each dimension the flow belongs to.
+    pub fn keys(&self) -> impl Iterator<Item = (Dim, Key)> + '_ {
+        let owner = Some((Dim::Owner, [self.owner_kind.clone(), self.owner.clone(), String::new()]));
+        let service =
+            (!self.service.is_empty()).then(|| (Dim::Service, [self.service.clone(), String::new(), String::new()]));
+        let served = (!self.served_by.is_empty())
+            .then(|| (Dim::ServedBy, [self.served_by.clone(), String::new(), String::new()]));
+        let protocol =
+            Some((Dim::Protocol, [self.protocol.to_string(), self.app_protocol.clone(), self.encrypted.clone()]));
+        [owner, service, served, protocol].into_iter().flatten()
+    }
+}
+
+/// The start of the bucket of length `span` that holds `ms`.
+fn bucket(ms: i64, span: i64) -> i64 {
+    ms - ms.rem_euclid(span)
+}
+
+/// The roll-up changes of a batch of flow writes, summed per group.
+#[derive(Debug, Default)]
+pub struct FlowDeltas {
+    groups: HashMap<(Dim, i64, i64, String, Key), Counts>,
+}
+
+impl FlowDeltas {
+    /// A flow row went from `old` (none: it is new) to `new`: it leaves its old groups and
+    /// joins its new ones, which for the same labels is just the counters' difference.
+    pub fn change(&mut self, old: Option<&FlowFacts>, new: &FlowFacts) {
+        if let Some(old) = old {
+            self.add(-1, old);
+        }
+        self.add(1, new);
+    }
+
+    /// A flow row was deleted.
+    pub fn remove(&mut self, old: &FlowFacts) {
+        self.add(-1, old);
+    }
+
+    fn add(&mut self, sign: i64, f: &FlowFacts) {
+        for (dim, key) in f.keys() {
+            for span in SPANS {
+                for client in [f.client.as_str(), ALL_DEVICES] {
+                    let k = (dim, span, bucket(f.first_seen, span), client.to_owned(), key.clone());
+                    self.groups.entry(k).or_default().add(sign, f);
+                }
+            }
+        }
+    }
+
+    /// Writes the changes: one upsert per group that changed.
+    pub fn apply(self, conn: &Connection) -> Result<()> {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO rollup (dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up, bytes_down)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT DO UPDATE SET connections = connections + excluded.connections,
+                 packets = packets + excluded.packets, bytes_up = bytes_up + excluded.bytes_up,
+                 bytes_down = bytes_down + excluded.bytes_down",
+        )?;
+        for ((dim, span, bucket, client, [k1, k2, k3]), c) in self.groups {
+            if c == Counts::default() {
+                continue; // a rewrite that changed nothing
+            }
+            stmt.execute(params![
+                dim.as_str(),
+                span,
+                bucket,
+                client,
+                k1,
+                k2,
+                k3,
+                c.connections,
+                c.packets,
+                c.bytes_up,
+                c.bytes_down
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// One DNS query as the DNS roll-up sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsFacts {
+    pub ts: i64,
+    pub client: String,
+    pub qname: String,
+}
+
+/// A name's queries in a bucket: how many, the first and last, and which clients (bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameCounts {
+    pub queries: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub client_bits: i64,
+}
+
+impl NameCounts {
+    pub fn merge(&mut self, o: &NameCounts) {
+        self.queries += o.queries;
+        self.first_ts = self.first_ts.min(o.first_ts);
+        self.last_ts = self.last_ts.max(o.last_ts);
+        self.client_bits |= o.client_bits;
+    }
+}
+
+/// The DNS roll-up's additions of a batch of queries, summed per group.
+#[derive(Debug, Default)]
+pub struct DnsDeltas {
+    groups: HashMap<(i64, i64, String, String), NameCounts>,
+}
+
+impl DnsDeltas {
+    /// Adds a query whose client has bit `bit` ([`client_bit`]).
+    pub fn add(&mut self, q: &DnsFacts, bit: i64) {
+        let one = NameCounts { queries: 1, first_ts: q.ts, last_ts: q.ts, client_bits: 1 << bit };
+        for span in SPANS {
+            for client in [q.client.as_str(), ALL_DEVICES] {
+                let k = (span, bucket(q.ts, span), client.to_owned(), q.qname.clone());
+                self.groups.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
+            }
+        }
+    }
+
+    pub fn apply(self, conn: &Connection) -> Result<()> {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO dns_rollup (span, bucket, client, qname, queries, first_ts, last_ts, client_bits)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO UPDATE SET queries = queries + excluded.queries,
+                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+                 client_bits = client_bits | excluded.client_bits",
+        )?;
+        for ((span, bucket, client, qname), c) in self.groups {
+            stmt.execute(params![span, bucket, client, qname, c.queries, c.first_ts, c.last_ts, c.client_bits])?;
+        }
+        Ok(())
+    }
+}
+
+/// The bit of `client` in `dns_rollup.client_bits`, given on its first query.
+pub fn client_bit(conn: &Connection, client: &str) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO client_bits (client, bit) SELECT ?1, min(count(*), ?2) FROM client_bits",
+    )?
+    .execute(params![client, CLIENT_BITS])?;
+    Ok(conn.prepare_cached("SELECT bit FROM client_bits WHERE client = ?1")?.query_row([client], |r| r.get(0))?)
+}
+
+/// Fills the roll-ups from the rows already stored (a database older than them).
+pub fn rebuild(conn: &Connection) -> Result<()> {
+    let mut flows = FlowDeltas::default();
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM flows", FlowFacts::COLUMNS))?;
+    for f in stmt.query_map([], FlowFacts::from_row)? {
+        flows.change(None, &f.context("reading flows")?);
+    }
+    flows.apply(conn)?;
+    let mut dns = DnsDeltas::default();
+    let mut stmt = conn.prepare("SELECT ts, client, qname FROM dns_queries")?;
+    let rows = stmt.query_map([], |r| Ok(DnsFacts { ts: r.get(0)?, client: r.get(1)?, qname: r.get(2)? }))?;
+    let mut bits: HashMap<String, i64> = HashMap::new();
+    for q in rows {
+        let q = q.context("reading the DNS log")?;
+        let bit = match bits.get(&q.client) {
+            Some(b) => *b,
+            None => *bits.entry(q.client.clone()).or_insert(client_bit(conn, &q.client)?),
+        };
+        dns.add(&q, bit);
+    }
+    dns.apply(conn)
+}
+
+/// A period from `since` to now, as the roll-ups cover it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub since: i64,
+    /// The first hour boundary at or after `since`: hour rows from here.
+    pub hours_from: i64,
+    /// The first midnight at or after `since`: day rows from here.
+    pub days_from: i64,
+}
+
+impl Period {
+    pub fn since(since: i64) -> Self {
+        let up = |span: i64| since + (span - since.rem_euclid(span)) % span;
+        Self { since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
+    }
+
+    /// The roll-up rows of the period, as an SQL condition on `span` and `bucket` with the
+    /// parameters `:days` ([`Period::days_from`]) and `:hours` ([`Period::hours_from`]).
+    pub const ROWS: &str = "((span = 86400000 AND bucket >= :days)
+        OR (span = 3600000 AND bucket >= :hours AND bucket < :days))";
+}
+
+/// The `client IN (...)` of a roll-up query: the given addresses, or the every-device rows.
+pub fn clients_param(clients: Option<&[String]>) -> String {
+    let list = clients.map_or_else(|| vec![ALL_DEVICES.to_owned()], <[String]>::to_vec);
+    serde_json::Value::from(list).to_string()
+}
+
+/// The groups of `dim` over `period` for `clients` (every device: `None`).
+pub fn flow_groups(
+    conn: &Connection,
+    dim: Dim,
+    period: Period,
+    clients: Option<&[String]>,
+) -> Result<HashMap<Key, Counts>> {
+    let mut out: HashMap<Key, Counts> = HashMap::new();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT k1, k2, k3, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM rollup
+         WHERE dim = :dim AND client IN (SELECT value FROM json_each(:clients)) AND {}
+         GROUP BY k1, k2, k3",
+        Period::ROWS
+    ))?;
+    let rows = stmt.query_map(
+        rusqlite::named_params! {
+            ":dim": dim.as_str(), ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from,
+        },
+        |r| {
+            let key: Key = [r.get(0)?, r.get(1)?, r.get(2)?];
+            let c = Counts { connections: r.get(3)?, packets: r.get(4)?, bytes_up: r.get(5)?, bytes_down: r.get(6)? };
+            Ok((key, c))
+        },
+    )?;
+    for row in rows {
+        let (key, c) = row.context("reading the roll-up")?;
+        if c.connections != 0 {
+            out.insert(key, c);
+        }
+    }
+    for f in head_flows(conn, period, clients)? {
+        for (d, key) in f.keys() {
+            if d == dim {
+                out.entry(key).or_default().add(1, &f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Connections per client over `period` (for the devices section).
+pub fn client_groups(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<HashMap<String, Counts>> {
+    let mut out: HashMap<String, Counts> = HashMap::new();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT client, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM rollup
+         WHERE dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))
+             AND {}
+         GROUP BY client",
+        Period::ROWS
+    ))?;
+    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let rows = stmt.query_map(
+        rusqlite::named_params! { ":clients": list, ":days": period.days_from, ":hours": period.hours_from },
+        |r| {
+            let c = Counts { connections: r.get(1)?, packets: r.get(2)?, bytes_up: r.get(3)?, bytes_down: r.get(4)? };
+            Ok((r.get::<_, String>(0)?, c))
+        },
+    )?;
+    for row in rows {
+        let (client, c) = row.context("reading the roll-up")?;
+        if c.connections != 0 {
+            out.insert(client, c);
+        }
+    }
+    for f in head_flows(conn, period, clients)? {
+        out.entry(f.client.clone()).or_default().add(1, &f);
+    }
+    Ok(out)
+}
+
+/// The flows that started in the period before its first hour boundary.
+fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM flows WHERE first_seen >= ?1 AND first_seen < ?2
+             AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))",
+        FlowFacts::COLUMNS
+    ))?;
+    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let rows = stmt.query_map(params![period.since, period.hours_from, list], FlowFacts::from_row)?;
+    rows.collect::<rusqlite::Result<_>>().context("reading the period's first flows")
+}
+
+/// Per (name, client) over `period`: queries, first and last time, and the client bits. With
+/// `clients` `None` the every-device rows, whose bits say which clients asked.
+pub fn name_groups(
+    conn: &Connection,
+    period: Period,
+    clients: Option<&[String]>,
+) -> Result<HashMap<String, NameCounts>> {
+    let mut out: HashMap<String, NameCounts> = HashMap::new();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT qname, sum(queries), min(first_ts), max(last_ts), client_bits FROM dns_rollup
+         WHERE client IN (SELECT value FROM json_each(:clients)) AND {}
+         GROUP BY qname, client_bits",
+        Period::ROWS
+    ))?;
+    let rows = stmt.query_map(
+        rusqlite::named_params! { ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from },
+        |r| {
+            let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
+            Ok((r.get::<_, String>(0)?, c))
+        },
+    )?;
+    let merge = |out: &mut HashMap<String, NameCounts>, name: String, c: NameCounts| {
+        out.entry(name).and_modify(|e| e.merge(&c)).or_insert(c);
+    };
+    for row in rows {
+        let (name, c) = row.context("reading the DNS roll-up")?;
+        merge(&mut out, name, c);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.qname, q.ts, coalesce(b.bit, ?4) FROM dns_queries q LEFT JOIN client_bits b ON b.client = q.client
+         WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))",
+    )?;
+    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let rows = stmt.query_map(params![period.since, period.hours_from, list, CLIENT_BITS], |r| {
+        let ts: i64 = r.get(1)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            NameCounts { queries: 1, first_ts: ts, last_ts: ts, client_bits: 1 << r.get::<_, i64>(2)? },
+        ))
+    })?;
+    for row in rows {
+        let (name, c) = row.context("reading the period's first DNS queries")?;
+        merge(&mut out, name, c);
+    }
+    Ok(out)
+}
