@@ -350,6 +350,10 @@ mod tests {
     };
 
     const H: i64 = rollup::HOUR_MS;
+
+    /// Roll-up rows as the tests compare them: dimension, client, span, bucket, keys,
+    /// connections, bytes.
+    type RollupRows = Vec<(String, String, i64, i64, String, String, String, i64, i64)>;
     const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % H;
 
     /// A flow of `client` started at `first_ms`, named `name` (or not), of `protocol`.
@@ -380,8 +384,7 @@ mod tests {
     /// Every roll-up must equal a GROUP BY over the flows, whatever was written and rewritten:
     /// each dimension, hours and days, per client and for all devices.
     fn assert_rollup_matches_flows(s: &Store) {
-        type Rows = Vec<(String, String, i64, i64, String, String, String, i64, i64)>;
-        let q = |sql: &str| -> Rows {
+        let q = |sql: &str| -> RollupRows {
             let mut st = s.conn().prepare(sql).unwrap();
             st.query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
@@ -434,7 +437,7 @@ mod tests {
         assert_rollup_matches_flows(&s);
 
         // What a migration fills from stored rows is what the writes kept.
-        let snapshot = |s: &Store| -> Vec<(String, String, i64, i64, String, String, String, i64, i64)> {
+        let snapshot = |s: &Store| -> RollupRows {
             let mut st = s.conn().prepare("SELECT * FROM rollup ORDER BY 1, 2, 3, 4, 5, 6, 7").unwrap();
             st.query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(10)?))

@@ -150,12 +150,14 @@ impl Writer<'_> {
             let mut deltas = rollup::DnsDeltas::default();
             let mut bits: HashMap<IpAddr, i64> = HashMap::new();
             for r in records {
-                let bit = match bits.get(&r.client) {
-                    Some(bit) => *bit,
-                    None => *bits.entry(r.client).or_insert(rollup::client_bit(self.conn, &r.client.to_string())?),
-                };
-                deltas
-                    .add(&rollup::DnsFacts { ts: r.ts_ms, client: r.client.to_string(), qname: r.qname.clone() }, bit);
+                if self.rollups {
+                    let bit = match bits.get(&r.client) {
+                        Some(bit) => *bit,
+                        None => *bits.entry(r.client).or_insert(rollup::client_bit(self.conn, &r.client.to_string())?),
+                    };
+                    let facts = rollup::DnsFacts { ts: r.ts_ms, client: r.client.to_string(), qname: r.qname.clone() };
+                    deltas.add(&facts, bit);
+                }
                 let DnsRecord {
                     ts_ms,
                     answered_ms,

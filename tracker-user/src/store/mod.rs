@@ -378,7 +378,7 @@ impl Store {
     /// Runs `f` in one write transaction: all of its writes are kept, or (on an error) none.
     pub fn write<T>(&mut self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        let out = f(&Writer { conn: &tx, path: &self.path })?;
+        let out = f(&Writer { conn: &tx, path: &self.path, rollups: true })?;
         tx.commit().map_err(|e| explain_path(&self.path, e))?;
         Ok(out)
     }
@@ -399,12 +399,23 @@ impl Store {
 }
 
 /// The writes of one transaction ([`Store::write`]).
+#[derive(Clone, Copy)]
 pub struct Writer<'a> {
     conn: &'a rusqlite::Connection,
     path: &'a Path,
+    /// Whether writes keep the report roll-ups ([`rollup`]): always, but for the benchmark
+    /// that measures what keeping them costs ([`Writer::without_rollups`]).
+    rollups: bool,
 }
 
 impl Writer<'_> {
+    /// The same writes without the roll-ups: only for measuring what the roll-ups cost
+    /// (`cargo xtask bench report`); reports on such a database are wrong.
+    #[doc(hidden)]
+    pub fn without_rollups(&self) -> Self {
+        Self { rollups: false, ..*self }
+    }
+
     /// Writes swept flows in one transaction. Counters are cumulative per kernel entry, so a row
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
@@ -482,22 +493,26 @@ impl Writer<'_> {
                     (if client.is_ipv4() { 4 } else { 6 }, client.to_string(), remote.to_string());
                 // The roll-ups move by the row's change: what it held before, what it holds now
                 // (the upsert keeps some stored labels, so the new values are read back).
-                let old = old_row
-                    .query_row(
-                        params![
-                            boot_id,
-                            *kernel_first_ns as i64,
-                            family,
-                            client,
-                            remote,
-                            protocol,
-                            client_port,
-                            remote_port
-                        ],
-                        rollup::FlowFacts::from_row,
-                    )
-                    .optional()
-                    .map_err(|e| explain_path(self.path, e))?;
+                let old = if !self.rollups {
+                    None
+                } else {
+                    old_row
+                        .query_row(
+                            params![
+                                boot_id,
+                                *kernel_first_ns as i64,
+                                family,
+                                client,
+                                remote,
+                                protocol,
+                                client_port,
+                                remote_port
+                            ],
+                            rollup::FlowFacts::from_row,
+                        )
+                        .optional()
+                        .map_err(|e| explain_path(self.path, e))?
+                };
                 let new = stmt
                     .query_row(
                         params![
@@ -533,7 +548,9 @@ impl Writer<'_> {
                         rollup::FlowFacts::from_row,
                     )
                     .map_err(|e| explain_path(self.path, e))?;
-                deltas.change(old.as_ref(), &new);
+                if self.rollups {
+                    deltas.change(old.as_ref(), &new);
+                }
             }
             deltas.apply(self.conn).map_err(|e| e.context("updating the report roll-ups"))?;
         }
