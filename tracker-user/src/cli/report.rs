@@ -95,7 +95,7 @@ pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
         Format::Table => {
             let limit = if args.limit == 0 { usize::MAX } else { args.limit as usize };
             r.domains.truncate(limit.max(1));
-            table(out, &r, limit)?;
+            table(out, &r, limit, args.min_queries)?;
         }
     }
     Ok(())
@@ -171,7 +171,7 @@ fn safe(s: &str) -> String {
     escape_controls(s).into_owned()
 }
 
-fn table(out: &mut dyn Write, r: &Report, limit: usize) -> Result<()> {
+fn table(out: &mut dyn Write, r: &Report, limit: usize, min_queries: u64) -> Result<()> {
     let who = r.client.as_deref().map_or_else(|| "all devices".to_owned(), |c| format!("device {}", safe(c)));
     writeln!(
         out,
@@ -182,7 +182,8 @@ fn table(out: &mut dyn Write, r: &Report, limit: usize) -> Result<()> {
         r.totals.connections,
         human_bytes(r.totals.bytes)
     )?;
-    writeln!(out, "\nDomains queried (at least the minimum)\n  {:<40}  {:>8}  {:>7}", "NAME", "QUERIES", "CLIENTS")?;
+    let times = if min_queries == 1 { "once".to_owned() } else { format!("{min_queries} times") };
+    writeln!(out, "\nNames queried at least {times}\n  {:<40}  {:>8}  {:>7}", "NAME", "QUERIES", "CLIENTS")?;
     if r.domains.is_empty() {
         writeln!(out, "  (none)")?;
     }
