@@ -53,16 +53,22 @@ fn observed(store: &Store, since_ms: i64) -> Result<Vec<(String, u64)>> {
     rows.collect::<rusqlite::Result<_>>().context("reading the names flows were given")
 }
 
-/// Every company of `table`, the most matched first, then by name.
-pub fn companies(store: &Store, table: &EntityTable, since_ms: i64) -> Result<Vec<CompanyRow>> {
+/// Per entry `entry_of` finds for the observed names: how many names, how many connections.
+fn tally<'a>(observed: Vec<(String, u64)>, entry_of: impl Fn(&str) -> Option<&'a str>) -> HashMap<&'a str, (u64, u64)> {
     let mut hits: HashMap<&str, (u64, u64)> = HashMap::new();
-    for (name, n) in observed(store, since_ms)? {
-        if let Some(m) = table.company_of(&name) {
-            let e = hits.entry(m.entry.name.as_str()).or_default();
+    for (name, n) in observed {
+        if let Some(entry) = entry_of(&name) {
+            let e = hits.entry(entry).or_default();
             e.0 += 1;
             e.1 += n;
         }
     }
+    hits
+}
+
+/// Every company of `table`, the most matched first, then by name.
+pub fn companies(store: &Store, table: &EntityTable, since_ms: i64) -> Result<Vec<CompanyRow>> {
+    let hits = tally(observed(store, since_ms)?, |name| table.company_of(name).map(|m| m.entry.name.as_str()));
     let mut rows: Vec<CompanyRow> = table
         .companies()
         .iter()
@@ -83,14 +89,7 @@ pub fn companies(store: &Store, table: &EntityTable, since_ms: i64) -> Result<Ve
 
 /// Every service of `table`, the most matched first, then by name.
 pub fn services(store: &Store, table: &EntityTable, since_ms: i64) -> Result<Vec<ServiceRow>> {
-    let mut hits: HashMap<&str, (u64, u64)> = HashMap::new();
-    for (name, n) in observed(store, since_ms)? {
-        if let Some(m) = table.service_of(&name) {
-            let e = hits.entry(m.entry.name.as_str()).or_default();
-            e.0 += 1;
-            e.1 += n;
-        }
-    }
+    let hits = tally(observed(store, since_ms)?, |name| table.service_of(name).map(|m| m.entry.name.as_str()));
     let mut rows: Vec<ServiceRow> = table
         .services()
         .iter()

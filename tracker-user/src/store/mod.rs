@@ -493,61 +493,47 @@ impl Writer<'_> {
                     (if client.is_ipv4() { 4 } else { 6 }, client.to_string(), remote.to_string());
                 // The roll-ups move by the row's change: what it held before, what it holds now
                 // (the upsert keeps some stored labels, so the new values are read back).
+                let values = params![
+                    boot_id,
+                    *kernel_first_ns as i64,
+                    family,
+                    client,
+                    remote,
+                    protocol,
+                    client_port,
+                    remote_port,
+                    *packets_up as i64,
+                    *bytes_up as i64,
+                    *packets_down as i64,
+                    *bytes_down as i64,
+                    tcp_flags,
+                    first_seen_ms,
+                    last_seen_ms,
+                    name,
+                    source.map(|s| s.as_str()),
+                    cname,
+                    remote_class.as_str(),
+                    app.protocol.as_str(),
+                    app.decided.as_str(),
+                    app.protocol.encryption().as_str(),
+                    owner_kind.as_str(),
+                    owner,
+                    company,
+                    site,
+                    service,
+                    served_by,
+                ];
                 let old = if !self.rollups {
                     None
                 } else {
+                    // The first eight values are the row's key, in the same order.
                     old_row
-                        .query_row(
-                            params![
-                                boot_id,
-                                *kernel_first_ns as i64,
-                                family,
-                                client,
-                                remote,
-                                protocol,
-                                client_port,
-                                remote_port
-                            ],
-                            rollup::FlowFacts::from_row,
-                        )
+                        .query_row(&values[..8], rollup::FlowFacts::from_row)
                         .optional()
                         .map_err(|e| explain_path(self.path, e))?
                 };
-                let new = stmt
-                    .query_row(
-                        params![
-                            boot_id,
-                            *kernel_first_ns as i64,
-                            family,
-                            client,
-                            remote,
-                            protocol,
-                            client_port,
-                            remote_port,
-                            *packets_up as i64,
-                            *bytes_up as i64,
-                            *packets_down as i64,
-                            *bytes_down as i64,
-                            tcp_flags,
-                            first_seen_ms,
-                            last_seen_ms,
-                            name,
-                            source.map(|s| s.as_str()),
-                            cname,
-                            remote_class.as_str(),
-                            app.protocol.as_str(),
-                            app.decided.as_str(),
-                            app.protocol.encryption().as_str(),
-                            owner_kind.as_str(),
-                            owner,
-                            company,
-                            site,
-                            service,
-                            served_by,
-                        ],
-                        rollup::FlowFacts::from_row,
-                    )
-                    .map_err(|e| explain_path(self.path, e))?;
+                let new =
+                    stmt.query_row(&values[..], rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
                 if self.rollups {
                     deltas.change(old.as_ref(), &new);
                 }
