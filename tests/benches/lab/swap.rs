@@ -61,8 +61,16 @@ use super::{
 /// One window: a swap, then SETTLE, then the measured rest.
 const WINDOW: Duration = Duration::from_millis(1250);
 const SETTLE: Duration = Duration::from_millis(250);
-/// Windows per direction (even: as many of each kind).
-const WINDOWS: u32 = 72;
+/// Windows per direction (even: as many of each kind). The 95 % interval narrows with the
+/// square root of the count: `TRACKER_SWAP_WINDOWS=288` (6 minutes a direction) halves it.
+const DEFAULT_WINDOWS: u32 = 72;
+const WINDOWS_ENV: &str = "TRACKER_SWAP_WINDOWS";
+
+/// The windows per direction: [`DEFAULT_WINDOWS`] or `$TRACKER_SWAP_WINDOWS`, made even.
+pub fn windows() -> u32 {
+    let n = std::env::var(WINDOWS_ENV).ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(DEFAULT_WINDOWS);
+    (n.max(4) + 1) / 2 * 2
+}
 /// iperf3 runs this long before the first window (TCP slow start, wireguard-go's queues) and
 /// this long after the last (the swap back to tracker), so its traffic spans every window.
 const WARMUP: Duration = Duration::from_secs(3);
@@ -357,13 +365,13 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
     let (first, _) = hook.read()?;
     // Bytes at the hook while the empty programs were in.
     let mut at_hook_empty = 0;
-    let span = WARMUP + WINDOW * WINDOWS + TAIL;
+    let span = WARMUP + WINDOW * windows() + TAIL;
     let out = scratch.join(format!("iperf3-{}.json", dir.name()));
     let mut iperf = start_iperf(lab, dir, span.as_secs_f64().ceil() as u64, &out)?;
-    eprintln!("swap {}: {WINDOWS} windows of {WINDOW:?}, load {load}", dir.name());
+    eprintln!("swap {}: {} windows of {WINDOW:?}, load {load}", dir.name(), windows());
     let mut windows = Vec::new();
     let start = Instant::now();
-    for k in 0..WINDOWS {
+    for k in 0..windows() {
         let prog = if k % 2 == 0 { Prog::Tracker } else { Prog::Empty };
         sleep_until(start + WINDOW * k);
         swapper.set(prog)?;

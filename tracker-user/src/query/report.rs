@@ -481,6 +481,13 @@ mod tests {
         // Devices: the phone and the LAN address, each its own line without WireGuard peers.
         let devices: Vec<(&str, u64)> = r.devices.iter().map(|d| (d.device.as_str(), d.connections)).collect();
         assert_eq!(devices, [("10.77.0.2", 4), ("10.77.0.9", 1)]);
+        // `tracker devices`' totals: all time, per client address.
+        let mut totals = s.client_totals().unwrap();
+        totals.sort();
+        assert_eq!(
+            totals,
+            [("10.77.0.2".to_owned(), 4, 1_000 + 5_000 + 500 + 2_000 + 400), ("10.77.0.9".to_owned(), 1, 100)]
+        );
         // Only one device.
         let q = ReportQuery { clients: Some(("phone".into(), vec![phone.into()])), exclude: vec![], ..q };
         assert_eq!(report(&s, &entities, &q).unwrap().totals.connections, 4);

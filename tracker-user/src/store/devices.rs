@@ -139,8 +139,9 @@ impl Store {
             "SELECT client, sum(connections), sum(bytes_up + bytes_down) FROM rollup
              WHERE dim = 'protocol' AND span = ?1 AND client != '' GROUP BY client",
         )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64)))?;
+        let rows = stmt.query_map([rollup::DAY_MS], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
         rows.collect::<rusqlite::Result<_>>().context("reading flows per client")
     }
 

@@ -8,7 +8,7 @@ use tracker_tests::{
 
 use super::{
     COUNTED_BAND, DEFAULT_SWEEP, EMPTY_PROG, EMPTY_TC_PROG, Run, SETTLE, TAIL, THROUGHPUT_TARGET, WARMUP, WINDOW,
-    WINDOWS,
+    windows,
 };
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -159,8 +159,9 @@ fn method() -> Vec<String> {
         format!(
             "- The daemon (`tracker run`, own --db and --pin-dir, default settings, sweep every \
              {DEFAULT_SWEEP:?}) runs throughout. One iperf3 run per direction (TCP, one stream, phone \
-             to {IPERF_V4}:{IPERF_PORT}, up, then down with -R): {WARMUP:?} warm-up, {WINDOWS} windows of \
-             {WINDOW:?}, {TAIL:?} tail."
+             to {IPERF_V4}:{IPERF_PORT}, up, then down with -R): {WARMUP:?} warm-up, {} windows of \
+             {WINDOW:?}, {TAIL:?} tail.",
+            windows()
         ),
         format!(
             "- Each window starts with BPF_LINK_UPDATE (BPF_F_REPLACE) of both pinned links (XDP, TCX \
