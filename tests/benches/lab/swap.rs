@@ -69,7 +69,7 @@ const WINDOWS_ENV: &str = "TRACKER_SWAP_WINDOWS";
 /// The windows per direction: [`DEFAULT_WINDOWS`] or `$TRACKER_SWAP_WINDOWS`, made even.
 pub fn windows() -> u32 {
     let n = std::env::var(WINDOWS_ENV).ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(DEFAULT_WINDOWS);
-    (n.max(4) + 1) / 2 * 2
+    n.max(4).div_ceil(2) * 2
 }
 /// iperf3 runs this long before the first window (TCP slow start, wireguard-go's queues) and
 /// this long after the last (the swap back to tracker), so its traffic spans every window.
@@ -365,13 +365,14 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
     let (first, _) = hook.read()?;
     // Bytes at the hook while the empty programs were in.
     let mut at_hook_empty = 0;
-    let span = WARMUP + WINDOW * windows() + TAIL;
+    let count = windows();
+    let span = WARMUP + WINDOW * count + TAIL;
     let out = scratch.join(format!("iperf3-{}.json", dir.name()));
     let mut iperf = start_iperf(lab, dir, span.as_secs_f64().ceil() as u64, &out)?;
-    eprintln!("swap {}: {} windows of {WINDOW:?}, load {load}", dir.name(), windows());
+    eprintln!("swap {}: {count} windows of {WINDOW:?}, load {load}", dir.name());
     let mut windows = Vec::new();
     let start = Instant::now();
-    for k in 0..windows() {
+    for k in 0..count {
         let prog = if k % 2 == 0 { Prog::Tracker } else { Prog::Empty };
         sleep_until(start + WINDOW * k);
         swapper.set(prog)?;

@@ -533,7 +533,7 @@ impl Writer<'_> {
                         .map_err(|e| explain_path(self.path, e))?
                 };
                 let new =
-                    stmt.query_row(&values[..], rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
+                    stmt.query_row(values, rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
                 if self.rollups {
                     deltas.change(old.as_ref(), &new);
                 }
