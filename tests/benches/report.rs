@@ -472,7 +472,7 @@ fn report_section(path: &Path) -> Result<()> {
     }
     let period = Period::since(since_ms);
     let rollup: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM rollup WHERE client = '' AND {}", Period::ROWS),
+        &format!("SELECT count(*) FROM {}", Period::rows("rollup", "client = ''")),
         rusqlite::named_params! { ":days": period.days_from, ":hours": period.hours_from },
         |r| r.get(0),
     )?;

@@ -15,7 +15,7 @@ use crate::{
     },
     store::{
         DomainQuery, Grouping, Store, protocol_name,
-        rollup::{self, Dim, Key, Period},
+        rollup::{self, Dim, FlowFacts, Key, Period},
     },
     timefmt,
 };
@@ -143,8 +143,14 @@ pub struct Report {
 }
 
 /// A dimension's groups over the period as `(key, connections, bytes)`.
-fn groups(store: &Store, dim: Dim, period: Period, clients: Option<&[String]>) -> Result<Vec<(Key, u64, u64)>> {
-    Ok(rollup::flow_groups(store.conn(), dim, period, clients)?
+fn groups(
+    store: &Store,
+    dim: Dim,
+    period: Period,
+    clients: Option<&[String]>,
+    head: &[FlowFacts],
+) -> Result<Vec<(Key, u64, u64)>> {
+    Ok(rollup::flow_groups(store.conn(), dim, period, clients, head)?
         .into_iter()
         .map(|(k, c)| (k, c.connections.max(0) as u64, c.bytes().max(0) as u64))
         .collect())
@@ -203,7 +209,8 @@ fn excluded(line_kind: &str, name: &str, exclude: &[String]) -> bool {
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
     let period = Period::since(q.since_ms);
     let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
-    let owners = groups(store, Dim::Owner, period, clients)?;
+    let head = rollup::head_flows(store.conn(), period, clients)?;
+    let owners = groups(store, Dim::Owner, period, clients, &head)?;
     let total = owners
         .iter()
         .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
@@ -223,20 +230,22 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         }
     });
 
-    let served_by = sum_by(groups(store, Dim::ServedBy, period, clients)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
-        .into_iter()
-        .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
-        .collect();
+    let served_by =
+        sum_by(groups(store, Dim::ServedBy, period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+            .into_iter()
+            .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
+            .collect();
 
-    let services = sum_by(groups(store, Dim::Service, period, clients)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
-        .into_iter()
-        .map(|(name, c, b)| {
-            let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
-            ServiceLine { name, company, share: share(c, b, &total) }
-        })
-        .collect();
+    let services =
+        sum_by(groups(store, Dim::Service, period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+            .into_iter()
+            .map(|(name, c, b)| {
+                let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
+                ServiceLine { name, company, share: share(c, b, &total) }
+            })
+            .collect();
 
-    let protocols = groups(store, Dim::Protocol, period, clients)?;
+    let protocols = groups(store, Dim::Protocol, period, clients, &head)?;
     let mut protocols_of: HashMap<String, Vec<String>> = HashMap::new();
     for ([_, app, encrypted], ..) in &protocols {
         let list = protocols_of.entry(encrypted.clone()).or_default();
@@ -265,7 +274,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         })
         .collect();
 
-    let devices = device_lines(store, period, clients)?;
+    let devices = device_lines(store, period, clients, &head)?;
 
     let domains = store
         .domains_counted(&DomainQuery {
@@ -308,9 +317,14 @@ fn encryption_name(stored: &str) -> &'static str {
 
 /// One line per device: the WireGuard peer whose allowed IPs hold the client address, or the
 /// address itself when no peer does.
-fn device_lines(store: &Store, period: Period, clients: Option<&[String]>) -> Result<Vec<DeviceLine>> {
+fn device_lines(
+    store: &Store,
+    period: Period,
+    clients: Option<&[String]>,
+    head: &[FlowFacts],
+) -> Result<Vec<DeviceLine>> {
     let devices = store.devices()?;
-    let per_client = rollup::client_groups(store.conn(), period, clients)?;
+    let per_client = rollup::client_groups(store.conn(), period, clients, head)?;
     let mut lines: BTreeMap<String, DeviceLine> = BTreeMap::new();
     for (client, c, b) in
         sum_by(per_client.into_iter().map(|(k, c)| (k, c.connections.max(0) as u64, c.bytes().max(0) as u64)))

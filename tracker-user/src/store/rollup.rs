@@ -303,10 +303,18 @@ impl Period {
         Self { since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
     }
 
-    /// The roll-up rows of the period, as an SQL condition on `span` and `bucket` with the
-    /// parameters `:days` ([`Period::days_from`]) and `:hours` ([`Period::hours_from`]).
-    pub const ROWS: &str = "((span = 86400000 AND bucket >= :days)
-        OR (span = 3600000 AND bucket >= :hours AND bucket < :days))";
+    /// The rows of `table` in the period that `filter` keeps, as a subquery: its day rows
+    /// from `:days` ([`Period::days_from`]) and its hour rows from `:hours`
+    /// ([`Period::hours_from`]) to `:days`. Two ranges joined by UNION ALL rather than one OR,
+    /// so each is a range of the primary key (span, bucket after the filter's columns) and not
+    /// a scan of every bucket of a month.
+    pub fn rows(table: &str, filter: &str) -> String {
+        format!(
+            "(SELECT * FROM {table} WHERE {filter} AND span = {DAY_MS} AND bucket >= :days
+              UNION ALL
+              SELECT * FROM {table} WHERE {filter} AND span = {HOUR_MS} AND bucket >= :hours AND bucket < :days)"
+        )
+    }
 }
 
 /// The `client IN (...)` of a roll-up query: the given addresses, or the every-device rows.
@@ -315,19 +323,21 @@ pub fn clients_param(clients: Option<&[String]>) -> String {
     serde_json::Value::from(list).to_string()
 }
 
-/// The groups of `dim` over `period` for `clients` (every device: `None`).
+/// The groups of `dim` over `period` for `clients` (every device: `None`); `head` are the
+/// period's flows before its first hour boundary ([`head_flows`]), read once for every
+/// dimension.
 pub fn flow_groups(
     conn: &Connection,
     dim: Dim,
     period: Period,
     clients: Option<&[String]>,
+    head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT k1, k2, k3, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM rollup
-         WHERE dim = :dim AND client IN (SELECT value FROM json_each(:clients)) AND {}
+        "SELECT k1, k2, k3, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
          GROUP BY k1, k2, k3",
-        Period::ROWS
+        Period::rows("rollup", "dim = :dim AND client IN (SELECT value FROM json_each(:clients))")
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
@@ -345,25 +355,32 @@ pub fn flow_groups(
             out.insert(key, c);
         }
     }
-    for f in head_flows(conn, period, clients)? {
+    for f in head {
         for (d, key) in f.keys() {
             if d == dim {
-                out.entry(key).or_default().add(1, &f);
+                out.entry(key).or_default().add(1, f);
             }
         }
     }
     Ok(out)
 }
 
-/// Connections per client over `period` (for the devices section).
-pub fn client_groups(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<HashMap<String, Counts>> {
+/// Connections per client over `period` (for the devices section); `head` as for
+/// [`flow_groups`].
+pub fn client_groups(
+    conn: &Connection,
+    period: Period,
+    clients: Option<&[String]>,
+    head: &[FlowFacts],
+) -> Result<HashMap<String, Counts>> {
     let mut out: HashMap<String, Counts> = HashMap::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT client, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM rollup
-         WHERE dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))
-             AND {}
+        "SELECT client, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
          GROUP BY client",
-        Period::ROWS
+        Period::rows(
+            "rollup",
+            "dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))"
+        )
     ))?;
     let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
     let rows = stmt.query_map(
@@ -379,14 +396,14 @@ pub fn client_groups(conn: &Connection, period: Period, clients: Option<&[String
             out.insert(client, c);
         }
     }
-    for f in head_flows(conn, period, clients)? {
-        out.entry(f.client.clone()).or_default().add(1, &f);
+    for f in head {
+        out.entry(f.client.clone()).or_default().add(1, f);
     }
     Ok(out)
 }
 
 /// The flows that started in the period before its first hour boundary.
-fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
+pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM flows WHERE first_seen >= ?1 AND first_seen < ?2
              AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))",
@@ -406,10 +423,9 @@ pub fn name_groups(
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT qname, sum(queries), min(first_ts), max(last_ts), client_bits FROM dns_rollup
-         WHERE client IN (SELECT value FROM json_each(:clients)) AND {}
+        "SELECT qname, sum(queries), min(first_ts), max(last_ts), client_bits FROM {}
          GROUP BY qname, client_bits",
-        Period::ROWS
+        Period::rows("dns_rollup", "client IN (SELECT value FROM json_each(:clients))")
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! { ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from },
