@@ -61,6 +61,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Sums read as `connections, packets, bytes_up, bytes_down` from column `at` on.
+    fn from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            connections: r.get(at)?,
+            packets: r.get(at + 1)?,
+            bytes_up: r.get(at + 2)?,
+            bytes_down: r.get(at + 3)?,
+        })
+    }
+
     fn add(&mut self, sign: i64, f: &FlowFacts) {
         self.connections += sign;
         self.packets += sign * f.packets;
@@ -345,8 +355,7 @@ pub fn flow_groups(
         },
         |r| {
             let key: Key = [r.get(0)?, r.get(1)?, r.get(2)?];
-            let c = Counts { connections: r.get(3)?, packets: r.get(4)?, bytes_up: r.get(5)?, bytes_down: r.get(6)? };
-            Ok((key, c))
+            Ok((key, Counts::from_row_at(r, 3)?))
         },
     )?;
     for row in rows {
@@ -382,13 +391,10 @@ pub fn client_groups(
             "dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))"
         )
     ))?;
-    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let list = super::clients_json(clients);
     let rows = stmt.query_map(
         rusqlite::named_params! { ":clients": list, ":days": period.days_from, ":hours": period.hours_from },
-        |r| {
-            let c = Counts { connections: r.get(1)?, packets: r.get(2)?, bytes_up: r.get(3)?, bytes_down: r.get(4)? };
-            Ok((r.get::<_, String>(0)?, c))
-        },
+        |r| Ok((r.get::<_, String>(0)?, Counts::from_row_at(r, 1)?)),
     )?;
     for row in rows {
         let (client, c) = row.context("reading the roll-up")?;
@@ -409,7 +415,7 @@ pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>)
              AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))",
         FlowFacts::COLUMNS
     ))?;
-    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let list = super::clients_json(clients);
     let rows = stmt.query_map(params![period.since, period.hours_from, list], FlowFacts::from_row)?;
     rows.collect::<rusqlite::Result<_>>().context("reading the period's first flows")
 }
@@ -445,7 +451,7 @@ pub fn name_groups(
         "SELECT q.qname, q.ts, coalesce(b.bit, ?4) FROM dns_queries q LEFT JOIN client_bits b ON b.client = q.client
          WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))",
     )?;
-    let list = clients.map(|c| serde_json::Value::from(c.to_vec()).to_string());
+    let list = super::clients_json(clients);
     let rows = stmt.query_map(params![period.since, period.hours_from, list, CLIENT_BITS], |r| {
         let ts: i64 = r.get(1)?;
         Ok((
