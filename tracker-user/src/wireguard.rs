@@ -32,7 +32,12 @@ pub fn peers(iface: &str) -> Result<Option<Vec<Peer>>> {
 
 /// Each peer's allowed IPs ([`parse_peers`]), peers without any left out.
 pub fn parse_allowed_ips(text: &str) -> Result<Vec<Vec<IpNet>>> {
-    Ok(parse_peers(text)?.into_iter().map(|p| p.allowed_ips).filter(|ips| !ips.is_empty()).collect())
+    Ok(allowed_ips(&parse_peers(text)?))
+}
+
+/// Each peer's allowed IPs, peers without any left out: what [`Devices`] is built from.
+pub fn allowed_ips(peers: &[Peer]) -> Vec<Vec<IpNet>> {
+    peers.iter().map(|p| p.allowed_ips.clone()).filter(|ips| !ips.is_empty()).collect()
 }
 
 /// Parses `wg show IFACE allowed-ips`: one line per peer, its public key, a tab, then its

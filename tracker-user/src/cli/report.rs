@@ -53,7 +53,7 @@ pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
     let clients = client_addresses(&store, args.client.as_deref())?
         .map(|c| (args.client.clone().unwrap_or(c.label), c.addresses));
     let exclude: Vec<String> = args.exclude.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
-    let mut q = ReportQuery {
+    let q = ReportQuery {
         since_ms,
         until_ms: timefmt::now_ms(),
         clients,
@@ -75,13 +75,12 @@ pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.html {
-        let html = if exclude.is_empty() {
-            // The page always shows the story's second chart: without the big players.
-            q.exclude = BIG_PLAYERS.iter().map(|s| (*s).to_owned()).collect();
-            page::render(&report::report(&store, &entities, &q)?)
-        } else {
-            page::render(&r)
-        };
+        // The page always shows the story's second chart: without the big players, unless
+        // --exclude named others.
+        let mut shown = r.clone();
+        let big: Vec<String> = BIG_PLAYERS.iter().map(|s| (*s).to_owned()).collect();
+        shown.companies_excluding.get_or_insert_with(|| report::excluding(&r.companies, &big));
+        let html = page::render(&shown);
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
         let _ = writeln!(std::io::stderr(), "wrote {}", path.display());
     }

@@ -50,9 +50,7 @@ pub fn refresh_devices(namer: &mut Namer, store: &mut Store, iface: &str) {
         Ok(peers) => peers.unwrap_or_default(),
         Err(e) => return tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
     };
-    let nets: Vec<Vec<ipnet::IpNet>> =
-        peers.iter().map(|p| p.allowed_ips.clone()).filter(|ips| !ips.is_empty()).collect();
-    namer.flows.set_devices(Devices::new(&nets));
+    namer.flows.set_devices(Devices::new(&wireguard::allowed_ips(&peers)));
     if let Err(e) = store.write(|w| w.upsert_devices(&peers, crate::timefmt::now_ms())) {
         tracing::warn!("storing the WireGuard peers of {iface}: {e:#}");
     }

@@ -204,6 +204,21 @@ fn excluded(line_kind: &str, name: &str, exclude: &[String]) -> bool {
     named && exclude.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
+/// The company lines without those `exclude` names, their shares recomputed over what is left
+/// (the order stays: a subset of lines sorted by connections is sorted).
+pub fn excluding(companies: &[CompanyLine], exclude: &[String]) -> Excluding {
+    let kept: Vec<&CompanyLine> = companies.iter().filter(|c| !excluded(c.kind, &c.name, exclude)).collect();
+    let rest = kept.iter().fold(Totals::default(), |t, c| Totals {
+        connections: t.connections + c.share.connections,
+        bytes: t.bytes + c.share.bytes,
+    });
+    let rows = kept
+        .into_iter()
+        .map(|c| CompanyLine { share: share(c.share.connections, c.share.bytes, &rest), ..c.clone() })
+        .collect();
+    Excluding { excluded: exclude.to_vec(), connections: rest.connections, bytes: rest.bytes, rows }
+}
+
 /// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
 /// for a week of a household), and the DNS log's names.
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
@@ -216,19 +231,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
 
     let companies = company_lines(&owners, entities, &total);
-    let companies_excluding = (!q.exclude.is_empty()).then(|| {
-        let kept: Vec<(Key, u64, u64)> =
-            owners.iter().filter(|([kind, name, _], ..)| !excluded(kind, name, &q.exclude)).cloned().collect();
-        let rest = kept
-            .iter()
-            .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
-        Excluding {
-            excluded: q.exclude.clone(),
-            connections: rest.connections,
-            bytes: rest.bytes,
-            rows: company_lines(&kept, entities, &rest),
-        }
-    });
+    let companies_excluding = (!q.exclude.is_empty()).then(|| excluding(&companies, &q.exclude));
 
     let served_by =
         sum_by(groups(store, Dim::ServedBy, period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
