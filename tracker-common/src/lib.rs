@@ -1,8 +1,14 @@
 //! The ABI shared by tracker's kernel programs and its userspace: map names, keys, values and
-//! ring-buffer events. Every layout here is `#[repr(C)]` with explicit padding, because the kernel
+//! ring-buffer events, and the per-packet code both sides run ([`parse`], [`account`]), so the
+//! capture importer counts a packet exactly as the kernel does. Every layout here is `#[repr(C)]` with explicit padding, because the kernel
 //! hashes and compares map keys byte for byte: an uninitialised padding byte would split one flow
 //! into many.
 #![no_std]
+// Packet loads of a field's own width (parse::Window) are written as BPF assembly.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+
+pub mod account;
+pub mod parse;
 
 /// Names of the BPF maps and programs. The eBPF crate declares its statics with exactly these
 /// names (aya takes the map name from the static's name); userspace looks them up through these

@@ -7,10 +7,6 @@
 // BPF_ATOMIC add (BPF_XADD) for map values; the intrinsic emits exactly that instruction.
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "atomic_xadd is the only way to emit BPF_XADD from Rust")]
-// Packet loads of a field's own width (parse::Window) are written as BPF assembly.
-#![feature(asm_experimental_arch)]
-
-mod parse;
 
 use aya_ebpf::{
     bindings::{
@@ -23,10 +19,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
-use parse::{ParseError, Parsed, parse};
 use tracker_common::{
-    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FLOW_PAYLOAD_DOWN, FLOW_PAYLOAD_UP,
-    FlowKey, FlowKeyV4, FlowStats, IPPROTO_TCP, IPPROTO_UDP, PAYLOAD_CAP, PayloadEvent, TCP_ACK, TCP_SYN, defaults,
+    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats,
+    PAYLOAD_CAP, PayloadEvent,
+    account::{self, Count},
+    defaults,
+    parse::{ParseError, Parsed, parse},
 };
 
 /// Link-layer header length in front of IP (`tracker_common::L2_LEN_*`). Set by the loader
@@ -59,8 +57,6 @@ static EVENTS: RingBuf = RingBuf::pinned(defaults::EVENTS_BYTES, 0);
 #[map]
 static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::pinned(1, 0);
 
-/// DNS over UDP and TCP (RFC 1035, RFC 7766); its payload goes to userspace for naming.
-const DNS_PORT: u16 = 53;
 /// `BPF_NOEXIST`: create only, so a racing CPU's entry is never overwritten.
 const BPF_NOEXIST: u64 = 1;
 /// How many bytes of headers `tracker_tc_egress` wants in the linear part of the skb.
@@ -159,7 +155,8 @@ fn finish(v: Verdict) -> Verdict {
 
 #[inline(always)]
 fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
-    let p = match parse(ctx.start(), ctx.end(), l2_len(), frame_len, up) {
+    // SAFETY: the kernel keeps `data..data_end` readable while the program runs.
+    let p = match unsafe { parse(ctx.start(), ctx.end(), l2_len(), frame_len, up) } {
         Ok(p) => p,
         Err(ParseError::Malformed | ParseError::NotIp) => {
             count(Counter::ParseErrors, 1);
@@ -249,94 +246,34 @@ fn account<F: Frame, K>(
     segs: u32,
     now: u64,
 ) {
-    // Every segment repeats the IP and transport headers.
-    let bytes = p.ip_len as u64 + (segs as u64 - 1) * p.headers_len as u64;
-    let payload_len = p.payload_len();
-    let is_dns = (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
-        && (p.remote_port == DNS_PORT || p.client_port == DNS_PORT);
-    let dir_bit = if up { FLOW_PAYLOAD_UP } else { FLOW_PAYLOAD_DOWN };
-
+    let c = Count::of(p, up, segs, now);
     // A client's bare SYN opens a connection, so its flow is almost always new: it goes straight
     // to the create-only insert, which does the bucket walk itself, instead of a lookup that
     // misses first. A retransmitted SYN finds the entry there and is counted as below.
-    let opens = up && p.protocol == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let existing = if opens { None } else { flows.get_ptr_mut(map_key) };
+    let existing = if account::opens(p, up) { None } else { flows.get_ptr_mut(map_key) };
     let first_payload = match existing {
-        Some(s) => update(unsafe { &mut *s }, p, up, segs, bytes, now, payload_len > 0, dir_bit),
-        None => {
-            let packets = segs as u64;
-            let stats = FlowStats {
-                packets_up: if up { packets } else { 0 },
-                bytes_up: if up { bytes } else { 0 },
-                packets_down: if up { 0 } else { packets },
-                bytes_down: if up { 0 } else { bytes },
-                first_seen_ns: now,
-                last_seen_ns: now,
-                tcp_flags_up: if up { p.tcp_flags } else { 0 },
-                payload_sent: if payload_len > 0 { dir_bit } else { 0 },
-                tcp_flags_down: if up { 0 } else { p.tcp_flags },
-                _pad: [0; 5],
-            };
-            match flows.insert(map_key, &stats, BPF_NOEXIST) {
-                Ok(()) => {
-                    count(Counter::FlowsCreated, 1);
-                    payload_len > 0
-                }
-                Err(_) => match flows.get_ptr_mut(map_key) {
-                    // It exists: a retransmitted SYN, or another CPU created it between our
-                    // lookup and insert.
-                    Some(s) => update(unsafe { &mut *s }, p, up, segs, bytes, now, payload_len > 0, dir_bit),
-                    // Created and evicted again in between: this packet is lost to the
-                    // counters, but it is counted as such.
-                    None => {
-                        count(Counter::FlowUpdateErrors, 1);
-                        false
-                    }
-                },
+        Some(s) => unsafe { &mut *s }.add(&c),
+        None => match flows.insert(map_key, &FlowStats::first(&c), BPF_NOEXIST) {
+            Ok(()) => {
+                count(Counter::FlowsCreated, 1);
+                c.payload
             }
-        }
+            Err(_) => match flows.get_ptr_mut(map_key) {
+                // It exists: a retransmitted SYN, or another CPU created it between our lookup
+                // and insert.
+                Some(s) => unsafe { &mut *s }.add(&c),
+                // Created and evicted again in between: this packet is lost to the counters,
+                // but it is counted as such.
+                None => {
+                    count(Counter::FlowUpdateErrors, 1);
+                    false
+                }
+            },
+        },
     };
-
-    if is_dns && payload_len > 0 {
-        emit_payload(ctx, EventKind::Dns, p, up, now);
-    } else if first_payload {
-        emit_payload(ctx, EventKind::FirstPayload, p, up, now);
+    if let Some(kind) = account::event(p, first_payload) {
+        emit_payload(ctx, kind, p, up, now);
     }
-}
-
-/// Adds a packet to its flow's entry (this CPU's copy); true when it is the flow's first
-/// payload in this direction, whose event is then due.
-#[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the per-packet facts, kept in registers by inlining")]
-fn update(
-    s: &mut FlowStats,
-    p: &Parsed,
-    up: bool,
-    segs: u32,
-    bytes: u64,
-    now: u64,
-    payload: bool,
-    dir_bit: u8,
-) -> bool {
-    if up {
-        s.packets_up += segs as u64;
-        s.bytes_up += bytes;
-        s.tcp_flags_up |= p.tcp_flags;
-    } else {
-        s.packets_down += segs as u64;
-        s.bytes_down += bytes;
-        s.tcp_flags_down |= p.tcp_flags;
-    }
-    // Per-CPU value: another CPU may have created the entry, leaving ours zeroed.
-    if s.first_seen_ns == 0 {
-        s.first_seen_ns = now;
-    }
-    s.last_seen_ns = now;
-    if payload && s.payload_sent & dir_bit == 0 {
-        s.payload_sent |= dir_bit;
-        return true;
-    }
-    false
 }
 
 #[inline(always)]

@@ -1,17 +1,23 @@
-//! Bounds-checked header parsing: from the first byte of a frame to a flow key, the transport
-//! payload's offset and the header length (needed to count GSO segments' bytes).
+//! Bounds-checked header parsing, the one parser of both sides: from the first byte of a frame
+//! to a flow key, the transport payload's offset and the header length (needed to count GSO
+//! segments' bytes). The kernel programs run it on packet memory; the capture importer runs the
+//! same code on a file's frames ([`parse_frame`]), so both count a packet alike.
 //!
 //! Every header field is read with one load of the width it has on the wire (see [`Window`]),
 //! and addresses travel as words: this path runs for every packet.
 
-use core::{arch::asm, marker::PhantomData, mem::offset_of, mem::size_of};
+#[cfg(target_arch = "bpf")]
+use core::arch::asm;
+use core::{marker::PhantomData, mem::offset_of, mem::size_of};
 
-use tracker_common::{FAMILY_V4, FAMILY_V6, FlowKey, FlowKeyV4, IPPROTO_TCP, IPPROTO_UDP};
+use crate::{FAMILY_V4, FAMILY_V6, FlowKey, FlowKeyV4, IPPROTO_TCP, IPPROTO_UDP};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+/// VLAN tags walked: QinQ (802.1ad) stacks two; a constant bound, as the verifier needs.
+const MAX_VLAN_TAGS: usize = 2;
 
 /// IPv6 extension headers that sit between the fixed header and the transport header.
 const IPV6_HOPOPTS: u8 = 0;
@@ -141,6 +147,7 @@ pub struct Parsed {
     pub fragment: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
     /// Shorter than the headers it announces, or inconsistent fields.
     Malformed,
@@ -172,23 +179,32 @@ impl<T> Copy for Window<T> {}
 
 macro_rules! loads {
     ($($name:ident: $ty:ty = $size:literal;)*) => {$(
-        /// The bytes at `OFF`, in the order they are on the wire: on bpfel a little-endian
-        /// value of network-order bytes, so use `from_be` for a number, or store it as is.
+        /// The bytes at `OFF`, in the order they are on the wire: on a little-endian machine
+        /// (bpfel, x86-64) a little-endian value of network-order bytes, so use `from_be` for a
+        /// number, or store it as is.
         #[inline(always)]
         fn $name<const OFF: usize>(self) -> $ty {
             const { assert!(OFF + size_of::<$ty>() <= size_of::<T>(), "load outside the header") };
-            let v: u64;
-            // SAFETY: `addr..addr + size_of::<T>()` is inside the packet (`window`), and the
-            // load reads within it.
-            unsafe {
-                asm!(
-                    concat!("{v} = *(", $size, " *)({p} + {off})"),
-                    p = in(reg) self.addr,
-                    off = const OFF,
-                    v = lateout(reg) v,
-                    options(readonly, nostack, preserves_flags),
-                );
-            }
+            #[cfg(target_arch = "bpf")]
+            let v: u64 = {
+                let v: u64;
+                // SAFETY: `addr..addr + size_of::<T>()` is inside the packet (`window`), and the
+                // load reads within it.
+                unsafe {
+                    asm!(
+                        concat!("{v} = *(", $size, " *)({p} + {off})"),
+                        p = in(reg) self.addr,
+                        off = const OFF,
+                        v = lateout(reg) v,
+                        options(readonly, nostack, preserves_flags),
+                    );
+                }
+                v
+            };
+            // Userspace has no alignment trouble to work around: an unaligned read is one load.
+            #[cfg(not(target_arch = "bpf"))]
+            // SAFETY: as above; `parse`'s caller vouches for `[start, end)`.
+            let v: u64 = unsafe { core::ptr::read_unaligned((self.addr + OFF) as *const $ty) } as u64;
             v as $ty
         }
     )*};
@@ -217,19 +233,35 @@ fn be16(raw: u32) -> u16 {
     u16::from_be(raw as u16)
 }
 
+/// Parses the frame held in the bytes `data`; `frame_len` is the packet's full length, more than
+/// `data.len()` when a capture kept only the start of it (its snap length). See [`parse`].
+#[cfg(not(target_arch = "bpf"))]
+pub fn parse_frame(data: &[u8], frame_len: u32, l2_len: u32, up: bool) -> Result<Parsed, ParseError> {
+    let start = data.as_ptr() as usize;
+    // SAFETY: a slice's bytes are readable for its whole length while it is borrowed.
+    unsafe { parse(start, start + data.len(), l2_len, frame_len, up) }
+}
+
 /// Parses a frame in `[start, end)`. `l2_len` is 0 for raw-IP links (WireGuard/TUN) and 14 for
 /// Ethernet. `frame_len` is the packet's full length (larger than `end - start` when an skb is
 /// non-linear). `up` orients the key: on ingress the sender is the client.
+///
+/// # Safety
+/// `[start, end)` must be readable memory for the whole call: the kernel guarantees it for a
+/// program's `data..data_end`, a borrowed slice for its bytes ([`parse_frame`]).
 #[inline(always)]
-pub fn parse(start: usize, end: usize, l2_len: u32, frame_len: u32, up: bool) -> Result<Parsed, ParseError> {
+pub unsafe fn parse(start: usize, end: usize, l2_len: u32, frame_len: u32, up: bool) -> Result<Parsed, ParseError> {
     let mut l3 = 0usize;
     let mut ether_type = 0u16;
-    if l2_len == tracker_common::L2_LEN_ETHERNET {
+    if l2_len == crate::L2_LEN_ETHERNET {
         let eth = window::<EthHdr>(start, end, 0)?;
         ether_type = be16(eth.u16_at::<{ offset_of!(EthHdr, ether_type) }>().into());
         l3 = size_of::<EthHdr>();
-        // One 802.1Q or 802.1ad tag, as found on trunk ports.
-        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        // 802.1Q and 802.1ad tags: a trunk port's one, or QinQ's outer and inner.
+        for _ in 0..MAX_VLAN_TAGS {
+            if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+                break;
+            }
             let vlan = window::<VlanHdr>(start, end, l3)?;
             ether_type = be16(vlan.u16_at::<{ offset_of!(VlanHdr, ether_type) }>().into());
             l3 += size_of::<VlanHdr>();
@@ -433,7 +465,8 @@ impl Parsed {
 }
 
 const _: () = assert!(size_of::<Ipv4Hdr>() == 20 && size_of::<Ipv6Hdr>() == 40 && size_of::<TcpHdr>() == 20);
-// The word layouts `Parsed::key` and `Parsed::key_v4` build (little-endian words: bpfel).
+// The word layouts `Parsed::key` and `Parsed::key_v4` build (little-endian words: bpfel, and
+// the capture importer on x86-64 or arm64).
 const _: () = assert!(
     cfg!(target_endian = "little")
         && offset_of!(FlowKey, client) == 0
