@@ -122,6 +122,7 @@ struct UdpHdr {
 
 /// A packet parsed as far as the flow table needs, oriented by the direction given to
 /// [`parse`]: on ingress the sender is the client.
+#[derive(Clone, Copy, Debug)]
 pub struct Parsed {
     pub family: u8,
     /// IP protocol number (the transport header found after IPv6 extension headers).
@@ -414,6 +415,18 @@ fn parse_l4(p: &mut Parsed, start: usize, end: usize, l4: usize, up: bool) -> Re
 }
 
 impl Parsed {
+    /// The same packet seen from the other side: client and remote swapped. The capture
+    /// importer parses a packet sender-first and turns it when the sender is the remote end.
+    pub fn flipped(self) -> Parsed {
+        Parsed {
+            client: self.remote,
+            remote: self.client,
+            client_port: self.remote_port,
+            remote_port: self.client_port,
+            ..self
+        }
+    }
+
     /// Bytes of transport payload in this packet (all segments, for a GSO packet).
     #[inline(always)]
     pub fn payload_len(&self) -> u32 {

@@ -8,13 +8,15 @@
 //! `tracker status` shows). [`analysis`] holds the pure logic that parses DNS, TLS and HTTP, decides names and
 //! classifies addresses; [`wireguard`] tells which addresses are one device; [`blocking`] turns
 //! block rules into kernel map entries; [`daemon`] runs the loop, with the locks and the upkeep
-//! that puts back pins or a database removed under it; [`timefmt`] the clock conversions and
+//! that puts back pins or a database removed under it; [`import`] runs a capture file through
+//! the same source, pipeline and store; [`timefmt`] the clock conversions and
 //! [`text`] the escaping shared by all of them.
 
 pub mod analysis;
 pub mod blocking;
 pub mod cli;
 pub mod daemon;
+pub mod import;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;

@@ -25,6 +25,9 @@ pub struct KernelClock {
 }
 
 impl KernelClock {
+    /// The conversion of stamps that are unix nanoseconds already: a capture file's.
+    pub const UNIX: KernelClock = KernelClock { kernel_ns: 0, wall_ms: 0 };
+
     pub fn now() -> Self {
         Self { kernel_ns: kernel_ns_now(), wall_ms: unix_ms(SystemTime::now()) }
     }
@@ -70,6 +73,12 @@ pub fn rfc3339(ms: i64) -> String {
 /// milliseconds. Errors say what was wrong (`month 13 does not exist`) and echo the argument
 /// cut to a readable length.
 pub fn parse_since(s: &str) -> Result<i64> {
+    parse_since_at(s, now_ms())
+}
+
+/// [`parse_since`] with a duration counted back from `end_ms` (a capture's last packet) rather
+/// than from now.
+pub fn parse_since_at(s: &str, end_ms: i64) -> Result<i64> {
     let s = s.trim();
     let shown = crate::text::quoted(s);
     if looks_like_date(s) {
@@ -86,7 +95,7 @@ pub fn parse_since(s: &str) -> Result<i64> {
         bail!("--since {shown} is zero: use a positive duration such as 1h or 7d");
     }
     let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    Ok(now_ms().saturating_sub(ms))
+    Ok(end_ms.saturating_sub(ms))
 }
 
 /// Four digits and a dash: the user meant a date, so errors are about dates.

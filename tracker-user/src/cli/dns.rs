@@ -34,6 +34,8 @@ pub struct DnsArgs {
     #[arg(long)]
     pub limit: Option<u32>,
     #[command(flatten)]
+    pub source: super::SourceArg,
+    #[command(flatten)]
     pub list: ListArgs,
 }
 
@@ -58,6 +60,8 @@ pub struct DomainsArgs {
     /// JSON and CSV.
     #[arg(long)]
     pub limit: Option<u32>,
+    #[command(flatten)]
+    pub source: super::SourceArg,
     #[command(flatten)]
     pub list: ListArgs,
 }
@@ -99,10 +103,12 @@ impl From<&DnsRow> for DnsLine {
 }
 
 pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
-    let since_ms = Some(timefmt::parse_since(&args.since)?);
+    timefmt::parse_since(&args.since)?;
     let store = open_existing(global)?;
+    let (source, since_ms) = args.source.resolve(&store, Some(&args.since))?;
     let format = args.list.format;
     let query = DnsQuery {
+        source,
         since_ms,
         clients: client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses),
         domain: args.domain.clone(),
@@ -126,10 +132,12 @@ pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
 }
 
 pub fn domains(global: &Global, args: &DomainsArgs) -> Result<()> {
-    let since_ms = Some(timefmt::parse_since(&args.since)?);
+    timefmt::parse_since(&args.since)?;
     let store = open_existing(global)?;
+    let (source, since_ms) = args.source.resolve(&store, Some(&args.since))?;
     let format = args.list.format;
     let (rows, total) = store.domains_counted(&DomainQuery {
+        source,
         since_ms,
         clients: client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses),
         min_queries: args.min_queries,

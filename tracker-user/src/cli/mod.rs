@@ -4,6 +4,7 @@
 mod block;
 mod dns;
 mod entities;
+mod import;
 pub mod output;
 pub mod report;
 mod run;
@@ -152,6 +153,24 @@ add to your file.\n\nExamples:\n  tracker companies\n  tracker companies --unmat
     Services(entities::EntitiesArgs),
     /// The devices (WireGuard peers): public key, allowed IPs, your name for it, flows, bytes.
     Devices(ListArgs),
+    /// Import capture files (pcap, pcapng) into the database, counted as the kernel counts.
+    #[command(
+        name = "import-pcap",
+        long_about = "Reads capture files (from a VPN server's dumpcap, PCAPdroid on a phone, a \
+home router) through the same naming, DNS log, companies and store as live capture, with the \
+capture's own timestamps. Every packet is counted by the kernel program's own parser and \
+accounting, so an import of a capture of wg0 matches what the daemon counted live. Rows are \
+filed under a source (--source, default the file's name), shown with `--source NAME` on flows, \
+dns, domains and report, and never mixed with live data.\n\n\
+Importing the same bytes again adds nothing: a complete earlier import is said and skipped; an \
+interrupted one is read again and its rows are matched, not counted twice. A damaged file keeps \
+what came before the damage; the error names the packet and byte offset, and the exit status is \
+non-zero.\n\nExamples:\n  tracker import-pcap phone.pcapng --source phone-week48\n  \
+tracker report --source phone-week48\n  tracker import-pcap router.pcap --client-net 192.168.1.0/24"
+    )]
+    ImportPcap(import::ImportArgs),
+    /// Imported captures: source, file, packets, time span, whether it was read whole.
+    Sources(ListArgs),
     /// Give a device a name, used by reports and by --client: `tracker name-device 10.77.0.2 phone`.
     #[command(name = "name-device")]
     NameDevice(entities::NameDeviceArgs),
@@ -197,7 +216,30 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "DEVICE")]
     pub client: Option<String>,
     #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
     pub list: ListArgs,
+}
+
+/// Which rows a read command shows: the live interface's, or one import's, never both.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArg {
+    /// Show an imported capture (`tracker import-pcap --source NAME`; `tracker sources` lists
+    /// them) instead of the live interface. A duration in --since then counts back from the
+    /// capture's last packet, so a week-old capture shows its own week.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+impl SourceArg {
+    /// The source's id, and `--since` (a duration back from now, or from an import's last
+    /// packet) as unix ms.
+    pub fn resolve(&self, store: &Store, since: Option<&str>) -> Result<(i64, Option<i64>)> {
+        let source = store.source(self.source.as_deref())?;
+        let end = source.end_ms.unwrap_or_else(timefmt::now_ms);
+        let since_ms = since.map(|s| timefmt::parse_since_at(s, end)).transpose()?;
+        Ok((source.id, since_ms))
+    }
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -225,6 +267,8 @@ pub fn main() -> ExitCode {
         Command::Services(ref args) => entities::services(&cli.global, args),
         Command::Devices(ref args) => entities::devices(&cli.global, args),
         Command::NameDevice(ref args) => entities::name_device(&cli.global, args),
+        Command::ImportPcap(ref args) => import::import_pcap(&cli.global, args),
+        Command::Sources(ref args) => import::sources(&cli.global, args),
         Command::BlockIp(ref args) => block::block_ip(&cli.global, args),
         Command::UnblockIp(ref args) => block::unblock_ip(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
@@ -309,11 +353,15 @@ pub fn say_cut(
 }
 
 fn flows(global: &Global, args: &FlowsArgs) -> Result<()> {
-    let since_ms = args.since.as_deref().map(timefmt::parse_since).transpose()?;
+    // Bad input is refused before the database is opened.
+    if let Some(s) = &args.since {
+        timefmt::parse_since(s)?;
+    }
     let store = open_existing(global)?;
+    let (source, since_ms) = args.source.resolve(&store, args.since.as_deref())?;
     let format = args.list.format;
     let clients = client_addresses(&store, args.client.as_deref())?.map(|c| c.addresses);
-    let query = FlowQuery { since_ms, limit: effective_limit(args.limit, format), clients };
+    let query = FlowQuery { since_ms, limit: effective_limit(args.limit, format), clients, source };
     let rows = store.flows(&query)?;
     // A table shows what a person reads first; CSV carries every field, as JSON does.
     const TABLE: &[&str] = &[

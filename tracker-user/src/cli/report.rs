@@ -37,6 +37,8 @@ pub struct ReportArgs {
     /// Also write the report as one self-contained HTML page with charts (opens offline).
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub source: super::SourceArg,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -46,16 +48,21 @@ pub struct ReportArgs {
 pub const BIG_PLAYERS: [&str; 5] = ["Apple", "Google", "Amazon", "Microsoft", "Meta"];
 
 pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
-    let since_ms = timefmt::parse_since(&args.since)?;
+    timefmt::parse_since(&args.since)?;
     let entities = global.entity_table()?;
     let store = open_existing(global)?;
+    let source = store.source(args.source.source.as_deref())?;
+    // An import's report ends with its last packet: a week-old capture reports its own week.
+    let until_ms = source.end_ms.unwrap_or_else(timefmt::now_ms);
+    let since_ms = timefmt::parse_since_at(&args.since, until_ms)?;
     // The report names the device as the user gave it (a name, a key or an address).
     let clients = client_addresses(&store, args.client.as_deref())?
         .map(|c| (args.client.clone().unwrap_or(c.label), c.addresses));
     let exclude: Vec<String> = args.exclude.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
     let q = ReportQuery {
         since_ms,
-        until_ms: timefmt::now_ms(),
+        until_ms,
+        source: source.id,
         clients,
         exclude: exclude.clone(),
         min_queries: args.min_queries,

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
-use tracker_common::{
-    Counter,
-    user::{DecodeError, Event},
-};
+use tracker_common::Counter;
 
 use super::{Checked, Upkeep};
 use crate::{
@@ -129,21 +126,7 @@ pub async fn run_loop(
 
 /// Hands every waiting ring record to the namer; returns how many.
 fn drain(source: &mut KernelSource, namer: &mut Namer, anchor: KernelClock) -> u64 {
-    source.drain_events(&mut |ev| handle_event(ev, namer, anchor)) as u64
-}
-
-fn handle_event(ev: Result<Event<'_>, DecodeError>, namer: &mut Namer, clock: KernelClock) {
-    match ev {
-        Ok(Event::BlockHit(h)) => {
-            tracing::info!(rule = h.rule_id, client = %h.key.client(), remote = %h.key.remote(), port = h.key.remote_port, "blocked");
-        }
-        Ok(Event::Dns(p)) => namer.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns)),
-        Ok(Event::FirstPayload(p)) => {
-            tracing::trace!(len = p.len, captured = p.data.len(), "first payload");
-            namer.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
-        }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    source.drain_events(&mut |ev| namer.event(ev, anchor)) as u64
 }
 
 /// Notices ring records lost (the ring was full: the daemon fell behind, or was stopped) and

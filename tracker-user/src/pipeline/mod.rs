@@ -6,9 +6,12 @@
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-use tracker_common::EventHeader;
+use tracker_common::{
+    EventHeader,
+    user::{DecodeError, Event},
+};
 
-use crate::analysis::labels::Labeler;
+use crate::{analysis::labels::Labeler, timefmt::KernelClock};
 
 pub mod naming;
 pub mod pairing;
@@ -30,6 +33,21 @@ impl Namer {
             dns: pairing::DnsPairing::default(),
             flows: naming::FlowNamer::new(local_nets, grace),
             labels: Labeler::default(),
+        }
+    }
+
+    /// Hands a source's event to the stage that wants it; `clock` converts its stamp.
+    pub fn event(&mut self, ev: Result<Event<'_>, DecodeError>, clock: KernelClock) {
+        match ev {
+            Ok(Event::BlockHit(h)) => {
+                tracing::info!(rule = h.rule_id, client = %h.key.client(), remote = %h.key.remote(), port = h.key.remote_port, "blocked");
+            }
+            Ok(Event::Dns(p)) => self.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns)),
+            Ok(Event::FirstPayload(p)) => {
+                tracing::trace!(len = p.len, captured = p.data.len(), "first payload");
+                self.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
+            }
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 

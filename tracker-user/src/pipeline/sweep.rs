@@ -81,6 +81,8 @@ pub struct SweepStats {
     pub written: usize,
     /// Flows that ended and were taken out of the table.
     pub ended: usize,
+    /// DNS exchanges written.
+    pub dns_written: usize,
     /// Whether the tables were read: not when nothing was counted since the last sweep and no
     /// flow's timeout or name is due.
     pub read: bool,
@@ -227,7 +229,7 @@ impl Sweeper {
             // Idle tables cost nothing: reading 131,072 unchanged entries each sweep is most of
             // a busy household's idle CPU (`cargo xtask bench idle`).
             self.quiet = quiet;
-            return Ok(SweepStats { live: self.live.len(), written: 0, ended: 0, read: false });
+            return Ok(SweepStats { live: self.live.len(), read: false, ..SweepStats::default() });
         }
         source.snapshot(&mut self.snapshot)?;
         let anchor = source.anchor();
@@ -316,6 +318,7 @@ impl Sweeper {
         let dns = namer.dns.stats();
         let batch = Batch {
             boot_id: source.boot_id(),
+            source: source.source_id(),
             flows: &self.records,
             dns: &self.pending_dns,
             blocks: &blocks,
@@ -340,9 +343,10 @@ impl Sweeper {
             }
         }
         self.unwritten_ended.clear();
+        let dns_written = self.pending_dns.len();
         self.pending_dns.clear();
         self.pending_renamed.clear();
-        Ok(SweepStats { live: self.snapshot.flows.len(), written, ended, read: true })
+        Ok(SweepStats { live: self.snapshot.flows.len(), written, ended, dns_written, read: true })
     }
 
     /// Drops the memory of flows the LRU evicted (not in this sweep's snapshot, never seen to

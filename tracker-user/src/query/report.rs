@@ -35,6 +35,8 @@ pub struct ReportQuery {
     pub min_queries: u64,
     /// At most this many domains.
     pub domains_limit: Option<u32>,
+    /// `sources.id`: the live interface (0) or an import.
+    pub source: i64,
 }
 
 /// A line's numbers: connections and bytes, and their shares of the section's total.
@@ -222,7 +224,7 @@ pub fn excluding(companies: &[CompanyLine], exclude: &[String]) -> Excluding {
 /// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
 /// for a week of a household), and the DNS log's names.
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
-    let period = Period::since(q.since_ms);
+    let period = Period::since(q.source, q.since_ms);
     let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
     let head = rollup::head_flows(store.conn(), period, clients)?;
     let owners = groups(store, Dim::Owner, period, clients, &head)?;
@@ -281,6 +283,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
 
     let domains = store
         .domains_counted(&DomainQuery {
+            source: q.source,
             since_ms: Some(q.since_ms),
             clients: q.clients.as_ref().map(|(_, c)| c.clone()),
             min_queries: q.min_queries,

@@ -19,8 +19,10 @@ pub struct BlockCount {
 /// Everything one sweep produced.
 #[derive(Debug, Default)]
 pub struct Batch<'a> {
-    /// The boot the flows' kernel stamps belong to.
+    /// The boot the flows' kernel stamps belong to (for a capture, the file).
     pub boot_id: &'a str,
+    /// `sources.id` of every row: the live interface or an import.
+    pub source: i64,
     /// Flows that changed, cumulative per row: writing one twice stores the same numbers.
     pub flows: &'a [FlowRecord],
     /// DNS exchanges ready for the log.

@@ -137,7 +137,7 @@ impl Store {
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT client, sum(connections), sum(bytes_up + bytes_down) FROM rollup
-             WHERE dim = 'protocol' AND span = ?1 AND client != '' GROUP BY client",
+             WHERE source = 0 AND dim = 'protocol' AND span = ?1 AND client != '' GROUP BY client",
         )?;
         let rows = stmt.query_map([rollup::DAY_MS], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64))

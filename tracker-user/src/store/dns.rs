@@ -86,6 +86,8 @@ pub struct DnsQuery {
     /// The name itself or any name under it (`example.com` matches `a.example.com`).
     pub domain: Option<String>,
     pub limit: Option<u32>,
+    /// `sources.id`: the live interface (0, the default) or an import.
+    pub source: i64,
 }
 
 /// How `tracker domains` groups question names.
@@ -105,6 +107,8 @@ pub struct DomainQuery {
     pub min_queries: u64,
     pub group: Grouping,
     pub limit: Option<u32>,
+    /// `sources.id`: the live interface (0, the default) or an import.
+    pub source: i64,
 }
 
 /// A row of `tracker domains`; the field names are its JSON interface.
@@ -138,10 +142,10 @@ impl Writer<'_> {
         }
         {
             let mut query = self.conn.prepare_cached(
-                "INSERT INTO dns_queries (ts, answered, client, client_port, resolver,
+                "INSERT OR IGNORE INTO dns_queries (ts, answered, client, client_port, resolver,
                      resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
-                     min_ttl)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     min_ttl, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             let mut answer = self.conn.prepare_cached(
                 "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
@@ -150,14 +154,6 @@ impl Writer<'_> {
             let mut deltas = rollup::DnsDeltas::default();
             let mut bits: HashMap<IpAddr, i64> = HashMap::new();
             for r in records {
-                if self.rollups {
-                    let bit = match bits.get(&r.client) {
-                        Some(bit) => *bit,
-                        None => *bits.entry(r.client).or_insert(rollup::client_bit(self.conn, &r.client.to_string())?),
-                    };
-                    let facts = rollup::DnsFacts { ts: r.ts_ms, client: r.client.to_string(), qname: r.qname.clone() };
-                    deltas.add(&facts, bit);
-                }
                 let DnsRecord {
                     ts_ms,
                     answered_ms,
@@ -173,8 +169,8 @@ impl Writer<'_> {
                     truncated,
                     answers,
                 } = r;
-                let id = query
-                    .insert(params![
+                let inserted = query
+                    .execute(params![
                         ts_ms,
                         answered_ms,
                         client.to_string(),
@@ -189,12 +185,30 @@ impl Writer<'_> {
                         truncated,
                         r.cname(),
                         r.min_ttl(),
+                        self.source,
                     ])
                     .map_err(|e| explain_path(self.path, e))?;
+                if inserted == 0 {
+                    continue; // an import's query stored by an earlier import of the same file
+                }
+                let id = self.conn.last_insert_rowid();
                 for (position, a) in answers.iter().enumerate() {
                     answer
                         .execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])
                         .map_err(|e| explain_path(self.path, e))?;
+                }
+                if self.rollups {
+                    let bit = match bits.get(client) {
+                        Some(bit) => *bit,
+                        None => *bits.entry(*client).or_insert(rollup::client_bit(self.conn, &client.to_string())?),
+                    };
+                    let facts = rollup::DnsFacts {
+                        source: self.source,
+                        ts: *ts_ms,
+                        client: client.to_string(),
+                        qname: qname.clone(),
+                    };
+                    deltas.add(&facts, bit);
                 }
             }
             deltas.apply(self.conn).map_err(|e| e.context("updating the DNS roll-up"))?;
@@ -280,12 +294,14 @@ impl Store {
         let n: i64 = self.conn.query_row(
             &format!(
                 "SELECT count(*) FROM dns_queries q
-                 WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}"
+                 WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}
+                     AND q.source = ?4"
             ),
             params![
                 q.since_ms.unwrap_or(i64::MIN),
                 super::clients_json(q.clients.as_deref()),
                 q.domain.as_deref().map(normalize_domain),
+                q.source,
             ],
             |r| r.get(0),
         )?;
@@ -301,7 +317,7 @@ impl Store {
     pub fn domains_counted(&self, q: &DomainQuery) -> Result<(Vec<DomainRow>, u64)> {
         // Per name from the roll-up (store/rollup.rs); grouping in Rust, because the
         // registrable domain comes from the public suffix list, not from SQL.
-        let period = rollup::Period::since(q.since_ms.unwrap_or(i64::MIN / 2));
+        let period = rollup::Period::since(q.source, q.since_ms.unwrap_or(i64::MIN / 2));
         let names = rollup::name_groups(&self.conn, period, q.clients.as_deref())?;
         let mut groups: HashMap<String, rollup::NameCounts> = HashMap::new();
         for (qname, c) in names {
@@ -413,6 +429,7 @@ mod tests {
                     min_queries: 1,
                     group: Grouping::Name,
                     limit: None,
+                    source: 0,
                 };
                 let got: Vec<(String, u64, u64, String, String)> = s
                     .domains(&q)
@@ -502,7 +519,8 @@ mod tests {
         rs.push(record(3_000, "10.77.0.2", "other.example", vec![]));
         s.insert_dns(&rs).unwrap();
         let q = |min_queries, group| {
-            s.domains(&DomainQuery { since_ms: None, clients: None, min_queries, group, limit: None }).unwrap()
+            s.domains(&DomainQuery { since_ms: None, clients: None, min_queries, group, limit: None, source: 0 })
+                .unwrap()
         };
         let names = q(1, Grouping::Name);
         let summary: Vec<(&str, u64, u64)> = names.iter().map(|r| (r.domain.as_str(), r.queries, r.clients)).collect();
@@ -522,6 +540,7 @@ mod tests {
                 min_queries: 1,
                 group: Grouping::Name,
                 limit: Some(1),
+                source: 0,
             })
             .unwrap();
         assert_eq!((cut.len(), total), (1, 3));

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod facts;
 pub mod rollup;
 pub mod schema;
+pub mod sources;
 
 pub use blocks::{BlockCounters, BlockRow};
 pub use dns::{DnsQuery, DnsRecord, DomainQuery, Grouping};
@@ -96,6 +97,8 @@ pub struct FlowQuery {
     pub limit: Option<u32>,
     /// Only these client addresses (a device's); `None` for all.
     pub clients: Option<Vec<String>>,
+    /// `sources.id`: the live interface (0, the default) or an import.
+    pub source: i64,
 }
 
 /// Name of a protocol number as the CLI prints it.
@@ -292,7 +295,10 @@ impl Store {
             if to == 3 {
                 tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![schema::META_DB_ID, random_id()?])?;
             }
-            if to == 4 {
+            // The roll-ups of a database older than them are filled once they have their
+            // final shape (migration 5 added their source column, which `rebuild` writes): when
+            // they are still empty but rows exist.
+            if to == 5 && rollup::is_unfilled(&tx)? {
                 rollup::rebuild(&tx).context("filling the report roll-ups from the stored flows")?;
             }
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
@@ -317,11 +323,13 @@ impl Store {
                     remote_class, app_protocol, app_decided, encrypted, company, site, service,
                     served_by
              FROM flows WHERE last_seen >= ?1 AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))
+                 AND source = ?4
              ORDER BY bytes_up + bytes_down DESC, first_seen ASC LIMIT ?2",
         )?;
         let clients = clients_json(q.clients.as_deref());
-        let rows =
-            stmt.query_map(params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from), clients], |r| {
+        let rows = stmt.query_map(
+            params![q.since_ms.unwrap_or(i64::MIN), q.limit.map_or(-1, i64::from), clients, q.source],
+            |r| {
                 Ok(FlowRow {
                     client: r.get(0)?,
                     remote: r.get(1)?,
@@ -346,7 +354,8 @@ impl Store {
                     service: r.get(20)?,
                     served_by: r.get(21)?,
                 })
-            })?;
+            },
+        )?;
         rows.collect::<rusqlite::Result<_>>().context("reading flows")
     }
 
@@ -354,8 +363,8 @@ impl Store {
     pub fn flows_total(&self, q: &FlowQuery) -> Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM flows
-             WHERE last_seen >= ?1 AND (?2 IS NULL OR client IN (SELECT value FROM json_each(?2)))",
-            params![q.since_ms.unwrap_or(i64::MIN), clients_json(q.clients.as_deref())],
+             WHERE last_seen >= ?1 AND (?2 IS NULL OR client IN (SELECT value FROM json_each(?2))) AND source = ?3",
+            params![q.since_ms.unwrap_or(i64::MIN), clients_json(q.clients.as_deref()), q.source],
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -378,7 +387,7 @@ impl Store {
     /// Runs `f` in one write transaction: all of its writes are kept, or (on an error) none.
     pub fn write<T>(&mut self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction().map_err(|e| explain_path(&self.path, e))?;
-        let out = f(&Writer { conn: &tx, path: &self.path, rollups: true })?;
+        let out = f(&Writer { conn: &tx, path: &self.path, rollups: true, source: schema::LIVE_SOURCE })?;
         tx.commit().map_err(|e| explain_path(&self.path, e))?;
         Ok(out)
     }
@@ -406,6 +415,8 @@ pub struct Writer<'a> {
     /// Whether writes keep the report roll-ups ([`rollup`]): always, but for the benchmark
     /// that measures what keeping them costs ([`Writer::without_rollups`]).
     rollups: bool,
+    /// The `sources.id` of the rows it writes ([`Writer::for_source`]).
+    source: i64,
 }
 
 impl Writer<'_> {
@@ -414,6 +425,11 @@ impl Writer<'_> {
     #[doc(hidden)]
     pub fn without_rollups(&self) -> Self {
         Self { rollups: false, ..*self }
+    }
+
+    /// The same writes, of rows from `source` (`sources.id`) rather than the live interface.
+    pub fn for_source(&self, source: i64) -> Self {
+        Self { source, ..*self }
     }
 
     /// Writes swept flows in one transaction. Counters are cumulative per kernel entry, so a row
@@ -426,9 +442,9 @@ impl Writer<'_> {
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
                      tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class,
                      app_protocol, app_decided, encrypted, owner_kind, owner, company, site, service,
-                     served_by)
+                     served_by, source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
                  ON CONFLICT (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port)
                  DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
@@ -522,6 +538,7 @@ impl Writer<'_> {
                     site,
                     service,
                     served_by,
+                    self.source,
                 ];
                 let old = if !self.rollups {
                     None
@@ -932,9 +949,9 @@ pub(crate) mod tests {
         let all = s.flows(&FlowQuery::default()).unwrap();
         let ups: Vec<u64> = all.iter().map(|r| r.packets_up).collect();
         assert_eq!(ups, [50, 10, 1]);
-        let recent = s.flows(&FlowQuery { since_ms: Some(5_000), limit: None, clients: None }).unwrap();
+        let recent = s.flows(&FlowQuery { since_ms: Some(5_000), ..FlowQuery::default() }).unwrap();
         assert_eq!(recent.len(), 2);
-        let one = s.flows(&FlowQuery { since_ms: None, limit: Some(1), clients: None }).unwrap();
+        let one = s.flows(&FlowQuery { limit: Some(1), ..FlowQuery::default() }).unwrap();
         assert_eq!(one[0].packets_up, 50);
         assert_eq!(one[0].protocol, "tcp");
     }
@@ -948,8 +965,8 @@ pub(crate) mod tests {
     fn flows_total_ignores_the_limit() {
         let mut s = Store::open(&temp_db("total")).unwrap();
         s.upsert_flows("b", &[flow(1, 1, 1_000), flow(2, 50, 9_000), flow(3, 10, 9_500)]).unwrap();
-        assert_eq!(s.flows_total(&FlowQuery { since_ms: None, limit: Some(1), clients: None }).unwrap(), 3);
-        assert_eq!(s.flows_total(&FlowQuery { since_ms: Some(5_000), limit: None, clients: None }).unwrap(), 2);
+        assert_eq!(s.flows_total(&FlowQuery { limit: Some(1), ..FlowQuery::default() }).unwrap(), 3);
+        assert_eq!(s.flows_total(&FlowQuery { since_ms: Some(5_000), ..FlowQuery::default() }).unwrap(), 2);
     }
 
     /// Bug 5: `tracker flows --db other.db` took over another program's database.

@@ -87,6 +87,8 @@ impl Counts {
 /// counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowFacts {
+    /// `sources.id`.
+    pub source: i64,
     pub first_seen: i64,
     pub client: String,
     pub protocol: u8,
@@ -106,7 +108,7 @@ impl FlowFacts {
     /// labels existed read as unknown and unnamed).
     pub const COLUMNS: &str = "first_seen, client, protocol, coalesce(app_protocol, 'unknown'),
         coalesce(encrypted, 'unknown'), coalesce(owner_kind, 'unnamed'), coalesce(owner, ''),
-        coalesce(service, ''), coalesce(served_by, ''), packets_up + packets_down, bytes_up, bytes_down";
+        coalesce(service, ''), coalesce(served_by, ''), packets_up + packets_down, bytes_up, bytes_down, source";
 
     pub fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -122,6 +124,7 @@ impl FlowFacts {
             packets: r.get(9)?,
             bytes_up: r.get(10)?,
             bytes_down: r.get(11)?,
+            source: r.get(12)?,
         })
     }
 
@@ -146,7 +149,8 @@ fn bucket(ms: i64, span: i64) -> i64 {
 /// The roll-up changes of a batch of flow writes, summed per group.
 #[derive(Debug, Default)]
 pub struct FlowDeltas {
-    groups: HashMap<(Dim, i64, i64, String, Key), Counts>,
+    /// By (source, dimension, span, bucket, client, key).
+    groups: HashMap<(i64, Dim, i64, i64, String, Key), Counts>,
 }
 
 impl FlowDeltas {
@@ -168,7 +172,7 @@ impl FlowDeltas {
         for (dim, key) in f.keys() {
             for span in SPANS {
                 for client in [f.client.as_str(), ALL_DEVICES] {
-                    let k = (dim, span, bucket(f.first_seen, span), client.to_owned(), key.clone());
+                    let k = (f.source, dim, span, bucket(f.first_seen, span), client.to_owned(), key.clone());
                     self.groups.entry(k).or_default().add(sign, f);
                 }
             }
@@ -178,17 +182,19 @@ impl FlowDeltas {
     /// Writes the changes: one upsert per group that changed.
     pub fn apply(self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
-            "INSERT INTO rollup (dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up, bytes_down)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            "INSERT INTO rollup (source, dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up,
+                 bytes_down)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT DO UPDATE SET connections = connections + excluded.connections,
                  packets = packets + excluded.packets, bytes_up = bytes_up + excluded.bytes_up,
                  bytes_down = bytes_down + excluded.bytes_down",
         )?;
-        for ((dim, span, bucket, client, [k1, k2, k3]), c) in self.groups {
+        for ((source, dim, span, bucket, client, [k1, k2, k3]), c) in self.groups {
             if c == Counts::default() {
                 continue; // a rewrite that changed nothing
             }
             stmt.execute(params![
+                source,
                 dim.as_str(),
                 span,
                 bucket,
@@ -209,6 +215,8 @@ impl FlowDeltas {
 /// One DNS query as the DNS roll-up sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsFacts {
+    /// `sources.id`.
+    pub source: i64,
     pub ts: i64,
     pub client: String,
     pub qname: String,
@@ -235,7 +243,8 @@ impl NameCounts {
 /// The DNS roll-up's additions of a batch of queries, summed per group.
 #[derive(Debug, Default)]
 pub struct DnsDeltas {
-    groups: HashMap<(i64, i64, String, String), NameCounts>,
+    /// By (source, span, bucket, client, name).
+    groups: HashMap<(i64, i64, i64, String, String), NameCounts>,
 }
 
 impl DnsDeltas {
@@ -244,7 +253,7 @@ impl DnsDeltas {
         let one = NameCounts { queries: 1, first_ts: q.ts, last_ts: q.ts, client_bits: 1 << bit };
         for span in SPANS {
             for client in [q.client.as_str(), ALL_DEVICES] {
-                let k = (span, bucket(q.ts, span), client.to_owned(), q.qname.clone());
+                let k = (q.source, span, bucket(q.ts, span), client.to_owned(), q.qname.clone());
                 self.groups.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
             }
         }
@@ -252,14 +261,24 @@ impl DnsDeltas {
 
     pub fn apply(self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
-            "INSERT INTO dns_rollup (span, bucket, client, qname, queries, first_ts, last_ts, client_bits)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO dns_rollup (source, span, bucket, client, qname, queries, first_ts, last_ts, client_bits)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT DO UPDATE SET queries = queries + excluded.queries,
                  first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
                  client_bits = client_bits | excluded.client_bits",
         )?;
-        for ((span, bucket, client, qname), c) in self.groups {
-            stmt.execute(params![span, bucket, client, qname, c.queries, c.first_ts, c.last_ts, c.client_bits])?;
+        for ((source, span, bucket, client, qname), c) in self.groups {
+            stmt.execute(params![
+                source,
+                span,
+                bucket,
+                client,
+                qname,
+                c.queries,
+                c.first_ts,
+                c.last_ts,
+                c.client_bits
+            ])?;
         }
         Ok(())
     }
@@ -274,6 +293,16 @@ pub fn client_bit(conn: &Connection, client: &str) -> Result<i64> {
     Ok(conn.prepare_cached("SELECT bit FROM client_bits WHERE client = ?1")?.query_row([client], |r| r.get(0))?)
 }
 
+/// Whether the roll-ups are empty while rows they should sum exist: a database older than them.
+pub fn is_unfilled(conn: &Connection) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM rollup) AND NOT EXISTS (SELECT 1 FROM dns_rollup)
+             AND (EXISTS (SELECT 1 FROM flows) OR EXISTS (SELECT 1 FROM dns_queries))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Fills the roll-ups from the rows already stored (a database older than them).
 pub fn rebuild(conn: &Connection) -> Result<()> {
     let mut flows = FlowDeltas::default();
@@ -283,8 +312,9 @@ pub fn rebuild(conn: &Connection) -> Result<()> {
     }
     flows.apply(conn)?;
     let mut dns = DnsDeltas::default();
-    let mut stmt = conn.prepare("SELECT ts, client, qname FROM dns_queries")?;
-    let rows = stmt.query_map([], |r| Ok(DnsFacts { ts: r.get(0)?, client: r.get(1)?, qname: r.get(2)? }))?;
+    let mut stmt = conn.prepare("SELECT ts, client, qname, source FROM dns_queries")?;
+    let rows =
+        stmt.query_map([], |r| Ok(DnsFacts { ts: r.get(0)?, client: r.get(1)?, qname: r.get(2)?, source: r.get(3)? }))?;
     let mut bits: HashMap<String, i64> = HashMap::new();
     for q in rows {
         let q = q.context("reading the DNS log")?;
@@ -297,9 +327,11 @@ pub fn rebuild(conn: &Connection) -> Result<()> {
     dns.apply(conn)
 }
 
-/// A period from `since` to now, as the roll-ups cover it.
+/// A period of one source's rows from `since` on, as the roll-ups cover it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Period {
+    /// `sources.id`: a period never mixes sources.
+    pub source: i64,
     pub since: i64,
     /// The first hour boundary at or after `since`: hour rows from here.
     pub hours_from: i64,
@@ -308,21 +340,24 @@ pub struct Period {
 }
 
 impl Period {
-    pub fn since(since: i64) -> Self {
+    pub fn since(source: i64, since: i64) -> Self {
         let up = |span: i64| since + (span - since.rem_euclid(span)) % span;
-        Self { since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
+        Self { source, since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
     }
 
-    /// The rows of `table` in the period that `filter` keeps, as a subquery: its day rows
-    /// from `:days` ([`Period::days_from`]) and its hour rows from `:hours`
+    /// The rows of `table` in the period that `filter` keeps, as a subquery: its source's day
+    /// rows from `:days` ([`Period::days_from`]) and its hour rows from `:hours`
     /// ([`Period::hours_from`]) to `:days`. Two ranges joined by UNION ALL rather than one OR,
-    /// so each is a range of the primary key (span, bucket after the filter's columns) and not
-    /// a scan of every bucket of a month.
-    pub fn rows(table: &str, filter: &str) -> String {
+    /// so each is a range of the primary key (source first, span and bucket after the filter's
+    /// columns) and not a scan of every bucket of a month. The source is an integer, written
+    /// into the SQL.
+    pub fn rows(&self, table: &str, filter: &str) -> String {
+        let source = self.source;
         format!(
-            "(SELECT * FROM {table} WHERE {filter} AND span = {DAY_MS} AND bucket >= :days
+            "(SELECT * FROM {table} WHERE source = {source} AND {filter} AND span = {DAY_MS} AND bucket >= :days
               UNION ALL
-              SELECT * FROM {table} WHERE {filter} AND span = {HOUR_MS} AND bucket >= :hours AND bucket < :days)"
+              SELECT * FROM {table} WHERE source = {source} AND {filter} AND span = {HOUR_MS} AND bucket >= :hours
+                  AND bucket < :days)"
         )
     }
 }
@@ -347,7 +382,7 @@ pub fn flow_groups(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT k1, k2, k3, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
          GROUP BY k1, k2, k3",
-        Period::rows("rollup", "dim = :dim AND client IN (SELECT value FROM json_each(:clients))")
+        period.rows("rollup", "dim = :dim AND client IN (SELECT value FROM json_each(:clients))")
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
@@ -386,7 +421,7 @@ pub fn client_groups(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT client, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
          GROUP BY client",
-        Period::rows(
+        period.rows(
             "rollup",
             "dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))"
         )
@@ -412,11 +447,11 @@ pub fn client_groups(
 pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM flows WHERE first_seen >= ?1 AND first_seen < ?2
-             AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3)))",
+             AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3))) AND source = ?4",
         FlowFacts::COLUMNS
     ))?;
     let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![period.since, period.hours_from, list], FlowFacts::from_row)?;
+    let rows = stmt.query_map(params![period.since, period.hours_from, list, period.source], FlowFacts::from_row)?;
     rows.collect::<rusqlite::Result<_>>().context("reading the period's first flows")
 }
 
@@ -431,7 +466,7 @@ pub fn name_groups(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT qname, sum(queries), min(first_ts), max(last_ts), client_bits FROM {}
          GROUP BY qname, client_bits",
-        Period::rows("dns_rollup", "client IN (SELECT value FROM json_each(:clients))")
+        period.rows("dns_rollup", "client IN (SELECT value FROM json_each(:clients))")
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! { ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from },
@@ -449,10 +484,11 @@ pub fn name_groups(
     }
     let mut stmt = conn.prepare_cached(
         "SELECT q.qname, q.ts, coalesce(b.bit, ?4) FROM dns_queries q LEFT JOIN client_bits b ON b.client = q.client
-         WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))",
+         WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))
+             AND q.source = ?5",
     )?;
     let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![period.since, period.hours_from, list, CLIENT_BITS], |r| {
+    let rows = stmt.query_map(params![period.since, period.hours_from, list, CLIENT_BITS, period.source], |r| {
         let ts: i64 = r.get(1)?;
         Ok((
             r.get::<_, String>(0)?,

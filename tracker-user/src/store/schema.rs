@@ -211,7 +211,81 @@ pub const MIGRATIONS: &[&str] = &[
         last_seen   INTEGER NOT NULL   -- unix ms the daemon last saw it
     );
     "#,
+    // 5: where rows came from: the live interface, or a capture file imported.
+    r#"
+    -- The sources of rows: 0 is the daemon's live interface; `tracker import-pcap` adds one per
+    -- --source name. Every flow, DNS query and roll-up row belongs to exactly one, so a report
+    -- of an import never mixes in live traffic, nor the other way round.
+    CREATE TABLE sources (
+        id       INTEGER PRIMARY KEY,
+        name     TEXT    NOT NULL UNIQUE,
+        created  INTEGER NOT NULL          -- unix ms
+    );
+    INSERT INTO sources (id, name, created) VALUES (0, 'live', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+
+    -- Capture files imported, by content: importing the same bytes again is recognised.
+    CREATE TABLE imports (
+        sha256    TEXT    PRIMARY KEY,     -- of the whole file, lower-case hex
+        source    INTEGER NOT NULL REFERENCES sources (id),
+        file      TEXT    NOT NULL,        -- the path it was imported from
+        bytes     INTEGER NOT NULL,        -- its size
+        started   INTEGER NOT NULL,        -- unix ms the import began
+        finished  INTEGER,                 -- unix ms it ended; NULL while running or if it was
+                                           -- killed
+        packets   INTEGER NOT NULL DEFAULT 0, -- packets read
+        first_ts  INTEGER,                 -- unix ms of its first and last packet
+        last_ts   INTEGER,
+        error     TEXT                     -- why it stopped early (a damaged file); NULL = read whole
+    );
+
+    ALTER TABLE flows ADD COLUMN source INTEGER NOT NULL DEFAULT 0;       -- sources.id
+    ALTER TABLE dns_queries ADD COLUMN source INTEGER NOT NULL DEFAULT 0; -- sources.id
+    -- An import writes a query once however often its file is imported (live queries have no
+    -- such key: two identical queries in one millisecond are two queries).
+    CREATE UNIQUE INDEX dns_queries_import_once ON dns_queries
+        (source, ts, client, client_port, resolver, resolver_port, transport, dns_id, qname, qtype)
+        WHERE source != 0;
+
+    -- The roll-ups gain the source as their first key column (a WITHOUT ROWID table's key
+    -- cannot change in place: copied into new tables).
+    CREATE TABLE rollup_5 (
+        source       INTEGER NOT NULL,  -- sources.id
+        dim          TEXT    NOT NULL,
+        client       TEXT    NOT NULL,
+        span         INTEGER NOT NULL,
+        bucket       INTEGER NOT NULL,
+        k1           TEXT    NOT NULL,
+        k2           TEXT    NOT NULL,
+        k3           TEXT    NOT NULL,
+        connections  INTEGER NOT NULL,
+        packets      INTEGER NOT NULL,
+        bytes_up     INTEGER NOT NULL,
+        bytes_down   INTEGER NOT NULL,
+        PRIMARY KEY (source, dim, client, span, bucket, k1, k2, k3)
+    ) WITHOUT ROWID;
+    INSERT INTO rollup_5 SELECT 0, * FROM rollup;
+    DROP TABLE rollup;
+    ALTER TABLE rollup_5 RENAME TO rollup;
+    CREATE TABLE dns_rollup_5 (
+        source       INTEGER NOT NULL,
+        client       TEXT    NOT NULL,
+        span         INTEGER NOT NULL,
+        bucket       INTEGER NOT NULL,
+        qname        TEXT    NOT NULL,
+        queries      INTEGER NOT NULL,
+        first_ts     INTEGER NOT NULL,
+        last_ts      INTEGER NOT NULL,
+        client_bits  INTEGER NOT NULL,
+        PRIMARY KEY (source, client, span, bucket, qname)
+    ) WITHOUT ROWID;
+    INSERT INTO dns_rollup_5 SELECT 0, * FROM dns_rollup;
+    DROP TABLE dns_rollup;
+    ALTER TABLE dns_rollup_5 RENAME TO dns_rollup;
+    "#,
 ];
+
+/// The source id of the daemon's live interface (`sources`, migration 5).
+pub const LIVE_SOURCE: i64 = 0;
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
