@@ -211,3 +211,7 @@ fn sweep(
     let s = sweeper.sweep(source, namer, sink)?;
     Ok((s.written as u64, s.dns_written as u64))
 }
+
+#[cfg(test)]
+#[path = "import_tests.rs"]
+mod tests;

@@ -468,7 +468,7 @@ mod tests {
         t.flows.insert(key(2, IPPROTO_UDP), stats(9, 9, 1));
         assert_eq!(
             sw.sweep(&mut t, &mut n, &mut rows).unwrap(),
-            SweepStats { live: 2, written: 2, ended: 0, read: true }
+            SweepStats { live: 2, written: 2, ended: 0, dns_written: 0, read: true }
         );
         assert_eq!(sw.sweep(&mut t, &mut n, &mut rows).unwrap().written, 0, "nothing changed");
         // Same stamps (the same coarse tick), one more packet: written.
@@ -487,7 +487,7 @@ mod tests {
         t.now_ns = 30 * S;
         assert_eq!(
             sw.sweep(&mut t, &mut n, &mut rows).unwrap(),
-            SweepStats { live: 1, written: 0, ended: 0, read: false }
+            SweepStats { live: 1, written: 0, ended: 0, dns_written: 0, read: false }
         );
         assert_eq!(t.snapshots, 1, "the unchanged table was not read");
         // A packet: the count moved, so the table is read and the flow written.

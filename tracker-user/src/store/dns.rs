@@ -230,6 +230,7 @@ impl Store {
                     q.qtype, q.rcode, q.truncated
              FROM dns_queries q
              WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}
+                 AND q.source = ?5
              ORDER BY q.ts DESC, q.id DESC LIMIT ?4"
         ))?;
         let rows = stmt.query_map(
@@ -238,6 +239,7 @@ impl Store {
                 super::clients_json(q.clients.as_deref()),
                 q.domain.as_deref().map(normalize_domain),
                 q.limit.map_or(-1, i64::from),
+                q.source,
             ],
             |r| {
                 Ok((
@@ -346,11 +348,12 @@ impl Store {
         Ok((out, total))
     }
 
-    /// Answered exchanges with addresses since `since_ms`, oldest first, at most `limit`.
+    /// The live interface's answered exchanges with addresses since `since_ms`, oldest first,
+    /// at most `limit` (an import's answers were never given to a live device).
     pub fn recent_answers(&self, since_ms: i64, limit: u32) -> Result<Vec<StoredAnswers>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, client, answered, qname FROM dns_queries
-             WHERE answered >= ?1 AND min_ttl IS NOT NULL
+             WHERE answered >= ?1 AND min_ttl IS NOT NULL AND source = 0
              ORDER BY answered DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![since_ms, limit], |r| {

@@ -1,0 +1,214 @@
+//! Imports of captures the tests write: what is stored, under which source, on which clock;
+//! a second import; damage; an interrupted import run again.
+
+use std::{path::Path, sync::Arc};
+
+use etherparse::PacketBuilder;
+use pcap_file::{
+    DataLink,
+    pcap::{PcapHeader, PcapPacket, PcapWriter},
+};
+
+use super::*;
+use crate::{
+    analysis::tls::tests::client_hello,
+    pipeline::pairing::tests::message,
+    store::{FlowQuery, dns::DnsQuery, schema::LIVE_SOURCE, tests::temp_db},
+    timefmt,
+};
+
+/// The capture starts at 2026-11-02T10:00:00Z, five weeks before the tests run.
+const T0_MS: i64 = 1_793_613_600_000;
+const PHONE: [u8; 4] = [10, 77, 0, 2];
+const RESOLVER: [u8; 4] = [10, 77, 0, 1];
+const SERVER: [u8; 4] = [192, 0, 2, 10];
+
+/// A TCP segment with the given flags, sequence and payload.
+fn tcp(from_phone: bool, syn: bool, ack: bool, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = if from_phone { (PHONE, SERVER, 40_000, 443) } else { (SERVER, PHONE, 443, 40_000) };
+    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1, 65_535);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(1);
+    }
+    if fin {
+        b = b.fin();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64).udp(sport, dport).write(&mut out, payload).unwrap();
+    out
+}
+
+/// A phone's DNS lookup of www.example.com, then an HTTPS connection to the answer (a
+/// ClientHello naming it, data both ways, FIN both ways); ten packets, 100 ms apart.
+fn session() -> Vec<Vec<u8>> {
+    let mut sni = vec![0, 18, 0, 0, 15];
+    sni.extend_from_slice(b"www.example.com");
+    vec![
+        udp(PHONE, RESOLVER, 5353, 53, &message(7, false, "www.example.com", &[])),
+        udp(RESOLVER, PHONE, 53, 5353, &message(7, true, "www.example.com", &[("www.example.com", "192.0.2.10")])),
+        tcp(true, true, false, false, &[]),
+        tcp(false, true, true, false, &[]),
+        tcp(true, false, true, false, &[]),
+        tcp(true, false, true, false, &client_hello(&[(0, sni)])),
+        tcp(false, false, true, false, &[0x17; 900]),
+        tcp(true, false, true, true, &[]),
+        tcp(false, false, true, true, &[]),
+        tcp(true, false, true, false, &[]),
+    ]
+}
+
+/// Writes `packets` as a raw-IP pcap (as tcpdump writes a capture of wg0), 100 ms apart.
+fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let header = PcapHeader { datalink: DataLink::RAW, ..PcapHeader::default() };
+    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), header).unwrap();
+    for (i, p) in packets.iter().enumerate() {
+        let ts = std::time::Duration::from_millis((T0_MS + 100 * i as i64) as u64);
+        w.write_packet(&PcapPacket::new(ts, p.len() as u32, p)).unwrap();
+    }
+}
+
+fn options(source: &str) -> ImportOptions {
+    ImportOptions {
+        source: source.into(),
+        client_nets: crate::source::capture::DEFAULT_CLIENT_NETS.iter().map(|n| n.parse().unwrap()).collect(),
+        sweep_interval: Duration::from_secs(2),
+        timeouts: Timeouts::default(),
+        entities: Arc::new(EntityTable::builtin()),
+    }
+}
+
+/// Every flow of `source`, as `tracker flows --source` lists them.
+fn flows(store: &Store, source: i64) -> Vec<crate::store::FlowRow> {
+    store.flows(&FlowQuery { source, ..FlowQuery::default() }).unwrap()
+}
+
+fn dns_rows(store: &Store) -> u64 {
+    store.conn().query_row("SELECT count(*) FROM dns_queries", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+#[test]
+fn an_import_is_stored_under_its_source_on_the_capture_clock_and_named() {
+    let db = temp_db("import");
+    let file = db.with_file_name("wg0.pcap");
+    let packets = session();
+    write_pcap(&file, &packets);
+    let mut store = Store::open(&db).unwrap();
+    let s = import_file(&mut store, &file, &options("phone"), &mut |_| {}).unwrap();
+    assert!(s.error.is_none() && s.skipped.is_none());
+    assert_eq!(
+        s.counts,
+        CaptureCounts { frames: 10, ip_packets: 10, not_ip: 0, malformed: 0, fragments: 0, flows_created: 2 }
+    );
+    assert_eq!(s.dns_exchanges, 1);
+    assert_eq!(s.span_ms, Some((T0_MS, T0_MS + 900)));
+
+    let id = store.source(Some("phone")).unwrap().id;
+    assert_ne!(id, LIVE_SOURCE);
+    assert!(flows(&store, LIVE_SOURCE).is_empty(), "nothing of an import is live");
+    let rows = flows(&store, id);
+    assert_eq!(rows.len(), 2);
+    let https = rows.iter().find(|r| r.remote_port == 443).unwrap();
+    // Up: SYN, ACK, hello, FIN, last ACK; down: SYN-ACK, data, FIN. IP bytes as built.
+    let size = |i: usize| packets[i].len() as u64;
+    assert_eq!((https.packets_up, https.packets_down), (5, 3));
+    assert_eq!(https.bytes_up, size(2) + size(4) + size(5) + size(7) + size(9));
+    assert_eq!(https.bytes_down, size(3) + size(6) + size(8));
+    assert_eq!(https.name.as_deref(), Some("www.example.com"));
+    assert_eq!(https.app_protocol.as_deref(), Some("tls"));
+    assert_eq!(https.first_seen, timefmt::rfc3339(T0_MS + 200), "the capture's clock, not the import's");
+    assert_eq!(https.client, "10.77.0.2");
+
+    let dns = store.dns(&DnsQuery { source: id, ..DnsQuery::default() }).unwrap();
+    assert_eq!(dns.len(), 1);
+    assert_eq!((dns[0].name.as_str(), dns[0].client.as_str()), ("www.example.com", "10.77.0.2"));
+    assert!(store.dns(&DnsQuery::default()).unwrap().is_empty(), "the live log has none of it");
+    // `--since 7d` of this source counts back from its last packet.
+    assert_eq!(store.source(Some("phone")).unwrap().end_ms, Some(T0_MS + 900));
+}
+
+#[test]
+fn the_same_bytes_again_are_said_and_add_nothing() {
+    let db = temp_db("import-twice");
+    let file = db.with_file_name("a.pcap");
+    write_pcap(&file, &session());
+    let mut store = Store::open(&db).unwrap();
+    import_file(&mut store, &file, &options("a"), &mut |_| {}).unwrap();
+    let (before, dns_before) = (flows(&store, 1), dns_rows(&store));
+    // A copy under another name and another --source is still the same bytes.
+    let copy = db.with_file_name("copy.pcap");
+    std::fs::copy(&file, &copy).unwrap();
+    let again = import_file(&mut store, &copy, &options("b"), &mut |_| {}).unwrap();
+    let earlier = again.skipped.expect("recognised");
+    assert_eq!((earlier.source.as_str(), earlier.packets, earlier.finished), ("a", 10, true));
+    assert_eq!(again.counts, CaptureCounts::default());
+    assert_eq!((flows(&store, 1), dns_rows(&store)), (before, dns_before));
+    assert!(store.source(Some("b")).is_err(), "no source was made for it");
+}
+
+#[test]
+fn an_interrupted_import_read_again_counts_nothing_twice() {
+    let db = temp_db("import-again");
+    let file = db.with_file_name("a.pcap");
+    write_pcap(&file, &session());
+    let mut store = Store::open(&db).unwrap();
+    import_file(&mut store, &file, &options("a"), &mut |_| {}).unwrap();
+    let rollup = |s: &Store| -> Vec<(String, String, i64, i64)> {
+        let mut st = s
+            .conn()
+            .prepare("SELECT dim, k1, connections, packets FROM rollup WHERE source = 1 ORDER BY 1, 2, 3, 4")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let before = (flows(&store, 1), dns_rows(&store), rollup(&store));
+    // As if killed before its end: the row says it never finished.
+    store.conn().execute("UPDATE imports SET finished = NULL", []).unwrap();
+    let s = import_file(&mut store, &file, &options("a"), &mut |_| {}).unwrap();
+    assert!(s.skipped.is_none(), "read again");
+    assert_eq!((flows(&store, 1), dns_rows(&store), rollup(&store)), before);
+    // Under another name it is refused: its rows are the first source's.
+    store.conn().execute("UPDATE imports SET finished = NULL", []).unwrap();
+    let e = import_file(&mut store, &file, &options("b"), &mut |_| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("--source a"), "{e:#}");
+}
+
+#[test]
+fn damage_keeps_what_came_before_and_says_where() {
+    let db = temp_db("import-damage");
+    let file = db.with_file_name("cut.pcap");
+    let packets = session();
+    write_pcap(&file, &packets);
+    let bytes = std::fs::read(&file).unwrap();
+    // Cut the last packet in half: 24-byte file header, 16-byte record headers.
+    let last_len = packets[9].len();
+    let last_at = bytes.len() - last_len - 16;
+    std::fs::write(&file, &bytes[..bytes.len() - last_len / 2]).unwrap();
+    let mut store = Store::open(&db).unwrap();
+    let s = import_file(&mut store, &file, &options("cut"), &mut |_| {}).unwrap();
+    let e = s.error.expect("damage");
+    assert_eq!((e.packet, e.offset), (Some(10), last_at as u64));
+    let said = e.to_string();
+    assert!(said.contains("cut.pcap") && said.contains("packet 10"), "{said}");
+    assert_eq!(s.counts.frames, 9);
+    let https = flows(&store, 1).into_iter().find(|r| r.remote_port == 443).unwrap();
+    assert_eq!((https.packets_up, https.packets_down), (4, 3), "the nine packets before are kept");
+    let imports = store.imports().unwrap();
+    assert!(imports[0].state.starts_with("stopped: "), "{:?}", imports[0]);
+
+    // Not a capture at all: refused before anything is written.
+    let text = db.with_file_name("notes.txt");
+    std::fs::write(&text, "hello, this is not a capture").unwrap();
+    let e = import_file(&mut store, &text, &options("notes"), &mut |_| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("notes.txt"), "{e:#}");
+    assert!(store.source(Some("notes")).is_err());
+    assert_eq!(store.imports().unwrap().len(), 1);
+}
