@@ -4,8 +4,10 @@
 //! an empty XDP program or nothing attached, the same by swapping tracker's and empty programs
 //! in the daemon's links within one iperf3 run, a flood of new UDP flows, and the daemon's CPU
 //! when idle with full flow tables; `report` (tests/benches/report.rs) times `tracker report` over
-//! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep. Builds
-//! first, like every task that runs tracker, so the benchmarks run the programs a user would get.
+//! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep;
+//! `import` (tests/benches/import.rs) times `tracker import-pcap` on a generated capture of over
+//! 1,000,000 packets beside `tshark -q -z conv,ip` on the same file. Builds first, like every
+//! task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
 use anyhow::{Result, bail};
@@ -16,8 +18,8 @@ use tracker_tests::cmd::run_visible;
 /// What `cargo xtask bench` runs.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, in the order given (default: xdp, lab, then report). `throughput`,
-    /// `swap`, `flood` and `idle` are the four sections of `lab`, to run one alone.
+    /// Benchmarks to run, in the order given (default: xdp, lab, report, then import).
+    /// `throughput`, `swap`, `flood` and `idle` are the four sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -43,6 +45,11 @@ enum Which {
     /// `tracker report` over 10,000,000 generated flows (cached under target/bench-report after
     /// the first run) against a naive GROUP BY, and the roll-up triggers' cost per sweep.
     Report,
+    /// `tracker import-pcap` on a generated capture of over 1,000,000 packets (cached under
+    /// target/bench-import) against `tshark -q -z conv,ip` on the same file, in alternating
+    /// rounds (TRACKER_IMPORT_ROUNDS, default 3) after waiting (at most 10 minutes) for a
+    /// 1-minute load average below 0.8.
+    Import,
 }
 
 impl Which {
@@ -56,6 +63,7 @@ impl Which {
             Which::Flood => ("lab", &["flood"]),
             Which::Idle => ("lab", &["idle"]),
             Which::Report => ("report", &[]),
+            Which::Import => ("import", &[]),
         }
     }
 }
@@ -68,7 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     build::build(true)?;
     let mut chosen = args.benches.clone();
     if chosen.is_empty() {
-        chosen = vec![Which::Xdp, Which::Lab, Which::Report];
+        chosen = vec![Which::Xdp, Which::Lab, Which::Report, Which::Import];
     }
     chosen.dedup();
     // Each benchmark runs even when an earlier one failed: they measure independent things.
