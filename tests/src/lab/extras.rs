@@ -14,13 +14,18 @@
 //! cookie), answering on [`STUN_V4`]:[`STUN_PORT`] and, for NAT tests, on [`STUN_ALT_V4`] and
 //! [`STUN_ALT_PORT`]; `stun` (Debian's `stun-client`) is the client. Both are IPv4-only
 //! (stund), or both families (dropbear). All addresses are documentation addresses.
+//!
+//! A test may also record what crosses one of the lab's interfaces: [`Lab::start_capture`] runs
+//! tcpdump there into a pcap file (raw IP on the WireGuard interface, Ethernet on a veth).
 
-use super::{Lab, Ns, VPN_TUN_V4, VPN_WG_PORT, find_program, public_key, resolv_conf, run};
-use crate::cmd::have_program;
+use super::{Lab, Ns, POLL, START_TIMEOUT, VPN_TUN_V4, VPN_WG_PORT, find_program, public_key, resolv_conf, run};
+use crate::cmd::{ChildGuard, have_program, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The second phone's tunnel addresses.
 pub const PHONE2_V4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
@@ -207,4 +212,88 @@ pub fn ssh_attempt(lab: &Lab, ns: Ns, server: IpAddr, host_key: &str) -> Result<
         .with_context(|| format!("ssh to {server} saw no server banner ({}):\n{log}", out.status))?;
     let refused = log.contains("Permission denied");
     Ok(SshAttempt { server_version, status: out.status.code(), refused, log })
+}
+
+/// A packet capture in the lab: tcpdump on one interface writing a pcap file, started by
+/// [`Lab::start_capture`]. Dropping it stops tcpdump (SIGTERM); [`Capture::stop`] stops it the
+/// way a person does (SIGINT), so the file is complete, and reads tcpdump's own counts.
+#[derive(Debug)]
+pub struct Capture {
+    child: ChildGuard,
+    /// The pcap file being written.
+    pub file: PathBuf,
+    /// tcpdump's stdout and stderr.
+    pub log: PathBuf,
+    /// Unix ms at which tcpdump had said `listening on`: every packet from then on is in the file.
+    pub listening_ms: i64,
+}
+
+/// What tcpdump said when it stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureCounts {
+    /// Packets written to the file.
+    pub captured: u64,
+    /// Packets the kernel handed over.
+    pub received: u64,
+    /// Packets the kernel dropped because tcpdump did not keep up (then the file is not the
+    /// traffic).
+    pub dropped: u64,
+}
+
+/// How long tcpdump gets to finish its file and exit on SIGINT.
+const CAPTURE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Lab {
+    /// Starts `tcpdump -i IFACE -w FILE` in namespace `ns` and waits (bounded) until it says it is
+    /// listening. Whole packets (`-s 0`), each written as it arrives (`-U`, `--immediate-mode`),
+    /// no name lookups; `-Z root` keeps tcpdump from switching to its own user before it opens
+    /// the file, which could not write into the lab's private dir. The link type is the
+    /// interface's: raw IP on the WireGuard interface, Ethernet on a veth.
+    pub fn start_capture(&self, ns: Ns, iface: &str, file: &Path) -> Result<Capture> {
+        ensure!(have_program("tcpdump"), "tcpdump is not installed (apt-get install tcpdump)");
+        let log = file.with_extension("tcpdump.log");
+        let out = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone().with_context(|| format!("cannot reopen {}", log.display()))?;
+        let mut cmd = self.cmd(ns, "tcpdump");
+        cmd.args(["-i", iface, "-w"])
+            .arg(file)
+            .args(["-U", "--immediate-mode", "-n", "-s", "0", "-Z", "root"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let mut child = ChildGuard::spawn(cmd)?;
+        let what = format!("tcpdump to listen on {iface} in {}", self.ns_name(ns));
+        wait_until(&what, START_TIMEOUT, POLL, || {
+            let said = fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = child.try_status()? {
+                bail!("tcpdump on {iface} exited ({status}): {}", said.trim());
+            }
+            Ok(said.contains("listening on"))
+        })?;
+        let listening_ms = SystemTime::now().duration_since(UNIX_EPOCH).context("clock before 1970")?.as_millis();
+        Ok(Capture { child, file: file.to_owned(), log, listening_ms: i64::try_from(listening_ms)? })
+    }
+}
+
+impl Capture {
+    /// Stops tcpdump with SIGINT, waits for it to exit (bounded) and returns its counts; fails
+    /// if it does not exit cleanly or does not print them.
+    pub fn stop(mut self) -> Result<CaptureCounts> {
+        self.child.signal(libc::SIGINT)?;
+        let status = self.child.wait_timeout(CAPTURE_STOP_TIMEOUT)?;
+        let said = fs::read_to_string(&self.log).unwrap_or_default();
+        let status =
+            status.with_context(|| format!("tcpdump did not exit within {CAPTURE_STOP_TIMEOUT:?} of SIGINT"))?;
+        ensure!(status.success(), "tcpdump exited with {status}: {}", said.trim());
+        let count = |what: &str| -> Result<u64> {
+            said.lines()
+                .find_map(|l| l.trim().strip_suffix(what)?.trim().parse().ok())
+                .with_context(|| format!("tcpdump printed no `N {what}`: {}", said.trim()))
+        };
+        Ok(CaptureCounts {
+            captured: count("packets captured")?,
+            received: count("packets received by filter")?,
+            dropped: count("packets dropped by kernel")?,
+        })
+    }
 }

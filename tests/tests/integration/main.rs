@@ -22,6 +22,7 @@
 mod careless;
 mod common;
 mod e2e;
+mod import;
 mod kernel;
 mod lab;
 mod names;
