@@ -470,9 +470,9 @@ fn report_section(path: &Path) -> Result<()> {
     if cli {
         cli_once(path, &since)?;
     }
-    let period = Period::since(since_ms);
+    let period = Period::since(schema::LIVE_SOURCE, since_ms);
     let rollup: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {}", Period::rows("rollup", "client = ''")),
+        &format!("SELECT count(*) FROM {}", period.rows("rollup", "client = ''")),
         rusqlite::named_params! { ":days": period.days_from, ":hours": period.hours_from },
         |r| r.get(0),
     )?;

@@ -2,7 +2,7 @@
 //! (naming, labels, the sweep) and the store, on the file's own clock, recorded in `imports`
 //! so that the same bytes are recognised when imported again.
 
-use std::{io::Read as _, path::Path, sync::Arc, time::Duration};
+use std::{io::Read as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
@@ -18,7 +18,7 @@ use crate::{
     source::{
         Source as _,
         capture::{
-            CaptureCounts, CaptureSource,
+            CaptureCounts, CaptureSource, Counted,
             file::{CaptureError, CaptureReader},
         },
     },
@@ -34,9 +34,10 @@ pub struct ImportOptions {
     pub source: String,
     /// Addresses on the client side ([`crate::source::capture::DEFAULT_CLIENT_NETS`]).
     pub client_nets: Vec<IpNet>,
-    /// Capture time between two sweeps: the daemon's default, so an import names and writes
-    /// flows as the daemon would have.
-    pub sweep_interval: Duration,
+    /// The VPN's own subnets, as the daemon's `--local-net` and interface addresses: remotes in
+    /// them are `tunnel`, not `private`. The `--client-net`s the user gave and the known
+    /// devices' addresses, never the default private ranges.
+    pub local_nets: Vec<IpNet>,
     pub timeouts: Timeouts,
     pub entities: Arc<EntityTable>,
 }
@@ -97,9 +98,26 @@ pub fn sha256_of(path: &Path) -> Result<String> {
     Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Frames between two sweeps at most: the flow table, the namer's answers and the pending DNS
+/// queries are bounded by what this many frames can add. A sweep writes what changed, so an
+/// import costs about one write per flow, not one per flow per sweep.
+const SWEEP_EVERY_FRAMES: u64 = 1 << 20;
+/// Live flows that make a sweep due early: the kernel table's size.
+const SWEEP_AT_FLOWS: usize = tracker_common::defaults::FLOW_ENTRIES as usize;
+
+/// Who an import is, once its file's hash is known: the bytes' SHA-256 and its rows' source.
+struct Identity {
+    sha256: String,
+    source_id: i64,
+}
+
 /// Imports one capture file into `store`. A file that is not a capture is refused before
 /// anything is written; damage further in stops the reading, keeps what came before, and is
 /// returned in the summary (and recorded with the import).
+///
+/// The file is hashed on a second thread while the first reads it; nothing is written before
+/// the hash is known (the first sweep waits for it), and bytes imported completely before are
+/// then left as they were.
 pub fn import_file(
     store: &mut Store,
     path: &Path,
@@ -109,17 +127,119 @@ pub fn import_file(
     let shown = path.display().to_string();
     let mut reader = CaptureReader::open(path).map_err(anyhow::Error::new)?;
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let sha256 = sha256_of(path)?;
+    let hashing = std::thread::spawn({
+        let path = path.to_owned();
+        move || sha256_of(&path)
+    });
+    let mut hashing = Some(hashing);
+    let mut identity: Option<Identity> = None;
+
+    let devices = store.devices()?;
+    let peers: Vec<Vec<IpNet>> = devices.0.iter().map(|d| d.allowed_ips.clone()).collect();
+    let mut namer = Namer::new(opts.local_nets.clone(), DEFAULT_GRACE);
+    namer.labels = Labeler::new(opts.entities.clone());
+    namer.flows.set_devices(Devices::new(&peers));
+    let mut source = CaptureSource::new(String::new(), 0, opts.client_nets.clone(), opts.timeouts);
+    let mut sweeper = Sweeper::new(opts.timeouts, 0);
+    let mut first_ns = None;
+    let (mut flows_written, mut dns_written) = (0u64, 0u64);
+    let (mut next_sweep, mut sweep_at_flows) = (SWEEP_EVERY_FRAMES, SWEEP_AT_FLOWS);
+    let mut error = None;
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        };
+        let mut counted = source.count(&frame);
+        let due = source.counts.frames >= next_sweep || source.live() >= sweep_at_flows;
+        if counted == Counted::Stale || due {
+            if identity.is_none() {
+                match identify(store, &mut hashing, opts, &shown, total_bytes)? {
+                    Ok(id) => {
+                        source.identify(format!("import:{}", &id.sha256[..32]), id.source_id);
+                        identity = Some(id);
+                    }
+                    Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
+                }
+            }
+            let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, store)?;
+            (flows_written, dns_written) = (flows_written + f, dns_written + d);
+            next_sweep = source.counts.frames + SWEEP_EVERY_FRAMES;
+            sweep_at_flows = SWEEP_AT_FLOWS.max(2 * source.live());
+            if counted == Counted::Stale {
+                counted = source.count(&frame);
+                debug_assert_ne!(counted, Counted::Stale, "the sweep ended the idle flow");
+            }
+        }
+        first_ns.get_or_insert(source.now_ns());
+        if source.counts.frames.is_multiple_of(PROGRESS_EVERY) {
+            progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
+        }
+    }
+    let id = match identity {
+        Some(id) => id,
+        None => match identify(store, &mut hashing, opts, &shown, total_bytes)? {
+            Ok(id) => {
+                source.identify(format!("import:{}", &id.sha256[..32]), id.source_id);
+                id
+            }
+            Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
+        },
+    };
+    // The end of the capture is the end of every flow in it: a last sweep writes them all, and
+    // the queries still waiting for an answer are written unanswered.
+    let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, store)?;
+    (flows_written, dns_written) = (flows_written + f, dns_written + d);
+    let rest = namer.dns.take_records(None);
+    store.write(|w| w.for_source(id.source_id).insert_dns(&rest))?;
+    dns_written += rest.len() as u64;
+    progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
+
+    let to_ms = |ns: u64| KernelClock::UNIX.to_unix_ms(ns);
+    let span_ms = first_ns.map(|f| (to_ms(f), to_ms(source.now_ns())));
+    let why = error.as_ref().map(|e| e.to_string());
+    store.write(|w| w.import_progress(&id.sha256, source.counts.frames, span_ms, Some(why.as_deref())))?;
+    Ok(ImportSummary {
+        counts: source.counts,
+        dns_exchanges: dns_written,
+        flows: flows_written,
+        span_ms,
+        error,
+        skipped: None,
+    })
+}
+
+impl ImportSummary {
+    fn skipped(earlier: EarlierImport) -> Self {
+        Self {
+            counts: CaptureCounts::default(),
+            dns_exchanges: 0,
+            flows: 0,
+            span_ms: None,
+            error: None,
+            skipped: Some(earlier),
+        }
+    }
+}
+
+/// Waits for the file's hash and registers the import, or returns the complete earlier import
+/// of the same bytes (nothing is then written).
+fn identify(
+    store: &mut Store,
+    hashing: &mut Option<std::thread::JoinHandle<Result<String>>>,
+    opts: &ImportOptions,
+    shown: &str,
+    total_bytes: u64,
+) -> Result<std::result::Result<Identity, EarlierImport>> {
+    let sha256 =
+        hashing.take().expect("identified once").join().map_err(|_| anyhow::anyhow!("hashing {shown} failed"))??;
     if let Some(earlier) = store.earlier_import(&sha256)? {
         if earlier.finished {
-            return Ok(ImportSummary {
-                counts: CaptureCounts::default(),
-                dns_exchanges: 0,
-                flows: 0,
-                span_ms: None,
-                error: None,
-                skipped: Some(earlier),
-            });
+            return Ok(Err(earlier));
         }
         if earlier.source != opts.source {
             bail!(
@@ -132,72 +252,10 @@ pub fn import_file(
     }
     let source_id = store.write(|w| {
         let id = w.import_source(&opts.source)?;
-        w.import_started(&sha256, id, &shown, total_bytes)?;
+        w.import_started(&sha256, id, shown, total_bytes)?;
         Ok(id)
     })?;
-
-    let devices = store.devices()?;
-    let peers: Vec<Vec<IpNet>> = devices.0.iter().map(|d| d.allowed_ips.clone()).collect();
-    let mut namer = Namer::new(opts.client_nets.clone(), DEFAULT_GRACE);
-    namer.labels = Labeler::new(opts.entities.clone());
-    namer.flows.set_devices(Devices::new(&peers));
-    // The boot id keeps an import's flow rows apart from every other source's: the same bytes
-    // give the same rows, so an interrupted import run again overwrites what it wrote.
-    let mut source = CaptureSource::new(format!("import:{}", &sha256[..32]), source_id, opts.client_nets.clone());
-    let mut sweeper = Sweeper::new(opts.timeouts, 0);
-    let interval_ns = opts.sweep_interval.as_nanos() as u64;
-    let mut next_sweep_ns = 0u64;
-    let mut first_ns = None;
-    let mut flows_written = 0u64;
-    let mut dns_written = 0u64;
-    let mut sink = ImportSink(store);
-    let mut error = None;
-    loop {
-        let frame = match reader.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        };
-        source.count(&frame);
-        first_ns.get_or_insert(source.now_ns());
-        if source.now_ns() >= next_sweep_ns {
-            if next_sweep_ns != 0 {
-                let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, &mut sink)?;
-                flows_written += f;
-                dns_written += d;
-            }
-            next_sweep_ns = source.now_ns() + interval_ns;
-        }
-        if source.counts.frames % PROGRESS_EVERY == 0 {
-            progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
-        }
-    }
-    // The end of the capture is the end of every flow in it: a last sweep writes them all, and
-    // the queries still waiting for an answer are written unanswered.
-    let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, &mut sink)?;
-    flows_written += f;
-    dns_written += d;
-    let rest = namer.dns.take_records(None);
-    let source_id = source.source_id();
-    sink.0.write(|w| w.for_source(source_id).insert_dns(&rest))?;
-    dns_written += rest.len() as u64;
-    progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
-
-    let to_ms = |ns: u64| KernelClock::UNIX.to_unix_ms(ns);
-    let span_ms = first_ns.map(|f| (to_ms(f), to_ms(source.now_ns())));
-    let why = error.as_ref().map(|e| e.to_string());
-    sink.0.write(|w| w.import_progress(&sha256, source.counts.frames, span_ms, Some(why.as_deref())))?;
-    Ok(ImportSummary {
-        counts: source.counts,
-        dns_exchanges: dns_written,
-        flows: flows_written,
-        span_ms,
-        error,
-        skipped: None,
-    })
+    Ok(Ok(Identity { sha256, source_id }))
 }
 
 /// Hands the source's events to the namer and sweeps; returns the flow and DNS rows written.
@@ -205,10 +263,10 @@ fn sweep(
     source: &mut CaptureSource,
     namer: &mut Namer,
     sweeper: &mut Sweeper,
-    sink: &mut ImportSink<'_>,
+    store: &mut Store,
 ) -> Result<(u64, u64)> {
     source.drain_events(&mut |ev| namer.event(ev, KernelClock::UNIX));
-    let s = sweeper.sweep(source, namer, sink)?;
+    let s = sweeper.sweep(source, namer, &mut ImportSink(store))?;
     Ok((s.written as u64, s.dns_written as u64))
 }
 

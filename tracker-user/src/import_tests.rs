@@ -81,7 +81,7 @@ fn options(source: &str) -> ImportOptions {
     ImportOptions {
         source: source.into(),
         client_nets: crate::source::capture::DEFAULT_CLIENT_NETS.iter().map(|n| n.parse().unwrap()).collect(),
-        sweep_interval: Duration::from_secs(2),
+        local_nets: Vec::new(),
         timeouts: Timeouts::default(),
         entities: Arc::new(EntityTable::builtin()),
     }

@@ -38,6 +38,10 @@ const APT_PACKAGES: &[&str] = &[
     "openssh-client",
     "stun-server",
     "stun-client",
+    // Captures for import-pcap's tests, and tshark (with capinfos, from wireshark-common) as the
+    // independent count they are compared with.
+    "tcpdump",
+    "tshark",
     // rusqlite links Debian's SQLite, found through pkg-config.
     "libsqlite3-dev",
     "pkg-config",

@@ -54,14 +54,14 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
     }
     let entities = Arc::new(global.entity_table()?);
     let mut store = Store::open(&global.db)?;
-    let mut client_nets = if args.client_nets.is_empty() {
-        let mut nets: Vec<IpNet> = DEFAULT_CLIENT_NETS.iter().map(|n| n.parse().expect("a valid CIDR")).collect();
-        nets.extend(store.devices()?.0.iter().flat_map(|d| d.allowed_ips.iter().map(IpNet::trunc)));
-        nets
+    let tunnel: Vec<IpNet> = store.devices()?.0.iter().flat_map(|d| d.allowed_ips.iter().map(IpNet::trunc)).collect();
+    let given: Vec<IpNet> = args.client_nets.iter().map(IpNet::trunc).collect();
+    let client_nets: Vec<IpNet> = if given.is_empty() {
+        DEFAULT_CLIENT_NETS.iter().map(|n| n.parse().expect("a valid CIDR")).chain(tunnel.iter().copied()).collect()
     } else {
-        args.client_nets.iter().map(IpNet::trunc).collect()
+        given.clone()
     };
-    client_nets.dedup();
+    let local_nets: Vec<IpNet> = given.into_iter().chain(tunnel).collect();
     let mut failed = 0;
     for path in &args.files {
         let name = args.source.clone().unwrap_or_else(|| {
@@ -70,7 +70,7 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
         let opts = ImportOptions {
             source: name.clone(),
             client_nets: client_nets.clone(),
-            sweep_interval: super::run::DEFAULT_SWEEP_INTERVAL,
+            local_nets: local_nets.clone(),
             timeouts: Timeouts::default(),
             entities: entities.clone(),
         };

@@ -21,17 +21,13 @@ use crate::{
     timefmt,
 };
 
-/// How often the daemon writes flows; an import sweeps at the same capture-time interval.
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-const DEFAULT_SWEEP_INTERVAL_ARG: &str = "2s";
-
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Interface to watch: WireGuard (wg0), another TUN device, or an Ethernet interface.
     #[arg(long, env = "TRACKER_IFACE", default_value = "wg0")]
     pub iface: String,
     /// How often flows are written to the database.
-    #[arg(long, default_value = DEFAULT_SWEEP_INTERVAL_ARG, value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
     /// Flow table size in the kernel, per address family (default 65536); the least recently
     /// used flow is evicted when full. Takes effect only with new pins: once the maps are

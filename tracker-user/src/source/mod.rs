@@ -5,8 +5,10 @@
 pub mod capture;
 pub mod kernel;
 
+use std::time::Duration;
+
 use anyhow::Result;
-use tracker_common::{FlowKey, FlowStats, user::Event};
+use tracker_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, user::Event};
 
 use crate::{blocking::KernelRule, timefmt::KernelClock};
 
@@ -56,4 +58,57 @@ pub trait Source {
     fn take(&mut self, key: &FlowKey) -> Result<Option<FlowStats>>;
     /// Hands every waiting event to `f`, in order; returns how many there were.
     fn drain_events(&mut self, f: &mut dyn FnMut(Result<Event<'_>, tracker_common::user::DecodeError>)) -> usize;
+}
+
+/// How long a flow may be idle before it is written a last time and deleted from the kernel
+/// table, by protocol. The table then holds live flows, so LRU evictions (which lose whatever
+/// an entry counted since the last sweep) are rare, and a sweep reads what is alive. A flow
+/// that resumes within the same time again is folded into its row ([`Sweeper`]), so a timeout
+/// shorter than an app's pauses costs a delete and an insert, not a second flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A TCP connection whose both sides sent FIN, or either side a RST.
+    pub tcp_ended: Duration,
+    /// An open TCP connection without packets.
+    pub tcp_idle: Duration,
+    pub udp: Duration,
+    /// ICMP and ICMPv6.
+    pub icmp: Duration,
+    /// Every other protocol.
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            // Long enough for the last ACK and a retransmitted FIN; Linux's conntrack waits
+            // 10 s in CLOSE too.
+            tcp_ended: Duration::from_secs(10),
+            // Apps keep push connections alive with keepalives every few minutes.
+            tcp_idle: Duration::from_secs(10 * 60),
+            // conntrack's UDP stream timeout is 120 s; QUIC's usual idle timeout is 30 s, and
+            // browsers ping before it.
+            udp: Duration::from_secs(60),
+            // conntrack's ICMP timeout.
+            icmp: Duration::from_secs(30),
+            other: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The idle time after which `s` (a flow of `key`) has ended.
+    pub fn idle_limit(&self, key: &FlowKey, s: &FlowStats) -> Duration {
+        match key.protocol {
+            IPPROTO_TCP if s.tcp_ended() => self.tcp_ended,
+            IPPROTO_TCP => self.tcp_idle,
+            IPPROTO_UDP => self.udp,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => self.icmp,
+            _ => self.other,
+        }
+    }
+
+    pub(crate) fn idle_limit_ns(&self, key: &FlowKey, s: &FlowStats) -> u64 {
+        self.idle_limit(key, s).as_nanos() as u64
+    }
 }

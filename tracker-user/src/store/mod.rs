@@ -1019,6 +1019,55 @@ pub(crate) mod tests {
         assert_eq!(app, 0x54524B52);
     }
 
+    /// A database of `upto` migrations with one flow row written as that tracker wrote it.
+    fn database_at(name: &str, upto: usize) -> PathBuf {
+        let p = temp_db(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let c = Connection::open(&p).unwrap();
+        for (i, sql) in schema::MIGRATIONS[..upto].iter().enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol, client_port,
+                 remote_port, packets_up, bytes_up, packets_down, bytes_down, tcp_flags, first_seen, last_seen)
+             VALUES ('b', 1, 4, '10.77.0.2', '192.0.2.1', 6, 40000, 443, 3, 300, 2, 200, 0, 7200000, 7200001)",
+        )
+        .unwrap();
+        p
+    }
+
+    fn rollup_rows(s: &Store) -> Vec<(i64, String, String, i64, i64)> {
+        let mut st =
+            s.conn.prepare("SELECT source, dim, client, span, connections FROM rollup ORDER BY 1, 2, 3, 4").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn roll_ups_survive_migration_5_and_an_older_database_gets_them_filled() {
+        // Stopped between migrations 4 and 5 (flows, empty roll-ups): filled at 5.
+        let stopped = Store::open(&database_at("rollup-from-4", 4)).unwrap();
+        assert_eq!(rollup_rows(&stopped).len(), 8);
+        // Written by the tracker of version 4: its roll-ups are moved, not rebuilt.
+        let p = database_at("rollup-kept-4", 4);
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO rollup VALUES ('protocol', '', 3600000, 7200000, '6', 'tls', 'encrypted', 1, 5, 300, 200)",
+            )
+            .unwrap();
+        let kept = Store::open(&p).unwrap();
+        assert_eq!(rollup_rows(&kept), [(0, "protocol".into(), String::new(), 3_600_000, 1)]);
+        // Older than the roll-ups: filled from its rows once they have their source column.
+        let filled = Store::open(&database_at("rollup-from-2", 2)).unwrap();
+        let rows = rollup_rows(&filled);
+        assert_eq!(rows.len(), 8, "owner and protocol, hour and day, the client and all devices: {rows:?}");
+        assert!(rows.iter().all(|r| r.0 == schema::LIVE_SOURCE && r.4 == 1), "{rows:?}");
+    }
+
     #[test]
     fn db_id_is_random_hex_written_once() {
         let p = temp_db("dbid");

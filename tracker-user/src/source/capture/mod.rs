@@ -17,7 +17,7 @@ use tracker_common::{
     user::{DecodeError, Event, Payload},
 };
 
-use super::{Activity, Snapshot, Source};
+use super::{Activity, Snapshot, Source, Timeouts};
 use crate::timefmt::KernelClock;
 use file::{Frame, L3};
 
@@ -37,6 +37,9 @@ pub enum Counted {
     /// Its headers are cut short or inconsistent: counted as malformed, as the kernel counts
     /// its parse errors.
     Malformed,
+    /// Not counted yet: its flow's entry has been idle past its timeout, so the live daemon
+    /// would have ended it by now. Sweep, then count the frame again (it starts a new flow).
+    Stale,
 }
 
 /// How many frames of each kind a capture had.
@@ -70,14 +73,18 @@ pub struct CaptureSource {
     now_ns: u64,
     boot_id: String,
     source_id: i64,
+    timeouts: Timeouts,
     pub counts: CaptureCounts,
 }
 
 impl CaptureSource {
     /// `boot_id` names the capture (its flows never merge with another's); `source_id` is the
-    /// store's source of its rows; `client_nets` tell the client side ([`DEFAULT_CLIENT_NETS`]).
-    pub fn new(boot_id: String, source_id: i64, client_nets: Vec<IpNet>) -> Self {
+    /// store's source of its rows ([`CaptureSource::identify`] sets both later, when they are
+    /// known only after reading has begun); `client_nets` tell the client side
+    /// ([`DEFAULT_CLIENT_NETS`]); `timeouts` when an idle flow has ended, as for the sweep.
+    pub fn new(boot_id: String, source_id: i64, client_nets: Vec<IpNet>, timeouts: Timeouts) -> Self {
         Self {
+            timeouts,
             flows: Default::default(),
             events: Vec::new(),
             arena: Vec::new(),
@@ -89,6 +96,11 @@ impl CaptureSource {
         }
     }
 
+    /// Names the capture and its rows' source, before its first sweep.
+    pub fn identify(&mut self, boot_id: String, source_id: i64) {
+        (self.boot_id, self.source_id) = (boot_id, source_id);
+    }
+
     /// The capture's clock: unix ns of its latest packet so far.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
@@ -96,7 +108,14 @@ impl CaptureSource {
 
     /// Counts one frame, as the kernel program would have on the interface it was captured on.
     pub fn count(&mut self, frame: &Frame<'_>) -> Counted {
-        self.counts.frames += 1;
+        let counted = self.count_frame(frame);
+        if counted != Counted::Stale {
+            self.counts.frames += 1;
+        }
+        counted
+    }
+
+    fn count_frame(&mut self, frame: &Frame<'_>) -> Counted {
         // Stamps of 0 mean "not yet seen on this CPU" to the sweep; a capture of the epoch (a
         // fuzzed file) is moved by a nanosecond.
         self.now_ns = self.now_ns.max(frame.ts_ns.max(1));
@@ -111,10 +130,7 @@ impl CaptureSource {
         let link_header = (frame.data.len() - data.len()) as u32;
         let frame_len = frame.orig_len.max(frame.data.len() as u32) - link_header;
         match parse_frame(data, frame_len, l2_len, true) {
-            Ok(p) => {
-                self.account(p, data);
-                Counted::Ip
-            }
+            Ok(p) => self.account(p, data),
             Err(ParseError::NotIp) => self.skipped(Counted::NotIp),
             Err(ParseError::Malformed) => self.skipped(Counted::Malformed),
         }
@@ -124,7 +140,7 @@ impl CaptureSource {
         match c {
             Counted::NotIp => self.counts.not_ip += 1,
             Counted::Malformed => self.counts.malformed += 1,
-            Counted::Ip => {}
+            Counted::Ip | Counted::Stale => {}
         }
         c
     }
@@ -159,9 +175,15 @@ impl CaptureSource {
 
     /// Counts a parsed packet (`data` from the IP or Ethernet header on) in its flow, and keeps
     /// the payload event it calls for: the kernel's `account`, with the table in memory.
-    fn account(&mut self, sender_first: Parsed, data: &[u8]) {
+    fn account(&mut self, sender_first: Parsed, data: &[u8]) -> Counted {
         let up = self.is_up(&sender_first);
         let p = if up { sender_first } else { sender_first.flipped() };
+        let key = p.key();
+        if let Some(s) = self.flows.get(&key)
+            && self.now_ns.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(&key, s)
+        {
+            return Counted::Stale;
+        }
         self.counts.ip_packets += 1;
         if p.fragment {
             self.counts.fragments += 1;
@@ -178,6 +200,12 @@ impl CaptureSource {
         if let Some(kind) = account::event(&p, first_payload) {
             self.keep_event(kind, &p, up, data);
         }
+        Counted::Ip
+    }
+
+    /// Live flows in the table.
+    pub fn live(&self) -> usize {
+        self.flows.len()
     }
 
     /// The kernel's `emit_payload`: the header and up to [`PAYLOAD_CAP`] bytes of payload (what
@@ -251,5 +279,79 @@ impl Source for CaptureSource {
         }
         self.arena.clear();
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+    use file::Link;
+
+    fn source(nets: &[&str]) -> CaptureSource {
+        CaptureSource::new("t".into(), 1, nets.iter().map(|n| n.parse().unwrap()).collect(), Timeouts::default())
+    }
+
+    /// A TCP packet of the one connection between the server's port 443 and port 40000.
+    fn tcp(src: [u8; 4], dst: [u8; 4], syn: bool, ack: bool) -> Vec<u8> {
+        let (sport, dport) = if src == SERVER { (443, 40_000) } else { (40_000, 443) };
+        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1, 100);
+        if syn {
+            b = b.syn();
+        }
+        if ack {
+            b = b.ack(1);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    fn count(s: &mut CaptureSource, data: &[u8]) -> Counted {
+        let frame = Frame { number: 1, offset: 0, ts_ns: 5, orig_len: data.len() as u32, link: Link::Raw, data };
+        s.count(&frame)
+    }
+
+    /// The (client, remote) of the only flow.
+    fn sides(s: &CaptureSource) -> (IpAddr, IpAddr, u64, u64) {
+        let (k, v) = s.flows().next().unwrap();
+        (k.client(), k.remote(), v.packets_up, v.packets_down)
+    }
+
+    const PHONE: [u8; 4] = [10, 77, 0, 2];
+    const SERVER: [u8; 4] = [192, 0, 2, 10];
+    const OTHER: [u8; 4] = [198, 51, 100, 7];
+
+    #[test]
+    fn the_client_is_the_end_in_the_client_nets_whoever_sends_first() {
+        let mut s = source(&["10.0.0.0/8"]);
+        // The server speaks first (a capture that began mid-connection).
+        count(&mut s, &tcp(SERVER, PHONE, false, true));
+        count(&mut s, &tcp(PHONE, SERVER, false, true));
+        assert_eq!(sides(&s), (PHONE.into(), SERVER.into(), 1, 1));
+    }
+
+    #[test]
+    fn otherwise_the_sender_of_the_first_packet_or_the_receiver_of_a_syn_ack() {
+        let mut s = source(&[]);
+        count(&mut s, &tcp(SERVER, OTHER, true, true));
+        count(&mut s, &tcp(OTHER, SERVER, false, true));
+        count(&mut s, &tcp(OTHER, SERVER, false, true));
+        assert_eq!(sides(&s), (OTHER.into(), SERVER.into(), 2, 1), "a SYN-ACK's receiver is the client");
+        let mut s = source(&[]);
+        count(&mut s, &tcp(SERVER, OTHER, false, true));
+        count(&mut s, &tcp(OTHER, SERVER, false, true));
+        assert_eq!(sides(&s), (SERVER.into(), OTHER.into(), 1, 1), "the first sender");
+    }
+
+    #[test]
+    fn non_ip_and_damaged_frames_are_counted_apart() {
+        let mut s = source(&[]);
+        assert_eq!(count(&mut s, &[0x00; 30]), Counted::NotIp);
+        assert_eq!(count(&mut s, &tcp(PHONE, SERVER, true, false)[..30]), Counted::Malformed);
+        assert_eq!(count(&mut s, &tcp(PHONE, SERVER, true, false)), Counted::Ip);
+        let c = s.counts;
+        assert_eq!((c.frames, c.ip_packets, c.not_ip, c.malformed, c.flows_created), (3, 1, 1, 1, 1));
     }
 }
