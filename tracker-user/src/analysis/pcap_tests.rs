@@ -8,71 +8,29 @@ use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
-use pcap_file::DataLink;
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::{Block, PcapNgReader};
 
 use super::dns::{self, AnswerData, DnsMessage, Transport};
 use super::protocol::{self, AppProtocol, Decided};
 use super::{http, tls};
-
-/// `TRACKER_PCAPS`, else `shared/testdata/pcaps` beside the repository (absent in a user's
-/// clone, present on the developers' and CI machines).
-fn pcaps_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TRACKER_PCAPS")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/pcaps"), PathBuf::from);
-    dir.is_dir().then_some(dir)
-}
-
-macro_rules! pcaps_or_skip {
-    () => {
-        match pcaps_dir() {
-            Some(dir) => dir,
-            None => {
-                println!("skipped: ../shared/testdata/pcaps not found");
-                return;
-            }
-        }
-    };
-}
+use crate::source::capture::file::tests::pcaps_or_skip;
+use crate::source::capture::file::{CaptureReader, L3, Link, l3};
 
 /// One captured frame with its link type (pcapng files may mix interfaces).
 struct Frame {
     /// 1-based, as tshark numbers frames.
     number: usize,
-    link: DataLink,
+    link: Link,
     data: Vec<u8>,
 }
 
-/// Reads pcap (either byte order, µs or ns) or pcapng, told apart by the magic number rather
-/// than the file name (ndpi__ssh.pcap is really pcapng).
+/// Every frame of a pcap or pcapng file, copied out of the capture reader.
 fn read_frames(path: &Path) -> Result<Vec<Frame>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader = CaptureReader::open(path)?;
     let mut frames = Vec::new();
-    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-        let mut reader = PcapNgReader::new(bytes.as_slice()).context("pcapng header")?;
-        while let Some(block) = reader.next_block() {
-            // Copy out what we need so the block's borrow of the reader ends here.
-            let (interface, data) = match block.context("pcapng block")? {
-                Block::EnhancedPacket(epb) => (epb.interface_id, epb.data.to_vec()),
-                Block::SimplePacket(spb) => (0, spb.data.to_vec()),
-                _ => continue,
-            };
-            let link = usize::try_from(interface)
-                .ok()
-                .and_then(|i| reader.interfaces().get(i))
-                .map_or(DataLink::ETHERNET, |idb| idb.linktype);
-            frames.push(Frame { number: frames.len() + 1, link, data });
-        }
-    } else {
-        let mut reader = PcapReader::new(bytes.as_slice()).context("pcap header")?;
-        let link = reader.header().datalink;
-        while let Some(packet) = reader.next_packet() {
-            let packet = packet.context("pcap record")?;
-            frames.push(Frame { number: frames.len() + 1, link, data: packet.data.to_vec() });
-        }
+    while let Some(frame) = reader.next_frame()? {
+        frames.push(Frame { number: usize::try_from(frame.number)?, link: frame.link, data: frame.data.to_vec() });
     }
     Ok(frames)
 }
@@ -121,10 +79,10 @@ fn split_l4(ip_number: IpNumber, segment: &[u8]) -> Option<(Transport, u16, u16,
 }
 
 fn slice(frame: &Frame) -> Option<LaxSlicedPacket<'_>> {
-    match frame.link {
-        DataLink::ETHERNET => LaxSlicedPacket::from_ethernet(&frame.data).ok(),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => LaxSlicedPacket::from_ip(&frame.data).ok(),
-        _ => None,
+    match l3(frame.link, &frame.data) {
+        L3::Ethernet(data) => LaxSlicedPacket::from_ethernet(data).ok(),
+        L3::Ip(data) => LaxSlicedPacket::from_ip(data).ok(),
+        L3::NotIp | L3::Short => None,
     }
 }
 
