@@ -212,3 +212,29 @@ fn damage_keeps_what_came_before_and_says_where() {
     assert!(store.source(Some("notes")).is_err());
     assert_eq!(store.imports().unwrap().len(), 1);
 }
+
+#[test]
+fn a_flow_idle_past_its_timeout_ends_and_splits_from_its_return_as_live() {
+    // A probe at 0 and 100 ms, then again after a gap. UDP ends after 60 s idle; one back within
+    // the next 60 s is the same flow again (folded into its row), later a new one: the live
+    // daemon's rules, which an import's seldom sweeps must not change.
+    for (gap_ms, rows) in [(61_000u64, vec![3]), (121_000, vec![1, 2])] {
+        let db = temp_db(&format!("import-idle-{gap_ms}"));
+        let file = db.with_file_name("idle.pcap");
+        let probe = udp(PHONE, SERVER, 40_000, 3478, b"ping");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let header = PcapHeader { datalink: DataLink::RAW, ..PcapHeader::default() };
+        let mut w = PcapWriter::with_header(std::fs::File::create(&file).unwrap(), header).unwrap();
+        for at_ms in [0u64, 100, 100 + gap_ms] {
+            let ts = std::time::Duration::from_millis(T0_MS as u64 + at_ms);
+            w.write_packet(&PcapPacket::new(ts, probe.len() as u32, &probe)).unwrap();
+        }
+        drop(w);
+        let mut store = Store::open(&db).unwrap();
+        let s = import_file(&mut store, &file, &options("idle"), &mut |_| {}).unwrap();
+        assert_eq!((s.counts.frames, s.counts.ip_packets, s.counts.flows_created), (3, 3, 2), "an ended entry");
+        let mut got: Vec<u64> = flows(&store, 1).into_iter().map(|r| r.packets_up).collect();
+        got.sort();
+        assert_eq!(got, rows, "back after {gap_ms} ms");
+    }
+}

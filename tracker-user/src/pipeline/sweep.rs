@@ -202,13 +202,24 @@ impl Sweeper {
                 continue; // created on another CPU this instant; the next sweep has it
             }
             let fresh = Live { first_ns: s.first_seen_ns, written: UNWRITTEN, seen: generation };
-            let mut history = self.history.get_mut(key);
-            if let Some(h) = history.as_deref_mut().filter(|h| h.ended_ns.is_some()) {
-                // Back after it ended: the same row carries on from its totals.
-                h.ended_ns = None;
-                self.unwritten_ended.remove(key);
-                self.live.insert(*key, fresh);
+            let back = self.history.get(key).and_then(|h| Some((h.ended_ns?, h.base)));
+            if let Some((ended_ns, base)) = back {
+                let within = s.first_seen_ns < ended_ns.saturating_add(self.timeouts.idle_limit_ns(key, &base));
+                if within || self.unwritten_ended.contains(key) {
+                    // Back after it ended: the same row carries on from its totals.
+                    if let Some(h) = self.history.get_mut(key) {
+                        h.ended_ns = None;
+                    }
+                    self.unwritten_ended.remove(key);
+                    self.live.insert(*key, fresh);
+                } else {
+                    // Its first packet came after the ended row's window (a capture is swept
+                    // seldom, so the row was not forgotten yet): a new connection, a new row.
+                    self.history.remove(key);
+                    self.live.remove(key);
+                }
             }
+            let mut history = self.history.get_mut(key);
             let live = self.live.entry(*key).or_insert(fresh);
             if live.first_ns != s.first_seen_ns {
                 // A new entry while the old one was never seen to end: the LRU evicted it
@@ -224,7 +235,10 @@ impl Sweeper {
             if now_ns.saturating_sub(s.last_seen_ns) >= limit_ns {
                 // Taken out, then written: what arrived since the snapshot is in `last`.
                 let last = source.take(key)?.unwrap_or(*s);
-                let h = History { row_first_ns, base: total(row_first_ns, &base, &last), ended_ns: Some(now_ns) };
+                // It ended when its timeout ran out, which a sweep notices up to an interval
+                // later (a capture's, much later): its row's window for coming back starts then.
+                let ended_ns = last.last_seen_ns.saturating_add(self.timeouts.idle_limit_ns(key, &last)).min(now_ns);
+                let h = History { row_first_ns, base: total(row_first_ns, &base, &last), ended_ns: Some(ended_ns) };
                 self.history.insert(*key, h);
                 self.live.remove(key);
                 self.unwritten_ended.insert(*key);
