@@ -21,6 +21,7 @@
 
 mod careless;
 mod common;
+mod differential;
 mod e2e;
 mod import;
 mod kernel;
