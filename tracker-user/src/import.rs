@@ -22,7 +22,7 @@ use crate::{
             file::{CaptureError, CaptureReader},
         },
     },
-    store::{Store, sources::EarlierImport},
+    store::{DnsRecord, FlowRecord, Store, sources::EarlierImport},
     timefmt::KernelClock,
     wireguard::Devices,
 };
@@ -69,45 +69,77 @@ pub struct Progress {
 /// Frames between two progress reports.
 const PROGRESS_EVERY: u64 = 65_536;
 
-/// The rows of an import go to its source; block counters and daemon facts are the live
-/// interface's, so an import's batch writes none.
-struct ImportSink<'a>(&'a mut Store);
+/// A sweep's rows on their way to the writer thread.
+struct Rows {
+    boot_id: String,
+    source: i64,
+    flows: Vec<FlowRecord>,
+    dns: Vec<DnsRecord>,
+}
 
-impl Sink for ImportSink<'_> {
+/// Hands each sweep's rows to the writer thread, so SQLite writes while the next frames are
+/// read. The rows of an import go to its source; block counters and daemon facts are the live
+/// interface's, so an import writes none. A write that fails stops the writer; the next hand-off
+/// then fails, and the import stops with the writer's error.
+struct ToWriter(std::sync::mpsc::SyncSender<Rows>);
+
+impl Sink for ToWriter {
     fn write(&mut self, batch: &Batch<'_>) -> Result<()> {
-        self.0.write(|w| {
-            let w = w.for_source(batch.source);
-            w.upsert_flows(batch.boot_id, batch.flows)?;
-            w.insert_dns(batch.dns)
-        })
+        let rows = Rows {
+            boot_id: batch.boot_id.to_owned(),
+            source: batch.source,
+            flows: batch.flows.to_vec(),
+            dns: batch.dns.to_vec(),
+        };
+        self.0.send(rows).map_err(|_| anyhow::anyhow!("the database writer stopped"))
     }
 }
 
-/// The SHA-256 of a file's bytes, lower-case hex: an import's identity.
-pub fn sha256_of(path: &Path) -> Result<String> {
+/// Writes what the sweeps hand over, one transaction per sweep, until the sweeps are done.
+fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>) -> Result<()> {
+    for r in rows {
+        store.write(|w| {
+            let w = w.for_source(r.source);
+            w.upsert_flows(&r.boot_id, &r.flows)?;
+            w.insert_dns(&r.dns)
+        })?;
+    }
+    Ok(())
+}
+
+/// Sweeps handed to the writer thread that it has not written yet: a bound on the rows held.
+const ROWS_IN_FLIGHT: usize = 2;
+
+/// The XXH3-128 of a file's bytes, 32 lower-case hex digits: an import's identity. Not a
+/// cryptographic hash, and it need not be: it tells a file imported before from a new one
+/// (an accidental collision has odds of 2^-128), at memory speed. SHA-256 took as long as the
+/// whole rest of an import of a 650 MB capture.
+pub fn content_hash(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
+        hasher.update(&buf[..n]);
     }
-    Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("{:032x}", hasher.digest128()))
 }
 
 /// Frames between two sweeps at most: the flow table, the namer's answers and the pending DNS
-/// queries are bounded by what this many frames can add. A sweep writes what changed, so an
-/// import costs about one write per flow, not one per flow per sweep.
-const SWEEP_EVERY_FRAMES: u64 = 1 << 20;
+/// queries are bounded by what this many frames can add. A sweep writes what changed, and most
+/// flows end within this many frames, so an import costs about one write per flow (a sweep every
+/// 2 s of capture time, as the daemon's, cost twelve times the import); the writes go on on a
+/// second thread while the next frames are read.
+const SWEEP_EVERY_FRAMES: u64 = 1 << 17;
 /// Live flows that make a sweep due early: the kernel table's size.
 const SWEEP_AT_FLOWS: usize = tracker_common::defaults::FLOW_ENTRIES as usize;
 
-/// Who an import is, once its file's hash is known: the bytes' SHA-256 and its rows' source.
+/// Who an import is, once its file's hash is known: the bytes' hash and its rows' source.
 struct Identity {
-    sha256: String,
+    content: String,
     source_id: i64,
 }
 
@@ -115,9 +147,8 @@ struct Identity {
 /// anything is written; damage further in stops the reading, keeps what came before, and is
 /// returned in the summary (and recorded with the import).
 ///
-/// The file is hashed on a second thread while the first reads it; nothing is written before
-/// the hash is known (the first sweep waits for it), and bytes imported completely before are
-/// then left as they were.
+/// The file is hashed ([`content_hash`]) first: bytes imported completely before are left as
+/// they were. Sweeps hand their rows to a writer thread, so SQLite writes while frames are read.
 pub fn import_file(
     store: &mut Store,
     path: &Path,
@@ -129,10 +160,9 @@ pub fn import_file(
     let total_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let hashing = std::thread::spawn({
         let path = path.to_owned();
-        move || sha256_of(&path)
+        move || content_hash(&path)
     });
     let mut hashing = Some(hashing);
-    let mut identity: Option<Identity> = None;
 
     let devices = store.devices()?;
     let peers: Vec<Vec<IpNet>> = devices.0.iter().map(|d| d.allowed_ips.clone()).collect();
@@ -145,71 +175,70 @@ pub fn import_file(
     let (mut flows_written, mut dns_written) = (0u64, 0u64);
     let (mut next_sweep, mut sweep_at_flows) = (SWEEP_EVERY_FRAMES, SWEEP_AT_FLOWS);
     let mut error = None;
-    loop {
-        let frame = match reader.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(ROWS_IN_FLIGHT);
+    let mut sink = ToWriter(tx);
+    std::thread::scope(|scope| -> Result<ImportSummary> {
+        // Identified before the first write, then the store is the writer thread's until the
+        // sweeps are done.
+        let id = match identify(store, &mut hashing, opts, &shown, total_bytes)? {
+            Ok(id) => id,
+            Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
         };
-        let mut counted = source.count(&frame);
-        let due = source.counts.frames >= next_sweep || source.live() >= sweep_at_flows;
-        if counted == Counted::Stale || due {
-            if identity.is_none() {
-                match identify(store, &mut hashing, opts, &shown, total_bytes)? {
-                    Ok(id) => {
-                        source.identify(format!("import:{}", &id.sha256[..32]), id.source_id);
-                        identity = Some(id);
+        source.identify(format!("import:{}", &id.content[..32]), id.source_id);
+        let writer = scope.spawn(move || write_rows(store, rx).map(|()| store));
+        let mut read = || -> Result<()> {
+            loop {
+                let frame = match reader.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        error = Some(e);
+                        return Ok(());
                     }
-                    Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
+                };
+                let mut counted = source.count(&frame);
+                let due = source.counts.frames >= next_sweep || source.live() >= sweep_at_flows;
+                if counted == Counted::Stale || due {
+                    let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, &mut sink)?;
+                    (flows_written, dns_written) = (flows_written + f, dns_written + d);
+                    next_sweep = source.counts.frames + SWEEP_EVERY_FRAMES;
+                    sweep_at_flows = SWEEP_AT_FLOWS.max(2 * source.live());
+                    if counted == Counted::Stale {
+                        counted = source.count(&frame);
+                        debug_assert_ne!(counted, Counted::Stale, "the sweep ended the idle flow");
+                    }
+                }
+                first_ns.get_or_insert(source.now_ns());
+                if source.counts.frames.is_multiple_of(PROGRESS_EVERY) {
+                    progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
                 }
             }
-            let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, store)?;
-            (flows_written, dns_written) = (flows_written + f, dns_written + d);
-            next_sweep = source.counts.frames + SWEEP_EVERY_FRAMES;
-            sweep_at_flows = SWEEP_AT_FLOWS.max(2 * source.live());
-            if counted == Counted::Stale {
-                counted = source.count(&frame);
-                debug_assert_ne!(counted, Counted::Stale, "the sweep ended the idle flow");
-            }
-        }
-        first_ns.get_or_insert(source.now_ns());
-        if source.counts.frames.is_multiple_of(PROGRESS_EVERY) {
-            progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
-        }
-    }
-    let id = match identity {
-        Some(id) => id,
-        None => match identify(store, &mut hashing, opts, &shown, total_bytes)? {
-            Ok(id) => {
-                source.identify(format!("import:{}", &id.sha256[..32]), id.source_id);
-                id
-            }
-            Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
-        },
-    };
-    // The end of the capture is the end of every flow in it: a last sweep writes them all, and
-    // the queries still waiting for an answer are written unanswered.
-    let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, store)?;
-    (flows_written, dns_written) = (flows_written + f, dns_written + d);
-    let rest = namer.dns.take_records(None);
-    store.write(|w| w.for_source(id.source_id).insert_dns(&rest))?;
-    dns_written += rest.len() as u64;
-    progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
+        };
+        let read = read();
+        // The end of the capture is the end of every flow in it: a last sweep writes them all,
+        // and the queries still waiting for an answer are written unanswered.
+        let last = read.and_then(|()| sweep(&mut source, &mut namer, &mut sweeper, &mut sink));
+        drop(sink);
+        let store = writer.join().map_err(|_| anyhow::anyhow!("the database writer panicked"))??;
+        let (f, d) = last?;
+        (flows_written, dns_written) = (flows_written + f, dns_written + d);
+        let rest = namer.dns.take_records(None);
+        store.write(|w| w.for_source(id.source_id).insert_dns(&rest))?;
+        dns_written += rest.len() as u64;
+        progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
 
-    let to_ms = |ns: u64| KernelClock::UNIX.to_unix_ms(ns);
-    let span_ms = first_ns.map(|f| (to_ms(f), to_ms(source.now_ns())));
-    let why = error.as_ref().map(|e| e.to_string());
-    store.write(|w| w.import_progress(&id.sha256, source.counts.frames, span_ms, Some(why.as_deref())))?;
-    Ok(ImportSummary {
-        counts: source.counts,
-        dns_exchanges: dns_written,
-        flows: flows_written,
-        span_ms,
-        error,
-        skipped: None,
+        let to_ms = |ns: u64| KernelClock::UNIX.to_unix_ms(ns);
+        let span_ms = first_ns.map(|f| (to_ms(f), to_ms(source.now_ns())));
+        let why = error.as_ref().map(|e| e.to_string());
+        store.write(|w| w.import_progress(&id.content, source.counts.frames, span_ms, Some(why.as_deref())))?;
+        Ok(ImportSummary {
+            counts: source.counts,
+            dns_exchanges: dns_written,
+            flows: flows_written,
+            span_ms,
+            error,
+            skipped: None,
+        })
     })
 }
 
@@ -235,9 +264,9 @@ fn identify(
     shown: &str,
     total_bytes: u64,
 ) -> Result<std::result::Result<Identity, EarlierImport>> {
-    let sha256 =
+    let content =
         hashing.take().expect("identified once").join().map_err(|_| anyhow::anyhow!("hashing {shown} failed"))??;
-    if let Some(earlier) = store.earlier_import(&sha256)? {
+    if let Some(earlier) = store.earlier_import(&content)? {
         if earlier.finished {
             return Ok(Err(earlier));
         }
@@ -252,10 +281,10 @@ fn identify(
     }
     let source_id = store.write(|w| {
         let id = w.import_source(&opts.source)?;
-        w.import_started(&sha256, id, shown, total_bytes)?;
+        w.import_started(&content, id, shown, total_bytes)?;
         Ok(id)
     })?;
-    Ok(Ok(Identity { sha256, source_id }))
+    Ok(Ok(Identity { content, source_id }))
 }
 
 /// Hands the source's events to the namer and sweeps; returns the flow and DNS rows written.
@@ -263,10 +292,10 @@ fn sweep(
     source: &mut CaptureSource,
     namer: &mut Namer,
     sweeper: &mut Sweeper,
-    store: &mut Store,
+    sink: &mut ToWriter,
 ) -> Result<(u64, u64)> {
     source.drain_events(&mut |ev| namer.event(ev, KernelClock::UNIX));
-    let s = sweeper.sweep(source, namer, &mut ImportSink(store))?;
+    let s = sweeper.sweep(source, namer, sink)?;
     Ok((s.written as u64, s.dns_written as u64))
 }
 

@@ -108,7 +108,8 @@ impl Timeouts {
         }
     }
 
+    /// [`Timeouts::idle_limit`] in nanoseconds; past u64 (584 years) it means never.
     pub(crate) fn idle_limit_ns(&self, key: &FlowKey, s: &FlowStats) -> u64 {
-        self.idle_limit(key, s).as_nanos() as u64
+        u64::try_from(self.idle_limit(key, s).as_nanos()).unwrap_or(u64::MAX)
     }
 }

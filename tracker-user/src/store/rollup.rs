@@ -150,7 +150,7 @@ fn bucket(ms: i64, span: i64) -> i64 {
 #[derive(Debug, Default)]
 pub struct FlowDeltas {
     /// By (source, dimension, span, bucket, client, key).
-    groups: HashMap<(i64, Dim, i64, i64, String, Key), Counts>,
+    groups: HashMap<(i64, Dim, i64, i64, String, Key), Counts, foldhash::fast::RandomState>,
 }
 
 impl FlowDeltas {
@@ -244,7 +244,7 @@ impl NameCounts {
 #[derive(Debug, Default)]
 pub struct DnsDeltas {
     /// By (source, span, bucket, client, name).
-    groups: HashMap<(i64, i64, i64, String, String), NameCounts>,
+    groups: HashMap<(i64, i64, i64, String, String), NameCounts, foldhash::fast::RandomState>,
 }
 
 impl DnsDeltas {

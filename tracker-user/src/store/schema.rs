@@ -225,7 +225,7 @@ pub const MIGRATIONS: &[&str] = &[
 
     -- Capture files imported, by content: importing the same bytes again is recognised.
     CREATE TABLE imports (
-        sha256    TEXT    PRIMARY KEY,     -- of the whole file, lower-case hex
+        content   TEXT    PRIMARY KEY,     -- XXH3-128 of the whole file, 32 lower-case hex digits
         source    INTEGER NOT NULL REFERENCES sources (id),
         file      TEXT    NOT NULL,        -- the path it was imported from
         bytes     INTEGER NOT NULL,        -- its size

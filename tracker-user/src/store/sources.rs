@@ -22,7 +22,8 @@ pub struct Source {
 pub struct ImportRow {
     pub source: String,
     pub file: String,
-    pub sha256: String,
+    /// XXH3-128 of the file's bytes, hex.
+    pub content: String,
     pub bytes: u64,
     pub packets: u64,
     /// RFC 3339 of its first and last packet.
@@ -82,7 +83,7 @@ impl Store {
     /// Every import, oldest first.
     pub fn imports(&self) -> Result<Vec<ImportRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT s.name, i.file, i.sha256, i.bytes, i.packets, i.first_ts, i.last_ts, i.started, i.finished,
+            "SELECT s.name, i.file, i.content, i.bytes, i.packets, i.first_ts, i.last_ts, i.started, i.finished,
                     i.error
              FROM imports i JOIN sources s ON s.id = i.source ORDER BY i.started, i.file",
         )?;
@@ -92,7 +93,7 @@ impl Store {
             Ok(ImportRow {
                 source: r.get(0)?,
                 file: r.get(1)?,
-                sha256: r.get(2)?,
+                content: r.get(2)?,
                 bytes: r.get::<_, i64>(3)? as u64,
                 packets: r.get::<_, i64>(4)? as u64,
                 first_packet: r.get::<_, Option<i64>>(5)?.map(timefmt::rfc3339),
@@ -108,14 +109,14 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().context("reading the imports")
     }
 
-    /// The import of these bytes, if they were imported before.
-    pub fn earlier_import(&self, sha256: &str) -> Result<Option<EarlierImport>> {
+    /// The import of these bytes (their XXH3-128, hex), if they were imported before.
+    pub fn earlier_import(&self, content: &str) -> Result<Option<EarlierImport>> {
         Ok(self
             .conn
             .query_row(
                 "SELECT s.name, i.file, i.started, i.packets, i.finished IS NOT NULL, i.error
-                 FROM imports i JOIN sources s ON s.id = i.source WHERE i.sha256 = ?1",
-                [sha256],
+                 FROM imports i JOIN sources s ON s.id = i.source WHERE i.content = ?1",
+                [content],
                 |r| {
                     Ok(EarlierImport {
                         source: r.get(0)?,
@@ -146,13 +147,13 @@ impl Writer<'_> {
         Ok(id)
     }
 
-    /// Records that an import of `file` (its bytes' `sha256`) began.
-    pub fn import_started(&self, sha256: &str, source: i64, file: &str, bytes: u64) -> Result<()> {
+    /// Records that an import of `file` (its bytes' hash, `content`) began.
+    pub fn import_started(&self, content: &str, source: i64, file: &str, bytes: u64) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO imports (sha256, source, file, bytes, started) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (sha256) DO UPDATE SET file = excluded.file, started = excluded.started,
+            "INSERT INTO imports (content, source, file, bytes, started) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (content) DO UPDATE SET file = excluded.file, started = excluded.started,
                  finished = NULL, error = NULL",
-            params![sha256, source, file, bytes as i64, timefmt::now_ms()],
+            params![content, source, file, bytes as i64, timefmt::now_ms()],
         )?;
         Ok(())
     }
@@ -161,7 +162,7 @@ impl Writer<'_> {
     /// ended, when and why (`error`: the damage that stopped it).
     pub fn import_progress(
         &self,
-        sha256: &str,
+        content: &str,
         packets: u64,
         span_ms: Option<(i64, i64)>,
         ended: Option<Option<&str>>,
@@ -172,8 +173,8 @@ impl Writer<'_> {
         self.conn.execute(
             "UPDATE imports SET packets = ?2, first_ts = ?3, last_ts = ?4,
                  finished = coalesce(?5, finished), error = coalesce(?6, error)
-             WHERE sha256 = ?1",
-            params![sha256, packets as i64, first, last, finished, error],
+             WHERE content = ?1",
+            params![content, packets as i64, first, last, finished, error],
         )?;
         Ok(())
     }
