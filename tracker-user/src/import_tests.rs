@@ -238,3 +238,49 @@ fn a_flow_idle_past_its_timeout_ends_and_splits_from_its_return_as_live() {
         assert_eq!(got, rows, "back after {gap_ms} ms");
     }
 }
+
+/// Every robustness capture imports without a panic, with the counts the kernel programs give
+/// the same frames (`differential::` checks that agreement frame by frame); a copy cut at two
+/// thirds keeps the frames before the cut and names the packet it stopped in.
+#[test]
+fn the_robustness_captures_import_and_cut_copies_keep_what_came_before() {
+    let dir = crate::source::capture::file::tests::pcaps_or_skip!();
+    // (file, frames, IP packets, not IP, malformed)
+    const EXPECTED: [(&str, u64, u64, u64, u64); 13] = [
+        ("ndpi__badpackets.pcap", 93, 93, 0, 0),
+        ("ndpi__dns-google-nsid.pcapng", 14, 14, 0, 0),
+        ("ndpi__dns_ambiguous_names.pcap", 20, 20, 0, 0),
+        ("ndpi__dns_fragmented.pcap", 66, 66, 0, 0),
+        ("ndpi__fuzz-2006-06-26-2594.pcap", 691, 605, 83, 3),
+        ("ndpi__ip_fragmented_garbage.pcap", 1252, 1248, 0, 4),
+        ("ndpi__malformed_dns.pcap", 6, 6, 0, 0),
+        ("ndpi__ssh.pcap", 295, 295, 0, 0),
+        ("tcpdump__dns_fwdptr.pcap", 1, 1, 0, 0),
+        ("zeek__dns__ech.pcap", 4, 4, 0, 0),
+        ("zeek__ipv6-fragmented-dns.pcap", 8, 8, 0, 0),
+        ("zeek__quic__quicdoq.pcap", 9, 9, 0, 0),
+        ("zeek__trunc__ip6-ext-trunc.pcap", 1, 0, 0, 1),
+    ];
+    let db = temp_db("import-robustness");
+    let mut store = Store::open(&db).unwrap();
+    for (name, frames, ip, not_ip, malformed) in EXPECTED {
+        let path = dir.join(name);
+        let s = import_file(&mut store, &path, &options(name), &mut |_| {}).unwrap();
+        assert!(s.error.is_none(), "{name}: {:?}", s.error);
+        let c = s.counts;
+        assert_eq!((c.frames, c.ip_packets, c.not_ip, c.malformed), (frames, ip, not_ip, malformed), "{name}");
+
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = db.with_file_name(format!("cut-{name}"));
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let s = import_file(&mut store, &cut, &options(&format!("cut-{name}")), &mut |_| {}).unwrap();
+        let e = s.error.unwrap_or_else(|| panic!("{name}: a cut copy reads whole"));
+        assert!(e.offset <= bytes.len() as u64 * 2 / 3, "{name}: {e}");
+        if let Some(n) = e.packet {
+            assert_eq!(n, s.counts.frames + 1, "{name}: stopped in the packet after the last one kept: {e}");
+        }
+        assert!(s.counts.frames < frames || frames == 1, "{name}");
+        let kept = store.source(Some(&format!("cut-{name}"))).map(|src| flows(&store, src.id).len()).unwrap_or(0);
+        assert_eq!(kept > 0, s.counts.ip_packets > 0, "{name}: the flows before the cut are stored");
+    }
+}

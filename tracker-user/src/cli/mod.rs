@@ -36,6 +36,7 @@ tracker dns                        every DNS query and the answers it got\n  \
 tracker domains --min-queries 10   names queried at least 10 times this week\n  \
 tracker report                     companies, apps, encrypted or not, protocols, devices\n  \
 tracker report --html report.html  the same as a page with charts\n  \
+tracker import-pcap phone.pcapng   a capture you already have, through the same reports\n  \
 tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
 tracker blocks                     rules and how many packets each dropped\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
