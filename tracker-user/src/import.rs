@@ -2,7 +2,7 @@
 //! (naming, labels, the sweep) and the store, on the file's own clock, recorded in `imports`
 //! so that the same bytes are recognised when imported again.
 
-use std::{io::Read as _, path::Path, sync::Arc};
+use std::{collections::HashSet, io::Read as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
@@ -40,6 +40,8 @@ pub struct ImportOptions {
     pub local_nets: Vec<IpNet>,
     pub timeouts: Timeouts,
     pub entities: Arc<EntityTable>,
+    /// Frames between two sweeps at most ([`SWEEP_EVERY_FRAMES`]; tests sweep more often).
+    pub sweep_every: u64,
 }
 
 /// What an import did.
@@ -96,15 +98,42 @@ impl Sink for ToWriter {
 }
 
 /// Writes what the sweeps hand over, one transaction per sweep, until the sweeps are done.
-fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>) -> Result<()> {
+/// `fresh`: no earlier import of these bytes wrote rows, so a row this writer has not written
+/// is not stored, and is written without reading it first.
+fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>, fresh: bool) -> Result<()> {
+    let mut written: HashSet<RowKey, foldhash::fast::RandomState> = HashSet::default();
     for r in rows {
+        let is_new = |f: &FlowRecord| fresh && !written.contains(&RowKey::of(f));
         store.write(|w| {
             let w = w.for_source(r.source);
-            w.upsert_flows(&r.boot_id, &r.flows)?;
+            w.upsert_flows_knowing(&r.boot_id, &r.flows, &is_new)?;
             w.insert_dns(&r.dns)
         })?;
+        written.extend(r.flows.iter().map(RowKey::of));
     }
     Ok(())
+}
+
+/// A flow row's key within its import (the boot id is the import's).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct RowKey {
+    kernel_first_ns: u64,
+    client: std::net::IpAddr,
+    remote: std::net::IpAddr,
+    protocol: u8,
+    ports: (u16, u16),
+}
+
+impl RowKey {
+    fn of(f: &FlowRecord) -> Self {
+        Self {
+            kernel_first_ns: f.kernel_first_ns,
+            client: f.client,
+            remote: f.remote,
+            protocol: f.protocol,
+            ports: (f.client_port, f.remote_port),
+        }
+    }
 }
 
 /// Sweeps handed to the writer thread that it has not written yet: a bound on the rows held.
@@ -133,7 +162,7 @@ pub fn content_hash(path: &Path) -> Result<String> {
 /// flows end within this many frames, so an import costs about one write per flow (a sweep every
 /// 2 s of capture time, as the daemon's, cost twelve times the import); the writes go on on a
 /// second thread while the next frames are read.
-const SWEEP_EVERY_FRAMES: u64 = 1 << 17;
+pub const SWEEP_EVERY_FRAMES: u64 = 1 << 17;
 /// Live flows that make a sweep due early: the kernel table's size.
 const SWEEP_AT_FLOWS: usize = tracker_common::defaults::FLOW_ENTRIES as usize;
 
@@ -141,6 +170,8 @@ const SWEEP_AT_FLOWS: usize = tracker_common::defaults::FLOW_ENTRIES as usize;
 struct Identity {
     content: String,
     source_id: i64,
+    /// No earlier import of these bytes wrote rows.
+    fresh: bool,
 }
 
 /// Imports one capture file into `store`. A file that is not a capture is refused before
@@ -173,7 +204,7 @@ pub fn import_file(
     let mut sweeper = Sweeper::new(opts.timeouts, 0);
     let mut first_ns = None;
     let (mut flows_written, mut dns_written) = (0u64, 0u64);
-    let (mut next_sweep, mut sweep_at_flows) = (SWEEP_EVERY_FRAMES, SWEEP_AT_FLOWS);
+    let (mut next_sweep, mut sweep_at_flows) = (opts.sweep_every, SWEEP_AT_FLOWS);
     let mut error = None;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(ROWS_IN_FLIGHT);
     let mut sink = ToWriter(tx);
@@ -185,7 +216,11 @@ pub fn import_file(
             Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
         };
         source.identify(format!("import:{}", &id.content[..32]), id.source_id);
-        let writer = scope.spawn(move || write_rows(store, rx).map(|()| store));
+        let fresh = id.fresh;
+        let writer = std::thread::Builder::new()
+            .name("import-writer".into())
+            .spawn_scoped(scope, move || write_rows(store, rx, fresh).map(|()| store))
+            .context("starting the database writer")?;
         let mut read = || -> Result<()> {
             loop {
                 let frame = match reader.next_frame() {
@@ -201,7 +236,7 @@ pub fn import_file(
                 if counted == Counted::Stale || due {
                     let (f, d) = sweep(&mut source, &mut namer, &mut sweeper, &mut sink)?;
                     (flows_written, dns_written) = (flows_written + f, dns_written + d);
-                    next_sweep = source.counts.frames + SWEEP_EVERY_FRAMES;
+                    next_sweep = source.counts.frames + opts.sweep_every;
                     sweep_at_flows = SWEEP_AT_FLOWS.max(2 * source.live());
                     if counted == Counted::Stale {
                         counted = source.count(&frame);
@@ -266,7 +301,9 @@ fn identify(
 ) -> Result<std::result::Result<Identity, EarlierImport>> {
     let content =
         hashing.take().expect("identified once").join().map_err(|_| anyhow::anyhow!("hashing {shown} failed"))??;
-    if let Some(earlier) = store.earlier_import(&content)? {
+    let earlier = store.earlier_import(&content)?;
+    let fresh = earlier.is_none();
+    if let Some(earlier) = earlier {
         if earlier.finished {
             return Ok(Err(earlier));
         }
@@ -284,7 +321,7 @@ fn identify(
         w.import_started(&content, id, shown, total_bytes)?;
         Ok(id)
     })?;
-    Ok(Ok(Identity { content, source_id }))
+    Ok(Ok(Identity { content, source_id, fresh }))
 }
 
 /// Hands the source's events to the namer and sweeps; returns the flow and DNS rows written.

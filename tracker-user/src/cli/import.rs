@@ -36,7 +36,8 @@ pub struct ImportArgs {
     /// these nets; when both or neither are, the end that sent its first packet (for TCP the
     /// SYN, so a capture that starts with a SYN-ACK still finds the client). Default: the
     /// private ranges (10/8, 172.16/12, 192.168/16, fc00::/7), CGNAT (100.64/10), link-local,
-    /// and the tunnel addresses of the devices tracker knows.
+    /// and the tunnel as the database knows it (the live daemon's subnets, its devices). The
+    /// nets given, and that tunnel, are also the VPN's own subnets: remotes there are "tunnel".
     #[arg(long = "client-net", value_name = "CIDR")]
     pub client_nets: Vec<IpNet>,
 }
@@ -54,7 +55,14 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
     }
     let entities = Arc::new(global.entity_table()?);
     let mut store = Store::open(&global.db)?;
-    let tunnel: Vec<IpNet> = store.devices()?.0.iter().flat_map(|d| d.allowed_ips.iter().map(IpNet::trunc)).collect();
+    // The tunnel as tracker knows it: the live daemon's own subnets and its devices' addresses.
+    let daemon_nets = store.daemon_facts()?.local_nets.unwrap_or_default();
+    let tunnel: Vec<IpNet> = daemon_nets
+        .split_whitespace()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .chain(store.devices()?.0.iter().flat_map(|d| d.allowed_ips.clone()))
+        .map(|n| n.trunc())
+        .collect();
     let given: Vec<IpNet> = args.client_nets.iter().map(IpNet::trunc).collect();
     let client_nets: Vec<IpNet> = if given.is_empty() {
         DEFAULT_CLIENT_NETS.iter().map(|n| n.parse().expect("a valid CIDR")).chain(tunnel.iter().copied()).collect()
@@ -73,6 +81,7 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
             local_nets: local_nets.clone(),
             timeouts: Timeouts::default(),
             entities: entities.clone(),
+            sweep_every: import::SWEEP_EVERY_FRAMES,
         };
         let mut shown = Shown::new(path.display().to_string());
         let summary = import::import_file(&mut store, path, &opts, &mut |p| shown.update(p));

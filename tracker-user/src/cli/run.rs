@@ -136,6 +136,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         DaemonFacts {
             iface: Some(iface.name.clone()),
             link_type: Some(iface.link_kind().into()),
+            local_nets: Some(local.join(" ")),
             xdp_mode: Some(mode.as_str().into()),
             daemon_pin_dir: Some(pins.0.display().to_string()),
             started: Some(timefmt::rfc3339(timefmt::now_ms())),

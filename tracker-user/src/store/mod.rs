@@ -436,6 +436,19 @@ impl Writer<'_> {
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
+        self.upsert_flows_knowing(boot_id, flows, &|_| false)
+    }
+
+    /// [`Writer::upsert_flows`] for a caller that knows which rows are not stored yet
+    /// (`is_new`): those are not read before they are written (the roll-ups' "before" is
+    /// nothing). An import of new bytes knows it for every row it has not written itself; a
+    /// row said new that is stored would be counted twice in the roll-ups.
+    pub fn upsert_flows_knowing(
+        &self,
+        boot_id: &str,
+        flows: &[FlowRecord],
+        is_new: &dyn Fn(&FlowRecord) -> bool,
+    ) -> Result<()> {
         {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
@@ -540,7 +553,7 @@ impl Writer<'_> {
                     served_by,
                     self.source,
                 ];
-                let old = if !self.rollups {
+                let old = if !self.rollups || is_new(f) {
                     None
                 } else {
                     // The first eight values are the row's key, in the same order.
