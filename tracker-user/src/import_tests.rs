@@ -286,8 +286,11 @@ fn the_robustness_captures_import_and_cut_copies_keep_what_came_before() {
     }
 }
 
+/// A roll-up row: source, dim, client, span, bucket, k1-k3, connections, packets, bytes up, down.
+type RollupRow = (i64, String, String, i64, i64, String, String, String, i64, i64, i64, i64);
+
 /// Roll-ups of every source and dimension, as stored.
-fn rollups(store: &Store) -> Vec<(i64, String, String, i64, i64, String, String, String, i64, i64, i64, i64)> {
+fn rollups(store: &Store) -> Vec<RollupRow> {
     let mut st = store
         .conn()
         .prepare(
