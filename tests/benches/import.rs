@@ -39,7 +39,7 @@ use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
 };
 use rusqlite::{Connection, OpenFlags};
-use tracker_tests::{median, tracker_bin};
+use tracker_tests::{median, rng::Rng, tracker_bin};
 
 /// Bumped whenever the generator's output changes, so a cached capture is never stale.
 const GENERATOR_VERSION: u32 = 1;
@@ -109,39 +109,9 @@ const QUIET_LOAD: f64 = 0.8;
 const QUIET_POLL: Duration = Duration::from_secs(15);
 const QUIET_MAX: Duration = Duration::from_secs(600);
 
-/// xorshift64, seeded per flow through splitmix64 so each flow is generated alone.
-struct Rng(u64);
-
-impl Rng {
-    fn new(stream: u64, index: u64) -> Self {
-        let mut z = SEED ^ stream.wrapping_mul(0xa076_1d64_78bd_642f) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    /// Log-uniform in [lo, hi]: most values small, a long tail of large ones.
-    fn log_uniform(&mut self, (lo, hi): (f64, f64)) -> u64 {
-        (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp() as u64
-    }
-    fn zipf(&mut self, cdf: &[f64]) -> usize {
-        let u = self.unit() * cdf[cdf.len() - 1];
-        cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
-    }
+/// The generator of item `index` of `stream`, under this benchmark's seed.
+fn item_rng(stream: u64, index: u64) -> Rng {
+    Rng::new(SEED, stream, index)
 }
 // Streams of the per-item generators.
 const POOL_STREAM: u64 = 1;
@@ -297,7 +267,7 @@ fn client_v6(c: usize) -> Ipv6Addr {
 }
 
 fn plan() -> Result<Plan> {
-    let mut rng = Rng::new(POOL_STREAM, 0);
+    let mut rng = item_rng(POOL_STREAM, 0);
     let mut names: Vec<String> = REAL_NAMES.split_whitespace().map(str::to_owned).collect();
     for n in 0..LAB_NAMES {
         names.push(LAB_SHAPES[n % LAB_SHAPES.len()].replace("{}", &(n / LAB_SHAPES.len() + 1).to_string()));
@@ -313,14 +283,14 @@ fn plan() -> Result<Plan> {
         .collect();
     let name_cdf = zipf_cdf(pool.len());
     let client_cdf = zipf_cdf(CLIENTS);
-    let mut port_rng = Rng::new(PORT_STREAM, 0);
+    let mut port_rng = item_rng(PORT_STREAM, 0);
     let mut ports = Ports((0..CLIENTS).map(|_| 49_152 + port_rng.below(1000) as u16).collect());
     let mut flows = Vec::new();
     let mut packets = Vec::new();
     let mut dns_exchanges = 0;
 
     for i in 0..APP_FLOWS {
-        let mut rng = Rng::new(APP_STREAM, i);
+        let mut rng = item_rng(APP_STREAM, i);
         let c = rng.zipf(&client_cdf);
         let v6 = c < V6_CLIENTS && rng.unit() < V6_SHARE;
         let name = rng.zipf(&name_cdf);
@@ -342,7 +312,7 @@ fn plan() -> Result<Plan> {
                 remote_port: 53,
                 kind: Kind::Dns { name: name as u32, aaaa: v6, id },
             });
-            let answered = t + rng.log_uniform((2_000.0, 80_000.0));
+            let answered = t + rng.log_uniform(2_000.0, 80_000.0);
             for (ts_us, up, body) in [(t, true, Body::DnsQuery), (answered, false, Body::DnsResponse)] {
                 packets.push(Pkt { ts_us, flow, seq: 0, ack: 0, len: 0, flags: 0, up, body });
             }
@@ -350,8 +320,8 @@ fn plan() -> Result<Plan> {
             dns_exchanges += 1;
         }
         let flow = flows.len() as u32;
-        let rtt = rng.log_uniform((15_000.0, 150_000.0));
-        let data = rng.log_uniform(DATA_PACKETS);
+        let rtt = rng.log_uniform(15_000.0, 150_000.0);
+        let data = rng.log_uniform(DATA_PACKETS.0, DATA_PACKETS.1);
         let client_port = ports.take(c, &mut rng);
         if tcp {
             flows.push(Flow {
@@ -377,16 +347,16 @@ fn plan() -> Result<Plan> {
                 rng.range(200, u64::from(MSS)) as u16,
                 Body::Data,
             );
-            let gap = rng.log_uniform(TCP_SPAN_US) / data;
+            let gap = rng.log_uniform(TCP_SPAN_US.0, TCP_SPAN_US.1) / data;
             for _ in 0..data {
                 let dt = rng.range(1, 2 * gap.max(1));
                 if rng.unit() < 0.6 {
-                    let len = if rng.unit() < 0.45 { MSS } else { rng.log_uniform((40.0, f64::from(MSS))) as u16 };
+                    let len = if rng.unit() < 0.45 { MSS } else { rng.log_uniform(40.0, f64::from(MSS)) as u16 };
                     s.push(&mut packets, dt, false, ACK | if len < MSS { PSH } else { 0 }, len, Body::Data);
                 } else if s.acked != s.s && rng.unit() < 0.7 {
                     s.push(&mut packets, dt, true, ACK, 0, Body::Data);
                 } else {
-                    let len = rng.log_uniform((30.0, 800.0)) as u16;
+                    let len = rng.log_uniform(30.0, 800.0) as u16;
                     s.push(&mut packets, dt, true, PSH | ACK, len, Body::Data);
                 }
             }
@@ -403,15 +373,15 @@ fn plan() -> Result<Plan> {
             push(&mut t, 0, true, 1200, Body::QuicInitial);
             push(&mut t, rtt, false, 1200, Body::QuicInitial);
             push(&mut t, rng.range(10, 300), false, rng.range(300, u64::from(QUIC_MAX)) as u16, Body::QuicShort);
-            let gap = rng.log_uniform(QUIC_SPAN_US) / data;
+            let gap = rng.log_uniform(QUIC_SPAN_US.0, QUIC_SPAN_US.1) / data;
             for _ in 0..data {
                 let dt = rng.range(1, 2 * gap.max(1));
                 if rng.unit() < 0.62 {
                     let len =
-                        if rng.unit() < 0.5 { QUIC_MAX } else { rng.log_uniform((40.0, f64::from(QUIC_MAX))) as u16 };
+                        if rng.unit() < 0.5 { QUIC_MAX } else { rng.log_uniform(40.0, f64::from(QUIC_MAX)) as u16 };
                     push(&mut t, dt, false, len, Body::QuicShort);
                 } else {
-                    push(&mut t, dt, true, rng.log_uniform((30.0, 600.0)) as u16, Body::QuicShort);
+                    push(&mut t, dt, true, rng.log_uniform(30.0, 600.0) as u16, Body::QuicShort);
                 }
             }
         }
@@ -421,7 +391,7 @@ fn plan() -> Result<Plan> {
     // (ICMP flows are keyed by addresses and protocol alone).
     let mut pairs = HashSet::new();
     for j in 0..ICMP_FLOWS {
-        let mut rng = Rng::new(ICMP_STREAM, j);
+        let mut rng = item_rng(ICMP_STREAM, j);
         let c = rng.zipf(&client_cdf);
         let v6 = c < V6_CLIENTS && rng.unit() < V6_SHARE;
         let (client, remote, protocol) = loop {
@@ -439,7 +409,7 @@ fn plan() -> Result<Plan> {
         let id = rng.below(1 << 16) as u16;
         flows.push(Flow { client, remote, protocol, client_port: 0, remote_port: 0, kind: Kind::Icmp { id } });
         let mut t = START_US + rng.below(STARTS_US);
-        let rtt = rng.log_uniform((5_000.0, 120_000.0));
+        let rtt = rng.log_uniform(5_000.0, 120_000.0);
         for seq in 0..rng.range(2, 10) as u16 {
             for (dt, up) in [(if seq == 0 { 0 } else { 1_000_000 - rtt }, true), (rtt, false)] {
                 t += dt;
@@ -669,7 +639,7 @@ fn capture(plan: &Plan) -> Result<(PathBuf, String)> {
     };
     let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut w = PcapWriter::with_header(BufWriter::with_capacity(1 << 20, file), header)?;
-    let mut noise_rng = Rng::new(POOL_STREAM, 1);
+    let mut noise_rng = item_rng(POOL_STREAM, 1);
     let noise: Vec<u8> = (0..1 << 16).map(|_| noise_rng.next() as u8).collect();
     let (mut body, mut bytes) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     for (i, pkt) in plan.packets.iter().enumerate() {

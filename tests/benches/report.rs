@@ -38,7 +38,7 @@ use tracker::{
     store::{DnsRecord, FlowRecord, Store, rollup::Period, schema},
     timefmt,
 };
-use tracker_tests::{ChildGuard, median, tracker_bin};
+use tracker_tests::{ChildGuard, median, rng::Rng, tracker_bin};
 
 /// Bumped whenever the generator's output changes, so a cached database is never stale.
 const GENERATOR_VERSION: u32 = 1;
@@ -97,36 +97,9 @@ const PREFIXES: [&str; 12] =
 /// A quarter of names reach a CDN through a CNAME (served_by when the owner is another).
 const CDN_TARGETS: [&str; 4] = ["a.akamaiedge.net", "cloudfront.net", "fastly.net", "cdn.cloudflare.net"];
 
-/// xorshift64, seeded per row through splitmix64 so any row can be regenerated alone.
-struct Rng(u64);
-
-impl Rng {
-    fn new(stream: u64, index: u64) -> Self {
-        let mut z = SEED ^ stream.wrapping_mul(0xa076_1d64_78bd_642f) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Log-uniform in [lo, hi]: most values small, a long tail of large ones.
-    fn log_uniform(&mut self, lo: f64, hi: f64) -> u64 {
-        (lo.ln() + self.unit() * (hi.ln() - lo.ln())).exp() as u64
-    }
-    fn zipf(&mut self, cdf: &[f64]) -> usize {
-        let u = self.unit() * cdf[cdf.len() - 1];
-        cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
-    }
+/// The generator of item `index` of `stream`, under this benchmark's seed.
+fn item_rng(stream: u64, index: u64) -> Rng {
+    Rng::new(SEED, stream, index)
 }
 // Streams of the per-row generators.
 const FLOW_STREAM: u64 = 1;
@@ -174,7 +147,7 @@ impl Gen {
                 }
             }
         }
-        let mut rng = Rng::new(POOL_STREAM, 0);
+        let mut rng = item_rng(POOL_STREAM, 0);
         let unknown = (0..UNKNOWN_NAMES as u64).map(|n| {
             let site = rng.below(UNKNOWN_SITES);
             match n % 3 {
@@ -228,7 +201,7 @@ impl Gen {
 
     /// Flow `i`; `round` > 0 gives the same flow later, with larger counters (a sweep's update).
     fn flow(&self, i: u64, round: u64) -> FlowRecord {
-        let mut rng = Rng::new(FLOW_STREAM, i);
+        let mut rng = item_rng(FLOW_STREAM, i);
         let first_seen_ms = self.start_ms()
             + (i as i128 * SPAN_MS as i128 / self.shape.flows as i128) as i64
             + rng.below(60_000) as i64;
@@ -295,7 +268,7 @@ impl Gen {
 
     /// DNS exchange `j`: a query of a pool name, answered with its CNAME (if any) and address.
     fn dns(&self, j: u64) -> DnsRecord {
-        let mut rng = Rng::new(DNS_STREAM, j);
+        let mut rng = item_rng(DNS_STREAM, j);
         let ts_ms =
             self.start_ms() + (j as i128 * SPAN_MS as i128 / self.shape.dns as i128) as i64 + rng.below(60_000) as i64;
         let client = self.device(&mut rng);

@@ -47,7 +47,6 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::MapError,
     programs::{TestRun as _, TestRunOptions},
 };
 use ipnet::IpNet;
@@ -120,11 +119,7 @@ impl Kernel {
 
     /// One flow, per-CPU values folded; `None` when the table does not have it.
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowStats>> {
-        match self.source.tables.flows.get(key) {
-            Ok(s) => Ok(Some(s)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.source.tables.flows.find(key)?)
     }
 
     /// Both tables whole (`FLOWS_V4` keys widened to [`FlowKey`], per-CPU values folded).

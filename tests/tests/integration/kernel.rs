@@ -12,7 +12,6 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::MapError,
     programs::{TestRun as _, TestRunOptions},
 };
 use etherparse::PacketBuilder;
@@ -95,11 +94,7 @@ impl Kernel {
 
     /// One flow, folded; `None` when the table does not have it.
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowStats>> {
-        match self.source.tables.flows.get(key) {
-            Ok(s) => Ok(Some(s)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.source.tables.flows.find(key)?)
     }
 
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowStats)>> {
@@ -654,7 +649,9 @@ fn ended_flows_are_written_then_deleted_and_a_resumed_flow_is_one_row() -> Resul
         return Ok(());
     }
     const IDLE: Duration = Duration::from_millis(300);
-    let timeouts = Timeouts { tcp_ended: Duration::ZERO, tcp_idle: IDLE, udp: IDLE, icmp: IDLE, other: IDLE };
+    const ENDED: Duration = Duration::from_millis(200);
+    // Ended TCP connections leave after 200 ms, and one back within 200 ms more is the same row.
+    let timeouts = Timeouts { tcp_ended: ENDED, tcp_idle: IDLE, udp: IDLE, icmp: IDLE, other: IDLE };
     let mut k = Kernel::load(L2_LEN_NONE)?;
     let mut p = Pipeline::new("ended", timeouts)?;
     // A TCP segment without payload with the flags `f` sets.
@@ -704,6 +701,7 @@ fn ended_flows_are_written_then_deleted_and_a_resumed_flow_is_one_row() -> Resul
         )?,
         TC_ACT_UNSPEC
     );
+    std::thread::sleep(ENDED + Duration::from_millis(50));
     let s = p.sweep(&mut k)?;
     assert_eq!(s.ended, 1, "both FINs seen: ended");
     assert!(k.flow(&key)?.is_none(), "deleted from the kernel table");

@@ -56,10 +56,9 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
     let entities = Arc::new(global.entity_table()?);
     let mut store = Store::open(&global.db)?;
     // The tunnel as tracker knows it: the live daemon's own subnets and its devices' addresses.
-    let daemon_nets = store.daemon_facts()?.local_nets.unwrap_or_default();
-    let tunnel: Vec<IpNet> = daemon_nets
-        .split_whitespace()
-        .filter_map(|n| n.parse::<IpNet>().ok())
+    let tunnel: Vec<IpNet> = store
+        .local_nets()?
+        .into_iter()
         .chain(store.devices()?.0.iter().flat_map(|d| d.allowed_ips.clone()))
         .map(|n| n.trunc())
         .collect();

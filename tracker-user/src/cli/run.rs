@@ -104,6 +104,9 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let stored = store.recent_answers(since, naming::RELOAD_LIMIT)?;
     namer.flows.reload(&stored, now);
     let local: Vec<String> = local_nets.iter().map(ToString::to_string).collect();
+    // Kept past this run (unlike the daemon's facts): imports of captures of this interface
+    // take them as the tunnel.
+    store.write(|w| w.set_local_nets(&local_nets))?;
     tracing::info!(local_nets = ?local, answers_reloaded = stored.len(), "naming ready");
 
     let mut ebpf = kernel::load(&pins, iface.l2_len, sizes)?;
@@ -136,7 +139,6 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         DaemonFacts {
             iface: Some(iface.name.clone()),
             link_type: Some(iface.link_kind().into()),
-            local_nets: Some(local.join(" ")),
             xdp_mode: Some(mode.as_str().into()),
             daemon_pin_dir: Some(pins.0.display().to_string()),
             started: Some(timefmt::rfc3339(timefmt::now_ms())),

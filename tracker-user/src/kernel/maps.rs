@@ -108,10 +108,14 @@ impl FlowTables {
         self.v4.keys().map(|r| r.map(FlowKey::from)).chain(self.v6.keys())
     }
 
-    /// One flow, folded.
-    pub fn get(&self, key: &FlowKey) -> Result<FlowStats, MapError> {
-        let v = if key.family == FAMILY_V4 { self.v4.get(&key.to_v4(), 0)? } else { self.v6.get(key, 0)? };
-        Ok(FlowStats::merge(v.iter()))
+    /// One flow, folded; `None` when the table does not have it.
+    pub fn find(&self, key: &FlowKey) -> Result<Option<FlowStats>, MapError> {
+        let v = if key.family == FAMILY_V4 { self.v4.get(&key.to_v4(), 0) } else { self.v6.get(key, 0) };
+        match v {
+            Ok(v) => Ok(Some(FlowStats::merge(v.iter()))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

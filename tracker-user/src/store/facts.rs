@@ -48,10 +48,6 @@ macro_rules! daemon_facts {
 daemon_facts! {
     /// The interface the daemon watches.
     iface: String,
-    /// The VPN's own subnets the daemon names flows with (the interface's networks and
-    /// `--local-net`), space-separated CIDRs: an import of a capture of that interface uses
-    /// them too, so its remotes get the classes live flows got.
-    local_nets: String,
     /// The interface's link type, as people say it ("raw IP (WireGuard/TUN)").
     link_type: String,
     /// How XDP is attached (native, generic, a pinned link kept).

@@ -17,6 +17,8 @@ pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"TRKR");
 
 /// Key of the database identity row in `meta` (migration 3).
 pub const META_DB_ID: &str = "db_id";
+/// Key of the `meta` row with the VPN subnets the daemon last watched (migration 5).
+pub const META_LOCAL_NETS: &str = "local_nets";
 
 /// Migration `i` (0-based) takes the database from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -213,6 +215,10 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 5: where rows came from: the live interface, or a capture file imported.
     r#"
+    -- meta gains a row: local_nets, the VPN subnets the daemon last named flows with (its
+    -- interface's networks and --local-net), space-separated CIDRs, written at each start;
+    -- an import of a capture of that interface takes them as the tunnel.
+
     -- The sources of rows: 0 is the daemon's live interface; `tracker import-pcap` adds one per
     -- --source name. Every flow, DNS query and roll-up row belongs to exactly one, so a report
     -- of an import never mixes in live traffic, nor the other way round.

@@ -1,10 +1,14 @@
 //! The sources of rows (the live interface, imported captures) and the record of each import.
 
 use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
 use rusqlite::{OptionalExtension as _, params};
 use serde::Serialize;
 
-use super::{Store, Writer, schema::LIVE_SOURCE};
+use super::{
+    Store, Writer,
+    schema::{self, LIVE_SOURCE},
+};
 use crate::timefmt;
 
 /// A source as read commands use it.
@@ -74,6 +78,15 @@ impl Store {
         Ok(Source { id, name, end_ms })
     }
 
+    /// The VPN subnets the daemon last watched; none when no daemon ran on this database.
+    pub fn local_nets(&self) -> Result<Vec<IpNet>> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [schema::META_LOCAL_NETS], |r| r.get(0))
+            .optional()?;
+        Ok(text.unwrap_or_default().split_whitespace().filter_map(|n| n.parse().ok()).collect())
+    }
+
     fn source_names(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT name FROM sources ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -133,6 +146,16 @@ impl Store {
 }
 
 impl Writer<'_> {
+    /// Records the VPN subnets the daemon names flows with ([`schema::META_LOCAL_NETS`]).
+    pub fn set_local_nets(&self, nets: &[IpNet]) -> Result<()> {
+        let text: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![schema::META_LOCAL_NETS, text.join(" ")],
+        )?;
+        Ok(())
+    }
+
     /// The id of the source named `name`, created if new. "live" is the live interface's and
     /// cannot be an import's.
     pub fn import_source(&self, name: &str) -> Result<i64> {
