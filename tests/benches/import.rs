@@ -332,7 +332,7 @@ fn plan() -> Result<Plan> {
                 remote_port: 443,
                 kind: Kind::Tls { name: name as u32 },
             });
-            let mut s = Tcp { flow, t: t - 1, c: rng.next() as u32, s: rng.next() as u32, acked: 0 };
+            let mut s = Tcp { flow, t: t - 1, c: rng.next_u64() as u32, s: rng.next_u64() as u32, acked: 0 };
             s.push(&mut packets, 1, true, SYN, 0, Body::Data);
             s.push(&mut packets, rtt, false, SYN | ACK, 0, Body::Data);
             s.push(&mut packets, rng.range(50, 400), true, ACK, 0, Body::Data);
@@ -640,7 +640,7 @@ fn capture(plan: &Plan) -> Result<(PathBuf, String)> {
     let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut w = PcapWriter::with_header(BufWriter::with_capacity(1 << 20, file), header)?;
     let mut noise_rng = item_rng(POOL_STREAM, 1);
-    let noise: Vec<u8> = (0..1 << 16).map(|_| noise_rng.next() as u8).collect();
+    let noise: Vec<u8> = (0..1 << 16).map(|_| noise_rng.next_u64() as u8).collect();
     let (mut body, mut bytes) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     for (i, pkt) in plan.packets.iter().enumerate() {
         payload(&mut body, plan, pkt, &noise);
