@@ -16,7 +16,7 @@ use super::{Global, ListArgs, open_existing, output};
 use crate::{
     import::{self, ImportOptions, ImportSummary, Progress},
     pipeline::sweep::Timeouts,
-    source::capture::DEFAULT_CLIENT_NETS,
+    source::capture::{DEFAULT_CLIENT_NETS, file::CaptureReader},
     store::Store,
     timefmt,
 };
@@ -48,10 +48,13 @@ pub fn import_pcap(global: &Global, args: &ImportArgs) -> Result<()> {
     {
         bail!("--source {}: give the import a name of its own (\"live\" is the live interface's)", name);
     }
+    // Every file is checked before the database is opened: a typo or a file that is not a
+    // capture changes nothing.
     for f in &args.files {
         if !f.is_file() {
             bail!("{}: no such file (nothing was imported)", f.display());
         }
+        CaptureReader::open(f).map_err(|e| anyhow::anyhow!("{e} (nothing was imported)"))?;
     }
     let entities = Arc::new(global.entity_table()?);
     let mut store = Store::open(&global.db)?;
