@@ -2,7 +2,7 @@
 //! (naming, labels, the sweep) and the store, on the file's own clock, recorded in `imports`
 //! so that the same bytes are recognised when imported again.
 
-use std::{collections::HashSet, io::Read as _, path::Path, sync::Arc};
+use std::{io::Read as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
@@ -98,42 +98,16 @@ impl Sink for ToWriter {
 }
 
 /// Writes what the sweeps hand over, one transaction per sweep, until the sweeps are done.
-/// `fresh`: no earlier import of these bytes wrote rows, so a row this writer has not written
-/// is not stored, and is written without reading it first.
-fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>, fresh: bool) -> Result<()> {
-    let mut written: HashSet<RowKey, foldhash::fast::RandomState> = HashSet::default();
+/// The rows go without their roll-ups: the import makes those once, at its end.
+fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>) -> Result<()> {
     for r in rows {
-        let is_new = |f: &FlowRecord| fresh && !written.contains(&RowKey::of(f));
         store.write(|w| {
-            let w = w.for_source(r.source);
-            w.upsert_flows_knowing(&r.boot_id, &r.flows, &is_new)?;
+            let w = w.for_source(r.source).without_rollups();
+            w.upsert_flows(&r.boot_id, &r.flows)?;
             w.insert_dns(&r.dns)
         })?;
-        written.extend(r.flows.iter().map(RowKey::of));
     }
     Ok(())
-}
-
-/// A flow row's key within its import (the boot id is the import's).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct RowKey {
-    kernel_first_ns: u64,
-    client: std::net::IpAddr,
-    remote: std::net::IpAddr,
-    protocol: u8,
-    ports: (u16, u16),
-}
-
-impl RowKey {
-    fn of(f: &FlowRecord) -> Self {
-        Self {
-            kernel_first_ns: f.kernel_first_ns,
-            client: f.client,
-            remote: f.remote,
-            protocol: f.protocol,
-            ports: (f.client_port, f.remote_port),
-        }
-    }
 }
 
 /// Sweeps handed to the writer thread that it has not written yet: a bound on the rows held.
@@ -170,8 +144,6 @@ const SWEEP_AT_FLOWS: usize = tracker_common::defaults::FLOW_ENTRIES as usize;
 struct Identity {
     content: String,
     source_id: i64,
-    /// No earlier import of these bytes wrote rows.
-    fresh: bool,
 }
 
 /// Imports one capture file into `store`. A file that is not a capture is refused before
@@ -216,10 +188,9 @@ pub fn import_file(
             Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
         };
         source.identify(format!("import:{}", &id.content[..32]), id.source_id);
-        let fresh = id.fresh;
         let writer = std::thread::Builder::new()
             .name("import-writer".into())
-            .spawn_scoped(scope, move || write_rows(store, rx, fresh).map(|()| store))
+            .spawn_scoped(scope, move || write_rows(store, rx).map(|()| store))
             .context("starting the database writer")?;
         let mut read = || -> Result<()> {
             loop {
@@ -258,14 +229,21 @@ pub fn import_file(
         let (f, d) = last?;
         (flows_written, dns_written) = (flows_written + f, dns_written + d);
         let rest = namer.dns.take_records(None);
-        store.write(|w| w.for_source(id.source_id).insert_dns(&rest))?;
         dns_written += rest.len() as u64;
         progress(Progress { bytes: reader.bytes_read(), total_bytes, packets: source.counts.frames });
 
         let to_ms = |ns: u64| KernelClock::UNIX.to_unix_ms(ns);
         let span_ms = first_ns.map(|f| (to_ms(f), to_ms(source.now_ns())));
         let why = error.as_ref().map(|e| e.to_string());
-        store.write(|w| w.import_progress(&id.content, source.counts.frames, span_ms, Some(why.as_deref())))?;
+        // The roll-ups the reports read, summed once from all of the source's rows (an import
+        // read again after an interruption makes them whole too), in the transaction that says
+        // the import ended: a report never sees this import's rows half summed.
+        store.write(|w| {
+            let w = w.for_source(id.source_id);
+            w.without_rollups().insert_dns(&rest)?;
+            w.rebuild_rollups(id.source_id)?;
+            w.import_progress(&id.content, source.counts.frames, span_ms, Some(why.as_deref()))
+        })?;
         Ok(ImportSummary {
             counts: source.counts,
             dns_exchanges: dns_written,
@@ -301,9 +279,7 @@ fn identify(
 ) -> Result<std::result::Result<Identity, EarlierImport>> {
     let content =
         hashing.take().expect("identified once").join().map_err(|_| anyhow::anyhow!("hashing {shown} failed"))??;
-    let earlier = store.earlier_import(&content)?;
-    let fresh = earlier.is_none();
-    if let Some(earlier) = earlier {
+    if let Some(earlier) = store.earlier_import(&content)? {
         if earlier.finished {
             return Ok(Err(earlier));
         }
@@ -321,7 +297,7 @@ fn identify(
         w.import_started(&content, id, shown, total_bytes)?;
         Ok(id)
     })?;
-    Ok(Ok(Identity { content, source_id, fresh }))
+    Ok(Ok(Identity { content, source_id }))
 }
 
 /// Hands the source's events to the namer and sweeps; returns the flow and DNS rows written.

@@ -420,11 +420,16 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// The same writes without the roll-ups: only for measuring what the roll-ups cost
-    /// (`cargo xtask bench report`); reports on such a database are wrong.
-    #[doc(hidden)]
+    /// The same writes without the roll-ups, for a writer that makes them afterwards
+    /// ([`Writer::rebuild_rollups`]: an import) and for measuring what they cost (`cargo xtask
+    /// bench report`). Reports read the roll-ups: until they are made, they miss these rows.
     pub fn without_rollups(&self) -> Self {
         Self { rollups: false, ..*self }
+    }
+
+    /// Makes `source`'s roll-ups again from its rows.
+    pub fn rebuild_rollups(&self, source: i64) -> Result<()> {
+        rollup::rebuild_source(self.conn, source)
     }
 
     /// The same writes, of rows from `source` (`sources.id`) rather than the live interface.
@@ -436,19 +441,6 @@ impl Writer<'_> {
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
-        self.upsert_flows_knowing(boot_id, flows, &|_| false)
-    }
-
-    /// [`Writer::upsert_flows`] for a caller that knows which rows are not stored yet
-    /// (`is_new`): those are not read before they are written (the roll-ups' "before" is
-    /// nothing). An import of new bytes knows it for every row it has not written itself; a
-    /// row said new that is stored would be counted twice in the roll-ups.
-    pub fn upsert_flows_knowing(
-        &self,
-        boot_id: &str,
-        flows: &[FlowRecord],
-        is_new: &dyn Fn(&FlowRecord) -> bool,
-    ) -> Result<()> {
         {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
@@ -553,7 +545,7 @@ impl Writer<'_> {
                     served_by,
                     self.source,
                 ];
-                let old = if !self.rollups || is_new(f) {
+                let old = if !self.rollups {
                     None
                 } else {
                     // The first eight values are the row's key, in the same order.

@@ -305,16 +305,30 @@ pub fn is_unfilled(conn: &Connection) -> Result<bool> {
 
 /// Fills the roll-ups from the rows already stored (a database older than them).
 pub fn rebuild(conn: &Connection) -> Result<()> {
+    fill(conn, "1", [])
+}
+
+/// Makes one source's roll-ups again from its rows: an import writes its rows without them and
+/// sums them once, at its end (every group written once, not once per sweep).
+pub fn rebuild_source(conn: &Connection, source: i64) -> Result<()> {
+    conn.execute("DELETE FROM rollup WHERE source = ?1", [source])?;
+    conn.execute("DELETE FROM dns_rollup WHERE source = ?1", [source])?;
+    fill(conn, "source = ?1", [source])
+}
+
+/// Adds the rows `filter` keeps to the roll-ups.
+fn fill<P: rusqlite::Params + Copy>(conn: &Connection, filter: &str, params: P) -> Result<()> {
     let mut flows = FlowDeltas::default();
-    let mut stmt = conn.prepare(&format!("SELECT {} FROM flows", FlowFacts::COLUMNS))?;
-    for f in stmt.query_map([], FlowFacts::from_row)? {
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM flows WHERE {filter}", FlowFacts::COLUMNS))?;
+    for f in stmt.query_map(params, FlowFacts::from_row)? {
         flows.change(None, &f.context("reading flows")?);
     }
     flows.apply(conn)?;
     let mut dns = DnsDeltas::default();
-    let mut stmt = conn.prepare("SELECT ts, client, qname, source FROM dns_queries")?;
-    let rows =
-        stmt.query_map([], |r| Ok(DnsFacts { ts: r.get(0)?, client: r.get(1)?, qname: r.get(2)?, source: r.get(3)? }))?;
+    let mut stmt = conn.prepare(&format!("SELECT ts, client, qname, source FROM dns_queries WHERE {filter}"))?;
+    let rows = stmt.query_map(params, |r| {
+        Ok(DnsFacts { ts: r.get(0)?, client: r.get(1)?, qname: r.get(2)?, source: r.get(3)? })
+    })?;
     let mut bits: HashMap<String, i64> = HashMap::new();
     for q in rows {
         let q = q.context("reading the DNS log")?;
