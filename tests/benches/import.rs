@@ -39,7 +39,11 @@ use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
 };
 use rusqlite::{Connection, OpenFlags};
-use tracker_tests::{median, rng::Rng, tracker_bin};
+use tracker_tests::{
+    median,
+    rng::{Rng, zipf_cdf},
+    tracker_bin,
+};
 
 /// Bumped whenever the generator's output changes, so a cached capture is never stale.
 const GENERATOR_VERSION: u32 = 1;
@@ -110,6 +114,10 @@ const QUIET_POLL: Duration = Duration::from_secs(15);
 const QUIET_MAX: Duration = Duration::from_secs(600);
 
 /// The generator of item `index` of `stream`, under this benchmark's seed.
+fn zipf_cdf_s(n: usize) -> Vec<f64> {
+    zipf_cdf(n, ZIPF_S)
+}
+
 fn item_rng(stream: u64, index: u64) -> Rng {
     Rng::new(SEED, stream, index)
 }
@@ -118,16 +126,6 @@ const POOL_STREAM: u64 = 1;
 const APP_STREAM: u64 = 2;
 const ICMP_STREAM: u64 = 3;
 const PORT_STREAM: u64 = 4;
-
-fn zipf_cdf(n: usize) -> Vec<f64> {
-    let mut acc = 0.0;
-    (0..n)
-        .map(|k| {
-            acc += 1.0 / ((k + 1) as f64).powf(ZIPF_S);
-            acc
-        })
-        .collect()
-}
 
 /// Address `i` of the three IPv4 documentation /24s (.1 to .254 of each).
 fn doc_v4(i: u64) -> Ipv4Addr {
@@ -281,8 +279,8 @@ fn plan() -> Result<Plan> {
             PoolName { name, cname, v4: doc_v4(i as u64), v6: doc_v6(i as u64) }
         })
         .collect();
-    let name_cdf = zipf_cdf(pool.len());
-    let client_cdf = zipf_cdf(CLIENTS);
+    let name_cdf = zipf_cdf_s(pool.len());
+    let client_cdf = zipf_cdf_s(CLIENTS);
     let mut port_rng = item_rng(PORT_STREAM, 0);
     let mut ports = Ports((0..CLIENTS).map(|_| 49_152 + port_rng.below(1000) as u16).collect());
     let mut flows = Vec::new();

@@ -38,7 +38,11 @@ use tracker::{
     store::{DnsRecord, FlowRecord, Store, rollup::Period, schema},
     timefmt,
 };
-use tracker_tests::{ChildGuard, median, rng::Rng, tracker_bin};
+use tracker_tests::{
+    ChildGuard, median,
+    rng::{Rng, zipf_cdf},
+    tracker_bin,
+};
 
 /// Bumped whenever the generator's output changes, so a cached database is never stale.
 const GENERATOR_VERSION: u32 = 1;
@@ -98,6 +102,10 @@ const PREFIXES: [&str; 12] =
 const CDN_TARGETS: [&str; 4] = ["a.akamaiedge.net", "cloudfront.net", "fastly.net", "cdn.cloudflare.net"];
 
 /// The generator of item `index` of `stream`, under this benchmark's seed.
+fn zipf_cdf_s(n: usize) -> Vec<f64> {
+    zipf_cdf(n, ZIPF_S)
+}
+
 fn item_rng(stream: u64, index: u64) -> Rng {
     Rng::new(SEED, stream, index)
 }
@@ -105,16 +113,6 @@ fn item_rng(stream: u64, index: u64) -> Rng {
 const FLOW_STREAM: u64 = 1;
 const DNS_STREAM: u64 = 2;
 const POOL_STREAM: u64 = 3;
-
-fn zipf_cdf(n: usize) -> Vec<f64> {
-    let mut acc = 0.0;
-    (0..n)
-        .map(|k| {
-            acc += 1.0 / ((k + 1) as f64).powf(ZIPF_S);
-            acc
-        })
-        .collect()
-}
 
 struct PoolName {
     name: String,
@@ -175,9 +173,9 @@ impl Gen {
             .collect::<Vec<_>>();
         Self {
             shape,
-            names: zipf_cdf(pool.len()),
+            names: zipf_cdf_s(pool.len()),
             pool,
-            devices: zipf_cdf(DEVICES.into()),
+            devices: zipf_cdf_s(DEVICES.into()),
             labeler: Labeler::new(entities.into()),
         }
     }

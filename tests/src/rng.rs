@@ -46,3 +46,15 @@ impl Rng {
         cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
     }
 }
+
+/// The cumulative weights of a Zipf popularity over `n` items with exponent `s`, for
+/// [`Rng::zipf`].
+pub fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    let mut acc = 0.0;
+    (0..n)
+        .map(|k| {
+            acc += 1.0 / ((k + 1) as f64).powf(s);
+            acc
+        })
+        .collect()
+}

@@ -342,6 +342,34 @@ pub fn curl_conn(mut c: Command, args: &[&str]) -> Result<Conn> {
     Ok(conn)
 }
 
+/// curl (`cmd`, a phone's) to `host`'s first A (with `v6` AAAA) address over HTTP or TLS,
+/// the address pinned with `--resolve` (no DNS of its own), trusting the lab's certificate.
+pub fn curl_pinned(lab: &Lab, cmd: Command, tls: bool, host: &str, v6: bool) -> Result<Pinned> {
+    use tracker_tests::{
+        lab::{HTTP_PORT, SMALL_TXT, TLS_PORT},
+        zone::{self, QType},
+    };
+    let addr = zone::resolve(host, if v6 { QType::Aaaa } else { QType::A }).addresses[0];
+    let (scheme, port, path) = if tls { ("https", TLS_PORT, "") } else { ("http", HTTP_PORT, SMALL_TXT) };
+    let pinned = match addr {
+        std::net::IpAddr::V4(a) => format!("{host}:{port}:{a}"),
+        std::net::IpAddr::V6(a) => format!("{host}:{port}:[{a}]"),
+    };
+    let cert = lab.tls_cert.display().to_string();
+    let url = format!("{scheme}://{host}/{path}");
+    let conn = curl_conn(cmd, &["--cacert", &cert, "--resolve", &pinned, &url])?;
+    ensure!(conn.remote == addr, "curl {url} went to {}, not {addr}", conn.remote);
+    Ok(Pinned { conn, addr, port, url })
+}
+
+/// What [`curl_pinned`] did: the connection, the address and port it went to, its URL.
+pub struct Pinned {
+    pub conn: Conn,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    pub url: String,
+}
+
 /// The flow of connection `c` in `flows` (TCP, matched on both addresses and ports).
 pub fn flow_of<'a>(flows: &'a [Value], c: &Conn) -> Option<&'a Value> {
     flows.iter().find(|f| {

@@ -40,13 +40,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{DigQuery, Tracker, curl_conn, dig, ip_eq, run_cli, tracker_with, udp_echoes};
+use crate::common::{DigQuery, Pinned, Tracker, curl_pinned, dig, ip_eq, run_cli, tracker_with, udp_echoes};
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use tracker_tests::{
     Lab, Ns,
     cmd::{have_program, run},
-    lab::{Capture, ECHO_V4, ECHO_V6, HTTP_PORT, PHONE_V4, PHONE_V6, Resolver, SMALL_TXT, TLS_PORT, UDP_ECHO_PORT},
+    lab::{Capture, ECHO_V4, ECHO_V6, PHONE_V4, PHONE_V6, Resolver, UDP_ECHO_PORT},
     zone::{self, QType},
 };
 
@@ -152,15 +152,7 @@ fn dig_flow(lab: &Lab, resolver: Resolver, v6: bool, name: &str, qtype: QType, t
 /// the address given with `--resolve`: the phone's own dig through the upstream resolver names
 /// it. `name: None` for a local peer, which gets no name.
 fn curl_flow(lab: &Lab, tls: bool, host: &'static str, v6: bool, name: Option<&'static str>) -> Result<Planned> {
-    let addr = zone::resolve(host, if v6 { QType::Aaaa } else { QType::A }).addresses[0];
-    let (scheme, port, path) = if tls { ("https", TLS_PORT, "") } else { ("http", HTTP_PORT, SMALL_TXT) };
-    let pinned = match addr {
-        IpAddr::V4(a) => format!("{host}:{port}:{a}"),
-        IpAddr::V6(a) => format!("{host}:{port}:[{a}]"),
-    };
-    let cert = lab.tls_cert.display().to_string();
-    let url = format!("{scheme}://{host}/{path}");
-    let conn = curl_conn(lab.phone_cmd("curl"), &["--cacert", &cert, "--resolve", &pinned, &url])?;
+    let Pinned { conn, addr, port, url } = curl_pinned(lab, lab.phone_cmd("curl"), tls, host, v6)?;
     let phone: IpAddr = if v6 { PHONE_V6.into() } else { PHONE_V4.into() };
     ensure!(conn.local == phone && conn.remote == addr, "curl {url} went {conn:?}");
     Ok(Planned {

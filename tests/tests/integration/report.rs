@@ -19,13 +19,13 @@ use std::{
 
 mod expect;
 
-use crate::common::{Checks, Tracker, curl_conn, ip_eq, next_port};
+use crate::common::{Checks, Pinned, Tracker, curl_pinned, ip_eq, next_port};
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use tracker_tests::{
     Lab, Ns,
     cmd::run,
-    lab::{self, HTTP_PORT, PHONE_V4, PHONE_V6, PHONE2_V4, PHONE2_V6, Resolver, SMALL_TXT, TLS_PORT},
+    lab::{self, PHONE_V4, PHONE_V6, PHONE2_V4, PHONE2_V6, Resolver},
     zone::{self, QType},
 };
 
@@ -160,15 +160,7 @@ fn dig(lab: &Lab, phone: Phone, resolver: Resolver, name: &str, qtype: QType) ->
 /// One curl from `phone` to `name` (its A, or with `v6` its AAAA address) over HTTP or TLS,
 /// without DNS (`--resolve`): the phone's own earlier dig names it.
 fn curl(lab: &Lab, phone: Phone, tls: bool, name: &'static str, v6: bool) -> Result<Expect> {
-    let addr = zone::resolve(name, if v6 { QType::Aaaa } else { QType::A }).addresses[0];
-    let (scheme, port, path) = if tls { ("https", TLS_PORT, "") } else { ("http", HTTP_PORT, SMALL_TXT) };
-    let pinned = match addr {
-        IpAddr::V4(a) => format!("{name}:{port}:{a}"),
-        IpAddr::V6(a) => format!("{name}:{port}:[{a}]"),
-    };
-    let cert = lab.tls_cert.display().to_string();
-    let url = format!("{scheme}://{name}/{path}");
-    let conn = curl_conn(lab.cmd(phone.ns(), "curl"), &["--cacert", &cert, "--resolve", &pinned, &url])?;
+    let Pinned { conn, addr, port, url } = curl_pinned(lab, lab.cmd(phone.ns(), "curl"), tls, name, v6)?;
     let want_local: IpAddr = if v6 { phone.v6().into() } else { phone.v4().into() };
     ensure!(conn.local == want_local, "curl {url} from {phone:?} left from {}", conn.local);
     let mut e = plain(phone, "tcp", conn.local, Some(conn.local_port), addr, port);
