@@ -257,7 +257,9 @@ impl Lab {
         let mut cmd = self.cmd(ns, "tcpdump");
         cmd.args(["-i", iface, "-w"])
             .arg(file)
-            .args(["-U", "--immediate-mode", "-n", "-s", "0", "-Z", "root"])
+            // A 16 MiB buffer: on a loaded 2-core machine the default 2 MiB lost packets
+            // (counted, and then the test fails: the file would not be what the daemon saw).
+            .args(["-U", "--immediate-mode", "-B", "16384", "-n", "-s", "0", "-Z", "root"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
