@@ -35,8 +35,9 @@ pub struct ImportOptions {
     /// Addresses on the client side ([`crate::source::capture::DEFAULT_CLIENT_NETS`]).
     pub client_nets: Vec<IpNet>,
     /// The VPN's own subnets, as the daemon's `--local-net` and interface addresses: remotes in
-    /// them are `tunnel`, not `private`. The `--client-net`s the user gave and the known
-    /// devices' addresses, never the default private ranges.
+    /// them are `tunnel`, not `private`. The `--client-net`s the user gave, the subnets the
+    /// daemon last watched (`meta.local_nets`) and the known devices' addresses; never the
+    /// default private ranges.
     pub local_nets: Vec<IpNet>,
     pub timeouts: Timeouts,
     pub entities: Arc<EntityTable>,
