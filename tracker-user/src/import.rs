@@ -72,12 +72,19 @@ pub struct Progress {
 /// Frames between two progress reports.
 const PROGRESS_EVERY: u64 = 65_536;
 
-/// A sweep's rows on their way to the writer thread.
+/// A sweep's rows on their way to the writer thread, which files them under the import's
+/// identity (known to it alone: it waits for the file's hash).
 struct Rows {
-    boot_id: String,
-    source: i64,
     flows: Vec<FlowRecord>,
     dns: Vec<DnsRecord>,
+}
+
+/// How the writer thread ended.
+enum Written<'a> {
+    /// Every row handed over is written; the store goes back to the reading thread.
+    Done(&'a mut Store, Identity),
+    /// The same bytes were imported completely before: nothing was written.
+    Skipped(EarlierImport),
 }
 
 /// Hands each sweep's rows to the writer thread, so SQLite writes while the next frames are
@@ -88,23 +95,19 @@ struct ToWriter(std::sync::mpsc::SyncSender<Rows>);
 
 impl Sink for ToWriter {
     fn write(&mut self, batch: &Batch<'_>) -> Result<()> {
-        let rows = Rows {
-            boot_id: batch.boot_id.to_owned(),
-            source: batch.source,
-            flows: batch.flows.to_vec(),
-            dns: batch.dns.to_vec(),
-        };
+        let rows = Rows { flows: batch.flows.to_vec(), dns: batch.dns.to_vec() };
         self.0.send(rows).map_err(|_| anyhow::anyhow!("the database writer stopped"))
     }
 }
 
 /// Writes what the sweeps hand over, one transaction per sweep, until the sweeps are done.
 /// The rows go without their roll-ups: the import makes those once, at its end.
-fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>) -> Result<()> {
+fn write_rows(store: &mut Store, rows: std::sync::mpsc::Receiver<Rows>, id: &Identity) -> Result<()> {
+    let boot_id = id.boot_id();
     for r in rows {
         store.write(|w| {
-            let w = w.for_source(r.source).without_rollups();
-            w.upsert_flows(&r.boot_id, &r.flows)?;
+            let w = w.for_source(id.source_id).without_rollups();
+            w.upsert_flows(&boot_id, &r.flows)?;
             w.insert_dns(&r.dns)
         })?;
     }
@@ -147,6 +150,14 @@ struct Identity {
     source_id: i64,
 }
 
+impl Identity {
+    /// What its flow rows are keyed under instead of a kernel boot: the same bytes give the
+    /// same rows, so an interrupted import read again overwrites what it wrote.
+    fn boot_id(&self) -> String {
+        format!("import:{}", &self.content[..32])
+    }
+}
+
 /// Imports one capture file into `store`. A file that is not a capture is refused before
 /// anything is written; damage further in stops the reading, keeps what came before, and is
 /// returned in the summary (and recorded with the import).
@@ -173,7 +184,7 @@ pub fn import_file(
     let mut namer = Namer::new(opts.local_nets.clone(), DEFAULT_GRACE);
     namer.labels = Labeler::new(opts.entities.clone());
     namer.flows.set_devices(Devices::new(&peers));
-    let mut source = CaptureSource::new(String::new(), 0, opts.client_nets.clone(), opts.timeouts);
+    let mut source = CaptureSource::new(format!("import of {shown}"), 0, opts.client_nets.clone(), opts.timeouts);
     let mut sweeper = Sweeper::new(opts.timeouts, 0);
     let mut first_ns = None;
     let (mut flows_written, mut dns_written) = (0u64, 0u64);
@@ -182,16 +193,20 @@ pub fn import_file(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(ROWS_IN_FLIGHT);
     let mut sink = ToWriter(tx);
     std::thread::scope(|scope| -> Result<ImportSummary> {
-        // Identified before the first write, then the store is the writer thread's until the
-        // sweeps are done.
-        let id = match identify(store, &mut hashing, opts, &shown, total_bytes)? {
-            Ok(id) => id,
-            Err(earlier) => return Ok(ImportSummary::skipped(earlier)),
-        };
-        source.identify(format!("import:{}", &id.content[..32]), id.source_id);
+        // The store is the writer thread's until the sweeps are done. It waits for the file's
+        // hash before it writes anything, while this thread reads on: the rows of the sweeps
+        // meanwhile wait in the channel, with the import's identity filled in by the writer.
+        let shown_w = shown.clone();
         let writer = std::thread::Builder::new()
             .name("import-writer".into())
-            .spawn_scoped(scope, move || write_rows(store, rx).map(|()| store))
+            .spawn_scoped(scope, move || -> Result<Written<'_>> {
+                let id = match identify(store, &mut hashing, opts, &shown_w, total_bytes)? {
+                    Ok(id) => id,
+                    Err(earlier) => return Ok(Written::Skipped(earlier)),
+                };
+                write_rows(store, rx, &id)?;
+                Ok(Written::Done(store, id))
+            })
             .context("starting the database writer")?;
         let mut read = || -> Result<()> {
             loop {
@@ -226,7 +241,11 @@ pub fn import_file(
         // and the queries still waiting for an answer are written unanswered.
         let last = read.and_then(|()| sweep(&mut source, &mut namer, &mut sweeper, &mut sink));
         drop(sink);
-        let store = writer.join().map_err(|_| anyhow::anyhow!("the database writer panicked"))??;
+        let (store, id) = match writer.join().map_err(|_| anyhow::anyhow!("the database writer panicked"))?? {
+            Written::Done(store, id) => (store, id),
+            // The writer stopped taking rows, so the reading stopped too: nothing was written.
+            Written::Skipped(earlier) => return Ok(ImportSummary::skipped(earlier)),
+        };
         let (f, d) = last?;
         (flows_written, dns_written) = (flows_written + f, dns_written + d);
         let rest = namer.dns.take_records(None);

@@ -79,8 +79,8 @@ pub struct CaptureSource {
 
 impl CaptureSource {
     /// `boot_id` names the capture (its flows never merge with another's); `source_id` is the
-    /// store's source of its rows ([`CaptureSource::identify`] sets both later, when they are
-    /// known only after reading has begun); `client_nets` tell the client side
+    /// store's source of its rows (an import's writer files the rows itself, once the file's
+    /// hash is known); `client_nets` tell the client side
     /// ([`DEFAULT_CLIENT_NETS`]); `timeouts` when an idle flow has ended, as for the sweep.
     pub fn new(boot_id: String, source_id: i64, client_nets: Vec<IpNet>, timeouts: Timeouts) -> Self {
         Self {
@@ -94,11 +94,6 @@ impl CaptureSource {
             source_id,
             counts: CaptureCounts::default(),
         }
-    }
-
-    /// Names the capture and its rows' source, before its first sweep.
-    pub fn identify(&mut self, boot_id: String, source_id: i64) {
-        (self.boot_id, self.source_id) = (boot_id, source_id);
     }
 
     /// The capture's clock: unix ns of its latest packet so far.
