@@ -25,6 +25,15 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The third-party robustness captures: `TRACKER_PCAPS`, else `shared/testdata/pcaps` beside
+/// the repository (absent in a user's clone; tests then say they skipped them).
+pub fn shared_pcaps() -> std::path::PathBuf {
+    std::env::var_os("TRACKER_PCAPS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/pcaps"),
+        std::path::PathBuf::from,
+    )
+}
+
 /// For tests that need root: true when they may run. Without root it prints
 /// "skipped: needs root" and returns false, except under CI (`CI=true`), where skipping would
 /// hide a broken setup, so it panics instead.

@@ -184,7 +184,7 @@ pub fn import_file(
     let mut namer = Namer::new(opts.local_nets.clone(), DEFAULT_GRACE);
     namer.labels = Labeler::new(opts.entities.clone());
     namer.flows.set_devices(Devices::new(&peers));
-    let mut source = CaptureSource::new(format!("import of {shown}"), 0, opts.client_nets.clone(), opts.timeouts);
+    let mut source = CaptureSource::new(format!("import of {shown}"), opts.client_nets.clone(), opts.timeouts);
     let mut sweeper = Sweeper::new(opts.timeouts, 0);
     let mut first_ns = None;
     let (mut flows_written, mut dns_written) = (0u64, 0u64);

@@ -296,7 +296,7 @@ fn client_nets() -> Vec<IpNet> {
 /// Runs one capture through both sides; the disagreements, described, and what was compared.
 fn compare_capture(name: &str, bytes: &[u8], limit: usize) -> Result<(Summary, Vec<String>)> {
     let mut k = Kernel::load()?;
-    let mut src = CaptureSource::new(format!("differential {name}"), 1, client_nets(), Timeouts::default());
+    let mut src = CaptureSource::new(format!("differential {name}"), client_nets(), Timeouts::default());
     let mut reader = CaptureReader::new(name, bytes).map_err(|e| anyhow!("{e}"))?;
     let mut s = Summary::default();
     let mut diffs = Vec::new();
@@ -525,20 +525,13 @@ fn compare_all(captures: &[(String, Vec<u8>)]) -> Result<Vec<Summary>> {
     Ok(out)
 }
 
-/// The shared captures' directory, as the other tests find it.
-fn pcaps_dir() -> PathBuf {
-    std::env::var_os("TRACKER_PCAPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/pcaps")))
-}
-
 /// Every file of the third-party robustness set (all of them captures but the manifest).
 #[test]
 fn robustness_captures_agree_with_the_kernel() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
-    let dir = pcaps_dir();
+    let dir = tracker_tests::shared_pcaps();
     if !dir.is_dir() {
         // As in a user's clone: the third-party captures live beside the repository, not in it
         // (the synthetic captures below run everywhere).

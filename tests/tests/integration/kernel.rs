@@ -514,9 +514,7 @@ fn robustness_captures_never_abort_the_program() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
-    let dir = std::env::var_os("TRACKER_PCAPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/pcaps")));
+    let dir = tracker_tests::shared_pcaps();
     if !dir.is_dir() {
         eprintln!("skipped: {} not found", dir.display());
         return Ok(());

@@ -278,7 +278,6 @@ impl Sweeper {
         let dns = namer.dns.stats();
         let batch = Batch {
             boot_id: source.boot_id(),
-            source: source.source_id(),
             flows: &self.records,
             dns: &self.pending_dns,
             blocks: &blocks,

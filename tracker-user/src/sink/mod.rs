@@ -21,8 +21,6 @@ pub struct BlockCount {
 pub struct Batch<'a> {
     /// The boot the flows' kernel stamps belong to (for a capture, the file).
     pub boot_id: &'a str,
-    /// `sources.id` of every row: the live interface or an import.
-    pub source: i64,
     /// Flows that changed, cumulative per row: writing one twice stores the same numbers.
     pub flows: &'a [FlowRecord],
     /// DNS exchanges ready for the log.

@@ -8,9 +8,8 @@ use crate::store::Store;
 
 impl Sink for Store {
     fn write(&mut self, batch: &Batch<'_>) -> Result<()> {
-        let Batch { boot_id, source, flows, dns, blocks, facts } = batch;
+        let Batch { boot_id, flows, dns, blocks, facts } = batch;
         Store::write(self, |w| {
-            let w = w.for_source(*source);
             w.upsert_flows(boot_id, flows)?;
             w.insert_dns(dns)?;
             for b in *blocks {

@@ -39,10 +39,6 @@ pub struct Activity {
 pub trait Source {
     /// What the stamps are relative to: flows of two boots never merge, whatever their stamps.
     fn boot_id(&self) -> &str;
-    /// The store's `sources.id` of its rows.
-    fn source_id(&self) -> i64 {
-        crate::store::schema::LIVE_SOURCE
-    }
     /// One conversion of stamps to wall time for the source's whole life: events converted
     /// with it keep their order (a DNS answer stays before the flow it caused), whatever the
     /// wall clock does meanwhile.

@@ -72,17 +72,15 @@ pub struct CaptureSource {
     /// order, the kernel's clock is).
     now_ns: u64,
     boot_id: String,
-    source_id: i64,
     timeouts: Timeouts,
     pub counts: CaptureCounts,
 }
 
 impl CaptureSource {
-    /// `boot_id` names the capture (its flows never merge with another's); `source_id` is the
-    /// store's source of its rows (an import's writer files the rows itself, once the file's
-    /// hash is known); `client_nets` tell the client side
-    /// ([`DEFAULT_CLIENT_NETS`]); `timeouts` when an idle flow has ended, as for the sweep.
-    pub fn new(boot_id: String, source_id: i64, client_nets: Vec<IpNet>, timeouts: Timeouts) -> Self {
+    /// `boot_id` names the capture (its flows never merge with another's); `client_nets` tell
+    /// the client side ([`DEFAULT_CLIENT_NETS`]); `timeouts` when an idle flow has ended, as
+    /// for the sweep.
+    pub fn new(boot_id: String, client_nets: Vec<IpNet>, timeouts: Timeouts) -> Self {
         Self {
             timeouts,
             flows: Default::default(),
@@ -91,7 +89,6 @@ impl CaptureSource {
             client_nets,
             now_ns: 0,
             boot_id,
-            source_id,
             counts: CaptureCounts::default(),
         }
     }
@@ -174,24 +171,22 @@ impl CaptureSource {
         let up = self.is_up(&sender_first);
         let p = if up { sender_first } else { sender_first.flipped() };
         let key = p.key();
-        if let Some(s) = self.flows.get(&key)
-            && self.now_ns.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(&key, s)
-        {
-            return Counted::Stale;
-        }
-        self.counts.ip_packets += 1;
-        if p.fragment {
-            self.counts.fragments += 1;
-        }
         let c = Count::of(&p, up, 1, self.now_ns);
-        let first_payload = match self.flows.get_mut(&p.key()) {
+        let first_payload = match self.flows.get_mut(&key) {
+            Some(s) if c.now.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(&key, s) => {
+                return Counted::Stale;
+            }
             Some(s) => s.add(&c),
             None => {
-                self.flows.insert(p.key(), FlowStats::first(&c));
+                self.flows.insert(key, FlowStats::first(&c));
                 self.counts.flows_created += 1;
                 c.payload
             }
         };
+        self.counts.ip_packets += 1;
+        if p.fragment {
+            self.counts.fragments += 1;
+        }
         if let Some(kind) = account::event(&p, first_payload) {
             self.keep_event(kind, &p, up, data);
         }
@@ -238,10 +233,6 @@ impl Source for CaptureSource {
         &self.boot_id
     }
 
-    fn source_id(&self) -> i64 {
-        self.source_id
-    }
-
     fn anchor(&self) -> KernelClock {
         KernelClock::UNIX
     }
@@ -285,7 +276,7 @@ mod tests {
     use file::Link;
 
     fn source(nets: &[&str]) -> CaptureSource {
-        CaptureSource::new("t".into(), 1, nets.iter().map(|n| n.parse().unwrap()).collect(), Timeouts::default())
+        CaptureSource::new("t".into(), nets.iter().map(|n| n.parse().unwrap()).collect(), Timeouts::default())
     }
 
     /// A TCP packet of the one connection between the server's port 443 and port 40000.
