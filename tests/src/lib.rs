@@ -26,12 +26,18 @@ pub fn is_root() -> bool {
 }
 
 /// The third-party robustness captures: `TRACKER_PCAPS`, else `shared/testdata/pcaps` beside
-/// the repository (absent in a user's clone; tests then say they skipped them).
-pub fn shared_pcaps() -> std::path::PathBuf {
-    std::env::var_os("TRACKER_PCAPS").map_or_else(
+/// the repository. Absent in a user's clone (they live beside the repository, not in it): then
+/// it prints that the test skipped them, and returns `None`.
+pub fn shared_pcaps_or_skip() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("TRACKER_PCAPS").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/pcaps"),
         std::path::PathBuf::from,
-    )
+    );
+    if !dir.is_dir() {
+        println!("skipped: {} not found", dir.display());
+        return None;
+    }
+    Some(dir)
 }
 
 /// For tests that need root: true when they may run. Without root it prints

@@ -514,11 +514,7 @@ fn robustness_captures_never_abort_the_program() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
-    let dir = tracker_tests::shared_pcaps();
-    if !dir.is_dir() {
-        eprintln!("skipped: {} not found", dir.display());
-        return Ok(());
-    }
+    let Some(dir) = tracker_tests::shared_pcaps_or_skip() else { return Ok(()) };
     let mut k = Kernel::load(L2_LEN_ETHERNET)?;
     let mut total = 0u64;
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
