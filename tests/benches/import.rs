@@ -41,6 +41,7 @@ use pcap_file::{
 use rusqlite::{Connection, OpenFlags};
 use tracker_tests::{
     median,
+    quiet::{self, load_average},
     rng::{Rng, zipf_cdf},
     tracker_bin,
 };
@@ -720,39 +721,13 @@ fn measure(mut cmd: Command, stderr: &Path) -> Result<Usage> {
     Ok(Usage { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), max_rss_kib: ru.ru_maxrss })
 }
 
-/// The 1-minute load average ("?" if unreadable).
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-/// Waits (at most QUIET_MAX, or TRACKER_IMPORT_QUIET_SECS) for the 1-minute load average to
-/// fall below QUIET_LOAD; says what it was.
+/// Waits for a quiet machine (at most QUIET_MAX, or TRACKER_IMPORT_QUIET_SECS).
 fn wait_for_quiet() -> String {
     let max = std::env::var("TRACKER_IMPORT_QUIET_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map_or(QUIET_MAX, Duration::from_secs);
-    let started = Instant::now();
-    let first = load_average();
-    loop {
-        let now = load_average();
-        let quiet = now.parse::<f64>().is_ok_and(|l| l < QUIET_LOAD);
-        if quiet || started.elapsed() >= max {
-            if !quiet {
-                eprintln!("warning: load {now} still not below {QUIET_LOAD} after {max:.0?}: measuring anyway");
-            }
-            let verdict = if quiet { "below" } else { "still not below" };
-            return format!("{first} at the start, {now} after {:.0?} ({verdict} {QUIET_LOAD})", started.elapsed());
-        }
-        eprintln!(
-            "import: load {now}, waiting for < {QUIET_LOAD} ({:.0?} so far, at most {max:.0?})",
-            started.elapsed()
-        );
-        std::thread::sleep(QUIET_POLL);
-    }
+    quiet::wait_for_quiet("import", QUIET_LOAD, QUIET_POLL, max)
 }
 
 fn remove_db(db: &Path) {

@@ -52,7 +52,9 @@ use tracker_tests::{
     cmd::have_program,
     flood::{self, Flood, FloodReport, Found},
     lab::{IPERF_PORT, IPERF_V4},
-    median, tracker_bin,
+    median,
+    quiet::load_average,
+    tracker_bin,
 };
 
 /// The lab's prefix: distinct from every test's (`te*`, `tc*`, `tn*`, `tl*`) and from `lab up`'s.
@@ -576,14 +578,6 @@ fn throughput(lab: &Lab) -> Result<()> {
     loads.push(load_average());
     report_throughput(&runs, &loads);
     Ok(())
-}
-
-/// The 1-minute load average, as /proc/loadavg shows it ("?" if unreadable).
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// Fails unless what is attached to the VPN interface is what `config` is named after.

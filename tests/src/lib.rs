@@ -9,6 +9,7 @@ pub mod flood;
 pub mod hostile_dns;
 pub mod lab;
 pub mod procs;
+pub mod quiet;
 pub mod rng;
 pub mod testrun;
 pub mod zone;

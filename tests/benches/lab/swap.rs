@@ -417,18 +417,7 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
 /// Waits (at most QUIET_MAX) for the 1-minute load average to fall below QUIET_LOAD; says what
 /// it was.
 fn wait_for_quiet() -> String {
-    let started = Instant::now();
-    let first = load_average();
-    loop {
-        let now = load_average();
-        let quiet = now.parse::<f64>().is_ok_and(|l| l < QUIET_LOAD);
-        if quiet || started.elapsed() >= QUIET_MAX {
-            let verdict = if quiet { "below" } else { "still not below" };
-            return format!("{first} at the start, {now} after {:.0?} ({verdict} {QUIET_LOAD})", started.elapsed());
-        }
-        eprintln!("swap: load {now}, waiting for < {QUIET_LOAD} ({:.0?} so far)", started.elapsed());
-        std::thread::sleep(QUIET_POLL);
-    }
+    tracker_tests::quiet::wait_for_quiet("swap", QUIET_LOAD, QUIET_POLL, QUIET_MAX)
 }
 
 pub fn section(lab: &Lab) -> Result<()> {
