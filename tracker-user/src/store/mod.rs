@@ -127,6 +127,7 @@ impl Store {
     /// before anything is written.
     pub fn open(path: &Path) -> Result<Self> {
         refuse_directory(path)?;
+        no_memory_statistics();
         let created = create_private(path)?;
         let conn = Connection::open(path).map_err(|e| explain(path, e, Access::Write))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -442,6 +443,10 @@ impl Writer<'_> {
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
         {
+            // Without the roll-ups nothing reads the row back: RETURNING would copy every
+            // row's labels out for nothing.
+            let returning =
+                if self.rollups { format!("RETURNING {}", rollup::FlowFacts::COLUMNS) } else { String::new() };
             let mut stmt = self.conn.prepare_cached(&format!(
                 "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
                      client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
@@ -482,8 +487,7 @@ impl Writer<'_> {
                                       THEN flows.encrypted ELSE excluded.encrypted END,
                      app_decided = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
                                         THEN flows.app_decided ELSE excluded.app_decided END
-                 RETURNING {}",
-                rollup::FlowFacts::COLUMNS
+                 {returning}"
             ))?;
             let mut old_row = self.conn.prepare_cached(&format!(
                 "SELECT {} FROM flows WHERE boot_id = ?1 AND kernel_first_ns = ?2 AND family = ?3
@@ -545,20 +549,18 @@ impl Writer<'_> {
                     served_by,
                     self.source,
                 ];
-                let old = if !self.rollups {
-                    None
-                } else {
-                    // The first eight values are the row's key, in the same order.
-                    old_row
-                        .query_row(&values[..8], rollup::FlowFacts::from_row)
-                        .optional()
-                        .map_err(|e| explain_path(self.path, e))?
-                };
+                if !self.rollups {
+                    stmt.execute(values).map_err(|e| explain_path(self.path, e))?;
+                    continue;
+                }
+                // The first eight values are the row's key, in the same order.
+                let old = old_row
+                    .query_row(&values[..8], rollup::FlowFacts::from_row)
+                    .optional()
+                    .map_err(|e| explain_path(self.path, e))?;
                 let new =
                     stmt.query_row(values, rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
-                if self.rollups {
-                    deltas.change(old.as_ref(), &new);
-                }
+                deltas.change(old.as_ref(), &new);
             }
             deltas.apply(self.conn).map_err(|e| e.context("updating the report roll-ups"))?;
         }
@@ -576,6 +578,18 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// Turns off SQLite's memory statistics, which tracker never reads: kept, they take a global
+/// mutex on every allocation (every text bound to a statement is one), about a tenth of an
+/// import's writing. SQLite takes this only before it initialises, at the process's first
+/// connection; later it refuses (SQLITE_MISUSE) and nothing changes.
+fn no_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: an integer option with an int argument, as sqlite3_config documents it.
+        unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+    });
 }
 
 /// A client filter as a JSON array for `json_each`, or NULL for none.
