@@ -1,10 +1,11 @@
 //! Reads pcap and pcapng files as a stream of frames, each with its number and byte offset.
 //!
-//! pcap-file's slice parsers do the decoding; this module owns the read buffer, so it knows
-//! where every record starts (for error messages a user can act on) and holds about 1 MiB
-//! whatever the file's size. It frames every record itself before handing it to a parser:
-//! pcap-file also answers `IncompleteBuffer` for a short field *inside* a whole block, which
-//! would otherwise read as "need more bytes" and hide the damage.
+//! pcap-file's slice parsers do the decoding; this module owns the bytes they read, so it knows
+//! where every record starts (for error messages a user can act on): the file mapped whole
+//! ([`super::mapped`]), its pages given back every 16 MiB, or else a read buffer of about
+//! 1 MiB, so its memory stays bounded whatever the file's size. It frames every record itself
+//! before handing it to a parser: pcap-file also answers `IncompleteBuffer` for a short field
+//! *inside* a whole block, which would otherwise read as "need more bytes" and hide the damage.
 
 use std::fmt;
 use std::fs::File;
@@ -18,6 +19,7 @@ use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock
 use pcap_file::pcapng::{Block, PcapNgParser};
 
 use self::CaptureErrorKind as Kind;
+use super::mapped::Mapped;
 
 /// The read buffer's size; it grows only for a record larger than this.
 const BUFFER: usize = 1 << 20;
@@ -119,20 +121,35 @@ enum Parser {
     PcapNg { parser: PcapNgParser, interfaces: Vec<Interface> },
 }
 
-/// The bytes read ahead of the parsers: `buf[start..end]`, the first at file offset `at`.
+/// The bytes read ahead of the parsers: `data()[start..end]`, the first at file offset `at`.
+/// Either read into `buf`, or the whole file mapped (`end` is then its end).
 struct Window<R> {
     src: R,
     buf: Vec<u8>,
+    mapped: Option<Mapped>,
+    /// The mapping's bytes before this have been given back ([`Mapped::release`]).
+    released: usize,
     start: usize,
     end: usize,
     at: u64,
     eof: bool,
 }
 
+/// Bytes of a mapped file read between two releases of its pages.
+const RELEASE_EVERY: usize = 16 << 20;
+
 impl<R: Read> Window<R> {
+    fn read(src: R) -> Self {
+        Self { src, buf: vec![0; BUFFER], mapped: None, released: 0, start: 0, end: 0, at: 0, eof: false }
+    }
+
+    fn data(&self) -> &[u8] {
+        self.mapped.as_ref().map_or(&self.buf, Mapped::bytes)
+    }
+
     /// Makes `n` bytes available from `start` unless the file ends first; returns how many are.
     fn fill(&mut self, n: usize) -> io::Result<usize> {
-        if self.end - self.start >= n {
+        if self.end - self.start >= n || self.mapped.is_some() {
             return Ok(self.end - self.start);
         }
         if self.start + n > self.buf.len() {
@@ -163,10 +180,18 @@ impl<R: Read> Window<R> {
 
     /// The next `n` bytes, or fewer at the end of the file.
     fn get(&self, n: usize) -> &[u8] {
-        &self.buf[self.start..self.end.min(self.start + n)]
+        &self.data()[self.start..self.end.min(self.start + n)]
     }
 
+    /// Moves past `n` bytes. A mapping's pages before the record being consumed are released
+    /// now and then: the frame lent out of it is after them.
     fn consume(&mut self, n: usize) {
+        if let Some(m) = &self.mapped
+            && self.start - self.released >= RELEASE_EVERY
+        {
+            m.release(self.released..self.start);
+            self.released = self.start;
+        }
         let n = n.min(self.end - self.start);
         self.start += n;
         self.at += n as u64;
@@ -192,7 +217,14 @@ impl CaptureReader<File> {
         let name = path.display().to_string();
         let fail = |e| CaptureError { file: name.clone(), packet: None, offset: 0, kind: Kind::Io(e) };
         let file = File::open(path).map_err(fail)?;
-        Self::new(name, file)
+        let win = match Mapped::new(&file) {
+            Ok(m) => {
+                let end = m.bytes().len();
+                Window { src: file, buf: Vec::new(), mapped: Some(m), released: 0, start: 0, end, at: 0, eof: true }
+            }
+            Err(_) => Window::read(file),
+        };
+        Self::with_window(name, win)
     }
 }
 
@@ -200,8 +232,10 @@ impl<R: Read> CaptureReader<R> {
     /// Reads the file's header; `name` is what error messages call the file. The format comes
     /// from the magic number, never the name (a `.pcap` is often pcapng).
     pub fn new(name: impl Into<String>, src: R) -> Result<Self, CaptureError> {
-        let name = name.into();
-        let mut win = Window { src, buf: vec![0; BUFFER], start: 0, end: 0, at: 0, eof: false };
+        Self::with_window(name.into(), Window::read(src))
+    }
+
+    fn with_window(name: String, mut win: Window<R>) -> Result<Self, CaptureError> {
         let fail = |kind| CaptureError { file: name.clone(), packet: None, offset: 0, kind };
         let have = win.fill(PCAP_HEADER).map_err(|e| fail(Kind::Io(e)))?;
         let head = win.get(PCAP_HEADER);
@@ -280,7 +314,7 @@ impl<R: Read> CaptureReader<R> {
             ts_ns: found.ts_ns,
             orig_len: found.orig_len,
             link: found.link,
-            data: self.win.buf.get(found.data).unwrap_or_default(),
+            data: self.win.data().get(found.data).unwrap_or_default(),
         }))
     }
 

@@ -4,6 +4,7 @@
 //! capture's timestamps as the clock.
 
 pub mod file;
+pub mod mapped;
 
 use std::net::IpAddr;
 
