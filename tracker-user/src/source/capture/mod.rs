@@ -142,13 +142,18 @@ impl CaptureSource {
     /// A flow's packets follow its entry; a new flow's client is the side in the client nets,
     /// else the side that sent its first packet (for TCP, the SYN: a SYN-ACK's receiver).
     pub fn is_up(&self, sender_first: &Parsed) -> bool {
-        let key = sender_first.key();
-        if self.flows.contains_key(&key) {
+        if self.flows.contains_key(&sender_first.key()) {
             return true;
         }
         if self.flows.contains_key(&sender_first.flipped().key()) {
             return false;
         }
+        self.new_flow_is_up(sender_first)
+    }
+
+    /// [`CaptureSource::is_up`] for a packet whose flow is in neither direction.
+    fn new_flow_is_up(&self, sender_first: &Parsed) -> bool {
+        let key = sender_first.key();
         let (sender, receiver) = (key.client(), key.remote());
         match (self.is_client(sender), self.is_client(receiver)) {
             (true, false) => true,
@@ -167,23 +172,32 @@ impl CaptureSource {
     }
 
     /// Counts a parsed packet (`data` from the IP or Ethernet header on) in its flow, and keeps
-    /// the payload event it calls for: the kernel's `account`, with the table in memory.
+    /// the payload event it calls for: the kernel's `account`, with the table in memory. The
+    /// direction is [`CaptureSource::is_up`]'s, found by the flow's own lookup: one for a packet
+    /// going up, two going down.
     fn account(&mut self, sender_first: Parsed, data: &[u8]) -> Counted {
-        let up = self.is_up(&sender_first);
-        let p = if up { sender_first } else { sender_first.flipped() };
-        let key = p.key();
-        let c = Count::of(&p, up, 1, self.now_ns);
-        let first_payload = match self.flows.get_mut(&key) {
-            Some(s) if c.now.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(&key, s) => {
-                return Counted::Stale;
+        let now = self.now_ns;
+        let mut found = None;
+        for up in [true, false] {
+            let p = if up { sender_first } else { sender_first.flipped() };
+            let key = p.key();
+            if let Some(s) = self.flows.get_mut(&key) {
+                let c = Count::of(&p, up, 1, now);
+                if c.now.saturating_sub(s.last_seen_ns) >= self.timeouts.idle_limit_ns(&key, s) {
+                    return Counted::Stale;
+                }
+                found = Some((p, up, s.add(&c)));
+                break;
             }
-            Some(s) => s.add(&c),
-            None => {
-                self.flows.insert(key, FlowStats::first(&c));
-                self.counts.flows_created += 1;
-                c.payload
-            }
-        };
+        }
+        let (p, up, first_payload) = found.unwrap_or_else(|| {
+            let up = self.new_flow_is_up(&sender_first);
+            let p = if up { sender_first } else { sender_first.flipped() };
+            let c = Count::of(&p, up, 1, now);
+            self.flows.insert(p.key(), FlowStats::first(&c));
+            self.counts.flows_created += 1;
+            (p, up, c.payload)
+        });
         self.counts.ip_packets += 1;
         if p.fragment {
             self.counts.fragments += 1;
