@@ -70,16 +70,17 @@ pub struct Described {
 pub struct FlowNamer {
     table: NameTable,
     local_nets: Vec<IpNet>,
-    flows: HashMap<FlowKey, FlowFacts>,
+    /// Looked up for every first payload and every flow swept: foldhash rather than SipHash.
+    flows: HashMap<FlowKey, FlowFacts, foldhash::fast::RandomState>,
     /// (device, address) pairs answered since the last sweep: flows of that device to that
     /// address without a DNS name may take it now ([`FlowNamer::may_rename`]). Looked up by the
     /// sweep, which walks every live flow anyway, rather than kept as a set of unnamed flows
     /// per address, which in a flood of unnamed flows was the namer's largest part.
-    fresh_answers: HashSet<(IpAddr, IpAddr)>,
+    fresh_answers: HashSet<(IpAddr, IpAddr), foldhash::fast::RandomState>,
     /// Which client addresses are one device: answers are learned and looked up per device.
     devices: Devices,
     /// Flows whose evidence changed since they were last swept.
-    renamed: HashSet<FlowKey>,
+    renamed: HashSet<FlowKey, foldhash::fast::RandomState>,
 }
 
 impl FlowNamer {
@@ -89,10 +90,10 @@ impl FlowNamer {
         Self {
             table: NameTable::new(grace, MAX_ANSWERS_PER_CLIENT),
             local_nets,
-            flows: HashMap::new(),
-            fresh_answers: HashSet::new(),
+            flows: HashMap::default(),
+            fresh_answers: HashSet::default(),
             devices: Devices::default(),
-            renamed: HashSet::new(),
+            renamed: HashSet::default(),
         }
     }
 
@@ -166,7 +167,7 @@ impl FlowNamer {
 
     /// Flows whose name may have changed since their last sweep; the sweeper writes them even
     /// if their counters did not move.
-    pub fn take_renamed(&mut self) -> HashSet<FlowKey> {
+    pub fn take_renamed(&mut self) -> HashSet<FlowKey, foldhash::fast::RandomState> {
         std::mem::take(&mut self.renamed)
     }
 

@@ -4,6 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// The sweeper's tables are looked up several times per live flow and sweep: foldhash, seeded
+/// per process like the std hasher, at a fraction of SipHash's cost.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 use anyhow::Result;
 use tracker_common::{FlowKey, FlowStats};
 
@@ -112,11 +117,11 @@ pub const PENDING_DNS_MAX: usize = 100_000;
 #[derive(Default)]
 pub struct Sweeper {
     timeouts: Timeouts,
-    live: HashMap<FlowKey, Live>,
-    history: HashMap<FlowKey, History>,
+    live: Map<FlowKey, Live>,
+    history: Map<FlowKey, History>,
     /// Ended flows whose last write has not succeeded yet: they are no longer in the table, so
     /// only this says they need writing.
-    unwritten_ended: HashSet<FlowKey>,
+    unwritten_ended: Set<FlowKey>,
     generation: u32,
     snapshot: Snapshot,
     records: Vec<FlowRecord>,
@@ -124,7 +129,7 @@ pub struct Sweeper {
     wrote: Vec<(FlowKey, u64)>,
     /// DNS exchanges and renamed flows taken from the namer but not yet written.
     pending_dns: Vec<DnsRecord>,
-    pending_renamed: HashSet<FlowKey>,
+    pending_renamed: Set<FlowKey>,
     /// DNS exchanges dropped because writes failed for so long that [`PENDING_DNS_MAX`] were
     /// waiting.
     pub dns_dropped: u64,
