@@ -81,6 +81,13 @@ impl Counts {
     pub fn bytes(&self) -> i64 {
         self.bytes_up + self.bytes_down
     }
+
+    fn merge(&mut self, o: &Counts) {
+        self.connections += o.connections;
+        self.packets += o.packets;
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+    }
 }
 
 /// A stored flow row as the roll-ups see it: when it started, whose it is, its labels, its
@@ -128,17 +135,23 @@ impl FlowFacts {
         })
     }
 
-    /// The group of each dimension the flow belongs to.
-    pub fn keys(&self) -> impl Iterator<Item = (Dim, Key)> + '_ {
-        let owner = Some((Dim::Owner, [self.owner_kind.clone(), self.owner.clone(), String::new()]));
-        let service =
-            (!self.service.is_empty()).then(|| (Dim::Service, [self.service.clone(), String::new(), String::new()]));
-        let served = (!self.served_by.is_empty())
-            .then(|| (Dim::ServedBy, [self.served_by.clone(), String::new(), String::new()]));
+    /// The group of each dimension the flow belongs to, borrowed: summing a source's rows
+    /// groups each of them sixteen times.
+    pub fn keys(&self) -> impl Iterator<Item = (Dim, [&str; 3])> + '_ {
+        let owner = Some((Dim::Owner, [self.owner_kind.as_str(), self.owner.as_str(), ""]));
+        let service = (!self.service.is_empty()).then_some((Dim::Service, [self.service.as_str(), "", ""]));
+        let served = (!self.served_by.is_empty()).then_some((Dim::ServedBy, [self.served_by.as_str(), "", ""]));
         let protocol =
-            Some((Dim::Protocol, [self.protocol.to_string(), self.app_protocol.clone(), self.encrypted.clone()]));
+            Some((Dim::Protocol, [protocol_text(self.protocol), self.app_protocol.as_str(), self.encrypted.as_str()]));
         [owner, service, served, protocol].into_iter().flatten()
     }
+}
+
+/// An IP protocol number as the protocol roll-up's first key part stores it.
+fn protocol_text(protocol: u8) -> &'static str {
+    static TEXT: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..=u8::MAX).map(|p| p.to_string()).collect());
+    &TEXT[usize::from(protocol)]
 }
 
 /// The start of the bucket of length `span` that holds `ms`.
@@ -146,17 +159,26 @@ fn bucket(ms: i64, span: i64) -> i64 {
     ms - ms.rem_euclid(span)
 }
 
+/// A flow roll-up group: source, dimension, span, bucket, client and key, borrowed from the
+/// rows summed into it.
+type FlowGroup<'a> = (i64, Dim, i64, i64, &'a str, [&'a str; 3]);
+/// A device's hour of a dimension: source, dimension, hour, client and key.
+type FlowHour<'a> = (i64, Dim, i64, &'a str, [&'a str; 3]);
+
 /// The roll-up changes of a batch of flow writes, summed per group.
+///
+/// Each change is summed into its device's hour only; [`FlowDeltas::apply`] sums those into the
+/// days and the all-devices rows: four groups found per row rather than sixteen, when an
+/// import sums a whole source's rows at its end.
 #[derive(Debug, Default)]
-pub struct FlowDeltas {
-    /// By (source, dimension, span, bucket, client, key).
-    groups: HashMap<(i64, Dim, i64, i64, String, Key), Counts, foldhash::fast::RandomState>,
+pub struct FlowDeltas<'a> {
+    hours: HashMap<FlowHour<'a>, Counts, foldhash::fast::RandomState>,
 }
 
-impl FlowDeltas {
+impl<'a> FlowDeltas<'a> {
     /// A flow row went from `old` (none: it is new) to `new`: it leaves its old groups and
     /// joins its new ones, which for the same labels is just the counters' difference.
-    pub fn change(&mut self, old: Option<&FlowFacts>, new: &FlowFacts) {
+    pub fn change(&mut self, old: Option<&'a FlowFacts>, new: &'a FlowFacts) {
         if let Some(old) = old {
             self.add(-1, old);
         }
@@ -164,22 +186,36 @@ impl FlowDeltas {
     }
 
     /// A flow row was deleted.
-    pub fn remove(&mut self, old: &FlowFacts) {
+    pub fn remove(&mut self, old: &'a FlowFacts) {
         self.add(-1, old);
     }
 
-    fn add(&mut self, sign: i64, f: &FlowFacts) {
+    fn add(&mut self, sign: i64, f: &'a FlowFacts) {
+        let hour = bucket(f.first_seen, HOUR_MS);
         for (dim, key) in f.keys() {
-            for span in SPANS {
-                for client in [f.client.as_str(), ALL_DEVICES] {
-                    let k = (f.source, dim, span, bucket(f.first_seen, span), client.to_owned(), key.clone());
-                    self.groups.entry(k).or_default().add(sign, f);
-                }
-            }
+            self.hours.entry((f.source, dim, hour, f.client.as_str(), key)).or_default().add(sign, f);
         }
     }
 
-    /// Writes the changes: one upsert per group that changed.
+    /// Every group the hours add to: each span's bucket (an hour is inside one day), for the
+    /// device and for all devices.
+    fn groups(&self) -> HashMap<FlowGroup<'a>, Counts, foldhash::fast::RandomState> {
+        let mut groups = HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
+        for (&(source, dim, hour, client, key), c) in &self.hours {
+            for span in SPANS {
+                for client in [client, ALL_DEVICES] {
+                    groups
+                        .entry((source, dim, span, bucket(hour, span), client, key))
+                        .or_insert_with(Counts::default)
+                        .merge(c);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Writes the changes: one upsert per group that changed, in the table's key order, so
+    /// each lands beside the one before.
     pub fn apply(self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO rollup (source, dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up,
@@ -189,10 +225,11 @@ impl FlowDeltas {
                  packets = packets + excluded.packets, bytes_up = bytes_up + excluded.bytes_up,
                  bytes_down = bytes_down + excluded.bytes_down",
         )?;
-        for ((source, dim, span, bucket, client, [k1, k2, k3]), c) in self.groups {
-            if c == Counts::default() {
-                continue; // a rewrite that changed nothing
-            }
+        // A rewrite that changed nothing leaves its groups as they are.
+        let mut groups: Vec<_> = self.groups().into_iter().filter(|(_, c)| *c != Counts::default()).collect();
+        let order = |g: &FlowGroup<'a>| (g.0, g.1.as_str(), g.4, g.2, g.3, g.5);
+        groups.sort_unstable_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
+        for ((source, dim, span, bucket, client, [k1, k2, k3]), c) in groups {
             stmt.execute(params![
                 source,
                 dim.as_str(),
@@ -240,23 +277,20 @@ impl NameCounts {
     }
 }
 
-/// The DNS roll-up's additions of a batch of queries, summed per group.
+/// The DNS roll-up's additions of a batch of queries, summed per group: per device and hour
+/// first, as the flows' ([`FlowDeltas`]).
 #[derive(Debug, Default)]
 pub struct DnsDeltas {
-    /// By (source, span, bucket, client, name).
-    groups: HashMap<(i64, i64, i64, String, String), NameCounts, foldhash::fast::RandomState>,
+    /// By (source, hour, client, name).
+    hours: HashMap<(i64, i64, String, String), NameCounts, foldhash::fast::RandomState>,
 }
 
 impl DnsDeltas {
     /// Adds a query whose client has bit `bit` ([`client_bit`]).
     pub fn add(&mut self, q: &DnsFacts, bit: i64) {
         let one = NameCounts { queries: 1, first_ts: q.ts, last_ts: q.ts, client_bits: 1 << bit };
-        for span in SPANS {
-            for client in [q.client.as_str(), ALL_DEVICES] {
-                let k = (q.source, span, bucket(q.ts, span), client.to_owned(), q.qname.clone());
-                self.groups.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
-            }
-        }
+        let k = (q.source, bucket(q.ts, HOUR_MS), q.client.clone(), q.qname.clone());
+        self.hours.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
     }
 
     pub fn apply(self, conn: &Connection) -> Result<()> {
@@ -267,7 +301,24 @@ impl DnsDeltas {
                  first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
                  client_bits = client_bits | excluded.client_bits",
         )?;
-        for ((source, span, bucket, client, qname), c) in self.groups {
+        let mut groups: HashMap<_, NameCounts, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
+        for ((source, hour, client, qname), c) in &self.hours {
+            for span in SPANS {
+                for client in [client.as_str(), ALL_DEVICES] {
+                    groups
+                        .entry((*source, span, bucket(*hour, span), client, qname.as_str()))
+                        .and_modify(|g| g.merge(c))
+                        .or_insert(*c);
+                }
+            }
+        }
+        // In the table's key order, as the flows' groups.
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by(|((s1, p1, b1, c1, q1), _), ((s2, p2, b2, c2, q2), _)| {
+            (s1, c1, p1, b1, q1).cmp(&(s2, c2, p2, b2, q2))
+        });
+        for ((source, span, bucket, client, qname), c) in groups {
             stmt.execute(params![
                 source,
                 span,
@@ -318,10 +369,12 @@ pub fn rebuild_source(conn: &Connection, source: i64) -> Result<()> {
 
 /// Adds the rows `filter` keeps to the roll-ups.
 fn fill<P: rusqlite::Params + Copy>(conn: &Connection, filter: &str, params: P) -> Result<()> {
-    let mut flows = FlowDeltas::default();
     let mut stmt = conn.prepare(&format!("SELECT {} FROM flows WHERE {filter}", FlowFacts::COLUMNS))?;
-    for f in stmt.query_map(params, FlowFacts::from_row)? {
-        flows.change(None, &f.context("reading flows")?);
+    let rows =
+        stmt.query_map(params, FlowFacts::from_row)?.collect::<rusqlite::Result<Vec<_>>>().context("reading flows")?;
+    let mut flows = FlowDeltas::default();
+    for f in &rows {
+        flows.change(None, f);
     }
     flows.apply(conn)?;
     let mut dns = DnsDeltas::default();
@@ -416,7 +469,7 @@ pub fn flow_groups(
     for f in head {
         for (d, key) in f.keys() {
             if d == dim {
-                out.entry(key).or_default().add(1, f);
+                out.entry(key.map(str::to_owned)).or_default().add(1, f);
             }
         }
     }
