@@ -494,8 +494,7 @@ impl Writer<'_> {
                      AND client = ?4 AND remote = ?5 AND protocol = ?6 AND client_port = ?7 AND remote_port = ?8",
                 rollup::FlowFacts::COLUMNS
             ))?;
-            // Each row's stored values before and after: the roll-ups' groups borrow them.
-            let mut changes = Vec::new();
+            let mut deltas = rollup::FlowDeltas::default();
             for f in flows {
                 let FlowRecord {
                     kernel_first_ns,
@@ -561,11 +560,7 @@ impl Writer<'_> {
                     .map_err(|e| explain_path(self.path, e))?;
                 let new =
                     stmt.query_row(values, rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
-                changes.push((old, new));
-            }
-            let mut deltas = rollup::FlowDeltas::default();
-            for (old, new) in &changes {
-                deltas.change(old.as_ref(), new);
+                deltas.change(old.as_ref(), &new);
             }
             deltas.apply(self.conn).map_err(|e| e.context("updating the report roll-ups"))?;
         }

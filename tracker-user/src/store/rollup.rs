@@ -159,26 +159,51 @@ fn bucket(ms: i64, span: i64) -> i64 {
     ms - ms.rem_euclid(span)
 }
 
-/// A flow roll-up group: source, dimension, span, bucket, client and key, borrowed from the
-/// rows summed into it.
-type FlowGroup<'a> = (i64, Dim, i64, i64, &'a str, [&'a str; 3]);
-/// A device's hour of a dimension: source, dimension, hour, client and key.
-type FlowHour<'a> = (i64, Dim, i64, &'a str, [&'a str; 3]);
-
-/// The roll-up changes of a batch of flow writes, summed per group.
-///
-/// Each change is summed into its device's hour only; [`FlowDeltas::apply`] sums those into the
-/// days and the all-devices rows: four groups found per row rather than sixteen, when an
-/// import sums a whole source's rows at its end.
+/// The texts of groups, each kept once and known by its number: finding a group hashes and
+/// compares numbers, not strings, and a group's key costs no allocation once its texts are
+/// known.
 #[derive(Debug, Default)]
-pub struct FlowDeltas<'a> {
-    hours: HashMap<FlowHour<'a>, Counts, foldhash::fast::RandomState>,
+struct Texts {
+    ids: HashMap<String, u32, foldhash::fast::RandomState>,
+    texts: Vec<String>,
 }
 
-impl<'a> FlowDeltas<'a> {
+impl Texts {
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = u32::try_from(self.texts.len()).expect("fewer than 2^32 distinct texts");
+        self.texts.push(text.to_owned());
+        self.ids.insert(text.to_owned(), id);
+        id
+    }
+
+    fn text(&self, id: u32) -> &str {
+        &self.texts[id as usize]
+    }
+}
+
+/// A device's hour of a dimension: source, dimension, hour, client and key (texts' numbers).
+type FlowHour = (i64, Dim, i64, u32, [u32; 3]);
+/// A roll-up row's key: source, dimension, span, bucket, client and key (texts' numbers).
+type FlowGroup = (i64, Dim, i64, i64, u32, [u32; 3]);
+
+/// The roll-up changes of flow writes, summed per group.
+///
+/// Each change is summed into its device's hour only; [`FlowDeltas::apply`] sums those into the
+/// days and the all-devices rows: four groups found per row rather than sixteen, which is most
+/// of the work when an import sums a whole source's rows at its end.
+#[derive(Debug, Default)]
+pub struct FlowDeltas {
+    texts: Texts,
+    hours: HashMap<FlowHour, Counts, foldhash::fast::RandomState>,
+}
+
+impl FlowDeltas {
     /// A flow row went from `old` (none: it is new) to `new`: it leaves its old groups and
     /// joins its new ones, which for the same labels is just the counters' difference.
-    pub fn change(&mut self, old: Option<&'a FlowFacts>, new: &'a FlowFacts) {
+    pub fn change(&mut self, old: Option<&FlowFacts>, new: &FlowFacts) {
         if let Some(old) = old {
             self.add(-1, old);
         }
@@ -186,28 +211,29 @@ impl<'a> FlowDeltas<'a> {
     }
 
     /// A flow row was deleted.
-    pub fn remove(&mut self, old: &'a FlowFacts) {
+    pub fn remove(&mut self, old: &FlowFacts) {
         self.add(-1, old);
     }
 
-    fn add(&mut self, sign: i64, f: &'a FlowFacts) {
+    fn add(&mut self, sign: i64, f: &FlowFacts) {
         let hour = bucket(f.first_seen, HOUR_MS);
+        let client = self.texts.id(&f.client);
         for (dim, key) in f.keys() {
-            self.hours.entry((f.source, dim, hour, f.client.as_str(), key)).or_default().add(sign, f);
+            let key = key.map(|t| self.texts.id(t));
+            self.hours.entry((f.source, dim, hour, client, key)).or_default().add(sign, f);
         }
     }
 
     /// Every group the hours add to: each span's bucket (an hour is inside one day), for the
     /// device and for all devices.
-    fn groups(&self) -> HashMap<FlowGroup<'a>, Counts, foldhash::fast::RandomState> {
+    fn groups(&mut self) -> HashMap<FlowGroup, Counts, foldhash::fast::RandomState> {
+        let all = self.texts.id(ALL_DEVICES);
         let mut groups = HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
         for (&(source, dim, hour, client, key), c) in &self.hours {
             for span in SPANS {
-                for client in [client, ALL_DEVICES] {
-                    groups
-                        .entry((source, dim, span, bucket(hour, span), client, key))
-                        .or_insert_with(Counts::default)
-                        .merge(c);
+                for client in [client, all] {
+                    let group = (source, dim, span, bucket(hour, span), client, key);
+                    groups.entry(group).or_insert_with(Counts::default).merge(c);
                 }
             }
         }
@@ -216,7 +242,7 @@ impl<'a> FlowDeltas<'a> {
 
     /// Writes the changes: one upsert per group that changed, in the table's key order, so
     /// each lands beside the one before.
-    pub fn apply(self, conn: &Connection) -> Result<()> {
+    pub fn apply(mut self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO rollup (source, dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up,
                  bytes_down)
@@ -227,15 +253,17 @@ impl<'a> FlowDeltas<'a> {
         )?;
         // A rewrite that changed nothing leaves its groups as they are.
         let mut groups: Vec<_> = self.groups().into_iter().filter(|(_, c)| *c != Counts::default()).collect();
-        let order = |g: &FlowGroup<'a>| (g.0, g.1.as_str(), g.4, g.2, g.3, g.5);
+        let t = &self.texts;
+        let order = |g: &FlowGroup| (g.0, g.1.as_str(), t.text(g.4), g.2, g.3, g.5.map(|k| t.text(k)));
         groups.sort_unstable_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
-        for ((source, dim, span, bucket, client, [k1, k2, k3]), c) in groups {
+        for ((source, dim, span, bucket, client, key), c) in groups {
+            let [k1, k2, k3] = key.map(|k| t.text(k));
             stmt.execute(params![
                 source,
                 dim.as_str(),
                 span,
                 bucket,
-                client,
+                t.text(client),
                 k1,
                 k2,
                 k3,
@@ -281,19 +309,20 @@ impl NameCounts {
 /// first, as the flows' ([`FlowDeltas`]).
 #[derive(Debug, Default)]
 pub struct DnsDeltas {
+    texts: Texts,
     /// By (source, hour, client, name).
-    hours: HashMap<(i64, i64, String, String), NameCounts, foldhash::fast::RandomState>,
+    hours: HashMap<(i64, i64, u32, u32), NameCounts, foldhash::fast::RandomState>,
 }
 
 impl DnsDeltas {
     /// Adds a query whose client has bit `bit` ([`client_bit`]).
     pub fn add(&mut self, q: &DnsFacts, bit: i64) {
         let one = NameCounts { queries: 1, first_ts: q.ts, last_ts: q.ts, client_bits: 1 << bit };
-        let k = (q.source, bucket(q.ts, HOUR_MS), q.client.clone(), q.qname.clone());
+        let k = (q.source, bucket(q.ts, HOUR_MS), self.texts.id(&q.client), self.texts.id(&q.qname));
         self.hours.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
     }
 
-    pub fn apply(self, conn: &Connection) -> Result<()> {
+    pub fn apply(mut self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO dns_rollup (source, span, bucket, client, qname, queries, first_ts, last_ts, client_bits)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -301,30 +330,32 @@ impl DnsDeltas {
                  first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
                  client_bits = client_bits | excluded.client_bits",
         )?;
+        let all = self.texts.id(ALL_DEVICES);
         let mut groups: HashMap<_, NameCounts, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
-        for ((source, hour, client, qname), c) in &self.hours {
+        for (&(source, hour, client, qname), c) in &self.hours {
             for span in SPANS {
-                for client in [client.as_str(), ALL_DEVICES] {
+                for client in [client, all] {
                     groups
-                        .entry((*source, span, bucket(*hour, span), client, qname.as_str()))
+                        .entry((source, span, bucket(hour, span), client, qname))
                         .and_modify(|g| g.merge(c))
                         .or_insert(*c);
                 }
             }
         }
         // In the table's key order, as the flows' groups.
+        let t = &self.texts;
         let mut groups: Vec<_> = groups.into_iter().collect();
-        groups.sort_unstable_by(|((s1, p1, b1, c1, q1), _), ((s2, p2, b2, c2, q2), _)| {
-            (s1, c1, p1, b1, q1).cmp(&(s2, c2, p2, b2, q2))
+        groups.sort_unstable_by_key(|&((source, span, bucket, client, qname), _)| {
+            (source, t.text(client), span, bucket, t.text(qname))
         });
         for ((source, span, bucket, client, qname), c) in groups {
             stmt.execute(params![
                 source,
                 span,
                 bucket,
-                client,
-                qname,
+                t.text(client),
+                t.text(qname),
                 c.queries,
                 c.first_ts,
                 c.last_ts,
@@ -369,12 +400,10 @@ pub fn rebuild_source(conn: &Connection, source: i64) -> Result<()> {
 
 /// Adds the rows `filter` keeps to the roll-ups.
 fn fill<P: rusqlite::Params + Copy>(conn: &Connection, filter: &str, params: P) -> Result<()> {
-    let mut stmt = conn.prepare(&format!("SELECT {} FROM flows WHERE {filter}", FlowFacts::COLUMNS))?;
-    let rows =
-        stmt.query_map(params, FlowFacts::from_row)?.collect::<rusqlite::Result<Vec<_>>>().context("reading flows")?;
     let mut flows = FlowDeltas::default();
-    for f in &rows {
-        flows.change(None, f);
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM flows WHERE {filter}", FlowFacts::COLUMNS))?;
+    for f in stmt.query_map(params, FlowFacts::from_row)? {
+        flows.change(None, &f.context("reading flows")?);
     }
     flows.apply(conn)?;
     let mut dns = DnsDeltas::default();
