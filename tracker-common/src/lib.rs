@@ -8,6 +8,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod account;
+pub mod name;
 pub mod parse;
 
 /// Names of the BPF maps and programs. The eBPF crate declares its statics with exactly these
@@ -30,6 +31,11 @@ pub mod names {
     /// `PERCPU_ARRAY<PayloadEvent>` of one entry: where a payload record is assembled before
     /// `bpf_ringbuf_output` copies its used length into the ring.
     pub const SCRATCH: &str = "SCRATCH";
+    /// `HASH<DomainKey, BlockValue>`: name rules, by the hash of a domain ([`crate::name`]) and
+    /// the device they hold for.
+    pub const DOMAINS: &str = "DOMAINS";
+    /// `PERCPU_ARRAY` of one entry: where a query's name is scanned and its reply assembled.
+    pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
     /// The XDP program (ingress: traffic from the clients behind the interface).
     pub const PROG_XDP: &str = "tracker_xdp";
     /// The TC classifier attached to egress (traffic to the clients).
@@ -39,7 +45,8 @@ pub mod names {
     /// (tracker-user's `kernel::pins`).
     pub const OWNER: &str = "OWNER";
     /// Every map of the eBPF object, for pinning and for the kernel test that checks the object.
-    pub const ALL_MAPS: [&str; 7] = [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, COUNTERS, EVENTS, SCRATCH];
+    pub const ALL_MAPS: [&str; 9] =
+        [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, DOMAINS, COUNTERS, EVENTS, SCRATCH, DNS_SCRATCH];
     /// Read-only globals set by the loader (`EbpfLoader::set_global`).
     pub const GLOBAL_L2_LEN: &str = "L2_LEN";
 }
@@ -51,6 +58,9 @@ pub mod defaults {
     pub const FLOW_ENTRIES: u32 = 65_536;
     /// Block rules per family.
     pub const BLOCK_ENTRIES: u32 = 16_384;
+    /// Name rules (one per domain and device). Allocated as used (`BPF_F_NO_PREALLOC`), so a
+    /// large limit costs nothing until a big list is imported.
+    pub const DOMAIN_ENTRIES: u32 = 262_144;
     /// Ring buffer size in bytes (a power of two, as the kernel requires).
     pub const EVENTS_BYTES: u32 = 4 << 20;
     /// Minimum gap between two block-hit events for the same rule.
@@ -182,19 +192,42 @@ impl From<FlowKeyV4> for FlowKey {
 pub const FLOW_PAYLOAD_UP: u8 = 1;
 pub const FLOW_PAYLOAD_DOWN: u8 = 2;
 
-/// Value of a block rule in the LPM tries. The kernel increments `packets_dropped` atomically
-/// (several CPUs may drop for one rule at once) and overwrites the timestamps.
+/// Value of a block rule, in the LPM tries (an address rule) and in `DOMAINS` (a name rule).
+/// The kernel increments `packets_dropped` atomically (several CPUs may hit one rule at once)
+/// and overwrites the timestamps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BlockValue {
-    /// The rule's id in SQLite, reported in block-hit events.
+    /// The rule's id in SQLite, reported in block-hit and refusal events.
     pub rule_id: u32,
     pub _pad: u32,
+    /// Packets dropped (an address rule) or DNS queries refused (a name rule).
     pub packets_dropped: u64,
     /// `bpf_ktime_get_coarse_ns()` of the last drop; 0 = never.
     pub last_hit_ns: u64,
     /// Last block-hit event, to rate-limit them to one per rule per interval.
     pub last_event_ns: u64,
+    /// `bpf_ktime_get_coarse_ns()` from which the rule no longer holds; 0 = never. The kernel
+    /// checks it itself, so a timed block ends on time while the daemon is down.
+    pub expires_ns: u64,
+}
+
+impl BlockValue {
+    /// Whether the rule holds at `now`.
+    #[inline(always)]
+    pub fn holds(&self, now: u64) -> bool {
+        self.expires_ns == 0 || now < self.expires_ns
+    }
+}
+
+/// Key of a name rule in `DOMAINS`: the hash of the domain's wire form
+/// ([`name::domain_hash`]) and the device the rule holds for, all zero for every device.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DomainKey {
+    pub hash: u64,
+    /// The device's address as in [`FlowKey::client`] (IPv4 in the first 4 bytes).
+    pub client: [u8; 16],
 }
 
 /// Indexes into the `COUNTERS` per-CPU array. Userspace sums over CPUs.
@@ -217,10 +250,13 @@ pub enum Counter {
     FlowUpdateErrors = 6,
     /// Non-first IP fragments (counted against the flow without ports).
     Fragments = 7,
+    /// DNS queries for a blocked name answered by the kernel (NXDOMAIN over UDP, a reset over
+    /// TCP).
+    DnsRefused = 8,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Seen,
         Counter::Passed,
@@ -230,6 +266,7 @@ impl Counter {
         Counter::FlowsCreated,
         Counter::FlowUpdateErrors,
         Counter::Fragments,
+        Counter::DnsRefused,
     ];
 
     /// Stable snake_case name, used in `tracker status --format json`.
@@ -243,6 +280,7 @@ impl Counter {
             Counter::FlowsCreated => "flows_created",
             Counter::FlowUpdateErrors => "flow_update_errors",
             Counter::Fragments => "fragments",
+            Counter::DnsRefused => "dns_refused",
         }
     }
 }
@@ -260,6 +298,10 @@ pub enum EventKind {
     /// The first L4 payload of a flow in one direction (TLS ClientHello, HTTP request, QUIC
     /// Initial): a [`PayloadEvent`].
     FirstPayload = 4,
+    /// A DNS query for a blocked name that the kernel answered itself: a [`PayloadEvent`] with
+    /// the query, `rule_id` naming the rule. Not rate-limited: the refusals are the record of
+    /// what a block stopped.
+    DnsRefused = 5,
 }
 
 impl EventKind {
@@ -270,6 +312,7 @@ impl EventKind {
             b if b == Self::BlockHit as u8 => Some(Self::BlockHit),
             b if b == Self::Dns as u8 => Some(Self::Dns),
             b if b == Self::FirstPayload as u8 => Some(Self::FirstPayload),
+            b if b == Self::DnsRefused as u8 => Some(Self::DnsRefused),
             _ => None,
         }
     }
@@ -288,7 +331,7 @@ pub struct EventHeader {
     /// [`DIR_UP`] or [`DIR_DOWN`].
     pub direction: u8,
     pub _pad: [u8; 2],
-    /// For [`EventKind::BlockHit`]: the rule that dropped; otherwise 0.
+    /// For [`EventKind::BlockHit`] and [`EventKind::DnsRefused`]: the rule; otherwise 0.
     pub rule_id: u32,
     pub ts_ns: u64,
     pub key: FlowKey,
@@ -329,13 +372,15 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKeyV4 {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::BlockValue {}
+    unsafe impl aya::Pod for super::DomainKey {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<FlowKeyV4>() == 16);
     assert!(core::mem::size_of::<FlowStats>() == 56);
-    assert!(core::mem::size_of::<BlockValue>() == 32);
+    assert!(core::mem::size_of::<BlockValue>() == 40);
+    assert!(core::mem::size_of::<DomainKey>() == 24);
     assert!(core::mem::size_of::<EventHeader>() == 56);
     assert!(core::mem::size_of::<PayloadEvent>() == 56 + 8 + PAYLOAD_CAP);
 };

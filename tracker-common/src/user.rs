@@ -74,6 +74,8 @@ pub enum Event<'a> {
     Dns(Payload<'a>),
     /// A flow direction's first payload.
     FirstPayload(Payload<'a>),
+    /// A query the kernel refused for the rule in `header.rule_id`.
+    DnsRefused(Payload<'a>),
 }
 
 /// The packet bytes of a payload event.
@@ -130,6 +132,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::BlockHit => Event::BlockHit(header),
         EventKind::Dns => Event::Dns(payload()?),
         EventKind::FirstPayload => Event::FirstPayload(payload()?),
+        EventKind::DnsRefused => Event::DnsRefused(payload()?),
     })
 }
 

@@ -15,14 +15,14 @@ use aya_ebpf::{
     },
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
-    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use tracker_common::{
-    BlockValue, Counter, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats,
+    BlockValue, Counter, DIR_DOWN, DIR_UP, DomainKey, EventHeader, EventKind, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats,
     PAYLOAD_CAP, PayloadEvent,
-    account::{self, Count},
+    account::{self, Count, DNS_PORT},
     defaults,
     parse::{ParseError, Parsed, parse},
 };
@@ -46,6 +46,10 @@ static BLOCK_V4: LpmTrie<[u8; 4], BlockValue> =
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], BlockValue> =
     LpmTrie::pinned(defaults::BLOCK_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+/// Name rules, by domain hash and device ([`refuse`]); allocated as rules are added.
+#[map]
+static DOMAINS: HashMap<DomainKey, BlockValue> =
+    HashMap::pinned(defaults::DOMAIN_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map]
@@ -56,6 +60,10 @@ static EVENTS: RingBuf = RingBuf::pinned(defaults::EVENTS_BYTES, 0);
 /// Pinned like every map (the pin set is checked whole), though it holds nothing between packets.
 #[map]
 static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::pinned(1, 0);
+#[map]
+static DNS_SCRATCH: PerCpuArray<refuse::DnsScratch> = PerCpuArray::pinned(1, 0);
+
+mod refuse;
 
 /// `BPF_NOEXIST`: create only, so a racing CPU's entry is never overwritten.
 const BPF_NOEXIST: u64 = 1;
@@ -65,6 +73,8 @@ const TC_PULL_LEN: u32 = 128;
 enum Verdict {
     Pass,
     Drop,
+    /// The packet was turned into a reply to its sender (XDP only: [`refuse`]).
+    Answered,
 }
 
 #[xdp]
@@ -72,6 +82,7 @@ pub fn tracker_xdp(ctx: XdpContext) -> u32 {
     match try_xdp(&ctx) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Answered => xdp_action::XDP_TX,
     }
 }
 
@@ -80,17 +91,22 @@ pub fn tracker_tc_egress(ctx: TcContext) -> i32 {
     match try_tc_egress(&ctx) {
         // UNSPEC, not OK: let any later classifier (TCX or cls_bpf) still run; with nothing
         // after us the packet continues as with TC_ACT_OK.
-        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Pass | Verdict::Answered => TC_ACT_UNSPEC,
         Verdict::Drop => TC_ACT_SHOT,
     }
 }
 
 /// The two attach points differ in how they read packet bytes.
-trait Frame {
+pub(crate) trait Frame {
     fn start(&self) -> usize;
     fn end(&self) -> usize;
     /// Copies `len` (1..=PAYLOAD_CAP) bytes at `off` into `dst`.
     fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool;
+    /// Whether the attach point can send a packet back, and so answer a device's DNS query
+    /// for a blocked name itself.
+    const ANSWERS: bool;
+    /// Answers a device's DNS query for a blocked name (only where [`Frame::ANSWERS`]).
+    fn refuse(&self, p: &Parsed, now: u64) -> Option<Verdict>;
 }
 
 impl Frame for XdpContext {
@@ -102,6 +118,17 @@ impl Frame for XdpContext {
     }
     fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
         unsafe { bpf_xdp_load_bytes(self.ctx, off, dst.cast(), len) == 0 }
+    }
+    const ANSWERS: bool = true;
+    #[inline(always)]
+    fn refuse(&self, p: &Parsed, now: u64) -> Option<Verdict> {
+        // Generic XDP hands over a linear skb, and native XDP frames are one page.
+        let frame_len = (self.end() - self.start()) as u32;
+        match refuse::query(self, p, frame_len, now) {
+            refuse::Refusal::No => None,
+            refuse::Refusal::Answered => Some(Verdict::Answered),
+            refuse::Refusal::Dropped => Some(Verdict::Drop),
+        }
     }
 }
 
@@ -115,9 +142,14 @@ impl Frame for TcContext {
     fn load(&self, off: u32, dst: *mut u8, len: u32) -> bool {
         unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), off, dst.cast(), len) == 0 }
     }
+    /// Egress carries replies to the devices, never their queries.
+    const ANSWERS: bool = false;
+    fn refuse(&self, _: &Parsed, _: u64) -> Option<Verdict> {
+        None
+    }
 }
 
-fn l2_len() -> u32 {
+pub(crate) fn l2_len() -> u32 {
     unsafe { core::ptr::read_volatile(&L2_LEN) }
 }
 
@@ -147,8 +179,10 @@ fn try_tc_egress(ctx: &TcContext) -> Verdict {
 
 fn finish(v: Verdict) -> Verdict {
     match v {
+        // An answered query is counted as DnsRefused; it neither passed nor was dropped.
         Verdict::Pass => count(Counter::Passed, 1),
         Verdict::Drop => count(Counter::Dropped, 1),
+        Verdict::Answered => {}
     }
     v
 }
@@ -164,7 +198,24 @@ fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
         }
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(rule) = blocked(&p) {
+    if F::ANSWERS && up && p.remote_port == DNS_PORT {
+        // Every path through the parser reaches this point with its own verifier state, and
+        // the refusal's loops would be verified again for each: from here on, a DNS packet
+        // goes on with the parse result read back from map memory, the same for all of them.
+        let Some(p) = refuse::forget_parse(&p) else { return Verdict::Pass };
+        if let Some(v) = ctx.refuse(&p, now) {
+            return v;
+        }
+        return counted(ctx, &p, up, segs, now);
+    }
+    counted(ctx, &p, up, segs, now)
+}
+
+/// A parsed packet through the address rules and into its flow.
+#[inline(always)]
+fn counted<F: Frame>(ctx: &F, p: &Parsed, up: bool, segs: u32, now: u64) -> Verdict {
+    let p = *p;
+    if let Some(rule) = blocked(&p, now) {
         on_block(rule, &p, up, now);
         return Verdict::Drop;
     }
@@ -179,9 +230,11 @@ fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
     Verdict::Pass
 }
 
-/// The block rule covering the remote address, if any (longest prefix wins, by the trie).
+/// The block rule covering the remote address, if any (longest prefix wins, by the trie) and
+/// if it holds now. An expired most specific rule hides a wider one until the daemon removes
+/// it: the trie returns only the longest match.
 #[inline(always)]
-fn blocked(p: &Parsed) -> Option<*mut BlockValue> {
+fn blocked(p: &Parsed, now: u64) -> Option<*mut BlockValue> {
     let value = if p.family == FAMILY_V4 {
         BLOCK_V4.get(Key::new(32, p.remote_v4()))
     } else {
@@ -189,7 +242,7 @@ fn blocked(p: &Parsed) -> Option<*mut BlockValue> {
     };
     // The trie hands out a shared reference; the value is updated in place with atomics, as the
     // kernel allows for map values.
-    value.map(|v| v as *const BlockValue as *mut BlockValue)
+    value.filter(|v| v.holds(now)).map(|v| v as *const BlockValue as *mut BlockValue)
 }
 
 #[inline(always)]
@@ -272,12 +325,12 @@ fn account<F: Frame, K>(
         },
     };
     if let Some(kind) = account::event(p, first_payload) {
-        emit_payload(ctx, kind, p, up, now);
+        emit_payload(ctx, kind, p, up, now, 0);
     }
 }
 
 #[inline(always)]
-fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u64) {
+pub(crate) fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u64, rule_id: u32) {
     let payload_len = p.payload_len();
     if payload_len == 0 {
         return;
@@ -297,7 +350,7 @@ fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u
     let copied = ctx.load(p.payload_off, unsafe { (&raw mut (*ev).data).cast() }, n);
     let captured = if copied { n } else { 0 };
     unsafe {
-        (&raw mut (*ev).header).write(header(kind, p, up, 0, now));
+        (&raw mut (*ev).header).write(header(kind, p, up, rule_id, now));
         (&raw mut (*ev).payload_len).write(payload_len);
         (&raw mut (*ev).captured_len).write(captured);
     }
@@ -309,7 +362,7 @@ fn emit_payload<F: Frame>(ctx: &F, kind: EventKind, p: &Parsed, up: bool, now: u
 }
 
 #[inline(always)]
-fn count(c: Counter, n: u64) {
+pub(crate) fn count(c: Counter, n: u64) {
     if let Some(v) = COUNTERS.get_ptr_mut(c as u32) {
         unsafe { *v += n };
     }

@@ -4,9 +4,9 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use ipnet::IpNet;
-use tracker_common::{BlockValue, names};
+use tracker_common::{BlockValue, DomainKey, names};
 
 use crate::{
     kernel::PinDir,
@@ -177,8 +177,56 @@ impl KernelBlocks {
     }
 }
 
+/// The kernel's name rules (`DOMAINS`): one entry per domain hash and device.
+pub struct KernelNames {
+    map: BpfHashMap<MapData, DomainKey, BlockValue>,
+}
+
+/// A name rule's key: the domain's hash and the device it holds for (`None`: every device).
+pub fn name_key(hash: u64, client: Option<IpAddr>) -> DomainKey {
+    let mut key = DomainKey { hash, client: [0; 16] };
+    match client {
+        Some(IpAddr::V4(a)) => key.client[..4].copy_from_slice(&a.octets()),
+        Some(IpAddr::V6(a)) => key.client = a.octets(),
+        None => {}
+    }
+    key
+}
+
+impl KernelNames {
+    pub fn from_map(map: Map) -> Result<Self> {
+        Ok(Self { map: BpfHashMap::try_from(map).with_context(|| format!("map {}", names::DOMAINS))? })
+    }
+
+    /// The pinned map, or `None` when no daemon has pinned it since boot.
+    pub fn open_pinned(pins: &PinDir) -> Result<Option<Self>> {
+        pins.open_map(names::DOMAINS)?.map(Self::from_map).transpose()
+    }
+
+    /// Inserts a fresh entry (zero counters) for rule `id`; `expires_ns` on the kernel's coarse
+    /// clock, 0 for never.
+    pub fn insert(&mut self, key: &DomainKey, id: u32, expires_ns: u64) -> Result<()> {
+        let v = BlockValue { rule_id: id, expires_ns, ..Default::default() };
+        self.map.insert(key, v, 0).context("adding a name rule to the kernel (is DOMAINS full?)")
+    }
+
+    /// Removes an entry; absent entries are fine (the goal state is reached).
+    pub fn remove(&mut self, key: &DomainKey) -> Result<()> {
+        match self.map.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e).context("removing a name rule from the kernel"),
+        }
+    }
+
+    /// Every entry with its value.
+    pub fn entries(&self) -> Result<Vec<(DomainKey, BlockValue)>> {
+        self.map.iter().map(|r| r.context("reading DOMAINS")).collect()
+    }
+}
+
 fn kernel_rule(v: BlockValue) -> KernelRule {
-    let BlockValue { rule_id, _pad: _, packets_dropped, last_hit_ns, last_event_ns: _ } = v;
+    let BlockValue { rule_id, _pad: _, packets_dropped, last_hit_ns, last_event_ns: _, expires_ns: _ } = v;
     KernelRule { rule_id, packets_dropped, last_hit_ns }
 }
 

@@ -218,6 +218,10 @@ fn drain(source: &mut dyn Source, frame: u64, out: &mut Vec<Rec>) -> Result<()> 
                 bad = Some(format!("a block hit without block rules: {h:?}"));
                 return;
             }
+            Ok(Event::DnsRefused(p)) => {
+                bad = Some(format!("a refused query without name rules: {:?}", p.header));
+                return;
+            }
             Err(e) => {
                 bad = Some(format!("an undecodable record: {e}"));
                 return;

@@ -30,6 +30,8 @@ use tracker_common::{
     IPPROTO_UDP, L2_LEN_ETHERNET, L2_LEN_NONE, names, user::Event,
 };
 
+mod refuse;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
@@ -117,6 +119,9 @@ impl Kernel {
             Ok(Event::Dns(p)) => out.push((EventKind::Dns, p.header.direction, p.header.key, 0, p.data.to_vec())),
             Ok(Event::FirstPayload(p)) => {
                 out.push((EventKind::FirstPayload, p.header.direction, p.header.key, 0, p.data.to_vec()))
+            }
+            Ok(Event::DnsRefused(p)) => {
+                out.push((EventKind::DnsRefused, p.header.direction, p.header.key, p.header.rule_id, p.data.to_vec()))
             }
             Err(e) => bad = Some(e),
         });

@@ -1,5 +1,5 @@
 //! The kernel's maps as the daemon and the CLI read them: the flow tables (read whole in
-//! batches, ended flows taken out one by one), the counters, and the block tries.
+//! batches, ended flows taken out one by one), the counters, the block tries and the name rules.
 
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 
@@ -8,13 +8,14 @@ use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use tracker_common::{Counter, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats, names};
 
 use super::sys;
-use crate::blocking::KernelBlocks;
+use crate::blocking::{KernelBlocks, KernelNames};
 
 /// The kernel tables the daemon sweeps.
 pub struct Tables {
     pub flows: FlowTables,
     pub counters: PerCpuArray<MapData, u64>,
     pub blocks: KernelBlocks,
+    pub names: KernelNames,
 }
 
 impl Tables {
@@ -25,6 +26,7 @@ impl Tables {
             flows: FlowTables::from_maps(take(names::FLOWS_V4)?, take(names::FLOWS_V6)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
             blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?)?,
+            names: KernelNames::from_map(take(names::DOMAINS)?)?,
         };
         Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))
     }

@@ -43,6 +43,10 @@ impl Namer {
                 tracing::info!(rule = h.rule_id, client = %h.key.client(), remote = %h.key.remote(), port = h.key.remote_port, "blocked");
             }
             Ok(Event::Dns(p)) => self.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns)),
+            Ok(Event::DnsRefused(p)) => {
+                tracing::info!(rule = p.header.rule_id, client = %p.header.key.client(), "query refused");
+                self.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns));
+            }
             Ok(Event::FirstPayload(p)) => {
                 tracing::trace!(len = p.len, captured = p.data.len(), "first payload");
                 self.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
