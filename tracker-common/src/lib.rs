@@ -8,6 +8,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod account;
+pub mod gate;
 pub mod name;
 pub mod parse;
 
@@ -31,6 +32,8 @@ pub mod names {
     /// `PERCPU_ARRAY<PayloadEvent>` of one entry: where a payload record is assembled before
     /// `bpf_ringbuf_output` copies its used length into the ring.
     pub const SCRATCH: &str = "SCRATCH";
+    /// `ARRAY<u64>` of [`crate::gate::WORDS`]: which addresses might have an address rule.
+    pub const BLOCK_GATE: &str = "BLOCK_GATE";
     /// `HASH<DomainKey, BlockValue>`: name rules, by the hash of a domain ([`crate::name`]) and
     /// the device they hold for.
     pub const DOMAINS: &str = "DOMAINS";
@@ -45,8 +48,8 @@ pub mod names {
     /// (tracker-user's `kernel::pins`).
     pub const OWNER: &str = "OWNER";
     /// Every map of the eBPF object, for pinning and for the kernel test that checks the object.
-    pub const ALL_MAPS: [&str; 9] =
-        [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, DOMAINS, COUNTERS, EVENTS, SCRATCH, DNS_SCRATCH];
+    pub const ALL_MAPS: [&str; 10] =
+        [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, BLOCK_GATE, DOMAINS, COUNTERS, EVENTS, SCRATCH, DNS_SCRATCH];
     /// Read-only globals set by the loader (`EbpfLoader::set_global`).
     pub const GLOBAL_L2_LEN: &str = "L2_LEN";
 }

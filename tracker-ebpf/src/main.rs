@@ -15,7 +15,7 @@ use aya_ebpf::{
     },
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, map, xdp},
-    maps::{HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
@@ -23,7 +23,7 @@ use tracker_common::{
     BlockValue, Counter, DIR_DOWN, DIR_UP, DomainKey, EventHeader, EventKind, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats,
     PAYLOAD_CAP, PayloadEvent,
     account::{self, Count, DNS_PORT},
-    defaults,
+    defaults, gate,
     parse::{ParseError, Parsed, parse},
 };
 
@@ -46,6 +46,9 @@ static BLOCK_V4: LpmTrie<[u8; 4], BlockValue> =
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], BlockValue> =
     LpmTrie::pinned(defaults::BLOCK_ENTRIES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+/// Which addresses might have an address rule ([`tracker_common::gate`]).
+#[map]
+static BLOCK_GATE: Array<u64> = Array::pinned(gate::WORDS, 0);
 /// Name rules, by domain hash and device ([`refuse`]); allocated as rules are added.
 #[map]
 static DOMAINS: HashMap<DomainKey, BlockValue> =
@@ -235,11 +238,18 @@ fn counted<F: Frame>(ctx: &F, p: &Parsed, up: bool, segs: u32, now: u64) -> Verd
 /// it: the trie returns only the longest match.
 #[inline(always)]
 fn blocked(p: &Parsed, now: u64) -> Option<*mut BlockValue> {
-    let value = if p.family == FAMILY_V4 {
-        BLOCK_V4.get(Key::new(32, p.remote_v4()))
+    let v4 = p.family == FAMILY_V4;
+    let slot = if v4 {
+        gate::Slot::of(false, gate::v4_bit(p.remote_v4()))
     } else {
-        BLOCK_V6.get(Key::new(128, p.remote_v6()))
+        let r = p.remote_v6();
+        gate::Slot::of(true, gate::v6_bit([r[0], r[1], r[2], r[3]]))
     };
+    match BLOCK_GATE.get(slot.word) {
+        Some(word) if *word & slot.mask != 0 => {}
+        _ => return None,
+    }
+    let value = if v4 { BLOCK_V4.get(Key::new(32, p.remote_v4())) } else { BLOCK_V6.get(Key::new(128, p.remote_v6())) };
     // The trie hands out a shared reference; the value is updated in place with atomics, as the
     // kernel allows for map values.
     value.filter(|v| v.holds(now)).map(|v| v as *const BlockValue as *mut BlockValue)

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use tracker_common::{BlockValue, DomainKey, names};
 
 use crate::{
-    kernel::PinDir,
+    kernel::{PinDir, gate::Gate},
     store::{Store, blocks::StoredRule},
     text::quoted,
 };
@@ -98,6 +98,7 @@ pub fn covering_rules(rules: &[(u32, String)], net: &IpNet) -> Vec<String> {
 pub struct KernelBlocks {
     v4: LpmTrie<MapData, [u8; 4], BlockValue>,
     v6: LpmTrie<MapData, [u8; 16], BlockValue>,
+    gate: Gate,
 }
 
 /// One rule's counters as the kernel holds them.
@@ -109,19 +110,27 @@ pub struct KernelRule {
 }
 
 impl KernelBlocks {
-    pub fn from_maps(v4: Map, v6: Map) -> Result<Self> {
+    pub fn from_maps(v4: Map, v6: Map, gate: Map) -> Result<Self> {
         Ok(Self {
             v4: LpmTrie::try_from(v4).context("BLOCK_V4 is not an LPM trie")?,
             v6: LpmTrie::try_from(v6).context("BLOCK_V6 is not an LPM trie")?,
+            gate: Gate::from_map(gate)?,
         })
     }
 
     /// The pinned tries, or `None` when no daemon has pinned them since boot.
     pub fn open_pinned(pins: &PinDir) -> Result<Option<Self>> {
-        match (pins.open_map(names::BLOCK_V4)?, pins.open_map(names::BLOCK_V6)?) {
-            (Some(v4), Some(v6)) => Ok(Some(Self::from_maps(v4, v6)?)),
+        match (pins.open_map(names::BLOCK_V4)?, pins.open_map(names::BLOCK_V6)?, pins.open_map(names::BLOCK_GATE)?) {
+            (Some(v4), Some(v6), Some(gate)) => Ok(Some(Self::from_maps(v4, v6, gate)?)),
             _ => Ok(None),
         }
+    }
+
+    /// Sets the gate bits of every rule in the tries: the gate is new (maps created by a newer
+    /// tracker beside older tries) or lost bits to two writers at once.
+    pub fn admit_all(&mut self) -> Result<()> {
+        let nets: Vec<IpNet> = self.entries()?.into_iter().map(|(n, _)| n).collect();
+        self.gate.admit(&nets)
     }
 
     pub fn get(&self, net: &IpNet) -> Option<BlockValue> {
@@ -131,8 +140,9 @@ impl KernelBlocks {
         }
     }
 
-    /// Inserts a fresh entry (zero counters) for rule `id`.
+    /// Inserts a fresh entry (zero counters) for rule `id`, its gate bits first.
     pub fn insert(&mut self, net: &IpNet, id: u32) -> Result<()> {
+        self.gate.admit([net])?;
         let v = BlockValue { rule_id: id, ..Default::default() };
         match net {
             IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
@@ -261,6 +271,7 @@ pub fn reconcile(store: &mut Store, kernel: &mut KernelBlocks) -> Result<(usize,
             added += 1;
         }
     }
+    kernel.admit_all()?;
     Ok((added, removed))
 }
 

@@ -6,7 +6,8 @@
 //! when idle with full flow tables; `report` (tests/benches/report.rs) times `tracker report` over
 //! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep;
 //! `import` (tests/benches/import.rs) times `tracker import-pcap` on a generated capture of over
-//! 1,000,000 packets beside `tshark -q -z conv,ip` on the same file. Builds first, like every
+//! 1,000,000 packets beside `tshark -q -z conv,ip` on the same file; `rules` (tests/benches/rules.rs)
+//! the XDP program's cost with 100,000 name and 100,000 address rules beside none. Builds first, like every
 //! task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
@@ -18,7 +19,7 @@ use tracker_tests::cmd::run_visible;
 /// What `cargo xtask bench` runs.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, in the order given (default: xdp, lab, report, then import).
+    /// Benchmarks to run, in the order given (default: xdp, rules, lab, report, then import).
     /// `throughput`, `swap`, `flood` and `idle` are the four sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
@@ -50,6 +51,9 @@ enum Which {
     /// rounds (TRACKER_IMPORT_ROUNDS, default 3) after waiting (at most 10 minutes) for a
     /// 1-minute load average below 0.8.
     Import,
+    /// The XDP program's cost per packet with 100,000 name rules and 100,000 address rules
+    /// loaded, beside the same program without rules; and a DNS query the kernel answers.
+    Rules,
 }
 
 impl Which {
@@ -64,6 +68,7 @@ impl Which {
             Which::Idle => ("lab", &["idle"]),
             Which::Report => ("report", &[]),
             Which::Import => ("import", &[]),
+            Which::Rules => ("rules", &[]),
         }
     }
 }
@@ -76,7 +81,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     build::build(true)?;
     let mut chosen = args.benches.clone();
     if chosen.is_empty() {
-        chosen = vec![Which::Xdp, Which::Lab, Which::Report, Which::Import];
+        chosen = vec![Which::Xdp, Which::Rules, Which::Lab, Which::Report, Which::Import];
     }
     chosen.dedup();
     // Each benchmark runs even when an earlier one failed: they measure independent things.

@@ -25,7 +25,7 @@ impl Tables {
         let tables = Self {
             flows: FlowTables::from_maps(take(names::FLOWS_V4)?, take(names::FLOWS_V6)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
-            blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?)?,
+            blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?, take(names::BLOCK_GATE)?)?,
             names: KernelNames::from_map(take(names::DOMAINS)?)?,
         };
         Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))

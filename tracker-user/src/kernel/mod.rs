@@ -17,6 +17,7 @@ use aya::{
 };
 use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 
+pub mod gate;
 pub mod maps;
 pub mod pins;
 mod sys;
