@@ -35,6 +35,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "lab/dns.rs"]
+mod dns;
 #[path = "lab/idle.rs"]
 mod idle;
 #[path = "lab/swap.rs"]
@@ -126,6 +128,7 @@ enum Section {
     Swap,
     Flood,
     Idle,
+    Dns,
 }
 
 fn sections() -> Result<Vec<Section>> {
@@ -137,14 +140,15 @@ fn sections() -> Result<Vec<Section>> {
             "swap" => Section::Swap,
             "flood" => Section::Flood,
             "idle" => Section::Idle,
-            other => bail!("unknown section {other:?}: use throughput, swap, flood and/or idle (default all)"),
+            "dns" => Section::Dns,
+            other => bail!("unknown section {other:?}: use throughput, swap, flood, idle and/or dns (default all)"),
         };
         if !chosen.contains(&s) {
             chosen.push(s);
         }
     }
     if chosen.is_empty() {
-        chosen = vec![Section::Throughput, Section::Swap, Section::Flood, Section::Idle];
+        chosen = vec![Section::Throughput, Section::Swap, Section::Flood, Section::Idle, Section::Dns];
     }
     Ok(chosen)
 }
@@ -170,6 +174,7 @@ fn bench() -> Result<()> {
             Section::Swap => swap::section(&lab)?,
             Section::Flood => flood_section(&lab)?,
             Section::Idle => idle::section(&lab)?,
+            Section::Dns => dns::section(&lab)?,
         }
     }
     eprintln!("lab benchmark done in {:.0?}", started.elapsed());

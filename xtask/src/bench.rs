@@ -20,7 +20,7 @@ use tracker_tests::cmd::run_visible;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Benchmarks to run, in the order given (default: xdp, rules, lab, report, then import).
-    /// `throughput`, `swap`, `flood` and `idle` are the four sections of `lab`, to run one alone.
+    /// `throughput`, `swap`, `flood`, `idle` and `dns` are the sections of `lab`, to run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -30,8 +30,8 @@ enum Which {
     /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) against xdp-filter and an empty
     /// program.
     Xdp,
-    /// The four lab sections, throughput, swap, flood, then idle (about 10 minutes, and swap
-    /// first waits for a quiet machine).
+    /// The five lab sections, throughput, swap, flood, idle, then dns (about 10 minutes, and
+    /// swap first waits for a quiet machine).
     Lab,
     /// The lab's iperf3 throughput through the tunnel: tracker, empty XDP, nothing.
     Throughput,
@@ -43,6 +43,9 @@ enum Which {
     Flood,
     /// The lab's idle cost: the daemon's CPU over a minute with empty and with full tables.
     Idle,
+    /// The lab's DNS: a query for a blocked name answered by the kernel beside the same query
+    /// answered by the resolver, from the phone through the tunnel.
+    Dns,
     /// `tracker report` over 10,000,000 generated flows (cached under target/bench-report after
     /// the first run) against a naive GROUP BY, and the roll-up triggers' cost per sweep.
     Report,
@@ -66,6 +69,7 @@ impl Which {
             Which::Swap => ("lab", &["swap"]),
             Which::Flood => ("lab", &["flood"]),
             Which::Idle => ("lab", &["idle"]),
+            Which::Dns => ("lab", &["dns"]),
             Which::Report => ("report", &[]),
             Which::Import => ("import", &[]),
             Which::Rules => ("rules", &[]),
