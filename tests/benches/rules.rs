@@ -38,7 +38,7 @@ const DNS_REPEAT: u32 = 10_000;
 /// An answered query rewrites the test packet in place, so each is one test run of its own.
 const ANSWERS_PER_ROUND: usize = 2_000;
 const ROUNDS: usize = 7;
-const SEED: u64 = 0x7275_6c65_73;
+const SEED: u64 = 0x0072_756c_6573;
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;

@@ -102,8 +102,8 @@ pub fn scan(s: &mut NameScratch, avail: u32) -> Option<Scanned> {
 #[inline(always)]
 pub fn find_labels(s: &mut NameScratch, avail: u32) -> Option<Scanned> {
     let mut pos = 0u32;
-    let mut labels = 0u32;
-    for _ in 0..MAX_LABELS {
+    // Every pass but the last starts a label, so the pass count is the label count.
+    for labels in 0..MAX_LABELS as u32 {
         if pos >= avail || pos >= MAX_NAME as u32 {
             return None;
         }
@@ -116,7 +116,6 @@ pub fn find_labels(s: &mut NameScratch, avail: u32) -> Option<Scanned> {
             return None;
         }
         s.starts[labels as usize & (SUFFIX_RING - 1)] = pos as u8;
-        labels += 1;
         pos += 1 + b as u32;
     }
     None
