@@ -10,12 +10,14 @@ use tracker_common::{BlockValue, DomainKey, names};
 
 use crate::{
     kernel::{PinDir, gate::Gate},
-    store::{Store, blocks::StoredRule},
+    store::blocks::{active_rules, fold_dropped},
+    store::{
+        Store,
+        blocks::{RuleKind, StoredRule},
+    },
     text::quoted,
+    timefmt::KernelClock,
 };
-
-/// `kind` of IP rules in `block_rules`.
-pub const KIND_IP: &str = "ip";
 
 /// Parses an address (`203.0.113.7`, `2001:db8::1`) or a CIDR (`198.51.100.0/24`) into its
 /// canonical network. Host bits set (`198.51.100.7/24`) are an error that says what was meant,
@@ -142,8 +144,14 @@ impl KernelBlocks {
 
     /// Inserts a fresh entry (zero counters) for rule `id`, its gate bits first.
     pub fn insert(&mut self, net: &IpNet, id: u32) -> Result<()> {
+        self.insert_until(net, id, 0)
+    }
+
+    /// [`KernelBlocks::insert`] for a rule that ends at `expires_ns` on the kernel's coarse
+    /// clock (0: never); the kernel stops matching it then by itself.
+    pub fn insert_until(&mut self, net: &IpNet, id: u32, expires_ns: u64) -> Result<()> {
         self.gate.admit([net])?;
-        let v = BlockValue { rule_id: id, ..Default::default() };
+        let v = BlockValue { rule_id: id, expires_ns, ..Default::default() };
         match net {
             IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
             IpNet::V6(n) => self.v6.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
@@ -247,27 +255,43 @@ fn kernel_rule(v: BlockValue) -> KernelRule {
 /// The kernel is made right even when the database cannot be written (a full disk): then the
 /// drops an entry counted before are not carried over, which is logged.
 pub fn reconcile(store: &mut Store, kernel: &mut KernelBlocks) -> Result<(usize, usize)> {
-    let wanted: HashMap<IpNet, u32> = store
-        .block_rules(KIND_IP)?
-        .into_iter()
-        .map(|(id, rule)| Ok((parse_rule(&rule).with_context(|| format!("stored rule {rule}"))?, id)))
-        .collect::<Result<_>>()?;
-    let present = kernel.entries()?;
+    reconcile_in(store.conn(), kernel)
+}
+
+/// Ends differing by more than this are rewritten: two readings of the clocks a moment apart
+/// give the same end within microseconds, a changed `--for` by seconds or more.
+const EXPIRY_SLACK_NS: u64 = 1_000_000_000;
+
+/// [`reconcile`] on a connection, inside the caller's transaction when it has one (a block
+/// command: if the kernel change fails, the rule change is not committed).
+pub fn reconcile_in(conn: &rusqlite::Connection, kernel: &mut KernelBlocks) -> Result<(usize, usize)> {
+    let clock = KernelClock::now();
+    let mut wanted: HashMap<IpNet, (u32, u64)> = HashMap::new();
+    for r in active_rules(conn, Some(RuleKind::Ip), crate::timefmt::now_ms())? {
+        // Past its end: over, even if no daemon has marked it yet.
+        let Some(expires_ns) = clock.expiry_ns(r.expires) else { continue };
+        let net = parse_rule(&r.rule).with_context(|| format!("stored rule {}", r.rule))?;
+        wanted.insert(net, (r.id, expires_ns));
+    }
+    let present: HashMap<IpNet, KernelRule> = kernel.entries()?.into_iter().collect();
     let mut removed = 0;
     for (net, k) in &present {
-        if wanted.get(net) != Some(&k.rule_id) {
+        if wanted.get(net).map(|w| w.0) != Some(k.rule_id) {
             kernel.remove(net)?;
             removed += 1;
         }
     }
     let mut added = 0;
-    for (net, id) in &wanted {
-        let ok = present.iter().any(|(n, k)| n == net && k.rule_id == *id);
-        if !ok {
-            if let Err(e) = store.fold_block_kernel_count(*id) {
+    for (net, &(id, expires_ns)) in &wanted {
+        let same = present.get(net).is_some_and(|k| k.rule_id == id)
+            && kernel.get(net).is_some_and(|v| {
+                v.expires_ns.abs_diff(expires_ns) <= EXPIRY_SLACK_NS && (v.expires_ns == 0) == (expires_ns == 0)
+            });
+        if !same {
+            if let Err(e) = fold_dropped(conn, id) {
                 tracing::warn!(rule = %net, "the drops counted for this rule before cannot be kept: {e:#}");
             }
-            kernel.insert(net, *id)?;
+            kernel.insert_until(net, id, expires_ns)?;
             added += 1;
         }
     }
@@ -286,10 +310,12 @@ pub fn adopt_kernel_rules(store: &mut Store, kernel: &KernelBlocks, known: &Hash
             Some(r) if r.rule == net.to_string() => r.clone(),
             _ => StoredRule {
                 id: k.rule_id,
-                kind: KIND_IP.into(),
+                kind: RuleKind::Ip,
                 rule: net.to_string(),
+                client: None,
                 comment: Some("recovered from the kernel after the database was lost".into()),
                 created: crate::timefmt::now_ms(),
+                expires: None,
             },
         };
         store.restore_rule(&rule)?;

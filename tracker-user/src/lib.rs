@@ -7,7 +7,8 @@
 //! [`query`] (reports) -> [`cli`] and [`web`] (charts, the HTML page) ([`status`] gathers what
 //! `tracker status` shows). [`analysis`] holds the pure logic that parses DNS, TLS and HTTP, decides names and
 //! classifies addresses; [`wireguard`] tells which addresses are one device; [`blocking`] turns
-//! block rules into kernel map entries; [`daemon`] runs the loop, with the locks and the upkeep
+//! address rules into kernel map entries and [`rules`] name rules (domains, companies, services,
+//! lists); [`daemon`] runs the loop, with the locks and the upkeep
 //! that puts back pins or a database removed under it; [`import`] runs a capture file through
 //! the same source, pipeline and store; [`timefmt`] the clock conversions and
 //! [`text`] the escaping shared by all of them.
@@ -20,6 +21,7 @@ pub mod import;
 pub mod kernel;
 pub mod pipeline;
 pub mod query;
+pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -43,6 +43,35 @@ impl KernelClock {
     pub fn to_time(self, kernel_ns: u64) -> SystemTime {
         time_of_ms(self.to_unix_ms(kernel_ns))
     }
+
+    /// The kernel stamp of a wall-clock time (unix ms): the inverse of
+    /// [`KernelClock::to_unix_ms`]. A time before the kernel clock's zero (before boot) is 0.
+    pub fn to_kernel_ns(self, unix_ms: i64) -> u64 {
+        let delta_ns = i128::from(unix_ms - self.wall_ms) * 1_000_000;
+        u64::try_from((i128::from(self.kernel_ns) + delta_ns).max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// A rule's `expires_ns` for the kernel from its end in unix ms: 0 (never) without an end;
+    /// `None` when the end has passed (the rule is over and goes into no map). A kernel stamp
+    /// is never 0 for an end, since 0 means never.
+    pub fn expiry_ns(self, expires_ms: Option<i64>) -> Option<u64> {
+        match expires_ms {
+            None => Some(0),
+            Some(ms) if ms <= self.wall_ms => None,
+            Some(ms) => Some(self.to_kernel_ns(ms).max(1)),
+        }
+    }
+}
+
+/// Parses `--for` (`30m`, `1h`, `2d`, `1h30m`) into milliseconds.
+pub fn parse_for(s: &str) -> Result<i64> {
+    let shown = crate::text::quoted(s.trim());
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|_| anyhow::anyhow!("--for {shown} is not a duration (examples: 30m, 1h, 2d, 1h30m)"))?;
+    if d.as_millis() < 1000 {
+        bail!("--for {shown} is less than a second: use a duration such as 30m or 1h");
+    }
+    i64::try_from(d.as_millis()).map_err(|_| anyhow::anyhow!("--for {shown} is longer than anyone will wait"))
 }
 
 /// Wall-clock time of unix milliseconds (the inverse of [`unix_ms`] from the epoch on).
@@ -217,6 +246,33 @@ mod tests {
         // distance and order.
         assert_eq!(c.to_unix_ms(11_000_000_000), 1_001_000);
         assert!(c.to_unix_ms(10_002_000_000) < c.to_unix_ms(10_003_000_000));
+    }
+
+    #[test]
+    fn rule_ends_convert_to_the_kernel_clock_and_back() {
+        let c = KernelClock { kernel_ns: 10_000_000_000, wall_ms: 1_000_000 };
+        assert_eq!(c.to_kernel_ns(1_000_000), 10_000_000_000);
+        assert_eq!(c.to_kernel_ns(1_000_000 + 1_800_000), 10_000_000_000 + 1_800_000_000_000);
+        assert_eq!(c.to_unix_ms(c.to_kernel_ns(1_234_567)), 1_234_567);
+        assert_eq!(c.to_kernel_ns(0), 0, "before boot");
+        assert_eq!(c.expiry_ns(None), Some(0), "never");
+        assert_eq!(c.expiry_ns(Some(1_000_000)), None, "ended now");
+        assert_eq!(c.expiry_ns(Some(999_000)), None, "ended before");
+        assert_eq!(c.expiry_ns(Some(1_002_000)), Some(12_000_000_000));
+        // An end soon after boot on a clock read at 0 is never the 0 that means never.
+        let boot = KernelClock { kernel_ns: 0, wall_ms: 1_000_000 };
+        assert_eq!(boot.expiry_ns(Some(1_000_000 + 1)), Some(1_000_000));
+    }
+
+    #[test]
+    fn for_takes_durations_people_type() {
+        assert_eq!(parse_for("30m").unwrap(), 1_800_000);
+        assert_eq!(parse_for("1h").unwrap(), 3_600_000);
+        assert_eq!(parse_for("2d").unwrap(), 172_800_000);
+        assert_eq!(parse_for(" 1h30m ").unwrap(), 5_400_000);
+        assert_eq!(parse_for("2s").unwrap(), 2_000);
+        assert!(parse_for("0s").unwrap_err().to_string().contains("less than a second"));
+        assert!(parse_for("soon").unwrap_err().to_string().contains("examples: 30m"));
     }
 
     #[test]

@@ -1,17 +1,26 @@
-//! `tracker block-ip`, `unblock-ip` and `blocks`: rule changes that keep the database and the
-//! kernel maps equal, and the rule listing with live counters.
+//! `tracker block-ip`, `unblock-ip` and `blocks`: address rule changes that keep the database
+//! and the kernel maps equal, where every rule change writes (checked before anything is
+//! written), and the rule listing with live counters. Name rules are in [`super::names`].
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use super::{Global, ListArgs, open_existing, output};
 use crate::{
-    blocking::{self, KIND_IP, KernelBlocks},
+    blocking::{self, KernelBlocks, KernelNames},
     daemon::daemon_pid,
     kernel::{self, PinDir},
-    store::{Store, blocks::Added},
+    store::{
+        Store,
+        blocks::{Added, BlockFilter, NewRule, RuleKind},
+    },
     timefmt,
 };
+
+/// `--for`: a duration as milliseconds.
+pub fn parse_for(s: &str) -> Result<i64> {
+    timefmt::parse_for(s)
+}
 
 #[derive(Args, Debug)]
 pub struct BlockArgs {
@@ -21,6 +30,15 @@ pub struct BlockArgs {
     /// it replaces the old note.
     #[arg(long)]
     pub comment: Option<String>,
+    /// For this long only (30m, 1h, 2d): the kernel stops enforcing it on time by itself, and
+    /// the daemon marks it expired (`tracker blocks --expired`). Given again for a rule that
+    /// exists, it sets a new end.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_for)]
+    pub duration: Option<i64>,
+    /// Not for addresses: the kernel's address rules hold for every device. Per-device rules
+    /// are for names (block-domain, block-company, block-service, import-blocklist).
+    #[arg(long, value_name = "DEVICE", hide = true)]
+    pub client: Option<String>,
     /// Block even a rule that covers every address (0.0.0.0/0, ::/0) or local ones (private,
     /// loopback, CGNAT, link-local, ULA), where the VPN host's own resolver lives.
     #[arg(long)]
@@ -39,32 +57,71 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
     if let Some(why) = blocking::needs_force(&net).filter(|_| !args.force) {
         bail!("{why}. If that is what you want, add --force");
     }
+    if let Some(c) = &args.client {
+        bail!(
+            "--client {}: the kernel's address rules hold for every device (their key has no device); per-device \
+             rules are for names: block-domain, block-company, block-service and import-blocklist take --client",
+            crate::text::quoted(c)
+        );
+    }
+    let expires = args.duration.map(|d| timefmt::now_ms() + d);
     let (pins, mut store, mut kernel) = open_for_change(global, "tracker block-ip")?;
     let rule = net.to_string();
-    let added = store.add_block_then(KIND_IP, &rule, args.comment.as_deref(), |id| match kernel.as_mut() {
-        Some(k) => k.insert(&net, id).with_context(|| format!("{rule} was not blocked")),
+    let new = NewRule {
+        kind: Some(RuleKind::Ip),
+        rule: rule.clone(),
+        comment: args.comment.clone(),
+        expires,
+        ..NewRule::default()
+    };
+    let added = store.add_rule_then(&new, |w, id| match kernel.as_mut() {
+        Some(k) => blocking::reconcile_in(w.conn(), &mut k.blocks)
+            .map(|_| ())
+            .with_context(|| format!("{rule} was not blocked (rule {id})")),
         None => Ok(()),
     })?;
     let id = match added {
         Added::New(id) => id,
-        Added::Exists { id, comment_updated } => {
-            let note = if comment_updated { "; its comment is updated" } else { "" };
+        Added::Exists { id, comment_updated, expires_updated, .. } => {
+            let mut notes = Vec::new();
+            if comment_updated {
+                notes.push("its comment is updated".to_owned());
+            }
+            if expires_updated {
+                notes.push(format!("it now ends {}", until(expires)));
+            }
+            let note = if notes.is_empty() { String::new() } else { format!("; {}", notes.join(", ")) };
             println!("{rule} is already blocked (rule {id}){note} (see `tracker blocks`)");
             return Ok(());
         }
     };
-    match kernel {
-        Some(_) if pins.attached().0 => println!("blocked {rule} in the kernel (rule {id})"),
-        Some(_) => println!(
-            "blocked {rule} in the kernel maps (rule {id}); no program is attached, so it takes \
-             effect when `tracker run` starts"
-        ),
-        None => println!(
-            "saved rule {id} for {rule}; the daemon's kernel maps are not loaded, so it takes \
-             effect when `tracker run` starts"
-        ),
-    }
+    let what =
+        format!("{rule} (rule {id}{})", expires.map(|_| format!(", ends {}", until(expires))).unwrap_or_default());
+    say_applied(&pins, kernel.is_some(), &format!("blocked {what}"), &format!("saved the block of {what}"));
     Ok(())
+}
+
+/// `in 30m (2026-11-26T08:30:00.000Z)`, or `never`.
+pub fn until(expires: Option<i64>) -> String {
+    match expires {
+        Some(ms) => {
+            let left = (ms - timefmt::now_ms()).max(0) as u64;
+            let left = humantime::format_duration(std::time::Duration::from_secs(left.div_ceil(1000)));
+            format!("in {left} ({})", timefmt::rfc3339(ms))
+        }
+        None => "never".into(),
+    }
+}
+
+/// Says where a change took effect: in the kernel now, or at the daemon's next start.
+pub fn say_applied(pins: &PinDir, in_kernel: bool, done: &str, saved: &str) {
+    if in_kernel && pins.attached().0 {
+        println!("{done} in the kernel");
+    } else if in_kernel {
+        println!("{done} in the kernel maps; no program is attached, so it takes effect when `tracker run` starts");
+    } else {
+        println!("{saved}; the daemon's kernel maps are not loaded, so it takes effect when `tracker run` starts");
+    }
 }
 
 pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
@@ -73,12 +130,12 @@ pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
     let rule = net.to_string();
     // The kernel entry goes inside the database transaction: if removing it fails, the rule
     // stays. An entry already absent from the kernel is the goal reached, not an error.
-    let removed = store.remove_block_then(KIND_IP, &rule, |_| match kernel.as_mut() {
-        Some(k) => k.remove(&net),
+    let removed = store.end_rule_then(RuleKind::Ip, &rule, None, |w, _| match kernel.as_mut() {
+        Some(k) => blocking::reconcile_in(w.conn(), &mut k.blocks).map(|_| ()),
         None => Ok(()),
     })?;
     let Some(id) = removed else {
-        let covering = blocking::covering_rules(&store.block_rules(KIND_IP)?, &net);
+        let covering = blocking::covering_rules(&store.block_rules(RuleKind::Ip)?, &net);
         if let Some(wider) = covering.first() {
             bail!(
                 "no block rule for {rule}, but the rule {wider} covers it: `tracker unblock-ip \
@@ -94,15 +151,24 @@ pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
     Ok(())
 }
 
+/// The kernel maps a rule change writes to.
+pub struct KernelMaps {
+    pub blocks: KernelBlocks,
+    /// `None` when the pinned maps are older than name rules: they come with the next start.
+    pub names: Option<KernelNames>,
+}
+
 /// What a rule change writes to: the database (created if missing) and, when the pins hold
 /// this database's maps, the kernel's block maps. Checked before anything is written.
-fn open_for_change(global: &Global, what: &str) -> Result<(PinDir, Store, Option<KernelBlocks>)> {
+pub fn open_for_change(global: &Global, what: &str) -> Result<(PinDir, Store, Option<KernelMaps>)> {
     kernel::require_root(what)?;
     let pins = PinDir(global.pin_dir.clone());
     let target = kernel_target(global, &pins)?;
     let store = Store::open(&global.db)?;
     let kernel = match target {
-        Target::Maps => KernelBlocks::open_pinned(&pins)?,
+        Target::Maps => KernelBlocks::open_pinned(&pins)?
+            .map(|blocks| Ok::<_, anyhow::Error>(KernelMaps { blocks, names: KernelNames::open_pinned(&pins)? }))
+            .transpose()?,
         Target::AtStart => None,
     };
     Ok((pins, store, kernel))
@@ -173,19 +239,95 @@ fn kernel_target(global: &Global, pins: &PinDir) -> Result<Target> {
     Ok(if pins.map(tracker_common::names::BLOCK_V4).exists() { Target::Maps } else { Target::AtStart })
 }
 
-pub fn blocks(global: &Global, args: &ListArgs) -> Result<()> {
+#[derive(Args, Debug)]
+pub struct BlocksArgs {
+    /// Ended rules too (unblocked or expired), with when and why they ended.
+    #[arg(long)]
+    pub expired: bool,
+    /// Only rules of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<RuleKind>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+pub fn blocks(global: &Global, args: &BlocksArgs) -> Result<()> {
     let store = open_existing(global)?;
     let pins = PinDir(global.pin_dir.clone());
     // Live counters need root; without them the listing shows the last sweep's numbers.
-    let live = match kernel::require_root("") {
-        Ok(()) => KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
-        Err(_) => None,
+    let (ips, names) = match kernel::require_root("") {
+        Ok(()) => (
+            KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
+            KernelNames::open_pinned(&pins)?.map(|k| crate::rules::kernel::counts(&k)).transpose()?,
+        ),
+        Err(_) => (None, None),
     };
     let clock = timefmt::KernelClock::now();
-    let rows = store.blocks(&|id| {
-        let k = live.as_ref()?.get(&id)?;
-        Some((k.packets_dropped, (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns))))
-    })?;
-    const COLUMNS: &[&str] = &["rule", "comment", "packets_dropped", "last_hit", "created"];
-    output::render(&mut std::io::stdout().lock(), args.format, COLUMNS, &rows)
+    let hit = |ns: u64| (ns != 0).then(|| clock.to_unix_ms(ns));
+    let live = |id: u32, kind: RuleKind| {
+        if kind.is_name() {
+            names.as_ref().map(|n| n.get(&id).map_or((0, None), |k| (k.packets_dropped, hit(k.last_hit_ns))))
+        } else {
+            let k = ips.as_ref()?.get(&id)?;
+            Some((k.packets_dropped, hit(k.last_hit_ns)))
+        }
+    };
+    let devices = store.devices()?;
+    let label = |stored: &str| crate::rules::cover::stored_device_label(&devices, stored);
+    let filter = BlockFilter { ended: args.expired, kind: args.kind };
+    let rows = store.block_rows(filter, timefmt::now_ms(), &live, &label)?;
+    let format = args.list.format;
+    const TABLE: &[&str] = &[
+        "id",
+        "kind",
+        "rule",
+        "origin",
+        "device",
+        "domains",
+        "hits",
+        "last_hit",
+        "created",
+        "expires",
+        "time_left",
+        "comment",
+    ];
+    const ENDED: &[&str] = &[
+        "id",
+        "kind",
+        "rule",
+        "origin",
+        "device",
+        "domains",
+        "hits",
+        "last_hit",
+        "created",
+        "expires",
+        "ended",
+        "end_reason",
+        "comment",
+    ];
+    const ALL: &[&str] = &[
+        "id",
+        "kind",
+        "rule",
+        "origin",
+        "device",
+        "domains",
+        "comment",
+        "packets_dropped",
+        "queries_refused",
+        "hits",
+        "last_hit",
+        "created",
+        "expires",
+        "time_left",
+        "ended",
+        "end_reason",
+    ];
+    let columns = match format {
+        output::Format::Table if args.expired => ENDED,
+        output::Format::Table => TABLE,
+        _ => ALL,
+    };
+    output::render(&mut std::io::stdout().lock(), format, columns, &rows)
 }

@@ -79,6 +79,7 @@ struct DnsLine {
     ttl: Option<u32>,
     resolver: String,
     transport: String,
+    blocked_by: Option<u32>,
 }
 
 impl From<&DnsRow> for DnsLine {
@@ -92,12 +93,17 @@ impl From<&DnsRow> for DnsLine {
             client: r.client.clone(),
             name: r.name.clone(),
             qtype: r.qtype.clone(),
-            // No response: say so rather than leave a blank that reads as success.
-            rcode: r.rcode.clone().unwrap_or_else(|| "(no response)".into()),
+            // No response: say so rather than leave a blank that reads as success. A refused
+            // query over TCP got the kernel's reset.
+            rcode: r
+                .rcode
+                .clone()
+                .unwrap_or_else(|| if r.blocked_by.is_some() { "(reset)" } else { "(no response)" }.into()),
             answer: answer.join(" > "),
             ttl: r.ttl,
             resolver: r.resolver.clone(),
             transport: r.transport.clone(),
+            blocked_by: r.blocked_by,
         }
     }
 }
@@ -123,7 +129,7 @@ pub fn dns(global: &Global, args: &DnsArgs) -> Result<()> {
         }
         format => {
             const COLUMNS: &[&str] =
-                &["time", "client", "name", "type", "rcode", "answer", "ttl", "resolver", "transport"];
+                &["time", "client", "name", "type", "rcode", "answer", "ttl", "resolver", "transport", "blocked_by"];
             let lines: Vec<DnsLine> = rows.iter().map(DnsLine::from).collect();
             output::render(out, format, COLUMNS, &lines)
         }

@@ -5,6 +5,7 @@ mod block;
 mod dns;
 mod entities;
 mod import;
+mod names;
 pub mod output;
 pub mod report;
 mod run;
@@ -38,7 +39,9 @@ tracker report                     companies, apps, encrypted or not, protocols,
 tracker report --html report.html  the same as a page with charts\n  \
 tracker import-pcap phone.pcapng   a capture you already have, through the same reports\n  \
 tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
-tracker blocks                     rules and how many packets each dropped\n  \
+tracker block-company Braze --for 30m   refuse a company's names for half an hour\n  \
+tracker import-blocklist ads.hosts refuse every name of a hosts-format list\n  \
+tracker blocks                     rules and how many packets or queries each stopped\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
 tracker status                     is it running, and what the kernel counted\n\n\
 Every command uses the same database and pin directory as the daemon unless told otherwise.",
@@ -188,8 +191,70 @@ tracker block-ip 198.51.100.0/24 --comment \"ad network\"\n  tracker block-ip 20
     /// Remove a block rule added with block-ip.
     #[command(name = "unblock-ip")]
     UnblockIp(block::UnblockArgs),
-    /// List block rules with the packets each has dropped and when it last hit.
-    Blocks(ListArgs),
+    /// Refuse a domain and every name under it, in the kernel: `tracker block-domain example.com`.
+    #[command(
+        name = "block-domain",
+        long_about = "Refuses DNS queries for a domain and every name under it: the kernel \
+answers a device's query with NXDOMAIN itself (a query over TCP gets a reset), so apps fail at \
+once instead of timing out, whichever resolver the device asks and whether or not the daemon \
+runs. example.com covers www.example.com and a.b.example.com, not notexample.com. Names are \
+matched in any case; give an internationalised name in its xn-- form.\n\n\
+Examples:\n  tracker block-domain example.com\n  \
+tracker block-domain ads.example.net --client phone --for 30m\n  \
+tracker block-domain tracker.example --comment \"what breaks?\""
+    )]
+    BlockDomain(names::BlockDomainArgs),
+    /// Refuse every domain of a company in the entity table: `tracker block-company Braze`.
+    #[command(
+        name = "block-company",
+        long_about = "Refuses every domain the entity table lists for a company, and those of its \
+services (`tracker companies` shows them), as block-domain does for one. The domains are taken \
+when the rule is made; blocking the company again takes in changes to the table.\n\n\
+Examples:\n  tracker block-company Braze\n  tracker block-company bytedance --client phone --for 1h"
+    )]
+    BlockCompany(names::BlockEntityArgs),
+    /// Refuse every domain of a service (app, SDK) in the entity table: `tracker block-service TikTok`.
+    #[command(
+        name = "block-service",
+        long_about = "Refuses every domain the entity table lists for a service (`tracker services` \
+shows them), as block-domain does for one.\n\nExamples:\n  tracker block-service TikTok\n  \
+tracker block-service tiktok --client laptop --for 2d"
+    )]
+    BlockService(names::BlockEntityArgs),
+    /// Refuse every domain of a blocklist file (hosts format or one domain a line).
+    #[command(
+        name = "import-blocklist",
+        long_about = "Reads a blocklist and refuses every domain in it, as one rule named after the \
+file (or --name): hosts format (`0.0.0.0 ads.example.com`, `127.0.0.1 x`, `:: x`, several names \
+to a line) or one domain a line. `#` starts a comment; blank lines, repeats and the host's own \
+names (localhost) are skipped and counted; every malformed line is printed on stderr with its \
+line number and why, and left out. A file that cannot be read changes nothing. Importing a list \
+under the same name again replaces its domains; `unblock-list NAME` removes it whole.\n\n\
+Examples:\n  tracker import-blocklist /etc/tracker/ads.hosts\n  \
+tracker import-blocklist trackers.txt --name trackers --client phone"
+    )]
+    ImportBlocklist(names::ImportBlocklistArgs),
+    /// Remove a domain rule added with block-domain (`--client` for a device's rule).
+    #[command(name = "unblock-domain")]
+    UnblockDomain(names::UnblockNameArgs),
+    /// Remove a company rule added with block-company.
+    #[command(name = "unblock-company")]
+    UnblockCompany(names::UnblockNameArgs),
+    /// Remove a service rule added with block-service.
+    #[command(name = "unblock-service")]
+    UnblockService(names::UnblockNameArgs),
+    /// Remove an imported blocklist, all its domains at once: `tracker unblock-list ads`.
+    #[command(name = "unblock-list")]
+    UnblockList(names::UnblockNameArgs),
+    /// List block rules: kind, origin, device, created, expires, hits (dropped or refused).
+    #[command(long_about = "Lists the active block rules: id (the DNS log's `blocked_by`), kind \
+(ip, domain, company, service, list), the rule, its origin (manual, or the company, service or \
+list it came from), the device it holds for (or all), how many domains it covers, hits (packets \
+dropped for an address rule, DNS queries refused for a name rule, counted across restarts and \
+reboots), the last hit, when it was made, when it ends and the time left. `--expired` adds the \
+rules that ended, with when and why (unblocked or expired).\n\nExamples:\n  tracker blocks\n  \
+tracker blocks --expired --kind domain\n  tracker blocks --format json")]
+    Blocks(block::BlocksArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
     Status(ListArgs),
     /// Print the database schema (SQL with a comment on every column) for querying it directly.
@@ -272,6 +337,14 @@ pub fn main() -> ExitCode {
         Command::Sources(ref args) => import::sources(&cli.global, args),
         Command::BlockIp(ref args) => block::block_ip(&cli.global, args),
         Command::UnblockIp(ref args) => block::unblock_ip(&cli.global, args),
+        Command::BlockDomain(ref args) => names::block_domain(&cli.global, args),
+        Command::BlockCompany(ref args) => names::block_company(&cli.global, args),
+        Command::BlockService(ref args) => names::block_service(&cli.global, args),
+        Command::ImportBlocklist(ref args) => names::import_blocklist(&cli.global, args),
+        Command::UnblockDomain(ref args) => names::unblock_domain(&cli.global, args),
+        Command::UnblockCompany(ref args) => names::unblock_company(&cli.global, args),
+        Command::UnblockService(ref args) => names::unblock_service(&cli.global, args),
+        Command::UnblockList(ref args) => names::unblock_list(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),
         Command::Schema => schema(),

@@ -118,13 +118,28 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         let n = blocking::adopt_kernel_rules(&mut store, &tables.blocks, &Default::default())?;
         tracing::warn!(
             db = %global.db.display(), rules = n,
-            "the database these pins belong to was replaced by a new one; the kernel's block \
-             rules were written into it"
+            "the database these pins belong to was replaced by a new one; the kernel's address \
+             rules were written into it (name rules cannot be: the kernel holds only their \
+             hashes, so they end; block them again)"
         );
     }
-    // Blocks first, so they are enforced from the first packet the programs see.
+    // Blocks first, so they are enforced from the first packet the programs see. Rules whose
+    // time ran out while no daemon ran end first, marked expired at their end.
+    for r in store.end_expired_then(timefmt::now_ms(), |_, _| Ok(()))? {
+        tracing::info!(id = r.id, kind = %r.kind, rule = %r.rule, "block rule expired while the daemon was stopped");
+    }
     let (added, removed) = blocking::reconcile(&mut store, &mut tables.blocks)?;
-    tracing::info!(added, removed, "block rules applied to the kernel");
+    tracing::info!(added, removed, "address rules applied to the kernel");
+    let devices = store.devices()?;
+    let names = store
+        .write_rules(|w| crate::rules::kernel::reconcile(w.conn(), &mut tables.names, &devices, timefmt::now_ms()))?;
+    tracing::info!(
+        added = names.added,
+        removed = names.removed,
+        replaced = names.replaced,
+        entries = names.entries,
+        "name rules applied to the kernel"
+    );
     let (mode, _held_links) = kernel::attach(&mut ebpf, &pins, &iface)?;
     tracing::info!(
         iface = %iface.name, ifindex = iface.index, link = iface.link_kind(), xdp = mode.as_str(),

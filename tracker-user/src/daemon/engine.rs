@@ -10,13 +10,16 @@ use tracker_common::Counter;
 
 use super::{Checked, Upkeep};
 use crate::{
+    blocking,
+    kernel::Tables,
     pipeline::{
         Namer,
         sweep::{Sweeper, Timeouts},
     },
+    rules,
     source::{Source as _, kernel::KernelSource},
     store::Store,
-    timefmt::KernelClock,
+    timefmt::{self, KernelClock},
     wireguard::{self, Devices},
 };
 
@@ -71,6 +74,8 @@ pub async fn run_loop(
     peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(opts.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rules_tick = tokio::time::interval(RULES_INTERVAL);
+    rules_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     use tokio::signal::unix::{SignalKind, signal};
@@ -101,6 +106,7 @@ pub async fn run_loop(
                 lost.check(&source.tables.counters);
             }
             _ = peers_tick.tick() => refresh_devices(namer, store, &opts.iface),
+            _ = rules_tick.tick() => end_expired(store, &mut source.tables),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
             // A closed terminal, or a service manager's reload: nothing to reload yet, so stop
@@ -122,6 +128,43 @@ pub async fn run_loop(
         ),
     }
     Ok(())
+}
+
+/// How often the daemon looks for block rules whose `--for` time is up. The kernel stops
+/// enforcing them on time by itself; this marks them expired, takes their entries out and lets
+/// a rule they hid (a list under an ended domain rule) take its keys back.
+const RULES_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Ends the rules whose time is up (marked `expired`) and takes them out of the kernel, in one
+/// transaction; a failure is logged and tried again at the next tick.
+pub fn end_expired(store: &mut Store, tables: &mut Tables) {
+    let now = timefmt::now_ms();
+    match store.next_expiry() {
+        Ok(Some(t)) if t <= now => {}
+        Ok(_) => return,
+        Err(e) => return tracing::warn!("reading the block rules' ends: {e:#}"),
+    }
+    let devices = match store.devices() {
+        Ok(d) => d,
+        Err(e) => return tracing::warn!("reading the devices for the block rules: {e:#}"),
+    };
+    let ended = store.end_expired_then(now, |w, ended| {
+        if ended.iter().any(|r| !r.kind.is_name()) {
+            blocking::reconcile_in(w.conn(), &mut tables.blocks)?;
+        }
+        if ended.iter().any(|r| r.kind.is_name()) {
+            rules::kernel::reconcile(w.conn(), &mut tables.names, &devices, now)?;
+        }
+        Ok(())
+    });
+    match ended {
+        Ok(ended) => {
+            for r in ended {
+                tracing::info!(id = r.id, kind = %r.kind, rule = %r.rule, "block rule expired: its --for time is up");
+            }
+        }
+        Err(e) => tracing::warn!("ending expired block rules: {e:#}"),
+    }
 }
 
 /// Hands every waiting ring record to the namer; returns how many.

@@ -44,8 +44,12 @@ impl Namer {
             }
             Ok(Event::Dns(p)) => self.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns)),
             Ok(Event::DnsRefused(p)) => {
-                tracing::info!(rule = p.header.rule_id, client = %p.header.key.client(), "query refused");
-                self.dns_message(&p.header, p.data, clock.to_time(p.header.ts_ns));
+                let at = clock.to_time(p.header.ts_ns);
+                tracing::debug!(rule = p.header.rule_id, client = %p.header.key.client(), "query refused");
+                // Logged as answered by the kernel; nothing to learn (no addresses), but the
+                // flow it came in is DNS.
+                self.dns.refused(&p.header, p.data, at, p.header.rule_id);
+                self.flows.dns_seen(&p.header.key, at);
             }
             Ok(Event::FirstPayload(p)) => {
                 tracing::trace!(len = p.len, captured = p.data.len(), "first payload");

@@ -57,6 +57,7 @@ impl Exchange {
             rcode: None,
             truncated: false,
             answers: Vec::new(),
+            blocked_by: None,
         }
     }
 }
@@ -173,6 +174,41 @@ impl DnsPairing {
         }
     }
 
+    /// A query the kernel answered itself for the block rule `rule_id` (its DnsRefused event
+    /// carries the query as the device sent it): logged at once as answered at the same moment,
+    /// NXDOMAIN over UDP, no rcode over TCP (the kernel resets the connection), and never
+    /// waiting for a response that will not come. Each refused query is logged: the kernel
+    /// answered (and counted) each one.
+    pub fn refused(&mut self, h: &EventHeader, data: &[u8], at: SystemTime, rule_id: u32) {
+        let at_ms = timefmt::unix_ms(at);
+        let transport = if h.key.protocol == IPPROTO_TCP { Transport::Tcp } else { Transport::Udp };
+        self.stats.messages += 1;
+        let msg = match dns::parse(data, transport) {
+            Ok(msg) if !msg.questions.is_empty() => msg,
+            Ok(_) => {
+                self.malformed(h, "no question");
+                return;
+            }
+            Err(e) => {
+                self.malformed(h, &format!("{e:#}"));
+                return;
+            }
+        };
+        let exchange = Exchange {
+            client: h.key.client(),
+            client_port: h.key.client_port,
+            resolver: h.key.remote(),
+            resolver_port: h.key.remote_port,
+            transport,
+            id: msg.id,
+        };
+        let mut record = exchange.record(&msg.questions[0], at_ms);
+        record.answered_ms = Some(at_ms);
+        record.rcode = (transport == Transport::Udp).then(|| "NXDOMAIN".to_owned());
+        record.blocked_by = Some(rule_id);
+        self.done.push(record);
+    }
+
     /// Whether the same bytes crossed in the same direction of the same TCP flow within
     /// [`RESPONSE_TIMEOUT`]; remembers them otherwise.
     fn tcp_retransmission(&mut self, h: &EventHeader, data: &[u8], at_ms: i64) -> bool {
@@ -276,6 +312,33 @@ pub(crate) mod tests {
             };
         }
         m.bytes
+    }
+
+    #[test]
+    fn a_refused_query_is_logged_at_once_as_answered_by_its_rule() {
+        let mut n = DnsPairing::default();
+        let k = key(RESOLVER, IPPROTO_UDP, 5353, 53);
+        let q = message(9, false, "ads.example.com", &[]);
+        n.refused(&header(EventKind::DnsRefused, DIR_UP, k), &q, t(10), 7);
+        assert!(!n.is_settled(), "the next sweep writes it");
+        let r = n.take_records(Some(t(11)));
+        assert_eq!(r.len(), 1, "without waiting for the response timeout");
+        assert_eq!((r[0].ts_ms, r[0].answered_ms), (r[0].ts_ms, Some(r[0].ts_ms)));
+        assert_eq!(r[0].ts_ms, timefmt::unix_ms(t(10)));
+        assert_eq!(r[0].rcode.as_deref(), Some("NXDOMAIN"));
+        assert_eq!(r[0].blocked_by, Some(7));
+        assert_eq!((r[0].qname.as_str(), r[0].qtype.as_str(), r[0].dns_id), ("ads.example.com", "A", 9));
+        assert!(r[0].answers.is_empty());
+        // Over TCP the kernel resets the connection: no DNS answer, so no rcode.
+        let k = key(RESOLVER, IPPROTO_TCP, 43000, 53);
+        let framed = [u16::try_from(q.len()).unwrap().to_be_bytes().to_vec(), q].concat();
+        n.refused(&header(EventKind::DnsRefused, DIR_UP, k), &framed, t(20), 7);
+        let r = n.take_records(Some(t(21)));
+        assert_eq!((r[0].rcode.as_deref(), r[0].blocked_by, r[0].transport), (None, Some(7), Transport::Tcp));
+        // A query that does not parse is counted as malformed and logs nothing.
+        n.refused(&header(EventKind::DnsRefused, DIR_UP, k), &[0xde, 0xad], t(30), 7);
+        assert!(n.take_records(None).is_empty());
+        assert_eq!(n.stats(), DnsStats { messages: 3, malformed: 1 });
     }
 
     #[test]

@@ -270,22 +270,20 @@ impl Sweeper {
         }
         self.snapshot.flows = flows;
         self.ended_total += ended as u64;
-        let blocks: Vec<BlockCount> = self
-            .snapshot
-            .blocks
-            .iter()
-            .map(|k| BlockCount {
-                rule_id: k.rule_id,
-                dropped: k.packets_dropped,
-                last_hit_ms: (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns)),
-            })
-            .collect();
+        let count = |k: &crate::blocking::KernelRule| BlockCount {
+            rule_id: k.rule_id,
+            dropped: k.packets_dropped,
+            last_hit_ms: (k.last_hit_ns != 0).then(|| clock.to_unix_ms(k.last_hit_ns)),
+        };
+        let blocks: Vec<BlockCount> = self.snapshot.blocks.iter().map(count).collect();
+        let names: Vec<BlockCount> = self.snapshot.names.iter().flatten().map(count).collect();
         let dns = namer.dns.stats();
         let batch = Batch {
             boot_id: source.boot_id(),
             flows: &self.records,
             dns: &self.pending_dns,
             blocks: &blocks,
+            names: &names,
             // Carried across daemon restarts on the same maps: `tracker status` takes it off
             // `flows_created - flows_in_kernel` to count LRU evictions.
             facts: DaemonFacts {

@@ -26,6 +26,8 @@ pub struct Batch<'a> {
     /// DNS exchanges ready for the log.
     pub dns: &'a [DnsRecord],
     pub blocks: &'a [BlockCount],
+    /// Name rules' refusal counters (`dropped` = queries refused), when read this sweep.
+    pub names: &'a [BlockCount],
     /// Daemon facts to set (`tracker status`); those it leaves unset are kept.
     pub facts: DaemonFacts,
 }

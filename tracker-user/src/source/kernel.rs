@@ -23,11 +23,17 @@ pub struct KernelSource {
     ring: RingBuf<MapData>,
     boot_id: String,
     anchor: KernelClock,
+    /// The `DnsRefused` counter when the name map was last read, and when.
+    names_read: Option<(u64, std::time::Instant)>,
 }
+
+/// The name map is read again at least this often even without refusals: a rule change by the
+/// CLI between a read and its write leaves a count that this corrects.
+const NAMES_REREAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl KernelSource {
     pub fn new(tables: Tables, ring: RingBuf<MapData>) -> Result<Self> {
-        Ok(Self { tables, ring, boot_id: timefmt::boot_id()?, anchor: KernelClock::now() })
+        Ok(Self { tables, ring, boot_id: timefmt::boot_id()?, anchor: KernelClock::now(), names_read: None })
     }
 
     /// The ring's wakeups, to wait on apart from the source (inside a tokio runtime): they
@@ -57,6 +63,17 @@ impl Source for KernelSource {
         into.now_ns = timefmt::kernel_ns_now();
         self.tables.flows.read_all(&mut into.flows)?;
         into.blocks = self.tables.blocks.entries()?.into_iter().map(|(_, rule)| rule).collect();
+        let refused = maps::read_counter(&self.tables.counters, Counter::DnsRefused)?;
+        let due = match self.names_read {
+            Some((seen, at)) => seen != refused || at.elapsed() >= NAMES_REREAD,
+            None => true,
+        };
+        into.names = None;
+        if due {
+            let counts = crate::rules::kernel::counts(&self.tables.names)?;
+            into.names = Some(counts.into_values().collect());
+            self.names_read = Some((refused, std::time::Instant::now()));
+        }
         Ok(())
     }
 

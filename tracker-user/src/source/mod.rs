@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub flows: Vec<(FlowKey, FlowStats)>,
     /// Block rules' drop counters.
     pub blocks: Vec<KernelRule>,
+    /// Name rules' refusal counters, one per rule (its entries summed), when read this time:
+    /// the name map is read only when the kernel refused something since the last read, and
+    /// now and then (it may hold hundreds of thousands of entries).
+    pub names: Option<Vec<KernelRule>>,
 }
 
 /// How far a source has counted, read without reading its tables: a sweep that finds the same

@@ -35,6 +35,9 @@ pub struct DnsRecord {
     pub rcode: Option<String>,
     pub truncated: bool,
     pub answers: Vec<Answer>,
+    /// The rule whose kernel entry refused the query (answered it NXDOMAIN, or reset it over
+    /// TCP); `None` for a query that went to the resolver.
+    pub blocked_by: Option<u32>,
 }
 
 impl DnsRecord {
@@ -76,6 +79,8 @@ pub struct DnsRow {
     pub cname_chain: Vec<String>,
     pub addresses: Vec<String>,
     pub ttl: Option<u32>,
+    /// The block rule that refused the query (`tracker blocks` lists it); `None` otherwise.
+    pub blocked_by: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -144,8 +149,8 @@ impl Writer<'_> {
             let mut query = self.conn.prepare_cached(
                 "INSERT OR IGNORE INTO dns_queries (ts, answered, client, client_port, resolver,
                      resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
-                     min_ttl, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     min_ttl, source, blocked_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut answer = self.conn.prepare_cached(
                 "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
@@ -168,6 +173,7 @@ impl Writer<'_> {
                     rcode,
                     truncated,
                     answers,
+                    blocked_by,
                 } = r;
                 let inserted = query
                     .execute(params![
@@ -186,6 +192,7 @@ impl Writer<'_> {
                         r.cname(),
                         r.min_ttl(),
                         self.source,
+                        blocked_by,
                     ])
                     .map_err(|e| explain_path(self.path, e))?;
                 if inserted == 0 {
@@ -227,7 +234,7 @@ impl Store {
     pub fn dns(&self, q: &DnsQuery) -> Result<Vec<DnsRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT q.id, q.ts, q.client, q.client_port, q.resolver, q.transport, q.qname,
-                    q.qtype, q.rcode, q.truncated
+                    q.qtype, q.rcode, q.truncated, q.blocked_by
              FROM dns_queries q
              WHERE q.ts >= ?1 AND (?2 IS NULL OR q.client IN (SELECT value FROM json_each(?2))) AND {DOMAIN_MATCH}
                  AND q.source = ?5
@@ -258,6 +265,7 @@ impl Store {
                         cname_chain: Vec::new(),
                         addresses: Vec::new(),
                         ttl: None,
+                        blocked_by: r.get(10)?,
                     },
                 ))
             },
@@ -403,6 +411,7 @@ mod tests {
             rcode: Some("NOERROR".into()),
             truncated: false,
             answers,
+            blocked_by: None,
         }
     }
 

@@ -403,8 +403,13 @@ impl Store {
         Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Active block rules.
     pub fn block_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM block_rules", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn.query_row(
+            &format!("SELECT count(*) FROM block_rules WHERE {}", blocks::ACTIVE),
+            [timefmt::now_ms()],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 }
 
@@ -919,7 +924,7 @@ pub(crate) mod tests {
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let mut s = Store { conn: Connection::open(&p).unwrap(), path: p.clone() };
         s.conn.busy_timeout(Duration::from_millis(50)).unwrap();
-        let err = s.add_block("ip", "192.0.2.1/32", None).err().unwrap().to_string();
+        let err = s.add_block(blocks::RuleKind::Ip, "192.0.2.1/32", None).err().unwrap().to_string();
         assert!(err.contains("locked"), "{err}");
     }
 
@@ -1107,6 +1112,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn migration_6_keeps_ip_rules_with_their_ids_and_counts_and_adds_history() {
+        let p = database_at("rules-from-5", 5);
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(
+            "INSERT INTO block_rules (id, kind, rule, comment, created, dropped_before, dropped_kernel, last_hit)
+                 VALUES (3, 'ip', '198.51.100.0/24', 'ad network', 1000, 5, 2, 7000),
+                        (9, 'ip', '203.0.113.7/32', NULL, 2000, 0, 0, NULL);
+             INSERT INTO dns_queries (ts, client, client_port, resolver, resolver_port, transport, dns_id, qname, qtype)
+                 VALUES (1, '10.77.0.2', 5353, '10.77.0.1', 53, 'udp', 1, 'a.example', 'A');",
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 6);
+        let rules = s.stored_rules().unwrap();
+        let got: Vec<(u32, blocks::RuleKind, &str, Option<&str>)> =
+            rules.iter().map(|r| (r.id, r.kind, r.rule.as_str(), r.client.as_deref())).collect();
+        assert_eq!(
+            got,
+            [(3, blocks::RuleKind::Ip, "198.51.100.0/24", None), (9, blocks::RuleKind::Ip, "203.0.113.7/32", None)]
+        );
+        assert_eq!(s.block_counters(3).unwrap(), Some(BlockCounters { dropped_before: 5, dropped_kernel: 2 }));
+        let label = |k: &str| k.to_owned();
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
+        assert_eq!(
+            (rows[0].hits, rows[0].comment.as_deref(), rows[0].created.as_str()),
+            (7, Some("ad network"), "1970-01-01T00:00:01.000Z")
+        );
+        let blocked_by: Option<i64> = s.conn.query_row("SELECT blocked_by FROM dns_queries", [], |r| r.get(0)).unwrap();
+        assert_eq!(blocked_by, None, "earlier queries were not refused");
+        // Uniqueness holds among active rules only: unblocked, the rule can come back, and
+        // the ended one stays as history.
+        assert_eq!(s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", None).unwrap(), None);
+        assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), Some(3));
+        assert_eq!(s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", None).unwrap(), Some(10));
+        let all =
+            s.block_rows(blocks::BlockFilter { ended: true, kind: None }, timefmt::now_ms(), &|_, _| None, &label);
+        let all: Vec<(u32, Option<String>)> = all.unwrap().into_iter().map(|r| (r.id, r.end_reason)).collect();
+        assert_eq!(all, [(3, Some("unblocked".into())), (9, None), (10, None)]);
+        let dup =
+            s.conn.execute("INSERT INTO block_rules (kind, rule, created) VALUES ('ip', '203.0.113.7/32', 0)", []);
+        assert!(dup.is_err(), "two active rules for one thing");
+    }
+
+    #[test]
     fn db_id_is_random_hex_written_once() {
         let p = temp_db("dbid");
         let id = Store::open(&p).unwrap().db_id().unwrap();
@@ -1263,7 +1313,7 @@ pub(crate) mod tests {
         if !is_root() {
             return;
         }
-        let Some(fs) = Tmpfs::mount("full", "256k") else { return };
+        let Some(fs) = Tmpfs::mount("full", "512k") else { return };
         let mut s = Store::open(&fs.0.join("t.db")).unwrap();
         let mut err = None;
         for round in 0..200u64 {
@@ -1284,22 +1334,25 @@ pub(crate) mod tests {
     fn block_rules_add_remove_and_carry_counts_across_kernel_instances() {
         let p = temp_db("blocks");
         let mut s = Store::open(&p).unwrap();
-        let id = s.add_block("ip", "198.51.100.0/24", Some("ad network")).unwrap().unwrap();
-        assert_eq!(s.add_block("ip", "198.51.100.0/24", None).unwrap(), None);
+        let id = s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", Some("ad network")).unwrap().unwrap();
+        assert_eq!(s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", None).unwrap(), None);
         s.write(|w| w.set_block_kernel_count(id, 5, Some(7_000))).unwrap();
         // A reboot: the kernel entry starts again at zero; the five drops are kept.
         s.fold_block_kernel_count(id).unwrap();
         s.write(|w| w.set_block_kernel_count(id, 2, None)).unwrap();
-        let rows = s.blocks(&|_| None).unwrap();
+        let label = |k: &str| k.to_owned();
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].packets_dropped, 7);
         assert_eq!(rows[0].comment.as_deref(), Some("ad network"));
         assert_eq!(rows[0].last_hit, Some(timefmt::rfc3339(7_000)));
         // Live kernel counts replace the stored kernel count, never add to it.
-        let rows = s.blocks(&|i| (i == id).then_some((4, Some(8_000)))).unwrap();
+        let live = |i: u32, _| (i == id).then_some((4, Some(8_000)));
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &live, &label).unwrap();
         assert_eq!(rows[0].packets_dropped, 9);
-        assert_eq!(s.remove_block("ip", "198.51.100.0/24").unwrap(), Some(id));
-        assert_eq!(s.remove_block("ip", "198.51.100.0/24").unwrap(), None);
-        assert!(s.blocks(&|_| None).unwrap().is_empty());
+        assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), Some(id));
+        assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), None);
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
+        assert!(rows.is_empty());
     }
 }

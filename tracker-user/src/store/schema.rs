@@ -288,6 +288,56 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE dns_rollup;
     ALTER TABLE dns_rollup_5 RENAME TO dns_rollup;
     "#,
+    // 6: name rules (domain, company, service, list), per device and timed, with their history.
+    r#"
+    -- block_rules gains the device a rule holds for, when and why it ended, and the DNS queries
+    -- name rules refused. A rule that ends is kept, with its counts (`tracker blocks
+    -- --expired`); rule ids are never reused, so they stay the kernel's and the DNS log's.
+    -- Rebuilt: its UNIQUE (kind, rule) becomes uniqueness among active rules only.
+    CREATE TABLE block_rules_6 (
+        id              INTEGER PRIMARY KEY,  -- also the rule id in the kernel map values
+        kind            TEXT    NOT NULL,     -- 'ip', 'domain', 'company', 'service' or 'list'
+        rule            TEXT    NOT NULL,     -- ip: canonical CIDR (198.51.100.0/24); domain: the
+                                              -- name (example.com, and every name under it);
+                                              -- company, service: its entity table name; list:
+                                              -- the list's name
+        client          TEXT,                 -- the device it holds for: its WireGuard public key,
+                                              -- or an address; NULL = every device
+        comment         TEXT,
+        created         INTEGER NOT NULL,     -- unix milliseconds
+        expires         INTEGER,              -- unix milliseconds; NULL = until removed
+        ended           INTEGER,              -- unix milliseconds it stopped; NULL = active
+        end_reason      TEXT,                 -- 'unblocked' or 'expired'; NULL while active
+        dropped_before  INTEGER NOT NULL DEFAULT 0, -- ip: packets dropped by earlier kernel map
+                                                    -- instances (before a reboot)
+        dropped_kernel  INTEGER NOT NULL DEFAULT 0, -- ip: last count read from the kernel entry
+        refused_before  INTEGER NOT NULL DEFAULT 0, -- names: DNS queries refused by kernel
+                                                    -- entries no longer there
+        refused_kernel  INTEGER NOT NULL DEFAULT 0, -- names: last sum read from its kernel entries
+        last_hit        INTEGER                     -- unix milliseconds of the last drop or refusal
+    );
+    INSERT INTO block_rules_6 (id, kind, rule, comment, created, expires, dropped_before,
+            dropped_kernel, last_hit)
+        SELECT id, kind, rule, comment, created, expires, dropped_before, dropped_kernel, last_hit
+        FROM block_rules;
+    DROP TABLE block_rules;
+    ALTER TABLE block_rules_6 RENAME TO block_rules;
+    CREATE UNIQUE INDEX block_rules_active ON block_rules (kind, rule, coalesce(client, ''))
+        WHERE ended IS NULL;
+    CREATE INDEX block_rules_expires ON block_rules (expires) WHERE ended IS NULL AND expires IS NOT NULL;
+
+    -- The names a name rule covers, each with every name under it: a domain rule's one domain,
+    -- a company's or service's domains as the entity table had them when it was blocked (or
+    -- blocked again), a list's entries. Kept when the rule ends.
+    CREATE TABLE block_domains (
+        rule    INTEGER NOT NULL REFERENCES block_rules (id),
+        domain  TEXT    NOT NULL,  -- lower case, no trailing dot, e.g. ads.example.com
+        PRIMARY KEY (rule, domain)
+    ) WITHOUT ROWID;
+
+    -- A query the kernel refused (answered NXDOMAIN, or reset over TCP) names the rule.
+    ALTER TABLE dns_queries ADD COLUMN blocked_by INTEGER;  -- block_rules.id; NULL = not refused
+    "#,
 ];
 
 /// The source id of the daemon's live interface (`sources`, migration 5).

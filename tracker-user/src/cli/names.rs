@@ -1,0 +1,310 @@
+//! `tracker block-domain`, `block-company`, `block-service`, `import-blocklist` and their
+//! `unblock-...` twins: name rules stored with the domains they cover, and the kernel's name map
+//! made equal to the rules inside the same database transaction, so a change is in force when
+//! the command returns (or, with no daemon's maps pinned, at the next start).
+
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use super::{
+    Global,
+    block::{KernelMaps, open_for_change, parse_for, say_applied, until},
+};
+use crate::{
+    analysis::entity::EntityTable,
+    blocking::KernelNames,
+    rules::{
+        blocklist,
+        cover::{self, Coverage, Target},
+        kernel::reconcile,
+    },
+    store::{
+        Store,
+        blocks::{Added, NewRule, RuleKind, active_rules},
+        devices::DeviceList,
+    },
+    text::{escape_controls, quoted},
+    timefmt,
+};
+
+/// What every name block takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RuleOptions {
+    /// Only for this device: its name (`tracker name-device`), its public key, or a tunnel
+    /// address. The rule holds for each of the device's addresses. Default: every device.
+    #[arg(long, value_name = "DEVICE")]
+    pub client: Option<String>,
+    /// For this long only (30m, 1h, 2d): the kernel stops refusing on time by itself, and the
+    /// daemon marks the rule expired (`tracker blocks --expired`). Given again for a rule that
+    /// exists, it sets a new end.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_for)]
+    pub duration: Option<i64>,
+    /// A note to remember why (shown by `tracker blocks`); given again, it replaces the old one.
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BlockDomainArgs {
+    /// The domain: it and every name under it are refused (example.com covers
+    /// www.example.com, not notexample.com).
+    pub domain: String,
+    /// Block even a top-level domain or public suffix (com, co.uk): every name under it.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub opts: RuleOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct BlockEntityArgs {
+    /// Its name in the entity table, in any case (`tracker companies`, `tracker services`).
+    pub name: String,
+    #[command(flatten)]
+    pub opts: RuleOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportBlocklistArgs {
+    /// A hosts file (`0.0.0.0 ads.example.com`) or a list of domains, one a line; `#` starts a
+    /// comment.
+    pub file: PathBuf,
+    /// The list's name, for `tracker blocks` and `unblock-list` (default: the file's name
+    /// without its extension). Importing under the same name again replaces its domains.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub opts: RuleOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct UnblockNameArgs {
+    /// As blocked: the domain, the company's or service's name, or the list's name (see
+    /// `tracker blocks`).
+    pub target: String,
+    /// The device of a per-device rule, as given when blocking.
+    #[arg(long, value_name = "DEVICE")]
+    pub client: Option<String>,
+}
+
+pub fn block_domain(global: &Global, args: &BlockDomainArgs) -> Result<()> {
+    let target = Target::Domain { text: args.domain.clone(), wide: args.force };
+    block(global, &EntityTable::builtin(), target, &args.opts, "tracker block-domain").map(|_| ())
+}
+
+pub fn block_company(global: &Global, args: &BlockEntityArgs) -> Result<()> {
+    block(global, &global.entity_table()?, Target::Company(args.name.clone()), &args.opts, "tracker block-company")
+        .map(|_| ())
+}
+
+pub fn block_service(global: &Global, args: &BlockEntityArgs) -> Result<()> {
+    block(global, &global.entity_table()?, Target::Service(args.name.clone()), &args.opts, "tracker block-service")
+        .map(|_| ())
+}
+
+pub fn import_blocklist(global: &Global, args: &ImportBlocklistArgs) -> Result<()> {
+    let shown = args.file.display();
+    // Read whole before anything is opened: a file that cannot be read changes nothing.
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading the blocklist {shown}; nothing was changed"))?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => blocklist::default_name(&args.file)
+            .with_context(|| format!("{shown} has no file name to call the list by: give --name"))?,
+    };
+    let parsed = blocklist::parse(&bytes);
+    let mut err = std::io::stderr().lock();
+    for m in &parsed.malformed {
+        let _ = writeln!(err, "{shown}:{}: {}: {}", m.line, escape_controls(&m.text), m.why);
+    }
+    drop(err);
+    let summary = format!(
+        "{} lines: {} domains, {} comments or blank, {} repeated, {} names of the host itself (localhost) \
+         skipped, {} malformed{}",
+        parsed.lines,
+        parsed.domains.len(),
+        parsed.comments,
+        parsed.duplicates,
+        parsed.local,
+        parsed.malformed.len(),
+        if parsed.malformed.is_empty() { "" } else { " (listed above, not imported)" }
+    );
+    if parsed.domains.is_empty() {
+        bail!("{shown} has no domains to block ({summary}); nothing was changed");
+    }
+    let target = Target::List { name, domains: parsed.domains };
+    block(global, &EntityTable::builtin(), target, &args.opts, "tracker import-blocklist")?;
+    println!("{shown}: {summary}");
+    Ok(())
+}
+
+/// Stores a name rule and applies it to the kernel; prints what happened.
+fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOptions, what: &str) -> Result<Coverage> {
+    let expires = opts.duration.map(|d| timefmt::now_ms() + d);
+    let (pins, mut store, mut kernel) = open_for_change(global, what)?;
+    let devices = store.devices()?;
+    let cov = cover::resolve(table, &devices, &target, opts.client.as_deref())?;
+    let new = NewRule {
+        kind: Some(cov.kind),
+        rule: cov.rule.clone(),
+        client: cov.device.as_ref().map(|d| d.stored.clone()),
+        comment: opts.comment.clone(),
+        expires,
+        domains: cov.domains.clone(),
+    };
+    let names = names_of(&mut kernel);
+    let in_kernel = names.is_some();
+    let added = with_repair(&mut store, names, &devices, |store, names| {
+        store.add_rule_then(&new, |w, _| apply(w.conn(), names, &devices))
+    })?;
+    let described = describe(&cov);
+    match added {
+        Added::New(id) => {
+            let ends = expires.map(|_| format!(", ends {}", until(expires))).unwrap_or_default();
+            let what = format!("{described} (rule {id}{ends})");
+            say_applied(&pins, in_kernel, &format!("blocked {what}"), &format!("saved the block of {what}"));
+        }
+        Added::Exists { id, comment_updated, expires_updated, domains_added, domains_removed } => {
+            let mut notes = Vec::new();
+            if domains_added + domains_removed > 0 {
+                notes.push(format!("{domains_added} domains added, {domains_removed} removed"));
+            }
+            if comment_updated {
+                notes.push("its comment is updated".into());
+            }
+            if expires_updated {
+                notes.push(format!("it now ends {}", until(expires)));
+            }
+            let note = if notes.is_empty() { String::new() } else { format!("; {}", notes.join(", ")) };
+            println!("{described} is already blocked (rule {id}){note} (see `tracker blocks`)");
+        }
+    }
+    Ok(cov)
+}
+
+/// `company Braze (3 domains: appboy.com, braze.com, braze.eu) for every device`.
+fn describe(cov: &Coverage) -> String {
+    const SHOWN: usize = 5;
+    let n = cov.domains.len();
+    let domains = match cov.kind {
+        RuleKind::Domain => String::new(),
+        _ if n <= SHOWN => format!(" ({n} domains: {})", cov.domains.join(", ")),
+        _ => format!(" ({n} domains: {}, ...)", cov.domains[..SHOWN].join(", ")),
+    };
+    let device = match &cov.device {
+        None => "every device".to_owned(),
+        Some(d) => {
+            let addrs: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+            let addrs = addrs.join(", ");
+            if addrs == d.label { addrs } else { format!("{} ({addrs})", d.label) }
+        }
+    };
+    format!("{} {}{domains} for {device}", cov.kind, escape_controls(&cov.rule))
+}
+
+fn names_of(kernel: &mut Option<KernelMaps>) -> Option<&mut KernelNames> {
+    kernel.as_mut().and_then(|k| k.names.as_mut())
+}
+
+/// The kernel's name map made equal to the rules as the transaction on `conn` sees them.
+fn apply(conn: &rusqlite::Connection, names: Option<&mut KernelNames>, devices: &DeviceList) -> Result<()> {
+    match names {
+        Some(k) => reconcile(conn, k, devices, timefmt::now_ms()).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Runs a rule change; if it fails after the kernel map was partly changed (a full map), the
+/// map is made equal again to the rules as they stay.
+fn with_repair<T>(
+    store: &mut Store,
+    mut names: Option<&mut KernelNames>,
+    devices: &DeviceList,
+    change: impl FnOnce(&mut Store, Option<&mut KernelNames>) -> Result<T>,
+) -> Result<T> {
+    let result = change(store, names.as_deref_mut());
+    if result.is_err()
+        && let Some(k) = names
+        && let Err(e) = store.write_rules(|w| apply(w.conn(), Some(k), devices))
+    {
+        let _ = writeln!(std::io::stderr(), "tracker: putting the kernel's name rules back failed too: {e:#}");
+    }
+    result
+}
+
+pub fn unblock_domain(global: &Global, args: &UnblockNameArgs) -> Result<()> {
+    let domain = crate::rules::canonical_domain(&args.target, true)
+        .map_err(|e| anyhow::anyhow!("{} is not a domain: {e}", quoted(&args.target)))?;
+    unblock(global, RuleKind::Domain, &domain, args.client.as_deref(), "tracker unblock-domain")
+}
+
+pub fn unblock_company(global: &Global, args: &UnblockNameArgs) -> Result<()> {
+    unblock(global, RuleKind::Company, &args.target, args.client.as_deref(), "tracker unblock-company")
+}
+
+pub fn unblock_service(global: &Global, args: &UnblockNameArgs) -> Result<()> {
+    unblock(global, RuleKind::Service, &args.target, args.client.as_deref(), "tracker unblock-service")
+}
+
+pub fn unblock_list(global: &Global, args: &UnblockNameArgs) -> Result<()> {
+    unblock(global, RuleKind::List, &args.target, args.client.as_deref(), "tracker unblock-list")
+}
+
+/// Ends the active rule of `kind` named `text` (any case) for `client`, and takes its entries
+/// out of the kernel (a key another rule also covers goes to that rule).
+fn unblock(global: &Global, kind: RuleKind, text: &str, client: Option<&str>, what: &str) -> Result<()> {
+    let (_, mut store, mut kernel) = open_for_change(global, what)?;
+    let devices = store.devices()?;
+    // The device as stored: resolved as when blocking, or the text itself for one no longer
+    // known.
+    let stored_client = client.map(|c| cover::device(&devices, c).map_or_else(|_| c.to_owned(), |d| d.stored));
+    let active = active_rules(store.conn(), Some(kind), timefmt::now_ms())?;
+    let same = |r: &&crate::store::blocks::StoredRule| r.rule.eq_ignore_ascii_case(text.trim());
+    let Some(rule) = active.iter().filter(same).find(|r| r.client == stored_client) else {
+        let label = |c: &Option<String>| {
+            c.as_deref().map_or_else(|| "every device".into(), |s| cover::stored_device_label(&devices, s))
+        };
+        if let Some(other) = active.iter().find(same) {
+            let flag = other
+                .client
+                .as_deref()
+                .map_or_else(String::new, |c| format!(" --client {}", cover::stored_device_label(&devices, c)));
+            bail!(
+                "no {kind} rule for {} for {}, but there is one for {}: `tracker unblock-{kind} {}{flag}` \
+                 removes it",
+                quoted(text),
+                label(&stored_client),
+                label(&other.client),
+                other.rule
+            );
+        }
+        if kind == RuleKind::Domain
+            && let Some(wider) =
+                active.iter().find(|r| text.ends_with(&format!(".{}", r.rule)) && r.client == stored_client)
+        {
+            bail!(
+                "no domain rule for {}, but the rule {} covers it: `tracker unblock-domain {}` removes that \
+                 (see `tracker blocks`)",
+                quoted(text),
+                wider.rule,
+                wider.rule
+            );
+        }
+        bail!("no {kind} rule for {} for {} (see `tracker blocks`)", quoted(text), label(&stored_client));
+    };
+    let (rule_text, id) = (rule.rule.clone(), rule.id);
+    let names = names_of(&mut kernel);
+    let in_kernel = names.is_some();
+    with_repair(&mut store, names, &devices, |store, names| {
+        store.end_rule_then(kind, &rule_text, stored_client.as_deref(), |w, _| apply(w.conn(), names, &devices))
+    })?;
+    let done = format!("unblocked {kind} {} (rule {id})", escape_controls(&rule_text));
+    if in_kernel {
+        println!("{done} in the kernel");
+    } else {
+        println!("{done}; no kernel maps are loaded");
+    }
+    Ok(())
+}
