@@ -31,6 +31,7 @@ use tracker_common::{
 };
 
 mod refuse;
+mod rules;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

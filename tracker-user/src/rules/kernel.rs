@@ -167,12 +167,15 @@ pub fn counts(kernel: &KernelNames) -> Result<HashMap<u32, KernelRule>> {
 /// what its entries counted since (at least its last recorded kernel count, which entries that
 /// vanished with an old map still held), and its kernel count what its remaining entries hold.
 fn fold_counts(conn: &Connection, kept: &HashMap<u32, u64>, gone: &HashMap<u32, u64>) -> Result<()> {
+    // Active rules, and ended ones that still have a kernel count or whose entries just went
+    // (a rule ended in this transaction).
+    let gone_ids = serde_json::to_string(&gone.keys().collect::<Vec<_>>())?;
     let mut stmt = conn.prepare_cached(
         "SELECT id, refused_before, refused_kernel FROM block_rules
-         WHERE kind != 'ip' AND (ended IS NULL OR refused_kernel > 0)",
+         WHERE kind != 'ip' AND (ended IS NULL OR refused_kernel > 0 OR id IN (SELECT value FROM json_each(?1)))",
     )?;
     let rows: Vec<(u32, i64, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        stmt.query_map([gone_ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
     let mut update =
         conn.prepare_cached("UPDATE block_rules SET refused_before = ?2, refused_kernel = ?3 WHERE id = ?1")?;
     for (id, before, stored) in rows {
@@ -232,15 +235,16 @@ mod tests {
         let s = crate::store::Store::open(&crate::store::tests::temp_db("names-fold")).unwrap();
         let c = s.conn();
         c.execute_batch(
-            "INSERT INTO block_rules (id, kind, rule, created, refused_before, refused_kernel)
-                 VALUES (1, 'list', 'ads', 0, 10, 4), (2, 'domain', 'a.example', 0, 0, 0),
-                        (3, 'list', 'gone', 0, 1, 2);",
+            "INSERT INTO block_rules (id, kind, rule, created, refused_before, refused_kernel, ended)
+                 VALUES (1, 'list', 'ads', 0, 10, 4, NULL), (2, 'domain', 'a.example', 0, 0, 0, NULL),
+                        (3, 'list', 'gone', 0, 1, 2, NULL), (4, 'domain', 'b.example', 0, 0, 0, 5);",
         )
         .unwrap();
         // Rule 1: an entry that stayed now counts 3, one handed to rule 2 counted 2 (4 were
         // recorded, so one more refusal since). Rule 3's entries vanished with an old map.
+        // Rule 4 ended in this transaction: its entry's 6 refusals go into its history.
         let kept = HashMap::from([(1, 3), (2, 0)]);
-        let gone = HashMap::from([(1, 2)]);
+        let gone = HashMap::from([(1, 2), (4, 6)]);
         fold_counts(c, &kept, &gone).unwrap();
         let row = |id: u32| -> (i64, i64) {
             c.query_row("SELECT refused_before, refused_kernel FROM block_rules WHERE id = ?1", [id], |r| {
@@ -251,5 +255,6 @@ mod tests {
         assert_eq!(row(1), (12, 3), "10 + the 2 that went; 3 live: 15 in all");
         assert_eq!(row(2), (0, 0));
         assert_eq!(row(3), (3, 0), "the 2 last recorded are kept");
+        assert_eq!(row(4), (6, 0));
     }
 }

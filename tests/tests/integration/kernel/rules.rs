@@ -1,0 +1,272 @@
+//! Name rules made by the real `tracker` CLI against the real programs' pinned maps, checked
+//! with BPF_PROG_TEST_RUN: `block-domain` makes a query answered by the kernel (XDP_TX),
+//! `unblock-...` takes out exactly its keys (a key another rule covers goes to that rule), a
+//! company covers all its domains, a device's rule leaves other devices alone, a 100,000-entry
+//! list loads in well under 2 s and is refused, `--for` ends (the kernel by itself, then the
+//! daemon's expiry marks it), and a refusal becomes a DNS log row with `blocked_by`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+use tracker::{blocking::name_key, daemon::engine::end_expired, pipeline::Namer, source::Source as _, store::Store};
+use tracker_common::{L2_LEN_NONE, name::domain_hash};
+use tracker_tests::tracker_bin;
+
+use super::{HOST4, Kernel, PHONE4, XDP_PASS, udp4};
+
+const XDP_TX: u32 = 3;
+const OTHER_PHONE4: [u8; 4] = [10, 77, 0, 3];
+
+/// A stub resolver's A query for `name`, id 0x4242.
+fn query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+/// The loaded programs, a database beside them, and the CLI pointed at both.
+struct Rig {
+    k: Kernel,
+    dir: PathBuf,
+}
+
+impl Rig {
+    fn new(name: &str) -> Result<Self> {
+        let k = Kernel::load(L2_LEN_NONE)?;
+        let dir = std::env::temp_dir().join(format!("tracker-kt-rules-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { k, dir })
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.join("t.db")
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(tracker_bin());
+        c.arg("--db").arg(self.db()).arg("--pin-dir").arg(&self.k.pins.0).args(args);
+        c.env_remove("TRACKER_ENTITIES");
+        c
+    }
+
+    /// Runs the CLI; its stdout, or an error with its stderr.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args).output().with_context(|| format!("running tracker {args:?}"))?;
+        ensure!(out.status.success(), "tracker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        Ok(serde_json::from_str(&self.ok(args)?)?)
+    }
+
+    /// The verdict on `client`'s query for `name`.
+    fn ask(&mut self, client: [u8; 4], name: &str) -> Result<u32> {
+        self.k.xdp(&udp4(client, HOST4, 40_000, 53, &query(name)))
+    }
+
+    /// The name map: rule id by domain of `domains` (for every device).
+    fn holders(&self, domains: &[&str]) -> Result<BTreeMap<String, u32>> {
+        let entries = self.k.source.tables.names.entries()?;
+        let mut out = BTreeMap::new();
+        for d in domains {
+            let key = name_key(domain_hash(d).unwrap(), None);
+            if let Some((_, v)) = entries.iter().find(|(k, _)| *k == key) {
+                out.insert((*d).to_owned(), v.rule_id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn entries(&self) -> Result<usize> {
+        Ok(self.k.source.tables.names.entries()?.len())
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn map(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(d, id)| ((*d).to_owned(), *id)).collect()
+}
+
+#[test]
+fn block_domain_is_answered_by_the_kernel_and_unblock_takes_out_exactly_its_keys() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("domain")?;
+    assert_eq!(r.ask(PHONE4, "sdk.braze.com")?, XDP_PASS, "nothing blocked yet");
+    let said = r.ok(&["block-domain", "Braze.com"])?;
+    assert!(said.contains("blocked domain braze.com for every device (rule 1)"), "{said}");
+    assert_eq!(r.ask(PHONE4, "sdk.braze.com")?, XDP_TX);
+    assert_eq!(r.ask(PHONE4, "braze.com")?, XDP_TX);
+    assert_eq!(r.ask(PHONE4, "evilbraze.com")?, XDP_PASS, "a lookalike is not under it");
+
+    // The company's three domains; braze.com stays the domain rule's (the more specific).
+    let said = r.ok(&["block-company", "braze"])?;
+    assert!(said.contains("company Braze (3 domains: appboy.com, braze.com, braze.eu)"), "{said}");
+    let all = ["braze.com", "appboy.com", "braze.eu"];
+    assert_eq!(r.holders(&all)?, map(&[("braze.com", 1), ("appboy.com", 2), ("braze.eu", 2)]));
+    assert_eq!(r.ask(OTHER_PHONE4, "x.appboy.com")?, XDP_TX);
+
+    // Unblocking the domain hands braze.com to the company, which still covers it.
+    r.ok(&["unblock-domain", "braze.com"])?;
+    assert_eq!(r.holders(&all)?, map(&[("braze.com", 2), ("appboy.com", 2), ("braze.eu", 2)]));
+    assert_eq!(r.ask(PHONE4, "sdk.braze.com")?, XDP_TX);
+    r.ok(&["unblock-company", "BRAZE"])?;
+    assert_eq!(r.entries()?, 0, "nothing left in the kernel");
+    assert_eq!(r.ask(PHONE4, "sdk.braze.com")?, XDP_PASS);
+
+    // The refusals were counted under the rule that answered them, and kept as history.
+    let rules = r.json(&["blocks", "--expired", "--format", "json"])?;
+    let hits: Vec<(u64, &str, u64, &str)> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap(),
+                v["kind"].as_str().unwrap(),
+                v["hits"].as_u64().unwrap(),
+                v["end_reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(hits, [(1, "domain", 2, "unblocked"), (2, "company", 2, "unblocked")]);
+    Ok(())
+}
+
+#[test]
+fn a_device_rule_holds_for_that_device_only() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("device")?;
+    r.ok(&["block-service", "tiktok", "--client", "10.77.0.2"])?;
+    assert_eq!(r.ask(PHONE4, "www.tiktok.com")?, XDP_TX);
+    assert_eq!(r.ask(OTHER_PHONE4, "www.tiktok.com")?, XDP_PASS, "another device is left alone");
+    assert_eq!(r.entries()?, 6, "one key per domain for the device's one address");
+    // Unblocking needs the device; without it, the error says which rule there is.
+    let out = r.cli(&["unblock-service", "TikTok"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--client 10.77.0.2"), "{err}");
+    r.ok(&["unblock-service", "TikTok", "--client", "10.77.0.2"])?;
+    assert_eq!(r.entries()?, 0);
+    // Address rules have no device in their key: said, nothing stored.
+    let out = r.cli(&["block-ip", "203.0.113.9", "--client", "10.77.0.2"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("per-device rules are for names"), "{err}");
+    Ok(())
+}
+
+/// A hosts file of `n` names, with the usual preamble, a comment, and one repeat.
+fn hosts_file(path: &Path, n: usize) -> Result<()> {
+    let mut text = String::from("# generated\n127.0.0.1 localhost\n::1 localhost\n");
+    for i in 0..n {
+        text.push_str(&format!("0.0.0.0 ads{i}.tracker{}.example\n", i % 997));
+    }
+    text.push_str("0.0.0.0 ads7.tracker7.example\n");
+    std::fs::write(path, text).context("writing the list")
+}
+
+#[test]
+fn a_100000_entry_list_loads_in_well_under_two_seconds_and_is_refused() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("list")?;
+    let file = r.dir.join("big-list.hosts");
+    hosts_file(&file, 100_000)?;
+    // The database exists before the timing, as it does beside a daemon.
+    r.ok(&["block-domain", "first.example"])?;
+    let t = Instant::now();
+    let said = r.ok(&["import-blocklist", file.to_str().unwrap()])?;
+    let took = t.elapsed();
+    println!("imported 100,000 names in {took:?}");
+    assert!(said.contains("list big-list (100000 domains"), "{said}");
+    assert!(
+        said.contains("100004 lines: 100000 domains, 1 comments or blank, 1 repeated, 2 names of the host"),
+        "{said}"
+    );
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(r.entries()?, 100_001);
+    let one = format!("ads77777.tracker{}.example", 77_777 % 997);
+    assert_eq!(r.ask(PHONE4, &one)?, XDP_TX);
+    assert_eq!(r.ask(PHONE4, &format!("www.ads99999.tracker{}.example", 99_999 % 997))?, XDP_TX);
+    assert_eq!(r.ask(PHONE4, "ads100000.tracker0.example")?, XDP_PASS);
+    let blocks = r.json(&["blocks", "--kind", "list", "--format", "json"])?;
+    assert_eq!(blocks[0]["domains"], 100_000);
+    assert_eq!(blocks[0]["queries_refused"], 2);
+    // Removed whole: the domain rule's one key stays.
+    let t = Instant::now();
+    r.ok(&["unblock-list", "big-list"])?;
+    println!("removed them in {:?}", t.elapsed());
+    assert_eq!(r.entries()?, 1);
+    assert_eq!(r.ask(PHONE4, &one)?, XDP_PASS);
+    Ok(())
+}
+
+#[test]
+fn a_timed_rule_ends_in_the_kernel_by_itself_and_the_daemon_marks_it_expired() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("timed")?;
+    r.ok(&["block-domain", "soon.example", "--for", "2s"])?;
+    assert_eq!(r.ask(PHONE4, "soon.example")?, XDP_TX);
+    std::thread::sleep(Duration::from_millis(2_300));
+    assert_eq!(r.ask(PHONE4, "soon.example")?, XDP_PASS, "the kernel ignores it past its end");
+    assert_eq!(r.entries()?, 1, "the entry is still there until the daemon takes it out");
+    // The daemon's expiry: marked expired at its end, the entry taken out.
+    let mut store = Store::open(&r.db())?;
+    end_expired(&mut store, &mut r.k.source.tables);
+    assert_eq!(r.entries()?, 0);
+    let rules = r.json(&["blocks", "--expired", "--format", "json"])?;
+    assert_eq!(rules[0]["end_reason"], "expired");
+    assert_eq!(rules[0]["ended"], rules[0]["expires"], "ended at its end");
+    assert_eq!(rules[0]["hits"], 1);
+    assert_eq!(r.json(&["blocks", "--format", "json"])?, serde_json::json!([]));
+    Ok(())
+}
+
+#[test]
+fn a_refused_query_is_logged_answered_nxdomain_by_its_rule() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("log")?;
+    r.ok(&["block-domain", "logged.example"])?;
+    assert_eq!(r.ask(PHONE4, "www.logged.example")?, XDP_TX);
+    let mut namer = Namer::new(Vec::new(), Duration::from_secs(600));
+    let anchor = r.k.source.anchor();
+    r.k.source.drain_events(&mut |ev| namer.event(ev, anchor));
+    let records = namer.dns.take_records(Some(std::time::SystemTime::now()));
+    assert_eq!(records.len(), 1, "logged at once, not after the response timeout");
+    let mut store = Store::open(&r.db())?;
+    store.insert_dns(&records)?;
+    drop(store);
+    let log = r.json(&["dns", "--format", "json"])?;
+    let row = &log[0];
+    assert_eq!(
+        (row["name"].as_str(), row["rcode"].as_str(), row["blocked_by"].as_u64()),
+        (Some("www.logged.example"), Some("NXDOMAIN"), Some(1))
+    );
+    let table = r.ok(&["dns"])?;
+    assert!(table.lines().next().unwrap().ends_with("BLOCKED_BY"), "{table}");
+    Ok(())
+}
