@@ -296,6 +296,7 @@ impl Gen {
             rcode: Some("NOERROR".into()),
             truncated: false,
             answers,
+            blocked_by: None,
         }
     }
 

@@ -83,6 +83,7 @@ fn the_report_page_renders_offline_in_chromium_with_names_escaped() -> Result<()
         rcode: None,
         truncated: false,
         answers: vec![],
+        blocked_by: None,
     };
     store.insert_dns(&[query])?;
     drop(store);
