@@ -1,6 +1,8 @@
 //! Queries over the store that answer the user's questions, one layer for the CLI, the HTML
 //! page and the dashboard: [`report`] (domains, companies, services, encryption, protocols,
-//! devices over a period) and [`entities`] (the entity table against the names observed).
+//! devices over a period), [`entities`] (the entity table against the names observed) and
+//! [`experiment`] (what a block stopped, beside the time before it).
 
 pub mod entities;
+pub mod experiment;
 pub mod report;
