@@ -277,6 +277,10 @@ pub fn reconcile_in(conn: &rusqlite::Connection, kernel: &mut KernelBlocks) -> R
     let mut removed = 0;
     for (net, k) in &present {
         if wanted.get(net).map(|w| w.0) != Some(k.rule_id) {
+            // An ended rule keeps what its entry dropped, as history.
+            if let Err(e) = fold_dropped(conn, k.rule_id, k.packets_dropped) {
+                tracing::warn!(rule = %net, "the drops counted for this rule cannot be kept: {e:#}");
+            }
             kernel.remove(net)?;
             removed += 1;
         }
@@ -288,7 +292,8 @@ pub fn reconcile_in(conn: &rusqlite::Connection, kernel: &mut KernelBlocks) -> R
                 v.expires_ns.abs_diff(expires_ns) <= EXPIRY_SLACK_NS && (v.expires_ns == 0) == (expires_ns == 0)
             });
         if !same {
-            if let Err(e) = fold_dropped(conn, id) {
+            let live = present.get(net).filter(|k| k.rule_id == id).map_or(0, |k| k.packets_dropped);
+            if let Err(e) = fold_dropped(conn, id, live) {
                 tracing::warn!(rule = %net, "the drops counted for this rule before cannot be kept: {e:#}");
             }
             kernel.insert_until(net, id, expires_ns)?;

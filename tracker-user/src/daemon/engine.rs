@@ -105,7 +105,13 @@ pub async fn run_loop(
                 }
                 lost.check(&source.tables.counters);
             }
-            _ = peers_tick.tick() => refresh_devices(namer, store, &opts.iface),
+            _ = peers_tick.tick() => {
+                let before = device_addresses(store);
+                refresh_devices(namer, store, &opts.iface);
+                if device_addresses(store) != before {
+                    follow_devices(store, &mut source.tables);
+                }
+            }
             _ = rules_tick.tick() => end_expired(store, &mut source.tables),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
@@ -164,6 +170,29 @@ pub fn end_expired(store: &mut Store, tables: &mut Tables) {
             }
         }
         Err(e) => tracing::warn!("ending expired block rules: {e:#}"),
+    }
+}
+
+/// Every device's own addresses, as the per-device name rules use them.
+fn device_addresses(store: &Store) -> Option<Vec<(String, Vec<std::net::IpAddr>)>> {
+    let devices = store.devices().ok()?;
+    Some(devices.0.iter().map(|d| (d.public_key.clone(), rules::cover::host_addresses(d))).collect())
+}
+
+/// A device's addresses changed (a peer added or its allowed IPs edited): its rules' kernel
+/// keys follow.
+fn follow_devices(store: &mut Store, tables: &mut Tables) {
+    let now = timefmt::now_ms();
+    let per_device = store.stored_rules().map(|r| r.iter().any(|r| r.kind.is_name() && r.client.is_some()));
+    if !matches!(per_device, Ok(true)) {
+        return;
+    }
+    let applied = store.devices().and_then(|devices| {
+        store.write_rules(|w| rules::kernel::reconcile(w.conn(), &mut tables.names, &devices, now))
+    });
+    match applied {
+        Ok(a) => tracing::info!(added = a.added, removed = a.removed, "devices changed: per-device name rules follow"),
+        Err(e) => tracing::warn!("applying per-device name rules to the devices' new addresses: {e:#}"),
     }
 }
 

@@ -374,7 +374,7 @@ impl Store {
     /// A rule's kernel entry is being created afresh (new map after a reboot, or pins removed):
     /// fold what the old entry counted into the history so the total carries on.
     pub fn fold_block_kernel_count(&mut self, id: u32) -> Result<()> {
-        fold_dropped(&self.conn, id).map_err(|e| self.explain(e))
+        fold_dropped(&self.conn, id, 0).map_err(|e| self.explain(e))
     }
 
     /// The domains of rule `id`, sorted.
@@ -383,11 +383,14 @@ impl Store {
     }
 }
 
-/// [`Store::fold_block_kernel_count`] on a connection (inside a rule change's transaction).
-pub fn fold_dropped(conn: &Connection, id: u32) -> rusqlite::Result<()> {
+/// [`Store::fold_block_kernel_count`] on a connection (inside a rule change's transaction),
+/// for an entry that counted `live` when it was taken out (0: already gone): its count goes
+/// into the history, however much of it the last sweep recorded.
+pub fn fold_dropped(conn: &Connection, id: u32, live: u64) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE block_rules SET dropped_before = dropped_before + dropped_kernel, dropped_kernel = 0 WHERE id = ?1",
-        [id],
+        "UPDATE block_rules SET dropped_before = dropped_before + max(dropped_kernel, ?2), dropped_kernel = 0
+         WHERE id = ?1",
+        params![id, live as i64],
     )?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use tracker::{blocking::name_key, daemon::engine::end_expired, pipeline::Namer, 
 use tracker_common::{L2_LEN_NONE, name::domain_hash};
 use tracker_tests::tracker_bin;
 
-use super::{HOST4, Kernel, PHONE4, XDP_PASS, udp4};
+use super::{HOST4, Kernel, PHONE4, XDP_DROP, XDP_PASS, udp4};
 
 const XDP_TX: u32 = 3;
 const OTHER_PHONE4: [u8; 4] = [10, 77, 0, 3];
@@ -241,6 +241,26 @@ fn a_timed_rule_ends_in_the_kernel_by_itself_and_the_daemon_marks_it_expired() -
     assert_eq!(rules[0]["ended"], rules[0]["expires"], "ended at its end");
     assert_eq!(rules[0]["hits"], 1);
     assert_eq!(r.json(&["blocks", "--format", "json"])?, serde_json::json!([]));
+    Ok(())
+}
+
+#[test]
+fn block_ip_for_ends_in_the_kernel_by_itself_and_is_marked_expired() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("ip-for")?;
+    let said = r.ok(&["block-ip", "203.0.113.10", "--for", "2s"])?;
+    assert!(said.contains("blocked 203.0.113.10/32 (rule 1, ends in 2s"), "{said}");
+    let packet = udp4(PHONE4, HOST4, 40_001, 443, b"x");
+    assert_eq!(r.k.xdp(&packet)?, XDP_DROP);
+    std::thread::sleep(Duration::from_millis(2_300));
+    assert_eq!(r.k.xdp(&packet)?, XDP_PASS, "the kernel ignores it past its end");
+    let mut store = Store::open(&r.db())?;
+    end_expired(&mut store, &mut r.k.source.tables);
+    assert!(r.k.source.tables.blocks.entries()?.is_empty(), "the daemon's expiry took it out");
+    let rules = r.json(&["blocks", "--expired", "--format", "json"])?;
+    assert_eq!((rules[0]["end_reason"].as_str(), rules[0]["packets_dropped"].as_u64()), (Some("expired"), Some(1)));
     Ok(())
 }
 
