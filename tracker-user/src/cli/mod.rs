@@ -4,6 +4,7 @@
 mod block;
 mod dns;
 mod entities;
+mod experiment;
 mod import;
 mod names;
 pub mod output;
@@ -42,6 +43,7 @@ tracker block-ip 203.0.113.7       drop that host, in the kernel, now\n  \
 tracker block-company Braze --for 30m   refuse a company's names for half an hour\n  \
 tracker import-blocklist ads.hosts refuse every name of a hosts-format list\n  \
 tracker blocks                     rules and how many packets or queries each stopped\n  \
+tracker experiment Braze --for 30m what stops working without Braze\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
 tracker status                     is it running, and what the kernel counted\n\n\
 Every command uses the same database and pin directory as the daemon unless told otherwise.",
@@ -145,7 +147,8 @@ encrypted versus unencrypted; application protocols and transports; devices. A c
 one flow that started in the period, with every byte it carried.\n\nExamples:\n  \
 tracker report\n  tracker report --since 30d --exclude Apple,Google,Amazon\n  \
 tracker report --client phone --format json\n  tracker report --html report.html   \
-(one page with charts; opens offline, from a file)")]
+(one page with charts; opens offline, from a file)\n  tracker report --block-window 12   \
+(what rule 12 stopped: `tracker experiment --help`)")]
     Report(report::ReportArgs),
     /// The companies tracker knows, with how many names and connections matched each.
     #[command(long_about = "Lists the company table in use (tracker's own, with your file from \
@@ -255,6 +258,23 @@ reboots), the last hit, when it was made, when it ends and the time left. `--exp
 rules that ended, with when and why (unblocked or expired).\n\nExamples:\n  tracker blocks\n  \
 tracker blocks --expired --kind domain\n  tracker blocks --format json")]
     Blocks(block::BlocksArgs),
+    /// Block a company, service or domain for a while, then see what broke: `tracker experiment Braze --for 30m`.
+    #[command(long_about = "\"Which apps stop working if I block this?\" Blocks a company, a \
+service or a domain for a while, exactly as block-company, block-service or block-domain with \
+--for do (the kernel refuses its names, and the block ends by itself), and says how to see the \
+report. Use the devices as usual meanwhile. The report (`tracker report --block-window RULE`, \
+or `tracker experiment --report RULE`, at any time: while it runs it covers the time so far) \
+puts what happened while the rule was on next to the same length of time just before it: each \
+name that kept being asked for and was refused (queries, devices, retries per minute), the \
+companies and services those names belong to, the connections to its names or addresses and \
+how many failed, and every device's flows, bytes and queries before and during. RULE is the \
+rule's id or its text as `tracker blocks --expired` shows it.\n\n\
+Examples:\n  tracker experiment Braze --for 30m               a company, its services' domains too\n  \
+tracker experiment TikTok --for 1h --client phone\n  \
+tracker experiment api.mparticle.com --for 10m   a domain and the names under it\n  \
+tracker report --block-window 12                 what broke while rule 12 was on\n  \
+tracker report --block-window Braze --format json")]
+    Experiment(experiment::ExperimentArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
     Status(ListArgs),
     /// Print the database schema (SQL with a comment on every column) for querying it directly.
@@ -346,6 +366,7 @@ pub fn main() -> ExitCode {
         Command::UnblockService(ref args) => names::unblock_service(&cli.global, args),
         Command::UnblockList(ref args) => names::unblock_list(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
+        Command::Experiment(ref args) => experiment::run(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),
         Command::Schema => schema(),
     };

@@ -39,6 +39,11 @@ pub struct ReportArgs {
     pub html: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub source: super::SourceArg,
+    /// Instead of a period: what happened while block rule RULE (its id, or its text as `tracker
+    /// blocks --expired` shows it) was on, beside the same length of time just before it: the
+    /// names refused, the devices and services affected (see `tracker experiment --help`).
+    #[arg(long, value_name = "RULE", conflicts_with_all = ["client", "exclude", "html", "source"])]
+    pub block_window: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -48,6 +53,9 @@ pub struct ReportArgs {
 pub const BIG_PLAYERS: [&str; 5] = ["Apple", "Google", "Amazon", "Microsoft", "Meta"];
 
 pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
+    if let Some(rule) = &args.block_window {
+        return super::experiment::show(global, rule, args.format, args.limit);
+    }
     timefmt::parse_since(&args.since)?;
     let entities = global.entity_table()?;
     let store = open_existing(global)?;
