@@ -19,6 +19,7 @@
 //! at a time whatever `--test-threads` says. Run one area with
 //! `cargo xtask test -- --test integration names::`.
 
+mod blocking;
 mod careless;
 mod common;
 mod differential;
