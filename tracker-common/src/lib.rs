@@ -203,7 +203,8 @@ pub const FLOW_PAYLOAD_DOWN: u8 = 2;
 pub struct BlockValue {
     /// The rule's id in SQLite, reported in block-hit and refusal events.
     pub rule_id: u32,
-    pub _pad: u32,
+    /// [`BLOCK_LEARNED`] or 0. The kernel does not read it.
+    pub flags: u32,
     /// Packets dropped (an address rule) or DNS queries refused (a name rule).
     pub packets_dropped: u64,
     /// `bpf_ktime_get_coarse_ns()` of the last drop; 0 = never.
@@ -214,6 +215,11 @@ pub struct BlockValue {
     /// checks it itself, so a timed block ends on time while the daemon is down.
     pub expires_ns: u64,
 }
+
+/// [`BlockValue::flags`]: an address entry the daemon learned for the name rule `rule_id` (the
+/// address a blocked name was answered with), not an address rule of its own: the address
+/// rules' reconcile leaves it alone, and the daemon removes it when it ends.
+pub const BLOCK_LEARNED: u32 = 1;
 
 impl BlockValue {
     /// Whether the rule holds at `now`.

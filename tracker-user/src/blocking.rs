@@ -159,6 +159,29 @@ impl KernelBlocks {
         .with_context(|| format!("adding {net} to the kernel block map (is it full? see --block-entries)"))
     }
 
+    /// An address the daemon learned for name rule `id`, until `expires_ns` (see
+    /// `daemon::learned`): marked, so that the address rules' reconcile leaves it alone.
+    pub fn insert_learned(&mut self, net: &IpNet, id: u32, expires_ns: u64) -> Result<()> {
+        self.gate.admit([net])?;
+        let v = BlockValue { rule_id: id, expires_ns, flags: tracker_common::BLOCK_LEARNED, ..Default::default() };
+        match net {
+            IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
+            IpNet::V6(n) => self.v6.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
+        }
+        .with_context(|| format!("adding the learned address {net} to the kernel block map"))
+    }
+
+    /// Every learned entry with its value.
+    pub fn learned(&self) -> Result<Vec<(IpNet, BlockValue)>> {
+        let mut out = Vec::new();
+        for (net, _) in self.entries()? {
+            if let Some(v) = self.get(&net).filter(|v| v.flags & tracker_common::BLOCK_LEARNED != 0) {
+                out.push((net, v));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes an entry; absent entries are fine (the goal state is reached).
     pub fn remove(&mut self, net: &IpNet) -> Result<()> {
         let r = match net {
@@ -237,6 +260,11 @@ impl KernelNames {
         }
     }
 
+    /// One entry's value, if the key is there.
+    pub fn get(&self, key: &DomainKey) -> Option<BlockValue> {
+        self.map.get(key, 0).ok()
+    }
+
     /// Every entry with its value.
     pub fn entries(&self) -> Result<Vec<(DomainKey, BlockValue)>> {
         self.map.iter().map(|r| r.context("reading DOMAINS")).collect()
@@ -244,7 +272,7 @@ impl KernelNames {
 }
 
 fn kernel_rule(v: BlockValue) -> KernelRule {
-    let BlockValue { rule_id, _pad: _, packets_dropped, last_hit_ns, last_event_ns: _, expires_ns: _ } = v;
+    let BlockValue { rule_id, flags: _, packets_dropped, last_hit_ns, last_event_ns: _, expires_ns: _ } = v;
     KernelRule { rule_id, packets_dropped, last_hit_ns }
 }
 
@@ -277,6 +305,13 @@ pub fn reconcile_in(conn: &rusqlite::Connection, kernel: &mut KernelBlocks) -> R
     let mut removed = 0;
     for (net, k) in &present {
         if wanted.get(net).map(|w| w.0) != Some(k.rule_id) {
+            // A learned address is the daemon's to keep and end, unless an address rule now
+            // wants the address itself (then it is replaced below).
+            if !wanted.contains_key(net)
+                && kernel.get(net).is_some_and(|v| v.flags & tracker_common::BLOCK_LEARNED != 0)
+            {
+                continue;
+            }
             // An ended rule keeps what its entry dropped, as history.
             if let Err(e) = fold_dropped(conn, k.rule_id, k.packets_dropped) {
                 tracing::warn!(rule = %net, "the drops counted for this rule cannot be kept: {e:#}");

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
 use tracker_common::Counter;
 
-use super::{Checked, Upkeep};
+use super::{Checked, Upkeep, learned::Learner};
 use crate::{
     blocking,
     kernel::Tables,
@@ -83,16 +83,23 @@ pub async fn run_loop(
     let mut sighup = signal(SignalKind::hangup())?;
     let mut handled = 0u64;
     let mut lost = RingLoss::default();
+    let mut learner = Learner::default();
+    namer.sightings = Some(Vec::new());
+    match learner.adopt(&source.tables.blocks) {
+        Ok(n) if n > 0 => tracing::info!(addresses = n, "kept the addresses learned for name rules before"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the learned addresses: {e:#}"),
+    }
     loop {
         tokio::select! {
             guard = wakeups.readable() => {
                 guard.context("waiting on the event ring")?.clear_ready();
-                handled += drain(source, namer, anchor);
+                handled += drain(source, namer, anchor, &mut learner);
             }
-            _ = drain_tick.tick() => handled += drain(source, namer, anchor),
+            _ = drain_tick.tick() => handled += drain(source, namer, anchor, &mut learner),
             _ = tick.tick() => {
                 // Events first: a DNS answer read now names the flows this sweep writes.
-                handled += drain(source, namer, anchor);
+                handled += drain(source, namer, anchor, &mut learner);
                 if upkeep.check(store, &source.tables.blocks) == Checked::NewDatabase {
                     sweeper.forget_written();
                 }
@@ -112,7 +119,12 @@ pub async fn run_loop(
                     follow_devices(store, &mut source.tables);
                 }
             }
-            _ = rules_tick.tick() => end_expired(store, &mut source.tables),
+            _ = rules_tick.tick() => {
+                end_expired(store, &mut source.tables);
+                if let Err(e) = learner.expire(&mut source.tables.blocks, timefmt::kernel_ns_now()) {
+                    tracing::warn!("removing learned addresses past their end: {e:#}");
+                }
+            }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
             // A closed terminal, or a service manager's reload: nothing to reload yet, so stop
@@ -122,7 +134,7 @@ pub async fn run_loop(
     }
     // Drain what is left, then one last sweep so nothing counted is left unwritten, and every
     // query still waiting for its answer.
-    drain(source, namer, anchor);
+    drain(source, namer, anchor, &mut learner);
     upkeep.check(store, &source.tables.blocks);
     let s = sweeper.sweep(source, namer, store);
     let s = s.and_then(|s| store.insert_dns(&namer.dns.take_records(None)).map(|()| s));
@@ -196,9 +208,16 @@ fn follow_devices(store: &mut Store, tables: &mut Tables) {
     }
 }
 
-/// Hands every waiting ring record to the namer; returns how many.
-fn drain(source: &mut KernelSource, namer: &mut Namer, anchor: KernelClock) -> u64 {
-    source.drain_events(&mut |ev| namer.event(ev, anchor)) as u64
+/// Hands every waiting ring record to the namer, then blocks the addresses of blocked names
+/// its DNS answers and flows showed ([`Learner`]); returns how many records.
+fn drain(source: &mut KernelSource, namer: &mut Namer, anchor: KernelClock, learner: &mut Learner) -> u64 {
+    let n = source.drain_events(&mut |ev| namer.event(ev, anchor)) as u64;
+    match learner.learn(namer, &source.tables.names, &mut source.tables.blocks) {
+        Ok(l) if l.blocked > 0 => tracing::info!(addresses = l.blocked, "blocked the addresses of blocked names"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("blocking the addresses of blocked names: {e:#}"),
+    }
+    n
 }
 
 /// Notices ring records lost (the ring was full: the daemon fell behind, or was stopped) and

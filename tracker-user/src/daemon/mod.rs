@@ -3,6 +3,7 @@
 //! between sweeps, pins or a database removed under it and puts them back.
 
 pub mod engine;
+pub mod learned;
 
 use std::{
     collections::HashMap,

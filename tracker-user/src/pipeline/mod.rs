@@ -3,7 +3,10 @@
 //! [`sweep`] turns a source's snapshots into the records a sink stores, labelled
 //! ([`crate::analysis::labels`]) with company and service.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
 use ipnet::IpNet;
 use tracker_common::{
@@ -23,6 +26,20 @@ pub struct Namer {
     pub dns: pairing::DnsPairing,
     pub flows: naming::FlowNamer,
     pub labels: Labeler,
+    /// What the devices were told and said, for the daemon to check against the name rules
+    /// ([`Sighting`]); `None` (nothing kept) unless the daemon asks for them.
+    pub sightings: Option<Vec<Sighting>>,
+}
+
+/// A name seen with addresses: what the daemon needs to block the addresses of a blocked name
+/// that was answered anyway (the rule came later, another resolver, a CNAME to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// A DNS response a device received: the question and every name of its CNAME chain, and
+    /// the addresses it would use with their TTLs.
+    Answer { client: IpAddr, names: Vec<String>, addresses: Vec<(IpAddr, u32)> },
+    /// A flow's TLS server name or HTTP Host.
+    Spoke { client: IpAddr, remote: IpAddr, name: String },
 }
 
 impl Namer {
@@ -33,6 +50,7 @@ impl Namer {
             dns: pairing::DnsPairing::default(),
             flows: naming::FlowNamer::new(local_nets, grace),
             labels: Labeler::default(),
+            sightings: None,
         }
     }
 
@@ -53,7 +71,11 @@ impl Namer {
             }
             Ok(Event::FirstPayload(p)) => {
                 tracing::trace!(len = p.len, captured = p.data.len(), "first payload");
-                self.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
+                let spoken = self.flows.first_payload(&p.header, p.data, clock.to_time(p.header.ts_ns));
+                if let (Some(name), Some(out)) = (spoken, self.sightings.as_mut()) {
+                    let (client, remote) = (p.header.key.client(), p.header.key.remote());
+                    out.push(Sighting::Spoke { client, remote, name });
+                }
             }
             Err(e) => tracing::warn!("{e}"),
         }
@@ -65,6 +87,15 @@ impl Namer {
         let malformed = self.dns.stats().malformed;
         if let Some(r) = self.dns.message(h, data, at) {
             self.flows.learn(r.client, &r.qname, &r.answers, at);
+            if let Some(out) = self.sightings.as_mut() {
+                let found = crate::analysis::dns::addresses_for(&r.answers, &r.qname);
+                if !found.is_empty() {
+                    let mut names = vec![r.qname.clone()];
+                    names.extend(crate::analysis::dns::cname_chain(&r.answers, &r.qname));
+                    let addresses = found.iter().map(|(ip, ttl, _)| (*ip, *ttl)).collect();
+                    out.push(Sighting::Answer { client: r.client, names, addresses });
+                }
+            }
         }
         if self.dns.stats().malformed == malformed {
             self.flows.dns_seen(&h.key, at);

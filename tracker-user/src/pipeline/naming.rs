@@ -114,8 +114,8 @@ impl FlowNamer {
     }
 
     /// The first payload of a flow in one direction: it may show the flow's protocol, and
-    /// upwards a TLS ClientHello or an HTTP request names it.
-    pub fn first_payload(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) {
+    /// upwards a TLS ClientHello or an HTTP request names it. Returns the name it spoke.
+    pub fn first_payload(&mut self, h: &EventHeader, data: &[u8], at: SystemTime) -> Option<String> {
         let key = &h.key;
         if let Some(p) = protocol::payload_protocol(key.protocol, key.remote_port, data) {
             let facts = self.flow_facts(key, at);
@@ -125,28 +125,35 @@ impl FlowNamer {
             }
         }
         if h.direction != DIR_UP {
-            return; // the server's: it names nothing the client asked for
+            return None; // the server's: it names nothing the client asked for
         }
         let (sni, host) = if key.protocol == IPPROTO_UDP {
             // A QUIC client's first Initial carries its ClientHello, encrypted with keys anyone
             // can derive from the connection id (RFC 9001 §5.2).
             (quic::initial_sni(data), None)
         } else if key.protocol != IPPROTO_TCP {
-            return;
+            return None;
         } else if tls::looks_like_tls(data) {
             (tls::client_hello_sni(data), None)
         } else if http::looks_like_http(data) {
             (None, http::http_host(data))
         } else {
-            return;
+            return None;
         };
-        if sni.is_none() && host.is_none() {
-            return;
-        }
+        let spoken = sni.clone().or_else(|| host.clone())?;
         let facts = self.flow_facts(&h.key, at);
         facts.evidence.sni = sni.or(facts.evidence.sni.take());
         facts.evidence.http = host.or(facts.evidence.http.take());
         self.renamed.insert(h.key);
+        Some(spoken)
+    }
+
+    /// The names `client`'s device was told resolve to `addr`, still valid at `at`, each with
+    /// the end of its CNAME chain: whether a blocked name's address also serves names no rule
+    /// blocks.
+    pub fn names_for(&self, client: IpAddr, addr: IpAddr, at: SystemTime) -> Vec<(String, Option<String>)> {
+        let device = self.devices.device(client);
+        self.table.candidates(device, addr, at).into_iter().map(|hit| (hit.name, hit.cname)).collect()
     }
 
     /// Remembers what `client`'s device was told, and marks its flows to those addresses that

@@ -52,7 +52,7 @@ impl Kernel {
     }
 
     fn block_name(&mut self, domain: &str, client: Option<[u8; 4]>, id: u32, expires_ns: u64) -> Result<()> {
-        let key = name_key(domain_hash(domain).unwrap(), client.map(|c| std::net::IpAddr::from(c)));
+        let key = name_key(domain_hash(domain).unwrap(), client.map(std::net::IpAddr::from));
         self.tables().names.insert(&key, id, expires_ns)
     }
 
@@ -90,7 +90,7 @@ fn check_reply(out: &[u8], l2: usize) -> (Vec<u8>, Vec<u8>, u16, u16, Vec<u8>) {
             assert_eq!(ones_sum(&[h.slice()]), 0xffff, "IPv4 header checksum");
             assert_eq!(h.total_len() as usize, out.len() - l2, "IPv4 total length");
             assert_eq!(h.ttl(), 64);
-            let l4_len = (h.total_len() - 20) as u16;
+            let l4_len = h.total_len() - 20;
             let mut tail = vec![0, h.protocol().0];
             tail.extend_from_slice(&l4_len.to_be_bytes());
             (h.source().to_vec(), h.destination().to_vec(), tail)
