@@ -24,6 +24,7 @@ mod careless;
 mod common;
 mod differential;
 mod e2e;
+mod experiment;
 mod import;
 mod kernel;
 mod lab;
