@@ -410,12 +410,24 @@ fn answer_udp(
 /// no payload.
 #[inline(always)]
 fn reset_tcp(ctx: &XdpContext, p: &Parsed, frame_len: u32, r: &mut Reply) -> bool {
-    if !plain_headers(p, TCP_HDR) {
+    // The segment's own TCP header may carry options (Linux clients send timestamps: 32
+    // bytes), so the header length alone cannot tell TCP options from IP options: the IP
+    // header is read to see that it is plain. The reset has a 20-byte header, at the same place.
+    let l3 = p.payload_off - p.headers_len;
+    let mut ip = [0u8; 8];
+    if !load(ctx, l3, ip.as_mut_ptr(), 8) {
         return false;
     }
-    let l3 = p.payload_off - p.headers_len;
+    let (plain, ip_hdr) = if p.family == FAMILY_V4 {
+        (ip[0] & 0x0f == (IPV4_HDR / 4) as u8, IPV4_HDR)
+    } else {
+        (ip[6] == IPPROTO_TCP, IPV6_HDR)
+    };
+    if !plain || p.headers_len < ip_hdr + TCP_HDR {
+        return false;
+    }
     let mut q = [0u8; TCP_HDR as usize];
-    if !load(ctx, p.payload_off - TCP_HDR, q.as_mut_ptr(), TCP_HDR) {
+    if !load(ctx, l3 + ip_hdr, q.as_mut_ptr(), TCP_HDR) {
         return false;
     }
     let seq = u32::from_be_bytes([q[4], q[5], q[6], q[7]]);

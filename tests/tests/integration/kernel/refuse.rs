@@ -228,7 +228,17 @@ fn a_query_over_tcp_is_reset() -> Result<()> {
     let mut payload = (msg.len() as u16).to_be_bytes().to_vec();
     payload.extend_from_slice(&msg);
     let mut pkt = Vec::new();
-    PacketBuilder::ipv4(PHONE4, HOST4, 64).tcp(40002, 53, 1000, 500).ack(77).psh().write(&mut pkt, &payload).unwrap();
+    // With the timestamp option, as Linux clients send every segment: a 32-byte TCP header.
+    use etherparse::TcpOptionElement::{Noop, Timestamp};
+    PacketBuilder::ipv4(PHONE4, HOST4, 64)
+        .tcp(40002, 53, 1000, 500)
+        .ack(77)
+        .psh()
+        .options(&[Noop, Noop, Timestamp(1, 2)])
+        .unwrap()
+        .write(&mut pkt, &payload)
+        .unwrap();
+    assert_eq!(pkt[32] >> 4, 8, "the query's TCP header has 32 bytes");
     let (v, out) = k.xdp_out(&pkt)?;
     assert_eq!(v, XDP_TX);
     let (src, dst, sport, dport, body) = check_reply(&out, 0);
