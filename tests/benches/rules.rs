@@ -24,7 +24,12 @@ use tracker::{
     kernel::{self, MapSizes, PinDir, Tables},
 };
 use tracker_common::{Counter, L2_LEN_NONE, name::domain_hash};
-use tracker_tests::{median, rng::Rng, testrun::test_run};
+use tracker_tests::{
+    hostile_dns::{query_for, with_edns},
+    median,
+    rng::Rng,
+    testrun::test_run,
+};
 
 /// Rules of each kind in the loaded instance.
 const RULES: u32 = 100_000;
@@ -148,15 +153,9 @@ fn udp(dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A query as dig sends it (with an EDNS record).
 fn query(name: &str) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
-    m
+    with_edns(query_for(0x1234, name, 1))
 }
 
 fn bench() -> Result<()> {

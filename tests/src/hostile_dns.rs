@@ -131,6 +131,32 @@ pub fn query(id: u16, name: &[Vec<u8>], qtype: u16) -> Vec<u8> {
     m
 }
 
+/// `name` (`a.example`) as its labels.
+pub fn labels_of(name: &str) -> Vec<Vec<u8>> {
+    name.split('.').map(|l| l.as_bytes().to_vec()).collect()
+}
+
+/// A question section for `name`: its wire form, type and class IN.
+pub fn question_for(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = Vec::new();
+    question(&mut q, &labels_of(name), qtype);
+    q
+}
+
+/// A standard query for `name` (`a.example`), as [`query`] builds it.
+pub fn query_for(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    query(id, &labels_of(name), qtype)
+}
+
+/// `query` with the EDNS OPT record a stub resolver such as dig adds (UDP size 1232, no
+/// options): the record a reply must not echo blindly.
+pub fn with_edns(mut query: Vec<u8>) -> Vec<u8> {
+    let ar = u16::from_be_bytes([query[10], query[11]]) + 1;
+    query[10..12].copy_from_slice(&ar.to_be_bytes());
+    query.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    query
+}
+
 /// The DNS id of a message (0 when it is shorter than 2 bytes).
 pub fn id_of(message: &[u8]) -> u16 {
     match message {

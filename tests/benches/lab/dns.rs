@@ -40,14 +40,7 @@ const RULE_ID: u32 = 1;
 
 /// A query with id `id` for NAME, type A, RD set.
 fn query(id: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in NAME.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
+    tracker_tests::hostile_dns::query_for(id, NAME, 1)
 }
 
 /// QUERIES round trips from the phone to `server`; the median in µs. Every answer must have the

@@ -21,6 +21,8 @@ use tracker_common::{
     user::{Event, Payload},
 };
 
+use tracker_tests::hostile_dns::{labels_of, query_for, wire_name};
+
 use super::{Kernel, PHONE4, XDP_DROP, XDP_PASS};
 
 const RESOLVER: [u8; 4] = [10, 77, 0, 1];
@@ -30,13 +32,7 @@ const SNI_ADDR: [u8; 4] = [198, 51, 100, 7];
 const RULE: u32 = 5;
 
 fn wire(name: &str) -> Vec<u8> {
-    let mut w = Vec::new();
-    for l in name.split('.') {
-        w.push(l.len() as u8);
-        w.extend_from_slice(l.as_bytes());
-    }
-    w.push(0);
-    w
+    wire_name(&labels_of(name))
 }
 
 /// A response to an A query for `qname`: a CNAME to `target` (when given), then `target`'s
@@ -63,14 +59,6 @@ fn response(id: u16, qname: &str, target: Option<&str>, addr: [u8; 4]) -> Vec<u8
     m
 }
 
-fn query(id: u16, qname: &str) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    m.extend(wire(qname));
-    m.extend_from_slice(&[0, 1, 0, 1]);
-    m
-}
-
 fn header(protocol: u8, remote: [u8; 4], client_port: u16, remote_port: u16, direction: u8) -> EventHeader {
     let mut key = FlowKey { client_port, remote_port, protocol, family: FAMILY_V4, ..FlowKey::default() };
     key.client[..4].copy_from_slice(&PHONE4);
@@ -81,7 +69,7 @@ fn header(protocol: u8, remote: [u8; 4], client_port: u16, remote_port: u16, dir
 /// The phone asks `qname` and gets `response`.
 fn exchange(namer: &mut Namer, port: u16, id: u16, qname: &str, response: &[u8]) {
     let at = SystemTime::now();
-    namer.dns_message(&header(IPPROTO_UDP, RESOLVER, port, 53, DIR_UP), &query(id, qname), at);
+    namer.dns_message(&header(IPPROTO_UDP, RESOLVER, port, 53, DIR_UP), &query_for(id, qname, 1), at);
     namer.dns_message(&header(IPPROTO_UDP, RESOLVER, port, 53, DIR_DOWN), response, at);
 }
 

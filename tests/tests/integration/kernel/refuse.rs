@@ -12,30 +12,16 @@ use tracker::{
 };
 use tracker_common::{Counter, EventKind, L2_LEN_ETHERNET, L2_LEN_NONE, TCP_ACK, TCP_RST, name::domain_hash};
 
+use tracker_tests::hostile_dns::{query_for, question_for, with_edns};
+
 use super::{HOST4, HOST6, Kernel, MAC_A, MAC_B, PHONE4, PHONE6, XDP_DROP, XDP_PASS, eth, udp4, udp6};
 
 const XDP_TX: u32 = 3;
 const OTHER_PHONE4: [u8; 4] = [10, 77, 0, 3];
 
-/// A stub resolver's query: id 0x1234, RD set, one question, an EDNS OPT record (as dig sends).
+/// A stub resolver's query, as dig sends it: id 0x1234, RD set, one question, an EDNS record.
 fn query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-    m.extend(question(name, qtype));
-    // OPT: root name, type 41, UDP size 1232, no options.
-    m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
-    m
-}
-
-fn question(name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = Vec::new();
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q
+    with_edns(query_for(0x1234, name, qtype))
 }
 
 impl Kernel {
@@ -137,7 +123,7 @@ fn a_query_for_a_blocked_name_is_answered_nxdomain_in_place() -> Result<()> {
     assert_eq!(verdict, XDP_TX);
     let (src, dst, sport, dport, msg) = check_reply(&out, 0);
     assert_eq!((src.as_slice(), dst.as_slice(), sport, dport), (&HOST4[..], &PHONE4[..], 53, 40000));
-    let question = question("sdk.iad-01.BRAZE.com", 1);
+    let question = question_for("sdk.iad-01.BRAZE.com", 1);
     let mut expected = vec![0x12, 0x34, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0];
     expected.extend_from_slice(&question);
     assert_eq!(msg, expected, "id kept, QR RD RA, NXDOMAIN, the question alone");

@@ -25,13 +25,7 @@ const OTHER_PHONE4: [u8; 4] = [10, 77, 0, 3];
 
 /// A stub resolver's A query for `name`, id 0x4242.
 fn query(name: &str) -> Vec<u8> {
-    let mut m = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
+    tracker_tests::hostile_dns::query_for(0x4242, name, 1)
 }
 
 /// The loaded programs, a database beside them, and the CLI pointed at both.
