@@ -76,6 +76,7 @@ pub fn run(global: &Global, args: &ExperimentArgs) -> Result<()> {
         client: args.client.clone(),
         duration: Some(duration),
         comment: Some(args.comment.clone().unwrap_or_else(|| "experiment".into())),
+        dry_run: false,
     };
     // The block commands' own functions: the same checks, kernel change and messages.
     let target = match kind {

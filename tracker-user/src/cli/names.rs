@@ -15,6 +15,7 @@ use super::{
 use crate::{
     analysis::entity::EntityTable,
     blocking::KernelNames,
+    query::preview,
     rules::{
         blocklist,
         cover::{self, Coverage, Target},
@@ -44,6 +45,10 @@ pub struct RuleOptions {
     /// A note to remember why (shown by `tracker blocks`); given again, it replaces the old one.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Change nothing: show which names the block would cover and how many DNS queries and
+    /// connections of the last 7 days it would have stopped, per device.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +147,9 @@ pub fn import_blocklist(global: &Global, args: &ImportBlocklistArgs) -> Result<(
 
 /// Stores a name rule and applies it to the kernel; prints what happened.
 fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOptions, what: &str) -> Result<Coverage> {
+    if opts.dry_run {
+        return dry_run(global, table, &target, opts);
+    }
     let expires = opts.duration.map(|d| timefmt::now_ms() + d);
     let (pins, mut store, mut kernel) = open_for_change(global, what)?;
     let devices = store.devices()?;
@@ -181,6 +189,46 @@ fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOption
             println!("{described} is already blocked (rule {id}){note} (see `tracker blocks`)");
         }
     }
+    Ok(cov)
+}
+
+/// How far back `--dry-run` looks.
+const DRY_RUN_DAYS: i64 = 7;
+/// Names `--dry-run` lists, most asked first.
+const DRY_RUN_NAMES: usize = 10;
+
+/// `--dry-run`: what the block covers and what it would have stopped, from the database read
+/// only (no root, no pins, no lock: nothing is written).
+fn dry_run(global: &Global, table: &EntityTable, target: &Target, opts: &RuleOptions) -> Result<Coverage> {
+    let store = Store::open_reader(&global.db)?;
+    let devices = store.devices()?;
+    let cov = cover::resolve(table, &devices, target, opts.client.as_deref())?;
+    let since = timefmt::now_ms() - DRY_RUN_DAYS * 24 * 3_600_000;
+    let only = cov.device.as_ref().map(|d| d.addresses.clone());
+    let p = preview::would_stop(&store, &devices, &cov.domains, only.as_deref(), since)?;
+    println!("dry run, nothing changed: would block {}", describe(&cov));
+    println!(
+        "in the last {DRY_RUN_DAYS} days it would have stopped {} DNS queries and {} connections{}",
+        p.queries,
+        p.connections,
+        if p.devices.is_empty() { "" } else { ":" }
+    );
+    for d in &p.devices {
+        println!("  {}: {} queries, {} connections", escape_controls(&d.device), d.queries, d.connections);
+    }
+    if !p.names.is_empty() {
+        println!("names asked, most first:");
+        for (name, n) in p.names.iter().take(DRY_RUN_NAMES) {
+            println!("  {} ({n})", escape_controls(name));
+        }
+        if p.names.len() > DRY_RUN_NAMES {
+            println!("  ... and {} more", p.names.len() - DRY_RUN_NAMES);
+        }
+    }
+    println!(
+        "addresses these names were answered with are blocked too while the rule holds, except \
+         ones that also serve a name no rule blocks (see README: Addresses of blocked names)"
+    );
     Ok(cov)
 }
 

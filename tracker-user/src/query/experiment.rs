@@ -524,7 +524,7 @@ fn entity_lines(names: &BTreeMap<String, NameTally>, entities: &EntityTable) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         analysis::{
@@ -542,7 +542,7 @@ mod tests {
     const TABLET: &str = "tablet-key";
     const MIN: i64 = 60_000;
 
-    fn query(ts: i64, client: &str, qname: &str, blocked_by: Option<u32>) -> DnsRecord {
+    pub(crate) fn query(ts: i64, client: &str, qname: &str, blocked_by: Option<u32>) -> DnsRecord {
         DnsRecord {
             ts_ms: ts,
             answered_ms: Some(ts),
@@ -562,7 +562,14 @@ mod tests {
     }
 
     /// A TCP flow of `client` to `remote` named `name`; `answered` false: nothing came back.
-    fn flow(n: u64, client: &str, remote: &str, first_ms: i64, name: Option<&str>, answered: bool) -> FlowRecord {
+    pub(crate) fn flow(
+        n: u64,
+        client: &str,
+        remote: &str,
+        first_ms: i64,
+        name: Option<&str>,
+        answered: bool,
+    ) -> FlowRecord {
         let name = FlowName { name: name.map(Into::into), source: name.map(|_| NameSource::Dns), cname: None };
         let app = Classification { protocol: AppProtocol::Tls, decided: Decided::Payload };
         FlowRecord {
@@ -586,7 +593,7 @@ mod tests {
     }
 
     /// Two devices, the phone named, in a fresh store.
-    fn store(name: &str) -> Store {
+    pub(crate) fn store(name: &str) -> Store {
         let mut s = Store::open(&temp_db(name)).unwrap();
         let peer = |key: &str, ips: &[&str]| Peer {
             public_key: key.into(),

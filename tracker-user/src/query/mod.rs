@@ -5,4 +5,5 @@
 
 pub mod entities;
 pub mod experiment;
+pub mod preview;
 pub mod report;

@@ -284,3 +284,25 @@ fn a_refused_query_is_logged_answered_nxdomain_by_its_rule() -> Result<()> {
     assert!(table.lines().next().unwrap().ends_with("BLOCKED_BY"), "{table}");
     Ok(())
 }
+
+/// `--dry-run` changes nothing, database and kernel map compared byte for byte before and after,
+/// and says what the block would cover.
+#[test]
+fn a_dry_run_changes_neither_the_database_nor_the_kernel() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("dry-run")?;
+    r.ok(&["block-domain", "apple.com"])?;
+    let before = (std::fs::read(r.db())?, r.k.source.tables.names.entries()?);
+    let said = r.ok(&["block-company", "Braze", "--dry-run"])?;
+    assert!(said.contains("dry run, nothing changed: would block company Braze (3 domains"), "{said}");
+    assert!(said.contains("it would have stopped 0 DNS queries and 0 connections"), "{said}");
+    let said = r.ok(&["block-domain", "braze.com", "--for", "30m", "--dry-run"])?;
+    assert!(said.contains("would block domain braze.com"), "{said}");
+    let after = (std::fs::read(r.db())?, r.k.source.tables.names.entries()?);
+    assert!(before.0 == after.0, "the database file changed");
+    assert_eq!(before.1, after.1, "the kernel's name map changed");
+    assert_eq!(r.ask(PHONE4, "sdk.iad-01.braze.com")?, XDP_PASS);
+    Ok(())
+}
