@@ -121,7 +121,9 @@ pub async fn run_loop(
             }
             _ = rules_tick.tick() => {
                 end_expired(store, &mut source.tables);
-                if let Err(e) = learner.expire(&mut source.tables.blocks, timefmt::kernel_ns_now()) {
+                let active = crate::store::blocks::active_rules(store.conn(), None, timefmt::now_ms())
+                    .map(|rules| rules.iter().map(|r| r.id).collect::<std::collections::HashSet<u32>>());
+                if let Err(e) = learner.expire(&mut source.tables.blocks, timefmt::kernel_ns_now(), active.as_ref().ok()) {
                     tracing::warn!("removing learned addresses past their end: {e:#}");
                 }
             }

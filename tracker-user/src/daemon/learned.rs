@@ -14,7 +14,7 @@
 //! and logged, and the block stays a block by name.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -45,17 +45,18 @@ pub struct Learned {
     pub shared: usize,
 }
 
-/// The learned entries this daemon knows of, with their ends, to remove them when due.
+/// The learned entries this daemon knows of, with their rule and end, to remove them when due
+/// or when their rule goes.
 #[derive(Default)]
 pub struct Learner {
-    ends: HashMap<IpNet, u64>,
+    ends: HashMap<IpNet, (u32, u64)>,
 }
 
 impl Learner {
     /// Picks up the learned entries a previous daemon left in the tries.
     pub fn adopt(&mut self, blocks: &KernelBlocks) -> Result<usize> {
         for (net, v) in blocks.learned()? {
-            self.ends.insert(net, v.expires_ns);
+            self.ends.insert(net, (v.rule_id, v.expires_ns));
         }
         Ok(self.ends.len())
     }
@@ -105,16 +106,21 @@ impl Learner {
             _ => {}
         }
         blocks.insert_learned(&net, rule_id, end)?;
-        self.ends.insert(net, end);
+        self.ends.insert(net, (rule_id, end));
         Ok(true)
     }
 
-    /// Removes the learned entries whose end has passed; returns how many.
-    pub fn expire(&mut self, blocks: &mut KernelBlocks, now_ns: u64) -> Result<usize> {
-        let due: Vec<IpNet> = self.ends.iter().filter(|(_, end)| **end <= now_ns).map(|(n, _)| *n).collect();
+    /// Removes the learned entries whose end has passed, and those of rules that are no
+    /// longer active (`active`: a rule unblocked or ended takes its addresses with it); returns
+    /// how many.
+    pub fn expire(&mut self, blocks: &mut KernelBlocks, now_ns: u64, active: Option<&HashSet<u32>>) -> Result<usize> {
+        let gone = |(rule, end): &(u32, u64)| *end <= now_ns || active.is_some_and(|a| !a.contains(rule));
+        let due: Vec<IpNet> = self.ends.iter().filter(|(_, e)| gone(e)).map(|(n, _)| *n).collect();
         for net in &due {
-            // Only if it is still a learned entry: an address rule may have taken the address.
-            if blocks.get(net).is_some_and(|v| is_learned(&v) && v.expires_ns <= now_ns) {
+            let (rule, _) = self.ends[net];
+            // Only if it is still this learned entry: an address rule may have taken the
+            // address, or another rule learned it since.
+            if blocks.get(net).is_some_and(|v| is_learned(&v) && v.rule_id == rule) {
                 blocks.remove(net)?;
             }
             self.ends.remove(net);

@@ -151,9 +151,11 @@ fn a_blocked_names_addresses_are_learned_kept_by_reconcile_and_ended() -> Result
     assert_eq!(k.source.tables.blocks.learned()?.len(), 2);
     assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_DROP);
 
-    // Nothing is due now; at the end of time everything is.
-    assert_eq!(learner.expire(&mut k.source.tables.blocks, tracker::timefmt::kernel_ns_now())?, 0);
-    assert_eq!(learner.expire(&mut k.source.tables.blocks, u64::MAX)?, 2);
+    // Nothing is due now while the rule is active; when it goes, its addresses go.
+    let now = tracker::timefmt::kernel_ns_now();
+    let active: std::collections::HashSet<u32> = [RULE].into();
+    assert_eq!(learner.expire(&mut k.source.tables.blocks, now, Some(&active))?, 0);
+    assert_eq!(learner.expire(&mut k.source.tables.blocks, now, Some(&Default::default()))?, 2);
     assert!(k.source.tables.blocks.learned()?.is_empty());
     assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_PASS);
 
@@ -162,6 +164,6 @@ fn a_blocked_names_addresses_are_learned_kept_by_reconcile_and_ended() -> Result
     tables.blocks.insert_learned(&IpNet::from(std::net::IpAddr::from(CDN_ADDR)), RULE, 1)?;
     let mut later = Learner::default();
     assert_eq!(later.adopt(&tables.blocks)?, 1);
-    assert_eq!(later.expire(&mut tables.blocks, tracker::timefmt::kernel_ns_now())?, 1);
+    assert_eq!(later.expire(&mut tables.blocks, tracker::timefmt::kernel_ns_now(), None)?, 1, "past its end");
     Ok(())
 }
