@@ -212,9 +212,19 @@ impl KernelBlocks {
         Ok(out)
     }
 
-    /// Live counters by rule id, for `tracker blocks`.
+    /// Live counters by rule id, for `tracker blocks` and the sweep: an address rule has one
+    /// entry, a name rule one per learned address, summed.
     pub fn counters(&self) -> Result<HashMap<u32, KernelRule>> {
-        Ok(self.entries()?.into_iter().map(|(_, r)| (r.rule_id, r)).collect())
+        let mut out: HashMap<u32, KernelRule> = HashMap::new();
+        for (_, r) in self.entries()? {
+            out.entry(r.rule_id)
+                .and_modify(|k| {
+                    k.packets_dropped += r.packets_dropped;
+                    k.last_hit_ns = k.last_hit_ns.max(r.last_hit_ns);
+                })
+                .or_insert(r);
+        }
+        Ok(out)
     }
 }
 
@@ -249,6 +259,19 @@ impl KernelNames {
     pub fn insert(&mut self, key: &DomainKey, id: u32, expires_ns: u64) -> Result<()> {
         let v = BlockValue { rule_id: id, expires_ns, ..Default::default() };
         self.map.insert(key, v, 0).context("adding a name rule to the kernel (is DOMAINS full?)")
+    }
+
+    /// A name the daemon learned for rule `id` until `expires_ns` (one whose CNAME chain leads
+    /// to a blocked name, see `daemon::learned`): marked, so the name rules' reconcile keeps it
+    /// while its rule is active.
+    pub fn insert_learned(&mut self, key: &DomainKey, id: u32, expires_ns: u64) -> Result<()> {
+        let v = BlockValue { rule_id: id, expires_ns, flags: tracker_common::BLOCK_LEARNED, ..Default::default() };
+        self.map.insert(key, v, 0).context("adding a learned name to the kernel (is DOMAINS full?)")
+    }
+
+    /// Every learned entry with its value.
+    pub fn learned(&self) -> Result<Vec<(DomainKey, BlockValue)>> {
+        Ok(self.entries()?.into_iter().filter(|(_, v)| v.flags & tracker_common::BLOCK_LEARNED != 0).collect())
     }
 
     /// Removes an entry; absent entries are fine (the goal state is reached).

@@ -124,7 +124,7 @@ fn an_experiment_reports_what_was_refused_and_from_whom() -> Result<()> {
         "queries_refused": 6, "names_refused": 1, "devices_affected": 2,
         "queries_before": 4, "queries_not_refused": 0,
         "attempts_before": 1, "attempts_during": 0, "failed_before": 0, "failed_during": 0,
-        "packets_dropped": null,
+        "packets_dropped": 0,
     });
     assert_eq!(w["totals"], totals, "{w:#}");
     // 6 refusals within one minute: 6 a minute.

@@ -12,7 +12,7 @@ use crate::{
     kernel::{self, PinDir},
     store::{
         Store,
-        blocks::{Added, BlockFilter, NewRule, RuleKind},
+        blocks::{Added, BlockFilter, LiveCount, NewRule, RuleKind},
     },
     timefmt,
 };
@@ -264,13 +264,15 @@ pub fn blocks(global: &Global, args: &BlocksArgs) -> Result<()> {
     };
     let clock = timefmt::KernelClock::now();
     let hit = |ns: u64| (ns != 0).then(|| clock.to_unix_ms(ns));
-    let live = |id: u32, kind: RuleKind| {
-        if kind.is_name() {
-            names.as_ref().map(|n| n.get(&id).map_or((0, None), |k| (k.packets_dropped, hit(k.last_hit_ns))))
-        } else {
-            let k = ips.as_ref()?.get(&id)?;
-            Some((k.packets_dropped, hit(k.last_hit_ns)))
-        }
+    // A name rule counts in both maps: queries refused in DOMAINS, packets dropped at the
+    // addresses it learned.
+    let live = |id: u32| {
+        let (ip, name) = (ips.as_ref()?.get(&id), names.as_ref()?.get(&id));
+        Some(LiveCount {
+            dropped: ip.map_or(0, |k| k.packets_dropped),
+            refused: name.map_or(0, |k| k.packets_dropped),
+            last_hit: [ip, name].into_iter().flatten().filter_map(|k| hit(k.last_hit_ns)).max(),
+        })
     };
     let devices = store.devices()?;
     let label = |stored: &str| crate::rules::cover::stored_device_label(&devices, stored);

@@ -209,9 +209,7 @@ fn table(out: &mut dyn Write, w: &BlockWindow, limit: usize) -> Result<()> {
         "Connections to its names or addresses: {} before ({} failed), {} during ({} failed)",
         t.attempts_before, t.failed_before, t.attempts_during, t.failed_during
     )?;
-    if let Some(p) = t.packets_dropped {
-        writeln!(out, "Packets dropped by the rule in the kernel: {p}")?;
-    }
+    writeln!(out, "Packets dropped by the rule in the kernel: {}", t.packets_dropped)?;
     section(
         out,
         "Names asked for: refused while it was on, and before it",

@@ -72,9 +72,9 @@ pub struct WindowTotals {
     pub attempts_during: u64,
     pub failed_before: u64,
     pub failed_during: u64,
-    /// An address rule's packets dropped in the kernel (its whole life is the window); `None`
-    /// for a name rule, which refuses queries instead.
-    pub packets_dropped: Option<u64>,
+    /// Packets the rule dropped in the kernel (its whole life is the window): an address
+    /// rule's, or a name rule's at the addresses it learned (its names answered anyway).
+    pub packets_dropped: u64,
 }
 
 /// A name of the rule that was asked for in either half.
@@ -393,7 +393,7 @@ pub fn block_window(store: &Store, entities: &EntityTable, id: u32, now_ms: i64)
         totals.failed_before += a.failed[0];
         totals.failed_during += a.failed[1];
     }
-    totals.packets_dropped = (!rule.kind.is_name()).then_some(rule.dropped);
+    totals.packets_dropped = rule.dropped;
 
     let entity_lines = entity_lines(&names, entities);
     let name_lines = name_lines(names, entities);
@@ -708,7 +708,7 @@ pub(crate) mod tests {
         assert_eq!((t.queries_refused, t.names_refused, t.devices_affected), (14, 2, 2));
         assert_eq!((t.queries_before, t.queries_not_refused), (5, 1));
         assert_eq!((t.attempts_before, t.failed_before, t.attempts_during, t.failed_during), (2, 1, 1, 1));
-        assert_eq!(t.packets_dropped, None);
+        assert_eq!(t.packets_dropped, 0);
         let attempts: Vec<(&str, u64, u64, u64, u64, u64)> = w
             .attempts
             .iter()
@@ -799,7 +799,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let w = block_window(&s, &EntityTable::builtin(), id, t0 + MIN).unwrap();
-        assert_eq!((w.totals.packets_dropped, w.totals.attempts_before, w.totals.attempts_during), (Some(17), 1, 0));
+        assert_eq!((w.totals.packets_dropped, w.totals.attempts_before, w.totals.attempts_during), (17, 1, 0));
         assert_eq!(w.attempts[0].target, "203.0.113.30");
         assert!(w.names.is_empty());
         assert_eq!(w.rule.domains, 0);

@@ -62,7 +62,7 @@ impl Source for KernelSource {
         into.clock = KernelClock::now();
         into.now_ns = timefmt::kernel_ns_now();
         self.tables.flows.read_all(&mut into.flows)?;
-        into.blocks = self.tables.blocks.entries()?.into_iter().map(|(_, rule)| rule).collect();
+        into.blocks = self.tables.blocks.counters()?.into_values().collect();
         let refused = maps::read_counter(&self.tables.counters, Counter::DnsRefused)?;
         let due = match self.names_read {
             Some((seen, at)) => seen != refused || at.elapsed() >= NAMES_REREAD,

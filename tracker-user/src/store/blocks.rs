@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{Store, Writer, explain_path};
 use crate::timefmt;
 
-pub use listing::{BlockFilter, BlockRow};
+pub use listing::{BlockFilter, BlockRow, LiveCount};
 
 /// What a rule blocks: the one list of kinds, with the text `block_rules.kind` stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -175,6 +175,22 @@ impl Writer<'_> {
                      last_hit = max(COALESCE(?3, last_hit), COALESCE(last_hit, ?3))
                  WHERE id = ?1",
                 params![id, refused as i64, last_hit_ms],
+            )
+            .map_err(|e| explain_path(self.path, e))?;
+        Ok(())
+    }
+
+    /// Keeps in name rule `id`'s history what its learned entries counted before the daemon
+    /// removed them (`daemon::learned`): the live sums read at the next sweep no longer hold
+    /// them.
+    pub fn fold_learned(&self, id: u32, dropped: u64, refused: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE block_rules SET
+                     dropped_before = dropped_before + ?2, dropped_kernel = max(dropped_kernel - ?2, 0),
+                     refused_before = refused_before + ?3, refused_kernel = max(refused_kernel - ?3, 0)
+                 WHERE id = ?1",
+                params![id, dropped as i64, refused as i64],
             )
             .map_err(|e| explain_path(self.path, e))?;
         Ok(())

@@ -1135,7 +1135,7 @@ pub(crate) mod tests {
         );
         assert_eq!(s.block_counters(3).unwrap(), Some(BlockCounters { dropped_before: 5, dropped_kernel: 2 }));
         let label = |k: &str| k.to_owned();
-        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_| None, &label).unwrap();
         assert_eq!(
             (rows[0].hits, rows[0].comment.as_deref(), rows[0].created.as_str()),
             (7, Some("ad network"), "1970-01-01T00:00:01.000Z")
@@ -1147,8 +1147,7 @@ pub(crate) mod tests {
         assert_eq!(s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", None).unwrap(), None);
         assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), Some(3));
         assert_eq!(s.add_block(blocks::RuleKind::Ip, "198.51.100.0/24", None).unwrap(), Some(10));
-        let all =
-            s.block_rows(blocks::BlockFilter { ended: true, kind: None }, timefmt::now_ms(), &|_, _| None, &label);
+        let all = s.block_rows(blocks::BlockFilter { ended: true, kind: None }, timefmt::now_ms(), &|_| None, &label);
         let all: Vec<(u32, Option<String>)> = all.unwrap().into_iter().map(|r| (r.id, r.end_reason)).collect();
         assert_eq!(all, [(3, Some("unblocked".into())), (9, None), (10, None)]);
         let dup =
@@ -1341,18 +1340,18 @@ pub(crate) mod tests {
         s.fold_block_kernel_count(id).unwrap();
         s.write(|w| w.set_block_kernel_count(id, 2, None)).unwrap();
         let label = |k: &str| k.to_owned();
-        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_| None, &label).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].packets_dropped, 7);
         assert_eq!(rows[0].comment.as_deref(), Some("ad network"));
         assert_eq!(rows[0].last_hit, Some(timefmt::rfc3339(7_000)));
         // Live kernel counts replace the stored kernel count, never add to it.
-        let live = |i: u32, _| (i == id).then_some((4, Some(8_000)));
+        let live = |i: u32| (i == id).then_some(blocks::LiveCount { dropped: 4, refused: 0, last_hit: Some(8_000) });
         let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &live, &label).unwrap();
         assert_eq!(rows[0].packets_dropped, 9);
         assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), Some(id));
         assert_eq!(s.remove_block(blocks::RuleKind::Ip, "198.51.100.0/24").unwrap(), None);
-        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_, _| None, &label).unwrap();
+        let rows = s.block_rows(blocks::BlockFilter::default(), timefmt::now_ms(), &|_| None, &label).unwrap();
         assert!(rows.is_empty());
     }
 }

@@ -23,11 +23,12 @@ pub struct BlockRow {
     /// Names the rule covers (each with every name under it); `None` for an IP rule.
     pub domains: Option<u64>,
     pub comment: Option<String>,
-    /// IP rules: packets dropped. 0 for name rules.
+    /// Packets dropped: by an IP rule's entry, or by the addresses a name rule learned (those
+    /// its blocked names were answered with anyway, see `daemon::learned`).
     pub packets_dropped: u64,
-    /// Name rules: DNS queries refused. 0 for IP rules.
+    /// Name rules: DNS queries refused (also for the names it learned). 0 for IP rules.
     pub queries_refused: u64,
-    /// Whichever of the two the rule counts.
+    /// The two together.
     pub hits: u64,
     pub last_hit: Option<String>,
     pub created: String,
@@ -49,8 +50,17 @@ pub struct BlockFilter {
     pub kind: Option<RuleKind>,
 }
 
-/// A rule's live kernel count: (hits, last hit in unix ms).
-pub type Live<'a> = &'a dyn Fn(u32, RuleKind) -> Option<(u64, Option<i64>)>;
+/// A rule's live kernel counts, summed over its entries in the address tries and `DOMAINS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCount {
+    pub dropped: u64,
+    pub refused: u64,
+    /// Unix ms.
+    pub last_hit: Option<i64>,
+}
+
+/// A rule's live kernel counts by id, when the kernel maps are reachable.
+pub type Live<'a> = &'a dyn Fn(u32) -> Option<LiveCount>;
 
 impl Store {
     /// Rules with counters, oldest first. `live` gives the current kernel count of a rule when
@@ -118,15 +128,13 @@ struct Raw {
 impl Raw {
     fn row(self, kind: RuleKind, now_ms: i64, live: Live<'_>, device_label: &dyn Fn(&str) -> String) -> BlockRow {
         let [dropped_before, dropped_kernel, refused_before, refused_kernel] = self.counts.map(|c| c.max(0) as u64);
-        let (before, stored) =
-            if kind.is_name() { (refused_before, refused_kernel) } else { (dropped_before, dropped_kernel) };
         // An ended rule has no kernel entries: what they counted was folded into `before`.
         let active = self.ended.is_none() && self.expires.is_none_or(|e| e > now_ms);
-        let (kernel, last_hit) = match live(self.id, kind).filter(|_| active) {
-            Some((k, hit)) => (k, hit.or(self.last_hit)),
-            None => (stored, self.last_hit),
+        let (dropped, refused, last_hit) = match live(self.id).filter(|_| active) {
+            Some(LiveCount { dropped, refused, last_hit }) => (dropped, refused, last_hit.or(self.last_hit)),
+            None => (dropped_kernel, refused_kernel, self.last_hit),
         };
-        let hits = before + kernel;
+        let (packets_dropped, queries_refused) = (dropped_before + dropped, refused_before + refused);
         // A rule past its end that no daemon has marked yet ended at its end, for the expiry.
         let (ended, end_reason) = match (self.ended, self.expires) {
             (Some(at), _) => (Some(at), self.end_reason),
@@ -148,9 +156,9 @@ impl Raw {
             rule: self.rule,
             domains: self.domains.map(|n| n.max(0) as u64),
             comment: self.comment,
-            packets_dropped: if kind.is_name() { 0 } else { hits },
-            queries_refused: if kind.is_name() { hits } else { 0 },
-            hits,
+            packets_dropped,
+            queries_refused,
+            hits: packets_dropped + queries_refused,
             last_hit: last_hit.map(timefmt::rfc3339),
             created: timefmt::rfc3339(self.created),
             expires: self.expires.map(timefmt::rfc3339),
@@ -195,7 +203,7 @@ mod tests {
         })
         .unwrap();
         let label = |k: &str| format!("device {k}");
-        let rows = s.block_rows(BlockFilter::default(), now, &|_, _| None, &label).unwrap();
+        let rows = s.block_rows(BlockFilter::default(), now, &|_| None, &label).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].kind, rows[0].origin.as_str(), rows[0].device.as_str()), (RuleKind::Ip, "manual", "all"));
         assert_eq!((rows[0].packets_dropped, rows[0].queries_refused, rows[0].hits), (5, 0, 5));
@@ -206,16 +214,26 @@ mod tests {
         assert_eq!(rows[1].domains, Some(2));
         assert_eq!(rows[1].time_left.as_deref(), Some("1m 30s"));
         // Live counts replace the stored kernel count, never add to it.
-        let rows = s.block_rows(BlockFilter::default(), now, &|id, _| (id == c).then_some((4, Some(9_000))), &label);
-        assert_eq!(rows.unwrap()[1].hits, 4);
+        // A name rule's live counts: queries refused, and packets dropped at its learned addresses.
+        let live = |id| (id == c).then_some(LiveCount { dropped: 2, refused: 4, last_hit: Some(9_000) });
+        let rows = s.block_rows(BlockFilter::default(), now, &live, &label).unwrap();
+        assert_eq!((rows[1].packets_dropped, rows[1].queries_refused, rows[1].hits), (2, 4, 6));
+        // What learned entries counted before the daemon removed them stays the rule's.
+        s.write(|w| w.fold_learned(c, 2, 4)).unwrap();
+        let rows = s.block_rows(BlockFilter::default(), now, &|_| None, &label).unwrap();
+        assert_eq!(
+            (rows[1].packets_dropped, rows[1].queries_refused),
+            (2, 4),
+            "moved into the history; the stored kernel count (3) never below 0"
+        );
         // Past its end (no daemon marked it yet): out of the active list, in the history.
         let later = now + 90_000;
-        assert_eq!(s.block_rows(BlockFilter::default(), later, &|_, _| None, &label).unwrap().len(), 1);
-        let all = s.block_rows(BlockFilter { ended: true, kind: None }, later, &|_, _| None, &label).unwrap();
+        assert_eq!(s.block_rows(BlockFilter::default(), later, &|_| None, &label).unwrap().len(), 1);
+        let all = s.block_rows(BlockFilter { ended: true, kind: None }, later, &|_| None, &label).unwrap();
         assert_eq!(all[1].end_reason.as_deref(), Some("expired"));
         assert_eq!(all[1].ended, Some(timefmt::rfc3339(later)));
         assert_eq!(all[1].time_left, None);
-        let ips = s.block_rows(BlockFilter { ended: true, kind: Some(RuleKind::Ip) }, later, &|_, _| None, &label);
+        let ips = s.block_rows(BlockFilter { ended: true, kind: Some(RuleKind::Ip) }, later, &|_| None, &label);
         assert_eq!(ips.unwrap().len(), 1);
     }
 }
