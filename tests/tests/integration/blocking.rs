@@ -30,6 +30,8 @@ use tracker_tests::{
     zone::{self, QType},
 };
 
+mod learned;
+
 /// How long the daemon gets to put what the test did into SQLite (it sweeps every 300 ms).
 const WAIT: Duration = Duration::from_secs(20);
 /// dig's own measure of a refused query (its "Query time"): the kernel answers from the tunnel's

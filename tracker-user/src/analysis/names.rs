@@ -45,6 +45,17 @@ pub struct NameHit {
     pub source: NameSource,
 }
 
+/// An answer a device holds: `device` was told `name` (through the CNAME chain ending in
+/// `cname`) is at `address`, for `ttl_left` seconds more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldAnswer {
+    pub device: IpAddr,
+    pub address: IpAddr,
+    pub name: String,
+    pub cname: Option<String>,
+    pub ttl_left: u32,
+}
+
 /// One remembered answer: `client` was told that `name` (via `cname`) lives at some address.
 #[derive(Clone, Debug)]
 struct Entry {
@@ -202,6 +213,27 @@ impl NameTable {
             names.len() > 0
         });
         removed
+    }
+
+    /// Every answer still valid at `at`, with the part of its TTL left (the grace not counted).
+    pub fn valid_answers(&self, at: SystemTime) -> Vec<HeldAnswer> {
+        let mut out = Vec::new();
+        for (client, names) in &self.clients {
+            for (addr, entries) in &names.by_addr {
+                for e in entries.iter().filter(|e| e.valid_at(at)) {
+                    let age = at.duration_since(e.answered_at).unwrap_or_default();
+                    let ttl_left = e.valid_for.saturating_sub(self.grace).saturating_sub(age);
+                    out.push(HeldAnswer {
+                        device: *client,
+                        address: *addr,
+                        name: e.name.clone(),
+                        cname: e.cname.clone(),
+                        ttl_left: u32::try_from(ttl_left.as_secs()).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Number of (client, address, name) entries held.

@@ -2,13 +2,16 @@
 //! on the sweep interval (source -> pipeline -> store), keeps the pins and database in place,
 //! and flushes once more on shutdown.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
 use tracker_common::Counter;
 
-use super::{Checked, Upkeep, learned::Learner};
+use super::{
+    Checked, Upkeep,
+    learned::{Learned, Learner},
+};
 use crate::{
     blocking,
     kernel::Tables,
@@ -85,8 +88,8 @@ pub async fn run_loop(
     let mut lost = RingLoss::default();
     let mut learner = Learner::default();
     namer.sightings = Some(Vec::new());
-    match learner.adopt(&source.tables.blocks) {
-        Ok(n) if n > 0 => tracing::info!(addresses = n, "kept the addresses learned for name rules before"),
+    match learner.adopt(&source.tables.blocks, &source.tables.names) {
+        Ok(n) if n > 0 => tracing::info!(entries = n, "kept the addresses and names learned for name rules before"),
         Ok(_) => {}
         Err(e) => tracing::warn!("reading the learned addresses: {e:#}"),
     }
@@ -121,11 +124,7 @@ pub async fn run_loop(
             }
             _ = rules_tick.tick() => {
                 end_expired(store, &mut source.tables);
-                let active = crate::store::blocks::active_rules(store.conn(), None, timefmt::now_ms())
-                    .map(|rules| rules.iter().map(|r| r.id).collect::<std::collections::HashSet<u32>>());
-                if let Err(e) = learner.expire(&mut source.tables.blocks, timefmt::kernel_ns_now(), active.as_ref().ok()) {
-                    tracing::warn!("removing learned addresses past their end: {e:#}");
-                }
+                follow_rules(store, &mut source.tables, namer, &mut learner);
             }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
@@ -214,12 +213,48 @@ fn follow_devices(store: &mut Store, tables: &mut Tables) {
 /// its DNS answers and flows showed ([`Learner`]); returns how many records.
 fn drain(source: &mut KernelSource, namer: &mut Namer, anchor: KernelClock, learner: &mut Learner) -> u64 {
     let n = source.drain_events(&mut |ev| namer.event(ev, anchor)) as u64;
-    match learner.learn(namer, &source.tables.names, &mut source.tables.blocks) {
-        Ok(l) if l.blocked > 0 => tracing::info!(addresses = l.blocked, "blocked the addresses of blocked names"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("blocking the addresses of blocked names: {e:#}"),
-    }
+    let tables = &mut source.tables;
+    report_learned(learner.learn(namer, &mut tables.names, &mut tables.blocks), "from the answers just seen");
     n
+}
+
+/// Keeps the learned entries equal to the name rules: checks the answers devices still hold
+/// against rules made since the last look, and removes the entries of rules that went or
+/// that passed their end, their counts kept in the rules' history.
+fn follow_rules(store: &mut Store, tables: &mut Tables, namer: &Namer, learner: &mut Learner) {
+    let active = match crate::store::blocks::active_rules(store.conn(), None, timefmt::now_ms()) {
+        Ok(rules) => rules.iter().filter(|r| r.kind.is_name()).map(|r| r.id).collect::<HashSet<u32>>(),
+        Err(e) => {
+            tracing::warn!("reading the active rules for the learned entries: {e:#}");
+            return;
+        }
+    };
+    report_learned(learner.review(namer, &active, &mut tables.names, &mut tables.blocks), "for a new rule");
+    let expired = match learner.expire(&mut tables.names, &mut tables.blocks, timefmt::kernel_ns_now(), Some(&active)) {
+        Ok(e) => e,
+        Err(e) => return tracing::warn!("removing learned entries past their end: {e:#}"),
+    };
+    if expired.counted.values().any(|&(d, r)| d + r > 0) {
+        let kept = store.write(|w| expired.counted.iter().try_for_each(|(&id, &(d, r))| w.fold_learned(id, d, r)));
+        if let Err(e) = kept {
+            tracing::warn!("the drops and refusals of learned entries cannot be kept in their rules' history: {e:#}");
+        }
+    }
+}
+
+fn report_learned(learned: Result<Learned>, when: &str) {
+    match learned {
+        Ok(l) if l.blocked + l.aliases > 0 => {
+            tracing::info!(
+                addresses = l.blocked,
+                aliases = l.aliases,
+                shared = l.shared,
+                "learned for name rules {when}"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("learning the addresses and aliases of blocked names {when}: {e:#}"),
+    }
 }
 
 /// Notices ring records lost (the ring was full: the daemon fell behind, or was stopped) and

@@ -12,6 +12,15 @@
 //! An address the same device was also told serves a name no rule blocks (a CDN address) is
 //! not blocked: blocking it would break the allowed name. Such an address is counted as shared
 //! and logged, and the block stays a block by name.
+//!
+//! A name whose CNAME chain leads to a blocked name (`metrics.shop.example` -> `sdk.braze.com`)
+//! is learned as an alias: an entry of its own in `DOMAINS`, marked learned, under the rule, for
+//! the answer's TTL plus the grace, so the kernel refuses the device's next query for it. The
+//! first answer gets through (the kernel sees queries, and the resolver's answer only after it
+//! left); its addresses are blocked as above.
+//!
+//! A rule made after a device was answered is checked against the answers the namer still
+//! holds ([`Learner::review`]): an address the device learned before the rule is blocked too.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,7 +30,7 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tracker_common::{BlockValue, name::domain_hash};
+use tracker_common::{BLOCK_LEARNED, BlockValue, DomainKey, name::domain_hash};
 
 use crate::{
     blocking::{KernelBlocks, KernelNames, name_key},
@@ -43,6 +52,18 @@ pub struct Learned {
     pub blocked: usize,
     /// Addresses of a blocked name that also serve an allowed one: left open.
     pub shared: usize,
+    /// Names whose CNAME chain leads to a blocked name, put into (or kept longer in) `DOMAINS`.
+    pub aliases: usize,
+}
+
+/// What [`Learner::expire`] took out, and what those entries had counted, per rule: the
+/// caller keeps the counts in the rule's history (`Writer::fold_learned`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub addresses: usize,
+    pub aliases: usize,
+    /// Rule id -> (packets dropped, queries refused) by the entries removed.
+    pub counted: HashMap<u32, (u64, u64)>,
 }
 
 /// The learned entries this daemon knows of, with their rule and end, to remove them when due
@@ -50,47 +71,115 @@ pub struct Learned {
 #[derive(Default)]
 pub struct Learner {
     ends: HashMap<IpNet, (u32, u64)>,
+    aliases: HashMap<DomainKey, (u32, u64)>,
+    /// The name rules whose earlier answers [`Learner::review`] has checked.
+    reviewed: HashSet<u32>,
+}
+
+/// A rule that blocks a name now, and whom for (`None`: every device).
+#[derive(Clone, Copy, Debug)]
+struct Holds {
+    rule: BlockValue,
+    client: Option<IpAddr>,
 }
 
 impl Learner {
-    /// Picks up the learned entries a previous daemon left in the tries.
-    pub fn adopt(&mut self, blocks: &KernelBlocks) -> Result<usize> {
+    /// Picks up the learned entries a previous daemon left in the tries and in `DOMAINS`.
+    pub fn adopt(&mut self, blocks: &KernelBlocks, names: &KernelNames) -> Result<usize> {
         for (net, v) in blocks.learned()? {
             self.ends.insert(net, (v.rule_id, v.expires_ns));
         }
-        Ok(self.ends.len())
+        for (key, v) in names.learned()? {
+            self.aliases.insert(key, (v.rule_id, v.expires_ns));
+        }
+        Ok(self.ends.len() + self.aliases.len())
     }
 
-    /// Checks the namer's sightings against the kernel's name rules and blocks the addresses
-    /// of every blocked name.
-    pub fn learn(&mut self, namer: &mut Namer, names: &KernelNames, blocks: &mut KernelBlocks) -> Result<Learned> {
+    /// Checks the namer's sightings against the kernel's name rules: blocks the addresses of
+    /// every blocked name, and learns the names that lead to one as aliases.
+    pub fn learn(&mut self, namer: &mut Namer, names: &mut KernelNames, blocks: &mut KernelBlocks) -> Result<Learned> {
         let Some(sightings) = namer.sightings.as_mut().map(std::mem::take) else { return Ok(Learned::default()) };
+        self.consider(sightings, None, namer, names, blocks)
+    }
+
+    /// Checks the answers the namer still holds against the name rules not reviewed before
+    /// (`active`: the active name rules' ids): a device answered before the rule was made has
+    /// the addresses, and may use them until their TTL ends.
+    pub fn review(
+        &mut self,
+        namer: &Namer,
+        active: &HashSet<u32>,
+        names: &mut KernelNames,
+        blocks: &mut KernelBlocks,
+    ) -> Result<Learned> {
+        let fresh: HashSet<u32> = active.difference(&self.reviewed).copied().collect();
+        self.reviewed.clone_from(active);
+        if fresh.is_empty() {
+            return Ok(Learned::default());
+        }
+        let sightings = namer
+            .flows
+            .answers(SystemTime::now())
+            .into_iter()
+            .map(|a| Sighting::Answer {
+                client: a.device,
+                names: std::iter::once(a.name).chain(a.cname).collect(),
+                addresses: vec![(a.address, a.ttl_left)],
+            })
+            .collect();
+        self.consider(sightings, Some(&fresh), namer, names, blocks)
+    }
+
+    /// Learns from `sightings`, only for the rules in `only` when given.
+    fn consider(
+        &mut self,
+        sightings: Vec<Sighting>,
+        only: Option<&HashSet<u32>>,
+        namer: &Namer,
+        names: &mut KernelNames,
+        blocks: &mut KernelBlocks,
+    ) -> Result<Learned> {
         let now_ns = kernel_ns_now();
         let now = SystemTime::now();
+        let wanted = |h: &Holds| only.is_none_or(|o| o.contains(&h.rule.rule_id));
         let mut done = Learned::default();
         for s in sightings {
-            let (client, rule, seen, addresses) = match s {
+            let (client, holds, seen, addresses) = match s {
                 Sighting::Answer { client, names: seen, addresses } => {
-                    let Some(rule) = seen.iter().find_map(|name| global_rule(names, name, now_ns)) else { continue };
+                    let Some((asked, chain)) = seen.split_first() else { continue };
+                    let direct = rule_for(names, asked, Some(client), now_ns);
+                    let Some(holds) =
+                        direct.or_else(|| chain.iter().find_map(|n| rule_for(names, n, Some(client), now_ns)))
+                    else {
+                        continue;
+                    };
+                    if !wanted(&holds) {
+                        continue;
+                    }
+                    let longest = addresses.iter().map(|(_, ttl)| *ttl).max().unwrap_or(0);
                     let keep = |ttl: u32| Duration::from_secs(ttl.into()) + GRACE;
-                    (client, rule, seen, addresses.into_iter().map(|(ip, ttl)| (ip, keep(ttl))).collect::<Vec<_>>())
+                    if direct.is_none() && self.put_alias(names, asked, holds, now_ns + nanos(keep(longest)))? {
+                        done.aliases += 1;
+                    }
+                    (client, holds, seen, addresses.into_iter().map(|(ip, ttl)| (ip, keep(ttl))).collect::<Vec<_>>())
                 }
                 Sighting::Spoke { client, remote, name } => {
-                    let Some(rule) = global_rule(names, &name, now_ns) else { continue };
-                    (client, rule, vec![name], vec![(remote, SPOKEN_FOR)])
+                    let Some(holds) = rule_for(names, &name, Some(client), now_ns).filter(wanted) else { continue };
+                    (client, holds, vec![name], vec![(remote, SPOKEN_FOR)])
                 }
             };
+            // The tries have no device in their key: a rule for one device teaches no address.
+            if holds.client.is_some() {
+                continue;
+            }
             for (ip, keep) in addresses {
                 let ip = ip.to_canonical();
                 if is_shared(namer, names, client, ip, &seen, now, now_ns) {
                     done.shared += 1;
-                    tracing::info!(address = %ip, rule = rule.rule_id, "not blocking a blocked name's address: it also serves a name no rule blocks");
+                    tracing::info!(address = %ip, rule = holds.rule.rule_id, "not blocking a blocked name's address: it also serves a name no rule blocks");
                     continue;
                 }
-                let end = now_ns + keep.as_nanos() as u64;
-                // A rule's own end bounds what it teaches.
-                let end = if rule.expires_ns != 0 { end.min(rule.expires_ns) } else { end };
-                if self.put(blocks, IpNet::from(ip), rule.rule_id, end)? {
+                if self.put(blocks, IpNet::from(ip), holds.rule, now_ns + nanos(keep))? {
                     done.blocked += 1;
                 }
             }
@@ -98,48 +187,101 @@ impl Learner {
         Ok(done)
     }
 
-    /// Puts one learned entry in, or keeps the one there longer; never over an address rule.
-    fn put(&mut self, blocks: &mut KernelBlocks, net: IpNet, rule_id: u32, end: u64) -> Result<bool> {
+    /// Puts one learned address in, or keeps the one there longer; never over an address
+    /// rule, never past the rule's own end.
+    fn put(&mut self, blocks: &mut KernelBlocks, net: IpNet, rule: BlockValue, end: u64) -> Result<bool> {
+        let end = bounded(end, &rule);
         match blocks.get(&net) {
             Some(v) if !is_learned(&v) => return Ok(false),
-            Some(v) if v.rule_id == rule_id && v.expires_ns >= end => return Ok(false),
+            Some(v) if v.rule_id == rule.rule_id && v.expires_ns >= end => return Ok(false),
             _ => {}
         }
-        blocks.insert_learned(&net, rule_id, end)?;
-        self.ends.insert(net, (rule_id, end));
+        blocks.insert_learned(&net, rule.rule_id, end)?;
+        self.ends.insert(net, (rule.rule_id, end));
+        Ok(true)
+    }
+
+    /// Puts the name `asked`, whose CNAME chain leads to a name `holds` blocks, into `DOMAINS`
+    /// for whom the rule holds (the asking address, for a device's rule); never over a rule's
+    /// own entry.
+    fn put_alias(&mut self, names: &mut KernelNames, asked: &str, holds: Holds, end: u64) -> Result<bool> {
+        let Ok(hash) = domain_hash(asked.trim_end_matches('.')) else { return Ok(false) };
+        let key = name_key(hash, holds.client);
+        let end = bounded(end, &holds.rule);
+        match names.get(&key) {
+            Some(v) if !is_learned(&v) => return Ok(false),
+            Some(v) if v.rule_id == holds.rule.rule_id && v.expires_ns >= end => return Ok(false),
+            _ => {}
+        }
+        names.insert_learned(&key, holds.rule.rule_id, end)?;
+        self.aliases.insert(key, (holds.rule.rule_id, end));
+        tracing::info!(
+            name = asked,
+            rule = holds.rule.rule_id,
+            "refusing a name whose CNAME chain leads to a blocked name"
+        );
         Ok(true)
     }
 
     /// Removes the learned entries whose end has passed, and those of rules that are no
-    /// longer active (`active`: a rule unblocked or ended takes its addresses with it); returns
-    /// how many.
-    pub fn expire(&mut self, blocks: &mut KernelBlocks, now_ns: u64, active: Option<&HashSet<u32>>) -> Result<usize> {
+    /// longer active (`active`: a rule unblocked or ended takes its entries with it).
+    pub fn expire(
+        &mut self,
+        names: &mut KernelNames,
+        blocks: &mut KernelBlocks,
+        now_ns: u64,
+        active: Option<&HashSet<u32>>,
+    ) -> Result<Expired> {
         let gone = |(rule, end): &(u32, u64)| *end <= now_ns || active.is_some_and(|a| !a.contains(rule));
+        let mut out = Expired::default();
         let due: Vec<IpNet> = self.ends.iter().filter(|(_, e)| gone(e)).map(|(n, _)| *n).collect();
         for net in &due {
-            let (rule, _) = self.ends[net];
+            let Some((rule, _)) = self.ends.remove(net) else { continue };
             // Only if it is still this learned entry: an address rule may have taken the
             // address, or another rule learned it since.
-            if blocks.get(net).is_some_and(|v| is_learned(&v) && v.rule_id == rule) {
+            if let Some(v) = blocks.get(net).filter(|v| is_learned(v) && v.rule_id == rule) {
                 blocks.remove(net)?;
+                out.counted.entry(rule).or_default().0 += v.packets_dropped;
             }
-            self.ends.remove(net);
+            out.addresses += 1;
         }
-        Ok(due.len())
+        let due: Vec<DomainKey> = self.aliases.iter().filter(|(_, e)| gone(e)).map(|(k, _)| *k).collect();
+        for key in &due {
+            let Some((rule, _)) = self.aliases.remove(key) else { continue };
+            if let Some(v) = names.get(key).filter(|v| is_learned(v) && v.rule_id == rule) {
+                names.remove(key)?;
+                out.counted.entry(rule).or_default().1 += v.packets_dropped;
+            }
+            out.aliases += 1;
+        }
+        Ok(out)
     }
 }
 
-fn is_learned(v: &BlockValue) -> bool {
-    v.flags & tracker_common::BLOCK_LEARNED != 0
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The rule for every device that blocks `name` now, if any (the most specific suffix first,
-/// as the kernel matches).
-fn global_rule(names: &KernelNames, name: &str, now_ns: u64) -> Option<BlockValue> {
+/// A rule's own end bounds what it teaches.
+fn bounded(end: u64, rule: &BlockValue) -> u64 {
+    if rule.expires_ns != 0 { end.min(rule.expires_ns) } else { end }
+}
+
+fn is_learned(v: &BlockValue) -> bool {
+    v.flags & BLOCK_LEARNED != 0
+}
+
+/// The rule that blocks `name` now for `client` (or for every device with `client` `None`),
+/// as the kernel matches a query: the most specific suffix first, the device's own rule
+/// before the one for every device.
+fn rule_for(names: &KernelNames, name: &str, client: Option<IpAddr>, now_ns: u64) -> Option<Holds> {
     let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    let client = client.map(|c| c.to_canonical());
     (0..labels.len()).find_map(|i| {
         let hash = domain_hash(&labels[i..].join(".")).ok()?;
-        names.get(&name_key(hash, None)).filter(|v| v.holds(now_ns))
+        client.into_iter().map(Some).chain([None]).find_map(|c| {
+            names.get(&name_key(hash, c)).filter(|v| v.holds(now_ns)).map(|rule| Holds { rule, client: c })
+        })
     })
 }
 
@@ -155,7 +297,7 @@ fn is_shared(
     now: SystemTime,
     now_ns: u64,
 ) -> bool {
-    let blocked = |n: &str| global_rule(names, n, now_ns).is_some();
+    let blocked = |n: &str| rule_for(names, n, None, now_ns).is_some();
     let same = |n: &str| seen.iter().any(|s| s.eq_ignore_ascii_case(n.trim_end_matches('.')));
     namer
         .flows

@@ -156,6 +156,11 @@ impl FlowNamer {
         self.table.candidates(device, addr, at).into_iter().map(|hit| (hit.name, hit.cname)).collect()
     }
 
+    /// Every answer a device still holds at `at` (by device: its first address).
+    pub fn answers(&self, at: SystemTime) -> Vec<names::HeldAnswer> {
+        self.table.valid_answers(at)
+    }
+
     /// Remembers what `client`'s device was told, and marks its flows to those addresses that
     /// have no DNS name yet for renaming.
     pub fn learn(&mut self, client: IpAddr, qname: &str, answers: &[Answer], at: SystemTime) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, params};
-use tracker_common::{DomainKey, defaults::DOMAIN_ENTRIES, name::domain_hash};
+use tracker_common::{BLOCK_LEARNED, DomainKey, defaults::DOMAIN_ENTRIES, name::domain_hash};
 
 use super::cover::stored_device_addresses;
 use crate::{
@@ -109,6 +109,8 @@ pub fn reconcile(conn: &Connection, kernel: &mut KernelNames, devices: &DeviceLi
         );
     }
     let present = kernel.entries()?;
+    let active: std::collections::HashSet<u32> =
+        active_rules(conn, None, now_ms)?.into_iter().filter(|r| r.kind.is_name()).map(|r| r.id).collect();
     let mut applied = Applied::default();
     // Per rule: the counts of its entries that stay, and of those that go.
     let mut kept: HashMap<u32, u64> = HashMap::new();
@@ -130,6 +132,11 @@ pub fn reconcile(conn: &Connection, kernel: &mut KernelNames, devices: &DeviceLi
                 *gone.entry(v.rule_id).or_default() += v.packets_dropped;
                 write.push((*key, *w));
                 applied.replaced += 1;
+            }
+            // A name the daemon learned (its CNAME chain leads to a blocked name) is the
+            // daemon's to keep and end while its rule is active.
+            None if v.flags & BLOCK_LEARNED != 0 && active.contains(&v.rule_id) => {
+                *kept.entry(v.rule_id).or_default() += v.packets_dropped;
             }
             None => {
                 *gone.entry(v.rule_id).or_default() += v.packets_dropped;

@@ -1,7 +1,10 @@
-//! Addresses learned for name rules (`daemon::learned`): a blocked name answered anyway (here
-//! through a CNAME chain) or named by a flow's TLS server name gets its addresses blocked in the
-//! real kernel tries, an address that also serves an allowed name is left open, the address
-//! rules' reconcile keeps learned entries, and they end when due.
+//! Addresses and names learned for name rules (`daemon::learned`): a blocked name answered
+//! anyway (here through a CNAME chain) or named by a flow's TLS server name gets its addresses
+//! blocked in the real kernel tries, an address that also serves an allowed name is left open,
+//! the name whose chain led to the blocked one is refused by the kernel from then on, an answer
+//! held from before a rule is blocked when the rule comes, both reconciles keep learned entries
+//! while their rule is active, and they end when due with their counts kept in the rule's
+//! history.
 
 use std::time::SystemTime;
 
@@ -12,8 +15,12 @@ use tracker::{
     blocking::{self, name_key},
     daemon::learned::Learner,
     pipeline::{Namer, naming::DEFAULT_GRACE},
-    store::Store,
-    timefmt::KernelClock,
+    rules,
+    store::{
+        Store,
+        blocks::{BlockFilter, NewRule, RuleKind},
+    },
+    timefmt::{self, KernelClock},
 };
 use tracker_common::{
     BLOCK_LEARNED, DIR_DOWN, DIR_UP, EventHeader, EventKind, FAMILY_V4, FlowKey, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_NONE,
@@ -23,13 +30,16 @@ use tracker_common::{
 
 use tracker_tests::hostile_dns::{labels_of, query_for, wire_name};
 
-use super::{Kernel, PHONE4, XDP_DROP, XDP_PASS};
+use super::{Kernel, PHONE4, XDP_DROP, XDP_PASS, udp4};
 
 const RESOLVER: [u8; 4] = [10, 77, 0, 1];
 const CDN_ADDR: [u8; 4] = [203, 0, 113, 10];
 const SHARED_ADDR: [u8; 4] = [203, 0, 113, 30];
 const SNI_ADDR: [u8; 4] = [198, 51, 100, 7];
+const LATE_ADDR: [u8; 4] = [198, 51, 100, 9];
 const RULE: u32 = 5;
+/// The kernel's verdict for a DNS reply it sent back itself (a refusal).
+const XDP_TX: u32 = 3;
 
 fn wire(name: &str) -> Vec<u8> {
     wire_name(&labels_of(name))
@@ -102,13 +112,60 @@ fn syn(dst: [u8; 4]) -> Vec<u8> {
     v
 }
 
+/// The phone's query for `name` to the resolver.
+fn dns_query(name: &str) -> Vec<u8> {
+    udp4(PHONE4, RESOLVER, 5100, 53, &query_for(0x4242, name, 1))
+}
+
+/// A database in a directory of its own, removed when dropped.
+struct TempStore {
+    dir: std::path::PathBuf,
+    store: Store,
+}
+
+impl TempStore {
+    fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tracker-kt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { store: Store::open(&dir.join("t.db"))?, dir })
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes (or ends, `on` false) the rule blocking `domain` for every device, the kernel's name
+/// map reconciled in the same transaction as the command does it.
+fn domain_rule(k: &mut Kernel, t: &mut TempStore, domain: &str, on: bool) -> Result<u32> {
+    let devices = t.store.devices()?;
+    let names = &mut k.source.tables.names;
+    let apply = |w: &tracker::store::Writer<'_>, _| {
+        rules::kernel::reconcile(w.conn(), names, &devices, timefmt::now_ms()).map(drop)
+    };
+    if on {
+        let new = NewRule {
+            kind: Some(RuleKind::Domain),
+            rule: domain.into(),
+            domains: vec![domain.into()],
+            ..NewRule::default()
+        };
+        Ok(t.store.add_rule_then(&new, apply)?.id())
+    } else {
+        t.store.end_rule_then(RuleKind::Domain, domain, None, apply)?.ok_or_else(|| anyhow::anyhow!("no rule"))
+    }
+}
+
 #[test]
-fn a_blocked_names_addresses_are_learned_kept_by_reconcile_and_ended() -> Result<()> {
+fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
     let mut k = Kernel::load(L2_LEN_NONE)?;
-    k.tables().names.insert(&name_key(domain_hash("cdn.lab.test").unwrap(), None), RULE, 0)?;
+    let mut t = TempStore::new("learned")?;
+    let rule = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
     let mut namer = Namer::new(vec![], DEFAULT_GRACE);
     namer.sightings = Some(Vec::new());
     let mut learner = Learner::default();
@@ -125,8 +182,12 @@ fn a_blocked_names_addresses_are_learned_kept_by_reconcile_and_ended() -> Result
     namer.event(Ok(Event::FirstPayload(Payload { header: h, len: hello.len() as u32, data: &hello })), clock);
 
     let tables = &mut k.source.tables;
-    let done = learner.learn(&mut namer, &tables.names, &mut tables.blocks)?;
-    assert_eq!((done.blocked, done.shared), (2, 1), "the chain's and the SNI's addresses; the shared one left open");
+    let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
+    assert_eq!(
+        (done.blocked, done.shared, done.aliases),
+        (2, 1, 2),
+        "the chain's and the SNI's addresses; the shared one left open; both names whose chain led to cdn.lab.test"
+    );
     let learned = tables.blocks.learned()?;
     let mut nets: Vec<IpNet> = learned.iter().map(|(n, _)| *n).collect();
     nets.sort();
@@ -134,36 +195,97 @@ fn a_blocked_names_addresses_are_learned_kept_by_reconcile_and_ended() -> Result
         nets,
         vec![IpNet::from(std::net::IpAddr::from(SNI_ADDR)), IpNet::from(std::net::IpAddr::from(CDN_ADDR))]
     );
-    assert!(learned.iter().all(|(_, v)| v.rule_id == RULE && v.flags == BLOCK_LEARNED && v.expires_ns > 0));
+    assert!(learned.iter().all(|(_, v)| v.rule_id == rule && v.flags == BLOCK_LEARNED && v.expires_ns > 0));
+    let mut aliases: Vec<u64> = tables.names.learned()?.iter().map(|(key, _)| key.hash).collect();
+    aliases.sort_unstable();
+    let mut want = vec![domain_hash("www.lab.test").unwrap(), domain_hash("blog.lab.test").unwrap()];
+    want.sort_unstable();
+    assert_eq!(aliases, want, "the names asked, global like their rule");
 
     assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_DROP);
     assert_eq!(k.xdp(&syn(SNI_ADDR))?, XDP_DROP);
     assert_eq!(k.xdp(&syn(SHARED_ADDR))?, XDP_PASS, "an address of an allowed name stays open");
+    assert_eq!(k.xdp(&dns_query("www.lab.test"))?, XDP_TX, "the alias is refused by the kernel now");
+    assert_eq!(k.xdp(&dns_query("shop.lab.test"))?, XDP_PASS);
 
-    // The address rules' reconcile (no address rules stored) leaves learned entries alone.
-    let dir = std::env::temp_dir().join(format!("tracker-kt-learned-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut store = Store::open(&dir.join("t.db"))?;
-    let reconciled = blocking::reconcile(&mut store, &mut k.source.tables.blocks);
-    drop(store);
-    std::fs::remove_dir_all(&dir)?;
-    reconciled?;
+    // Both reconciles keep learned entries while their rule is active.
+    blocking::reconcile(&mut t.store, &mut k.source.tables.blocks)?;
+    let devices = t.store.devices()?;
+    let names = &mut k.source.tables.names;
+    t.store.write_rules(|w| rules::kernel::reconcile(w.conn(), names, &devices, timefmt::now_ms()))?;
     assert_eq!(k.source.tables.blocks.learned()?.len(), 2);
+    assert_eq!(k.source.tables.names.learned()?.len(), 2);
     assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_DROP);
+    assert_eq!(k.xdp(&dns_query("blog.lab.test"))?, XDP_TX);
 
-    // Nothing is due now while the rule is active; when it goes, its addresses go.
-    let now = tracker::timefmt::kernel_ns_now();
-    let active: std::collections::HashSet<u32> = [RULE].into();
-    assert_eq!(learner.expire(&mut k.source.tables.blocks, now, Some(&active))?, 0);
-    assert_eq!(learner.expire(&mut k.source.tables.blocks, now, Some(&Default::default()))?, 2);
-    assert!(k.source.tables.blocks.learned()?.is_empty());
+    // Nothing is due now while the rule is active; when it goes, its entries go, and what they
+    // counted (3 packets, 2 queries) is kept in the rule's history.
+    let now = timefmt::kernel_ns_now();
+    let tables = &mut k.source.tables;
+    let active: std::collections::HashSet<u32> = [rule].into();
+    let none = learner.expire(&mut tables.names, &mut tables.blocks, now, Some(&active))?;
+    assert_eq!((none.addresses, none.aliases), (0, 0));
+    let gone = learner.expire(&mut tables.names, &mut tables.blocks, now, Some(&Default::default()))?;
+    assert_eq!((gone.addresses, gone.aliases), (2, 2));
+    assert_eq!(gone.counted, [(rule, (3, 2))].into());
+    assert!(tables.blocks.learned()?.is_empty() && tables.names.learned()?.is_empty());
     assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_PASS);
+    assert_eq!(k.xdp(&dns_query("www.lab.test"))?, XDP_PASS);
+    t.store.write(|w| w.fold_learned(rule, 3, 2))?;
+    let rows = t.store.block_rows(BlockFilter::default(), timefmt::now_ms(), &|_| None, &|s: &str| s.to_owned())?;
+    let r = rows.iter().find(|r| r.id == rule).expect("the rule is listed");
+    assert_eq!((r.packets_dropped, r.queries_refused, r.hits), (3, 2, 5));
 
-    // A daemon started later finds learned entries in the tries and ends them in turn.
+    // Learned again, then the rule is unblocked: the names reconcile takes its alias out at
+    // once, before the daemon's next look.
+    exchange(&mut namer, 5003, 4, "www.lab.test", &response(4, "www.lab.test", Some("e1.cdn.lab.test"), CDN_ADDR));
+    let tables = &mut k.source.tables;
+    assert_eq!(learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?.aliases, 1);
+    domain_rule(&mut k, &mut t, "cdn.lab.test", false)?;
+    assert!(k.source.tables.names.learned()?.is_empty(), "an ended rule's learned names go with it");
+    assert_eq!(k.xdp(&dns_query("www.lab.test"))?, XDP_PASS);
+
+    // A daemon started later finds learned entries in the maps and ends them in turn.
     let tables = &mut k.source.tables;
     tables.blocks.insert_learned(&IpNet::from(std::net::IpAddr::from(CDN_ADDR)), RULE, 1)?;
+    tables.names.insert_learned(&name_key(domain_hash("www.lab.test").unwrap(), None), RULE, 1)?;
     let mut later = Learner::default();
-    assert_eq!(later.adopt(&tables.blocks)?, 1);
-    assert_eq!(later.expire(&mut tables.blocks, tracker::timefmt::kernel_ns_now(), None)?, 1, "past its end");
+    assert_eq!(later.adopt(&tables.blocks, &tables.names)?, 2);
+    let past = later.expire(&mut tables.names, &mut tables.blocks, timefmt::kernel_ns_now(), None)?;
+    assert_eq!((past.addresses, past.aliases), (1, 1), "past their end");
+    Ok(())
+}
+
+#[test]
+fn a_rule_made_after_the_answer_blocks_the_address_the_device_holds() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut k = Kernel::load(L2_LEN_NONE)?;
+    let mut t = TempStore::new("review")?;
+    let mut namer = Namer::new(vec![], DEFAULT_GRACE);
+    namer.sightings = Some(Vec::new());
+    let mut learner = Learner::default();
+    exchange(&mut namer, 5000, 1, "late.lab.test", &response(1, "late.lab.test", None, LATE_ADDR));
+    let tables = &mut k.source.tables;
+    assert_eq!(learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?, Default::default(), "no rule yet");
+    assert_eq!(k.xdp(&syn(LATE_ADDR))?, XDP_PASS);
+
+    let rule = domain_rule(&mut k, &mut t, "late.lab.test", true)?;
+    let tables = &mut k.source.tables;
+    let active: std::collections::HashSet<u32> = [rule].into();
+    let done = learner.review(&namer, &active, &mut tables.names, &mut tables.blocks)?;
+    assert_eq!((done.blocked, done.aliases), (1, 0));
+    let learned = tables.blocks.learned()?;
+    assert_eq!(learned.len(), 1);
+    let (net, v) = learned[0];
+    assert_eq!((net, v.rule_id), (IpNet::from(std::net::IpAddr::from(LATE_ADDR)), rule));
+    // TTL 300 s left of the answer, plus the learner's minute of grace.
+    let left_s = v.expires_ns.saturating_sub(timefmt::kernel_ns_now()) / 1_000_000_000;
+    assert!((355..=360).contains(&left_s), "{left_s} s left");
+    assert_eq!(k.xdp(&syn(LATE_ADDR))?, XDP_DROP);
+    // A rule is reviewed once.
+    let tables = &mut k.source.tables;
+    assert_eq!(learner.review(&namer, &active, &mut tables.names, &mut tables.blocks)?, Default::default());
     Ok(())
 }
