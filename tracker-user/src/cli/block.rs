@@ -12,7 +12,7 @@ use crate::{
     kernel::{self, PinDir},
     store::{
         Store,
-        blocks::{Added, BlockFilter, LiveCount, NewRule, RuleKind},
+        blocks::{Added, BlockFilter, BlockRow, LiveCount, NewRule, RuleKind},
     },
     timefmt,
 };
@@ -319,6 +319,8 @@ pub fn blocks(global: &Global, args: &BlocksArgs) -> Result<()> {
         "packets_dropped",
         "queries_refused",
         "hits",
+        "shared_open",
+        "block_shared",
         "last_hit",
         "created",
         "expires",
@@ -331,5 +333,27 @@ pub fn blocks(global: &Global, args: &BlocksArgs) -> Result<()> {
         output::Format::Table => TABLE,
         _ => ALL,
     };
-    output::render(&mut std::io::stdout().lock(), format, columns, &rows)
+    let mut out = std::io::stdout().lock();
+    output::render(&mut out, format, columns, &rows)?;
+    if format == output::Format::Table {
+        shared_notes(&mut out, &rows)?;
+    }
+    Ok(())
+}
+
+/// Under the table, for people: the name rules that left shared addresses open, and why.
+fn shared_notes(out: &mut impl std::io::Write, rows: &[BlockRow]) -> Result<()> {
+    for r in rows.iter().filter(|r| r.shared_open > 0 && !r.block_shared && r.ended.is_none()) {
+        writeln!(
+            out,
+            "rule {}: {} address{} of its names also serve{} names no rule blocks (a CDN's); left open so those \
+             keep working, the block holds by name. `--block-shared` given to the same block command blocks them \
+             too.",
+            r.id,
+            r.shared_open,
+            if r.shared_open == 1 { "" } else { "es" },
+            if r.shared_open == 1 { "s" } else { "" },
+        )?;
+    }
+    Ok(())
 }

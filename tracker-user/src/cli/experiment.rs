@@ -77,6 +77,7 @@ pub fn run(global: &Global, args: &ExperimentArgs) -> Result<()> {
         duration: Some(duration),
         comment: Some(args.comment.clone().unwrap_or_else(|| "experiment".into())),
         dry_run: false,
+        block_shared: false,
     };
     // The block commands' own functions: the same checks, kernel change and messages.
     let target = match kind {

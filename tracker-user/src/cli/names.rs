@@ -49,6 +49,12 @@ pub struct RuleOptions {
     /// connections of the last 7 days it would have stopped, per device.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also block the addresses the blocked names share with names no rule blocks. By default
+    /// such an address (a CDN's, serving many sites) stays open so the other names keep
+    /// working, and the block holds by name alone; `tracker blocks` counts them
+    /// (`shared_open`). With this, those other names break too. Only for every device.
+    #[arg(long)]
+    pub block_shared: bool,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +153,12 @@ pub fn import_blocklist(global: &Global, args: &ImportBlocklistArgs) -> Result<(
 
 /// Stores a name rule and applies it to the kernel; prints what happened.
 fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOptions, what: &str) -> Result<Coverage> {
+    if opts.block_shared && opts.client.is_some() {
+        bail!(
+            "--block-shared with --client: the kernel's address rules hold for every device (their key has no \
+             device), so a rule for one device blocks by name only; nothing was changed"
+        );
+    }
     if opts.dry_run {
         return dry_run(global, table, &target, opts);
     }
@@ -161,6 +173,7 @@ fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOption
         comment: opts.comment.clone(),
         expires,
         domains: cov.domains.clone(),
+        block_shared: opts.block_shared,
     };
     let names = names_of(&mut kernel);
     let in_kernel = names.is_some();

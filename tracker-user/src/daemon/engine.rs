@@ -222,22 +222,31 @@ fn drain(source: &mut KernelSource, namer: &mut Namer, anchor: KernelClock, lear
 /// against rules made since the last look, and removes the entries of rules that went or
 /// that passed their end, their counts kept in the rules' history.
 fn follow_rules(store: &mut Store, tables: &mut Tables, namer: &Namer, learner: &mut Learner) {
-    let active = match crate::store::blocks::active_rules(store.conn(), None, timefmt::now_ms()) {
-        Ok(rules) => rules.iter().filter(|r| r.kind.is_name()).map(|r| r.id).collect::<HashSet<u32>>(),
-        Err(e) => {
-            tracing::warn!("reading the active rules for the learned entries: {e:#}");
-            return;
+    let now_ms = timefmt::now_ms();
+    let read = crate::store::blocks::active_rules(store.conn(), None, now_ms).and_then(|rules| {
+        let shared = crate::store::blocks::block_shared_rules(store.conn(), now_ms)?;
+        Ok((rules.iter().filter(|r| r.kind.is_name()).map(|r| r.id).collect::<HashSet<u32>>(), shared))
+    });
+    let active = match read {
+        Ok((active, shared)) => {
+            learner.set_rules(&active, shared);
+            active
         }
+        Err(e) => return tracing::warn!("reading the active rules for the learned entries: {e:#}"),
     };
     report_learned(learner.review(namer, &active, &mut tables.names, &mut tables.blocks), "for a new rule");
     let expired = match learner.expire(&mut tables.names, &mut tables.blocks, timefmt::kernel_ns_now(), Some(&active)) {
         Ok(e) => e,
         Err(e) => return tracing::warn!("removing learned entries past their end: {e:#}"),
     };
-    if expired.counted.values().any(|&(d, r)| d + r > 0) {
-        let kept = store.write(|w| expired.counted.iter().try_for_each(|(&id, &(d, r))| w.fold_learned(id, d, r)));
+    let open = learner.shared_open_changes();
+    if expired.counted.values().any(|&(d, r)| d + r > 0) || !open.is_empty() {
+        let kept = store.write(|w| {
+            expired.counted.iter().try_for_each(|(&id, &(d, r))| w.fold_learned(id, d, r))?;
+            open.iter().try_for_each(|&(id, n)| w.set_shared_open(id, n))
+        });
         if let Err(e) = kept {
-            tracing::warn!("the drops and refusals of learned entries cannot be kept in their rules' history: {e:#}");
+            tracing::warn!("the counts of learned entries cannot be kept in their rules' history: {e:#}");
         }
     }
 }

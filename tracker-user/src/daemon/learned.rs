@@ -11,7 +11,8 @@
 //!
 //! An address the same device was also told serves a name no rule blocks (a CDN address) is
 //! not blocked: blocking it would break the allowed name. Such an address is counted as shared
-//! and logged, and the block stays a block by name.
+//! per rule (`tracker blocks` shows it) and logged, and the block stays a block by name, unless
+//! the rule was made with `--block-shared`.
 //!
 //! A name whose CNAME chain leads to a blocked name (`metrics.shop.example` -> `sdk.braze.com`)
 //! is learned as an alias: an entry of its own in `DOMAINS`, marked learned, under the rule, for
@@ -74,6 +75,11 @@ pub struct Learner {
     aliases: HashMap<DomainKey, (u32, u64)>,
     /// The name rules whose earlier answers [`Learner::review`] has checked.
     reviewed: HashSet<u32>,
+    /// Rules that block shared addresses too (`--block-shared`).
+    block_shared: HashSet<u32>,
+    /// Per rule, the shared addresses left open, and the count last handed out to be stored.
+    open: HashMap<u32, HashSet<IpAddr>>,
+    open_stored: HashMap<u32, u64>,
 }
 
 /// A rule that blocks a name now, and whom for (`None`: every device).
@@ -93,6 +99,32 @@ impl Learner {
             self.aliases.insert(key, (v.rule_id, v.expires_ns));
         }
         Ok(self.ends.len() + self.aliases.len())
+    }
+
+    /// Sets which active rules block shared addresses too, and forgets what was left open for
+    /// rules no longer active (`active`).
+    pub fn set_rules(&mut self, active: &HashSet<u32>, block_shared: HashSet<u32>) {
+        // A rule that now blocks shared addresses is reviewed again: the answers held may
+        // carry addresses it left open.
+        for id in block_shared.difference(&self.block_shared) {
+            self.reviewed.remove(id);
+        }
+        self.block_shared = block_shared;
+        self.open.retain(|id, _| active.contains(id));
+        self.open_stored.retain(|id, _| active.contains(id));
+    }
+
+    /// The rules whose count of shared addresses left open changed since the last call, with
+    /// the count, to be stored (`Writer::set_shared_open`).
+    pub fn shared_open_changes(&mut self) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        for (id, addrs) in &self.open {
+            let n = addrs.len() as u64;
+            if self.open_stored.insert(*id, n) != Some(n) {
+                out.push((*id, n));
+            }
+        }
+        out
     }
 
     /// Checks the namer's sightings against the kernel's name rules: blocks the addresses of
@@ -174,9 +206,12 @@ impl Learner {
             }
             for (ip, keep) in addresses {
                 let ip = ip.to_canonical();
-                if is_shared(namer, names, client, ip, &seen, now, now_ns) {
+                let id = holds.rule.rule_id;
+                if !self.block_shared.contains(&id) && is_shared(namer, names, client, ip, &seen, now, now_ns) {
                     done.shared += 1;
-                    tracing::info!(address = %ip, rule = holds.rule.rule_id, "not blocking a blocked name's address: it also serves a name no rule blocks");
+                    if self.open.entry(id).or_default().insert(ip) {
+                        tracing::info!(address = %ip, rule = id, "not blocking a blocked name's address: it also serves a name no rule blocks (--block-shared blocks it)");
+                    }
                     continue;
                 }
                 if self.put(blocks, IpNet::from(ip), holds.rule, now_ns + nanos(keep))? {

@@ -148,6 +148,9 @@ pub struct NewRule {
     pub expires: Option<i64>,
     /// A name rule's domains, canonical and without repeats; empty for an IP rule.
     pub domains: Vec<String>,
+    /// A name rule: block the addresses its names share with names no rule blocks too
+    /// (`--block-shared`); an existing rule given it keeps it.
+    pub block_shared: bool,
 }
 
 /// The SQL condition of an active rule at `?now` (unix ms): not ended, and not past its end
@@ -192,6 +195,15 @@ impl Writer<'_> {
                  WHERE id = ?1",
                 params![id, dropped as i64, refused as i64],
             )
+            .map_err(|e| explain_path(self.path, e))?;
+        Ok(())
+    }
+
+    /// Records how many addresses the daemon left open for name rule `id` because they also
+    /// serve names no rule blocks.
+    pub fn set_shared_open(&self, id: u32, n: u64) -> Result<()> {
+        self.conn
+            .execute("UPDATE block_rules SET shared_open = ?2 WHERE id = ?1", params![id, n as i64])
             .map_err(|e| explain_path(self.path, e))?;
         Ok(())
     }
@@ -245,6 +257,9 @@ impl Store {
                 Some((id, old_comment, old_expires)) => {
                     let comment_updated = new.comment.as_ref().is_some_and(|c| old_comment.as_ref() != Some(c));
                     let expires_updated = new.expires.is_some() && new.expires != old_expires;
+                    if new.block_shared {
+                        w.conn.execute("UPDATE block_rules SET block_shared = 1 WHERE id = ?1", [id])?;
+                    }
                     if comment_updated {
                         w.conn
                             .execute("UPDATE block_rules SET comment = ?2 WHERE id = ?1", params![id, new.comment])?;
@@ -260,9 +275,17 @@ impl Store {
                 None => {
                     w.conn
                         .execute(
-                            "INSERT INTO block_rules (kind, rule, client, comment, created, expires)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![kind.as_str(), new.rule, new.client, new.comment, now, new.expires],
+                            "INSERT INTO block_rules (kind, rule, client, comment, created, expires, block_shared)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            params![
+                                kind.as_str(),
+                                new.rule,
+                                new.client,
+                                new.comment,
+                                now,
+                                new.expires,
+                                new.block_shared
+                            ],
                         )
                         .map_err(|e| explain_path(w.path, e))?;
                     let id = u32::try_from(w.conn.last_insert_rowid()).context("rule ids past 2^32")?;
@@ -409,6 +432,13 @@ pub fn fold_dropped(conn: &Connection, id: u32, live: u64) -> rusqlite::Result<(
         params![id, live as i64],
     )?;
     Ok(())
+}
+
+/// The active name rules at `now_ms` that block shared addresses too (`--block-shared`).
+pub fn block_shared_rules(conn: &Connection, now_ms: i64) -> Result<std::collections::HashSet<u32>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM block_rules WHERE {ACTIVE} AND block_shared != 0"))?;
+    let ids = stmt.query_map([now_ms], |r| r.get(0))?;
+    ids.collect::<rusqlite::Result<_>>().context("reading the rules that block shared addresses")
 }
 
 /// Active rules (of `kind`, or all) at `now_ms`, oldest first.

@@ -1125,7 +1125,7 @@ pub(crate) mod tests {
         .unwrap();
         drop(c);
         let mut s = Store::open(&p).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 6);
+        assert_eq!(s.schema_version().unwrap(), schema::VERSION);
         let rules = s.stored_rules().unwrap();
         let got: Vec<(u32, blocks::RuleKind, &str, Option<&str>)> =
             rules.iter().map(|r| (r.id, r.kind, r.rule.as_str(), r.client.as_deref())).collect();

@@ -338,6 +338,15 @@ pub const MIGRATIONS: &[&str] = &[
     -- A query the kernel refused (answered NXDOMAIN, or reset over TCP) names the rule.
     ALTER TABLE dns_queries ADD COLUMN blocked_by INTEGER;  -- block_rules.id; NULL = not refused
     "#,
+    // 7: shared addresses of name rules.
+    r#"
+    -- A blocked name's address that also serves names no rule blocks (a CDN's) is left open by
+    -- default, so those names keep working; `--block-shared` blocks it anyway.
+    ALTER TABLE block_rules ADD COLUMN block_shared INTEGER NOT NULL DEFAULT 0;  -- 1: block them too
+    -- How many such addresses the daemon left open for the rule (name rules; the last count
+    -- a daemon wrote while the rule was active).
+    ALTER TABLE block_rules ADD COLUMN shared_open INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The source id of the daemon's live interface (`sources`, migration 5).

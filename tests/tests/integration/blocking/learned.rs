@@ -157,3 +157,54 @@ fn an_address_answered_before_the_rule_is_dropped_when_the_rule_comes() -> Resul
     t.stop()?;
     Ok(())
 }
+
+#[test]
+fn an_address_shared_with_an_allowed_name_stays_open_unless_block_shared() -> Result<()> {
+    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("tbl3")? else {
+        return Ok(());
+    };
+    t.start(&lab)?;
+    let resolver = Resolver::OnHost.addr(false);
+    let [allowed, blocked] = zone::SHARED_NAMES;
+    let shared = IpAddr::from(zone::SHARED_V4);
+    // The phone is told both names are at one address.
+    assert_resolves(&lab, &Ask::udp(resolver, allowed))?;
+    assert_resolves(&lab, &Ask::udp(resolver, blocked))?;
+    let seen = t.wait_for(super::WAIT, |t| {
+        t.try_json(&["dns"]).ok().is_some_and(|v| {
+            v.as_array().is_some_and(|a| [allowed, blocked].iter().all(|n| a.iter().any(|e| e["name"] == *n)))
+        })
+    });
+    ensure!(seen, "the daemon never logged both answers");
+
+    // By default the rule holds by name: the address stays open for the allowed name, and
+    // `tracker blocks` says so.
+    cli(&t, &["block-domain", blocked])?;
+    let shown = t.wait_for(super::WAIT, |t| {
+        blocks(t, false).ok().and_then(|rows| row_of(&rows, "domain", blocked).ok().map(|r| r["shared_open"] == 1))
+            == Some(true)
+    });
+    ensure!(shown, "shared_open never reached 1: {:#?}", blocks(&t, false)?);
+    assert!(fetched(&curl_addr(&lab, shared, CURL_MAX_S)?), "the shared address stays open");
+    let table = cli(&t, &["blocks"])?;
+    assert!(table.stdout.contains("left open") && table.stdout.contains("--block-shared"), "{}", table.stdout);
+    assert_refused(&lab, &Ask::udp(resolver, blocked))?;
+
+    // --block-shared given to the same block: the address goes too, within a rules tick.
+    cli(&t, &["block-domain", blocked, "--block-shared"])?;
+    let dropped = poll(|| Ok(!fetched(&curl_addr(&lab, shared, CURL_PROBE_S)?)))?;
+    ensure!(dropped.is_some(), "--block-shared left {shared} open:\n{}", t.log_tail());
+    let rows = blocks(&t, false)?;
+    let row = row_of(&rows, "domain", blocked)?;
+    assert_eq!(row["block_shared"], true, "{row:#}");
+    // With --client it is refused: the address tries hold for every device.
+    let bad = crate::common::run_cli(crate::common::tracker_with(
+        &t.db,
+        &t.pins,
+        &["block-domain", allowed, "--block-shared", "--client", &tracker_tests::lab::PHONE_V4.to_string()],
+    ))?;
+    assert!(bad.exited_nonzero() && bad.stderr.contains("--block-shared"), "{}", bad.describe());
+    assert!(row_of(&blocks(&t, false)?, "domain", allowed).is_err(), "nothing was changed");
+    t.stop()?;
+    Ok(())
+}

@@ -158,18 +158,12 @@ fn domain_rule(k: &mut Kernel, t: &mut TempStore, domain: &str, on: bool) -> Res
     }
 }
 
-#[test]
-fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended() -> Result<()> {
-    if !tracker_tests::root_or_skip() {
-        return Ok(());
-    }
-    let mut k = Kernel::load(L2_LEN_NONE)?;
-    let mut t = TempStore::new("learned")?;
-    let rule = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
+/// A namer that saw the phone ask an allowed name, then two names whose chains lead into
+/// `cdn.lab.test` (one to the allowed name's address: shared), and name a blocked host in a
+/// ClientHello to an address no answer gave.
+fn sightings() -> Namer {
     let mut namer = Namer::new(vec![], DEFAULT_GRACE);
     namer.sightings = Some(Vec::new());
-    let mut learner = Learner::default();
-
     // An allowed name first, on the address the blocked chain will also use: shared.
     exchange(&mut namer, 5000, 1, "shop.lab.test", &response(1, "shop.lab.test", None, SHARED_ADDR));
     exchange(&mut namer, 5001, 2, "www.lab.test", &response(2, "www.lab.test", Some("e1.cdn.lab.test"), CDN_ADDR));
@@ -181,6 +175,19 @@ fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended
     let clock = KernelClock::now();
     namer.event(Ok(Event::FirstPayload(Payload { header: h, len: hello.len() as u32, data: &hello })), clock);
 
+    namer
+}
+
+#[test]
+fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut k = Kernel::load(L2_LEN_NONE)?;
+    let mut t = TempStore::new("learned")?;
+    let rule = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
+    let mut namer = sightings();
+    let mut learner = Learner::default();
     let tables = &mut k.source.tables;
     let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
     assert_eq!(
@@ -188,6 +195,8 @@ fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended
         (2, 1, 2),
         "the chain's and the SNI's addresses; the shared one left open; both names whose chain led to cdn.lab.test"
     );
+    assert_eq!(learner.shared_open_changes(), [(rule, 1)], "one address left open, to be stored");
+    assert_eq!(learner.shared_open_changes(), [], "handed out once");
     let learned = tables.blocks.learned()?;
     let mut nets: Vec<IpNet> = learned.iter().map(|(n, _)| *n).collect();
     nets.sort();
@@ -287,5 +296,25 @@ fn a_rule_made_after_the_answer_blocks_the_address_the_device_holds() -> Result<
     // A rule is reviewed once.
     let tables = &mut k.source.tables;
     assert_eq!(learner.review(&namer, &active, &mut tables.names, &mut tables.blocks)?, Default::default());
+    Ok(())
+}
+
+#[test]
+fn block_shared_blocks_the_address_an_allowed_name_also_uses() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut k = Kernel::load(L2_LEN_NONE)?;
+    let mut t = TempStore::new("shared")?;
+    let rule = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
+    let mut namer = sightings();
+    let mut learner = Learner::default();
+    let active: std::collections::HashSet<u32> = [rule].into();
+    learner.set_rules(&active, active.clone());
+    let tables = &mut k.source.tables;
+    let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
+    assert_eq!((done.blocked, done.shared, done.aliases), (3, 0, 2), "the shared address too");
+    assert_eq!(learner.shared_open_changes(), []);
+    assert_eq!(k.xdp(&syn(SHARED_ADDR))?, XDP_DROP, "the allowed name's address is blocked: the user chose it");
     Ok(())
 }

@@ -30,6 +30,11 @@ pub struct BlockRow {
     pub queries_refused: u64,
     /// The two together.
     pub hits: u64,
+    /// A name rule's addresses that also serve names no rule blocks, which the daemon left
+    /// open so those names keep working (unless `block_shared`).
+    pub shared_open: u64,
+    /// A name rule made with `--block-shared`: it blocks such addresses too.
+    pub block_shared: bool,
     pub last_hit: Option<String>,
     pub created: String,
     /// When the rule ends (`--for`); `None`: until removed.
@@ -76,6 +81,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.id, r.kind, r.rule, r.client, r.comment, r.created, r.expires, r.ended, r.end_reason,
                     r.dropped_before, r.dropped_kernel, r.refused_before, r.refused_kernel, r.last_hit,
+                    r.shared_open, r.block_shared,
                     CASE WHEN r.kind = 'ip' THEN NULL
                          ELSE (SELECT count(*) FROM block_domains d WHERE d.rule = r.id) END
              FROM block_rules r
@@ -96,7 +102,9 @@ impl Store {
                 end_reason: r.get(8)?,
                 counts: [r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?],
                 last_hit: r.get(13)?,
-                domains: r.get(14)?,
+                shared_open: r.get(14)?,
+                block_shared: r.get(15)?,
+                domains: r.get(16)?,
             })
         })?;
         let mut out = Vec::new();
@@ -122,6 +130,8 @@ struct Raw {
     /// dropped_before, dropped_kernel, refused_before, refused_kernel.
     counts: [i64; 4],
     last_hit: Option<i64>,
+    shared_open: i64,
+    block_shared: bool,
     domains: Option<i64>,
 }
 
@@ -159,6 +169,8 @@ impl Raw {
             packets_dropped,
             queries_refused,
             hits: packets_dropped + queries_refused,
+            shared_open: self.shared_open.max(0) as u64,
+            block_shared: self.block_shared,
             last_hit: last_hit.map(timefmt::rfc3339),
             created: timefmt::rfc3339(self.created),
             expires: self.expires.map(timefmt::rfc3339),
