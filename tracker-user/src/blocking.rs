@@ -162,8 +162,13 @@ impl KernelBlocks {
     /// An address the daemon learned for name rule `id`, until `expires_ns` (see
     /// `daemon::learned`): marked, so that the address rules' reconcile leaves it alone.
     pub fn insert_learned(&mut self, net: &IpNet, id: u32, expires_ns: u64) -> Result<()> {
+        self.write_learned(net, BlockValue { rule_id: id, expires_ns, ..Default::default() })
+    }
+
+    /// Writes a learned entry's whole value (its counters too), marked learned.
+    pub fn write_learned(&mut self, net: &IpNet, v: BlockValue) -> Result<()> {
         self.gate.admit([net])?;
-        let v = BlockValue { rule_id: id, expires_ns, flags: tracker_common::BLOCK_LEARNED, ..Default::default() };
+        let v = BlockValue { flags: v.flags | tracker_common::BLOCK_LEARNED, ..v };
         match net {
             IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
             IpNet::V6(n) => self.v6.insert(&Key::new(n.prefix_len().into(), n.addr().octets()), v, 0),
@@ -265,7 +270,12 @@ impl KernelNames {
     /// to a blocked name, see `daemon::learned`): marked, so the name rules' reconcile keeps it
     /// while its rule is active.
     pub fn insert_learned(&mut self, key: &DomainKey, id: u32, expires_ns: u64) -> Result<()> {
-        let v = BlockValue { rule_id: id, expires_ns, flags: tracker_common::BLOCK_LEARNED, ..Default::default() };
+        self.write_learned(key, BlockValue { rule_id: id, expires_ns, ..Default::default() })
+    }
+
+    /// Writes a learned entry's whole value (its counters too), marked learned.
+    pub fn write_learned(&mut self, key: &DomainKey, v: BlockValue) -> Result<()> {
+        let v = BlockValue { flags: v.flags | tracker_common::BLOCK_LEARNED, ..v };
         self.map.insert(key, v, 0).context("adding a learned name to the kernel (is DOMAINS full?)")
     }
 

@@ -23,6 +23,8 @@
 //! A rule made after a device was answered is checked against the answers the namer still
 //! holds ([`Learner::review`]): an address the device learned before the rule is blocked too.
 
+mod claims;
+
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -31,7 +33,9 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tracker_common::{BLOCK_LEARNED, BlockValue, DomainKey, name::domain_hash};
+use tracker_common::{BlockValue, DomainKey, name::domain_hash};
+
+use self::claims::{Claim, Claims, Counted};
 
 use crate::{
     blocking::{KernelBlocks, KernelNames, name_key},
@@ -67,12 +71,16 @@ pub struct Expired {
     pub counted: HashMap<u32, (u64, u64)>,
 }
 
-/// The learned entries this daemon knows of, with their rule and end, to remove them when due
-/// or when their rule goes.
+/// The learned entries this daemon knows of, with the rules that want them and until when, to
+/// remove them when due or when their rules go.
 #[derive(Default)]
 pub struct Learner {
-    ends: HashMap<IpNet, (u32, u64)>,
-    aliases: HashMap<DomainKey, (u32, u64)>,
+    ends: Claims<IpNet>,
+    aliases: Claims<DomainKey>,
+    /// What entries counted before they passed to another rule: (dropped, refused) per rule,
+    /// handed out by the next [`Learner::expire`].
+    dropped: Counted,
+    refused: Counted,
     /// The name rules whose earlier answers [`Learner::review`] has checked.
     reviewed: HashSet<u32>,
     /// Rules that block shared addresses too (`--block-shared`).
@@ -93,10 +101,10 @@ impl Learner {
     /// Picks up the learned entries a previous daemon left in the tries and in `DOMAINS`.
     pub fn adopt(&mut self, blocks: &KernelBlocks, names: &KernelNames) -> Result<usize> {
         for (net, v) in blocks.learned()? {
-            self.ends.insert(net, (v.rule_id, v.expires_ns));
+            self.ends.adopt(net, &v);
         }
         for (key, v) in names.learned()? {
-            self.aliases.insert(key, (v.rule_id, v.expires_ns));
+            self.aliases.adopt(key, &v);
         }
         Ok(self.ends.len() + self.aliases.len())
     }
@@ -225,15 +233,8 @@ impl Learner {
     /// Puts one learned address in, or keeps the one there longer; never over an address
     /// rule, never past the rule's own end.
     fn put(&mut self, blocks: &mut KernelBlocks, net: IpNet, rule: BlockValue, end: u64) -> Result<bool> {
-        let end = bounded(end, &rule);
-        match blocks.get(&net) {
-            Some(v) if !is_learned(&v) => return Ok(false),
-            Some(v) if v.rule_id == rule.rule_id && v.expires_ns >= end => return Ok(false),
-            _ => {}
-        }
-        blocks.insert_learned(&net, rule.rule_id, end)?;
-        self.ends.insert(net, (rule.rule_id, end));
-        Ok(true)
+        let c = Claim { rule: rule.rule_id, end: bounded(end, &rule) };
+        self.ends.claim(blocks, net, c, &mut self.dropped)
     }
 
     /// Puts the name `asked`, whose CNAME chain leads to a name `holds` blocks, into `DOMAINS`
@@ -241,25 +242,17 @@ impl Learner {
     /// own entry.
     fn put_alias(&mut self, names: &mut KernelNames, asked: &str, holds: Holds, end: u64) -> Result<bool> {
         let Ok(hash) = domain_hash(asked.trim_end_matches('.')) else { return Ok(false) };
-        let key = name_key(hash, holds.client);
-        let end = bounded(end, &holds.rule);
-        match names.get(&key) {
-            Some(v) if !is_learned(&v) => return Ok(false),
-            Some(v) if v.rule_id == holds.rule.rule_id && v.expires_ns >= end => return Ok(false),
-            _ => {}
+        let c = Claim { rule: holds.rule.rule_id, end: bounded(end, &holds.rule) };
+        let put = self.aliases.claim(names, name_key(hash, holds.client), c, &mut self.refused)?;
+        if put {
+            tracing::info!(name = asked, rule = c.rule, "refusing a name whose CNAME chain leads to a blocked name");
         }
-        names.insert_learned(&key, holds.rule.rule_id, end)?;
-        self.aliases.insert(key, (holds.rule.rule_id, end));
-        tracing::info!(
-            name = asked,
-            rule = holds.rule.rule_id,
-            "refusing a name whose CNAME chain leads to a blocked name"
-        );
-        Ok(true)
+        Ok(put)
     }
 
     /// Removes the learned entries whose end has passed, and those of rules that are no
-    /// longer active (`active`: a rule unblocked or ended takes its entries with it).
+    /// longer active (`active`: a rule unblocked or ended takes its entries with it, except
+    /// those another rule still wants).
     pub fn expire(
         &mut self,
         names: &mut KernelNames,
@@ -267,29 +260,17 @@ impl Learner {
         now_ns: u64,
         active: Option<&HashSet<u32>>,
     ) -> Result<Expired> {
-        let gone = |(rule, end): &(u32, u64)| *end <= now_ns || active.is_some_and(|a| !a.contains(rule));
-        let mut out = Expired::default();
-        let due: Vec<IpNet> = self.ends.iter().filter(|(_, e)| gone(e)).map(|(n, _)| *n).collect();
-        for net in &due {
-            let Some((rule, _)) = self.ends.remove(net) else { continue };
-            // Only if it is still this learned entry: an address rule may have taken the
-            // address, or another rule learned it since.
-            if let Some(v) = blocks.get(net).filter(|v| is_learned(v) && v.rule_id == rule) {
-                blocks.remove(net)?;
-                out.counted.entry(rule).or_default().0 += v.packets_dropped;
-            }
-            out.addresses += 1;
+        let gone = |c: &Claim| c.end <= now_ns || active.is_some_and(|a| !a.contains(&c.rule));
+        let addresses = self.ends.release(blocks, gone, &mut self.dropped)?;
+        let aliases = self.aliases.release(names, gone, &mut self.refused)?;
+        let mut counted: HashMap<u32, (u64, u64)> = HashMap::new();
+        for (rule, n) in self.dropped.drain() {
+            counted.entry(rule).or_default().0 += n;
         }
-        let due: Vec<DomainKey> = self.aliases.iter().filter(|(_, e)| gone(e)).map(|(k, _)| *k).collect();
-        for key in &due {
-            let Some((rule, _)) = self.aliases.remove(key) else { continue };
-            if let Some(v) = names.get(key).filter(|v| is_learned(v) && v.rule_id == rule) {
-                names.remove(key)?;
-                out.counted.entry(rule).or_default().1 += v.packets_dropped;
-            }
-            out.aliases += 1;
+        for (rule, n) in self.refused.drain() {
+            counted.entry(rule).or_default().1 += n;
         }
-        Ok(out)
+        Ok(Expired { addresses, aliases, counted })
     }
 }
 
@@ -300,10 +281,6 @@ fn nanos(d: Duration) -> u64 {
 /// A rule's own end bounds what it teaches.
 fn bounded(end: u64, rule: &BlockValue) -> u64 {
     if rule.expires_ns != 0 { end.min(rule.expires_ns) } else { end }
-}
-
-fn is_learned(v: &BlockValue) -> bool {
-    v.flags & BLOCK_LEARNED != 0
 }
 
 /// The rule that blocks `name` now for `client` (or for every device with `client` `None`),

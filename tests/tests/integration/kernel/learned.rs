@@ -318,3 +318,49 @@ fn block_shared_blocks_the_address_an_allowed_name_also_uses() -> Result<()> {
     assert_eq!(k.xdp(&syn(SHARED_ADDR))?, XDP_DROP, "the allowed name's address is blocked: the user chose it");
     Ok(())
 }
+
+#[test]
+fn an_address_two_rules_learned_stays_until_neither_wants_it() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut k = Kernel::load(L2_LEN_NONE)?;
+    let mut t = TempStore::new("claims")?;
+    let first = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
+    let second = domain_rule(&mut k, &mut t, "ads.lab.test", true)?;
+    let mut namer = Namer::new(vec![], DEFAULT_GRACE);
+    namer.sightings = Some(Vec::new());
+    // Two chains, into either rule's domain, end at one address.
+    exchange(&mut namer, 5001, 1, "www.lab.test", &response(1, "www.lab.test", Some("e1.cdn.lab.test"), CDN_ADDR));
+    exchange(&mut namer, 5002, 2, "pixel.lab.test", &response(2, "pixel.lab.test", Some("x.ads.lab.test"), CDN_ADDR));
+    let mut learner = Learner::default();
+    let tables = &mut k.source.tables;
+    let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
+    assert_eq!((done.blocked, done.shared, done.aliases), (2, 0, 2), "both rules claim the address");
+    let cdn = IpNet::from(std::net::IpAddr::from(CDN_ADDR));
+    let holder = |k: &Kernel| k.source.tables.blocks.get(&cdn).map(|v| (v.rule_id, v.packets_dropped));
+    // The claim that ends last holds the entry; the two end together (one batch), and the
+    // older rule wins the tie.
+    assert_eq!(holder(&k), Some((first, 0)));
+    assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_DROP);
+
+    // The first rule goes: the entry passes to the second, its one drop kept for the first.
+    let now = timefmt::kernel_ns_now();
+    let tables = &mut k.source.tables;
+    let out = learner.expire(&mut tables.names, &mut tables.blocks, now, Some(&[second].into()))?;
+    assert_eq!((out.addresses, out.aliases), (0, 1), "the address stays; the first rule's alias goes");
+    assert_eq!(out.counted, [(first, (1, 0))].into());
+    assert_eq!(holder(&k), Some((second, 0)));
+    assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_DROP, "the second rule still wants it");
+    assert_eq!(k.xdp(&dns_query("www.lab.test"))?, XDP_PASS);
+    assert_eq!(k.xdp(&dns_query("pixel.lab.test"))?, XDP_TX);
+
+    // The second goes too: the address opens.
+    let tables = &mut k.source.tables;
+    let out = learner.expire(&mut tables.names, &mut tables.blocks, now, Some(&Default::default()))?;
+    assert_eq!((out.addresses, out.aliases), (1, 1));
+    assert_eq!(out.counted, [(second, (1, 1))].into());
+    assert_eq!(holder(&k), None);
+    assert_eq!(k.xdp(&syn(CDN_ADDR))?, XDP_PASS);
+    Ok(())
+}
