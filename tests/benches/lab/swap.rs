@@ -22,6 +22,14 @@
 //! throughput section measures the whole daemon against nothing. [`WINDOW`] is not a divisor of
 //! the sweep interval, so sweeps do not lock onto one kind of window.
 //!
+//! The throughput ratio is a noisy measure on this VM (window-to-window CV of 10-20 %), so the
+//! section also measures the programs' cost directly: with the kernel's run-time statistics on
+//! (BPF_ENABLE_STATS) it reads each program's run time and run count, and sets the time
+//! tracker's programs took beyond the empty ones' against the CPU time the whole machine spent
+//! (from /proc/stat) per packet at the hooks. When the tunnel is CPU-bound, as wireguard-go in
+//! user space makes it here, throughput falls by at most that share: a bound with no window
+//! noise in it.
+//!
 //! It fails only when a case did not do what it is named after: a swap not read back from the
 //! link (the link's `prog_id`), iperf3 ending early or failing, the daemon dying, or tracker's
 //! flows not holding the bytes that crossed while its programs were in (and only those).
@@ -234,6 +242,11 @@ impl Swapper {
         Ok(())
     }
 
+    /// The ids of tracker's programs and of the empty ones, in both hooks.
+    fn ids(&self) -> ([u32; 2], [u32; 2]) {
+        (self.hooks.each_ref().map(|h| h.tracker.id), self.hooks.each_ref().map(|h| h.empty.id))
+    }
+
     /// Fails unless both links run the programs of `self.now`.
     fn check(&self) -> Result<()> {
         for h in &self.hooks {
@@ -348,6 +361,55 @@ struct Run {
     /// iperf3's receiver figure over the whole run (both kinds of windows), Gbit/s.
     iperf_gbps: f64,
     load: String,
+    cost: Cost,
+}
+
+/// What the kernel's run-time statistics and /proc/stat measured over one direction's run.
+pub(super) struct Cost {
+    /// Run time (ns) and runs of tracker's two programs, and of the empty ones.
+    pub tracker: ProgStats,
+    pub empty: ProgStats,
+    /// CPU time every core spent busy (not idle, not waiting for I/O), ns, and of all cores
+    /// in the same time: busy or not, CPU-bound is when the two are near.
+    pub busy_ns: u64,
+    pub cores_ns: u64,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+pub(super) struct ProgStats {
+    pub ns: u64,
+    pub runs: u64,
+}
+
+impl std::ops::Sub for ProgStats {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        Self { ns: self.ns.saturating_sub(o.ns), runs: self.runs.saturating_sub(o.runs) }
+    }
+}
+
+/// The summed statistics of programs `ids` (both hooks' programs of one kind).
+fn prog_stats(ids: &[u32]) -> Result<ProgStats> {
+    let mut s = ProgStats::default();
+    // Bounded by the programs loaded on the machine.
+    for info in loaded_programs().filter_map(Result::ok).filter(|p| ids.contains(&p.id())) {
+        s.ns += u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+        s.runs += info.run_count();
+    }
+    Ok(s)
+}
+
+/// CPU time all cores spent busy since boot, ns: /proc/stat's first line less idle and iowait.
+fn busy_ns() -> Result<u64> {
+    let text = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text.lines().next().and_then(|l| l.strip_prefix("cpu ")).context("no cpu line in /proc/stat")?;
+    let f: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(f.len() >= 8, "short cpu line in /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal: the 4th and 5th are not busy.
+    let busy: u64 = f[..8].iter().sum::<u64>() - f[3] - f[4];
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    Ok(busy * (1_000_000_000 / hz))
 }
 
 fn sleep_until(t: Instant) {
@@ -363,6 +425,9 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
     let hook = Counter::hook(lab, dir, daemon.pid());
     let before_db = iperf_bytes_in_db(&daemon.db, &daemon.pins)?;
     let (first, _) = hook.read()?;
+    let (tracker_ids, empty_ids) = swapper.ids();
+    let (tracker0, empty0, busy0) = (prog_stats(&tracker_ids)?, prog_stats(&empty_ids)?, busy_ns()?);
+    let cost_start = Instant::now();
     // Bytes at the hook while the empty programs were in.
     let mut at_hook_empty = 0;
     let count = windows();
@@ -389,6 +454,13 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
         }
     }
     swapper.set(Prog::Tracker)?;
+    let cost = Cost {
+        tracker: prog_stats(&tracker_ids)? - tracker0,
+        empty: prog_stats(&empty_ids)? - empty0,
+        busy_ns: busy_ns()? - busy0,
+        cores_ns: u64::try_from(cost_start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            * std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+    };
     ensure!(iperf.try_status()?.is_none(), "iperf3 {} ended before the last window", dir.name());
     let status = iperf.wait_timeout(TAIL + IPERF_SLACK)?.context("iperf3 did not end")?;
     let (last, _) = hook.read()?;
@@ -411,7 +483,21 @@ fn direction(lab: &Lab, daemon: &mut Daemon, swapper: &mut Swapper, dir: Dir, sc
         Dir::Up => after_db.0 - before_db.0,
         Dir::Down => after_db.1 - before_db.1,
     };
-    Ok(Run { dir, windows, under_tracker: (last - first).saturating_sub(at_hook_empty), counted, iperf_gbps, load })
+    ensure!(
+        cost.tracker.runs > 0 && cost.empty.runs > 0,
+        "the kernel's run-time statistics counted no runs (tracker {:?}, empty {:?}): are they enabled?",
+        cost.tracker,
+        cost.empty
+    );
+    Ok(Run {
+        dir,
+        windows,
+        under_tracker: (last - first).saturating_sub(at_hook_empty),
+        counted,
+        iperf_gbps,
+        load,
+        cost,
+    })
 }
 
 /// Waits (at most QUIET_MAX) for the 1-minute load average to fall below QUIET_LOAD; says what
@@ -427,6 +513,10 @@ pub fn section(lab: &Lab) -> Result<()> {
     let pins = Pins::new("swap")?;
     let mut daemon = Daemon::start(lab, &dir.join("tracker.db"), &pins.0, &dir.join("daemon.log"))?;
     let mut swapper = Swapper::new(&pins.0)?;
+    // Run time and count per program while this fd is open (BPF_ENABLE_STATS, 5.8): a clock
+    // read around every run, for tracker's and the empty programs alike.
+    let _stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling the kernel's BPF run-time statistics")?;
     let mut runs = Vec::new();
     for d in [Dir::Up, Dir::Down] {
         runs.push(direction(lab, &mut daemon, &mut swapper, d, &dir)?);

@@ -133,7 +133,45 @@ pub(super) fn report(runs: &[Run], quiet: &str, swaps: u32) {
         );
         verdicts.push((r.dir, m, lo, hi));
     }
+    println!(
+        "\nCost at the hooks, from the kernel's run-time statistics (BPF_ENABLE_STATS) over each run, beside the \
+         machine's busy CPU time (/proc/stat, both cores) per packet that ran either kind of program:\n"
+    );
+    println!(
+        "| direction | tracker ns/run (runs) | empty ns/run (runs) | tracker beyond empty, ns/packet | machine CPU ns/packet \
+         | machine busy | tracker's share of the CPU | throughput bound |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut bounds = Vec::new();
+    for r in runs {
+        let c = &r.cost;
+        let per = |s: &super::ProgStats| s.ns as f64 / s.runs.max(1) as f64;
+        let beyond = (per(&c.tracker) - per(&c.empty)).max(0.0);
+        let packets = c.tracker.runs + c.empty.runs;
+        let cpu_per_packet = c.busy_ns as f64 / packets.max(1) as f64;
+        let share = beyond / cpu_per_packet;
+        bounds.push((r.dir, 1.0 - share));
+        println!(
+            "| {} | {:.0} ({}) | {:.0} ({}) | {beyond:.0} | {cpu_per_packet:.0} | {:.1} % | {:.3} % | >= {:.4} |",
+            r.dir.name(),
+            per(&c.tracker),
+            c.tracker.runs,
+            per(&c.empty),
+            c.empty.runs,
+            100.0 * c.busy_ns as f64 / c.cores_ns.max(1) as f64,
+            share * 100.0,
+            1.0 - share
+        );
+    }
     println!("\nTargets:");
+    for (dir, bound) in bounds {
+        println!(
+            "- {}: the programs' own cost bounds tracker / empty at >= {bound:.4} while the tunnel is CPU-bound: \
+             target {THROUGHPUT_TARGET} {}",
+            dir.name(),
+            if bound >= THROUGHPUT_TARGET { "met" } else { "not met" }
+        );
+    }
     for (dir, m, lo, hi) in verdicts {
         let met = if lo >= THROUGHPUT_TARGET {
             "yes (the whole interval)"
