@@ -8,6 +8,9 @@ use crate::{
 
 /// DNS over UDP and TCP (RFC 1035, RFC 7766); its payload goes to userspace for naming.
 pub const DNS_PORT: u16 = 53;
+/// DNS over TLS (RFC 7858 §3.1) and DNS over QUIC (RFC 9250 §4.1.1) both listen here: the one
+/// port a dns-bypass rule stops (`PORT_BLOCKS`).
+pub const ENCRYPTED_DNS_PORT: u16 = 853;
 
 /// One packet as its flow's entry counts it.
 #[derive(Clone, Copy, Debug)]

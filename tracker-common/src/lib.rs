@@ -39,6 +39,10 @@ pub mod names {
     pub const DOMAINS: &str = "DOMAINS";
     /// `PERCPU_ARRAY` of one entry: where a query's name is scanned and its reply assembled.
     pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
+    /// `HASH<PortKey, BlockValue>`: port rules (a dns-bypass rule's port 853), by device,
+    /// transport and port; looked up only for packets going up to
+    /// [`crate::account::ENCRYPTED_DNS_PORT`].
+    pub const PORT_BLOCKS: &str = "PORT_BLOCKS";
     /// The XDP program (ingress: traffic from the clients behind the interface).
     pub const PROG_XDP: &str = "tracker_xdp";
     /// The TC classifier attached to egress (traffic to the clients).
@@ -48,8 +52,19 @@ pub mod names {
     /// (tracker-user's `kernel::pins`).
     pub const OWNER: &str = "OWNER";
     /// Every map of the eBPF object, for pinning and for the kernel test that checks the object.
-    pub const ALL_MAPS: [&str; 10] =
-        [FLOWS_V4, FLOWS_V6, BLOCK_V4, BLOCK_V6, BLOCK_GATE, DOMAINS, COUNTERS, EVENTS, SCRATCH, DNS_SCRATCH];
+    pub const ALL_MAPS: [&str; 11] = [
+        FLOWS_V4,
+        FLOWS_V6,
+        BLOCK_V4,
+        BLOCK_V6,
+        BLOCK_GATE,
+        DOMAINS,
+        PORT_BLOCKS,
+        COUNTERS,
+        EVENTS,
+        SCRATCH,
+        DNS_SCRATCH,
+    ];
     /// Read-only globals set by the loader (`EbpfLoader::set_global`).
     pub const GLOBAL_L2_LEN: &str = "L2_LEN";
 }
@@ -64,6 +79,9 @@ pub mod defaults {
     /// Name rules (one per domain and device). Allocated as used (`BPF_F_NO_PREALLOC`), so a
     /// large limit costs nothing until a big list is imported.
     pub const DOMAIN_ENTRIES: u32 = 262_144;
+    /// Port rules: two (TCP and UDP) per device address a dns-bypass rule holds for, or two for
+    /// every device. A household needs tens.
+    pub const PORT_ENTRIES: u32 = 1024;
     /// Ring buffer size in bytes (a power of two, as the kernel requires).
     pub const EVENTS_BYTES: u32 = 4 << 20;
     /// Minimum gap between two block-hit events for the same rule.
@@ -239,6 +257,22 @@ pub struct DomainKey {
     pub client: [u8; 16],
 }
 
+/// Key of a port rule in `PORT_BLOCKS`: the device it holds for (all zero for every device),
+/// the transport and the remote port. The kernel looks these up only for packets going up to
+/// one port ([`account::ENCRYPTED_DNS_PORT`]); the key carries the port all the same, so an
+/// entry says what it stops.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PortKey {
+    /// The device's address as in [`FlowKey::client`] (IPv4 in the first 4 bytes).
+    pub client: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub protocol: u8,
+    pub _pad: [u8; 5],
+}
+
 /// Indexes into the `COUNTERS` per-CPU array. Userspace sums over CPUs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +416,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::BlockValue {}
     unsafe impl aya::Pod for super::DomainKey {}
+    unsafe impl aya::Pod for super::PortKey {}
 }
 
 const _: () = {
@@ -390,6 +425,7 @@ const _: () = {
     assert!(core::mem::size_of::<FlowStats>() == 56);
     assert!(core::mem::size_of::<BlockValue>() == 40);
     assert!(core::mem::size_of::<DomainKey>() == 24);
+    assert!(core::mem::size_of::<PortKey>() == 24);
     assert!(core::mem::size_of::<EventHeader>() == 56);
     assert!(core::mem::size_of::<PayloadEvent>() == 56 + 8 + PAYLOAD_CAP);
 };

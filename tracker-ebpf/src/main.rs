@@ -21,8 +21,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use tracker_common::{
     BlockValue, Counter, DIR_DOWN, DIR_UP, DomainKey, EventHeader, EventKind, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats,
-    PAYLOAD_CAP, PayloadEvent,
-    account::{self, Count, DNS_PORT},
+    PAYLOAD_CAP, PayloadEvent, PortKey,
+    account::{self, Count, DNS_PORT, ENCRYPTED_DNS_PORT},
     defaults, gate,
     parse::{ParseError, Parsed, parse},
 };
@@ -65,7 +65,11 @@ static EVENTS: RingBuf = RingBuf::pinned(defaults::EVENTS_BYTES, 0);
 static SCRATCH: PerCpuArray<PayloadEvent> = PerCpuArray::pinned(1, 0);
 #[map]
 static DNS_SCRATCH: PerCpuArray<refuse::DnsScratch> = PerCpuArray::pinned(1, 0);
+/// Port rules, by device, transport and port ([`bypass`]).
+#[map]
+static PORT_BLOCKS: HashMap<PortKey, BlockValue> = HashMap::pinned(defaults::PORT_ENTRIES, 0);
 
+mod bypass;
 mod refuse;
 
 /// `BPF_NOEXIST`: create only, so a racing CPU's entry is never overwritten.
@@ -73,7 +77,7 @@ const BPF_NOEXIST: u64 = 1;
 /// How many bytes of headers `tracker_tc_egress` wants in the linear part of the skb.
 const TC_PULL_LEN: u32 = 128;
 
-enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Drop,
     /// The packet was turned into a reply to its sender (XDP only: [`refuse`]).
@@ -110,6 +114,9 @@ pub(crate) trait Frame {
     const ANSWERS: bool;
     /// Answers a device's DNS query for a blocked name (only where [`Frame::ANSWERS`]).
     fn refuse(&self, p: &Parsed, now: u64) -> Option<Verdict>;
+    /// Stops a device's packet to the encrypted DNS port under a port rule (only where
+    /// [`Frame::ANSWERS`]: the reset for TCP goes back the way the segment came).
+    fn stop_bypass(&self, p: &Parsed, now: u64) -> Option<Verdict>;
 }
 
 impl Frame for XdpContext {
@@ -133,6 +140,10 @@ impl Frame for XdpContext {
             refuse::Refusal::Dropped => Some(Verdict::Drop),
         }
     }
+    #[inline(always)]
+    fn stop_bypass(&self, p: &Parsed, now: u64) -> Option<Verdict> {
+        bypass::stop(self, p, (self.end() - self.start()) as u32, now)
+    }
 }
 
 impl Frame for TcContext {
@@ -148,6 +159,10 @@ impl Frame for TcContext {
     /// Egress carries replies to the devices, never their queries.
     const ANSWERS: bool = false;
     fn refuse(&self, _: &Parsed, _: u64) -> Option<Verdict> {
+        None
+    }
+    /// Egress carries what comes back; stopping a device's packets going up is enough.
+    fn stop_bypass(&self, _: &Parsed, _: u64) -> Option<Verdict> {
         None
     }
 }
@@ -211,6 +226,16 @@ fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
         }
         return counted(ctx, &p, up, segs, now);
     }
+    // The port compare is the whole cost for every other packet: no map is read unless a
+    // device sends to the encrypted DNS port. Such a packet continues from map memory too,
+    // so the reset is verified once, not once per parser path.
+    if F::ANSWERS && up && p.remote_port == ENCRYPTED_DNS_PORT {
+        let Some(p) = refuse::forget_parse(&p) else { return Verdict::Pass };
+        if let Some(v) = ctx.stop_bypass(&p, now) {
+            return v;
+        }
+        return counted(ctx, &p, up, segs, now);
+    }
     counted(ctx, &p, up, segs, now)
 }
 
@@ -256,7 +281,7 @@ fn blocked(p: &Parsed, now: u64) -> Option<*mut BlockValue> {
 }
 
 #[inline(always)]
-fn on_block(rule: *mut BlockValue, p: &Parsed, up: bool, now: u64) {
+pub(crate) fn on_block(rule: *mut BlockValue, p: &Parsed, up: bool, now: u64) {
     let (rule_id, last_event) = unsafe {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*rule).packets_dropped, 1);
         (*rule).last_hit_ns = now;

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use tracker_common::{
-    BlockValue, Counter, DomainKey, EventKind, FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_ETHERNET,
+    BlockValue, Counter, DomainKey, EventKind, FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_ETHERNET, TCP_FIN,
     account::DNS_PORT,
     name::{self, MAX_NAME, NAME_BUF, NameScratch, SUFFIX_RING, Scanned},
     parse::Parsed,
@@ -58,7 +58,8 @@ const QUESTION_BUF: usize = 512;
 /// Bytes of the header areas of [`Reply`]: the largest, IPv6 with UDP and DNS, is 60.
 const HEADERS_BUF: usize = 64;
 
-/// Where a reply is assembled before it is written into the packet.
+/// Where a reply (a DNS answer, or a reset: [`reset_tcp`]) is assembled before it is written
+/// into the packet.
 #[repr(C)]
 pub struct Reply {
     /// The question, copied from the query and zero-padded to a word.
@@ -74,7 +75,7 @@ pub struct Reply {
 #[repr(C)]
 pub struct DnsScratch {
     name: NameScratch,
-    reply: Reply,
+    pub reply: Reply,
     /// [`Scanned`] on its way between the two halves of the scan (see [`name::find_labels`]).
     scanned: [u32; 2],
     /// The parse result on its way to the DNS path ([`forget_parse`]).
@@ -406,10 +407,18 @@ fn answer_udp(
     store(ctx, l3, r.headers.as_ptr(), clamp_len(ip_len + UDP_HDR + DNS_HDR, HEADERS_BUF as u32))
 }
 
-/// Turns the TCP segment into a reset from the resolver: RST+ACK acknowledging the segment,
-/// no payload.
+/// Turns the TCP segment into a reset from its remote end: RST+ACK acknowledging the segment
+/// (its SYN and FIN count as one byte each, RFC 9293 §3.4), no payload. Its sequence number is
+/// the one the segment acknowledged, which is what the device expects next: a reset there is
+/// accepted at once (RFC 5961 §3.2); for a SYN, which acknowledges nothing, the reset is
+/// accepted because it acknowledges the SYN (RFC 9293 §3.10.7.3) and connect() fails with
+/// ECONNREFUSED. A segment that is itself a reset is never answered (RFC 9293 §3.10.7.1):
+/// false, and the caller drops it.
 #[inline(always)]
-fn reset_tcp(ctx: &XdpContext, p: &Parsed, frame_len: u32, r: &mut Reply) -> bool {
+pub fn reset_tcp(ctx: &XdpContext, p: &Parsed, frame_len: u32, r: &mut Reply) -> bool {
+    if p.tcp_flags & tracker_common::TCP_RST != 0 {
+        return false;
+    }
     // The segment's own TCP header may carry options (Linux clients send timestamps: 32
     // bytes), so the header length alone cannot tell TCP options from IP options: the IP
     // header is read to see that it is plain. The reset has a 20-byte header, at the same place.
@@ -435,10 +444,12 @@ fn reset_tcp(ctx: &XdpContext, p: &Parsed, frame_len: u32, r: &mut Reply) -> boo
     let ip_len = ip_headers(p, &mut r.headers, &mut r.pseudo, IPPROTO_TCP, TCP_HDR);
     let ps_len = if p.family == FAMILY_V4 { 12usize } else { 40usize };
     let mut t = [0u8; TCP_HDR as usize];
-    put16(&mut t, 0, DNS_PORT);
+    put16(&mut t, 0, p.remote_port);
     put16(&mut t, 2, p.client_port);
     t[4..8].copy_from_slice(&ack.to_be_bytes());
-    t[8..12].copy_from_slice(&seq.wrapping_add(p.payload_len()).to_be_bytes());
+    let flags = p.tcp_flags;
+    let takes = p.payload_len() + u32::from(flags & tracker_common::TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+    t[8..12].copy_from_slice(&seq.wrapping_add(takes).to_be_bytes());
     t[12] = ((TCP_HDR / 4) as u8) << 4;
     t[13] = tracker_common::TCP_RST | tracker_common::TCP_ACK;
     for i in 0..t.len() {

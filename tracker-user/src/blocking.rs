@@ -96,11 +96,19 @@ pub fn covering_rules(rules: &[(u32, String)], net: &IpNet) -> Vec<String> {
         .collect()
 }
 
+mod ports;
+
+pub use ports::{KernelPorts, port_key};
+
 /// The kernel's block tries, opened from the daemon's loaded object or from the pins.
 pub struct KernelBlocks {
     v4: LpmTrie<MapData, [u8; 4], BlockValue>,
     v6: LpmTrie<MapData, [u8; 16], BlockValue>,
     gate: Gate,
+    /// The port rules, read here for their drops ([`KernelBlocks::counters`]), which count as
+    /// an address rule's do; the name side ([`KernelNames`]) keeps them equal to the rules.
+    /// `None` in pins of a tracker without port rules.
+    ports: Option<KernelPorts>,
 }
 
 /// One rule's counters as the kernel holds them.
@@ -112,18 +120,21 @@ pub struct KernelRule {
 }
 
 impl KernelBlocks {
-    pub fn from_maps(v4: Map, v6: Map, gate: Map) -> Result<Self> {
+    pub fn from_maps(v4: Map, v6: Map, gate: Map, ports: Option<KernelPorts>) -> Result<Self> {
         Ok(Self {
             v4: LpmTrie::try_from(v4).context("BLOCK_V4 is not an LPM trie")?,
             v6: LpmTrie::try_from(v6).context("BLOCK_V6 is not an LPM trie")?,
             gate: Gate::from_map(gate)?,
+            ports,
         })
     }
 
     /// The pinned tries, or `None` when no daemon has pinned them since boot.
     pub fn open_pinned(pins: &PinDir) -> Result<Option<Self>> {
         match (pins.open_map(names::BLOCK_V4)?, pins.open_map(names::BLOCK_V6)?, pins.open_map(names::BLOCK_GATE)?) {
-            (Some(v4), Some(v6), Some(gate)) => Ok(Some(Self::from_maps(v4, v6, gate)?)),
+            (Some(v4), Some(v6), Some(gate)) => {
+                Ok(Some(Self::from_maps(v4, v6, gate, KernelPorts::open_pinned(pins)?)?))
+            }
             _ => Ok(None),
         }
     }
@@ -218,10 +229,15 @@ impl KernelBlocks {
     }
 
     /// Live counters by rule id, for `tracker blocks` and the sweep: an address rule has one
-    /// entry, a name rule one per learned address, summed.
+    /// entry, a name rule one per learned address and (a dns-bypass rule) per port entry,
+    /// summed.
     pub fn counters(&self) -> Result<HashMap<u32, KernelRule>> {
         let mut out: HashMap<u32, KernelRule> = HashMap::new();
-        for (_, r) in self.entries()? {
+        let ports = match &self.ports {
+            Some(p) => p.entries()?.into_iter().map(|(_, v)| kernel_rule(v)).collect(),
+            None => Vec::new(),
+        };
+        for r in self.entries()?.into_iter().map(|(_, r)| r).chain(ports) {
             out.entry(r.rule_id)
                 .and_modify(|k| {
                     k.packets_dropped += r.packets_dropped;
@@ -233,9 +249,12 @@ impl KernelBlocks {
     }
 }
 
-/// The kernel's name rules (`DOMAINS`): one entry per domain hash and device.
+/// The kernel's name rules (`DOMAINS`): one entry per domain hash and device; and the port
+/// rules a dns-bypass rule adds to its names (`PORT_BLOCKS`, `None` in pins of a tracker
+/// without them), kept equal to the rules with the names (`rules::kernel::reconcile`).
 pub struct KernelNames {
     map: BpfHashMap<MapData, DomainKey, BlockValue>,
+    pub ports: Option<KernelPorts>,
 }
 
 /// A name rule's key: the domain's hash and the device it holds for (`None`: every device).
@@ -250,13 +269,14 @@ pub fn name_key(hash: u64, client: Option<IpAddr>) -> DomainKey {
 }
 
 impl KernelNames {
-    pub fn from_map(map: Map) -> Result<Self> {
-        Ok(Self { map: BpfHashMap::try_from(map).with_context(|| format!("map {}", names::DOMAINS))? })
+    pub fn from_maps(map: Map, ports: Option<KernelPorts>) -> Result<Self> {
+        Ok(Self { map: BpfHashMap::try_from(map).with_context(|| format!("map {}", names::DOMAINS))?, ports })
     }
 
-    /// The pinned map, or `None` when no daemon has pinned it since boot.
+    /// The pinned maps, or `None` when no daemon has pinned `DOMAINS` since boot.
     pub fn open_pinned(pins: &PinDir) -> Result<Option<Self>> {
-        pins.open_map(names::DOMAINS)?.map(Self::from_map).transpose()
+        let Some(map) = pins.open_map(names::DOMAINS)? else { return Ok(None) };
+        Ok(Some(Self::from_maps(map, KernelPorts::open_pinned(pins)?)?))
     }
 
     /// Inserts a fresh entry (zero counters) for rule `id`; `expires_ns` on the kernel's coarse

@@ -30,6 +30,7 @@ use tracker_common::{
     IPPROTO_UDP, L2_LEN_ETHERNET, L2_LEN_NONE, names, user::Event,
 };
 
+mod bypass;
 mod learned;
 mod refuse;
 mod rules;

@@ -2,6 +2,7 @@
 //! command that reads the store or the pinned maps and prints through [`output`].
 
 mod block;
+mod bypass;
 mod dns;
 mod entities;
 mod experiment;
@@ -249,9 +250,38 @@ tracker import-blocklist trackers.txt --name trackers --client phone"
     /// Remove an imported blocklist, all its domains at once: `tracker unblock-list ads`.
     #[command(name = "unblock-list")]
     UnblockList(names::UnblockNameArgs),
+    /// Stop encrypted DNS that walks around the name rules (DoT, DoQ, DoH); off by default.
+    #[command(
+        name = "block-dns-bypass",
+        long_about = "Name rules work on the DNS queries the VPN host sees: plain DNS, whichever \
+resolver a device asks. A device or app that resolves names over an encrypted channel walks \
+around them. This rule stops the encrypted channels the host can recognise, so apps fall back to \
+plain DNS, where the name rules hold:\n\n\
+- DNS over TLS and DNS over QUIC (port 853, TCP and UDP): a device's connection is reset at once \
+(TCP) or its datagrams dropped (QUIC), in the kernel;\n\
+- DNS over HTTPS: the public resolvers' DoH names (dns.google, cloudflare-dns.com, \
+dns.quad9.net, dns.nextdns.io, ... as tracker ships them) are refused as block-domain refuses a \
+name, and so is Firefox's canary domain use-application-dns.net, which tells Firefox to keep its \
+default DoH off.\n\n\
+What it breaks: a phone whose Private DNS is set to a hostname (Android: Settings, Network, \
+Private DNS) resolves nothing until Private DNS is turned off or set to automatic; an app that \
+insists on its own encrypted resolver fails. Firefox's and Chrome's secure DNS in their default \
+modes, and Private DNS on automatic, fall back to plain DNS.\n\n\
+What it cannot stop: DoH to an address an app has built in (https://1.1.1.1/dns-query) looks \
+like any HTTPS connection; a VPN inside the VPN hides everything.\n\n\
+Off by default because it changes how devices resolve names: someone who turned encrypted DNS \
+on chose it, and should know before it stops. Undo with `tracker unblock-dns-bypass`.\n\n\
+Examples:\n  tracker block-dns-bypass --dry-run   what it would have stopped this week\n  \
+tracker block-dns-bypass\n  tracker block-dns-bypass --client phone --for 1h\n  \
+tracker unblock-dns-bypass"
+    )]
+    BlockDnsBypass(bypass::BlockBypassArgs),
+    /// Remove the rule added with block-dns-bypass (`--client` for a device's rule).
+    #[command(name = "unblock-dns-bypass")]
+    UnblockDnsBypass(bypass::UnblockBypassArgs),
     /// List block rules: kind, origin, device, created, expires, hits (dropped or refused).
     #[command(long_about = "Lists the active block rules: id (the DNS log's `blocked_by`), kind \
-(ip, domain, company, service, list), the rule, its origin (manual, or the company, service or \
+(ip, domain, company, service, list, dns-bypass), the rule, its origin (manual, or the company, service or \
 list it came from), the device it holds for (or all), how many domains it covers, hits (packets \
 dropped for an address rule, DNS queries refused for a name rule, counted across restarts and \
 reboots), the last hit, when it was made, when it ends and the time left. `--expired` adds the \
@@ -365,6 +395,8 @@ pub fn main() -> ExitCode {
         Command::UnblockCompany(ref args) => names::unblock_company(&cli.global, args),
         Command::UnblockService(ref args) => names::unblock_service(&cli.global, args),
         Command::UnblockList(ref args) => names::unblock_list(&cli.global, args),
+        Command::BlockDnsBypass(ref args) => bypass::block_dns_bypass(&cli.global, args),
+        Command::UnblockDnsBypass(ref args) => bypass::unblock_dns_bypass(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
         Command::Experiment(ref args) => experiment::run(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),

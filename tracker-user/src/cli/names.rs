@@ -152,7 +152,13 @@ pub fn import_blocklist(global: &Global, args: &ImportBlocklistArgs) -> Result<(
 }
 
 /// Stores a name rule and applies it to the kernel; prints what happened.
-fn block(global: &Global, table: &EntityTable, target: Target, opts: &RuleOptions, what: &str) -> Result<Coverage> {
+pub(super) fn block(
+    global: &Global,
+    table: &EntityTable,
+    target: Target,
+    opts: &RuleOptions,
+    what: &str,
+) -> Result<Coverage> {
     if opts.block_shared && opts.client.is_some() {
         bail!(
             "--block-shared with --client: the kernel's address rules hold for every device (their key has no \
@@ -315,7 +321,7 @@ pub fn unblock_list(global: &Global, args: &UnblockNameArgs) -> Result<()> {
 
 /// Ends the active rule of `kind` named `text` (any case) for `client`, and takes its entries
 /// out of the kernel (a key another rule also covers goes to that rule).
-fn unblock(global: &Global, kind: RuleKind, text: &str, client: Option<&str>, what: &str) -> Result<()> {
+pub(super) fn unblock(global: &Global, kind: RuleKind, text: &str, client: Option<&str>, what: &str) -> Result<()> {
     let (_, mut store, mut kernel) = open_for_change(global, what)?;
     let devices = store.devices()?;
     // The device as stored: resolved as when blocking, or the text itself for one no longer
@@ -332,13 +338,14 @@ fn unblock(global: &Global, kind: RuleKind, text: &str, client: Option<&str>, wh
                 .client
                 .as_deref()
                 .map_or_else(String::new, |c| format!(" --client {}", cover::stored_device_label(&devices, c)));
+            // The dns-bypass rule has one text, which its command does not take.
+            let shown = if kind == RuleKind::DnsBypass { String::new() } else { format!(" {}", other.rule) };
             bail!(
-                "no {kind} rule for {} for {}, but there is one for {}: `tracker unblock-{kind} {}{flag}` \
+                "no {kind} rule for {} for {}, but there is one for {}: `tracker unblock-{kind}{shown}{flag}` \
                  removes it",
                 quoted(text),
                 label(&stored_client),
                 label(&other.client),
-                other.rule
             );
         }
         if kind == RuleKind::Domain

@@ -8,7 +8,7 @@ use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use tracker_common::{Counter, FAMILY_V4, FlowKey, FlowKeyV4, FlowStats, names};
 
 use super::sys;
-use crate::blocking::{KernelBlocks, KernelNames};
+use crate::blocking::{KernelBlocks, KernelNames, KernelPorts};
 
 /// The kernel tables the daemon sweeps.
 pub struct Tables {
@@ -22,11 +22,17 @@ impl Tables {
     /// Takes the tables and the event ring out of a loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<(Self, RingBuf<MapData>)> {
         let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing"));
+        let ports = KernelPorts::from_map(take(names::PORT_BLOCKS)?)?;
         let tables = Self {
             flows: FlowTables::from_maps(take(names::FLOWS_V4)?, take(names::FLOWS_V6)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
-            blocks: KernelBlocks::from_maps(take(names::BLOCK_V4)?, take(names::BLOCK_V6)?, take(names::BLOCK_GATE)?)?,
-            names: KernelNames::from_map(take(names::DOMAINS)?)?,
+            blocks: KernelBlocks::from_maps(
+                take(names::BLOCK_V4)?,
+                take(names::BLOCK_V6)?,
+                take(names::BLOCK_GATE)?,
+                Some(ports.duplicate()?),
+            )?,
+            names: KernelNames::from_maps(take(names::DOMAINS)?, Some(ports))?,
         };
         Ok((tables, RingBuf::try_from(take(names::EVENTS)?)?))
     }

@@ -29,6 +29,8 @@ pub enum Target {
     Service(String),
     /// A list's name and its entries (already read: [`super::blocklist`]).
     List { name: String, domains: Vec<String> },
+    /// Encrypted DNS: the shipped DoH names ([`super::bypass`]), and port 853 besides.
+    DnsBypass,
 }
 
 /// The device a rule holds for.
@@ -83,6 +85,7 @@ pub fn resolve(table: &EntityTable, devices: &DeviceList, target: &Target, clien
             check_list_name(name)?;
             (RuleKind::List, name.clone(), domains.clone())
         }
+        Target::DnsBypass => (RuleKind::DnsBypass, super::bypass::RULE.to_owned(), super::bypass::names()),
     };
     domains.sort();
     domains.dedup();

@@ -1,6 +1,9 @@
 //! The kernel's name map (`DOMAINS`) kept equal to the active name rules: one entry per domain
 //! and device address (or for every device), the most specific rule's when two cover the same
 //! key, and the queries each entry refused carried into its rule's history when the entry goes.
+//! The dns-bypass rules' port entries follow in the same call ([`super::bypass::reconcile`]), so
+//! every path that keeps names current (a block command, the daemon's start, a rule's end, a
+//! device's new address) keeps them current too.
 
 use std::collections::HashMap;
 
@@ -89,6 +92,8 @@ pub struct Applied {
     pub replaced: usize,
     /// Entries in the map afterwards.
     pub entries: usize,
+    /// Entries in the port map afterwards; `None` without one (pins of an older tracker).
+    pub ports: Option<usize>,
 }
 
 /// Ends differing by more than this are rewritten: two readings of the clocks a moment apart
@@ -156,6 +161,9 @@ pub fn reconcile(conn: &Connection, kernel: &mut KernelNames, devices: &DeviceLi
     }
     fold_counts(conn, &kept, &gone)?;
     applied.entries = wanted.len();
+    if let Some(ports) = kernel.ports.as_mut() {
+        applied.ports = Some(super::bypass::reconcile(conn, ports, devices, now_ms)?);
+    }
     Ok(applied)
 }
 

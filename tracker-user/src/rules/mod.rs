@@ -1,8 +1,10 @@
-//! Name rules as users give them (a domain, a company, a service, a blocklist; for one device or
-//! all; for a time or until removed): the domains they cover ([`cover`], [`blocklist`]), and the
-//! kernel's `DOMAINS` map kept equal to the active rules ([`kernel`]).
+//! Name rules as users give them (a domain, a company, a service, a blocklist, encrypted DNS;
+//! for one device or all; for a time or until removed): the domains they cover ([`cover`],
+//! [`blocklist`], [`bypass`]), and the kernel's `DOMAINS` map kept equal to the active rules
+//! ([`kernel`]), with the dns-bypass rule's ports.
 
 pub mod blocklist;
+pub mod bypass;
 pub mod cover;
 pub mod kernel;
 

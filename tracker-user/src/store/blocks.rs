@@ -29,10 +29,15 @@ pub enum RuleKind {
     Service,
     /// The domains of an imported blocklist.
     List,
+    /// Encrypted DNS that walks around the name rules (`block-dns-bypass`): port 853 (DoT,
+    /// DoQ) in the kernel's port map, and the public resolvers' DoH names as a name rule.
+    #[serde(rename = "dns-bypass")]
+    #[value(name = "dns-bypass")]
+    DnsBypass,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 5] = [Self::Ip, Self::Domain, Self::Company, Self::Service, Self::List];
+    pub const ALL: [RuleKind; 6] = [Self::Ip, Self::Domain, Self::Company, Self::Service, Self::List, Self::DnsBypass];
 
     /// The stored text.
     pub fn as_str(self) -> &'static str {
@@ -42,6 +47,7 @@ impl RuleKind {
             Self::Company => "company",
             Self::Service => "service",
             Self::List => "list",
+            Self::DnsBypass => "dns-bypass",
         }
     }
 
@@ -49,19 +55,22 @@ impl RuleKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Whether the rule is enforced by name (the kernel's `DOMAINS` map), not by address.
+    /// Whether the rule is enforced by name (the kernel's `DOMAINS` map), not by address. A
+    /// dns-bypass rule is, and has its port entries besides (kept with its names).
     pub fn is_name(self) -> bool {
         self != Self::Ip
     }
 
     /// When two name rules cover the same name for the same device, the kernel entry is the
     /// higher one's: a domain the user named beats a service, a service its company, and any of
-    /// them a list someone else wrote.
+    /// them a list someone else wrote; the dns-bypass rule's resolver names sit between an
+    /// entity and a list.
     pub fn specificity(self) -> u8 {
         match self {
-            Self::Domain => 4,
-            Self::Service => 3,
-            Self::Company => 2,
+            Self::Domain => 5,
+            Self::Service => 4,
+            Self::Company => 3,
+            Self::DnsBypass => 2,
             Self::List => 1,
             Self::Ip => 0,
         }
@@ -538,7 +547,10 @@ mod tests {
             v.sort_by_key(|k| std::cmp::Reverse(k.specificity()));
             v
         };
-        assert_eq!(order, [RuleKind::Domain, RuleKind::Service, RuleKind::Company, RuleKind::List, RuleKind::Ip]);
+        assert_eq!(
+            order,
+            [RuleKind::Domain, RuleKind::Service, RuleKind::Company, RuleKind::DnsBypass, RuleKind::List, RuleKind::Ip]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracker_tests::hostile_dns::{query_for, question_for, with_edns};
 
 use super::{HOST4, HOST6, Kernel, MAC_A, MAC_B, PHONE4, PHONE6, XDP_DROP, XDP_PASS, eth, udp4, udp6};
 
-const XDP_TX: u32 = 3;
+pub(super) const XDP_TX: u32 = 3;
 const OTHER_PHONE4: [u8; 4] = [10, 77, 0, 3];
 
 /// A stub resolver's query, as dig sends it: id 0x1234, RD set, one question, an EDNS record.
@@ -26,7 +26,7 @@ fn query(name: &str, qtype: u16) -> Vec<u8> {
 
 impl Kernel {
     /// Runs the XDP program and returns its verdict and the packet as it left.
-    fn xdp_out(&mut self, pkt: &[u8]) -> Result<(u32, Vec<u8>)> {
+    pub(super) fn xdp_out(&mut self, pkt: &[u8]) -> Result<(u32, Vec<u8>)> {
         let prog = kernel::prog_xdp(&mut self.ebpf)?;
         let mut out = vec![0u8; pkt.len() + 256];
         let mut opts = TestRunOptions::new();
@@ -68,7 +68,7 @@ fn ones_sum(parts: &[&[u8]]) -> u16 {
 
 /// Checks the reply's IP and transport checksums and returns (source, destination, source
 /// port, destination port, transport payload).
-fn check_reply(out: &[u8], l2: usize) -> (Vec<u8>, Vec<u8>, u16, u16, Vec<u8>) {
+pub(super) fn check_reply(out: &[u8], l2: usize) -> (Vec<u8>, Vec<u8>, u16, u16, Vec<u8>) {
     let pkt = SlicedPacket::from_ip(&out[l2..]).expect("the reply parses");
     let (src, dst, pseudo_tail): (Vec<u8>, Vec<u8>, Vec<u8>) = match &pkt.net {
         Some(etherparse::NetSlice::Ipv4(ip)) => {
