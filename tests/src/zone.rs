@@ -250,6 +250,14 @@ const fn world_v6(last: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, last)
 }
 
+/// A public resolver's DNS-over-HTTPS and DNS-over-TLS name (Google's), on addresses of its own
+/// whose port 853 the lab serves once a test starts it ([`crate::Lab::start_dot`]): what
+/// `tracker block-dns-bypass` refuses and stops. Not among [`WORLD_HOSTS`], which tests connect
+/// to as ordinary web hosts.
+pub const DNS_GOOGLE: &str = "dns.google";
+pub const DNS_GOOGLE_V4: Ipv4Addr = world_v4(71);
+pub const DNS_GOOGLE_V6: Ipv6Addr = world_v6(0x71);
+
 /// TTLs of the real world: company names, CNAMEs into the CDN, the CDN's edge name.
 pub const WORLD_TTL: u32 = 300;
 pub const WORLD_CNAME_TTL: u32 = 3600;
@@ -257,7 +265,7 @@ pub const EDGE_TTL: u32 = 20;
 
 /// The registrable domains the real world's names are in: the resolvers answer for these (and
 /// `lab.test`) and refuse every other name.
-pub const WORLD_DOMAINS: [&str; 11] = [
+pub const WORLD_DOMAINS: [&str; 12] = [
     "apple.com",
     "icloud.com",
     "google.com",
@@ -269,6 +277,7 @@ pub const WORLD_DOMAINS: [&str; 11] = [
     "example.org",
     "edgekey.net",
     "akamaiedge.net",
+    DNS_GOOGLE,
 ];
 
 /// Every record of the real world (see the module doc), in order: each host's A and AAAA, then
@@ -284,6 +293,8 @@ pub fn world() -> Vec<Record> {
         rec(AKAMAI_CHAIN[1], WORLD_CNAME_TTL, Data::Cname(AKAMAI_CHAIN[2])),
         rec(AKAMAI_CHAIN[2], EDGE_TTL, Data::A(AKAMAI_V4)),
         rec(AKAMAI_CHAIN[2], EDGE_TTL, Data::Aaaa(AKAMAI_V6)),
+        rec(DNS_GOOGLE, WORLD_TTL, Data::A(DNS_GOOGLE_V4)),
+        rec(DNS_GOOGLE, WORLD_TTL, Data::Aaaa(DNS_GOOGLE_V6)),
     ]);
     out
 }

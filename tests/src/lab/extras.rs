@@ -15,11 +15,17 @@
 //! [`STUN_ALT_PORT`]; `stun` (Debian's `stun-client`) is the client. Both are IPv4-only
 //! (stund), or both families (dropbear). All addresses are documentation addresses.
 //!
+//! A stand-in for a public resolver's encrypted DNS ([`Lab::start_dot`]) listens on port 853 of
+//! [`zone::DNS_GOOGLE_V4`] and [`zone::DNS_GOOGLE_V6`].
+//!
 //! A test may also record what crosses one of the lab's interfaces: [`Lab::start_capture`] runs
 //! tcpdump there into a pcap file (raw IP on the WireGuard interface, Ethernet on a veth).
 
-use super::{Lab, Ns, POLL, START_TIMEOUT, VPN_TUN_V4, VPN_WG_PORT, find_program, public_key, resolv_conf, run};
+use super::{
+    Lab, Ns, POLL, START_TIMEOUT, VPN_TUN_V4, VPN_WG_PORT, find_program, public_key, python, resolv_conf, run,
+};
 use crate::cmd::{ChildGuard, have_program, wait_until};
+use crate::zone;
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -44,6 +50,8 @@ pub const STUN_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 78);
 pub const STUN_ALT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 79);
 pub const STUN_PORT: u16 = 3478;
 pub const STUN_ALT_PORT: u16 = 3479;
+/// DNS over TLS and over QUIC (RFC 7858, RFC 9250): the stand-in's port ([`Lab::start_dot`]).
+pub const DOT_PORT: u16 = 853;
 
 /// The SSH and STUN servers' addresses: on the internet namespace's loopback in every lab (an
 /// address costs nothing), served only once [`Lab::start_ssh`] / [`Lab::start_stun`] ran.
@@ -139,6 +147,38 @@ impl Lab {
             Ok(run(names.cmd(Ns::Net, "ss").args(["-Hltn", &filter]))?.lines().count() >= 2)
         })?;
         Ok(public)
+    }
+
+    /// Starts the stand-in for a public resolver's DNS over TLS and over QUIC: a second
+    /// `labsrv.py` on [`zone::DNS_GOOGLE_V4`] and [`zone::DNS_GOOGLE_V6`] with both its ports at
+    /// [`DOT_PORT`]. Its TCP listener (HTTP, which no client here gets far enough to notice)
+    /// accepts connections and its UDP socket echoes datagrams: enough to tell a connection or a
+    /// datagram that got through from one that was stopped. Waits until it is bound.
+    pub fn start_dot(&mut self) -> Result<()> {
+        let script = self.dir.join("labsrv.py");
+        ensure!(script.exists(), "the lab's server script is written when the lab comes up");
+        let ready = self.dir.join("dot.ready");
+        let (script, www, ready_arg) =
+            (script.display().to_string(), self.www_dir.display().to_string(), ready.display().to_string());
+        let (v4, v6, port) = (zone::DNS_GOOGLE_V4.to_string(), zone::DNS_GOOGLE_V6.to_string(), DOT_PORT.to_string());
+        let argv = [
+            python(),
+            &script,
+            "--www",
+            &www,
+            "--ready",
+            &ready_arg,
+            "--addr",
+            &v4,
+            "--addr",
+            &v6,
+            "--http-port",
+            &port,
+            "--udp-port",
+            &port,
+        ];
+        self.start_server(Ns::Net, &argv)?;
+        self.wait_for_last_server("the encrypted DNS stand-in to listen on port 853", |_| Ok(ready.exists()))
     }
 
     /// Starts stund in the internet namespace on [`STUN_V4`]/[`STUN_ALT_V4`], ports

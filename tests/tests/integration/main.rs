@@ -4,6 +4,7 @@
 //! - [`kernel`]: the real programs under BPF_PROG_TEST_RUN, on crafted packets and captures;
 //! - [`lab`]: the namespace lab itself (tunnel, resolvers, servers, teardown);
 //! - [`e2e`]: the real daemon and CLI on the lab's wireguard-go `wg0`: counting and blocking;
+//! - [`bypass`]: `block-dns-bypass` against encrypted DNS through the lab's tunnel;
 //! - [`names`]: naming flows from real resolvers, TLS and HTTP clients;
 //! - [`careless`]: careless and hostile use (issue 8);
 //! - [`page`]: the report's HTML page in headless Chromium;
@@ -20,6 +21,7 @@
 //! `cargo xtask test -- --test integration names::`.
 
 mod blocking;
+mod bypass;
 mod careless;
 mod common;
 mod differential;
