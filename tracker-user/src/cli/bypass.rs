@@ -44,14 +44,16 @@ pub fn block_dns_bypass(global: &Global, args: &BlockBypassArgs) -> Result<()> {
     }
     let device =
         cov.device.as_ref().map_or_else(|| "every device".to_owned(), |d| escape_controls(&d.label).into_owned());
-    println!("port 853 is stopped for {device}: DNS over TLS connections are reset, DNS over QUIC datagrams dropped");
+    let what = "DNS over TLS connections are reset, DNS over QUIC datagrams dropped";
     let pins = PinDir(global.pin_dir.clone());
-    let names_pinned = pins.map(tracker_common::names::DOMAINS).exists();
-    if names_pinned && !pins.map(tracker_common::names::PORT_BLOCKS).exists() {
-        println!(
-            "note: the pinned kernel maps are a tracker's without port rules: port 853 is stopped from the next \
-             start of `tracker run` (the names are refused now)"
-        );
+    let pinned = |name: &str| pins.map(name).exists();
+    match (pinned(tracker_common::names::DOMAINS), pinned(tracker_common::names::PORT_BLOCKS)) {
+        (_, true) => println!("port 853 is stopped for {device} too: {what}"),
+        (true, false) => println!(
+            "port 853 is stopped for {device} from the next start of `tracker run` ({what}): the pinned kernel maps \
+             are an older tracker's, without port rules; the names are refused now"
+        ),
+        (false, false) => println!("port 853 is stopped for {device} too when `tracker run` starts: {what}"),
     }
     Ok(())
 }

@@ -160,6 +160,8 @@ impl Raw {
             kind,
             origin: match kind {
                 RuleKind::Ip | RuleKind::Domain => "manual".into(),
+                // Its names are tracker's shipped list (`data/dns-bypass.txt`).
+                RuleKind::DnsBypass => "built-in list".into(),
                 _ => format!("{kind} {}", self.rule),
             },
             device: self.client.as_deref().map_or_else(|| "all".into(), device_label),
