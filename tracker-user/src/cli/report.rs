@@ -48,9 +48,8 @@ pub struct ReportArgs {
     pub format: Format,
 }
 
-/// The companies the HTML page leaves out of its second chart when `--exclude` is not given:
-/// the platforms nearly every phone talks to all day.
-pub const BIG_PLAYERS: [&str; 5] = ["Apple", "Google", "Amazon", "Microsoft", "Meta"];
+/// The companies the HTML page leaves out of its second chart when `--exclude` is not given.
+pub use crate::query::report::BIG_PLAYERS;
 
 pub fn run(global: &Global, args: &ReportArgs) -> Result<()> {
     if let Some(rule) = &args.block_window {

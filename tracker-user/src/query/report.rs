@@ -20,6 +20,11 @@ use crate::{
     timefmt,
 };
 
+/// The companies the report's second company chart leaves out unless told otherwise (the HTML
+/// page, the dashboard's "hide the big players"): the platforms nearly every phone talks to all
+/// day.
+pub const BIG_PLAYERS: [&str; 5] = ["Apple", "Google", "Amazon", "Microsoft", "Meta"];
+
 /// What a report covers.
 #[derive(Clone, Debug, Default)]
 pub struct ReportQuery {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::svg::{self, Item, escape};
-use crate::query::report::{CompanyLine, Report, Share};
+use crate::query::report::{CompanyLine, Excluding, Report, Share};
 
 /// Lines a chart shows before the rest are added up as "others".
 const CHART_LINES: usize = 12;
@@ -54,14 +54,113 @@ fn share_lines<'a>(lines: impl Iterator<Item = (String, &'a Share)>) -> Vec<(Str
     top(lines.map(|(label, s)| (label, s.connections, pct_note(s.connections_pct))).collect())
 }
 
-fn section(out: &mut String, id: &str, heading: &str, explain: &str, charts: &[String]) {
-    let _ = write!(out, "<section id=\"{id}\"><h2>{}</h2><p>{}</p>", escape(heading), escape(explain));
+/// A section of the report: its anchor, heading and what it shows, the same on the page and on
+/// the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heading {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub explain: &'static str,
+}
+
+pub const DOMAINS: Heading =
+    Heading { id: "domains", title: "Names looked up", explain: "How often each name was queried in DNS." };
+pub const COMPANIES: Heading = Heading {
+    id: "companies",
+    title: "Companies",
+    explain: "Who owns the names the devices connected to; a name no entry knows counts for its domain.",
+};
+pub const SERVED_BY: Heading = Heading {
+    id: "served-by",
+    title: "Served by",
+    explain: "CDNs and clouds that carried other companies' names (their connections also count above).",
+};
+pub const SERVICES: Heading =
+    Heading { id: "services", title: "Apps and services", explain: "The apps, sites and SDKs behind the names." };
+pub const ENCRYPTION: Heading = Heading {
+    id: "encryption",
+    title: "Encrypted or not",
+    explain: "Whether each connection's protocol encrypts what it carries.",
+};
+pub const PROTOCOLS: Heading = Heading {
+    id: "protocols",
+    title: "Protocols",
+    explain: "Application protocols from each flow's first bytes (or, failing that, its port), and transports.",
+};
+pub const DEVICES: Heading = Heading { id: "devices", title: "Devices", explain: "One line per WireGuard peer." };
+
+fn section(out: &mut String, heading: Heading, explain: &str, charts: &[String]) {
+    let _ = write!(out, "<section id=\"{}\"><h2>{}</h2><p>{}</p>", heading.id, escape(heading.title), escape(explain));
     for c in charts {
         out.push_str("<figure>");
         out.push_str(c);
         out.push_str("</figure>");
     }
     out.push_str("</section>\n");
+}
+
+/// The names queried, most first.
+pub fn domains_chart(report: &Report) -> String {
+    let domains = top(report.domains.iter().map(|d| (d.domain.clone(), d.queries, String::new())).collect());
+    svg::bar_chart("DNS queries per name", &items(&domains))
+}
+
+/// The share of connections per company, of every connection.
+pub fn companies_chart(report: &Report) -> String {
+    let companies = share_lines(report.companies.iter().map(|c| (company_label(c), &c.share)));
+    svg::share_chart("Share of connections per company", &items(&companies))
+}
+
+/// The same without the companies `ex` names, shares of what is left.
+pub fn companies_excluding_chart(ex: &Excluding) -> String {
+    let rest = share_lines(ex.rows.iter().map(|c| (company_label(c), &c.share)));
+    svg::share_chart(&format!("Without {}", ex.excluded.join(", ")), &items(&rest))
+}
+
+/// The CDNs and clouds behind other companies' names; `None` when there were none.
+pub fn served_by_chart(report: &Report) -> Option<String> {
+    let served: Vec<(String, u64, String)> =
+        top(report.served_by.iter().map(|s| (s.name.clone(), s.connections, String::new())).collect());
+    (!served.is_empty()).then(|| svg::bar_chart("Connections carried per CDN or cloud", &items(&served)))
+}
+
+pub fn services_chart(report: &Report) -> String {
+    let services = share_lines(report.services.iter().map(|s| (s.name.clone(), &s.share)));
+    svg::bar_chart("Connections per service", &items(&services))
+}
+
+/// Which protocols each encryption class counted, as the section says it.
+pub fn encryption_explain(report: &Report) -> String {
+    let counted: Vec<String> =
+        report.encryption.iter().map(|e| format!("{}: {}", e.class, e.protocols.join(", "))).collect();
+    format!("By protocol: {}.", counted.join("; "))
+}
+
+/// Connections, then bytes, encrypted or not.
+pub fn encryption_charts(report: &Report) -> [String; 2] {
+    let enc_conn = share_lines(report.encryption.iter().map(|e| (e.class.to_owned(), &e.share)));
+    let enc_bytes: Vec<(String, u64, String)> =
+        report.encryption.iter().map(|e| (e.class.to_owned(), e.share.bytes, pct_note(e.share.bytes_pct))).collect();
+    [
+        svg::share_chart("Connections, encrypted or not", &items(&enc_conn)),
+        svg::share_chart("Bytes, encrypted or not", &items(&enc_bytes)),
+    ]
+}
+
+/// Application protocols, then transports.
+pub fn protocol_charts(report: &Report) -> [String; 2] {
+    let apps = share_lines(report.app_protocols.iter().map(|p| (p.name.clone(), &p.share)));
+    let transports = share_lines(report.transports.iter().map(|p| (p.name.clone(), &p.share)));
+    [
+        svg::bar_chart("Connections per application protocol", &items(&apps)),
+        svg::share_chart("Connections per transport", &items(&transports)),
+    ]
+}
+
+pub fn devices_chart(report: &Report) -> String {
+    let devices: Vec<(String, u64, String)> =
+        top(report.devices.iter().map(|d| (d.device.clone(), d.connections, human_bytes(d.bytes))).collect());
+    svg::bar_chart("Connections per device", &items(&devices))
 }
 
 /// The page for `report`.
@@ -77,89 +176,17 @@ pub fn render(report: &Report) -> String {
         report.totals.connections,
         escape(&human_bytes(report.totals.bytes)),
     );
-
-    let domains = top(report.domains.iter().map(|d| (d.domain.clone(), d.queries, String::new())).collect());
-    section(
-        &mut body,
-        "domains",
-        "Names looked up",
-        "How often each name was queried in DNS.",
-        &[svg::bar_chart("DNS queries per name", &items(&domains))],
-    );
-
-    let companies = share_lines(report.companies.iter().map(|c| (company_label(c), &c.share)));
-    let mut charts = vec![svg::share_chart("Share of connections per company", &items(&companies))];
-    if let Some(ex) = &report.companies_excluding {
-        let rest = share_lines(ex.rows.iter().map(|c| (company_label(c), &c.share)));
-        charts.push(svg::share_chart(&format!("Without {}", ex.excluded.join(", ")), &items(&rest)));
+    section(&mut body, DOMAINS, DOMAINS.explain, &[domains_chart(report)]);
+    let mut charts = vec![companies_chart(report)];
+    charts.extend(report.companies_excluding.as_ref().map(companies_excluding_chart));
+    section(&mut body, COMPANIES, COMPANIES.explain, &charts);
+    if let Some(chart) = served_by_chart(report) {
+        section(&mut body, SERVED_BY, SERVED_BY.explain, &[chart]);
     }
-    section(
-        &mut body,
-        "companies",
-        "Companies",
-        "Who owns the names the devices connected to; a name no entry knows counts for its domain.",
-        &charts,
-    );
-
-    let served: Vec<(String, u64, String)> =
-        top(report.served_by.iter().map(|s| (s.name.clone(), s.connections, String::new())).collect());
-    if !served.is_empty() {
-        section(
-            &mut body,
-            "served-by",
-            "Served by",
-            "CDNs and clouds that carried other companies' names (their connections also count above).",
-            &[svg::bar_chart("Connections carried per CDN or cloud", &items(&served))],
-        );
-    }
-
-    let services = share_lines(report.services.iter().map(|s| (s.name.clone(), &s.share)));
-    section(
-        &mut body,
-        "services",
-        "Apps and services",
-        "The apps, sites and SDKs behind the names.",
-        &[svg::bar_chart("Connections per service", &items(&services))],
-    );
-
-    let enc_conn = share_lines(report.encryption.iter().map(|e| (e.class.to_owned(), &e.share)));
-    let enc_bytes: Vec<(String, u64, String)> =
-        report.encryption.iter().map(|e| (e.class.to_owned(), e.share.bytes, pct_note(e.share.bytes_pct))).collect();
-    let counted: Vec<String> =
-        report.encryption.iter().map(|e| format!("{}: {}", e.class, e.protocols.join(", "))).collect();
-    section(
-        &mut body,
-        "encryption",
-        "Encrypted or not",
-        &format!("By protocol: {}.", counted.join("; ")),
-        &[
-            svg::share_chart("Connections, encrypted or not", &items(&enc_conn)),
-            svg::share_chart("Bytes, encrypted or not", &items(&enc_bytes)),
-        ],
-    );
-
-    let apps = share_lines(report.app_protocols.iter().map(|p| (p.name.clone(), &p.share)));
-    let transports = share_lines(report.transports.iter().map(|p| (p.name.clone(), &p.share)));
-    section(
-        &mut body,
-        "protocols",
-        "Protocols",
-        "Application protocols from each flow's first bytes (or, failing that, its port), and transports.",
-        &[
-            svg::bar_chart("Connections per application protocol", &items(&apps)),
-            svg::share_chart("Connections per transport", &items(&transports)),
-        ],
-    );
-
-    let devices: Vec<(String, u64, String)> =
-        top(report.devices.iter().map(|d| (d.device.clone(), d.connections, human_bytes(d.bytes))).collect());
-    section(
-        &mut body,
-        "devices",
-        "Devices",
-        "One line per WireGuard peer.",
-        &[svg::bar_chart("Connections per device", &items(&devices))],
-    );
+    section(&mut body, SERVICES, SERVICES.explain, &[services_chart(report)]);
+    section(&mut body, ENCRYPTION, &encryption_explain(report), &encryption_charts(report));
+    section(&mut body, PROTOCOLS, PROTOCOLS.explain, &protocol_charts(report));
+    section(&mut body, DEVICES, DEVICES.explain, &[devices_chart(report)]);
 
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -1,4 +1,4 @@
-//! SVG charts that tracker draws itself (bar and share charts), safe to inline in an offline HTML page.
+//! SVG charts that tracker draws itself (bar, share and column charts), safe to inline in an offline HTML page.
 //!
 //! Charts are inlined in HTML, whose parser puts `<svg>` in the SVG namespace by itself: there is no `xmlns`,
 //! so no chart carries anything that looks like a link. A file served alone as `image/svg+xml` would need one.
@@ -23,6 +23,13 @@ const LEGEND_H: u64 = 22;
 const SWATCH: u64 = 12;
 const SWATCH_TEXT_GAP: u64 = 6;
 const EMPTY_H: u64 = 64;
+/// A column chart: the line under the title that gives the scale, the plot, and the tick labels under it.
+const SCALE_BASELINE: u64 = HEADER_H + 4;
+const PLOT_TOP: u64 = HEADER_H + 12;
+const PLOT_H: u64 = 120;
+const TICK_GAP: u64 = 4;
+/// The gap between two columns, in percent of a column's slot.
+const COLUMN_GAP_PCT: u64 = 20;
 /// Average advance of a system-ui glyph in percent of the font size, rounded up so that the estimate errs
 /// towards cutting a label rather than letting it run into the value.
 const CHAR_W_PCT: u64 = 62;
@@ -98,9 +105,10 @@ pub fn bar_chart(title: &str, items: &[Item<'_>]) -> String {
         label_and_value(&mut out, PAD, top.saturating_add(FONT), item.label, &value);
         let bar_y = top.saturating_add(FONT + BAR_GAP);
         out.push_str(&format!(
-            "<rect x=\"{PAD}\" y=\"{bar_y}\" width=\"{INNER_W}\" height=\"{BAR_H}\" fill=\"{TRACK_FILL}\"/>\n"
+            "<rect class=\"track\" x=\"{PAD}\" y=\"{bar_y}\" width=\"{INNER_W}\" height=\"{BAR_H}\" \
+             fill=\"{TRACK_FILL}\"/>\n"
         ));
-        let mut width = scale(item.value, max, INNER_W * CENTI);
+        let mut width = scale_to(item.value, max, INNER_W * CENTI);
         if item.value > 0 {
             width = width.max(MIN_SLIVER);
         }
@@ -159,6 +167,65 @@ pub fn share_chart(title: &str, items: &[Item<'_>]) -> String {
         out.push_str("</g>\n");
     }
     out.push_str("</svg>\n");
+    out
+}
+
+/// One column of a [`column_chart`]: the tick label under it (empty for none: the caller thins the ticks so that
+/// they do not overlap), the full name of its bucket for hover, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column<'a> {
+    pub tick: &'a str,
+    pub name: &'a str,
+    pub value: u64,
+}
+
+/// Column chart over time (a timeline): one column per bucket in the given order, height proportional to the
+/// largest value, which is written under the title so the scale is known without an axis. Every column has a
+/// `<title>` with its name and value. Zero total: "no data".
+pub fn column_chart(title: &str, columns: &[Column<'_>]) -> String {
+    let max = columns.iter().map(|c| c.value).max().unwrap_or(0);
+    let Some(count) = u64::try_from(columns.len()).ok().filter(|_| max > 0) else {
+        return no_data(title);
+    };
+    let base = PLOT_TOP + PLOT_H;
+    let tick_baseline = base + TICK_GAP + FONT;
+    let mut out = open(title, tick_baseline + PAD);
+    let scale = Item { label: "", value: max, note: "" };
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{SCALE_BASELINE}\" text-anchor=\"end\" fill=\"{MUTED_FILL}\">max {}</text>\n",
+        VIEW_W - PAD,
+        escape(&value_text(&scale))
+    ));
+    let slot = INNER_W * CENTI / count;
+    let width = (slot * (PCT - COLUMN_GAP_PCT) / PCT).max(1);
+    for (index, column) in (0u64..).zip(columns) {
+        let x = PAD * CENTI + index * slot;
+        let mut height = scale_to(column.value, max, PLOT_H * CENTI);
+        if column.value > 0 {
+            height = height.max(MIN_SLIVER);
+        }
+        let item = Item { label: column.name, value: column.value, note: "" };
+        out.push_str(&format!(
+            "<rect class=\"column\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{BAR_FILL}\">\
+             <title>{}: {}</title></rect>\n",
+            centi(x),
+            centi(base * CENTI - height),
+            centi(width),
+            centi(height),
+            escape(column.name),
+            escape(&value_text(&item))
+        ));
+        if !column.tick.is_empty() {
+            out.push_str(&format!(
+                "<text x=\"{}\" y=\"{tick_baseline}\" text-anchor=\"middle\">{}</text>\n",
+                centi(x + width / 2),
+                escape(&cut(column.tick, MIN_LABEL_CHARS))
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "<rect class=\"axis\" x=\"{PAD}\" y=\"{base}\" width=\"{INNER_W}\" height=\"1\" fill=\"{OUTLINE}\"/>\n</svg>\n"
+    ));
     out
 }
 
@@ -240,8 +307,10 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
-fn value_text(item: &Item<'_>) -> String {
-    let digits = item.value.to_string();
+/// `n` with its digits grouped by three (`1 234 567`, narrow no-break spaces), as every chart and
+/// the dashboard write numbers.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() * 2);
     for (i, digit) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(DIGIT_GROUP) {
@@ -249,6 +318,11 @@ fn value_text(item: &Item<'_>) -> String {
         }
         out.push(digit);
     }
+    out
+}
+
+fn value_text(item: &Item<'_>) -> String {
+    let mut out = grouped(item.value);
     if !item.note.is_empty() {
         out.push_str(" · ");
         out.push_str(&cut(item.note, NOTE_MAX_CHARS));
@@ -256,7 +330,7 @@ fn value_text(item: &Item<'_>) -> String {
     out
 }
 
-fn scale(value: u64, max: u64, span: u64) -> u64 {
+fn scale_to(value: u64, max: u64, span: u64) -> u64 {
     if max == 0 {
         return 0;
     }
@@ -350,7 +424,14 @@ mod tests {
             (&long, &[item(&long, 5)]),
             ("Many", &many),
         ];
-        inputs.iter().flat_map(|(title, items)| [bar_chart(title, items), share_chart(title, items)]).collect()
+        inputs
+            .iter()
+            .flat_map(|(title, items)| {
+                let columns: Vec<Column<'_>> =
+                    items.iter().map(|i| Column { tick: i.label, name: i.label, value: i.value }).collect();
+                [bar_chart(title, items), share_chart(title, items), column_chart(title, &columns)]
+            })
+            .collect()
     }
 
     #[test]
@@ -407,6 +488,40 @@ mod tests {
             let slices = widths(&svg, "slice");
             assert!(slices.is_empty() || (slices.iter().sum::<f64>() - INNER_W as f64).abs() < 0.001, "{svg}");
         }
+    }
+
+    #[test]
+    fn columns_are_proportional_and_named() {
+        let columns = [
+            Column { tick: "00", name: "00:00 UTC", value: 40 },
+            Column { tick: "", name: "01:00 UTC", value: 0 },
+            Column { tick: "", name: "<b>02:00</b>", value: 10 },
+        ];
+        let svg = column_chart("Connections per hour", &columns);
+        let heights: Vec<f64> = {
+            let mut reader = Reader::from_str(&svg);
+            let mut out = Vec::new();
+            loop {
+                match reader.read_event().expect("well-formed") {
+                    Event::Start(e) | Event::Empty(e) if e.name().into_inner() == "rect" => {
+                        let attr = |k: &str| {
+                            e.attributes().flatten().find(|a| a.key.into_inner() == k).map(|a| a.value.to_string())
+                        };
+                        if attr("class").as_deref() == Some("column") {
+                            out.push(attr("height").unwrap().parse().unwrap());
+                        }
+                    }
+                    Event::Eof => break,
+                    _ => {}
+                }
+            }
+            out
+        };
+        assert_eq!(heights, [PLOT_H as f64, 0.0, PLOT_H as f64 / 4.0]);
+        assert!(svg.contains("<title>00:00 UTC: 40</title>") && svg.contains(">max 40<"), "{svg}");
+        assert!(svg.contains("&lt;b&gt;02:00&lt;/b&gt;: 10"), "{svg}");
+        assert_eq!(svg.matches("text-anchor=\"middle\"").count(), 1, "one tick label");
+        assert!(column_chart("t", &[Column { tick: "a", name: "a", value: 0 }]).contains(">no data<"));
     }
 
     #[test]
