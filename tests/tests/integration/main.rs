@@ -32,4 +32,5 @@ mod kernel;
 mod lab;
 mod names;
 mod page;
+mod prune;
 mod report;

@@ -9,6 +9,7 @@ mod experiment;
 mod import;
 mod names;
 pub mod output;
+mod prune;
 pub mod report;
 mod run;
 
@@ -307,6 +308,15 @@ tracker report --block-window Braze --format json")]
     Experiment(experiment::ExperimentArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
     Status(ListArgs),
+    /// Remove flows and DNS queries past their retention now (the daemon does it every hour).
+    #[command(long_about = "Removes the live interface's flows and DNS queries older than --keep-raw \
+(30 days), and the hourly and daily totals the reports read older than --keep-raw and --keep-daily \
+(a year): reports over any period within a year keep working once the rows are gone. Imported \
+captures are never pruned (remove them yourself). The daemon prunes with its own --keep-raw and \
+--keep-daily every hour; this does it now and prints the database's size.\n\nExamples:\n  \
+tracker prune\n  tracker prune --keep-raw 90d --keep-daily 730d\n  tracker prune --vacuum   \
+(once, for a database made before tracker shrank files)")]
+    Prune(prune::PruneArgs),
     /// Print the database schema (SQL with a comment on every column) for querying it directly.
     Schema,
 }
@@ -400,6 +410,7 @@ pub fn main() -> ExitCode {
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
         Command::Experiment(ref args) => experiment::run(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),
+        Command::Prune(ref args) => prune::prune(&cli.global, args),
         Command::Schema => schema(),
     };
     match result {

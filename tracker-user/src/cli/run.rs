@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug, trace, or per module, as in `tracker=debug,warn`.
     #[arg(long, env = "TRACKER_LOG", default_value = "info")]
     pub log: String,
+    /// How long rows are kept: the daemon prunes older ones every hour (`tracker prune`).
+    #[command(flatten)]
+    pub keep: super::prune::KeepArgs,
 }
 
 pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
@@ -69,8 +72,9 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     kernel::require_root("tracker run")?;
     kernel::require_kernel()?;
     let iface = kernel::iface(&args.iface)?;
-    // A bad entity file is refused before anything is created or attached.
+    // A bad entity file or retention is refused before anything is created or attached.
     let entities = global.entity_table()?;
+    let retention = args.keep.retention()?;
 
     // The pin directory is checked and locked before the database is created or changed: a
     // refusal there must leave everything as it was.
@@ -174,6 +178,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
             iface: iface.name.clone(),
             timeouts: Default::default(),
             flows_ended_before,
+            retention,
         },
     ));
     if let Err(e) = result {

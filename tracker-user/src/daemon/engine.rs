@@ -21,7 +21,7 @@ use crate::{
     },
     rules,
     source::{Source as _, kernel::KernelSource},
-    store::Store,
+    store::{Store, retention::Retention},
     timefmt::{self, KernelClock},
     wireguard::{self, Devices},
 };
@@ -36,7 +36,14 @@ pub struct LoopOptions {
     pub timeouts: Timeouts,
     /// Flows earlier daemons deleted from these kernel tables.
     pub flows_ended_before: u64,
+    /// How long rows are kept ([`PRUNE_INTERVAL`]).
+    pub retention: Retention,
 }
+
+/// How often the daemon prunes rows past their retention, the first time this long after it
+/// starts (a restart loop does not prune on every start).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+const FIRST_PRUNE: Duration = Duration::from_secs(60);
 
 /// How often the WireGuard peer list is read again (peers are added while the daemon runs).
 const PEERS_INTERVAL: Duration = Duration::from_secs(30);
@@ -79,6 +86,9 @@ pub async fn run_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rules_tick = tokio::time::interval(RULES_INTERVAL);
     rules_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune_tick = tokio::time::interval_at(tokio::time::Instant::now() + FIRST_PRUNE, PRUNE_INTERVAL);
+    prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruner = Pruner::default();
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     use tokio::signal::unix::{SignalKind, signal};
@@ -126,6 +136,7 @@ pub async fn run_loop(
                 end_expired(store, &mut source.tables);
                 follow_rules(store, &mut source.tables, namer, &mut learner);
             }
+            _ = prune_tick.tick() => pruner.start(store.path(), opts.retention),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: flushing and stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: flushing and stopping"); break; }
             // A closed terminal, or a service manager's reload: nothing to reload yet, so stop
@@ -263,6 +274,41 @@ fn report_learned(learned: Result<Learned>, when: &str) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("learning the addresses and aliases of blocked names {when}: {e:#}"),
+    }
+}
+
+/// Prunes on a thread of its own with its own connection: a first prune of a large old
+/// database deletes millions of rows, in batches that let the sweeps' transactions in between,
+/// and the loop never waits for it. One at a time.
+#[derive(Default)]
+struct Pruner {
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pruner {
+    fn start(&mut self, db: &std::path::Path, keep: Retention) {
+        if self.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            return tracing::info!("the last prune is still running; not starting another");
+        }
+        let db = db.to_owned();
+        let spawned = std::thread::Builder::new().name("prune".into()).spawn(move || {
+            let pruned = Store::open(&db).and_then(|mut s| s.prune(keep, timefmt::now_ms(), &mut |_| {}));
+            match pruned {
+                Ok(p) => tracing::info!(
+                    flows = p.flows,
+                    dns_queries = p.dns_queries,
+                    hour_rollups = p.hour_rollups,
+                    day_rollups = p.day_rollups,
+                    bytes_returned = p.bytes_returned,
+                    "pruned rows past their retention"
+                ),
+                Err(e) => tracing::warn!("pruning rows past their retention: {e:#}; trying again in an hour"),
+            }
+        });
+        match spawned {
+            Ok(h) => self.running = Some(h),
+            Err(e) => tracing::warn!("starting the prune: {e}"),
+        }
     }
 }
 

@@ -364,15 +364,7 @@ fn device_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        analysis::{
-            addr::AddrClass,
-            labels::Labeler,
-            names::{FlowName, NameSource},
-            protocol::{Classification, Decided},
-        },
-        store::{FlowRecord, tests::temp_db},
-    };
+    use crate::store::tests::{labelled_flow as flow, temp_db};
 
     const H: i64 = rollup::HOUR_MS;
 
@@ -380,31 +372,6 @@ mod tests {
     /// connections, bytes.
     type RollupRows = Vec<(String, String, i64, i64, String, String, String, i64, i64)>;
     const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % H;
-
-    /// A flow of `client` started at `first_ms`, named `name` (or not), of `protocol`.
-    fn flow(n: u64, client: &str, first_ms: i64, name: Option<&str>, app: AppProtocol, bytes: u64) -> FlowRecord {
-        let name = FlowName { name: name.map(Into::into), source: name.map(|_| NameSource::Dns), cname: None };
-        let class = if client == "10.77.0.9" { AddrClass::Private } else { AddrClass::Documentation };
-        let app = Classification { protocol: app, decided: Decided::Payload };
-        FlowRecord {
-            kernel_first_ns: n,
-            client: client.parse().unwrap(),
-            remote: if class.is_local() { "192.168.1.5".parse().unwrap() } else { "203.0.113.10".parse().unwrap() },
-            protocol: tracker_common::IPPROTO_TCP,
-            client_port: 40000 + n as u16,
-            remote_port: 443,
-            packets_up: 1,
-            bytes_up: bytes,
-            packets_down: 1,
-            bytes_down: 100,
-            tcp_flags: 0x12,
-            first_seen_ms: first_ms,
-            last_seen_ms: first_ms + 10,
-            labels: Labeler::default().label(&name, class, app),
-            name,
-            remote_class: class,
-        }
-    }
 
     /// Every roll-up must equal a GROUP BY over the flows, whatever was written and rewritten:
     /// each dimension, hours and days, per client and for all devices.

@@ -388,7 +388,7 @@ fn normalize_domain(d: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::tests::temp_db;
 
@@ -396,7 +396,7 @@ mod tests {
         Answer { name: name.into(), rtype: rtype.into(), ttl, data: AnswerData::from_text(rtype, data) }
     }
 
-    fn record(ts_ms: i64, client: &str, qname: &str, answers: Vec<Answer>) -> DnsRecord {
+    pub(crate) fn record(ts_ms: i64, client: &str, qname: &str, answers: Vec<Answer>) -> DnsRecord {
         DnsRecord {
             ts_ms,
             answered_ms: Some(ts_ms + 5),

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod devices;
 pub mod dns;
 pub mod facts;
+pub mod retention;
 pub mod rollup;
 pub mod schema;
 pub mod sources;
@@ -133,7 +134,11 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mut store = Self { conn, path: path.to_owned() };
         store.check_owner(Access::Write)?;
-        if !created {
+        if created {
+            // Only before the first table: pruning then hands freed pages back to the file
+            // system (`retention`); an older database reuses them instead.
+            store.conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        } else {
             tighten_mode(path);
         }
         store.pragma_setup()?;
@@ -824,6 +829,7 @@ fn random_id() -> Result<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::analysis::{
+        labels::Labeler,
         names::NameSource,
         protocol::{AppProtocol, Classification, Decided},
     };
@@ -832,6 +838,38 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("tracker-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("t.db")
+    }
+
+    /// A flow of `client` started at `first_ms`, named `name` (or not), of `protocol`.
+    pub(crate) fn labelled_flow(
+        n: u64,
+        client: &str,
+        first_ms: i64,
+        name: Option<&str>,
+        app: AppProtocol,
+        bytes: u64,
+    ) -> FlowRecord {
+        let name = FlowName { name: name.map(Into::into), source: name.map(|_| NameSource::Dns), cname: None };
+        let class = if client == "10.77.0.9" { AddrClass::Private } else { AddrClass::Documentation };
+        let app = Classification { protocol: app, decided: Decided::Payload };
+        FlowRecord {
+            kernel_first_ns: n,
+            client: client.parse().unwrap(),
+            remote: if class.is_local() { "192.168.1.5".parse().unwrap() } else { "203.0.113.10".parse().unwrap() },
+            protocol: tracker_common::IPPROTO_TCP,
+            client_port: 40000 + n as u16,
+            remote_port: 443,
+            packets_up: 1,
+            bytes_up: bytes,
+            packets_down: 1,
+            bytes_down: 100,
+            tcp_flags: 0x12,
+            first_seen_ms: first_ms,
+            last_seen_ms: first_ms + 10,
+            labels: Labeler::default().label(&name, class, app),
+            name,
+            remote_class: class,
+        }
     }
 
     fn flow(first_ns: u64, packets_up: u64, last_seen_ms: i64) -> FlowRecord {
