@@ -308,6 +308,40 @@ fn normalize(raw: &[u8]) -> Option<String> {
     Some(name)
 }
 
+/// A client Initial for `version` carrying `frames`, protected as RFC 9001 §5 says (4-byte
+/// packet number 7, no SCID, no token): for the tests the RFCs have no vector for, and for the
+/// fuzz target, whose inputs could never pass the AEAD check on their own. `frames` must be
+/// at most 16,363 bytes long (the Length field is a 2-byte varint).
+#[cfg(any(test, fuzzing))]
+fn protect(version: &Version, dcid: &[u8], frames: &[u8]) -> Vec<u8> {
+    let keys = client_initial_keys(version, dcid).unwrap();
+    let mut packet = vec![LONG_HEADER_BITS | version.initial_type << 4 | 0b11];
+    packet.extend(version.id.to_be_bytes());
+    packet.push(dcid.len() as u8);
+    packet.extend(dcid);
+    packet.extend([0, 0]);
+    packet.extend((0x4000 | (4 + frames.len() + 16) as u16).to_be_bytes());
+    let pn_offset = packet.len();
+    packet.extend(7u32.to_be_bytes());
+    let mut nonce = keys.iv;
+    nonce[IV_LEN - 1] ^= 7;
+    let mut body = frames.to_vec();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &keys.key).unwrap());
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&packet), &mut body).unwrap();
+    packet.extend(body);
+    let sample = &packet[pn_offset + SAMPLE_OFFSET..][..SAMPLE_LEN];
+    let mask = HeaderProtectionKey::new(&AES_128, &keys.hp).unwrap().new_mask(sample).unwrap();
+    packet[0] ^= mask[0] & 0x0f;
+    packet[pn_offset..pn_offset + 4].iter_mut().zip(&mask[1..]).for_each(|(byte, m)| *byte ^= m);
+    packet
+}
+
+/// [`protect`] for QUIC v1 with `dcid`: the packet [`initial_sni`] decrypts to `frames`.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn protect_v1(dcid: &[u8], frames: &[u8]) -> Vec<u8> {
+    protect(&V1, dcid, frames)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -388,31 +422,6 @@ pub(crate) mod tests {
     fn crypto(offset: usize, data: &[u8]) -> Vec<u8> {
         let varint = |n: usize| (0x4000 | n as u16).to_be_bytes();
         [&[0x06][..], &varint(offset), &varint(data.len()), data].concat()
-    }
-
-    /// A client Initial for `version` carrying `frames`, protected as RFC 9001 §5 says (4-byte
-    /// packet number 7, no SCID, no token): for what the RFCs have no vector for.
-    fn protect(version: &Version, dcid: &[u8], frames: &[u8]) -> Vec<u8> {
-        let keys = client_initial_keys(version, dcid).unwrap();
-        let mut packet = vec![LONG_HEADER_BITS | version.initial_type << 4 | 0b11];
-        packet.extend(version.id.to_be_bytes());
-        packet.push(dcid.len() as u8);
-        packet.extend(dcid);
-        packet.extend([0, 0]);
-        packet.extend((0x4000 | (4 + frames.len() + 16) as u16).to_be_bytes());
-        let pn_offset = packet.len();
-        packet.extend(7u32.to_be_bytes());
-        let mut nonce = keys.iv;
-        nonce[IV_LEN - 1] ^= 7;
-        let mut body = frames.to_vec();
-        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &keys.key).unwrap());
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&packet), &mut body).unwrap();
-        packet.extend(body);
-        let sample = &packet[pn_offset + SAMPLE_OFFSET..][..SAMPLE_LEN];
-        let mask = HeaderProtectionKey::new(&AES_128, &keys.hp).unwrap().new_mask(sample).unwrap();
-        packet[0] ^= mask[0] & 0x0f;
-        packet[pn_offset..pn_offset + 4].iter_mut().zip(&mask[1..]).for_each(|(byte, m)| *byte ^= m);
-        packet
     }
 
     #[test]
