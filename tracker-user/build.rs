@@ -28,6 +28,9 @@ fn main() -> Result<()> {
     for path in ["tracker-ebpf", "tracker-common", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
+    // `cargo fuzz` compiles every crate with `--cfg fuzzing`; the crate's fuzzing module (the
+    // fuzz targets' bodies) exists only then and under test.
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
     if let Some(linker) = find_in_path("bpf-linker") {
         println!("cargo:rerun-if-changed={}", linker.display());
     }

@@ -11,12 +11,15 @@
 //! lists); [`daemon`] runs the loop, with the locks and the upkeep
 //! that puts back pins or a database removed under it; [`import`] runs a capture file through
 //! the same source, pipeline and store; [`timefmt`] the clock conversions and
-//! [`text`] the escaping shared by all of them.
+//! [`text`] the escaping shared by all of them. `fuzzing`, built only for tests and cargo-fuzz,
+//! runs each parser on arbitrary bytes and checks its contract (the fuzz targets' bodies).
 
 pub mod analysis;
 pub mod blocking;
 pub mod cli;
 pub mod daemon;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod import;
 pub mod kernel;
 pub mod pipeline;

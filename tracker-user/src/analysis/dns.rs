@@ -27,7 +27,7 @@ const MAX_MESSAGE_LEN: usize = 65_535;
 
 /// Bound on the display text of a record we do not interpret, so that a 64 KB TXT record cannot
 /// bloat what callers store.
-const MAX_OTHER_LEN: usize = 256;
+pub(crate) const MAX_OTHER_LEN: usize = 256;
 
 /// How the payload was carried: TCP prepends a 2-byte length to every message (RFC 1035 §4.2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
