@@ -3,6 +3,8 @@
 
 mod bench;
 mod build;
+mod fuzz;
+mod fuzz_seeds;
 mod lab;
 mod link;
 mod setup;
@@ -82,6 +84,17 @@ enum Task {
     /// daemon running (`flood`). Each prints its method, figures and a table; reports, never
     /// asserts, whether the targets are met.
     Bench(bench::BenchArgs),
+    /// Fuzz the parsers of untrusted bytes with cargo-fuzz (libFuzzer, nightly).
+    ///
+    /// `cargo xtask fuzz [--target NAME]... [--runs N | --seconds S] [--asan]`. Installs
+    /// cargo-fuzz if missing (`cargo +nightly install cargo-fuzz --locked`), seeds the corpora
+    /// from ../shared/testdata/pcaps (read in place; skipped when absent) into
+    /// target/fuzz-corpus/seeds, builds fuzz/ (release, debug assertions on), then runs each
+    /// target alone, bounded (default 10,000,000 executions), with hangs over 10 s and memory
+    /// over 2 GiB reported as crashes. Prints a table: executions, seconds, exec/s, corpus size
+    /// and crashes per target; crashing inputs are saved under target/fuzz-artifacts/NAME/.
+    /// Not part of `cargo xtask test` (whose mutation tests run the same checks on stable).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +149,7 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
         Task::Lab(LabTask::Hold { prefix }) => lab::hold(&prefix),
         Task::Test { args } => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }
 
