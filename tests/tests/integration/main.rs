@@ -34,3 +34,4 @@ mod names;
 mod page;
 mod prune;
 mod report;
+mod survive;
