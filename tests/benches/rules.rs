@@ -2,7 +2,9 @@
 //! program twice, one instance with no rules and one with 100,000 name rules (DOMAINS) and
 //! 100,000 address rules (the LPM tries), measured in interleaved rounds with
 //! BPF_PROG_TEST_RUN on: a packet of an existing flow, a DNS query for a name no rule covers
-//! (it is hashed and looked up), and, on the loaded instance, a query the kernel answers itself.
+//! (it is hashed and looked up), a DNS-over-TLS segment of a device no dns-bypass rule covers
+//! (the port map is read), and, on the loaded instance, a query the kernel answers itself and
+//! a DoT segment it resets (the loaded instance has a dns-bypass rule for another device).
 //! Also times filling the maps, the kernel half of loading a 100,000-entry list.
 //!
 //! Target (issue 12): with the rules loaded, within 10% of the cost without. Prints figures and
@@ -20,10 +22,10 @@ use aya::{
 use etherparse::PacketBuilder;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracker::{
-    blocking::name_key,
+    blocking::{name_key, port_key},
     kernel::{self, MapSizes, PinDir, Tables},
 };
-use tracker_common::{Counter, L2_LEN_NONE, name::domain_hash};
+use tracker_common::{Counter, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_NONE, account::ENCRYPTED_DNS_PORT, name::domain_hash};
 use tracker_tests::{
     hostile_dns::{query_for, with_edns},
     median,
@@ -48,6 +50,10 @@ const SEED: u64 = 0x0072_756c_6573;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const PHONE: [u8; 4] = [10, 77, 0, 2];
+/// The device the loaded instance's dns-bypass rule holds for.
+const OTHER_PHONE: [u8; 4] = [10, 77, 0, 3];
+/// The dns-bypass rule's id (after every name and address rule's).
+const BYPASS_RULE: u32 = u32::MAX - 1;
 const REMOTE: [u8; 4] = [203, 0, 113, 10];
 const RESOLVER: [u8; 4] = [10, 77, 0, 1];
 /// A name of four labels under no rule, and one of the loaded rules' names with a label in front.
@@ -179,29 +185,49 @@ fn bench() -> Result<()> {
         "filled the kernel maps: {RULES} name rules in {names_s:.2} s, {} address rules in {nets_s:.2} s",
         nets.len()
     );
+    let ports = loaded.tables.names.ports.as_mut().context("the port map")?;
+    for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+        ports.insert(&port_key(Some(OTHER_PHONE.into()), protocol, ENCRYPTED_DNS_PORT), BYPASS_RULE, 0)?;
+    }
 
     let mut existing = Vec::new();
     PacketBuilder::ipv4(PHONE, REMOTE, 64).tcp(40_001, 443, 1, 1000).ack(1).write(&mut existing, &[7; 100])?;
     let allowed = udp(RESOLVER, 53, &query(ALLOWED_NAME));
     let blocked = udp(RESOLVER, 53, &query(BLOCKED_NAME));
+    // A DoT segment of an open connection, from the phone (no port rule covers it) and from
+    // the other device (its rule resets it).
+    let dot = |from: [u8; 4]| -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(from, REMOTE, 64)
+            .tcp(40_002, ENCRYPTED_DNS_PORT, 1, 1000)
+            .ack(1)
+            .write(&mut v, &[7; 100])?;
+        Ok(v)
+    };
+    let (dot_open, dot_reset) = (dot(PHONE)?, dot(OTHER_PHONE)?);
     for inst in [&mut empty, &mut loaded] {
         ensure!(inst.run(&existing, 1)?.0 == XDP_PASS, "warming the flow");
+        ensure!(inst.run(&dot_open, 1)?.0 == XDP_PASS, "warming the DoT flow");
         inst.drain();
     }
 
     let (mut e_flow, mut l_flow, mut e_dns, mut l_dns, mut answer) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut e_dot, mut l_dot, mut reset) = (vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         // Alternating which goes first, so a trend in the machine's load hits both alike.
         let order: [&mut Instance; 2] =
             if round % 2 == 0 { [&mut empty, &mut loaded] } else { [&mut loaded, &mut empty] };
         for inst in order {
             let (flow, dns) = (inst.fixed(&existing, REPEAT, XDP_PASS)?, inst.fixed(&allowed, DNS_REPEAT, XDP_PASS)?);
+            let dot = inst.fixed(&dot_open, REPEAT, XDP_PASS)?;
             if inst.name == "no rules" {
                 e_flow.push(flow);
                 e_dns.push(dns);
+                e_dot.push(dot);
             } else {
                 l_flow.push(flow);
                 l_dns.push(dns);
+                l_dot.push(dot);
             }
         }
         let before = loaded.counter(Counter::DnsRefused)?;
@@ -217,8 +243,21 @@ fn bench() -> Result<()> {
             "every blocked query was answered by the kernel"
         );
         answer.push(median(&runs));
+        runs.clear();
+        for _ in 0..ANSWERS_PER_ROUND {
+            let (verdict, ns) = loaded.run(&dot_reset, 1)?;
+            ensure!(verdict == XDP_TX, "a covered device's DoT segment: verdict {verdict}, expected XDP_TX");
+            runs.push(ns);
+        }
+        loaded.drain();
+        reset.push(median(&runs));
     }
-    ensure!(empty.counter(Counter::Dropped)? + loaded.counter(Counter::Dropped)? == 0, "nothing was dropped");
+    // A reset counts as a drop: the segment never reaches the resolver.
+    let resets = (ROUNDS * ANSWERS_PER_ROUND) as u64;
+    ensure!(
+        (empty.counter(Counter::Dropped)?, loaded.counter(Counter::Dropped)?) == (0, resets),
+        "nothing was dropped but the resets"
+    );
 
     let row = |what: &str, e: &[f64], l: &[f64]| {
         let (e, l) = (median(e), median(l));
@@ -235,7 +274,9 @@ fn bench() -> Result<()> {
     println!("|---|---:|---:|---:|---|");
     row("existing flow, TCP 100 B", &e_flow, &l_flow);
     row(&format!("DNS query for {ALLOWED_NAME} (passes)"), &e_dns, &l_dns);
+    row("DoT segment of a device no dns-bypass rule covers (passes)", &e_dot, &l_dot);
     println!("| DNS query for {BLOCKED_NAME} (answered: NXDOMAIN, XDP_TX) | - | {:.0} | | |", median(&answer));
+    println!("| DoT segment of the device a dns-bypass rule covers (reset, XDP_TX) | - | {:.0} | | |", median(&reset));
     println!("(single runs, median of {ANSWERS_PER_ROUND} per round: the reply rewrites the packet)");
     Ok(())
 }

@@ -216,22 +216,15 @@ fn handle<F: Frame>(ctx: &F, frame_len: u32, up: bool, segs: u32) -> Verdict {
         }
     };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if F::ANSWERS && up && p.remote_port == DNS_PORT {
-        // Every path through the parser reaches this point with its own verifier state, and
-        // the refusal's loops would be verified again for each: from here on, a DNS packet
-        // goes on with the parse result read back from map memory, the same for all of them.
+    // A device's DNS query, or its packet to the encrypted DNS port: every other packet pays
+    // these two compares of a port the parser holds in a register, and no map is read. Both
+    // go on with the parse result read back from map memory: every path through the parser
+    // reaches this point with its own verifier state, and the refusal's loops (and the
+    // reset) would be verified again for each.
+    if F::ANSWERS && up && (p.remote_port == DNS_PORT || p.remote_port == ENCRYPTED_DNS_PORT) {
         let Some(p) = refuse::forget_parse(&p) else { return Verdict::Pass };
-        if let Some(v) = ctx.refuse(&p, now) {
-            return v;
-        }
-        return counted(ctx, &p, up, segs, now);
-    }
-    // The port compare is the whole cost for every other packet: no map is read unless a
-    // device sends to the encrypted DNS port. Such a packet continues from map memory too,
-    // so the reset is verified once, not once per parser path.
-    if F::ANSWERS && up && p.remote_port == ENCRYPTED_DNS_PORT {
-        let Some(p) = refuse::forget_parse(&p) else { return Verdict::Pass };
-        if let Some(v) = ctx.stop_bypass(&p, now) {
+        let stopped = if p.remote_port == DNS_PORT { ctx.refuse(&p, now) } else { ctx.stop_bypass(&p, now) };
+        if let Some(v) = stopped {
             return v;
         }
         return counted(ctx, &p, up, segs, now);

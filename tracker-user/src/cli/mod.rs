@@ -420,6 +420,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Not eprintln!: it panics when stderr is closed (`tracker flows 2>&-`).
             let _ = writeln!(std::io::stderr(), "tracker: {e:#}");
+            if let Some(hint) = store::damaged_hint(&e, &cli.global.db) {
+                let _ = writeln!(std::io::stderr(), "tracker: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

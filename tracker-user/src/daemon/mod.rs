@@ -178,6 +178,9 @@ impl Upkeep {
         let (last, n) = self.write_error.get_or_insert((now - WRITE_ERROR_LOG_EVERY, 0));
         *n += 1;
         if now.duration_since(*last) >= WRITE_ERROR_LOG_EVERY {
+            if let Some(hint) = crate::store::damaged_hint(e, &self.db) {
+                tracing::error!(db = %self.db.display(), "{hint}");
+            }
             tracing::error!(
                 db = %self.db.display(), failed_sweeps = *n,
                 "cannot write to the database: {e:#}. The kernel keeps counting and blocking; \

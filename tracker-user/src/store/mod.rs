@@ -638,6 +638,24 @@ pub fn is_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
+/// What to do about a damaged database file, when `e` (or a cause) is SQLite's "database disk
+/// image is malformed" (SQLITE_CORRUPT): a disk error, a copy taken mid-write, a file edited by
+/// hand. tracker never repairs or replaces it (it would lose what can still be read).
+pub fn damaged_hint(e: &anyhow::Error, path: &Path) -> Option<String> {
+    let corrupt = e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code)
+            == Some(ErrorCode::DatabaseCorrupt)
+    });
+    corrupt.then(|| {
+        let p = path.display();
+        format!(
+            "the database file {p} is damaged; tracker leaves it as it is. Stop the daemon, keep a copy, and \
+             recover what can be read into a new file: `sqlite3 {p} .recover | sqlite3 {p}.recovered`, then \
+             move that into place (or start with --db pointing at a new file; the kernel keeps blocking either way)"
+        )
+    })
+}
+
 /// SQLite's error as what is true for the user. Where the rusqlite error is kept as the cause, it
 /// stays reachable with `downcast_ref::<rusqlite::Error>()`.
 fn explain(path: &Path, e: rusqlite::Error, access: Access) -> anyhow::Error {
@@ -929,6 +947,34 @@ pub(crate) mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn a_damaged_file_is_said_and_left_as_it_is() {
+        let p = temp_db("damaged");
+        let mut s = Store::open(&p).unwrap();
+        let flows: Vec<FlowRecord> = (0..3_000).map(|n| flow(n, 1, 1_000 + n as i64)).collect();
+        s.upsert_flows("boot", &flows).unwrap();
+        drop(s);
+        // The second half of the file (table and index pages; the header and the schema are in
+        // the first pages) overwritten, as a failing disk or a copy taken mid-write leaves it.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let half = bytes.len() / 2;
+        bytes[half..].iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
+        std::fs::write(&p, &bytes).unwrap();
+
+        let s = Store::open(&p).unwrap();
+        let err = s
+            .flows(&FlowQuery { limit: None, ..FlowQuery::default() })
+            .map(drop)
+            .and_then(|()| s.flow_count().map(drop));
+        let err = err.expect_err("reading damaged pages fails");
+        let hint = damaged_hint(&err, &p).unwrap_or_else(|| panic!("not said to be damaged: {err:#}"));
+        assert!(hint.contains("damaged") && hint.contains(".recover"), "{hint}");
+        drop(s);
+        assert!(std::fs::read(&p).unwrap() == bytes, "the damaged file is left byte for byte as it was");
+        // Any other error is not called damage.
+        assert_eq!(damaged_hint(&anyhow::anyhow!("disk full"), &p), None);
     }
 
     #[test]
