@@ -2,6 +2,8 @@
 //! and the kernel maps equal, where every rule change writes (checked before anything is
 //! written), and the rule listing with live counters. Name rules are in [`super::names`].
 
+mod dry_run;
+
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
@@ -43,6 +45,16 @@ pub struct BlockArgs {
     /// loopback, CGNAT, link-local, ULA), where the VPN host's own resolver lives.
     #[arg(long)]
     pub force: bool,
+    /// Change nothing: show what the rule would cover, the connections (and DNS queries to a
+    /// resolver it covers) of the last 7 days it would have stopped, per device, and the names
+    /// its addresses served, with a warning when they belong to several sites (a CDN's
+    /// address: blocking it blocks them all). Needs no root.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: table for people, json (the whole preview) or csv (the devices) for
+    /// scripts.
+    #[arg(long, value_enum, default_value_t = output::Format::Table, requires = "dry_run")]
+    pub format: output::Format,
 }
 
 #[derive(Args, Debug)]
@@ -54,15 +66,20 @@ pub struct UnblockArgs {
 
 pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
     let net = blocking::parse_rule(&args.rule)?;
-    if let Some(why) = blocking::needs_force(&net).filter(|_| !args.force) {
-        bail!("{why}. If that is what you want, add --force");
-    }
     if let Some(c) = &args.client {
         bail!(
             "--client {}: the kernel's address rules hold for every device (their key has no device); per-device \
              rules are for names: block-domain, block-company, block-service and import-blocklist take --client",
             crate::text::quoted(c)
         );
+    }
+    // A dry run of a rule that needs --force shows why instead of refusing: that is what it is
+    // for.
+    if args.dry_run {
+        return dry_run::block_ip(global, net, args.duration, args.format);
+    }
+    if let Some(why) = blocking::needs_force(&net).filter(|_| !args.force) {
+        bail!("{why}. If that is what you want, add --force");
     }
     let expires = args.duration.map(|d| timefmt::now_ms() + d);
     let (pins, mut store, mut kernel) = open_for_change(global, "tracker block-ip")?;

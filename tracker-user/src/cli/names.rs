@@ -211,8 +211,6 @@ pub(super) fn block(
     Ok(cov)
 }
 
-/// How far back `--dry-run` looks.
-const DRY_RUN_DAYS: i64 = 7;
 /// Names `--dry-run` lists, most asked first.
 const DRY_RUN_NAMES: usize = 10;
 
@@ -222,12 +220,14 @@ fn dry_run(global: &Global, table: &EntityTable, target: &Target, opts: &RuleOpt
     let store = Store::open_reader(&global.db)?;
     let devices = store.devices()?;
     let cov = cover::resolve(table, &devices, target, opts.client.as_deref())?;
-    let since = timefmt::now_ms() - DRY_RUN_DAYS * 24 * 3_600_000;
+    let now = timefmt::now_ms();
+    let since = preview::since(now);
     let only = cov.device.as_ref().map(|d| d.addresses.clone());
     let p = preview::would_stop(&store, &devices, &cov.domains, only.as_deref(), since)?;
     println!("dry run, nothing changed: would block {}", describe(&cov));
     println!(
-        "in the last {DRY_RUN_DAYS} days it would have stopped {} DNS queries and {} connections{}",
+        "in the last {} days it would have stopped {} DNS queries and {} connections{}",
+        preview::DAYS,
         p.queries,
         p.connections,
         if p.devices.is_empty() { "" } else { ":" }
@@ -244,11 +244,68 @@ fn dry_run(global: &Global, table: &EntityTable, target: &Target, opts: &RuleOpt
             println!("  ... and {} more", p.names.len() - DRY_RUN_NAMES);
         }
     }
-    println!(
-        "addresses these names were answered with are blocked too while the rule holds, except \
-         ones that also serve a name no rule blocks (see README: Addresses of blocked names)"
-    );
+    let elsewhere = preview::blocked_elsewhere(&store, now)?;
+    let shared = preview::shared_addresses(&store, &devices, &cov.domains, &elsewhere, only.as_deref(), since)?;
+    say_shared(&shared, cov.device.is_some(), opts.block_shared);
     Ok(cov)
+}
+
+/// Shared addresses shown per dry run, with their other names.
+const DRY_RUN_SHARED: usize = 5;
+
+/// What becomes of the addresses the names were answered with: blocked while the rule holds,
+/// except those that also serve names it does not block (left open, or blocked with
+/// `--block-shared`), and none for a rule for one device.
+fn say_shared(s: &preview::SharedAddresses, one_device: bool, block_shared: bool) {
+    let n = s.answered;
+    let (addresses, are, stay) =
+        if n == 1 { ("1 address".to_owned(), "is", "stays") } else { (format!("{n} addresses"), "are", "stay") };
+    if n == 0 {
+        println!(
+            "no DNS answer of the last {} days gave addresses for these names; addresses answered later are \
+             blocked too while the rule holds, except ones that also serve a name no rule blocks",
+            preview::DAYS
+        );
+        return;
+    }
+    if one_device {
+        println!(
+            "the {addresses} these names were answered with {stay} open: the kernel's address rules hold for every \
+             device, so a rule for one device blocks by name only"
+        );
+        return;
+    }
+    let shared = s.shared.len();
+    if shared == 0 {
+        println!("the {addresses} these names were answered with {are} blocked too while the rule holds");
+        return;
+    }
+    let example = s.shared.iter().flat_map(|a| &a.also_serves).next().map(|e| escape_controls(e).into_owned());
+    let example = example.map(|e| format!(" (e.g. {e})")).unwrap_or_default();
+    let (they, serve, them) = if shared == 1 { ("it stays", "serves", "it") } else { ("they stay", "serve", "them") };
+    if block_shared {
+        println!(
+            "{shared} of the {addresses} these names were answered with also {serve} names this rule does not \
+             block{example}: --block-shared blocks {them} too, and those names break"
+        );
+    } else {
+        println!(
+            "{shared} of the {addresses} these names were answered with also {serve} names this rule does not \
+             block{example}: {they} open and the block holds by name (--block-shared blocks {them} too, and those \
+             names break)"
+        );
+    }
+    for d in s.devices.iter().filter(|d| d.shared > 0) {
+        let given = if d.answered == 1 { "address" } else { "addresses" };
+        println!("  {}: {} of the {} {given} it was given", escape_controls(&d.device), d.shared, d.answered);
+    }
+    for a in s.shared.iter().take(DRY_RUN_SHARED) {
+        let names: Vec<String> = a.also_serves.iter().map(|n| escape_controls(n).into_owned()).collect();
+        println!("  {} also serves {}", a.address, names.join(", "));
+    }
+    if shared > DRY_RUN_SHARED {
+        println!("  ... and {} more", shared - DRY_RUN_SHARED);
+    }
 }
 
 /// `company Braze (3 domains: appboy.com, braze.com, braze.eu) for every device`.

@@ -1,6 +1,13 @@
 //! What a block would have stopped (`--dry-run`): over the last week of the live source, the
 //! DNS queries for its names and the connections to them, per device, read without changing
-//! anything.
+//! anything; [`address`] does the same for an address rule, [`shared`] finds the addresses a
+//! name rule leaves open because they also serve names it does not block.
+
+mod address;
+mod shared;
+
+pub use address::{AddressPreview, AddressShare, SeenAddress, ServedName, would_stop_address};
+pub use shared::{DeviceAddresses, SharedAddress, SharedAddresses, blocked_elsewhere, shared_addresses};
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -11,6 +18,14 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::store::{Store, devices::DeviceList};
+
+/// How far back a dry run looks, in days.
+pub const DAYS: i64 = 7;
+
+/// The start of the window a dry run at `now_ms` reads.
+pub fn since(now_ms: i64) -> i64 {
+    now_ms - DAYS * 24 * 3_600_000
+}
 
 /// One device's share of what a block would have stopped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

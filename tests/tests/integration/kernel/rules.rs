@@ -306,3 +306,188 @@ fn a_dry_run_changes_neither_the_database_nor_the_kernel() -> Result<()> {
     assert_eq!(r.ask(PHONE4, "sdk.iad-01.braze.com")?, XDP_PASS);
     Ok(())
 }
+
+/// A flow of `client` to `remote` named `name` (TCP 443, 5 packets and 1000 bytes both ways),
+/// `ago_ms` before now.
+fn named_flow(n: u64, client: &str, remote: &str, name: &str, ago_ms: i64) -> tracker::store::FlowRecord {
+    use tracker::analysis::{
+        addr::AddrClass,
+        labels::Labeler,
+        names::{FlowName, NameSource},
+        protocol::{AppProtocol, Classification, Decided},
+    };
+    let now = tracker::timefmt::now_ms();
+    let name = FlowName { name: Some(name.into()), source: Some(NameSource::Dns), cname: None };
+    let app = Classification { protocol: AppProtocol::Tls, decided: Decided::Payload };
+    tracker::store::FlowRecord {
+        kernel_first_ns: n,
+        client: client.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        protocol: 6,
+        client_port: 40_000 + n as u16,
+        remote_port: 443,
+        packets_up: 3,
+        bytes_up: 300,
+        packets_down: 2,
+        bytes_down: 700,
+        tcp_flags: 0x1a,
+        first_seen_ms: now - ago_ms,
+        last_seen_ms: now - ago_ms + 10,
+        labels: Labeler::default().label(&name, AddrClass::Documentation, app),
+        name,
+        remote_class: AddrClass::Documentation,
+    }
+}
+
+/// `client` asked 10.77.0.1 for `qname` `ago_ms` before now and was answered `address`.
+fn answered(client: &str, qname: &str, address: &str, ago_ms: i64) -> tracker::store::DnsRecord {
+    use tracker::analysis::dns::{Answer, AnswerData, Transport};
+    let ts = tracker::timefmt::now_ms() - ago_ms;
+    tracker::store::DnsRecord {
+        ts_ms: ts,
+        answered_ms: Some(ts + 5),
+        client: client.parse().unwrap(),
+        client_port: 5353,
+        resolver: "10.77.0.1".parse().unwrap(),
+        resolver_port: 53,
+        transport: Transport::Udp,
+        dns_id: 7,
+        qname: qname.into(),
+        qtype: "A".into(),
+        rcode: Some("NOERROR".into()),
+        truncated: false,
+        answers: vec![Answer {
+            name: qname.into(),
+            rtype: "A".into(),
+            ttl: 300,
+            data: AnswerData::Addr(address.parse().unwrap()),
+        }],
+        blocked_by: None,
+    }
+}
+
+/// `block-ip --dry-run` reads what the test stored: the connections to the address per device,
+/// the names it served and the warning that it serves two owners (a CDN's address); a local
+/// network is said, not refused; the name dry run says which address stays open. Database and
+/// both kernel maps are compared before and after: nothing changed.
+#[test]
+fn block_ip_dry_run_counts_what_it_would_stop_warns_of_shared_addresses_and_changes_nothing() -> Result<()> {
+    if !tracker_tests::root_or_skip() {
+        return Ok(());
+    }
+    let mut r = Rig::new("ip-dry-run")?;
+    let day = 24 * 3_600_000;
+    let mut store = Store::open(&r.db())?;
+    let peer = |key: &str, ips: &[&str]| tracker::wireguard::Peer {
+        public_key: key.into(),
+        allowed_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+    };
+    store.write(|w| {
+        w.upsert_devices(&[peer("phone-key", &["10.77.0.2/32"]), peer("tablet-key", &["10.77.0.3/32"])], 1)?;
+        w.set_local_nets(&["10.77.0.0/24".parse()?])
+    })?;
+    store.name_device("phone-key", "phone")?;
+    store.upsert_flows(
+        "boot",
+        &[
+            named_flow(1, "10.77.0.2", "203.0.113.10", "sdk.iad-01.braze.com", 60_000),
+            named_flow(2, "10.77.0.2", "203.0.113.10", "sdk.iad-01.braze.com", 120_000),
+            named_flow(3, "10.77.0.3", "203.0.113.10", "cdn.example.net", 180_000),
+            // Another address, and one older than the week: neither counts.
+            named_flow(4, "10.77.0.2", "203.0.113.11", "www.example.org", 60_000),
+            named_flow(5, "10.77.0.2", "203.0.113.10", "sdk.iad-01.braze.com", 8 * day),
+        ],
+    )?;
+    store.insert_dns(&[
+        answered("10.77.0.2", "sdk.iad-01.braze.com", "203.0.113.10", 61_000),
+        answered("10.77.0.2", "cdn.example.net", "203.0.113.10", 62_000),
+        answered("10.77.0.3", "braze.com", "203.0.113.12", 63_000),
+        answered("10.77.0.2", "www.example.org", "203.0.113.11", 64_000),
+    ])?;
+    drop(store);
+    // Rules in both kernel maps, so that "unchanged" compares something.
+    r.ok(&["block-ip", "198.51.100.0/24"])?;
+    r.ok(&["block-domain", "ads.example"])?;
+    let snapshot = |r: &Rig| -> Result<_> {
+        let t = &r.k.source.tables;
+        let mut blocks: Vec<String> = t.blocks.entries()?.iter().map(|(n, v)| format!("{n} {v:?}")).collect();
+        blocks.sort();
+        Ok((std::fs::read(r.db())?, blocks, t.names.entries()?))
+    };
+    let before = snapshot(&r)?;
+
+    let v =
+        r.json(&["block-ip", "203.0.113.10", "--dry-run", "--for", "30m", "--comment", "cdn?", "--format", "json"])?;
+    let totals = ["connections", "packets", "bytes", "queries"].map(|k| v[k].as_u64());
+    assert_eq!(totals, [Some(3), Some(15), Some(3000), Some(0)], "{v:#}");
+    assert_eq!((v["rule"].as_str(), v["addresses"].as_u64()), (Some("203.0.113.10/32"), Some(1)));
+    let devices: Vec<(&str, u64, u64)> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["device"].as_str().unwrap(), d["connections"].as_u64().unwrap(), d["bytes"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(devices, [("10.77.0.3", 1, 1000), ("phone", 2, 2000)]);
+    let seen = &v["seen"][0];
+    let names: Vec<(&str, &str, u64, u64)> = seen["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let count = |k: &str| n[k].as_u64().unwrap();
+            (n["name"].as_str().unwrap(), n["owner"].as_str().unwrap(), count("connections"), count("answers"))
+        })
+        .collect();
+    assert_eq!(names, [("sdk.iad-01.braze.com", "Braze", 2, 1), ("cdn.example.net", "example.net", 1, 1)]);
+    assert_eq!(seen["owners"], serde_json::json!(["Braze", "example.net"]));
+    assert_eq!(v["seen"].as_array().map(Vec::len), Some(1));
+
+    let table = r.ok(&["block-ip", "203.0.113.10", "--dry-run"])?;
+    for line in [
+        "dry run, nothing changed: would block 203.0.113.10/32 (1 address) for every device",
+        "in the last 7 days it would have stopped 3 connections (15 packets, 3.0 kB) and 0 DNS queries",
+        "  phone: 2 connections, 10 packets, 2.0 kB, 0 DNS queries",
+        "warning: this address also served cdn.example.net (example.net): blocking it blocks those too",
+        "`tracker block-company Braze`",
+    ] {
+        assert!(table.contains(line), "{line:?} not in:\n{table}");
+    }
+    // The devices' own network: said (the resolver's queries counted), not refused.
+    let local = r.ok(&["block-ip", "10.77.0.0/24", "--dry-run"])?;
+    for line in [
+        "warning: 10.77.0.0/24 covers local addresses (private)",
+        "block-ip refuses it without --force",
+        "it overlaps the VPN's own subnet 10.77.0.0/24, covering the VPN host's own address and the tunnel \
+         addresses of phone, 10.77.0.3",
+        "it would have stopped 0 connections (0 packets, 0 B) and 4 DNS queries",
+    ] {
+        assert!(local.contains(line), "{line:?} not in:\n{local}");
+    }
+    // --client is refused as block-ip refuses it.
+    let out = r.cli(&["block-ip", "203.0.113.10", "--dry-run", "--client", "phone"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("per-device rules are for names"), "{err}");
+    // The name rule's dry run: the phone was told the braze name and an allowed one share
+    // 203.0.113.10; the tablet's braze.com address is its alone.
+    let said = r.ok(&["block-domain", "braze.com", "--dry-run"])?;
+    for line in [
+        "1 of the 2 addresses these names were answered with also serves names this rule does not block (e.g. \
+         cdn.example.net): it stays open and the block holds by name",
+        "  phone: 1 of the 1 address it was given",
+        "  203.0.113.10 also serves cdn.example.net",
+    ] {
+        assert!(said.contains(line), "{line:?} not in:\n{said}");
+    }
+    // For one device the rule learns no address: the phone's one stays open, said so.
+    let said = r.ok(&["block-domain", "braze.com", "--dry-run", "--client", "phone"])?;
+    let line = "the 1 address these names were answered with stays open: the kernel's address rules hold for \
+                every device, so a rule for one device blocks by name only";
+    assert!(said.contains(line), "{line:?} not in:\n{said}");
+
+    let after = snapshot(&r)?;
+    assert!(before.0 == after.0, "the database file changed");
+    assert_eq!(before.1, after.1, "the kernel's address tries changed");
+    assert_eq!(before.2, after.2, "the kernel's name map changed");
+    assert_eq!(r.k.xdp(&udp4(PHONE4, HOST4, 40_002, 443, b"x"))?, XDP_PASS, "203.0.113.10 is not blocked");
+    Ok(())
+}
