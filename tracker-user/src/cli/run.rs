@@ -19,6 +19,7 @@ use crate::{
     source::kernel::KernelSource,
     store::{Store, facts::DaemonFacts},
     timefmt,
+    web::dashboard,
 };
 
 #[derive(Args, Debug)]
@@ -45,6 +46,21 @@ pub struct RunArgs {
     /// the database until the next start).
     #[arg(long)]
     pub keep_attached: bool,
+    /// Do not serve the dashboard.
+    #[arg(long, help_heading = DASHBOARD_HEADING)]
+    pub no_dashboard: bool,
+    /// The dashboard's port. The default, 8722, is unprivileged and outside the ports web
+    /// servers and development tools usually take, so it does not collide with a web server on
+    /// the VPN host.
+    #[arg(long, default_value_t = dashboard::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..),
+          help_heading = DASHBOARD_HEADING)]
+    pub dashboard_port: u16,
+    /// Also serve the dashboard on this address (repeatable), e.g. the VPN host's LAN address.
+    /// By default it listens on the interface's own addresses (reachable through the tunnel
+    /// only) and on localhost. Wherever it listens, only the WireGuard peers and the host
+    /// itself get in.
+    #[arg(long = "dashboard-listen", value_name = "ADDR", help_heading = DASHBOARD_HEADING)]
+    pub dashboard_listen: Vec<std::net::IpAddr>,
     /// Extra networks whose hosts are local, never named (repeatable): a LAN reached through
     /// the VPN with public addresses, say. The interface's own subnets, loopback, RFC 1918,
     /// CGNAT, link-local and ULA addresses are local already.
@@ -60,6 +76,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub keep: super::prune::KeepArgs,
 }
+
+/// The `--help` heading of the dashboard's options.
+const DASHBOARD_HEADING: &str = "Dashboard";
 
 pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
@@ -100,7 +119,8 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let mut local_nets = kernel::iface_networks(&iface.name)?;
     local_nets.extend(args.local_nets.iter().map(|n| n.trunc()));
     let mut namer = Namer::new(local_nets.clone(), args.dns_grace);
-    namer.labels = Labeler::new(std::sync::Arc::new(entities));
+    let entities = std::sync::Arc::new(entities);
+    namer.labels = Labeler::new(std::sync::Arc::clone(&entities));
     // Devices before the reload: answers are filed per device.
     engine::refresh_devices(&mut namer, &mut store, &iface.name);
     let now = std::time::SystemTime::now();
@@ -153,6 +173,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let flows_ended_before = flows_ended_before(&store, &tables);
     let mut upkeep = Upkeep::new(&pins, pin_lock, &store, db_lock)?;
     upkeep.claim_pins(&store)?;
+    let dashboard = start_dashboard(global, args, &iface.name, entities);
     upkeep.set_facts(
         &mut store,
         DaemonFacts {
@@ -163,6 +184,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
             started: Some(timefmt::rfc3339(timefmt::now_ms())),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             attached_pid: Some(std::process::id()),
+            dashboard: dashboard.as_ref().map(|d| d.urls().join(" ")),
             ..DaemonFacts::default()
         },
     );
@@ -181,6 +203,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
             retention,
         },
     ));
+    drop(dashboard);
     if let Err(e) = result {
         // As after a crash: the pinned links keep the programs, and blocking, in place.
         tracing::error!(
@@ -199,6 +222,38 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         tracing::info!(iface = %iface.name, "detached; maps stay pinned for the next start");
     }
     Ok(())
+}
+
+/// Starts the dashboard unless `--no-dashboard`; a dashboard that cannot start (its port
+/// taken, say) is logged and the daemon runs without it: counting and blocking come first.
+fn start_dashboard(
+    global: &Global,
+    args: &RunArgs,
+    iface: &str,
+    entities: std::sync::Arc<crate::analysis::entity::EntityTable>,
+) -> Option<dashboard::Dashboard> {
+    if args.no_dashboard {
+        return None;
+    }
+    let own: Vec<std::net::IpAddr> = match kernel::iface_addresses(iface) {
+        Ok(nets) => nets.iter().map(ipnet::IpNet::addr).collect(),
+        Err(e) => {
+            tracing::warn!("dashboard: reading {iface}'s addresses: {e:#}; serving on localhost only");
+            Vec::new()
+        }
+    };
+    let listen = dashboard::default_listen(iface, &own, args.dashboard_port, &args.dashboard_listen);
+    let config = dashboard::Config { iface: iface.to_owned(), listen, db: global.db.clone(), entities };
+    match dashboard::Dashboard::start(config) {
+        Ok(d) => {
+            tracing::info!(urls = ?d.urls(), "dashboard: serving (`tracker dashboard` shows how to open it)");
+            Some(d)
+        }
+        Err(e) => {
+            tracing::error!("dashboard: not started: {e:#}. The daemon runs without it");
+            None
+        }
+    }
 }
 
 /// Parses `--log`: comma-separated `LEVEL` or `TARGET=LEVEL` directives. Every part must be

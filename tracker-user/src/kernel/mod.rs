@@ -98,9 +98,14 @@ pub fn iface(name: &str) -> Result<Iface> {
 }
 
 /// The networks of an interface's addresses (e.g. 10.8.0.1/24 gives 10.8.0.0/24): the VPN's
-/// own subnets, whose peers are local. Read with getifaddrs(3), which sees the caller's network
-/// namespace.
+/// own subnets, whose peers are local.
 pub fn iface_networks(name: &str) -> Result<Vec<ipnet::IpNet>> {
+    Ok(iface_addresses(name)?.into_iter().map(|n| n.trunc()).collect())
+}
+
+/// An interface's own addresses with their prefix lengths (10.8.0.1/24): where the dashboard
+/// listens. Read with getifaddrs(3), which sees the caller's network namespace.
+pub fn iface_addresses(name: &str) -> Result<Vec<ipnet::IpNet>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -122,7 +127,7 @@ pub fn iface_networks(name: &str) -> Result<Vec<ipnet::IpNet>> {
         if let (Some(addr), Some(mask)) = (addr, mask)
             && let Ok(net) = ipnet::IpNet::with_netmask(addr, mask)
         {
-            nets.push(net.trunc());
+            nets.push(net);
         }
     }
     // SAFETY: the list from getifaddrs, freed once.

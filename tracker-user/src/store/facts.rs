@@ -70,6 +70,9 @@ daemon_facts! {
     /// Flows the daemon deleted from the kernel tables once they ended, since the tables were
     /// created: with the kernel's `flows_created` it tells evictions from endings.
     flows_ended: u64,
+    /// The dashboard's URLs, separated by spaces (tunnel addresses first); absent when it is
+    /// off or could not listen.
+    dashboard: String,
 }
 
 #[cfg(test)]

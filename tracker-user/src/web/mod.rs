@@ -1,5 +1,6 @@
-//! What tracker shows in a browser: [`svg`] charts rendered by tracker itself and the
-//! self-contained report [`page`], both reused by the dashboard.
+//! What tracker shows in a browser: [`svg`] charts rendered by tracker itself, the
+//! self-contained report [`page`], and the [`dashboard`] the daemon serves, built on both.
 
+pub mod dashboard;
 pub mod page;
 pub mod svg;

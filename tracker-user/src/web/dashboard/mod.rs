@@ -1,0 +1,202 @@
+//! The dashboard: a web server inside the daemon for the devices' own browsers (the phone
+//! through the tunnel, the VPN host's localhost), on a thread and runtime of its own, at a
+//! lower CPU priority, reading through its own read-only connections: its work never waits on,
+//! or delays, the daemon's counting.
+//!
+//! Routes, and where the rest of the dashboard plugs in:
+//! - `GET /`: the first page ([`overview`]); `GET /static/dashboard.css` ([`assets`]);
+//! - to come, each a module beside [`overview`] and a line in [`router`]: detail pages
+//!   (`GET /domain/{name}`, `/company/{name}`, `/service/{name}`, `/device/{key}`), the
+//!   experiments page (`GET /experiments`), the query log and flows (`GET /log`, paged) and
+//!   live updates (`GET /events`); changes (`POST /block`, `/unblock`, `/login`) behind a
+//!   session and a CSRF token, as a layer on those routes only.
+//!
+//! Every route is behind the [`access::Gate`] (WireGuard peers and loopback, checked when a
+//! connection is accepted, in [`server`]) and the `Host` check and security headers of
+//! [`headers`].
+
+mod access;
+mod assets;
+mod db;
+mod headers;
+mod overview;
+mod params;
+mod server;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use axum::{
+    Router,
+    http::StatusCode,
+    middleware,
+    response::{IntoResponse as _, Response},
+    routing::get,
+};
+use tokio::sync::watch;
+
+use crate::analysis::entity::EntityTable;
+pub use headers::CSP;
+pub use server::Listen;
+
+/// The port when `--dashboard-port` is not given: unprivileged and outside the ports web
+/// servers and development tools usually take (80, 443, 3000, 8000, 8080), so it does not
+/// collide with a web server on the VPN host; "TRAC" on a phone keypad.
+pub const DEFAULT_PORT: u16 = 8722;
+/// The dashboard's threads run at this nice value: under load the daemon's loop goes first.
+const NICE: libc::c_int = 10;
+/// Blocking threads for its reads (one per reader connection, see [`db::READERS`]).
+const BLOCKING_THREADS: usize = db::READERS;
+/// How long `tracker run` waits for the dashboard to bind before going on without it.
+const START_WAIT: Duration = Duration::from_secs(5);
+
+/// What the dashboard serves and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The WireGuard interface whose peers may connect.
+    pub iface: String,
+    /// Where to listen (see [`default_listen`]).
+    pub listen: Vec<Listen>,
+    pub db: PathBuf,
+    pub entities: Arc<EntityTable>,
+}
+
+/// The interface's own addresses (tied to the interface) and loopback, on `port`; `extra`
+/// addresses too (a LAN address, say: still only peers and the host get in). IPv6 link-local
+/// addresses are left out: they need a zone, and the tunnel has its own addresses.
+pub fn default_listen(iface: &str, iface_addresses: &[IpAddr], port: u16, extra: &[IpAddr]) -> Vec<Listen> {
+    let mut out: Vec<Listen> = iface_addresses
+        .iter()
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|ip| Listen { addr: SocketAddr::new(*ip, port), device: Some(iface.to_owned()) })
+        .collect();
+    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)].iter().chain(extra) {
+        if !out.iter().any(|l| l.addr.ip() == *ip) {
+            out.push(Listen { addr: SocketAddr::new(*ip, port), device: None });
+        }
+    }
+    out
+}
+
+/// The address to open, as a URL (`http://10.77.0.1:8722/`, `http://[fd77::1]:8722/`).
+pub fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
+}
+
+/// What every handler shares.
+pub struct App {
+    db: db::Db,
+    entities: Arc<EntityTable>,
+}
+
+/// The routes, behind the `Host` check, with the security headers on every response (also
+/// on the 403 of a wrong `Host` and the 404 of an unknown path).
+fn router(app: Arc<App>, hosts: access::Hosts) -> Router {
+    Router::new()
+        .route("/", get(overview::handler))
+        .route(assets::CSS_PATH, get(assets::css))
+        .route("/favicon.ico", get(assets::favicon))
+        .with_state(app)
+        .layer(middleware::from_fn_with_state(hosts, headers::own_host))
+        .layer(middleware::map_response(headers::secure))
+}
+
+/// A read that gave no page: 503, logged with why (the page says only that it is unavailable).
+fn unavailable(e: &db::DbError) -> Response {
+    tracing::warn!("dashboard: {e}");
+    (StatusCode::SERVICE_UNAVAILABLE, "The dashboard cannot read the database right now; try again.\n").into_response()
+}
+
+/// The running dashboard; dropping it stops it.
+pub struct Dashboard {
+    urls: Vec<String>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Dashboard {
+    /// Binds every address it can and serves on its own thread. Fails only when no address
+    /// could be bound or the thread could not start; the daemon goes on without it then.
+    pub fn start(config: Config) -> Result<Self> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dashboard".into())
+            .spawn(move || run(config, stop_rx, bound_tx))
+            .context("starting the dashboard's thread")?;
+        let bound: Vec<SocketAddr> = match bound_rx.recv_timeout(START_WAIT) {
+            Ok(bound) => bound,
+            Err(_) => anyhow::bail!("the dashboard did not start within {START_WAIT:?}"),
+        };
+        let dashboard = Self { urls: bound.iter().copied().map(url).collect(), stop, thread: Some(thread) };
+        anyhow::ensure!(!bound.is_empty(), "the dashboard could not listen on any address");
+        Ok(dashboard)
+    }
+
+    /// The URLs it listens on, tunnel addresses first.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The dashboard's thread: its runtime, its sockets, its loop, until told to stop.
+fn run(config: Config, stop: watch::Receiver<bool>, bound_tx: std::sync::mpsc::Sender<Vec<SocketAddr>>) {
+    // SAFETY: setpriority on this thread's own id (Linux's nice value is per thread, and the
+    // threads this one starts inherit it).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) } != 0 {
+        tracing::debug!("dashboard: could not lower its priority: {}", std::io::Error::last_os_error());
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_name("dashboard-read")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("dashboard: cannot start its runtime: {e}");
+            let _ = bound_tx.send(Vec::new());
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = server::bind(&config.listen);
+        let bound: Vec<SocketAddr> = listeners.iter().map(|(_, a)| *a).collect();
+        let _ = bound_tx.send(bound.clone());
+        if listeners.is_empty() {
+            return;
+        }
+        let gate = Arc::new(access::Gate::new(&config.iface));
+        gate.refresh().await;
+        let refresher = tokio::spawn({
+            let (gate, mut stop) = (Arc::clone(&gate), stop.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(access::PEER_REFRESH) => gate.refresh().await,
+                        _ = server::stopped(&mut stop) => break,
+                    }
+                }
+            }
+        });
+        let app = Arc::new(App { db: db::Db::new(config.db.clone()), entities: config.entities });
+        server::serve(listeners, gate, router(app, access::Hosts::new(&bound)), stop).await;
+        refresher.abort();
+    });
+    // Reads still running are interrupted by their own timeouts; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+}
