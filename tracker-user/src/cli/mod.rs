@@ -3,6 +3,7 @@
 
 mod block;
 mod bypass;
+mod dashboard;
 mod dns;
 mod entities;
 mod experiment;
@@ -47,6 +48,7 @@ tracker import-blocklist ads.hosts refuse every name of a hosts-format list\n  \
 tracker blocks                     rules and how many packets or queries each stopped\n  \
 tracker experiment Braze --for 30m what stops working without Braze\n  \
 tracker unblock-ip 203.0.113.7     undo\n  \
+tracker dashboard                  open the dashboard from the phone: address and QR code\n  \
 tracker status                     is it running, and what the kernel counted\n\n\
 Every command uses the same database and pin directory as the daemon unless told otherwise.",
     after_help = "Docs: README.md. The database schema, commented: `tracker schema`."
@@ -306,6 +308,15 @@ tracker experiment api.mparticle.com --for 10m   a domain and the names under it
 tracker report --block-window 12                 what broke while rule 12 was on\n  \
 tracker report --block-window Braze --format json")]
     Experiment(experiment::ExperimentArgs),
+    /// Where to open the dashboard from the phone: its addresses and a QR code, and who may.
+    #[command(long_about = "The daemon serves a dashboard (unless started with --no-dashboard): \
+the first page shows, for the last 24 hours, 7 or 30 days and all devices or one, the connections \
+and bytes, a timeline, the names looked up, companies (with or without the big players), services, \
+encryption, protocols, what was blocked, and the devices. It listens on the VPN interface's own \
+addresses, reachable through the tunnel only, and on localhost; only the WireGuard peers and this \
+host get in. This prints its addresses, and a QR code of one to scan with the phone's camera.\n\n\
+Examples:\n  tracker dashboard\n  tracker dashboard --light-terminal   (a terminal with a light background)")]
+    Dashboard(dashboard::DashboardArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
     Status(ListArgs),
     /// Remove flows and DNS queries past their retention now (the daemon does it every hour).
@@ -409,6 +420,7 @@ pub fn main() -> ExitCode {
         Command::UnblockDnsBypass(ref args) => bypass::unblock_dns_bypass(&cli.global, args),
         Command::Blocks(ref args) => block::blocks(&cli.global, args),
         Command::Experiment(ref args) => experiment::run(&cli.global, args),
+        Command::Dashboard(ref args) => dashboard::dashboard(&cli.global, args),
         Command::Status(ref args) => status(&cli.global, args),
         Command::Prune(ref args) => prune::prune(&cli.global, args),
         Command::Schema => schema(),

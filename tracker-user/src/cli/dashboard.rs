@@ -1,0 +1,140 @@
+//! `tracker dashboard`: where to open the dashboard from the phone (its addresses, and a QR code
+//! of one in the terminal), and who may open it.
+
+use std::{io::Write as _, net::SocketAddr};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use qrcode::{EcLevel, QrCode, render::unicode::Dense1x2};
+
+use super::{Global, open_existing};
+use crate::daemon;
+
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    /// Draw the QR code dark on light, for a terminal with a light background (by default it is
+    /// drawn for a dark one, as most terminals are).
+    #[arg(long)]
+    pub light_terminal: bool,
+    /// Only the addresses, no QR code.
+    #[arg(long)]
+    pub no_qr: bool,
+}
+
+/// The QR code's colours: the blocks a terminal draws are its text colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Terminal {
+    /// Light text on dark: blocks are the QR code's light modules.
+    Dark,
+    Light,
+}
+
+pub fn dashboard(global: &Global, args: &DashboardArgs) -> Result<()> {
+    let store = open_existing(global)?;
+    let facts = store.daemon_facts()?;
+    if daemon::daemon_pid(&global.db).is_none() {
+        bail!(
+            "the daemon is not running on {}: start it with `tracker run`, which serves the dashboard \
+             unless told --no-dashboard",
+            global.db.display()
+        );
+    }
+    let Some(urls) = facts.dashboard else {
+        bail!(
+            "the daemon runs without the dashboard: started with --no-dashboard, or it could not listen \
+             (its log says why)"
+        );
+    };
+    let urls: Vec<&str> = urls.split_whitespace().collect();
+    let iface = facts.iface.as_deref().unwrap_or("wg0");
+    let terminal = if args.light_terminal { Terminal::Light } else { Terminal::Dark };
+    let text = instructions(&urls, iface, (!args.no_qr).then_some(terminal))?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Whether a dashboard URL is on the host's loopback (only for a browser on the host itself).
+fn is_loopback(url: &str) -> bool {
+    address(url).is_some_and(|a| a.ip().is_loopback())
+}
+
+fn address(url: &str) -> Option<SocketAddr> {
+    url.strip_prefix("http://")?.trim_end_matches('/').parse().ok()
+}
+
+/// What `tracker dashboard` prints: the addresses to open from a phone (with a QR code of the
+/// first, an IPv4 one if there is one: shorter, and every phone has IPv4 in the tunnel), the
+/// address on the host itself, and the access rules.
+fn instructions(urls: &[&str], iface: &str, qr: Option<Terminal>) -> Result<String> {
+    let (local, remote): (Vec<&str>, Vec<&str>) = urls.iter().partition(|u| is_loopback(u));
+    let mut out = String::new();
+    if remote.is_empty() {
+        out.push_str(&format!(
+            "The dashboard listens on this host only: {iface} had no address when the daemon started.\n"
+        ));
+    } else {
+        out.push_str("Open the dashboard on a phone or computer connected to the VPN:\n\n");
+        for u in &remote {
+            out.push_str(&format!("  {u}\n"));
+        }
+        let first = remote.iter().find(|u| address(u).is_some_and(|a| a.is_ipv4())).unwrap_or(&remote[0]);
+        if let Some(terminal) = qr {
+            out.push_str(&format!("\nOr scan this with the phone's camera ({first}):\n\n"));
+            out.push_str(&qr_text(first, terminal)?);
+        }
+    }
+    if !local.is_empty() {
+        out.push_str(&format!("\nOn this host itself: {}\n", local.join("  ")));
+    }
+    out.push_str(&format!(
+        "\nWho can open it: the devices of the WireGuard VPN (a connection from one of {iface}'s \
+         peers' allowed IPs, as `wg show {iface}` lists them) and this host (localhost). Anyone else's \
+         connection is reset before anything is sent. It shows what the devices talked to; it fetches \
+         nothing from the internet.\nTurn it off with `tracker run --no-dashboard`; another port: \
+         `--dashboard-port`.\n"
+    ));
+    Ok(out)
+}
+
+/// `url` as a QR code of text blocks, two modules per character cell, with the quiet zone the
+/// standard asks for.
+fn qr_text(url: &str, terminal: Terminal) -> Result<String> {
+    let code = QrCode::with_error_correction_level(url, EcLevel::M).context("making the QR code")?;
+    let (dark, light) = match terminal {
+        Terminal::Dark => (Dense1x2::Light, Dense1x2::Dark),
+        Terminal::Light => (Dense1x2::Dark, Dense1x2::Light),
+    };
+    let mut text = code.render::<Dense1x2>().dark_color(dark).light_color(light).quiet_zone(true).build();
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phone_gets_the_tunnel_addresses_and_a_qr_code_of_the_ipv4_one() {
+        let urls = ["http://[fd77::1]:8722/", "http://10.77.0.1:8722/", "http://127.0.0.1:8722/", "http://[::1]:8722/"];
+        let text = instructions(&urls, "wg0", Some(Terminal::Dark)).unwrap();
+        let phone = text.find("  http://[fd77::1]:8722/\n  http://10.77.0.1:8722/\n").expect(&text);
+        assert!(text.contains("scan this with the phone's camera (http://10.77.0.1:8722/)"), "{text}");
+        assert!(text.contains("On this host itself: http://127.0.0.1:8722/  http://[::1]:8722/"), "{text}");
+        assert!(text.contains("wg show wg0") && text.contains("--no-dashboard"), "{text}");
+        let qr = qr_text("http://10.77.0.1:8722/", Terminal::Dark).unwrap();
+        assert!(text[phone..].contains(&qr));
+        // A square of half-height rows: as many rows as columns / 2, every row as wide.
+        let rows: Vec<usize> = qr.lines().map(|l| l.chars().count()).collect();
+        assert!(rows.iter().all(|&w| w == rows[0]), "{rows:?}");
+        assert_eq!(rows.len(), rows[0].div_ceil(2), "{qr}");
+        // Dark terminal: the quiet zone is drawn (full blocks), so the first row is all blocks.
+        assert!(qr.lines().next().unwrap().chars().all(|c| c == '█'), "{qr}");
+        let light = qr_text("http://10.77.0.1:8722/", Terminal::Light).unwrap();
+        assert!(light.lines().next().unwrap().chars().all(|c| c == ' '), "{light}");
+
+        let alone = instructions(&["http://127.0.0.1:8722/"], "wg0", Some(Terminal::Dark)).unwrap();
+        assert!(alone.starts_with("The dashboard listens on this host only") && !alone.contains('█'), "{alone}");
+        let no_qr = instructions(&urls[..2], "wg0", None).unwrap();
+        assert!(!no_qr.contains('█') && no_qr.contains("http://10.77.0.1:8722/"), "{no_qr}");
+    }
+}
