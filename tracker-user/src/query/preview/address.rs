@@ -99,8 +99,8 @@ pub fn would_stop_address(
     net: IpNet,
     since_ms: i64,
 ) -> Result<AddressPreview> {
-    // A single address is looked up by its text (flows_remote, dns_answers_addr); a network
-    // scans the window.
+    // Both read the window (by its time index); SQLite filters a single address by its text
+    // (addresses are stored canonical), a network is matched here once parsed.
     let exact = (net.prefix_len() == net.max_prefix_len()).then(|| net.addr().to_string());
     let inside = |text: &str| text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()).filter(|ip| net.contains(ip));
     let label = |client: &str| match client.parse::<IpAddr>() {
@@ -301,7 +301,7 @@ mod tests {
         assert!(p.needs_force.is_none() && p.own_devices.is_empty() && p.vpn_subnets.is_empty());
         assert!(p.blocked_by.is_empty());
 
-        // A single address is looked up by its text: the same counts as the scan.
+        // A single address is filtered by its text: the same counts as a network's match.
         let one = would_stop_address(&s, &devices, &table, "203.0.113.11/32".parse().unwrap(), since).unwrap();
         assert_eq!((one.connections, one.queries, one.addresses), (1, 1, Some(1)));
         assert_eq!(one.seen[0].names[0].name, "www.example.org");
