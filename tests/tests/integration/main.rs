@@ -24,6 +24,7 @@ mod blocking;
 mod bypass;
 mod careless;
 mod common;
+mod config;
 mod differential;
 mod e2e;
 mod experiment;

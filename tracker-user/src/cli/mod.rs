@@ -3,6 +3,7 @@
 
 mod block;
 mod bypass;
+mod config;
 mod dashboard;
 mod dns;
 mod entities;
@@ -77,6 +78,12 @@ pub struct Global {
     /// it. Default: /etc/tracker/entities.toml when it exists.
     #[arg(long, global = true, env = "TRACKER_ENTITIES", value_name = "FILE", help_heading = GLOBAL_HEADING)]
     pub entities: Option<PathBuf>,
+    /// Settings file (TOML): any option above at its top level, `tracker run`'s in a `[run]`
+    /// table, named as the options are (`db = "/srv/tracker.db"`, `[run]` `keep-raw = "90d"`).
+    /// Options on the command line and their environment variables win over it. Default:
+    /// /etc/tracker/tracker.toml when it exists.
+    #[arg(long, global = true, env = config::CONFIG_ENV, value_name = "FILE", help_heading = GLOBAL_HEADING)]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the user's entity overrides are looked for when `--entities` is not given.
@@ -106,7 +113,8 @@ const GLOBAL_HEADING: &str = "Global options";
 
 /// Environment variables that stand for options. Set but empty (`TRACKER_DB=`) means unset, as
 /// in most programs, rather than clap's "a value is required".
-const OPTION_ENV: [&str; 5] = ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG", "TRACKER_ENTITIES"];
+const OPTION_ENV: [&str; 6] =
+    ["TRACKER_DB", "TRACKER_PIN_DIR", "TRACKER_IFACE", "TRACKER_LOG", "TRACKER_ENTITIES", config::CONFIG_ENV];
 
 /// The rows a listing shows by default in a table; JSON and CSV, for scripts, get every row.
 pub const TABLE_LIMIT: u32 = 100;
@@ -386,7 +394,23 @@ pub fn main() -> ExitCode {
         // or runtime starts), so no other code can read the environment meanwhile.
         unsafe { std::env::remove_var(name) };
     }
-    let cli = Cli::parse();
+    let (args, origins) = match config::apply(std::env::args_os().collect(), &|k| std::env::var(k).ok()) {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "tracker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(note) = config::explain(&e, &origins) {
+                let _ = writeln!(std::io::stderr(), "{note}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // `tracker flows | head -1`: a closed pipe ends the command quietly, as for any Unix
         // filter, instead of a "Broken pipe" error. The daemon keeps Rust's default (ignored),
@@ -689,6 +713,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let global = |entities: Option<PathBuf>| Global { db: dir.join("t.db"), pin_dir: dir.clone(), entities };
+            |entities: Option<PathBuf>| Global { db: dir.join("t.db"), pin_dir: dir.clone(), entities, config: None };
         let missing = dir.join("missing.toml");
         let err = format!("{:#}", global(Some(missing.clone())).entity_table().unwrap_err());
         assert!(err.contains("reading the entity file") && err.contains("missing.toml"), "{err}");
@@ -717,6 +742,7 @@ mod tests {
         drop(c);
         let before = std::fs::read(&db).unwrap();
         let global = Global { db: db.clone(), pin_dir: dir.join("no-pins"), entities: None };
+        let global = Global { db: db.clone(), pin_dir: dir.join("no-pins"), entities: None, config: None };
         let err = format!("{:#}", status(&global, &ListArgs { format: Format::Json }).unwrap_err());
         assert!(err.contains("another program's SQLite database"), "{err}");
         assert_eq!(std::fs::read(&db).unwrap(), before);
