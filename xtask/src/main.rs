@@ -7,6 +7,7 @@ mod fuzz;
 mod fuzz_seeds;
 mod lab;
 mod link;
+mod model;
 mod setup;
 mod test;
 
@@ -95,6 +96,14 @@ enum Task {
     /// and crashes per target; crashing inputs are saved under target/fuzz-artifacts/NAME/.
     /// Not part of `cargo xtask test` (whose mutation tests run the same checks on stable).
     Fuzz(fuzz::FuzzArgs),
+    /// The kernel programs against the importer's accounting on generated packets (root).
+    ///
+    /// `cargo xtask model [--packets N] [--seed S] [--from I]`: packets random and mutated from
+    /// ../shared/testdata/pcaps (default 10,000,000, seed 14), each through the real XDP or TC
+    /// program (BPF_PROG_TEST_RUN) and through import-pcap's accounting, compared packet by
+    /// packet and table by table. Prints packets, packets/s, differences and aborts, the first
+    /// few with their index, bytes and the command that replays them.
+    Model(model::ModelArgs),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +159,7 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Model(args) => model::run(&args),
     }
 }
 
