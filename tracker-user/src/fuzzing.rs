@@ -178,8 +178,7 @@ pub fn http_host(data: &[u8]) {
 /// The QUIC Initial reader. An input starting with [`QUIC_FRAMES`] is the plaintext of an
 /// Initial, protected here as a client would (RFC 9001 §5) so that it reaches the frame and
 /// ClientHello readers behind the AEAD check; any other is a datagram as captured. A server
-/// name it finds is lower-case printable ASCII of at most 253 bytes without a trailing dot, and
-/// no address.
+/// name it finds is a canonical host name, as from TLS, made of printable ASCII only.
 pub fn quic_initial(data: &[u8]) {
     let packet;
     let datagram = match data.split_first() {
@@ -189,13 +188,10 @@ pub fn quic_initial(data: &[u8]) {
         }
         _ => data,
     };
-    let Some(name) = quic::initial_sni(datagram) else {
-        return;
-    };
-    assert!((1..=MAX_NAME_LEN).contains(&name.len()), "{name:?} is {} bytes", name.len());
-    assert!(name.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()), "{name:?}");
-    assert!(!name.ends_with('.'), "{name:?} ends with a dot");
-    assert!(name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_err(), "{name:?}");
+    if let Some(name) = quic::initial_sni(datagram) {
+        let raw = check_host_name(&name);
+        assert!(raw.iter().all(u8::is_ascii_graphic), "{name:?} came from a name with a space or control byte");
+    }
 }
 
 /// The capture reader on a file's bytes, and every frame counted as `import-pcap` counts it,
