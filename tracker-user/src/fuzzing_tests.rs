@@ -241,4 +241,14 @@ fn inputs_the_fuzzer_found() {
     ];
     quic_initial(quic_sni_of_dots);
     assert_eq!(quic::initial_sni(&quic::protect_v1(&QUIC_DCID, &quic_sni_of_dots[1..])), None);
+
+    // blocklist, 2026-12-07: the line `0..`. canonical_domain dropped one final dot and let the
+    // second through as `0.`: not in canonical form, past the one-label test (it has a dot),
+    // and hashed by the kernel as the whole top-level `0` (`lan..` blocked all of `lan`). It
+    // is now an empty label.
+    let two_dots = b"0..";
+    blocklist(two_dots);
+    let parsed = blocklist::parse(two_dots);
+    assert_eq!((parsed.domains.len(), parsed.malformed.len()), (0, 1));
+    assert!(blocklist::parse(b"lan..\n0.0.0.0 ads.example.com..\n").domains.is_empty());
 }

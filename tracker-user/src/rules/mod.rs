@@ -77,6 +77,11 @@ pub fn canonical_domain(text: &str, wide: bool) -> Result<String, BadDomain> {
     if t.is_empty() {
         return Err(BadDomain::Kernel(DomainError::Empty));
     }
+    // One final dot is the root's; a second is an empty label. Kept, it passed the one-label
+    // test (`lan.` has a dot) and domain_hash drops it, so `lan..` covered all of `lan`.
+    if t.ends_with('.') {
+        return Err(BadDomain::Kernel(DomainError::EmptyLabel));
+    }
     if t.parse::<IpAddr>().is_ok() || t.parse::<ipnet::IpNet>().is_ok() {
         return Err(BadDomain::Address);
     }
@@ -118,6 +123,10 @@ mod tests {
         let why = |s: &str| canonical_domain(s, false).unwrap_err().to_string();
         assert!(why("a..example").contains("empty label"), "{}", why("a..example"));
         assert!(why(".example.com").contains("empty label"));
+        // Found by `cargo xtask fuzz` (a blocklist line `0..`): the second of two final dots
+        // was kept, and `lan..` passed as a rule covering every name under `lan`.
+        assert!(why("lan..").contains("empty label"));
+        assert!(why("ads.example.com..").contains("empty label"));
         assert!(why(&format!("{}.com", "a".repeat(64))).contains("longer than 63"));
         assert!(why(&vec!["abcdefghi"; 26].join(".")).contains("253 characters"));
         assert!(why(&vec!["a"; 33].join(".")).contains("more than 32 labels"));
