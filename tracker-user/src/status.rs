@@ -104,7 +104,7 @@ pub fn gather(db: &Path, pins: &PinDir) -> Result<Status> {
     } else {
         (None, DaemonFacts::default())
     };
-    let kernel = if kernel::require_root("").is_ok() {
+    let kernel = if kernel::require_maps("").is_ok() {
         kernel_status(pins, daemon.flows_ended.unwrap_or(0))?
     } else {
         KernelStatus { kernel_counters: Some("run as root to read the kernel counters"), ..KernelStatus::default() }

@@ -5,7 +5,9 @@
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::common::{Scratch, run_cli, tracker_bin};
+use tracker_tests::tracker_bin;
+
+use crate::common::{Scratch, run_cli};
 
 fn tracker(args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(tracker_bin());

@@ -33,6 +33,7 @@ mod kernel;
 mod lab;
 mod names;
 mod page;
+mod privilege;
 mod prune;
 mod report;
 mod survive;

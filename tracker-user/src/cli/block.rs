@@ -178,7 +178,7 @@ pub struct KernelMaps {
 /// What a rule change writes to: the database (created if missing) and, when the pins hold
 /// this database's maps, the kernel's block maps. Checked before anything is written.
 pub fn open_for_change(global: &Global, what: &str) -> Result<(PinDir, Store, Option<KernelMaps>)> {
-    kernel::require_root(what)?;
+    kernel::require_maps(what)?;
     let pins = PinDir(global.pin_dir.clone());
     let target = kernel_target(global, &pins)?;
     let store = Store::open(&global.db)?;
@@ -272,7 +272,7 @@ pub fn blocks(global: &Global, args: &BlocksArgs) -> Result<()> {
     let store = open_existing(global)?;
     let pins = PinDir(global.pin_dir.clone());
     // Live counters need root; without them the listing shows the last sweep's numbers.
-    let (ips, names) = match kernel::require_root("") {
+    let (ips, names) = match kernel::require_maps("") {
         Ok(()) => (
             KernelBlocks::open_pinned(&pins)?.map(|k| k.counters()).transpose()?,
             KernelNames::open_pinned(&pins)?.map(|k| crate::rules::kernel::counts(&k)).transpose()?,

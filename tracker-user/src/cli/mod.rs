@@ -712,7 +712,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tracker-cli-entities-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let global = |entities: Option<PathBuf>| Global { db: dir.join("t.db"), pin_dir: dir.clone(), entities };
+        let global =
             |entities: Option<PathBuf>| Global { db: dir.join("t.db"), pin_dir: dir.clone(), entities, config: None };
         let missing = dir.join("missing.toml");
         let err = format!("{:#}", global(Some(missing.clone())).entity_table().unwrap_err());
@@ -741,7 +741,6 @@ mod tests {
         c.execute_batch("CREATE TABLE customers (id INTEGER)").unwrap();
         drop(c);
         let before = std::fs::read(&db).unwrap();
-        let global = Global { db: db.clone(), pin_dir: dir.join("no-pins"), entities: None };
         let global = Global { db: db.clone(), pin_dir: dir.join("no-pins"), entities: None, config: None };
         let err = format!("{:#}", status(&global, &ListArgs { format: Format::Json }).unwrap_err());
         assert!(err.contains("another program's SQLite database"), "{err}");

@@ -88,7 +88,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         // Colour codes only for a terminal: journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     tracing_subscriber::registry().with(output).with(filter).init();
-    kernel::require_root("tracker run")?;
+    kernel::caps::require("tracker run", &kernel::caps::DAEMON)?;
     kernel::require_kernel()?;
     let iface = kernel::iface(&args.iface)?;
     // A bad entity file or retention is refused before anything is created or attached.

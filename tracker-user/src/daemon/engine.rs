@@ -103,6 +103,8 @@ pub async fn run_loop(
         Ok(_) => {}
         Err(e) => tracing::warn!("reading the learned addresses: {e:#}"),
     }
+    // Attached, rules applied, the ring about to be read: what depends on tracker may start.
+    super::notify::notify(&format!("READY=1\nSTATUS=counting and blocking on {}", opts.iface));
     loop {
         tokio::select! {
             guard = wakeups.readable() => {
@@ -144,6 +146,7 @@ pub async fn run_loop(
             _ = sighup.recv() => { tracing::info!("SIGHUP: flushing and stopping"); break; }
         }
     }
+    super::notify::notify("STOPPING=1\nSTATUS=flushing to the database");
     // Drain what is left, then one last sweep so nothing counted is left unwritten, and every
     // query still waiting for its answer.
     drain(source, namer, anchor, &mut learner);

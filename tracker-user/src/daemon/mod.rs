@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod learned;
+pub mod notify;
 
 use std::{
     collections::HashMap,

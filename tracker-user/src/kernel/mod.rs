@@ -17,6 +17,7 @@ use aya::{
 };
 use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 
+pub mod caps;
 pub mod gate;
 pub mod maps;
 pub mod pins;
@@ -37,14 +38,9 @@ pub const MIN_KERNEL: (u8, u8) = (5, 18);
 /// Link types from include/uapi/linux/if_arp.h.
 const ARPHRD_ETHER: u16 = 1;
 const ARPHRD_NONE: u16 = 0xfffe;
-/// Fails unless running as root: loading programs needs CAP_BPF and CAP_NET_ADMIN, and the
-/// database and pins are root's.
-pub fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root (to load eBPF programs and reach the pinned maps): run it with sudo");
-    }
-    Ok(())
+/// Fails unless the process may reach the pinned maps ([`caps::MAPS`]), naming what is missing.
+pub fn require_maps(what: &str) -> Result<()> {
+    caps::require(what, &caps::MAPS)
 }
 
 /// Fails on kernels older than [`MIN_KERNEL`], naming what is missing.

@@ -127,7 +127,16 @@ fn mount_bpffs(at: &Path) -> Result<()> {
     // SAFETY: all pointers are valid NUL-terminated strings; no data argument.
     let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("mount -t bpf");
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            return Err(e).context(format!(
+                "mounting the BPF filesystem at {} needs {}: mount it once beforehand (`mount -t bpf bpf {0}`, or \
+                 systemd's sys-fs-bpf.mount)",
+                at.display(),
+                super::caps::Cap::SysAdmin.name()
+            ));
+        }
+        return Err(e).context("mount -t bpf");
     }
     Ok(())
 }
