@@ -134,7 +134,7 @@ mod tests {
         let limit = Duration::from_millis(300);
         let db = Db::with_timeout(path.clone(), limit);
         runtime().block_on(async {
-            let n = db.read(|s| Ok(s.flow_count()?)).await.unwrap();
+            let n = db.read(|s| s.flow_count()).await.unwrap();
             assert_eq!(n, 0);
             assert_eq!(db.idle.lock().unwrap().len(), 1, "the connection is back for the next read");
             // A recursive CTE that would count for hours.
@@ -152,11 +152,11 @@ mod tests {
             assert!(matches!(endless, Err(DbError::TimedOut)), "{endless:?}");
             assert!(started.elapsed() < limit + Duration::from_secs(2), "{:?}", started.elapsed());
             // Interrupted, the connection goes back and serves the next read.
-            let n = db.read(|s| Ok(s.flow_count()?)).await.unwrap();
+            let n = db.read(|s| s.flow_count()).await.unwrap();
             assert_eq!(n, 0);
         });
         let missing = Db::new(path.with_extension("missing"));
-        let err = runtime().block_on(missing.read(|s| Ok(s.flow_count()?))).unwrap_err();
+        let err = runtime().block_on(missing.read(|s| s.flow_count())).unwrap_err();
         assert!(err.to_string().contains("no database"), "{err}");
     }
 }

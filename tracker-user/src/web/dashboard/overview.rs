@@ -235,12 +235,12 @@ fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
                 name.push_str(&format!(" (for {})", r.device));
             }
             let mut figure = format!(
-                "{} queries refused, {} packets dropped",
+                "queries refused: {} · packets dropped: {}",
                 grouped(r.queries_refused),
                 grouped(r.packets_dropped)
             );
             if let Some(left) = &r.time_left {
-                figure.push_str(&format!(", ends in {left}"));
+                figure.push_str(&format!(" · ends in {left}"));
             }
             Line { name, figure }
         })
