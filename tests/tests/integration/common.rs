@@ -89,10 +89,15 @@ impl Tracker {
 
     /// Starts `tracker run` in the VPN namespace and waits until both programs are attached.
     pub fn start(&mut self, lab: &Lab) -> Result<()> {
+        self.start_with(lab, &[])
+    }
+
+    /// [`Tracker::start`] with more `tracker run` options.
+    pub fn start_with(&mut self, lab: &Lab, extra: &[&str]) -> Result<()> {
         ensure!(self.daemon.is_none(), "daemon already running");
         let mut c = lab.vpn_cmd(tracker_bin());
         c.arg("--db").arg(&self.db).arg("--pin-dir").arg(&self.pins);
-        c.args(["run", "--iface", &self.iface, "--sweep-interval", SWEEP, "--log", "debug"]);
+        c.args(["run", "--iface", &self.iface, "--sweep-interval", SWEEP, "--log", "debug"]).args(extra);
         let log = std::fs::File::options().create(true).append(true).open(&self.log)?;
         c.stdout(log.try_clone()?).stderr(log);
         self.daemon = Some(lab.spawn(c)?);

@@ -8,6 +8,7 @@
 //! - [`names`]: naming flows from real resolvers, TLS and HTTP clients;
 //! - [`careless`]: careless and hostile use (issue 8);
 //! - [`page`]: the report's HTML page in headless Chromium;
+//! - [`dashboard`]: the daemon's dashboard, fetched from a phone through the tunnel;
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
@@ -24,6 +25,7 @@ mod blocking;
 mod bypass;
 mod careless;
 mod common;
+mod dashboard;
 mod config;
 mod differential;
 mod e2e;
