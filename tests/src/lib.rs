@@ -1,6 +1,7 @@
 //! tracker's test harness: the namespace lab ([`lab`]) that the integration tests in `tests/`
 //! and `cargo xtask lab` build, its DNS zone ([`zone`], also the tests' ground truth), crafted
-//! hostile DNS messages ([`hostile_dns`]), plus helpers for running commands ([`cmd`]),
+//! hostile DNS messages ([`hostile_dns`]), packets built byte by byte ([`packet`]) and generated
+//! at random or mutated from real ones ([`mutate`]), plus helpers for running commands ([`cmd`]),
 //! handling foreign processes ([`procs`]), BPF_PROG_TEST_RUN on any program fd ([`testrun`]), deciding whether a privileged test may run, and the
 //! benchmarks' [`median`].
 
@@ -8,6 +9,8 @@ pub mod cmd;
 pub mod flood;
 pub mod hostile_dns;
 pub mod lab;
+pub mod mutate;
+pub mod packet;
 pub mod procs;
 pub mod quiet;
 pub mod rng;
