@@ -160,7 +160,7 @@ pub fn test_run_limit() -> Result<usize> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Rec {
     frame: u64,
-    kind: EventKind,
+    pub kind: EventKind,
     direction: u8,
     key: FlowKey,
     len: u32,
@@ -184,7 +184,7 @@ impl std::fmt::Debug for Rec {
 }
 
 /// Drains `source`'s events, each tagged with `frame`.
-fn drain(source: &mut dyn Source, frame: u64, out: &mut Vec<Rec>) -> Result<()> {
+pub fn drain(source: &mut dyn Source, frame: u64, out: &mut Vec<Rec>) -> Result<()> {
     let mut bad = None;
     source.drain_events(&mut |ev| {
         let (kind, p) = match ev {
@@ -281,15 +281,21 @@ fn client_nets() -> Vec<IpNet> {
 /// table, which is what one CPU sees. Which CPU a packet ran on is not the model's to know, so
 /// the comparison runs on one.
 fn pin_to_this_cpu() -> Result<()> {
-    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is zeroed and then filled with
-    // CPU_SET for a CPU number the kernel just gave; sched_setaffinity(0) is the calling thread.
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+    }
+    pin_to(cpu as usize)
+}
+
+/// Keeps the calling thread on `cpu`.
+pub fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: the cpu_set_t is zeroed, then CPU_SET writes inside it (it checks the bound);
+    // sched_setaffinity(0) is the calling thread, given the set's own size.
     unsafe {
-        let cpu = libc::sched_getcpu();
-        if cpu < 0 {
-            bail!("sched_getcpu: {}", std::io::Error::last_os_error());
-        }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
             bail!("sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error());
         }
