@@ -4,14 +4,12 @@
 //! datagram there gets no echo, and its lookup of `dns.google` and of Firefox's canary domain
 //! is NXDOMAIN, while the rule holds; before it, after `--dry-run` and after
 //! `unblock-dns-bypass` all of them work. `tracker blocks` shows the rule with its kind and
-//! exactly its hits. The phone resolved `dns.google` before the rule, so the daemon also blocks
-//! the address it was told for the rule (learned addresses, `daemon::learned`): a DoH client
-//! holding that answer is stopped on port 443 too. Root only; under CI=true it never skips.
+//! exactly its hits. The phone resolved `dns.google` before the rule, and the daemon does not
+//! block the address it was told (no learned address, `daemon::learned`): a public resolver's
+//! address also serves the plain DNS the rule wants apps to fall back to. Root only; under
+//! CI=true it never skips.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Duration};
 
 use crate::common::{Ran, Tracker, run_bounded, run_cli, tracker_with};
 use anyhow::{Context as _, Result, ensure};
@@ -104,18 +102,6 @@ fn learned(t: &Tracker) -> Result<Vec<(IpNet, u32)>> {
     Ok(blocks.learned()?.into_iter().map(|(net, v)| (net, v.rule_id)).collect())
 }
 
-/// Waits (bounded) until `learned` is what `want` says.
-fn wait_learned(t: &Tracker, what: &str, want: impl Fn(&[(IpNet, u32)]) -> bool) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if want(&learned(t)?) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("{what} within {WAIT:?}: {:?}\n{}", learned(t)?, t.log_tail())
-}
-
 /// `tracker ARGS`, which must succeed.
 fn cli(t: &Tracker, args: &[&str]) -> Result<Ran> {
     let ran = run_cli(tracker_with(&t.db, &t.pins, args))?;
@@ -185,10 +171,10 @@ fn block_dns_bypass_stops_port_853_and_refuses_the_doh_names_until_unblocked() -
     assert_eq!(rows.len(), 1, "{rows:#?}");
     let r = &rows[0];
     assert!(counted, "the rule's hits never reached 3 dropped, 2 refused within {WAIT:?}: {r:#}");
-    // The answer the phone got before the rule: its address is blocked under the rule.
-    let id = u32::try_from(r["id"].as_u64().context("the rule's id")?)?;
-    let held = IpNet::from(IpAddr::V4(zone::DNS_GOOGLE_V4));
-    wait_learned(&t, "the address dns.google was answered with before the rule is blocked", |l| l == [(held, id)])?;
+    // The answer the phone got before the rule: its address stays open (given the daemon's
+    // rules tick, 0.5 s, twice over to have looked).
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(learned(&t)?, [], "a dns-bypass rule teaches no address:\n{}", t.log_tail());
     assert_eq!((r["kind"].as_str(), r["rule"].as_str()), (Some("dns-bypass"), Some("DoT, DoQ, DoH")), "{r:#}");
     assert_eq!((r["device"].as_str(), r["comment"].as_str(), r["hits"].as_u64()), (Some("all"), Some("lab"), Some(5)));
     let shipped = tracker::rules::bypass::names().len() as u64;
@@ -196,9 +182,6 @@ fn block_dns_bypass_stops_port_853_and_refuses_the_doh_names_until_unblocked() -
     assert!(r["last_hit"].is_string(), "{r:#}");
 
     cli(&t, &["unblock-dns-bypass"])?;
-    // The daemon takes the rule's learned address out (within half a second); only then is a
-    // SYN to it sure to pass rather than be dropped under the ended rule.
-    wait_learned(&t, "the learned address goes with the rule", <[_]>::is_empty)?;
     assert_open(&lab, "after unblock-dns-bypass")?;
     let rows = blocks(&t)?;
     assert_eq!((rows[0]["end_reason"].as_str(), rows[0]["hits"].as_u64()), (Some("unblocked"), Some(5)), "{rows:#?}");

@@ -21,7 +21,7 @@ use crate::{
     },
     rules,
     source::{Source as _, kernel::KernelSource},
-    store::{Store, retention::Retention},
+    store::{Store, blocks::RuleKind, retention::Retention},
     timefmt::{self, KernelClock},
     wireguard::{self, Devices},
 };
@@ -239,11 +239,12 @@ fn follow_rules(store: &mut Store, tables: &mut Tables, namer: &Namer, learner: 
     let now_ms = timefmt::now_ms();
     let read = crate::store::blocks::active_rules(store.conn(), None, now_ms).and_then(|rules| {
         let shared = crate::store::blocks::block_shared_rules(store.conn(), now_ms)?;
-        Ok((rules.iter().filter(|r| r.kind.is_name()).map(|r| r.id).collect::<HashSet<u32>>(), shared))
+        let ids = |keep: fn(RuleKind) -> bool| rules.iter().filter(|r| keep(r.kind)).map(|r| r.id).collect();
+        Ok((ids(RuleKind::is_name), shared, ids(|k| !k.teaches_addresses())))
     });
-    let active = match read {
-        Ok((active, shared)) => {
-            learner.set_rules(&active, shared);
+    let active: HashSet<u32> = match read {
+        Ok((active, shared, by_name_only)) => {
+            learner.set_rules(&active, shared, by_name_only);
             active
         }
         Err(e) => return tracing::warn!("reading the active rules for the learned entries: {e:#}"),

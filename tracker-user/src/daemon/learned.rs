@@ -85,6 +85,13 @@ pub struct Learner {
     reviewed: HashSet<u32>,
     /// Rules that block shared addresses too (`--block-shared`).
     block_shared: HashSet<u32>,
+    /// Rules that block by name only and teach no address (`RuleKind::teaches_addresses`).
+    by_name_only: HashSet<u32>,
+    /// The active name rules as of the last [`Learner::set_rules`]. A rule the kernel has but
+    /// the learner does not know yet (made a moment ago) teaches nothing until it is known:
+    /// its kind decides what it may teach, and [`Learner::review`] then goes over the answers
+    /// held (a flow's server name seen in that half second is not gone over: its next is).
+    known: HashSet<u32>,
     /// Per rule, the shared addresses left open, and the count last handed out to be stored.
     open: HashMap<u32, HashSet<IpAddr>>,
     open_stored: HashMap<u32, u64>,
@@ -111,7 +118,9 @@ impl Learner {
 
     /// Sets which active rules block shared addresses too, and forgets what was left open for
     /// rules no longer active (`active`).
-    pub fn set_rules(&mut self, active: &HashSet<u32>, block_shared: HashSet<u32>) {
+    pub fn set_rules(&mut self, active: &HashSet<u32>, block_shared: HashSet<u32>, by_name_only: HashSet<u32>) {
+        self.by_name_only = by_name_only;
+        self.known.clone_from(active);
         // A rule that now blocks shared addresses is reviewed again: the answers held may
         // carry addresses it left open.
         for id in block_shared.difference(&self.block_shared) {
@@ -181,7 +190,9 @@ impl Learner {
     ) -> Result<Learned> {
         let now_ns = kernel_ns_now();
         let now = SystemTime::now();
-        let wanted = |h: &Holds| only.is_none_or(|o| o.contains(&h.rule.rule_id));
+        // A copy: the loop below changes the learner. A few ids.
+        let known = self.known.clone();
+        let wanted = |h: &Holds| known.contains(&h.rule.rule_id) && only.is_none_or(|o| o.contains(&h.rule.rule_id));
         let mut done = Learned::default();
         for s in sightings {
             let (client, holds, seen, addresses) = match s {
@@ -209,7 +220,7 @@ impl Learner {
                 }
             };
             // The tries have no device in their key: a rule for one device teaches no address.
-            if holds.client.is_some() {
+            if holds.client.is_some() || self.by_name_only.contains(&holds.rule.rule_id) {
                 continue;
             }
             for (ip, keep) in addresses {

@@ -61,6 +61,13 @@ impl RuleKind {
         self != Self::Ip
     }
 
+    /// Whether the daemon blocks the addresses of this rule's names it sees answered anyway
+    /// (`daemon::learned`). Not for `dns-bypass`: its names are public resolvers', whose
+    /// addresses (8.8.8.8, 1.1.1.1) also serve the plain DNS the rule wants apps to fall back to.
+    pub fn teaches_addresses(self) -> bool {
+        matches!(self, Self::Domain | Self::Company | Self::Service | Self::List)
+    }
+
     /// When two name rules cover the same name for the same device, the kernel entry is the
     /// higher one's: a domain the user named beats a service, a service its company, and any of
     /// them a list someone else wrote; the dns-bypass rule's resolver names sit between an

@@ -186,8 +186,14 @@ fn a_blocked_names_addresses_and_aliases_are_learned_kept_by_reconcile_and_ended
     let mut k = Kernel::load(L2_LEN_NONE)?;
     let mut t = TempStore::new("learned")?;
     let rule = domain_rule(&mut k, &mut t, "cdn.lab.test", true)?;
+    // A learner that has not looked at the rules since the rule was made learns nothing from it
+    // yet: the rule's kind decides what it may teach.
+    let tables = &mut k.source.tables;
+    let early = Learner::default().learn(&mut sightings(), &mut tables.names, &mut tables.blocks)?;
+    assert_eq!(early, Default::default());
     let mut namer = sightings();
     let mut learner = Learner::default();
+    learner.set_rules(&[rule].into(), Default::default(), Default::default());
     let tables = &mut k.source.tables;
     let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
     assert_eq!(
@@ -283,6 +289,11 @@ fn a_rule_made_after_the_answer_blocks_the_address_the_device_holds() -> Result<
     let rule = domain_rule(&mut k, &mut t, "late.lab.test", true)?;
     let tables = &mut k.source.tables;
     let active: std::collections::HashSet<u32> = [rule].into();
+    // A rule that blocks by name only (dns-bypass) teaches nothing.
+    let mut by_name = Learner::default();
+    by_name.set_rules(&active, Default::default(), active.clone());
+    assert_eq!(by_name.review(&namer, &active, &mut tables.names, &mut tables.blocks)?, Default::default());
+    learner.set_rules(&active, Default::default(), Default::default());
     let done = learner.review(&namer, &active, &mut tables.names, &mut tables.blocks)?;
     assert_eq!((done.blocked, done.aliases), (1, 0));
     let learned = tables.blocks.learned()?;
@@ -310,7 +321,7 @@ fn block_shared_blocks_the_address_an_allowed_name_also_uses() -> Result<()> {
     let mut namer = sightings();
     let mut learner = Learner::default();
     let active: std::collections::HashSet<u32> = [rule].into();
-    learner.set_rules(&active, active.clone());
+    learner.set_rules(&active, active.clone(), Default::default());
     let tables = &mut k.source.tables;
     let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
     assert_eq!((done.blocked, done.shared, done.aliases), (3, 0, 2), "the shared address too");
@@ -334,6 +345,7 @@ fn an_address_two_rules_learned_stays_until_neither_wants_it() -> Result<()> {
     exchange(&mut namer, 5001, 1, "www.lab.test", &response(1, "www.lab.test", Some("e1.cdn.lab.test"), CDN_ADDR));
     exchange(&mut namer, 5002, 2, "pixel.lab.test", &response(2, "pixel.lab.test", Some("x.ads.lab.test"), CDN_ADDR));
     let mut learner = Learner::default();
+    learner.set_rules(&[first, second].into(), Default::default(), Default::default());
     let tables = &mut k.source.tables;
     let done = learner.learn(&mut namer, &mut tables.names, &mut tables.blocks)?;
     assert_eq!((done.blocked, done.shared, done.aliases), (2, 0, 2), "both rules claim the address");
