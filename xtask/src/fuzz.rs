@@ -36,8 +36,8 @@ pub struct FuzzArgs {
     /// Seconds per target instead of a number of executions (libFuzzer's -max_total_time).
     #[arg(long)]
     seconds: Option<u64>,
-    /// Build with AddressSanitizer: slower (about half the executions per second), and it finds
-    /// memory errors in the unsafe code of dependencies (ring's C and assembly among them).
+    /// Build with AddressSanitizer: slower, and it finds memory errors in the unsafe code of
+    /// dependencies (ring's C and assembly among them) that safe Rust's checks cannot.
     #[arg(long)]
     asan: bool,
 }

@@ -87,8 +87,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Fuzz the parsers of untrusted bytes with cargo-fuzz (libFuzzer, nightly).
     ///
-    /// `cargo xtask fuzz [--target NAME]... [--runs N | --seconds S] [--asan]`. Installs
-    /// cargo-fuzz if missing (`cargo +nightly install cargo-fuzz --locked`), seeds the corpora
+    /// `cargo xtask fuzz [--target NAME]... [--runs N | --seconds S] [--asan]` (root: it runs
+    /// setup first, as build does, for the eBPF build of tracker-user). Installs cargo-fuzz if
+    /// missing (`cargo +nightly install cargo-fuzz --locked`), seeds the corpora
     /// from ../shared/testdata/pcaps (read in place; skipped when absent) into
     /// target/fuzz-corpus/seeds, builds fuzz/ (release, debug assertions on), then runs each
     /// target alone, bounded (default 10,000,000 executions), with hangs over 10 s and memory
