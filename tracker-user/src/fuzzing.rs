@@ -109,37 +109,48 @@ fn check_type(rtype: &str) {
 /// Decodes a name in tracker's canonical form ([`display_name`]) back to its raw labels,
 /// checking that it is that form: printable ASCII, labels of 1 to 63 bytes joined by dots, the
 /// odd bytes escaped as `\DDD` and the specials with a backslash, no upper case, and exactly
-/// what `display_name` renders for those labels. The root is `"."`.
+/// what `display_name` renders for those labels. The root is `"."`. Panics otherwise.
 pub fn check_canonical_name(name: &str) -> Vec<Vec<u8>> {
+    canonical_labels(name).unwrap_or_else(|why| panic!("{name:?}: {why}"))
+}
+
+/// [`check_canonical_name`]'s decoding, with the reason a name is not canonical as an error.
+fn canonical_labels(name: &str) -> Result<Vec<Vec<u8>>, String> {
     if name == "." {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut labels = vec![Vec::new()];
     let mut bytes = name.bytes();
     while let Some(b) = bytes.next() {
-        let label = labels.last_mut().expect("one label at least");
+        let label = labels.last_mut().ok_or("no label")?;
         match b {
             b'\\' => match bytes.next() {
                 Some(d @ b'0'..=b'9') => {
                     let digits = [d, bytes.next().unwrap_or(0), bytes.next().unwrap_or(0)];
-                    assert!(digits.iter().all(u8::is_ascii_digit), "a cut \\DDD escape in {name:?}");
+                    if !digits.iter().all(u8::is_ascii_digit) {
+                        return Err("a cut \\DDD escape".into());
+                    }
                     let value = digits.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
-                    label.push(u8::try_from(value).unwrap_or_else(|_| panic!("\\{value} in {name:?}")));
+                    label.push(u8::try_from(value).map_err(|_| format!("\\{value} is no byte"))?);
                 }
                 Some(special) => label.push(special),
-                None => panic!("a backslash ends {name:?}"),
+                None => return Err("a backslash at the end".into()),
             },
             b'.' => labels.push(Vec::new()),
             0x21..=0x7e => label.push(b),
-            _ => panic!("byte {b:#04x} in {name:?}"),
+            _ => return Err(format!("byte {b:#04x}")),
         }
     }
-    for label in &labels {
-        assert!((1..=MAX_LABEL_LEN).contains(&label.len()), "a label of {} bytes in {name:?}", label.len());
-        assert!(!label.iter().any(u8::is_ascii_uppercase), "upper case in {name:?}");
+    if let Some(label) = labels.iter().find(|l| !(1..=MAX_LABEL_LEN).contains(&l.len())) {
+        return Err(format!("a label of {} bytes", label.len()));
     }
-    assert_eq!(display_name(labels.iter().map(Vec::as_slice)), name, "not in canonical form");
-    labels
+    if labels.iter().flatten().any(u8::is_ascii_uppercase) {
+        return Err("upper case".into());
+    }
+    if display_name(labels.iter().map(Vec::as_slice)) != name {
+        return Err("not as display_name renders its labels".into());
+    }
+    Ok(labels)
 }
 
 /// A host name taken from a text protocol (SNI, Host): canonical, at most 253 bytes, and not an

@@ -221,8 +221,7 @@ fn canonical_names_are_decoded_and_others_refused() {
     assert_eq!(check_canonical_name("a\\.b.c\\255\\\\"), [b"a.b".to_vec(), b"c\xff\\".to_vec()]);
     assert!(check_canonical_name(".").is_empty());
     for bad in ["", "a..b", "a.", "A.b", "a b", "a\\25", "a(b", "a\\", &format!("{}.b", "x".repeat(64))] {
-        let caught = std::panic::catch_unwind(|| check_canonical_name(bad));
-        assert!(caught.is_err(), "{bad:?} was taken for a canonical name");
+        assert!(canonical_labels(bad).is_err(), "{bad:?} was taken for a canonical name");
     }
 }
 
