@@ -404,7 +404,7 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"));
 
-    // Not root: refused before touching anything.
+    // Not root (no capabilities): refused before touching anything, naming what is missing.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(tracker_tests::tracker_bin())
@@ -415,7 +415,7 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
         .args(["block-ip", "192.0.2.1"])
         .output()?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lacks CAP_BPF"), "{out:?}");
 
     // The rule list is exactly the one good rule.
     let blocks = t.json(&["blocks"]);
