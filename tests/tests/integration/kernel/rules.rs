@@ -179,7 +179,7 @@ fn hosts_file(path: &Path, n: usize) -> Result<()> {
 }
 
 #[test]
-fn a_100000_entry_list_loads_in_well_under_two_seconds_and_is_refused() -> Result<()> {
+fn a_100000_entry_list_loads_whole_and_is_refused() -> Result<()> {
     if !tracker_tests::root_or_skip() {
         return Ok(());
     }
@@ -197,7 +197,8 @@ fn a_100000_entry_list_loads_in_well_under_two_seconds_and_is_refused() -> Resul
         said.contains("100004 lines: 100000 domains, 1 comments or blank, 1 repeated, 2 names of the host"),
         "{said}"
     );
-    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    // The time is measured by `cargo xtask bench rules` (beside its baseline), not asserted
+    // here: a test's wall clock is the machine's load.
     assert_eq!(r.entries()?, 100_001);
     let one = format!("ads77777.tracker{}.example", 77_777 % 997);
     assert_eq!(r.ask(PHONE4, &one)?, XDP_TX);
