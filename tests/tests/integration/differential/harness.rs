@@ -40,6 +40,18 @@ pub const XDP_ABORTED: u32 = 0;
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// BPF_PROG_TEST_RUN refuses less than an Ethernet header's worth of data (`bpf_test_init`).
 pub const MIN_TEST_RUN: usize = 14;
+/// An IPv4 header without options.
+const IPV4_HEADER: usize = 20;
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+
+/// Whether a TC test run refuses `pkt` (EINVAL): it reads the first 14 bytes as Ethernet, and
+/// when their EtherType says IPv4 it wants a whole IPv4 header after them. A raw IP packet's
+/// source address can start with 8.0 (bytes 12 and 13), and an Ethernet frame can be that short:
+/// on a real interface both reach the program, in a test run neither does, so the comparison
+/// skips them on both sides and counts them (found by `differential::mutated` at 10,000,000).
+fn tc_test_run_refuses(pkt: &[u8]) -> bool {
+    pkt.len() < MIN_TEST_RUN + IPV4_HEADER && pkt.get(12..14) == Some(&ETH_P_IP[..])
+}
 
 // ---------------------------------------------------------------------------------------------
 // The kernel side
@@ -267,6 +279,8 @@ pub struct Summary {
     pub events: usize,
     /// Where the reader stopped, for a damaged file.
     pub read_error: Option<String>,
+    /// Going down, refused by a TC test run ([`tc_test_run_refuses`]): given to neither side.
+    pub untestable: u64,
 }
 
 fn client_nets() -> Vec<IpNet> {
@@ -375,6 +389,11 @@ impl Pair {
             let sender_first = input.and_then(|(d, l2)| parse_frame(d, d.len() as u32, l2, true).ok());
             let up = sender_first.as_ref().is_none_or(|p| src.is_up(p));
             let key = sender_first.map(|p| if up { p.key() } else { p.flipped().key() });
+            if !up && input.is_some_and(|(d, _)| tc_test_run_refuses(d)) {
+                s.untestable += 1;
+                s.frames -= 1;
+                return Ok(());
+            }
             let verdict = src.count(&frame);
             if verdict != Counted::Stale || stale_before {
                 break (up, key, verdict);

@@ -160,7 +160,8 @@ fn report(seed: u64, from: u64, r: &Run) -> bool {
     let s = &r.pair.s;
     println!(
         "model: seed {seed}, packets {from}..{}: {} packets in {:.1?} ({:.0} packets/s), {} real frames to mutate\n\
-         model: {} XDP and {} TC runs, {} under 14 bytes, {} parse errors, {} fragments, {} flows, {} events\n\
+         model: {} XDP and {} TC runs, {} under 14 bytes, {} refused by a TC test run (given to neither side), \
+         {} parse errors, {} fragments, {} flows, {} events\n\
          model: verdicts compared: every packet must pass (no rule loaded; the model has no verdicts, \
          so the refusal path's XDP_TX and resets are not compared here); one CPU (per-CPU tables: \
          a second CPU's first payload is an event the model cannot know)\n\
@@ -173,6 +174,7 @@ fn report(seed: u64, from: u64, r: &Run) -> bool {
         s.xdp,
         s.tc,
         s.too_short,
+        s.untestable,
         s.parse_errors,
         s.fragments,
         r.flows,
