@@ -731,3 +731,23 @@ fn ended_flows_are_written_then_deleted_and_a_resumed_flow_is_one_row() -> Resul
     assert!(k.flows()?.iter().all(|(f, _)| *f == ukey), "only the resumed UDP flow is live");
     Ok(())
 }
+
+/// A database in a directory of its own, removed when dropped.
+pub struct TempStore {
+    dir: std::path::PathBuf,
+    pub store: tracker::store::Store,
+}
+
+impl TempStore {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tracker-kt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { store: tracker::store::Store::open(&dir.join("t.db"))?, dir })
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -12,17 +12,14 @@ use etherparse::{PacketBuilder, TcpHeaderSlice};
 use tracker::{
     blocking::port_key,
     rules::{self, bypass},
-    store::{
-        Store,
-        blocks::{NewRule, RuleKind},
-    },
+    store::blocks::{NewRule, RuleKind},
     timefmt,
 };
 use tracker_common::{Counter, EventKind, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_NONE, account::ENCRYPTED_DNS_PORT as DOT};
 use tracker_tests::hostile_dns::{query_for, with_edns};
 
 use super::{
-    HOST4, HOST6, Kernel, PHONE4, PHONE6, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS, key4,
+    HOST4, HOST6, Kernel, PHONE4, PHONE6, TC_ACT_UNSPEC, TempStore, XDP_DROP, XDP_PASS, key4,
     refuse::{XDP_TX, check_reply},
     udp4,
 };
@@ -159,26 +156,6 @@ fn an_open_connection_is_reset_where_the_device_expects_it_and_resets_are_not_an
     assert_eq!(k.xdp(&rst)?, XDP_DROP, "a reset is never answered with a reset");
     assert_eq!(k.drops(25)?, 2);
     Ok(())
-}
-
-/// A database in a directory of its own, removed when dropped.
-struct TempStore {
-    dir: std::path::PathBuf,
-    store: Store,
-}
-
-impl TempStore {
-    fn new(tag: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("tracker-kt-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { store: Store::open(&dir.join("t.db"))?, dir })
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Makes (or ends) the dns-bypass rule for every device as `tracker block-dns-bypass` does:

@@ -16,10 +16,7 @@ use tracker::{
     daemon::learned::Learner,
     pipeline::{Namer, naming::DEFAULT_GRACE},
     rules,
-    store::{
-        Store,
-        blocks::{BlockFilter, NewRule, RuleKind},
-    },
+    store::blocks::{BlockFilter, NewRule, RuleKind},
     timefmt::{self, KernelClock},
 };
 use tracker_common::{
@@ -30,7 +27,7 @@ use tracker_common::{
 
 use tracker_tests::hostile_dns::{labels_of, query_for, wire_name};
 
-use super::{Kernel, PHONE4, XDP_DROP, XDP_PASS, udp4};
+use super::{Kernel, PHONE4, TempStore, XDP_DROP, XDP_PASS, udp4};
 
 const RESOLVER: [u8; 4] = [10, 77, 0, 1];
 const CDN_ADDR: [u8; 4] = [203, 0, 113, 10];
@@ -115,26 +112,6 @@ fn syn(dst: [u8; 4]) -> Vec<u8> {
 /// The phone's query for `name` to the resolver.
 fn dns_query(name: &str) -> Vec<u8> {
     udp4(PHONE4, RESOLVER, 5100, 53, &query_for(0x4242, name, 1))
-}
-
-/// A database in a directory of its own, removed when dropped.
-struct TempStore {
-    dir: std::path::PathBuf,
-    store: Store,
-}
-
-impl TempStore {
-    fn new(tag: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("tracker-kt-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { store: Store::open(&dir.join("t.db"))?, dir })
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Makes (or ends, `on` false) the rule blocking `domain` for every device, the kernel's name
