@@ -733,7 +733,7 @@ fn ended_flows_are_written_then_deleted_and_a_resumed_flow_is_one_row() -> Resul
 }
 
 /// A database in a directory of its own, removed when dropped.
-pub struct TempStore {
+struct TempStore {
     dir: std::path::PathBuf,
     pub store: tracker::store::Store,
 }
@@ -749,5 +749,29 @@ impl TempStore {
 impl Drop for TempStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes (or ends, `on` false) a name rule for every device as the block commands do: stored,
+/// and the kernel's maps reconciled in the same transaction. Returns its id.
+fn name_rule(
+    k: &mut Kernel,
+    t: &mut TempStore,
+    kind: tracker::store::blocks::RuleKind,
+    rule: &str,
+    domains: Vec<String>,
+    on: bool,
+) -> anyhow::Result<u32> {
+    let devices = t.store.devices()?;
+    let names = &mut k.source.tables.names;
+    let apply = |w: &tracker::store::Writer<'_>, _| {
+        tracker::rules::kernel::reconcile(w.conn(), names, &devices, tracker::timefmt::now_ms()).map(drop)
+    };
+    if on {
+        let new =
+            tracker::store::blocks::NewRule { kind: Some(kind), rule: rule.into(), domains, ..Default::default() };
+        Ok(t.store.add_rule_then(&new, apply)?.id())
+    } else {
+        t.store.end_rule_then(kind, rule, None, apply)?.ok_or_else(|| anyhow::anyhow!("no {kind} rule {rule}"))
     }
 }

@@ -9,12 +9,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
 use etherparse::{PacketBuilder, TcpHeaderSlice};
-use tracker::{
-    blocking::port_key,
-    rules::{self, bypass},
-    store::blocks::{NewRule, RuleKind},
-    timefmt,
-};
+use tracker::{blocking::port_key, rules::bypass, store::blocks::RuleKind};
 use tracker_common::{Counter, EventKind, IPPROTO_TCP, IPPROTO_UDP, L2_LEN_NONE, account::ENCRYPTED_DNS_PORT as DOT};
 use tracker_tests::hostile_dns::{query_for, with_edns};
 
@@ -158,25 +153,9 @@ fn an_open_connection_is_reset_where_the_device_expects_it_and_resets_are_not_an
     Ok(())
 }
 
-/// Makes (or ends) the dns-bypass rule for every device as `tracker block-dns-bypass` does:
-/// stored, and the kernel's maps reconciled in the same transaction.
+/// Makes (or ends) the dns-bypass rule for every device as `tracker block-dns-bypass` does.
 fn bypass_rule(k: &mut Kernel, t: &mut TempStore, on: bool) -> Result<u32> {
-    let devices = t.store.devices()?;
-    let names = &mut k.source.tables.names;
-    let apply = |w: &tracker::store::Writer<'_>, _| {
-        rules::kernel::reconcile(w.conn(), names, &devices, timefmt::now_ms()).map(drop)
-    };
-    if on {
-        let new = NewRule {
-            kind: Some(RuleKind::DnsBypass),
-            rule: bypass::RULE.into(),
-            domains: bypass::names(),
-            ..NewRule::default()
-        };
-        Ok(t.store.add_rule_then(&new, apply)?.id())
-    } else {
-        t.store.end_rule_then(RuleKind::DnsBypass, bypass::RULE, None, apply)?.context("no rule")
-    }
+    super::name_rule(k, t, RuleKind::DnsBypass, bypass::RULE, bypass::names(), on)
 }
 
 /// The rule's kernel verdict for a query of `name` from the phone.

@@ -16,7 +16,7 @@ use tracker::{
     daemon::learned::Learner,
     pipeline::{Namer, naming::DEFAULT_GRACE},
     rules,
-    store::blocks::{BlockFilter, NewRule, RuleKind},
+    store::blocks::{BlockFilter, RuleKind},
     timefmt::{self, KernelClock},
 };
 use tracker_common::{
@@ -114,25 +114,9 @@ fn dns_query(name: &str) -> Vec<u8> {
     udp4(PHONE4, RESOLVER, 5100, 53, &query_for(0x4242, name, 1))
 }
 
-/// Makes (or ends, `on` false) the rule blocking `domain` for every device, the kernel's name
-/// map reconciled in the same transaction as the command does it.
+/// Makes (or ends, `on` false) the rule blocking `domain` for every device.
 fn domain_rule(k: &mut Kernel, t: &mut TempStore, domain: &str, on: bool) -> Result<u32> {
-    let devices = t.store.devices()?;
-    let names = &mut k.source.tables.names;
-    let apply = |w: &tracker::store::Writer<'_>, _| {
-        rules::kernel::reconcile(w.conn(), names, &devices, timefmt::now_ms()).map(drop)
-    };
-    if on {
-        let new = NewRule {
-            kind: Some(RuleKind::Domain),
-            rule: domain.into(),
-            domains: vec![domain.into()],
-            ..NewRule::default()
-        };
-        Ok(t.store.add_rule_then(&new, apply)?.id())
-    } else {
-        t.store.end_rule_then(RuleKind::Domain, domain, None, apply)?.ok_or_else(|| anyhow::anyhow!("no rule"))
-    }
+    super::name_rule(k, t, RuleKind::Domain, domain, vec![domain.into()], on)
 }
 
 /// A namer that saw the phone ask an allowed name, then two names whose chains lead into
