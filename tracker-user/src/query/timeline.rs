@@ -89,16 +89,23 @@ pub fn timeline(
         e.0 += 1;
         e.1 += (f.bytes_up + f.bytes_down).max(0) as u64;
     }
-    let first = since_ms - since_ms.rem_euclid(step);
-    let last = until_ms.max(since_ms) - until_ms.max(since_ms).rem_euclid(step);
-    let mut out = Vec::new();
-    let mut start = first;
-    while start <= last {
-        let (connections, bytes) = sums.get(&start).copied().unwrap_or_default();
-        out.push(Bucket { start_ms: start, connections, bytes });
-        start += step;
+    let mut out = empty_buckets(since_ms, until_ms, span);
+    for b in &mut out {
+        (b.connections, b.bytes) = sums.get(&b.start_ms).copied().unwrap_or_default();
     }
     Ok(out)
+}
+
+/// Every bucket from the one holding `since_ms` to the one holding `until_ms`, all empty.
+pub fn empty_buckets(since_ms: i64, until_ms: i64, span: Span) -> Vec<Bucket> {
+    let step = span.ms();
+    let first = since_ms - since_ms.rem_euclid(step);
+    let last = until_ms.max(since_ms) - until_ms.max(since_ms).rem_euclid(step);
+    (0..)
+        .map(|i| first + i * step)
+        .take_while(|s| *s <= last)
+        .map(|start_ms| Bucket { start_ms, ..Bucket::default() })
+        .collect()
 }
 
 #[cfg(test)]
