@@ -10,12 +10,9 @@ use clap::Args;
 use super::{Global, ListArgs, open_existing, output};
 use crate::{
     blocking::{self, KernelBlocks, KernelNames},
-    daemon::daemon_pid,
+    change::{self, Applied, Changer},
     kernel::{self, PinDir},
-    store::{
-        Store,
-        blocks::{Added, BlockFilter, BlockRow, LiveCount, NewRule, RuleKind},
-    },
+    store::blocks::{Added, BlockFilter, BlockRow, LiveCount, NewRule, RuleKind},
     timefmt,
 };
 
@@ -82,7 +79,7 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
         bail!("{why}. If that is what you want, add --force");
     }
     let expires = args.duration.map(|d| timefmt::now_ms() + d);
-    let (pins, mut store, mut kernel) = open_for_change(global, "tracker block-ip")?;
+    let mut ch = Changer::open(&global.db, &global.pin_dir, "tracker block-ip")?;
     let rule = net.to_string();
     let new = NewRule {
         kind: Some(RuleKind::Ip),
@@ -91,6 +88,7 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
         expires,
         ..NewRule::default()
     };
+    let Changer { store, kernel, .. } = &mut ch;
     let added = store.add_rule_then(&new, |w, id| match kernel.as_mut() {
         Some(k) => blocking::reconcile_in(w.conn(), &mut k.blocks)
             .map(|_| ())
@@ -114,7 +112,8 @@ pub fn block_ip(global: &Global, args: &BlockArgs) -> Result<()> {
     };
     let what =
         format!("{rule} (rule {id}{})", expires.map(|_| format!(", ends {}", until(expires))).unwrap_or_default());
-    say_applied(&pins, kernel.is_some(), &format!("blocked {what}"), &format!("saved the block of {what}"));
+    let applied = ch.applied(ch.kernel.is_some());
+    say_applied(applied, &format!("blocked {what}"), &format!("saved the block of {what}"));
     Ok(())
 }
 
@@ -131,28 +130,24 @@ pub fn until(expires: Option<i64>) -> String {
 }
 
 /// Says where a change took effect: in the kernel now, or at the daemon's next start.
-pub fn say_applied(pins: &PinDir, in_kernel: bool, done: &str, saved: &str) {
-    if in_kernel && pins.attached().0 {
-        println!("{done} in the kernel");
-    } else if in_kernel {
-        println!("{done} in the kernel maps; no program is attached, so it takes effect when `tracker run` starts");
-    } else {
-        println!("{saved}; the daemon's kernel maps are not loaded, so it takes effect when `tracker run` starts");
+pub fn say_applied(applied: Applied, done: &str, saved: &str) {
+    match applied {
+        Applied::Kernel => println!("{done} in the kernel"),
+        Applied::MapsOnly => {
+            println!("{done} in the kernel maps; no program is attached, so it takes effect when `tracker run` starts")
+        }
+        Applied::AtStart => {
+            println!("{saved}; the daemon's kernel maps are not loaded, so it takes effect when `tracker run` starts")
+        }
     }
 }
 
 pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
     let net = blocking::parse_rule(&args.rule)?;
-    let (_, mut store, mut kernel) = open_for_change(global, "tracker unblock-ip")?;
+    let mut ch = Changer::open(&global.db, &global.pin_dir, "tracker unblock-ip")?;
     let rule = net.to_string();
-    // The kernel entry goes inside the database transaction: if removing it fails, the rule
-    // stays. An entry already absent from the kernel is the goal reached, not an error.
-    let removed = store.end_rule_then(RuleKind::Ip, &rule, None, |w, _| match kernel.as_mut() {
-        Some(k) => blocking::reconcile_in(w.conn(), &mut k.blocks).map(|_| ()),
-        None => Ok(()),
-    })?;
-    let Some(id) = removed else {
-        let covering = blocking::covering_rules(&store.block_rules(RuleKind::Ip)?, &net);
+    let Some(done) = change::unblock_ip(&mut ch, &rule)? else {
+        let covering = blocking::covering_rules(&ch.store.block_rules(RuleKind::Ip)?, &net);
         if let Some(wider) = covering.first() {
             bail!(
                 "no block rule for {rule}, but the rule {wider} covers it: `tracker unblock-ip \
@@ -161,99 +156,11 @@ pub fn unblock_ip(global: &Global, args: &UnblockArgs) -> Result<()> {
         }
         bail!("no block rule for {rule} (see `tracker blocks`)");
     };
-    match kernel {
-        Some(_) => println!("unblocked {rule} (rule {id}) in the kernel"),
-        None => println!("removed rule {id} for {rule}; no kernel maps are loaded"),
+    match done.applied {
+        Applied::AtStart => println!("removed rule {} for {rule}; no kernel maps are loaded", done.id),
+        _ => println!("unblocked {rule} (rule {}) in the kernel", done.id),
     }
     Ok(())
-}
-
-/// The kernel maps a rule change writes to.
-pub struct KernelMaps {
-    pub blocks: KernelBlocks,
-    /// `None` when the pinned maps are older than name rules: they come with the next start.
-    pub names: Option<KernelNames>,
-}
-
-/// What a rule change writes to: the database (created if missing) and, when the pins hold
-/// this database's maps, the kernel's block maps. Checked before anything is written.
-pub fn open_for_change(global: &Global, what: &str) -> Result<(PinDir, Store, Option<KernelMaps>)> {
-    kernel::require_maps(what)?;
-    let pins = PinDir(global.pin_dir.clone());
-    let target = kernel_target(global, &pins)?;
-    let store = Store::open(&global.db)?;
-    let kernel = match target {
-        Target::Maps => KernelBlocks::open_pinned(&pins)?
-            .map(|blocks| Ok::<_, anyhow::Error>(KernelMaps { blocks, names: KernelNames::open_pinned(&pins)? }))
-            .transpose()?,
-        Target::AtStart => None,
-    };
-    Ok((pins, store, kernel))
-}
-
-/// Where a rule change goes besides the database.
-enum Target {
-    /// The pinned maps, which belong to this database.
-    Maps,
-    /// Nowhere yet: no maps are pinned (no daemon since boot), so `tracker run` applies the
-    /// database's rules when it starts.
-    AtStart,
-}
-
-/// Checks, before anything is written, that the pin directory is this database's: on a BPF
-/// filesystem, the one its running daemon uses, and holding maps recorded as this database's.
-/// A command with another database must not write rule ids into another database's maps.
-fn kernel_target(global: &Global, pins: &PinDir) -> Result<Target> {
-    let (db, p) = (&global.db, &pins.0);
-    // What the database says of its daemon, if it exists and is readable (a newer or foreign
-    // file is refused later by the writer, with its own message).
-    let reader = if db.exists() { Store::open_reader(db).ok() } else { None };
-    let facts = reader.as_ref().and_then(|s| s.daemon_facts().ok()).unwrap_or_default();
-    let daemon = daemon_pid(db);
-    let daemon_pins = facts.daemon_pin_dir.filter(|_| daemon.is_some()).map(std::path::PathBuf::from);
-    if !pins.on_bpffs() {
-        // The default place before bpffs is mounted: the daemon mounts it at its start.
-        if pins.mount_point().is_some() && daemon.is_none() {
-            return Ok(Target::AtStart);
-        }
-        let hint = match &daemon_pins {
-            Some(q) => format!(
-                "the daemon of {} pins its maps in {}: pass --pin-dir {}",
-                db.display(),
-                q.display(),
-                q.display()
-            ),
-            None => {
-                format!("tracker pins its maps in {} unless `tracker run` was given --pin-dir", kernel::DEFAULT_PIN_DIR)
-            }
-        };
-        bail!("{} is not on a BPF filesystem, so it holds no tracker maps; {hint}", p.display());
-    }
-    if let (Some(q), Some(pid)) = (&daemon_pins, daemon)
-        && q != p
-    {
-        bail!(
-            "the daemon of {} (pid {pid}) pins its maps in {}, not {}: pass --pin-dir {}",
-            db.display(),
-            q.display(),
-            p.display(),
-            q.display()
-        );
-    }
-    if let Some(owner) = pins.owner()? {
-        let id = reader.as_ref().and_then(|s| s.db_id().ok());
-        if id.as_deref() != Some(owner.db_id.as_str()) {
-            bail!(
-                "the kernel maps in {} belong to the database {}, not {}: pass --db {} (or the \
-                 --pin-dir of this database's daemon); nothing was changed",
-                p.display(),
-                owner.db.display(),
-                db.display(),
-                owner.db.display()
-            );
-        }
-    }
-    Ok(if pins.map(tracker_common::names::BLOCK_V4).exists() { Target::Maps } else { Target::AtStart })
 }
 
 #[derive(Args, Debug)]

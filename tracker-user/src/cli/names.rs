@@ -1,7 +1,7 @@
 //! `tracker block-domain`, `block-company`, `block-service`, `import-blocklist` and their
-//! `unblock-...` twins: name rules stored with the domains they cover, and the kernel's name map
-//! made equal to the rules inside the same database transaction, so a change is in force when
-//! the command returns (or, with no daemon's maps pinned, at the next start).
+//! `unblock-...` twins: their arguments, dry runs and messages; the change itself (the rule
+//! stored with the domains it covers, the kernel's name map made equal to the rules in the same
+//! transaction) is [`crate::change`]'s, which the dashboard calls too.
 
 use std::{io::Write as _, path::PathBuf};
 
@@ -10,21 +10,19 @@ use clap::Args;
 
 use super::{
     Global,
-    block::{KernelMaps, open_for_change, parse_for, say_applied, until},
+    block::{parse_for, say_applied, until},
 };
 use crate::{
     analysis::entity::EntityTable,
-    blocking::KernelNames,
+    change::{self, Applied, Changer, NameBlocked, NameRule},
     query::preview,
     rules::{
         blocklist,
         cover::{self, Coverage, Target},
-        kernel::reconcile,
     },
     store::{
         Store,
-        blocks::{Added, NewRule, RuleKind, active_rules},
-        devices::DeviceList,
+        blocks::{Added, RuleKind},
     },
     text::{escape_controls, quoted},
     timefmt,
@@ -159,39 +157,30 @@ pub(super) fn block(
     opts: &RuleOptions,
     what: &str,
 ) -> Result<Coverage> {
-    if opts.block_shared && opts.client.is_some() {
-        bail!(
-            "--block-shared with --client: the kernel's address rules hold for every device (their key has no \
-             device), so a rule for one device blocks by name only; nothing was changed"
-        );
-    }
     if opts.dry_run {
+        if opts.block_shared && opts.client.is_some() {
+            bail!(
+                "--block-shared with --client: the kernel's address rules hold for every device (their key has \
+                 no device), so a rule for one device blocks by name only; nothing was changed"
+            );
+        }
         return dry_run(global, table, &target, opts);
     }
     let expires = opts.duration.map(|d| timefmt::now_ms() + d);
-    let (pins, mut store, mut kernel) = open_for_change(global, what)?;
-    let devices = store.devices()?;
-    let cov = cover::resolve(table, &devices, &target, opts.client.as_deref())?;
-    let new = NewRule {
-        kind: Some(cov.kind),
-        rule: cov.rule.clone(),
-        client: cov.device.as_ref().map(|d| d.stored.clone()),
-        comment: opts.comment.clone(),
+    let mut ch = Changer::open(&global.db, &global.pin_dir, what)?;
+    let rule = NameRule {
+        client: opts.client.clone(),
         expires,
-        domains: cov.domains.clone(),
+        comment: opts.comment.clone(),
         block_shared: opts.block_shared,
     };
-    let names = names_of(&mut kernel);
-    let in_kernel = names.is_some();
-    let added = with_repair(&mut store, names, &devices, |store, names| {
-        store.add_rule_then(&new, |w, _| apply(w.conn(), names, &devices))
-    })?;
+    let NameBlocked { coverage: cov, added, applied } = change::block_name(&mut ch, table, &target, &rule)?;
     let described = describe(&cov);
     match added {
         Added::New(id) => {
             let ends = expires.map(|_| format!(", ends {}", until(expires))).unwrap_or_default();
             let what = format!("{described} (rule {id}{ends})");
-            say_applied(&pins, in_kernel, &format!("blocked {what}"), &format!("saved the block of {what}"));
+            say_applied(applied, &format!("blocked {what}"), &format!("saved the block of {what}"));
         }
         Added::Exists { id, comment_updated, expires_updated, domains_added, domains_removed } => {
             let mut notes = Vec::new();
@@ -328,36 +317,6 @@ fn describe(cov: &Coverage) -> String {
     format!("{} {}{domains} for {device}", cov.kind, escape_controls(&cov.rule))
 }
 
-fn names_of(kernel: &mut Option<KernelMaps>) -> Option<&mut KernelNames> {
-    kernel.as_mut().and_then(|k| k.names.as_mut())
-}
-
-/// The kernel's name map made equal to the rules as the transaction on `conn` sees them.
-fn apply(conn: &rusqlite::Connection, names: Option<&mut KernelNames>, devices: &DeviceList) -> Result<()> {
-    match names {
-        Some(k) => reconcile(conn, k, devices, timefmt::now_ms()).map(|_| ()),
-        None => Ok(()),
-    }
-}
-
-/// Runs a rule change; if it fails after the kernel map was partly changed (a full map), the
-/// map is made equal again to the rules as they stay.
-fn with_repair<T>(
-    store: &mut Store,
-    mut names: Option<&mut KernelNames>,
-    devices: &DeviceList,
-    change: impl FnOnce(&mut Store, Option<&mut KernelNames>) -> Result<T>,
-) -> Result<T> {
-    let result = change(store, names.as_deref_mut());
-    if result.is_err()
-        && let Some(k) = names
-        && let Err(e) = store.write_rules(|w| apply(w.conn(), Some(k), devices))
-    {
-        let _ = writeln!(std::io::stderr(), "tracker: putting the kernel's name rules back failed too: {e:#}");
-    }
-    result
-}
-
 pub fn unblock_domain(global: &Global, args: &UnblockNameArgs) -> Result<()> {
     let domain = crate::rules::canonical_domain(&args.target, true)
         .map_err(|e| anyhow::anyhow!("{} is not a domain: {e}", quoted(&args.target)))?;
@@ -379,57 +338,12 @@ pub fn unblock_list(global: &Global, args: &UnblockNameArgs) -> Result<()> {
 /// Ends the active rule of `kind` named `text` (any case) for `client`, and takes its entries
 /// out of the kernel (a key another rule also covers goes to that rule).
 pub(super) fn unblock(global: &Global, kind: RuleKind, text: &str, client: Option<&str>, what: &str) -> Result<()> {
-    let (_, mut store, mut kernel) = open_for_change(global, what)?;
-    let devices = store.devices()?;
-    // The device as stored: resolved as when blocking, or the text itself for one no longer
-    // known.
-    let stored_client = client.map(|c| cover::device(&devices, c).map_or_else(|_| c.to_owned(), |d| d.stored));
-    let active = active_rules(store.conn(), Some(kind), timefmt::now_ms())?;
-    let same = |r: &&crate::store::blocks::StoredRule| r.rule.eq_ignore_ascii_case(text.trim());
-    let Some(rule) = active.iter().filter(same).find(|r| r.client == stored_client) else {
-        let label = |c: &Option<String>| {
-            c.as_deref().map_or_else(|| "every device".into(), |s| cover::stored_device_label(&devices, s))
-        };
-        if let Some(other) = active.iter().find(same) {
-            let flag = other
-                .client
-                .as_deref()
-                .map_or_else(String::new, |c| format!(" --client {}", cover::stored_device_label(&devices, c)));
-            // The dns-bypass rule has one text, which its command does not take.
-            let shown = if kind == RuleKind::DnsBypass { String::new() } else { format!(" {}", other.rule) };
-            bail!(
-                "no {kind} rule for {} for {}, but there is one for {}: `tracker unblock-{kind}{shown}{flag}` \
-                 removes it",
-                quoted(text),
-                label(&stored_client),
-                label(&other.client),
-            );
-        }
-        if kind == RuleKind::Domain
-            && let Some(wider) =
-                active.iter().find(|r| text.ends_with(&format!(".{}", r.rule)) && r.client == stored_client)
-        {
-            bail!(
-                "no domain rule for {}, but the rule {} covers it: `tracker unblock-domain {}` removes that \
-                 (see `tracker blocks`)",
-                quoted(text),
-                wider.rule,
-                wider.rule
-            );
-        }
-        bail!("no {kind} rule for {} for {} (see `tracker blocks`)", quoted(text), label(&stored_client));
-    };
-    let (rule_text, id) = (rule.rule.clone(), rule.id);
-    let names = names_of(&mut kernel);
-    let in_kernel = names.is_some();
-    with_repair(&mut store, names, &devices, |store, names| {
-        store.end_rule_then(kind, &rule_text, stored_client.as_deref(), |w, _| apply(w.conn(), names, &devices))
-    })?;
-    let done = format!("unblocked {kind} {} (rule {id})", escape_controls(&rule_text));
-    if in_kernel {
-        println!("{done} in the kernel");
-    } else {
-        println!("{done}; no kernel maps are loaded");
+    let mut ch = Changer::open(&global.db, &global.pin_dir, what)?;
+    let done = change::unblock_name(&mut ch, kind, text, client)?;
+    let said = format!("unblocked {kind} {} (rule {})", escape_controls(&done.rule), done.id);
+    match done.applied {
+        Applied::AtStart => println!("{said}; no kernel maps are loaded"),
+        _ => println!("{said} in the kernel"),
     }
     Ok(())
 }
