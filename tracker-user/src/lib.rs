@@ -10,9 +10,10 @@
 //! address rules into kernel map entries and [`rules`] name rules (domains, companies, services,
 //! lists); [`change`] is the one rule change the CLI and the dashboard both call; [`daemon`]
 //! runs the loop, with the locks and the upkeep that puts back pins or a database removed under
-//! it; [`import`] runs a capture file through the same source, pipeline and store; [`timefmt`] the clock conversions and
-//! [`text`] the escaping shared by all of them. `fuzzing`, built only for tests and cargo-fuzz,
-//! runs each parser on arbitrary bytes and checks its contract (the fuzz targets' bodies).
+//! it; [`import`] runs a capture file through the same source, pipeline and store; [`timefmt`]
+//! the clock conversions and [`text`] the escaping shared by all of them. `fuzzing`, built only
+//! for tests and cargo-fuzz, runs each parser on arbitrary bytes and checks its contract (the
+//! fuzz targets' bodies).
 
 pub mod analysis;
 pub mod blocking;
