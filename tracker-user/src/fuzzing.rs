@@ -4,6 +4,7 @@
 //! other kind of finding. Built only under test and with `--cfg fuzzing` (cargo-fuzz sets it).
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io::Read;
 use std::sync::OnceLock;
 
@@ -15,6 +16,8 @@ use crate::analysis::domain::{MAX_LABEL_LEN, MAX_NAME_LEN, display_name};
 use crate::analysis::entity::EntityTable;
 use crate::analysis::http::is_address;
 use crate::analysis::{http, quic, tls};
+use crate::cli::Cli;
+use crate::cli::config::{self, BadConfig};
 use crate::rules::{blocklist, canonical_domain};
 use crate::source::capture::file::{CaptureError, CaptureReader, MAX_RECORD};
 use crate::source::capture::{CaptureSource, Counted};
@@ -338,6 +341,53 @@ pub fn entities(data: &[u8]) {
         match table {
             Ok(t) => check_entities(&t),
             Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
+/// The configuration file's reader (`tracker.toml`), for `tracker run` and for another
+/// command, with a setting also given on the command line and with a `--`: the file is refused
+/// with its name and "nothing was run", or the user's words stay where they were, every word
+/// added is `--key` or `--key=value` of a setting the file gave (and where it gave it: a line of
+/// the file), none the command line already had; and clap takes the result without a panic.
+pub fn config(data: &[u8]) {
+    const FILE: &str = "tracker.toml";
+    // `tracker` reads the file as UTF-8 text (`read_to_string`) and refuses anything else.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.lines().count().max(1);
+    let commands: [&[&str]; 3] =
+        [&["tracker", "run"], &["tracker", "flows"], &["tracker", "--db", "given.db", "run", "--", "--iface"]];
+    for argv in commands {
+        let args: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let (out, origins) = match config::with_text(args.clone(), &|_| None, text, FILE) {
+            Ok(done) => done,
+            Err(BadConfig(why)) => {
+                assert!(why.starts_with(FILE) && why.ends_with("nothing was run"), "{why}");
+                continue;
+            }
+        };
+        let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        let tail = args.len() - split;
+        assert!(out.len() >= args.len(), "{out:?}");
+        assert_eq!(out[..split], args[..split], "the user's options moved");
+        assert_eq!(out[out.len() - tail..], args[split..], "the words after -- moved");
+        let mut keys = HashSet::new();
+        for word in &out[split..out.len() - tail] {
+            let word = word.to_str().expect("the file's words are its UTF-8 text");
+            let key = word.split_once('=').map_or(word, |(k, _)| k);
+            assert!(key.starts_with("--"), "{word:?} is not an option");
+            assert!(!argv[..split].contains(&key), "{key} was on the command line");
+            keys.insert(key.to_owned());
+        }
+        assert_eq!(keys, origins.keys().cloned().collect(), "options without a place in the file");
+        for at in origins.values() {
+            let line = at.strip_prefix(&format!("{FILE}:")).and_then(|l| l.parse::<usize>().ok());
+            assert!(line.is_some_and(|l| (1..=lines).contains(&l)), "{at} of {lines} lines");
+        }
+        if let Err(e) = <Cli as clap::Parser>::try_parse_from(&out) {
+            let _ = config::explain(&e, &origins);
         }
     }
 }

@@ -185,6 +185,11 @@ fn seeds_and_their_mutants_keep_every_contract() {
     let files = [seeds.files.clone(), vec![capture_seed()]].concat();
     let lists = [vec![hosts], (!questions.is_empty()).then_some(questions).into_iter().collect()].concat();
     let tables = vec![BUILTIN.as_bytes().to_vec(), overrides];
+    let configs = vec![
+        b"db = \"/srv/tracker/tracker.db\"\nlog = \"info\"\n[run]\niface = \"wg1\"\nkeep-attached = true\n\
+          sweep-interval = 2\nlocal-net = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n"
+            .to_vec(),
+    ];
 
     let ran = [
         ("dns", run("dns", &dns_seeds, MUTANTS_PER_SEED, dns)),
@@ -194,6 +199,7 @@ fn seeds_and_their_mutants_keep_every_contract() {
         ("capture", run("capture", &files, CAPTURE_MUTANTS_PER_SEED, capture)),
         ("blocklist", run("blocklist", &lists, MUTANTS_PER_SEED * 10, blocklist)),
         ("entities", run("entities", &tables, MUTANTS_PER_SEED * 5, entities)),
+        ("config", run("config", &configs, MUTANTS_PER_SEED * 5, config)),
     ];
     println!("inputs per target: {ran:?}");
 }

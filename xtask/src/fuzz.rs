@@ -27,7 +27,7 @@ const NIGHTLY: &str = "+nightly";
 /// What `cargo xtask fuzz` runs.
 #[derive(Args)]
 pub struct FuzzArgs {
-    /// Targets to run, in this order (default: all seven).
+    /// Targets to run, in this order (default: all eight).
     #[arg(long = "target", value_enum)]
     targets: Vec<Target>,
     /// Executions per target (libFuzzer's -runs).
@@ -62,9 +62,11 @@ pub enum Target {
     Blocklist,
     /// `analysis::entity::EntityTable` from TOML (`--entities FILE`).
     Entities,
+    /// `cli::config`: the configuration file (`tracker.toml`) turned into options.
+    Config,
 }
 
-pub const ALL: [Target; 7] = [
+pub const ALL: [Target; 8] = [
     Target::Dns,
     Target::TlsClientHello,
     Target::HttpHost,
@@ -72,6 +74,7 @@ pub const ALL: [Target; 7] = [
     Target::Capture,
     Target::Blocklist,
     Target::Entities,
+    Target::Config,
 ];
 
 impl Target {
@@ -84,6 +87,7 @@ impl Target {
             Target::Capture => "capture",
             Target::Blocklist => "blocklist",
             Target::Entities => "entities",
+            Target::Config => "config",
         }
     }
 
@@ -155,7 +159,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 
 /// Builds every target: release with debug assertions and overflow checks (cargo-fuzz's
 /// default), and without a sanitizer unless asked: tracker's code and most of its dependencies
-/// are safe Rust, where a sanitizer only slows the search. All seven in one cargo run, so
+/// are safe Rust, where a sanitizer only slows the search. All eight in one cargo run, so
 /// tracker-user is compiled once even while its sources change under it.
 fn build(fuzz_target_dir: &Path, asan: bool) -> Result<()> {
     let sanitizer = if asan { "address" } else { "none" };

@@ -44,6 +44,7 @@ struct Seeds {
     capture: Vec<Vec<u8>>,
     blocklist: Vec<Vec<u8>>,
     entities: Vec<Vec<u8>>,
+    config: Vec<Vec<u8>>,
 }
 
 /// Writes every target's seeds under `dir` (replacing what an earlier run wrote there) and
@@ -64,6 +65,7 @@ pub fn write(repo: &Path, dir: &Path) -> Result<()> {
             "quic_initial" => &seeds.quic,
             "capture" => &seeds.capture,
             "blocklist" => &seeds.blocklist,
+            "config" => &seeds.config,
             _ => &seeds.entities,
         };
         let out = dir.join(name);
@@ -118,8 +120,19 @@ fn built_in(repo: &Path) -> Result<Seeds> {
           [[service]]\nname = \"Ex\"\ncompany = \"Example\"\ndomains = [\"api.example.net\"]\n"
             .to_vec(),
     );
+    // The configuration file as README shows it, and one with every kind of value.
+    seeds.config.push(CONFIG_SEED.as_bytes().to_vec());
+    seeds.config.push(
+        b"db = \"/var/lib/tracker/tracker.db\"\nlog = \"info\"\n[run]\niface = \"wg0\"\nkeep-attached = true\n\
+          sweep-interval = 2\nlocal-net = [\"192.0.2.0/24\", \"2001:db8::/32\"]\nno-dashboard = false\n"
+            .to_vec(),
+    );
     Ok(seeds)
 }
+
+/// A configuration file a user would write (README's settings-file section).
+const CONFIG_SEED: &str = "# /etc/tracker/tracker.toml\ndb = \"/srv/tracker/tracker.db\"\n\n[run]\n\
+                           iface = \"wg1\"\nkeep-raw = \"90d\"\ndashboard-port = 8722\n";
 
 /// A TLS 1.3 ClientHello record with one extension, server_name (RFC 6066 §3) for `host`.
 fn client_hello(host: &[u8]) -> Vec<u8> {

@@ -127,17 +127,29 @@ pub fn apply(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok((args, Origins::new())),
         Err(e) => return Err(BadConfig(format!("cannot read the configuration file {shown}: {e}; nothing was run"))),
     };
+    with_text(args, env, &text, &shown)
+}
+
+/// [`apply`] on the file's `text`, named `shown` in messages.
+pub(crate) fn with_text(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+    text: &str,
+    shown: &str,
+) -> Result<(Vec<OsString>, Origins), BadConfig> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         BadConfig(format!("{shown}: not valid TOML: {}; nothing was run", e.to_string().trim()))
     })?;
-    let given: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let is_run = given.iter().skip(1).take_while(|a| *a != "--").any(|a| a == RUN_TABLE);
+    // The user's options: the words before a `--` (those after it are not options).
+    let given: Vec<String> =
+        args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).take_while(|a| a != "--").collect();
+    let is_run = given.iter().any(|a| a == RUN_TABLE);
     let (global, run) = known();
     let mut extra: Vec<OsString> = Vec::new();
     let mut origins = Origins::new();
     let mut take = |table: Option<&str>, entries: &toml::Table, known: &[Known]| -> Result<(), BadConfig> {
         for (key, value) in entries {
-            let line = line_of(&text, table, key);
+            let line = line_of(text, table, key);
             let at = format!("{shown}:{line}");
             let place = table.map_or(String::new(), |t| format!(" in [{t}]"));
             let Some(k) = known.iter().find(|k| &k.long == key) else {
@@ -158,10 +170,8 @@ pub fn apply(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                     extra.push(format!("--{key}").into());
                 }
             } else {
-                for w in words {
-                    extra.push(format!("--{key}").into());
-                    extra.push(w.into());
-                }
+                // One word, `--key=value`: a value that starts with `-` stays a value.
+                extra.extend(words.into_iter().map(|w| format!("--{key}={w}").into()));
             }
             origins.insert(format!("--{key}"), at);
         }
@@ -260,23 +270,27 @@ keep-raw = "90d"
                 "--iface",
                 "wg0",
                 "--keep-attached",
-                "--keep-raw",
-                "90d",
-                "--local-net",
-                "192.0.2.0/24",
-                "--local-net",
-                "198.51.100.0/24",
-                "--sweep-interval",
-                "5s",
-                "--db",
-                "/srv/tracker/tracker.db"
+                "--keep-raw=90d",
+                "--local-net=192.0.2.0/24",
+                "--local-net=198.51.100.0/24",
+                "--sweep-interval=5s",
+                "--db=/srv/tracker/tracker.db"
             ]
         );
         // Other commands take the top level only; the environment overrides the file.
         let got = run(&["flows"], &[(CONFIG_ENV, f), ("TRACKER_DB", "/tmp/x.db")]).unwrap();
         assert_eq!(got, ["flows"]);
         let got = run(&["flows", "--", "x"], &[(CONFIG_ENV, f)]).unwrap();
-        assert_eq!(got, ["flows", "--db", "/srv/tracker/tracker.db", "--", "x"]);
+        assert_eq!(got, ["flows", "--db=/srv/tracker/tracker.db", "--", "x"]);
+        // Words after `--` are not options: the file's `--db` still counts.
+        let got = run(&["flows", "--", "--db"], &[(CONFIG_ENV, f)]).unwrap();
+        assert_eq!(got, ["flows", "--db=/srv/tracker/tracker.db", "--", "--db"]);
+        // A value that looks like an option is still the value.
+        let f2 = write("dash", "db = \"--help\"\n");
+        let argv = ["tracker", "--config", f2.to_str().unwrap(), "flows"].map(OsString::from).to_vec();
+        let (args, _) = apply(argv, &|_| None).unwrap();
+        let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+        assert_eq!(cli.global.db, PathBuf::from("--help"));
         // The whole result parses as one command line.
         let argv = ["tracker", "--config", f, "run"].map(OsString::from).to_vec();
         let (args, _) = apply(argv, &|_| None).unwrap();

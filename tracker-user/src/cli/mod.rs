@@ -3,7 +3,7 @@
 
 mod block;
 mod bypass;
-mod config;
+pub(crate) mod config;
 mod dashboard;
 mod dns;
 mod entities;
