@@ -19,14 +19,19 @@
 //!   attached program by BPF_PROG_TEST_RUN) and nothing changing; the ratio and the target
 //!   (at most 1% of one core) ([`idle`]).
 //!
+//! - **dns**: a query for a blocked name answered by the kernel beside the same query answered
+//!   by the resolver ([`dns`]).
+//! - **dashboard**: the first page from the phone on 1,000,000 flows, and the daemon's costs
+//!   with a dashboard open and updating beside none ([`dashboard`]).
+//!
 //! Like the XDP benchmark it asserts nothing about timing or about the targets: it prints every
 //! figure, the method and whether each target is met. It fails when a case did not do what it
 //! is named after (iperf3 failed, the wrong program was attached, the flood did not go out at
 //! its rate), because then the figure would be of something else. Root only; the lab, the
 //! daemons and the pins are removed at the end, also on error.
 //!
-//! Arguments (after `--`): `throughput`, `swap`, `flood` and/or `idle` run only those sections;
-//! default all four.
+//! Arguments (after `--`): `throughput`, `swap`, `flood`, `idle`, `dns` and/or `dashboard` run
+//! only those sections; default all six.
 
 use std::{
     fs,
@@ -35,8 +40,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "lab/dashboard.rs"]
+mod dashboard;
 #[path = "lab/dns.rs"]
 mod dns;
+#[path = "common/household.rs"]
+#[expect(dead_code, reason = "the report benchmark's 10M shape is not used by the lab's")]
+mod household;
 #[path = "lab/idle.rs"]
 mod idle;
 #[path = "lab/swap.rs"]
@@ -129,6 +139,7 @@ enum Section {
     Flood,
     Idle,
     Dns,
+    Dashboard,
 }
 
 fn sections() -> Result<Vec<Section>> {
@@ -141,14 +152,18 @@ fn sections() -> Result<Vec<Section>> {
             "flood" => Section::Flood,
             "idle" => Section::Idle,
             "dns" => Section::Dns,
-            other => bail!("unknown section {other:?}: use throughput, swap, flood, idle and/or dns (default all)"),
+            "dashboard" => Section::Dashboard,
+            other => bail!(
+                "unknown section {other:?}: use throughput, swap, flood, idle, dns and/or dashboard (default all)"
+            ),
         };
         if !chosen.contains(&s) {
             chosen.push(s);
         }
     }
     if chosen.is_empty() {
-        chosen = vec![Section::Throughput, Section::Swap, Section::Flood, Section::Idle, Section::Dns];
+        chosen =
+            vec![Section::Throughput, Section::Swap, Section::Flood, Section::Idle, Section::Dns, Section::Dashboard];
     }
     Ok(chosen)
 }
@@ -175,6 +190,7 @@ fn bench() -> Result<()> {
             Section::Flood => flood_section(&lab)?,
             Section::Idle => idle::section(&lab)?,
             Section::Dns => dns::section(&lab)?,
+            Section::Dashboard => dashboard::section(&lab)?,
         }
     }
     eprintln!("lab benchmark done in {:.0?}", started.elapsed());

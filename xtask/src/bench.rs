@@ -7,7 +7,9 @@
 //! 10,000,000 generated flows against a naive GROUP BY, and the roll-ups' cost per sweep;
 //! `import` (tests/benches/import.rs) times `tracker import-pcap` on a generated capture of over
 //! 1,000,000 packets beside `tshark -q -z conv,ip` on the same file; `rules` (tests/benches/rules.rs)
-//! the XDP program's cost with 100,000 name and 100,000 address rules beside none. Builds first, like every
+//! the XDP program's cost with 100,000 name and 100,000 address rules beside none; `storage`
+//! (tests/benches/storage.rs) bytes on disk per flow kept in a household's steady state, per table
+//! and index, beside the version-7 layout. Builds first, like every
 //! task that runs tracker, so the benchmarks run the programs a user would get.
 
 use crate::{build, repo_root, setup};
@@ -19,8 +21,10 @@ use tracker_tests::cmd::run_visible;
 /// What `cargo xtask bench` runs.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, in the order given (default: xdp, rules, lab, report, then import).
-    /// `throughput`, `swap`, `flood`, `idle` and `dns` are the sections of `lab`, to run one alone.
+    /// Benchmarks to run, in the order given (default: xdp, rules, lab, report, import, then
+    /// storage).
+    /// `throughput`, `swap`, `flood`, `idle`, `dns` and `dashboard` are the sections of `lab`, to
+    /// run one alone.
     #[arg(value_enum)]
     benches: Vec<Which>,
 }
@@ -30,8 +34,8 @@ enum Which {
     /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) against xdp-filter and an empty
     /// program.
     Xdp,
-    /// The five lab sections, throughput, swap, flood, idle, then dns (about 10 minutes, and
-    /// swap first waits for a quiet machine).
+    /// The six lab sections, throughput, swap, flood, idle, dns, then dashboard (about 15
+    /// minutes, and swap first waits for a quiet machine).
     Lab,
     /// The lab's iperf3 throughput through the tunnel: tracker, empty XDP, nothing.
     Throughput,
@@ -57,6 +61,12 @@ enum Which {
     /// The XDP program's cost per packet with 100,000 name rules and 100,000 address rules
     /// loaded, beside the same program without rules; and a DNS query the kernel answers.
     Rules,
+    /// The lab's dashboard: the first page from the phone on 1,000,000 flows (target < 300 ms,
+    /// < 200 KB) and the daemon's costs with a dashboard open beside none.
+    Dashboard,
+    /// Bytes on disk per flow kept after a household's month (pruned, vacuumed), per table and
+    /// index, beside the same rows in the version-7 layout; target 120.
+    Storage,
 }
 
 impl Which {
@@ -70,9 +80,11 @@ impl Which {
             Which::Flood => ("lab", &["flood"]),
             Which::Idle => ("lab", &["idle"]),
             Which::Dns => ("lab", &["dns"]),
+            Which::Dashboard => ("lab", &["dashboard"]),
             Which::Report => ("report", &[]),
             Which::Import => ("import", &[]),
             Which::Rules => ("rules", &[]),
+            Which::Storage => ("storage", &[]),
         }
     }
 }
@@ -85,7 +97,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     build::build(true)?;
     let mut chosen = args.benches.clone();
     if chosen.is_empty() {
-        chosen = vec![Which::Xdp, Which::Rules, Which::Lab, Which::Report, Which::Import];
+        chosen = vec![Which::Xdp, Which::Rules, Which::Lab, Which::Report, Which::Import, Which::Storage];
     }
     chosen.dedup();
     // Each benchmark runs even when an earlier one failed: they measure independent things.

@@ -161,6 +161,12 @@ fn link_prog_id(link: BorrowedFd) -> Result<u32> {
     Ok(u32::from_ne_bytes(info[8..12].try_into().expect("4 bytes")))
 }
 
+/// The ids of the programs the daemon's pinned XDP and TC links run now.
+pub(super) fn daemon_prog_ids(pins: &Path) -> Result<[u32; 2]> {
+    let id = |pin: &str| -> Result<u32> { link_prog_id(obj_get(&pins.join(pin))?.as_fd()) };
+    Ok([id(PIN_LINK_XDP)?, id(PIN_LINK_TC_EGRESS)?])
+}
+
 // ---- the swapper ----
 
 /// A loaded program: its id and an fd of ours on it.
@@ -389,7 +395,7 @@ impl std::ops::Sub for ProgStats {
 }
 
 /// The summed statistics of programs `ids` (both hooks' programs of one kind).
-fn prog_stats(ids: &[u32]) -> Result<ProgStats> {
+pub(super) fn prog_stats(ids: &[u32]) -> Result<ProgStats> {
     let mut s = ProgStats::default();
     // Bounded by the programs loaded on the machine.
     for info in loaded_programs().filter_map(Result::ok).filter(|p| ids.contains(&p.id())) {
