@@ -34,13 +34,35 @@ pub struct Status {
     pub kernel: KernelStatus,
 }
 
-/// Row counts of the database.
+/// Row counts and size of the database.
 #[derive(Debug, Serialize)]
 pub struct Stored {
     pub schema_version: u32,
     pub flows_stored: u64,
     pub block_rules: u64,
     pub dns_queries_stored: u64,
+    /// Pages in use, without the free ones and the WAL: what the rows take.
+    pub db_used_bytes: u64,
+    /// `db_used_bytes` over `flows_stored` (DNS log and roll-ups included), rounded; absent
+    /// while no flow is stored. `cargo xtask bench storage` measures it in a steady state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_flow: Option<u64>,
+}
+
+impl Stored {
+    fn read(store: &Store) -> Result<Self> {
+        let flows_stored = store.flow_count()?;
+        let size = store.size()?;
+        let db_used_bytes = size.file_bytes.saturating_sub(size.free_bytes);
+        Ok(Self {
+            schema_version: store.schema_version()?,
+            flows_stored,
+            block_rules: store.block_count()?,
+            dns_queries_stored: store.dns_count()?,
+            db_used_bytes,
+            bytes_per_flow: (flows_stored > 0).then(|| db_used_bytes.div_ceil(flows_stored)),
+        })
+    }
 }
 
 /// What the kernel's pinned maps say, when they can be read.
@@ -94,13 +116,7 @@ pub fn gather(db: &Path, pins: &PinDir) -> Result<Status> {
         .sum();
     let (stored, daemon) = if db.exists() {
         let store = Store::open_reader(db)?;
-        let stored = Stored {
-            schema_version: store.schema_version()?,
-            flows_stored: store.flow_count()?,
-            block_rules: store.block_count()?,
-            dns_queries_stored: store.dns_count()?,
-        };
-        (Some(stored), store.daemon_facts()?)
+        (Some(Stored::read(&store)?), store.daemon_facts()?)
     } else {
         (None, DaemonFacts::default())
     };
@@ -139,6 +155,30 @@ fn kernel_status(pins: &PinDir, flows_ended: u64) -> Result<KernelStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        analysis::protocol::AppProtocol,
+        store::tests::{labelled_flow, temp_db},
+    };
+
+    #[test]
+    fn the_database_size_is_its_used_pages_and_bytes_per_flow_divides_it() {
+        let p = temp_db("status-size");
+        let mut w = Store::open(&p).unwrap();
+        let empty = Stored::read(&Store::open_reader(&p).unwrap()).unwrap();
+        assert_eq!((empty.flows_stored, empty.bytes_per_flow), (0, None));
+        let flows: Vec<_> = (0..3u64)
+            .map(|n| labelled_flow(n, "10.77.0.2", 7_200_000, Some("www.example.com"), AppProtocol::Tls, 500))
+            .collect();
+        w.upsert_flows("b", &flows).unwrap();
+        let r = Store::open_reader(&p).unwrap();
+        let stored = Stored::read(&r).unwrap();
+        let c = r.conn();
+        let q = |p: &str| c.pragma_query_value(None, p, |r| r.get::<_, i64>(0)).unwrap() as u64;
+        let used = (q("page_count") - q("freelist_count")) * q("page_size");
+        assert_eq!(stored.flows_stored, 3);
+        assert_eq!(stored.db_used_bytes, used);
+        assert_eq!(stored.bytes_per_flow, Some(used.div_ceil(3)));
+    }
 
     #[test]
     fn status_is_one_flat_object_with_numbers_as_numbers() {
@@ -150,7 +190,14 @@ mod tests {
             pin_dir: "/sys/fs/bpf/tracker".into(),
             db: "t.db".into(),
             db_bytes: 4096,
-            stored: Some(Stored { schema_version: 4, flows_stored: 2, block_rules: 0, dns_queries_stored: 1 }),
+            stored: Some(Stored {
+                schema_version: 4,
+                flows_stored: 2,
+                block_rules: 0,
+                dns_queries_stored: 1,
+                db_used_bytes: 8192,
+                bytes_per_flow: Some(4096),
+            }),
             daemon: DaemonFacts { attached_pid: Some(42), ..DaemonFacts::default() },
             kernel: KernelStatus {
                 counters: Some(Counters(vec![(Counter::RingLost, 3)])),
@@ -174,6 +221,8 @@ mod tests {
                 "flows_stored",
                 "block_rules",
                 "dns_queries_stored",
+                "db_used_bytes",
+                "bytes_per_flow",
                 "attached_pid",
                 "ring_lost",
                 "flows_in_kernel"
