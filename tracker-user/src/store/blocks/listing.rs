@@ -41,6 +41,10 @@ pub struct BlockRow {
     pub expires: Option<String>,
     /// Time left until `expires`, as `29m 59s`; `None` without an end or once ended.
     pub time_left: Option<String>,
+    /// `expires` as unix ms, for a countdown (the dashboard's); not in the JSON, which has
+    /// `expires` and `time_left`.
+    #[serde(skip)]
+    pub expires_ms: Option<i64>,
     /// When it ended; `None` while active.
     pub ended: Option<String>,
     /// `unblocked` or `expired`; `None` while active.
@@ -177,6 +181,7 @@ impl Raw {
             created: timefmt::rfc3339(self.created),
             expires: self.expires.map(timefmt::rfc3339),
             time_left,
+            expires_ms: self.expires,
             ended: ended.map(timefmt::rfc3339),
             end_reason,
         }
