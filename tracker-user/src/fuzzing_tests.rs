@@ -256,4 +256,8 @@ fn inputs_the_fuzzer_found() {
     let parsed = blocklist::parse(two_dots);
     assert_eq!((parsed.domains.len(), parsed.malformed.len()), (0, 1));
     assert!(blocklist::parse(b"lan..\n0.0.0.0 ads.example.com..\n").domains.is_empty());
+
+    // config, 2026-12-07, 2,656,030 executions in: a switch set to false (`no-dashboard =
+    // false`) adds no option but was recorded as coming from the file. Only options it adds are.
+    config(b"db = \"/var/lib/tracker/tracker.db\"\n[run]\niface = \"wg0\"\nno-dashboard = false\nlocal-net = []\n");
 }

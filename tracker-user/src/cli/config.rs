@@ -165,6 +165,7 @@ pub(crate) fn with_text(
                 continue;
             }
             let words = values(value, k).map_err(|why| BadConfig(format!("{at}: `{key}` {why}; nothing was run")))?;
+            let before = extra.len();
             if k.flag {
                 if words.first().is_some_and(|w| w == "true") {
                     extra.push(format!("--{key}").into());
@@ -173,7 +174,10 @@ pub(crate) fn with_text(
                 // One word, `--key=value`: a value that starts with `-` stays a value.
                 extra.extend(words.into_iter().map(|w| format!("--{key}={w}").into()));
             }
-            origins.insert(format!("--{key}"), at);
+            // A switch set to false or an empty list gives no option, so nothing to trace back.
+            if extra.len() > before {
+                origins.insert(format!("--{key}"), at);
+            }
         }
         Ok(())
     };
