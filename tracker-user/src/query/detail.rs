@@ -136,12 +136,12 @@ pub fn detail(store: &Store, entities: &EntityTable, subject: &Subject, w: Windo
             (Filter { flows: "service = :n".into(), dns: None, param: n.clone() }, s.is_some())
         }
         Subject::Device(key) => {
-            let Some((label, addresses, listed)) = device(store, &devices, key)? else {
+            let Some(facts) = device(store, &devices, key)? else {
                 return Ok(Found::Unknown);
             };
-            d.title = label;
-            d.listed = listed;
-            let param = clients_json(Some(&addresses)).unwrap_or_default();
+            d.title = facts.label;
+            d.listed = facts.listed;
+            let param = clients_json(Some(&facts.clients)).unwrap_or_default();
             (Filter { flows: clients_in.into(), dns: Some(clients_in.into()), param }, true)
         }
     };
@@ -162,9 +162,16 @@ pub fn detail(store: &Store, entities: &EntityTable, subject: &Subject, w: Windo
     Ok(Found::Detail(Box::new(d)))
 }
 
-/// A device's label, its client addresses with flows, and its own addresses as shown; `None`
-/// for a key, name or address no device and no flow has.
-fn device(store: &Store, devices: &DeviceList, key: &str) -> Result<Option<(String, Vec<String>, Vec<String>)>> {
+/// What a device page names: the device's label, its client addresses with flows, and its own
+/// addresses as shown.
+struct DeviceFacts {
+    label: String,
+    clients: Vec<String>,
+    listed: Vec<String>,
+}
+
+/// The device `key` stands for; `None` for a key, name or address no device and no flow has.
+fn device(store: &Store, devices: &DeviceList, key: &str) -> Result<Option<DeviceFacts>> {
     let known = devices.0.iter().find(|d| d.public_key == key || d.name.as_deref() == Some(key));
     if known.is_none() && key.parse::<std::net::IpAddr>().is_err() {
         return Ok(None);
@@ -175,7 +182,7 @@ fn device(store: &Store, devices: &DeviceList, key: &str) -> Result<Option<(Stri
         None if filter.addresses.is_empty() => return Ok(None),
         None => filter.addresses.clone(),
     };
-    Ok(Some((filter.label, filter.addresses, listed)))
+    Ok(Some(DeviceFacts { label: filter.label, clients: filter.addresses, listed }))
 }
 
 /// Lines being added up, by key.
