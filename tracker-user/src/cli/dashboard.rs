@@ -1,14 +1,18 @@
 //! `tracker dashboard`: where to open the dashboard from the phone (its addresses, and a QR code
-//! of one in the terminal), and who may open it.
+//! of one in the terminal), and who may open it; `--set-password`, the password its changes
+//! need, read without echo from the terminal or as a line from stdin.
 
-use std::{io::Write as _, net::SocketAddr};
+use std::{
+    io::{BufRead as _, IsTerminal as _, Read as _, Write as _},
+    net::SocketAddr,
+};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use qrcode::{EcLevel, QrCode, render::unicode::Dense1x2};
 
 use super::{Global, open_existing};
-use crate::daemon;
+use crate::{daemon, store::Store, web::dashboard::password};
 
 #[derive(Args, Debug)]
 pub struct DashboardArgs {
@@ -19,6 +23,12 @@ pub struct DashboardArgs {
     /// Only the addresses, no QR code.
     #[arg(long)]
     pub no_qr: bool,
+    /// Set the password that blocking and unblocking from the dashboard need (looking needs
+    /// none): typed twice without echo on a terminal, or the first line of stdin for scripts
+    /// (`printf '%s\n' "$PW" | tracker dashboard --set-password`). At least 8 characters. It is
+    /// stored hashed (Argon2id) in the database; a new one ends what the old one allowed.
+    #[arg(long, conflicts_with_all = ["light_terminal", "no_qr"])]
+    pub set_password: bool,
 }
 
 /// The QR code's colours: the blocks a terminal draws are its text colour.
@@ -30,6 +40,9 @@ enum Terminal {
 }
 
 pub fn dashboard(global: &Global, args: &DashboardArgs) -> Result<()> {
+    if args.set_password {
+        return set_password(global);
+    }
     let store = open_existing(global)?;
     let facts = store.daemon_facts()?;
     if daemon::daemon_pid(&global.db).is_none() {
@@ -48,9 +61,48 @@ pub fn dashboard(global: &Global, args: &DashboardArgs) -> Result<()> {
     let urls: Vec<&str> = urls.split_whitespace().collect();
     let iface = facts.iface.as_deref().unwrap_or("wg0");
     let terminal = if args.light_terminal { Terminal::Light } else { Terminal::Dark };
-    let text = instructions(&urls, iface, (!args.no_qr).then_some(terminal))?;
+    let mut text = instructions(&urls, iface, (!args.no_qr).then_some(terminal))?;
+    if password::load(&store)?.is_none() {
+        text.push_str(
+            "To block and unblock from the dashboard, set its password once: `tracker dashboard --set-password`.\n",
+        );
+    }
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// `--set-password`: reads it, hashes it and stores it; the running dashboard reads it at the
+/// next login, so no restart is needed.
+fn set_password(global: &Global) -> Result<()> {
+    let password = read_password()?;
+    // Checked before the database is opened: a bad password changes nothing.
+    password::check(&password).map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
+    let phc = password::hash(&password)?;
+    let store = Store::open(&global.db)?;
+    password::save(&store, &phc)?;
+    println!(
+        "The dashboard's password is set. Log in on the dashboard (Log in, at the top of a page) to block and \
+         unblock; browsers logged in with an earlier password can no longer change anything."
+    );
+    Ok(())
+}
+
+/// The password: typed twice without echo on a terminal, else the first line of stdin.
+fn read_password() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New dashboard password: ").context("reading the password")?;
+        let again = rpassword::prompt_password("The same again: ").context("reading the password")?;
+        if first != again {
+            bail!("the two passwords differ; nothing was changed");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    // One line more than a password may have is enough to tell that it is too long.
+    let limit = u64::try_from(password::MAX_BYTES + 2).unwrap_or(u64::MAX);
+    std::io::stdin().lock().take(limit).read_line(&mut line).context("reading the password from stdin")?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
 }
 
 /// Whether a dashboard URL is on the host's loopback (only for a browser on the host itself).

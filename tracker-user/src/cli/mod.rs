@@ -323,7 +323,14 @@ and bytes, a timeline, the names looked up, companies (with or without the big p
 encryption, protocols, what was blocked, and the devices. It listens on the VPN interface's own \
 addresses, reachable through the tunnel only, and on localhost; only the WireGuard peers and this \
 host get in. This prints its addresses, and a QR code of one to scan with the phone's camera.\n\n\
-Examples:\n  tracker dashboard\n  tracker dashboard --light-terminal   (a terminal with a light background)")]
+Blocking and unblocking from the dashboard (a block's preview, then for good, 30 minutes, an hour or \
+until midnight; the experiments page, with what broke) need a password: set it once with \
+--set-password, then log in on the dashboard. A login lasts 12 hours, or until the daemon restarts; \
+five wrong passwords in a minute make it wait. Every change is the block commands' own, in the \
+kernel at once.\n\n\
+Examples:\n  tracker dashboard\n  tracker dashboard --light-terminal   (a terminal with a light background)\n  \
+tracker dashboard --set-password     (asks for it twice, without echo)\n  \
+printf '%s\\n' \"$PW\" | tracker dashboard --set-password   (from a script)")]
     Dashboard(dashboard::DashboardArgs),
     /// Is the daemon running and attached? Kernel counters, database size.
     Status(ListArgs),

@@ -243,7 +243,13 @@ fn start_dashboard(
         }
     };
     let listen = dashboard::default_listen(iface, &own, args.dashboard_port, &args.dashboard_listen);
-    let config = dashboard::Config { iface: iface.to_owned(), listen, db: global.db.clone(), entities };
+    let config = dashboard::Config {
+        iface: iface.to_owned(),
+        listen,
+        db: global.db.clone(),
+        pin_dir: global.pin_dir.clone(),
+        entities,
+    };
     match dashboard::Dashboard::start(config) {
         Ok(d) => {
             tracing::info!(urls = ?d.urls(), "dashboard: serving (`tracker dashboard` shows how to open it)");

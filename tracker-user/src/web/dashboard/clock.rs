@@ -43,7 +43,7 @@ pub fn next_midnight(now_ms: i64) -> Option<(i64, String)> {
     tm.tm_isdst = -1;
     // SAFETY: mktime reads and normalises our own `tm`.
     let t = unsafe { libc::mktime(&mut tm) };
-    (t != -1).then(|| (i64::from(t) * 1000, name))
+    (t != -1).then(|| (t * 1000, name))
 }
 
 /// How long is left, as a countdown says it: `less than a minute`, `28 min`, `2 h 5 min`.

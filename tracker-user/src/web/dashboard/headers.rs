@@ -1,6 +1,6 @@
 //! What every response carries and every request must name: strict security headers (nothing
-//! runs, loads or frames the pages but the dashboard's own stylesheet), and a `Host` that is
-//! the dashboard's own.
+//! runs, loads or frames the pages but the dashboard's own stylesheet and script), and a
+//! `Host` that is the dashboard's own.
 
 use axum::{
     extract::{Request, State},
@@ -11,12 +11,13 @@ use axum::{
 
 use super::access::Hosts;
 
-/// Nothing but the dashboard's own stylesheet: no script at all yet (a later page's script
-/// adds `script-src 'self'`, still no inline script), no image or font or connection
-/// anywhere, no framing, forms only to itself. The charts are inline SVG drawn with
-/// presentation attributes, which CSP does not treat as inline style.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; \
-form-action 'self'; frame-ancestors 'none'";
+/// Nothing but the dashboard's own stylesheet and its one script file (live updates; no inline
+/// script or event handler runs), connections only back to the dashboard itself (the script's
+/// event stream and JSON), no image or font from anywhere else, no framing, forms only to
+/// itself. The charts are inline SVG drawn with presentation attributes, which CSP does not
+/// treat as inline style.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Every response's security headers.
 const SECURITY: [(HeaderName, &str); 6] = [

@@ -4,12 +4,19 @@
 //! or delays, the daemon's counting.
 //!
 //! Routes, and where the rest of the dashboard plugs in:
-//! - `GET /`: the first page ([`overview`]); `GET /static/dashboard.css` ([`assets`]);
-//! - to come, each a module beside [`overview`] and a line in [`router`]: detail pages
-//!   (`GET /domain/{name}`, `/company/{name}`, `/service/{name}`, `/device/{key}`), the
-//!   experiments page (`GET /experiments`), the query log and flows (`GET /log`, paged) and
-//!   live updates (`GET /events`); changes (`POST /block`, `/unblock`, `/login`) behind a
-//!   session and a CSRF token, as a layer on those routes only.
+//! - `GET /`: the first page ([`overview`]); `GET /static/dashboard.css` and
+//!   `/static/live.js` ([`assets`]);
+//! - the detail pages ([`detail`]): `GET /domain/{name}`, `/company/{name}`,
+//!   `/service/{name}`, `/device/{key}`;
+//! - the query log and the connections ([`lists`]): `GET /log`, `/flows`, paged, and their
+//!   new rows as JSON (`/log/new`, `/flows/new`);
+//! - live updates ([`live`]): `GET /events` (server-sent events) and `/totals` (JSON);
+//! - changes ([`changes`]): `GET /block?kind=&target=[&client=]`, a block's dry run and its
+//!   buttons ([`block`]), `POST /block`, `POST /unblock`, each refused unless made from the
+//!   dashboard's own page by a logged-in [`session`] with its CSRF token; `GET`/`POST /login`
+//!   and `POST /logout` ([`login`], with the [`password`] `tracker dashboard --set-password`
+//!   stored); `GET /experiments`, `/experiments/{id}`: timed blocks and what broke
+//!   ([`experiments`]).
 //!
 //! Every route is behind the [`access::Gate`] (WireGuard peers and loopback, checked when a
 //! connection is accepted, in [`server`]) and the `Host` check and security headers of
@@ -17,11 +24,21 @@
 
 mod access;
 mod assets;
+mod block;
+mod changes;
+mod clock;
 mod db;
+mod detail;
+mod experiments;
 mod headers;
+mod lists;
+mod live;
+mod login;
 mod overview;
 mod params;
+pub mod password;
 mod server;
+mod session;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -36,7 +53,7 @@ use axum::{
     http::StatusCode,
     middleware,
     response::{IntoResponse as _, Response},
-    routing::get,
+    routing::{get, post},
 };
 use tokio::sync::watch;
 
@@ -63,6 +80,8 @@ pub struct Config {
     /// Where to listen (see [`default_listen`]).
     pub listen: Vec<Listen>,
     pub db: PathBuf,
+    /// The daemon's pin directory: the dashboard's changes write its maps, as the CLI does.
+    pub pin_dir: PathBuf,
     pub entities: Arc<EntityTable>,
 }
 
@@ -92,6 +111,14 @@ pub fn url(addr: SocketAddr) -> String {
 pub struct App {
     db: db::Db,
     entities: Arc<EntityTable>,
+    live: live::Hub,
+    /// Where changes write: the database (a writer opened per change) and the pinned maps.
+    db_path: PathBuf,
+    pin_dir: PathBuf,
+    sessions: session::Sessions,
+    throttle: session::Throttle,
+    /// One password check at a time.
+    logins: tokio::sync::Semaphore,
 }
 
 /// The routes, behind the `Host` check, with the security headers on every response (also
@@ -99,7 +126,24 @@ pub struct App {
 fn router(app: Arc<App>, hosts: access::Hosts) -> Router {
     Router::new()
         .route("/", get(overview::handler))
+        .route("/block", get(block::page).post(changes::block))
+        .route("/unblock", post(changes::unblock))
+        .route("/login", get(login::page).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/experiments", get(experiments::list))
+        .route("/experiments/{id}", get(experiments::report))
+        .route("/domain/{name}", get(detail::domain))
+        .route("/company/{name}", get(detail::company))
+        .route("/service/{name}", get(detail::service))
+        .route("/device/{key}", get(detail::device))
+        .route("/log", get(lists::log))
+        .route("/flows", get(lists::flows))
+        .route("/log/new", get(lists::log_new))
+        .route("/flows/new", get(lists::flows_new))
+        .route("/events", get(live::events))
+        .route("/totals", get(live::totals))
         .route(assets::CSS_PATH, get(assets::css))
+        .route(assets::LIVE_JS_PATH, get(assets::live_js))
         .route("/favicon.ico", get(assets::favicon))
         .with_state(app)
         .layer(middleware::from_fn_with_state(hosts, headers::own_host))
@@ -193,9 +237,20 @@ fn run(config: Config, stop: watch::Receiver<bool>, bound_tx: std::sync::mpsc::S
                 }
             }
         });
-        let app = Arc::new(App { db: db::Db::new(config.db.clone()), entities: config.entities });
+        let app = Arc::new(App {
+            db: db::Db::new(config.db.clone()),
+            entities: config.entities,
+            live: live::Hub::new(stop.clone()),
+            db_path: config.db.clone(),
+            pin_dir: config.pin_dir.clone(),
+            sessions: session::Sessions::default(),
+            throttle: session::Throttle::default(),
+            logins: tokio::sync::Semaphore::new(1),
+        });
+        let ticker = tokio::spawn(live::ticker(Arc::clone(&app)));
         server::serve(listeners, gate, router(app, access::Hosts::new(&bound)), stop).await;
         refresher.abort();
+        ticker.abort();
     });
     // Reads still running are interrupted by their own timeouts; do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(100));

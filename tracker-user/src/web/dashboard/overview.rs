@@ -9,20 +9,21 @@ use anyhow::Result;
 use askama::Template;
 use axum::{
     extract::{Query, State, rejection::QueryRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
 };
 
 use super::{
     App,
     assets::CSS_PATH,
+    detail::path,
     params::{Period, RawView, View},
 };
 use crate::{
     analysis::entity::EntityTable,
     query::{
         blocked::{Blocked, blocked},
-        report::{self, BIG_PLAYERS, ReportQuery},
+        report::{self, BIG_PLAYERS, Report, ReportQuery},
         timeline::{Bucket, Span, timeline},
     },
     store::{Store, blocks::listing::BlockRow},
@@ -50,6 +51,8 @@ pub struct Link {
 pub struct Line {
     pub name: String,
     pub figure: String,
+    /// A rule in force: its id, for its unblock button.
+    pub rule: Option<u32>,
 }
 
 /// The page. Text fields are escaped by the template; the `*_svg` fields are tracker's own
@@ -90,6 +93,21 @@ pub struct OverviewPage {
     pub rules: Vec<Line>,
     pub devices_heading: Heading,
     pub devices_svg: String,
+    /// The detail pages of the charts' lines, in the charts' order.
+    pub details: Details,
+    /// The live script's JSON of this view's headline figures.
+    pub live: String,
+    /// The session's CSRF token when logged in: the rules get unblock buttons.
+    pub csrf: Option<String>,
+}
+
+/// Links to the detail pages of what a chart shows.
+#[derive(Debug, Default)]
+pub struct Details {
+    pub domains: Vec<Link>,
+    pub companies: Vec<Link>,
+    pub services: Vec<Link>,
+    pub devices: Vec<Link>,
 }
 
 /// What a read found: the page, or a device the database does not know.
@@ -99,7 +117,11 @@ enum Found {
 }
 
 /// `GET /`.
-pub async fn handler(State(app): State<Arc<App>>, query: Result<Query<RawView>, QueryRejection>) -> Response {
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<Query<RawView>, QueryRejection>,
+) -> Response {
     let Ok(Query(raw)) = query else {
         return StatusCode::BAD_REQUEST.into_response();
     };
@@ -109,13 +131,16 @@ pub async fn handler(State(app): State<Arc<App>>, query: Result<Query<RawView>, 
     let entities = Arc::clone(&app.entities);
     let found = app.db.read(move |store| build(store, &entities, &view, timefmt::now_ms())).await;
     match found {
-        Ok(Found::Page(page)) => match page.render() {
-            Ok(html) => Html(html).into_response(),
-            Err(e) => {
-                tracing::error!("dashboard: rendering the first page: {e}");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        Ok(Found::Page(mut page)) => {
+            page.csrf = app.sessions.of(&headers).map(|(_, s)| s.csrf);
+            match page.render() {
+                Ok(html) => Html(html).into_response(),
+                Err(e) => {
+                    tracing::error!("dashboard: rendering the first page: {e}");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
             }
-        },
+        }
         Ok(Found::NoSuchDevice) => (StatusCode::NOT_FOUND, "No such device.\n").into_response(),
         Err(e) => super::unavailable(&e),
     }
@@ -208,7 +233,40 @@ fn build(store: &Store, entities: &EntityTable, view: &View, now_ms: i64) -> Res
         rules,
         devices_heading: page::DEVICES,
         devices_svg: page::devices_chart(&r),
+        details: details(&r, view.period),
+        live: View { hide_big: false, ..view.clone() }.href_at("/totals"),
+        csrf: None,
     })))
+}
+
+/// The charts' lines as links to their pages, over the same period: named companies (a name no
+/// entry knows is its domain's page), local and unnamed lines left out.
+fn details(r: &Report, period: Period) -> Details {
+    let link = |label: &str, kind: &str, key: &str| Link {
+        label: label.to_owned(),
+        href: View::default().with_period(period).href_at(&path(kind, key)),
+        current: false,
+    };
+    let shown = DOMAINS_SHOWN as usize;
+    Details {
+        domains: r.domains.iter().take(shown).map(|d| link(&d.domain, "domain", &d.domain)).collect(),
+        companies: r
+            .companies
+            .iter()
+            .filter_map(|c| match c.kind {
+                "company" => Some(link(&c.name, "company", &c.name)),
+                "domain" => Some(link(&c.name, "domain", &c.name)),
+                _ => None,
+            })
+            .take(shown)
+            .collect(),
+        services: r.services.iter().take(shown).map(|s| link(&s.name, "service", &s.name)).collect(),
+        devices: r
+            .devices
+            .iter()
+            .map(|d| link(&d.device, "device", d.public_key.as_deref().unwrap_or(&d.device)))
+            .collect(),
+    }
 }
 
 /// The refusals per rule, and the rules in force with what each stopped since it was made.
@@ -224,6 +282,7 @@ fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
                 l.clients,
                 if l.clients == 1 { "" } else { "s" }
             ),
+            rule: None,
         })
         .collect();
     let rules = b
@@ -242,14 +301,14 @@ fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
             if let Some(left) = &r.time_left {
                 figure.push_str(&format!(" · ends in {left}"));
             }
-            Line { name, figure }
+            Line { name, figure, rule: Some(r.id) }
         })
         .collect();
     (refused, rules)
 }
 
 /// Connections per bucket: hours labelled every six hours, days by their date.
-fn timeline_chart(buckets: &[Bucket], period: Period) -> String {
+pub(super) fn timeline_chart(buckets: &[Bucket], period: Period) -> String {
     let names: Vec<(String, String)> = buckets
         .iter()
         .enumerate()

@@ -100,6 +100,11 @@ impl View {
 
     /// The first page's link for this view; choices at their default are left out.
     pub fn href(&self) -> String {
+        self.href_at("/")
+    }
+
+    /// The link to the page at `path` (already encoded) for this view.
+    pub fn href_at(&self, path: &str) -> String {
         let mut parts = Vec::new();
         if self.period != Period::default() {
             parts.push(format!("period={}", self.period.key()));
@@ -110,7 +115,7 @@ impl View {
         if self.hide_big {
             parts.push(format!("hide={HIDE_BIG}"));
         }
-        if parts.is_empty() { "/".to_owned() } else { format!("/?{}", parts.join("&")) }
+        if parts.is_empty() { path.to_owned() } else { format!("{path}?{}", parts.join("&")) }
     }
 
     pub fn with_period(&self, period: Period) -> Self {
@@ -127,8 +132,8 @@ impl View {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: a WireGuard key's `+`, `/`
-/// and `=` stay data in a query string.
-fn encode(s: &str) -> String {
+/// and `=` stay data in a query string or a path segment.
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
