@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Store, Writer, explain_path, rollup};
+use super::{Store, Writer, explain_path, rollup, texts::TextIds};
 use crate::{
     analysis::{
         dns::{self, Answer, AnswerData, Transport},
@@ -146,18 +146,22 @@ impl Writer<'_> {
             return Ok(());
         }
         {
+            // Text columns are ids into `texts` (migration 8).
             let mut query = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO dns_queries (ts, answered, client, client_port, resolver,
+                "INSERT OR IGNORE INTO dns_query_rows (ts, answered, client, client_port, resolver,
                      resolver_port, transport, dns_id, qname, qtype, rcode, truncated, cname,
                      min_ttl, source, blocked_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut answer = self.conn.prepare_cached(
-                "INSERT INTO dns_answers (query_id, position, name, type, ttl, data)
+                "INSERT INTO dns_answer_rows (query_id, position, name, type, ttl, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut deltas = rollup::DnsDeltas::default();
             let mut bits: HashMap<IpAddr, i64> = HashMap::new();
+            let mut texts = TextIds::default();
+            let conn = self.conn;
+            let explain = |e| explain_path(self.path, e);
             for r in records {
                 let DnsRecord {
                     ts_ms,
@@ -175,34 +179,42 @@ impl Writer<'_> {
                     answers,
                     blocked_by,
                 } = r;
+                let mut id = |t: &str| texts.id(conn, t).map_err(explain);
+                let (client_id, resolver_id) = (id(&client.to_string())?, id(&resolver.to_string())?);
+                let (transport_id, qname_id, qtype_id) = (id(transport.as_str())?, id(qname)?, id(qtype)?);
+                let rcode_id = texts.opt(conn, rcode.as_deref()).map_err(explain)?;
+                let cname_id = texts.opt(conn, r.cname().as_deref()).map_err(explain)?;
                 let inserted = query
                     .execute(params![
                         ts_ms,
                         answered_ms,
-                        client.to_string(),
+                        client_id,
                         client_port,
-                        resolver.to_string(),
+                        resolver_id,
                         resolver_port,
-                        transport.as_str(),
+                        transport_id,
                         dns_id,
-                        qname,
-                        qtype,
-                        rcode,
+                        qname_id,
+                        qtype_id,
+                        rcode_id,
                         truncated,
-                        r.cname(),
+                        cname_id,
                         r.min_ttl(),
                         self.source,
                         blocked_by,
                     ])
-                    .map_err(|e| explain_path(self.path, e))?;
+                    .map_err(explain)?;
                 if inserted == 0 {
                     continue; // an import's query stored by an earlier import of the same file
                 }
                 let id = self.conn.last_insert_rowid();
                 for (position, a) in answers.iter().enumerate() {
-                    answer
-                        .execute(params![id, position, a.name, a.rtype, a.ttl, a.data.to_text()])
-                        .map_err(|e| explain_path(self.path, e))?;
+                    let name = texts.id(conn, &a.name).map_err(explain)?;
+                    let (rtype, data) = (
+                        texts.id(conn, &a.rtype).map_err(explain)?,
+                        texts.id(conn, &a.data.to_text()).map_err(explain)?,
+                    );
+                    answer.execute(params![id, position, name, rtype, a.ttl, data]).map_err(explain)?;
                 }
                 if self.rollups {
                     let bit = match bits.get(client) {

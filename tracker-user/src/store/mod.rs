@@ -9,7 +9,10 @@ pub mod facts;
 pub mod retention;
 pub mod rollup;
 pub mod schema;
+#[cfg(test)]
+mod schema_tests;
 pub mod sources;
+mod texts;
 
 pub use blocks::{BlockCounters, BlockRow};
 pub use dns::{DnsQuery, DnsRecord, DomainQuery, Grouping};
@@ -452,127 +455,139 @@ impl Writer<'_> {
     /// is set, never added to: sweeping the same entry twice, or again after a daemon restart,
     /// stores the same numbers.
     pub fn upsert_flows(&self, boot_id: &str, flows: &[FlowRecord]) -> Result<()> {
-        {
-            // Without the roll-ups nothing reads the row back: RETURNING would copy every
-            // row's labels out for nothing.
-            let returning =
-                if self.rollups { format!("RETURNING {}", rollup::FlowFacts::COLUMNS) } else { String::new() };
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "INSERT INTO flows (boot_id, kernel_first_ns, family, client, remote, protocol,
-                     client_port, remote_port, packets_up, bytes_up, packets_down, bytes_down,
-                     tcp_flags, first_seen, last_seen, name, name_source, cname, remote_class,
-                     app_protocol, app_decided, encrypted, owner_kind, owner, company, site, service,
-                     served_by, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
-                 ON CONFLICT (boot_id, kernel_first_ns, family, client, remote, protocol,
-                     client_port, remote_port)
-                 DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
-                     packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
-                     tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen,
-                     -- A restarted daemon may not know a name an earlier one found: keep it.
-                     -- The three name columns change together, or not at all.
-                     name = CASE WHEN excluded.name_source IS NULL THEN flows.name
-                                 ELSE excluded.name END,
-                     name_source = COALESCE(excluded.name_source, flows.name_source),
-                     cname = CASE WHEN excluded.name_source IS NULL THEN flows.cname
-                                  ELSE excluded.cname END,
-                     remote_class = excluded.remote_class,
-                     -- The owner follows the name: kept with it when this daemon has none.
-                     owner_kind = CASE WHEN excluded.name_source IS NULL THEN flows.owner_kind
-                                       ELSE excluded.owner_kind END,
-                     owner = CASE WHEN excluded.name_source IS NULL THEN flows.owner ELSE excluded.owner END,
-                     company = CASE WHEN excluded.name_source IS NULL THEN flows.company
-                                    ELSE excluded.company END,
-                     site = CASE WHEN excluded.name_source IS NULL THEN flows.site ELSE excluded.site END,
-                     service = CASE WHEN excluded.name_source IS NULL THEN flows.service
-                                    ELSE excluded.service END,
-                     served_by = CASE WHEN excluded.name_source IS NULL THEN flows.served_by
-                                      ELSE excluded.served_by END,
-                     -- A restarted daemon has not seen the first payloads: a port's guess does
-                     -- not replace what a payload showed.
-                     app_protocol = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
-                                         THEN flows.app_protocol ELSE excluded.app_protocol END,
-                     encrypted = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
-                                      THEN flows.encrypted ELSE excluded.encrypted END,
-                     app_decided = CASE WHEN excluded.app_decided != 'payload' AND flows.app_decided = 'payload'
-                                        THEN flows.app_decided ELSE excluded.app_decided END
-                 {returning}"
-            ))?;
-            let mut old_row = self.conn.prepare_cached(&format!(
-                "SELECT {} FROM flows WHERE boot_id = ?1 AND kernel_first_ns = ?2 AND family = ?3
-                     AND client = ?4 AND remote = ?5 AND protocol = ?6 AND client_port = ?7 AND remote_port = ?8",
-                rollup::FlowFacts::COLUMNS
-            ))?;
-            let mut deltas = rollup::FlowDeltas::default();
-            for f in flows {
-                let FlowRecord {
-                    kernel_first_ns,
-                    client,
-                    remote,
-                    protocol,
-                    client_port,
-                    remote_port,
-                    packets_up,
-                    bytes_up,
-                    packets_down,
-                    bytes_down,
-                    tcp_flags,
-                    first_seen_ms,
-                    last_seen_ms,
-                    name: FlowName { name, source, cname },
-                    remote_class,
-                    labels: FlowLabels { app, owner_kind, owner, company, site, service, served_by },
-                } = f;
-                let (family, client, remote) = (if client.is_ipv4() { 4 } else { 6 }, ip_text(client), ip_text(remote));
-                // The roll-ups move by the row's change: what it held before, what it holds now
-                // (the upsert keeps some stored labels, so the new values are read back).
-                let values = params![
-                    boot_id,
-                    *kernel_first_ns as i64,
-                    family,
-                    client,
-                    remote,
-                    protocol,
-                    client_port,
-                    remote_port,
-                    *packets_up as i64,
-                    *bytes_up as i64,
-                    *packets_down as i64,
-                    *bytes_down as i64,
-                    tcp_flags,
-                    first_seen_ms,
-                    last_seen_ms,
-                    name,
-                    source.map(|s| s.as_str()),
-                    cname,
-                    remote_class.as_str(),
-                    app.protocol.as_str(),
-                    app.decided.as_str(),
-                    app.protocol.encryption().as_str(),
-                    owner_kind.as_str(),
-                    owner,
-                    company,
-                    site,
-                    service,
-                    served_by,
-                    self.source,
-                ];
-                if !self.rollups {
-                    stmt.execute(values).map_err(|e| explain_path(self.path, e))?;
-                    continue;
-                }
-                // The first eight values are the row's key, in the same order.
-                let old = old_row
-                    .query_row(&values[..8], rollup::FlowFacts::from_row)
-                    .optional()
-                    .map_err(|e| explain_path(self.path, e))?;
-                let new =
-                    stmt.query_row(values, rollup::FlowFacts::from_row).map_err(|e| explain_path(self.path, e))?;
-                deltas.change(old.as_ref(), &new);
+        let conn = self.conn;
+        let explain = |e| explain_path(self.path, e);
+        // The columns are ids into `texts` (migration 8): the CASEs compare ids, and 'payload'
+        // is bound as its id (?29).
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO flow_rows (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port,
+                 packets_up, bytes_up, packets_down, bytes_down, tcp_flags, first_seen, last_seen, name,
+                 name_source, cname, remote_class, app_protocol, app_decided, encrypted, owner_kind, owner,
+                 company, site, service, served_by, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                 ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+             ON CONFLICT (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port)
+             DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
+                 packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
+                 tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen,
+                 -- A restarted daemon may not know a name an earlier one found: keep it.
+                 -- The three name columns change together, or not at all.
+                 name = CASE WHEN excluded.name_source IS NULL THEN flow_rows.name ELSE excluded.name END,
+                 name_source = COALESCE(excluded.name_source, flow_rows.name_source),
+                 cname = CASE WHEN excluded.name_source IS NULL THEN flow_rows.cname ELSE excluded.cname END,
+                 remote_class = excluded.remote_class,
+                 -- The owner follows the name: kept with it when this daemon has none.
+                 owner_kind = CASE WHEN excluded.name_source IS NULL THEN flow_rows.owner_kind
+                                   ELSE excluded.owner_kind END,
+                 owner = CASE WHEN excluded.name_source IS NULL THEN flow_rows.owner ELSE excluded.owner END,
+                 company = CASE WHEN excluded.name_source IS NULL THEN flow_rows.company ELSE excluded.company END,
+                 site = CASE WHEN excluded.name_source IS NULL THEN flow_rows.site ELSE excluded.site END,
+                 service = CASE WHEN excluded.name_source IS NULL THEN flow_rows.service ELSE excluded.service END,
+                 served_by = CASE WHEN excluded.name_source IS NULL THEN flow_rows.served_by
+                                  ELSE excluded.served_by END,
+                 -- A restarted daemon has not seen the first payloads: a port's guess does
+                 -- not replace what a payload showed.
+                 app_protocol = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
+                                     THEN flow_rows.app_protocol ELSE excluded.app_protocol END,
+                 encrypted = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
+                                  THEN flow_rows.encrypted ELSE excluded.encrypted END,
+                 app_decided = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
+                                    THEN flow_rows.app_decided ELSE excluded.app_decided END
+             RETURNING id",
+        )?;
+        // The roll-ups move by the row's change: what it held before, what it holds now (the
+        // upsert keeps some stored labels, so the new values are read back).
+        let mut old_row = conn.prepare_cached(&format!(
+            "SELECT {} FROM flows WHERE id = (SELECT id FROM flow_rows WHERE boot = ?1 AND kernel_first_ns = ?2
+                 AND client = ?3 AND remote = ?4 AND protocol = ?5 AND client_port = ?6 AND remote_port = ?7)",
+            rollup::FlowFacts::COLUMNS
+        ))?;
+        let mut new_row =
+            conn.prepare_cached(&format!("SELECT {} FROM flows WHERE id = ?1", rollup::FlowFacts::COLUMNS))?;
+        let mut texts = texts::TextIds::default();
+        let boot = texts.id(conn, boot_id).map_err(explain)?;
+        let payload = texts.id(conn, crate::analysis::protocol::Decided::Payload.as_str()).map_err(explain)?;
+        let mut deltas = rollup::FlowDeltas::default();
+        for f in flows {
+            let FlowRecord {
+                kernel_first_ns,
+                client,
+                remote,
+                protocol,
+                client_port,
+                remote_port,
+                packets_up,
+                bytes_up,
+                packets_down,
+                bytes_down,
+                tcp_flags,
+                first_seen_ms,
+                last_seen_ms,
+                name: FlowName { name, source, cname },
+                remote_class,
+                labels: FlowLabels { app, owner_kind, owner, company, site, service, served_by },
+            } = f;
+            let mut id = |t: &str| texts.id(conn, t);
+            let (client, remote) = (id(&ip_text(client)).map_err(explain)?, id(&ip_text(remote)).map_err(explain)?);
+            let key = params![boot, *kernel_first_ns as i64, client, remote, protocol, client_port, remote_port];
+            let labels = [
+                name.as_deref(),
+                source.map(|s| s.as_str()),
+                cname.as_deref(),
+                Some(remote_class.as_str()),
+                Some(app.protocol.as_str()),
+                Some(app.decided.as_str()),
+                Some(app.protocol.encryption().as_str()),
+                Some(owner_kind.as_str()),
+                owner.as_deref(),
+                company.as_deref(),
+                site.as_deref(),
+                service.as_deref(),
+                served_by.as_deref(),
+            ]
+            .map(|t| texts.opt(conn, t));
+            let [l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12] = labels;
+            let values = params![
+                boot,
+                *kernel_first_ns as i64,
+                client,
+                remote,
+                protocol,
+                client_port,
+                remote_port,
+                *packets_up as i64,
+                *bytes_up as i64,
+                *packets_down as i64,
+                *bytes_down as i64,
+                tcp_flags,
+                first_seen_ms,
+                last_seen_ms,
+                l0.map_err(explain)?,
+                l1.map_err(explain)?,
+                l2.map_err(explain)?,
+                l3.map_err(explain)?,
+                l4.map_err(explain)?,
+                l5.map_err(explain)?,
+                l6.map_err(explain)?,
+                l7.map_err(explain)?,
+                l8.map_err(explain)?,
+                l9.map_err(explain)?,
+                l10.map_err(explain)?,
+                l11.map_err(explain)?,
+                l12.map_err(explain)?,
+                self.source,
+                payload,
+            ];
+            if !self.rollups {
+                stmt.query_row(values, |_| Ok(())).map_err(explain)?;
+                continue;
             }
-            deltas.apply(self.conn).map_err(|e| e.context("updating the report roll-ups"))?;
+            let old = old_row.query_row(key, rollup::FlowFacts::from_row).optional().map_err(explain)?;
+            let row: i64 = stmt.query_row(values, |r| r.get(0)).map_err(explain)?;
+            let new = new_row.query_row([row], rollup::FlowFacts::from_row).map_err(explain)?;
+            deltas.change(old.as_ref(), &new);
         }
+        deltas.apply(conn).map_err(|e| e.context("updating the report roll-ups"))?;
         Ok(())
     }
 

@@ -77,16 +77,17 @@ impl Store {
         let raw_before = now_ms.saturating_sub(ms(keep.raw));
         let days_before = now_ms.saturating_sub(ms(keep.rollups.max(keep.raw)));
         let mut done = Pruned::default();
-        // Raw rows, by their own time.
+        // Raw rows, by their own time, from the tables behind the views (schema 8): the
+        // answers go with their queries (ON DELETE CASCADE).
         for (sql, count) in [
             (
-                "DELETE FROM flows WHERE id IN
-                     (SELECT id FROM flows WHERE last_seen < ?1 AND source = ?2 LIMIT ?3)",
+                "DELETE FROM flow_rows WHERE id IN
+                     (SELECT id FROM flow_rows WHERE last_seen < ?1 AND source = ?2 LIMIT ?3)",
                 0usize,
             ),
             (
-                "DELETE FROM dns_queries WHERE id IN
-                     (SELECT id FROM dns_queries WHERE ts < ?1 AND source = ?2 LIMIT ?3)",
+                "DELETE FROM dns_query_rows WHERE id IN
+                     (SELECT id FROM dns_query_rows WHERE ts < ?1 AND source = ?2 LIMIT ?3)",
                 1,
             ),
         ] {

@@ -347,6 +347,249 @@ pub const MIGRATIONS: &[&str] = &[
     -- a daemon wrote while the rule was active).
     ALTER TABLE block_rules ADD COLUMN shared_open INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 8: compact rows (issue 14: at most 120 bytes a flow on disk). Readable views keep the
+    // names and columns of before.
+    r#"
+    -- Every text the flows and the DNS log repeat (addresses, boot ids, names, labels, record
+    -- types) is stored once here; the rows hold its id. Ids are never reused.
+    CREATE TABLE texts (
+        id    INTEGER PRIMARY KEY,
+        text  TEXT    NOT NULL UNIQUE
+    );
+
+    -- The rows behind the view `flows`, columns as there but for family (from the address) and
+    -- every text column an id into `texts` (NULL as before).
+    CREATE TABLE flow_rows (
+        id              INTEGER PRIMARY KEY,
+        boot            INTEGER NOT NULL,  -- texts.id of boot_id
+        kernel_first_ns INTEGER NOT NULL,
+        client          INTEGER NOT NULL,  -- texts.id of the address
+        remote          INTEGER NOT NULL,  -- texts.id of the address
+        protocol        INTEGER NOT NULL,
+        client_port     INTEGER NOT NULL,
+        remote_port     INTEGER NOT NULL,
+        packets_up      INTEGER NOT NULL,
+        bytes_up        INTEGER NOT NULL,
+        packets_down    INTEGER NOT NULL,
+        bytes_down      INTEGER NOT NULL,
+        tcp_flags       INTEGER NOT NULL,
+        first_seen      INTEGER NOT NULL,
+        last_seen       INTEGER NOT NULL,
+        name            INTEGER,
+        name_source     INTEGER,
+        cname           INTEGER,
+        remote_class    INTEGER,
+        app_protocol    INTEGER,
+        app_decided     INTEGER,
+        encrypted       INTEGER,
+        owner_kind      INTEGER,
+        owner           INTEGER,
+        company         INTEGER,
+        site            INTEGER,
+        service         INTEGER,
+        served_by       INTEGER,
+        source          INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port)
+    );
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT boot_id FROM flows WHERE boot_id IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT client FROM flows WHERE client IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT remote FROM flows WHERE remote IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT name FROM flows WHERE name IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT name_source FROM flows WHERE name_source IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT cname FROM flows WHERE cname IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT remote_class FROM flows WHERE remote_class IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT app_protocol FROM flows WHERE app_protocol IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT app_decided FROM flows WHERE app_decided IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT encrypted FROM flows WHERE encrypted IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT owner_kind FROM flows WHERE owner_kind IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT owner FROM flows WHERE owner IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT company FROM flows WHERE company IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT site FROM flows WHERE site IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT service FROM flows WHERE service IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT served_by FROM flows WHERE served_by IS NOT NULL;
+    INSERT INTO flow_rows SELECT
+        f.id,
+        (SELECT id FROM texts WHERE text = f.boot_id),
+        f.kernel_first_ns,
+        (SELECT id FROM texts WHERE text = f.client),
+        (SELECT id FROM texts WHERE text = f.remote),
+        f.protocol,
+        f.client_port,
+        f.remote_port,
+        f.packets_up,
+        f.bytes_up,
+        f.packets_down,
+        f.bytes_down,
+        f.tcp_flags,
+        f.first_seen,
+        f.last_seen,
+        (SELECT id FROM texts WHERE text = f.name),
+        (SELECT id FROM texts WHERE text = f.name_source),
+        (SELECT id FROM texts WHERE text = f.cname),
+        (SELECT id FROM texts WHERE text = f.remote_class),
+        (SELECT id FROM texts WHERE text = f.app_protocol),
+        (SELECT id FROM texts WHERE text = f.app_decided),
+        (SELECT id FROM texts WHERE text = f.encrypted),
+        (SELECT id FROM texts WHERE text = f.owner_kind),
+        (SELECT id FROM texts WHERE text = f.owner),
+        (SELECT id FROM texts WHERE text = f.company),
+        (SELECT id FROM texts WHERE text = f.site),
+        (SELECT id FROM texts WHERE text = f.service),
+        (SELECT id FROM texts WHERE text = f.served_by),
+        f.source
+    FROM flows f ORDER BY f.id;
+    DROP TABLE flows;
+    CREATE INDEX flow_rows_last_seen ON flow_rows (last_seen);
+    CREATE INDEX flow_rows_first_seen ON flow_rows (first_seen);
+    CREATE INDEX flow_rows_remote ON flow_rows (remote);
+    CREATE INDEX flow_rows_name ON flow_rows (name);
+    -- Every flow, as before this version.
+    CREATE VIEW flows AS SELECT
+        f.id AS id,
+        b.text AS boot_id,
+        f.kernel_first_ns AS kernel_first_ns,
+        CASE WHEN instr(c.text, ':') > 0 THEN 6 ELSE 4 END AS family,
+        c.text AS client,
+        r.text AS remote,
+        f.protocol AS protocol,
+        f.client_port AS client_port,
+        f.remote_port AS remote_port,
+        f.packets_up AS packets_up,
+        f.bytes_up AS bytes_up,
+        f.packets_down AS packets_down,
+        f.bytes_down AS bytes_down,
+        f.tcp_flags AS tcp_flags,
+        f.first_seen AS first_seen,
+        f.last_seen AS last_seen,
+        t_name.text AS name,
+        t_name_source.text AS name_source,
+        t_cname.text AS cname,
+        t_remote_class.text AS remote_class,
+        t_app_protocol.text AS app_protocol,
+        t_app_decided.text AS app_decided,
+        t_encrypted.text AS encrypted,
+        t_owner_kind.text AS owner_kind,
+        t_owner.text AS owner,
+        t_company.text AS company,
+        t_site.text AS site,
+        t_service.text AS service,
+        t_served_by.text AS served_by,
+        f.source AS source
+    FROM flow_rows f
+    LEFT JOIN texts b ON b.id = f.boot
+    LEFT JOIN texts c ON c.id = f.client
+    LEFT JOIN texts r ON r.id = f.remote
+    LEFT JOIN texts t_name ON t_name.id = f.name
+    LEFT JOIN texts t_name_source ON t_name_source.id = f.name_source
+    LEFT JOIN texts t_cname ON t_cname.id = f.cname
+    LEFT JOIN texts t_remote_class ON t_remote_class.id = f.remote_class
+    LEFT JOIN texts t_app_protocol ON t_app_protocol.id = f.app_protocol
+    LEFT JOIN texts t_app_decided ON t_app_decided.id = f.app_decided
+    LEFT JOIN texts t_encrypted ON t_encrypted.id = f.encrypted
+    LEFT JOIN texts t_owner_kind ON t_owner_kind.id = f.owner_kind
+    LEFT JOIN texts t_owner ON t_owner.id = f.owner
+    LEFT JOIN texts t_company ON t_company.id = f.company
+    LEFT JOIN texts t_site ON t_site.id = f.site
+    LEFT JOIN texts t_service ON t_service.id = f.service
+    LEFT JOIN texts t_served_by ON t_served_by.id = f.served_by;
+    CREATE TRIGGER flows_delete INSTEAD OF DELETE ON flows BEGIN
+        DELETE FROM flow_rows WHERE id = old.id;
+    END;
+
+    -- The rows behind `dns_queries` and `dns_answers`, text columns as ids into `texts`.
+    CREATE TABLE dns_query_rows (
+        id            INTEGER PRIMARY KEY,
+        ts            INTEGER NOT NULL,
+        answered      INTEGER,
+        client        INTEGER NOT NULL,  -- texts.id of the address
+        client_port   INTEGER NOT NULL,
+        resolver      INTEGER NOT NULL,  -- texts.id of the address
+        resolver_port INTEGER NOT NULL,
+        transport     INTEGER NOT NULL,  -- texts.id
+        dns_id        INTEGER NOT NULL,
+        qname         INTEGER NOT NULL,  -- texts.id
+        qtype         INTEGER NOT NULL,  -- texts.id
+        rcode         INTEGER,           -- texts.id
+        truncated     INTEGER NOT NULL DEFAULT 0,
+        cname         INTEGER,           -- texts.id
+        min_ttl       INTEGER,
+        source        INTEGER NOT NULL DEFAULT 0,
+        blocked_by    INTEGER
+    );
+    CREATE TABLE dns_answer_rows (
+        query_id INTEGER NOT NULL REFERENCES dns_query_rows (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name     INTEGER NOT NULL,  -- texts.id
+        type     INTEGER NOT NULL,  -- texts.id
+        ttl      INTEGER NOT NULL,
+        data     INTEGER NOT NULL,  -- texts.id
+        PRIMARY KEY (query_id, position)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT client FROM dns_queries WHERE client IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT resolver FROM dns_queries WHERE resolver IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT transport FROM dns_queries WHERE transport IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT qname FROM dns_queries WHERE qname IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT qtype FROM dns_queries WHERE qtype IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT rcode FROM dns_queries WHERE rcode IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT cname FROM dns_queries WHERE cname IS NOT NULL;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT name FROM dns_answers;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT type FROM dns_answers;
+    INSERT OR IGNORE INTO texts (text) SELECT DISTINCT data FROM dns_answers;
+    INSERT INTO dns_query_rows SELECT
+        q.id,
+        q.ts,
+        q.answered,
+        (SELECT id FROM texts WHERE text = q.client),
+        q.client_port,
+        (SELECT id FROM texts WHERE text = q.resolver),
+        q.resolver_port,
+        (SELECT id FROM texts WHERE text = q.transport),
+        q.dns_id,
+        (SELECT id FROM texts WHERE text = q.qname),
+        (SELECT id FROM texts WHERE text = q.qtype),
+        (SELECT id FROM texts WHERE text = q.rcode),
+        q.truncated,
+        (SELECT id FROM texts WHERE text = q.cname),
+        q.min_ttl,
+        q.source,
+        q.blocked_by
+    FROM dns_queries q ORDER BY q.id;
+    INSERT INTO dns_answer_rows SELECT a.query_id, a.position, (SELECT id FROM texts WHERE text = a.name), (SELECT id FROM texts WHERE text = a.type), a.ttl, (SELECT id FROM texts WHERE text = a.data)
+    FROM dns_answers a ORDER BY a.query_id, a.position;
+    DROP TABLE dns_answers;
+    DROP TABLE dns_queries;
+    CREATE INDEX dns_query_rows_ts ON dns_query_rows (ts);
+    CREATE INDEX dns_query_rows_client ON dns_query_rows (client, ts);
+    CREATE INDEX dns_query_rows_qname ON dns_query_rows (qname, ts);
+    CREATE UNIQUE INDEX dns_query_rows_import_once ON dns_query_rows
+        (source, ts, client, client_port, resolver, resolver_port, transport, dns_id, qname, qtype)
+        WHERE source != 0;
+    -- Answers by address (and by CNAME target).
+    CREATE INDEX dns_answer_rows_data ON dns_answer_rows (data);
+    CREATE VIEW dns_queries AS SELECT
+        q.id AS id, q.ts AS ts, q.answered AS answered, c.text AS client, q.client_port AS client_port,
+        r.text AS resolver, q.resolver_port AS resolver_port, tr.text AS transport, q.dns_id AS dns_id,
+        n.text AS qname, t.text AS qtype, rc.text AS rcode, q.truncated AS truncated, cn.text AS cname,
+        q.min_ttl AS min_ttl, q.source AS source, q.blocked_by AS blocked_by
+    FROM dns_query_rows q
+        LEFT JOIN texts c ON c.id = q.client
+        LEFT JOIN texts r ON r.id = q.resolver
+        LEFT JOIN texts tr ON tr.id = q.transport
+        LEFT JOIN texts n ON n.id = q.qname
+        LEFT JOIN texts t ON t.id = q.qtype
+        LEFT JOIN texts rc ON rc.id = q.rcode
+        LEFT JOIN texts cn ON cn.id = q.cname;
+    CREATE TRIGGER dns_queries_delete INSTEAD OF DELETE ON dns_queries BEGIN
+        DELETE FROM dns_query_rows WHERE id = old.id;
+    END;
+    CREATE VIEW dns_answers AS SELECT
+        a.query_id AS query_id, a.position AS position, n.text AS name, t.text AS type, a.ttl AS ttl,
+        d.text AS data
+    FROM dns_answer_rows a
+        LEFT JOIN texts n ON n.id = a.name
+        LEFT JOIN texts t ON t.id = a.type
+        LEFT JOIN texts d ON d.id = a.data;
+    "#,
 ];
 
 /// The source id of the daemon's live interface (`sources`, migration 5).
