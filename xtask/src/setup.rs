@@ -29,6 +29,9 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     // The report page's test opens it in a real browser, headless.
     "chromium",
+    // The dashboard's live test drives that browser over WebDriver (tests/tests/integration/
+    // webdriver.rs): it watches a page change without a reload.
+    "chromium-driver",
     // The lab's SSH and STUN servers and their clients (tests/src/lab/extras.rs). Neither server
     // runs on the host: dropbear-bin has no service, and stun-server's init script starts stund
     // only when /etc/default/stun says START_DAEMON=true (it does not by default). An NTP server

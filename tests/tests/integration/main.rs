@@ -9,6 +9,8 @@
 //! - [`careless`]: careless and hostile use (issue 8);
 //! - [`page`]: the report's HTML page in headless Chromium;
 //! - [`dashboard`]: the daemon's dashboard, fetched from a phone through the tunnel;
+//! - [`dashboard_pages`]: its detail pages, query log, connections and live updates, in a
+//!   browser driven over [`webdriver`];
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
@@ -27,6 +29,7 @@ mod careless;
 mod common;
 mod config;
 mod dashboard;
+mod dashboard_pages;
 mod differential;
 mod e2e;
 mod experiment;
@@ -39,3 +42,4 @@ mod privilege;
 mod prune;
 mod report;
 mod survive;
+mod webdriver;
