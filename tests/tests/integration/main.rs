@@ -9,6 +9,8 @@
 //! - [`careless`]: careless and hostile use (issue 8);
 //! - [`page`]: the report's HTML page in headless Chromium;
 //! - [`dashboard`]: the daemon's dashboard, fetched from a phone through the tunnel;
+//! - [`dashboard_changes`]: its block and unblock buttons, login, CSRF and experiments, in a
+//!   browser on the phone;
 //! - [`dashboard_pages`]: its detail pages, query log, connections and live updates, in a
 //!   browser driven over [`webdriver`];
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
@@ -29,6 +31,7 @@ mod careless;
 mod common;
 mod config;
 mod dashboard;
+mod dashboard_changes;
 mod dashboard_pages;
 mod differential;
 mod e2e;
