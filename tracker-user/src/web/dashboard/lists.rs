@@ -166,17 +166,18 @@ fn shown<T>(page: Page<T>, devices: DeviceList, view: fn(&T, &DeviceList) -> Row
     Shown { rows, page, devices }
 }
 
-/// The list query of `f`, with the device's addresses.
+/// Whether a page's `device` names one: a stored device's public key, or an address (as the
+/// first page takes them).
+pub(super) fn known_device(store: &Store, device: &str) -> anyhow::Result<bool> {
+    Ok(store.devices()?.0.iter().any(|k| k.public_key == device) || device.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// The list query of `f`, with the device's addresses; `None` for a device no one knows.
 fn list_query(store: &Store, f: &Filter) -> anyhow::Result<Option<ListQuery>> {
     let clients = match &f.device {
         None => None,
-        Some(d) => {
-            let known = store.devices()?.0.iter().any(|k| k.public_key == *d) || d.parse::<std::net::IpAddr>().is_ok();
-            if !known {
-                return Ok(None);
-            }
-            Some(store.client_filter(d)?.addresses)
-        }
+        Some(d) if !known_device(store, d)? => return Ok(None),
+        Some(d) => Some(store.client_filter(d)?.addresses),
     };
     Ok(Some(ListQuery { before: f.before, search: f.search.clone(), clients, ..ListQuery::default() }))
 }
@@ -319,5 +320,29 @@ fn flow_view(r: &FlowLine, devices: &DeviceList) -> RowView {
         name: r.name.clone().unwrap_or_else(|| r.remote.clone()),
         href: r.name.as_deref().map(|n| detail::path("domain", n)),
         detail: facts.join(" · "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(q: Option<&str>, device: Option<&str>, before: Option<&str>) -> RawList {
+        RawList { q: q.map(Into::into), device: device.map(Into::into), before: before.map(Into::into), after: None }
+    }
+
+    #[test]
+    fn filters_parse_strictly_and_link_back_to_themselves() {
+        let key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+        let f = Filter::parse(&raw(Some("  a&b "), Some(key), Some("1800000000000.42"))).unwrap();
+        assert_eq!(f.search.as_deref(), Some("a&b"));
+        assert_eq!(f.before, Some(Cursor { ts: 1_800_000_000_000, id: 42 }));
+        let older = f.href("/log", Some(Cursor { ts: 5, id: 6 }));
+        assert_eq!(older, "/log?q=a%26b&device=xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg%3D&before=5.6");
+        assert_eq!(f.href("/log/new", None), "/log/new?q=a%26b&device=xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg%3D");
+        assert_eq!(Filter::parse(&raw(Some(" "), Some(""), Some(""))), Some(Filter::default()));
+        assert_eq!(Filter::default().href("/flows", None), "/flows");
+        assert_eq!(Filter::parse(&raw(None, None, Some("<b>"))), None, "a bad cursor");
+        assert_eq!(Filter::parse(&raw(Some(&"x".repeat(MAX_SEARCH + 1)), None, None)), None, "too long a search");
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::{
     App,
+    lists::known_device,
     params::{RawView, View},
     server::stopped,
 };
@@ -134,20 +135,22 @@ pub async fn totals(State(app): State<Arc<App>>, query: Result<Query<RawView>, Q
         .read(move |store| {
             let clients = match &view.device {
                 None => None,
+                Some(d) if !known_device(store, d)? => return Ok(None),
                 Some(d) => Some(store.client_filter(d)?.addresses),
             };
             let buckets = timeline(store, 0, since, now, clients.as_deref(), Span::Day)?;
             let (connections, bytes) = buckets.iter().fold((0, 0), |(c, b), x| (c + x.connections, b + x.bytes));
             let refused = blocked(store, 0, since, clients.as_deref(), now, &|_| None)?.queries_refused;
-            Ok(Totals {
+            Ok(Some(Totals {
                 connections: Figure { value: connections, text: grouped(connections) },
                 bytes: Figure { value: bytes, text: human_bytes(bytes) },
                 refused: Figure { value: refused, text: refused.to_string() },
-            })
+            }))
         })
         .await;
     match read {
-        Ok(t) => json(&t),
+        Ok(Some(t)) => json(&t),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => super::unavailable(&e),
     }
 }
