@@ -420,10 +420,11 @@ pub fn ensure_links_of_this_netns(pins: &PinDir) -> Result<()> {
         return Ok(()); // its interface is gone: a stale pin, removed by `reusable_link`
     };
     let prog = link.info().context("reading the pinned TC link")?.program_id();
-    let here = ifname_of(index).is_some_and(|name| {
-        SchedClassifier::query_tcx(&name, TcAttachType::Egress)
-            .is_ok_and(|(_, attached)| attached.iter().any(|p| p.id() == prog))
-    });
+    // The index must name an interface here, and the link's program be attached to it.
+    let here = ifname_of(index).is_some()
+        && sys::tcx_egress_prog_ids(index)
+            .with_context(|| format!("querying the TC egress programs of interface {index}"))?
+            .contains(&prog);
     if here {
         return Ok(());
     }

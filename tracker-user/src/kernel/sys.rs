@@ -1,5 +1,5 @@
-//! Raw bpf(2) commands that aya 0.14 does not wrap: the shared call, and the flow tables' batch
-//! read and lookup-and-delete.
+//! Raw bpf(2) commands that aya 0.14 does not wrap: the shared call, the flow tables' batch
+//! read and lookup-and-delete, and the TCX query by program id.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
@@ -7,6 +7,12 @@ use std::os::fd::{AsRawFd as _, BorrowedFd};
 /// bpf_cmd).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `BPF_PROG_QUERY` (enum bpf_cmd) and `BPF_TCX_EGRESS` (enum bpf_attach_type).
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_TCX_EGRESS: u32 = 47;
+/// More TC egress programs than any interface has: the kernel says how many there are when the
+/// buffer is too small, and the query is then an error, never a short list.
+const TCX_QUERY_MAX: usize = 64;
 /// Bytes of `union bpf_attr` passed: enough for the fields used; the kernel reads only as much
 /// as it is given and requires the rest of what it is given to be zero.
 pub(super) const ATTR_BYTES: usize = 128;
@@ -24,6 +30,25 @@ fn put_u32(attr: &mut [u8; ATTR_BYTES], off: usize, v: u32) {
 
 fn put_u64(attr: &mut [u8; ATTR_BYTES], off: usize, v: u64) {
     attr[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// The ids of the TCX egress programs attached to interface `ifindex` of this network
+/// namespace. `BPF_PROG_QUERY` needs only CAP_NET_ADMIN; aya's `query_tcx` also opens each
+/// program by id, which takes CAP_SYS_ADMIN, more than the daemon's unit grants.
+pub(super) fn tcx_egress_prog_ids(ifindex: u32) -> std::io::Result<Vec<u32>> {
+    let mut ids = [0u32; TCX_QUERY_MAX];
+    let mut attr = [0u8; ATTR_BYTES];
+    // struct { __u32 target_ifindex, attach_type, query_flags, attach_flags;
+    // __aligned_u64 prog_ids; __u32 prog_cnt; ... } query;
+    put_u32(&mut attr, 0, ifindex);
+    put_u32(&mut attr, 4, BPF_TCX_EGRESS);
+    put_u64(&mut attr, 16, ids.as_mut_ptr() as u64);
+    put_u32(&mut attr, 24, TCX_QUERY_MAX as u32);
+    sys_bpf(BPF_PROG_QUERY, &mut attr)?;
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&attr[24..28]);
+    let count = (u32::from_ne_bytes(count) as usize).min(TCX_QUERY_MAX);
+    Ok(ids[..count].to_vec())
 }
 
 /// One `BPF_MAP_LOOKUP_BATCH` call on a hash map: up to `count` entries after the bucket
