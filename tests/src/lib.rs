@@ -3,13 +3,15 @@
 //! hostile DNS messages ([`hostile_dns`]), packets built byte by byte ([`packet`]) and generated
 //! at random or mutated from real ones ([`mutate`]), plus helpers for running commands ([`cmd`]),
 //! handling foreign processes ([`procs`]), BPF_PROG_TEST_RUN on any program fd ([`testrun`]), deciding whether a privileged test may run, and the
-//! benchmarks' [`median`].
+//! benchmarks' [`median`]. The Debian package's files and build ([`package`]) live here too, so
+//! `cargo xtask package` and the package tests build the same package.
 
 pub mod cmd;
 pub mod flood;
 pub mod hostile_dns;
 pub mod lab;
 pub mod mutate;
+pub mod package;
 pub mod packet;
 pub mod procs;
 pub mod quiet;

@@ -8,6 +8,7 @@ mod fuzz_seeds;
 mod lab;
 mod link;
 mod model;
+mod package;
 mod setup;
 mod test;
 
@@ -105,6 +106,24 @@ enum Task {
     /// packet and table by table. Prints packets, packets/s, differences and aborts, the first
     /// few with their index, bytes and the command that replays them.
     Model(model::ModelArgs),
+    /// Build the Debian package: target/debian/tracker_VERSION_ARCH.deb.
+    ///
+    /// Release build (setup first, so root), then dpkg-deb on: /usr/bin/tracker, the systemd
+    /// unit (/usr/lib/systemd/system/tracker.service, from packaging/), the settings file
+    /// /etc/tracker/tracker.toml (a conffile: your edits survive upgrades), the tracker system
+    /// user (sysusers.d), the man page tracker(1) made from `--help`, and maintainer scripts
+    /// that restart a running service on upgrade, detach on removal and delete the database
+    /// only on purge. Reproducible: every date is SOURCE_DATE_EPOCH (default: the commit's
+    /// time), so two builds of one commit are the same bytes. On the VPN host:
+    /// `apt install ./tracker_*.deb && systemctl enable --now tracker`.
+    Package(package::PackageArgs),
+    /// Install from this checkout without a package (root): the same service, for source users.
+    ///
+    /// Release build, then /usr/local/bin/tracker (replacing the link `build` makes), the
+    /// unit in /etc/systemd/system (starting /usr/local/bin/tracker), the tracker user, the man
+    /// page, and /etc/tracker/tracker.toml unless it exists; then `systemctl daemon-reload`
+    /// and a restart if the service runs. Start it with `systemctl enable --now tracker`.
+    Install,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +180,8 @@ fn dispatch(task: Task) -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Model(args) => model::run(&args),
+        Task::Package(args) => package::package(&args),
+        Task::Install => package::install(),
     }
 }
 

@@ -45,6 +45,12 @@ const APT_PACKAGES: &[&str] = &[
     // independent count they are compared with.
     "tcpdump",
     "tshark",
+    // The package's tests: `systemd-analyze verify` and `security` on the installed unit,
+    // systemd-sysusers for its user, man for its page, and strace for the system calls the
+    // daemon makes under the unit's filter. dpkg-deb builds the package (dpkg is essential).
+    "systemd",
+    "man-db",
+    "strace",
     // rusqlite links Debian's SQLite, found through pkg-config.
     "libsqlite3-dev",
     "pkg-config",

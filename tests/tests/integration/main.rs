@@ -13,6 +13,8 @@
 //!   browser on the phone;
 //! - [`dashboard_pages`]: its detail pages, query log, connections and live updates, in a
 //!   browser driven over [`webdriver`];
+//! - [`package`]: the Debian package and the source install, and an upgrade under a running daemon;
+//! - [`privilege`]: the daemon as its systemd unit runs it: its user, capabilities and filters;
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
@@ -40,6 +42,7 @@ mod import;
 mod kernel;
 mod lab;
 mod names;
+mod package;
 mod page;
 mod privilege;
 mod prune;
