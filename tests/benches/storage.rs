@@ -558,6 +558,18 @@ fn main() -> Result<()> {
         print_sizes(&now, &old);
         let dns_bytes: i64 = now.per_object.iter().filter(|(k, _)| k.starts_with("dns_")).map(|(_, v)| v.0).sum();
         let bpf = now.file as f64 / now.flows as f64;
+        // The roll-ups scale with devices, owners and days kept, not with flows: their share
+        // apart from the rows'.
+        let rollups =
+            |s: &Sizes| s.per_object.iter().filter(|(k, _)| k.contains("rollup")).map(|(_, v)| v.0).sum::<i64>();
+        for (label, s) in [("this build's schema", &now), ("version 7 layout", &old)] {
+            let r = rollups(s);
+            println!(
+                "\n{label}: rows (flows, DNS log, texts, the rest) {:.1} bytes a flow, roll-ups {:.1}.",
+                (s.file - r) as f64 / s.flows as f64,
+                r as f64 / s.flows as f64
+            );
+        }
         println!(
             "\nDNS log and its roll-up: {:.0} bytes a query ({:.1} bytes a flow at this ratio).",
             dns_bytes as f64 / now.queries as f64,
