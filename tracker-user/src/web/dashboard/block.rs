@@ -314,6 +314,7 @@ fn build(
 fn shared_note(s: &preview::SharedAddresses, one_device: bool) -> String {
     let n = s.answered;
     let addresses = plural(n, "address", "addresses");
+    let (are, stay) = if n == 1 { ("is", "stays") } else { ("are", "stay") };
     if n == 0 {
         return format!(
             "No DNS answer of the last {} days gave addresses for these names. Addresses answered later are blocked \
@@ -323,12 +324,12 @@ fn shared_note(s: &preview::SharedAddresses, one_device: bool) -> String {
     }
     if one_device {
         return format!(
-            "The {addresses} these names were answered with stay open: the kernel's address rules hold for every \
-             device, so a block for one device works by name only."
+            "The {addresses} these names were answered with {stay} open: the kernel's address rules hold for \
+             every device, so a block for one device works by name only."
         );
     }
     match s.shared.len() {
-        0 => format!("The {addresses} these names were answered with are blocked too while the rule holds."),
+        0 => format!("The {addresses} these names were answered with {are} blocked too while the rule holds."),
         shared => format!(
             "{shared} of the {addresses} these names were answered with also serve names this block leaves alone \
              (a CDN's or a cloud's): they stay open, so those keep working, and the block holds by name."
