@@ -24,6 +24,7 @@ use tracker_tests::{
 };
 
 use crate::common::{Checks, DigQuery, Tracker, curl_pinned, dig, run_bounded};
+use crate::webdriver::{CHROMIUM, CHROMIUM_FLAGS};
 
 const PORT: u16 = dashboard::DEFAULT_PORT;
 /// The only script a page may carry: the dashboard's own live-update file.
@@ -330,7 +331,6 @@ fn the_first_page_through_the_tunnel_shows_what_the_phone_did_and_strangers_get_
     Ok(())
 }
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// Screen sizes of the screenshots: a 390 px phone, a desktop.
 const SCREENS: [(&str, &str); 2] = [("dashboard-phone.png", "390,2600"), ("dashboard-desktop.png", "1280,1800")];
 
@@ -348,28 +348,9 @@ fn in_chromium(c: &mut Checks, lab: &Lab, url: &str, hostile_site: &str) -> Resu
     std::fs::create_dir_all(&dir)?;
     let browser = |size: &str| {
         let mut b = lab.cmd(Ns::Phone, CHROMIUM);
-        b.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--hide-scrollbars",
-            // The browser's own background traffic (its clock, updates, accounts), which is
-            // not the page's: off, so the log holds the page's requests.
-            "--no-pings",
-            "--disable-domain-reliability",
-            "--disable-client-side-phishing-detection",
-            "--allow-browser-signin=false",
-            "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,\
-AutofillServerCommunication,CertificateTransparencyComponentUpdater",
-        ])
-        .arg(format!("--window-size={size}"))
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()));
+        b.args(CHROMIUM_FLAGS)
+            .arg(format!("--window-size={size}"))
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()));
         b
     };
     let net_log = dir.join("net-log.json");

@@ -14,7 +14,28 @@ use serde_json::{Value, json};
 use tracker_tests::{ChildGuard, Lab, Ns, cmd::run_with_input};
 
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's Chromium headless, and quiet: its own background traffic (its clock, updates,
+/// accounts, safe browsing) is not the page's, so it is off and the network log holds the
+/// page's requests.
+pub const CHROMIUM_FLAGS: [&str; 15] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--no-pings",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--allow-browser-signin=false",
+    "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,\
+AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+];
 /// chromedriver's port on the namespace's loopback: the lab's namespaces are the test's own.
 const PORT: u16 = 9515;
 /// How long chromedriver gets to listen, and one command to answer.
@@ -57,30 +78,15 @@ impl<'a> Browser<'a> {
             ensure!(started.elapsed() < START_WAIT, "chromedriver did not answer within {START_WAIT:?}");
             std::thread::sleep(POLL);
         }
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--no-pings",
-            "--disable-domain-reliability",
-            "--disable-client-side-phishing-detection",
-            "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,\
-AutofillServerCommunication,CertificateTransparencyComponentUpdater",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([
-            format!("--window-size={size}"),
-            format!("--user-data-dir={}", dir.join("profile").display()),
-            format!("--log-net-log={}", net_log.display()),
-        ])
-        .collect::<Vec<_>>();
+        let args = CHROMIUM_FLAGS
+            .map(String::from)
+            .into_iter()
+            .chain([
+                format!("--window-size={size}"),
+                format!("--user-data-dir={}", dir.join("profile").display()),
+                format!("--log-net-log={}", net_log.display()),
+            ])
+            .collect::<Vec<_>>();
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
