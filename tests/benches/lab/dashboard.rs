@@ -36,6 +36,7 @@ use tracker_tests::{
 use super::{
     Daemon, Pins,
     household::{self, Gen, SMALL},
+    idle::stat_cpu,
     mib, settle_store,
     swap::{daemon_prog_ids, prog_stats},
 };
@@ -115,14 +116,9 @@ fn first_render(lab: &Lab, path: &str, scratch: &Path) -> Result<(f64, u64)> {
     Ok((ms, bytes))
 }
 
-/// CPU ticks (user + system) in a /proc `stat` line, as ns.
-fn stat_ns(stat: &str) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
-    let f: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
-    // utime and stime: fields 14 and 15 of proc(5), 12 and 13 after the name and state.
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) * (1_000_000_000 / hz)
+/// The CPU time a /proc `stat` line gives, in ns.
+fn stat_ns(stat: &str) -> Result<u64> {
+    Ok(u64::try_from(stat_cpu(stat)?.as_nanos())?)
 }
 
 /// The daemon's CPU time so far: the whole process's (its ended threads too), and each
@@ -133,14 +129,14 @@ struct Cpu {
 }
 
 fn cpu(pid: u32) -> Result<Cpu> {
-    let process_ns = stat_ns(&fs::read_to_string(format!("/proc/{pid}/stat")).context("the daemon's /proc stat")?);
+    let process_ns = stat_ns(&fs::read_to_string(format!("/proc/{pid}/stat")).context("the daemon's /proc stat")?)?;
     let mut dashboard = HashMap::new();
     // Bounded by the daemon's threads.
     for task in fs::read_dir(format!("/proc/{pid}/task")).context("the daemon's threads")?.flatten() {
         let Ok(stat) = fs::read_to_string(task.path().join("stat")) else { continue };
         let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map_or("", |(n, _)| n);
         if name.starts_with(DASHBOARD_THREADS) {
-            dashboard.insert(task.file_name().to_string_lossy().into_owned(), stat_ns(&stat));
+            dashboard.insert(task.file_name().to_string_lossy().into_owned(), stat_ns(&stat)?);
         }
     }
     Ok(Cpu { process_ns, dashboard })

@@ -46,7 +46,11 @@ const FIRST_PORT: u32 = 20_000;
 
 /// The daemon's CPU time (user + system) so far, from /proc/PID/stat.
 fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the daemon's /proc stat")?;
+    stat_cpu(&fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the daemon's /proc stat")?)
+}
+
+/// The CPU time (user + system) a /proc `stat` line (a process's or a thread's) gives.
+pub(super) fn stat_cpu(stat: &str) -> Result<Duration> {
     // Fields after the command name, which is in parentheses and may hold spaces (proc(5)).
     let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
