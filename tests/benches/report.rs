@@ -166,8 +166,8 @@ fn report_section(path: &Path) -> Result<()> {
     }
     let period = Period::since(schema::LIVE_SOURCE, since_ms);
     let rollup: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {}", period.rows("rollup", "client = ''")),
-        rusqlite::named_params! { ":days": period.days_from, ":hours": period.hours_from },
+        &format!("SELECT count(*) FROM {}", period.rows("rollup_rows", "client = 0")),
+        rusqlite::named_params! { ":days": period.day_rows_from(), ":hours": period.hour_rows_from() },
         |r| r.get(0),
     )?;
 

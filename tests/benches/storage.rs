@@ -41,7 +41,12 @@ use tracker::{
         names::{FlowName, NameSource},
         protocol::{AppProtocol, Classification, Decided},
     },
-    store::{DnsRecord, FlowRecord, Store, retention::Retention, rollup::DAY_MS, schema},
+    store::{
+        DnsRecord, FlowRecord, Store,
+        retention::Retention,
+        rollup::{DAY_MS, HOUR_MS},
+        schema,
+    },
 };
 use tracker_tests::rng::{Rng, zipf_cdf};
 
@@ -377,22 +382,24 @@ fn steady_state(path: &Path) -> Result<()> {
     for m in 1..=OLDER_MONTHS {
         // Only the days of the kept month: each older month is those days, a month earlier
         // (the generated days before the kept month stay as they are).
+        // The compact tables (schema 9) count buckets in hours; the DNS roll-up's first and
+        // last query are offsets into their bucket, the same a month earlier.
         for (table, cols) in [
             (
-                "rollup",
-                "source, dim, client, span, bucket - ?1, k1, k2, k3, connections, packets, bytes_up, bytes_down",
+                "rollup_rows",
+                "source, dim, client, hours, start_hour - ?1, k1, k2, k3, connections, packets, bytes_up, bytes_down",
             ),
             (
-                "dns_rollup",
-                "source, client, span, bucket - ?1, qname, queries, first_ts - ?1, last_ts - ?1, client_bits",
+                "dns_rollup_rows",
+                "source, client, hours, start_hour - ?1, qname, queries, first_ms, last_ms, client_bits",
             ),
         ] {
             c.execute(
                 &format!(
                     "INSERT OR IGNORE INTO {table} SELECT {cols} FROM {table}
-                     WHERE span = ?2 AND bucket >= ?3 AND bucket < ?3 + ?4"
+                     WHERE hours = ?2 AND start_hour >= ?3 AND start_hour < ?3 + ?4"
                 ),
-                params![m * month, DAY_MS, first_day, month],
+                params![m * month / HOUR_MS, DAY_MS / HOUR_MS, first_day / HOUR_MS, month / HOUR_MS],
             )?;
         }
     }

@@ -335,7 +335,7 @@ fn an_imports_roll_ups_equal_a_rebuild_from_its_rows_however_often_it_sweeps() {
         import_file(&mut store, &file, &opts, &mut |_| {}).unwrap();
         let kept = rollups(&store);
         assert!(!kept.is_empty());
-        store.conn().execute_batch("DELETE FROM rollup; DELETE FROM dns_rollup").unwrap();
+        store.conn().execute_batch("DELETE FROM rollup_rows; DELETE FROM dns_rollup_rows").unwrap();
         crate::store::rollup::rebuild(store.conn()).unwrap();
         assert_eq!(rollups(&store), kept, "sweeping every {sweep_every} frames");
     }

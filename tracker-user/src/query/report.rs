@@ -445,7 +445,7 @@ mod tests {
             .unwrap()
         };
         let kept = snapshot(&s);
-        s.conn().execute_batch("DELETE FROM rollup").unwrap();
+        s.conn().execute_batch("DELETE FROM rollup_rows").unwrap();
         rollup::rebuild(s.conn()).unwrap();
         let rebuilt: Vec<_> = snapshot(&s).into_iter().filter(|r| r.7 != 0).collect();
         assert_eq!(rebuilt, kept.into_iter().filter(|r| r.7 != 0).collect::<Vec<_>>());

@@ -52,26 +52,28 @@ pub fn timeline(
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
     // connection once.
-    let dim = format!("dim = '{}' AND client IN (SELECT value FROM json_each(:clients))", Dim::Protocol.as_str());
+    let dim = format!("dim = {} AND {}", Dim::Protocol.code(), rollup::client_in(":clients"));
     let clients_list = rollup::clients_param(clients);
+    let (day_rows_from, hour_rows_from) = (period.day_rows_from(), period.hour_rows_from());
     let (sql, params): (String, Vec<(&str, &dyn rusqlite::ToSql)>) = match span {
         // Hour rows alone from the first whole hour: the day rows cannot be split into hours.
         Span::Hour => (
             format!(
-                "SELECT bucket, sum(connections), sum(bytes_up + bytes_down) FROM rollup
-                 WHERE source = {source} AND {dim} AND span = {HOUR_MS} AND bucket >= :hours
-                 GROUP BY bucket"
+                "SELECT start_hour * {HOUR_MS}, sum(connections), sum(bytes_up + bytes_down) FROM rollup_rows
+                 WHERE source = {source} AND {dim} AND hours = 1 AND start_hour >= :hours
+                 GROUP BY start_hour"
             ),
-            vec![(":clients", &clients_list), (":hours", &period.hours_from)],
+            vec![(":clients", &clients_list), (":hours", &hour_rows_from)],
         ),
         // The report's own rows (days, and the hours before the first midnight), by day.
         Span::Day => (
             format!(
-                "SELECT bucket - bucket % {DAY_MS}, sum(connections), sum(bytes_up + bytes_down) FROM {}
+                "SELECT start_hour * {HOUR_MS} - start_hour * {HOUR_MS} % {DAY_MS}, sum(connections),
+                     sum(bytes_up + bytes_down) FROM {}
                  GROUP BY 1",
-                period.rows("rollup", &dim)
+                period.rows("rollup_rows", &dim)
             ),
-            vec![(":clients", &clients_list), (":days", &period.days_from), (":hours", &period.hours_from)],
+            vec![(":clients", &clients_list), (":days", &day_rows_from), (":hours", &hour_rows_from)],
         ),
     };
     let mut stmt = store.conn().prepare_cached(&sql)?;

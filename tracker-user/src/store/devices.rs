@@ -135,11 +135,14 @@ impl Store {
 
     /// Connections and bytes per client address, over all time.
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT client, sum(connections), sum(bytes_up + bytes_down) FROM rollup
-             WHERE source = 0 AND dim = 'protocol' AND span = ?1 AND client != '' GROUP BY client",
-        )?;
-        let rows = stmt.query_map([rollup::DAY_MS], |r| {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT t.text, g.c, g.b
+             FROM (SELECT client, sum(connections) AS c, sum(bytes_up + bytes_down) AS b FROM rollup_rows
+                   WHERE source = 0 AND dim = {} AND hours = ?1 AND client != 0 GROUP BY client) g
+                 JOIN texts t ON t.id = g.client",
+            rollup::Dim::Protocol.code()
+        ))?;
+        let rows = stmt.query_map([rollup::DAY_MS / rollup::HOUR_MS], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64))
         })?;
         rows.collect::<rusqlite::Result<_>>().context("reading flows per client")
@@ -147,10 +150,12 @@ impl Store {
 
     /// Every client address that has flows.
     fn client_addresses(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT client FROM rollup WHERE dim = 'protocol' AND span = ?1 AND client != ''",
-        )?;
-        let rows = stmt.query_map([rollup::DAY_MS], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT t.text FROM (SELECT DISTINCT client FROM rollup_rows WHERE dim = {} AND hours = ?1 AND client != 0) g
+                 JOIN texts t ON t.id = g.client",
+            rollup::Dim::Protocol.code()
+        ))?;
+        let rows = stmt.query_map([rollup::DAY_MS / rollup::HOUR_MS], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>().context("reading client addresses")
     }
 

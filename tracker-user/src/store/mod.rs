@@ -304,10 +304,10 @@ impl Store {
             if to == 3 {
                 tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![schema::META_DB_ID, random_id()?])?;
             }
-            // The roll-ups of a database older than them are filled once they have their
-            // final shape (migration 5 added their source column, which `rebuild` writes): when
-            // they are still empty but rows exist.
-            if to == 5 && rollup::is_unfilled(&tx)? {
+            // The roll-ups of a database older than them are filled once they have the shape
+            // `rebuild` writes (migration 9's compact rows): when they are still empty but rows
+            // exist.
+            if to == schema::ROLLUPS_FINAL && rollup::is_unfilled(&tx)? {
                 rollup::rebuild(&tx).context("filling the report roll-ups from the stored flows")?;
             }
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;

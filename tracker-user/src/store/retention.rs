@@ -98,16 +98,18 @@ impl Store {
             })?;
         }
         // Roll-ups: the hours with the raw rows, the days later. WITHOUT ROWID tables: a
-        // bucket range is deleted whole (the key starts with source, dim or client, span).
+        // bucket range is deleted whole (the key starts with source, dim or client, hours).
+        // Buckets are whole hours: one ends by `before` when it ends by `before`'s hour.
         for (span, before) in [(rollup::HOUR_MS, raw_before), (rollup::DAY_MS, days_before)] {
+            let (hours, before_hour) = (span / rollup::HOUR_MS, before.div_euclid(rollup::HOUR_MS));
             let n = self.write(|w| {
                 let flows = w.conn.execute(
-                    "DELETE FROM rollup WHERE source = ?1 AND span = ?2 AND bucket + span <= ?3",
-                    params![LIVE_SOURCE, span, before],
+                    "DELETE FROM rollup_rows WHERE source = ?1 AND hours = ?2 AND start_hour + hours <= ?3",
+                    params![LIVE_SOURCE, hours, before_hour],
                 )?;
                 let dns = w.conn.execute(
-                    "DELETE FROM dns_rollup WHERE source = ?1 AND span = ?2 AND bucket + span <= ?3",
-                    params![LIVE_SOURCE, span, before],
+                    "DELETE FROM dns_rollup_rows WHERE source = ?1 AND hours = ?2 AND start_hour + hours <= ?3",
+                    params![LIVE_SOURCE, hours, before_hour],
                 )?;
                 Ok((flows + dns) as u64)
             })?;

@@ -3,6 +3,10 @@
 //! in the transaction that writes the rows, from each row's change (its stored values before
 //! and after), summed per sweep so a batch costs one write per group it touches, not per row.
 //!
+//! Stored compact (schema 9): the client, the group's texts and the name are ids into `texts`,
+//! with 0 for '' (all devices, an unused key part), and buckets are whole hours since 1970
+//! (`rollup_rows`, `dns_rollup_rows`); the views `rollup` and `dns_rollup` show them as text.
+//!
 //! A period from `since` to now reads whole days from the day rows, the hours before the first
 //! midnight from the hour rows, and the rows themselves only before the first hour boundary
 //! ([`Period`]), so it starts exactly at `since` and reads a few thousand roll-up rows for a
@@ -13,12 +17,19 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use rusqlite::{Connection, Row, params};
 
+use super::texts::TextIds;
+
 /// The buckets, in milliseconds: every row is summed into its hour and its day (UTC).
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 const SPANS: [i64; 2] = [HOUR_MS, DAY_MS];
-/// The `client` of the rows that sum every device.
+/// The `client` of the rows that sum every device, as the view `rollup` shows it.
 pub const ALL_DEVICES: &str = "";
+/// The id the compact roll-up rows hold for '' (all devices, an unused key part): never a
+/// `texts` id, which start at 1, and stored in no bytes (SQLite's integer 0).
+const EMPTY_ID: i64 = 0;
+/// `rollup_rows` and `dns_rollup_rows` keep buckets in whole hours.
+const HOURS_PER_DAY: i64 = DAY_MS / HOUR_MS;
 /// Bits of `dns_rollup.client_bits`: devices beyond the 63rd share the last bit, so a name's
 /// distinct-client count is exact up to 63 client addresses.
 const CLIENT_BITS: i64 = 63;
@@ -44,6 +55,16 @@ impl Dim {
             Self::Service => "service",
             Self::ServedBy => "served_by",
             Self::Protocol => "protocol",
+        }
+    }
+
+    /// Its `rollup_rows.dim` (schema 9; the view `rollup` maps it back to [`Dim::as_str`]).
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Owner => 0,
+            Self::Service => 1,
+            Self::ServedBy => 2,
+            Self::Protocol => 3,
         }
     }
 }
@@ -179,9 +200,17 @@ impl Texts {
         id
     }
 
-    fn text(&self, id: u32) -> &str {
-        &self.texts[id as usize]
+    /// The `texts` id of each text, by its number ('' is [`EMPTY_ID`]): one lookup per distinct
+    /// text of the batch.
+    fn stored_ids(&self, conn: &Connection) -> rusqlite::Result<Vec<i64>> {
+        let mut ids = TextIds::default();
+        self.texts.iter().map(|t| if t.is_empty() { Ok(EMPTY_ID) } else { ids.id(conn, t) }).collect()
     }
+}
+
+/// A bucket's `hours` and `start_hour` in the compact roll-up rows.
+fn hour_key(span: i64, bucket: i64) -> (i64, i64) {
+    (span / HOUR_MS, bucket.div_euclid(HOUR_MS))
 }
 
 /// A device's hour of a dimension: source, dimension, hour, client and key (texts' numbers).
@@ -244,8 +273,8 @@ impl FlowDeltas {
     /// each lands beside the one before.
     pub fn apply(mut self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
-            "INSERT INTO rollup (source, dim, span, bucket, client, k1, k2, k3, connections, packets, bytes_up,
-                 bytes_down)
+            "INSERT INTO rollup_rows (source, dim, hours, start_hour, client, k1, k2, k3, connections, packets,
+                 bytes_up, bytes_down)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT DO UPDATE SET connections = connections + excluded.connections,
                  packets = packets + excluded.packets, bytes_up = bytes_up + excluded.bytes_up,
@@ -253,17 +282,19 @@ impl FlowDeltas {
         )?;
         // A rewrite that changed nothing leaves its groups as they are.
         let mut groups: Vec<_> = self.groups().into_iter().filter(|(_, c)| *c != Counts::default()).collect();
-        let t = &self.texts;
-        let order = |g: &FlowGroup| (g.0, g.1.as_str(), t.text(g.4), g.2, g.3, g.5.map(|k| t.text(k)));
+        let ids = self.texts.stored_ids(conn)?;
+        let id = |n: u32| ids[n as usize];
+        let order = |g: &FlowGroup| (g.0, g.1.code(), id(g.4), g.2, g.3, g.5.map(id));
         groups.sort_unstable_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
         for ((source, dim, span, bucket, client, key), c) in groups {
-            let [k1, k2, k3] = key.map(|k| t.text(k));
+            let [k1, k2, k3] = key.map(id);
+            let (hours, start_hour) = hour_key(span, bucket);
             stmt.execute(params![
                 source,
-                dim.as_str(),
-                span,
-                bucket,
-                t.text(client),
+                dim.code(),
+                hours,
+                start_hour,
+                id(client),
                 k1,
                 k2,
                 k3,
@@ -324,10 +355,11 @@ impl DnsDeltas {
 
     pub fn apply(mut self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
-            "INSERT INTO dns_rollup (source, span, bucket, client, qname, queries, first_ts, last_ts, client_bits)
+            "INSERT INTO dns_rollup_rows (source, hours, start_hour, client, qname, queries, first_ms, last_ms,
+                 client_bits)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT DO UPDATE SET queries = queries + excluded.queries,
-                 first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+                 first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms),
                  client_bits = client_bits | excluded.client_bits",
         )?;
         let all = self.texts.id(ALL_DEVICES);
@@ -344,21 +376,23 @@ impl DnsDeltas {
             }
         }
         // In the table's key order, as the flows' groups.
-        let t = &self.texts;
+        let ids = self.texts.stored_ids(conn)?;
+        let id = |n: u32| ids[n as usize];
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_unstable_by_key(|&((source, span, bucket, client, qname), _)| {
-            (source, t.text(client), span, bucket, t.text(qname))
+            (source, id(client), span, bucket, id(qname))
         });
         for ((source, span, bucket, client, qname), c) in groups {
+            let (hours, start_hour) = hour_key(span, bucket);
             stmt.execute(params![
                 source,
-                span,
-                bucket,
-                t.text(client),
-                t.text(qname),
+                hours,
+                start_hour,
+                id(client),
+                id(qname),
                 c.queries,
-                c.first_ts,
-                c.last_ts,
+                c.first_ts - bucket,
+                c.last_ts - bucket,
                 c.client_bits
             ])?;
         }
@@ -393,8 +427,8 @@ pub fn rebuild(conn: &Connection) -> Result<()> {
 /// Makes one source's roll-ups again from its rows: an import writes its rows without them and
 /// sums them once, at its end (every group written once, not once per sweep).
 pub fn rebuild_source(conn: &Connection, source: i64) -> Result<()> {
-    conn.execute("DELETE FROM rollup WHERE source = ?1", [source])?;
-    conn.execute("DELETE FROM dns_rollup WHERE source = ?1", [source])?;
+    conn.execute("DELETE FROM rollup_rows WHERE source = ?1", [source])?;
+    conn.execute("DELETE FROM dns_rollup_rows WHERE source = ?1", [source])?;
     fill(conn, "source = ?1", [source])
 }
 
@@ -441,21 +475,41 @@ impl Period {
         Self { source, since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
     }
 
-    /// The rows of `table` in the period that `filter` keeps, as a subquery: its source's day
-    /// rows from `:days` ([`Period::days_from`]) and its hour rows from `:hours`
-    /// ([`Period::hours_from`]) to `:days`. Two ranges joined by UNION ALL rather than one OR,
-    /// so each is a range of the primary key (source first, span and bucket after the filter's
-    /// columns) and not a scan of every bucket of a month. The source is an integer, written
-    /// into the SQL.
+    /// The rows of `table` (`rollup_rows` or `dns_rollup_rows`) in the period that `filter`
+    /// keeps, as a subquery: its source's day rows from `:days` ([`Period::day_rows_from`]) and
+    /// its hour rows from `:hours` ([`Period::hour_rows_from`]) to `:days`. Two ranges joined by
+    /// UNION ALL rather than one OR, so each is a range of the primary key (source first, hours
+    /// and start_hour after the filter's columns) and not a scan of every bucket of a month.
+    /// The source is an integer, written into the SQL.
     pub fn rows(&self, table: &str, filter: &str) -> String {
         let source = self.source;
         format!(
-            "(SELECT * FROM {table} WHERE source = {source} AND {filter} AND span = {DAY_MS} AND bucket >= :days
+            "(SELECT * FROM {table} WHERE source = {source} AND {filter} AND hours = {HOURS_PER_DAY}
+                  AND start_hour >= :days
               UNION ALL
-              SELECT * FROM {table} WHERE source = {source} AND {filter} AND span = {HOUR_MS} AND bucket >= :hours
-                  AND bucket < :days)"
+              SELECT * FROM {table} WHERE source = {source} AND {filter} AND hours = 1 AND start_hour >= :hours
+                  AND start_hour < :days)"
         )
     }
+
+    /// `:days` of [`Period::rows`]: [`Period::days_from`] in hours since 1970.
+    pub fn day_rows_from(&self) -> i64 {
+        self.days_from.div_euclid(HOUR_MS)
+    }
+
+    /// `:hours` of [`Period::rows`]: [`Period::hours_from`] in hours since 1970.
+    pub fn hour_rows_from(&self) -> i64 {
+        self.hours_from.div_euclid(HOUR_MS)
+    }
+}
+
+/// The condition that a compact roll-up row's `client` is one of the addresses of the JSON
+/// array `param` holds ('' the all-devices rows): an address never stored matches nothing.
+pub fn client_in(param: &str) -> String {
+    format!(
+        "client IN (SELECT CASE WHEN value = '' THEN {EMPTY_ID} ELSE (SELECT id FROM texts WHERE text = value) END
+             FROM json_each({param}))"
+    )
 }
 
 /// The `client IN (...)` of a roll-up query: the given addresses, or the every-device rows.
@@ -475,14 +529,18 @@ pub fn flow_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
+    // Summed by ids, then named: each group's texts read once.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT k1, k2, k3, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
-         GROUP BY k1, k2, k3",
-        period.rows("rollup", "dim = :dim AND client IN (SELECT value FROM json_each(:clients))")
+        "SELECT coalesce(t1.text, ''), coalesce(t2.text, ''), coalesce(t3.text, ''), g.c, g.p, g.u, g.d
+         FROM (SELECT k1, k2, k3, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u,
+                   sum(bytes_down) AS d FROM {} GROUP BY k1, k2, k3) g
+             LEFT JOIN texts t1 ON t1.id = g.k1 LEFT JOIN texts t2 ON t2.id = g.k2 LEFT JOIN texts t3 ON t3.id = g.k3",
+        period.rows("rollup_rows", &format!("dim = :dim AND {}", client_in(":clients")))
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":dim": dim.as_str(), ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from,
+            ":dim": dim.code(), ":clients": clients_param(clients), ":days": period.day_rows_from(),
+            ":hours": period.hour_rows_from(),
         },
         |r| {
             let key: Key = [r.get(0)?, r.get(1)?, r.get(2)?];
@@ -515,16 +573,22 @@ pub fn client_groups(
 ) -> Result<HashMap<String, Counts>> {
     let mut out: HashMap<String, Counts> = HashMap::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT client, sum(connections), sum(packets), sum(bytes_up), sum(bytes_down) FROM {}
-         GROUP BY client",
+        "SELECT t.text, g.c, g.p, g.u, g.d
+         FROM (SELECT client, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u, sum(bytes_down) AS d
+               FROM {} GROUP BY client) g
+             JOIN texts t ON t.id = g.client",
         period.rows(
-            "rollup",
-            "dim = 'protocol' AND client != '' AND (:clients IS NULL OR client IN (SELECT value FROM json_each(:clients)))"
+            "rollup_rows",
+            &format!(
+                "dim = {} AND client != {EMPTY_ID} AND (:clients IS NULL OR {})",
+                Dim::Protocol.code(),
+                client_in(":clients")
+            )
         )
     ))?;
     let list = super::clients_json(clients);
     let rows = stmt.query_map(
-        rusqlite::named_params! { ":clients": list, ":days": period.days_from, ":hours": period.hours_from },
+        rusqlite::named_params! { ":clients": list, ":days": period.day_rows_from(), ":hours": period.hour_rows_from() },
         |r| Ok((r.get::<_, String>(0)?, Counts::from_row_at(r, 1)?)),
     )?;
     for row in rows {
@@ -560,12 +624,17 @@ pub fn name_groups(
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT qname, sum(queries), min(first_ts), max(last_ts), client_bits FROM {}
-         GROUP BY qname, client_bits",
-        period.rows("dns_rollup", "client IN (SELECT value FROM json_each(:clients))")
+        "SELECT coalesce(n.text, ''), g.q, g.f, g.l, g.b
+         FROM (SELECT qname, sum(queries) AS q, min(start_hour * {HOUR_MS} + first_ms) AS f,
+                   max(start_hour * {HOUR_MS} + last_ms) AS l, client_bits AS b FROM {}
+               GROUP BY qname, client_bits) g
+             LEFT JOIN texts n ON n.id = g.qname",
+        period.rows("dns_rollup_rows", &client_in(":clients"))
     ))?;
     let rows = stmt.query_map(
-        rusqlite::named_params! { ":clients": clients_param(clients), ":days": period.days_from, ":hours": period.hours_from },
+        rusqlite::named_params! {
+            ":clients": clients_param(clients), ":days": period.day_rows_from(), ":hours": period.hour_rows_from(),
+        },
         |r| {
             let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
             Ok((r.get::<_, String>(0)?, c))

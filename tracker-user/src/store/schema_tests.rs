@@ -1,5 +1,6 @@
-//! Tests of the compact rows of schema 8: a version-7 database migrated with every row equal
-//! through the views, the writers' exact values through them, and the views' use of indexes.
+//! Tests of the compact rows of schemas 8 and 9: a version-7 and a version-8 database migrated
+//! with every row equal through the views, the writers' exact values through them, and the
+//! views' use of indexes.
 
 use std::path::Path;
 
@@ -38,6 +39,7 @@ fn all_rows(p: &Path) -> Vec<(Vec<String>, Vec<Vec<Value>>)> {
         ("dns_queries", "id"),
         ("dns_answers", "query_id, position"),
         ("rollup", "1, 2, 3, 4, 5, 6, 7, 8"),
+        ("dns_rollup", "1, 2, 3, 4, 5"),
     ]
     .iter()
     .map(|(t, o)| rows(&c, t, o))
@@ -326,5 +328,119 @@ fn the_views_use_the_indexes_for_times_and_names() {
         let p = plan(sql);
         assert!(p.contains(index), "{sql}: {p}");
         assert!(!p.contains("SCAN f") && !p.contains("SCAN q") && !p.contains("SCAN a"), "{sql}: {p}");
+    }
+}
+
+/// A database of schema 8 with roll-ups as that tracker wrote them (text keys, ms buckets):
+/// every dimension, hours and days, an IPv4 and an IPv6 device and all devices, an import's,
+/// the largest sums SQLite holds, a group whose flows all moved away (0 connections).
+fn version_8(name: &str) -> std::path::PathBuf {
+    let p = version_7(name);
+    let c = Connection::open(&p).unwrap();
+    c.execute_batch(MIGRATIONS[7]).unwrap();
+    c.pragma_update(None, "user_version", 8).unwrap();
+    c.pragma_update(None, "application_id", schema::APPLICATION_ID).unwrap();
+    c.execute_batch(
+        "INSERT INTO rollup VALUES
+             (0, 'owner', '10.77.0.2', 3600000, 1800000000000 - 1800000000000 % 3600000, 'company', 'Apple', '', 1, 5, 300, 200),
+             (0, 'owner', '10.77.0.2', 86400000, 1800000000000 - 1800000000000 % 86400000, 'company', 'Apple', '', 1, 5, 300, 200),
+             (0, 'owner', '', 3600000, 1800000000000 - 1800000000000 % 3600000, 'company', 'Apple', '', 2, 6, 301, 200),
+             (0, 'owner', '', 86400000, 1800000000000 - 1800000000000 % 86400000, 'company', 'Apple', '', 2, 6, 301, 200),
+             (0, 'owner', 'fd77::2', 3600000, 1800000000000 - 1800000000000 % 3600000, 'unnamed', '', '', 0, 0, 0, 0),
+             (0, 'service', 'fd77::2', 86400000, 0, 'Example Maps', '', '', 3, 4611686018427387903, 4611686018427387903, 4611686018427387903),
+             (0, 'served_by', '', 86400000, 0, 'Akamai', '', '', 1, 1, 1, 1),
+             (0, 'protocol', '10.77.0.2', 3600000, 1800000000000 - 1800000000000 % 3600000, '6', 'tls', 'encrypted', 1, 5, 300, 200),
+             (3, 'protocol', '', 86400000, 86400000, '17', 'quic', 'encrypted', 9, 90, 900, 9000);
+         INSERT INTO dns_rollup VALUES
+             (0, '10.77.0.2', 3600000, 7200000, 'www.example.com', 3, 7200001, 10799999, 1),
+             (0, '', 86400000, 0, 'www.example.com', 4, 7100000, 10799999, 3),
+             (0, 'fd77::2', 86400000, 0, 'ads.example', 1, 86399999, 86399999, 2),
+             (3, '', 3600000, 1800000000000 - 1800000000000 % 3600000, 'ads.example', 7, 1800000000000, 1800000000001, 9223372036854775807);
+         INSERT INTO client_bits VALUES ('10.77.0.2', 0), ('fd77::2', 1);",
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn migration_9_keeps_every_roll_up_row_equal_through_the_views() {
+    let p = version_8("compact-rollups-migrate");
+    let before = all_rows(&p);
+    assert_eq!((before[3].1.len(), before[4].1.len()), (10, 4), "the version-7 row and this fixture's");
+    let mut s = Store::open(&p).unwrap();
+    assert_eq!(s.schema_version().unwrap(), schema::VERSION);
+    assert_eq!(all_rows(&p), before, "every row and column, equal through the views");
+    let kinds: Vec<(String, String)> = s
+        .conn()
+        .prepare("SELECT name, type FROM sqlite_schema WHERE name LIKE '%rollup%' AND type != 'index' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let want = [("dns_rollup", "view"), ("dns_rollup_rows", "table"), ("rollup", "view"), ("rollup_rows", "table")];
+    assert_eq!(kinds, want.map(|(a, b)| (a.into(), b.into())));
+    // The keys are ids, '' is 0: the all-devices Apple hour is 0 for client and k3.
+    let compact: (i64, i64, i64, i64) = s
+        .conn()
+        .query_row("SELECT dim, client, hours, k3 FROM rollup_rows WHERE connections = 2 AND hours = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!(compact, (0, 0, 1, 0));
+
+    // The writer goes on from the migrated rows: a flow of the phone in that hour, named by
+    // Apple's name, joins the migrated groups rather than starting new ones.
+    let hour = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000;
+    let flow = super::tests::labelled_flow(77, "10.77.0.2", hour + 5, Some("www.apple.com"), AppProtocol::Tls, 10);
+    s.upsert_flows("boot-c", &[flow]).unwrap();
+    let apple: Vec<(String, i64, i64)> = s
+        .conn()
+        .prepare(&format!(
+            "SELECT client, span, connections FROM rollup WHERE dim = 'owner' AND k2 = 'Apple' AND bucket >= {}
+                 ORDER BY 1, 2",
+            hour - hour % 86_400_000
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let want = [("", 3_600_000, 3), ("", 86_400_000, 3), ("10.77.0.2", 3_600_000, 2), ("10.77.0.2", 86_400_000, 2)];
+    assert_eq!(apple, want.map(|(c, s, n)| (c.to_owned(), s, n)));
+    s.insert_dns(&[super::dns::tests::record(7_200_000, "10.77.0.2", "www.example.com", vec![])]).unwrap();
+    let hour_row: (i64, i64, i64) = s
+        .conn()
+        .query_row(
+            "SELECT queries, first_ts, last_ts FROM dns_rollup WHERE client = '10.77.0.2' AND span = 3600000
+                 AND qname = 'www.example.com'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(hour_row, (4, 7_200_000, 10_799_999), "the migrated bucket, its first query now earlier");
+}
+
+/// The report's roll-up reads are ranges of the compact tables' keys, not scans.
+#[test]
+fn the_roll_up_reads_are_key_ranges() {
+    let s = Store::open(&temp_db("compact-rollup-plans")).unwrap();
+    let period = super::rollup::Period::since(0, 1_800_000_000_000);
+    for (table, filter) in [
+        ("rollup_rows", format!("dim = 3 AND {}", super::rollup::client_in("'[\"\"]'"))),
+        ("dns_rollup_rows", super::rollup::client_in("'[\"10.77.0.2\"]'")),
+    ] {
+        let sql = format!("EXPLAIN QUERY PLAN SELECT count(*) FROM {}", period.rows(table, &filter));
+        let mut st = s.conn().prepare(&sql).unwrap();
+        let p: Vec<String> = st
+            .query_map(
+                rusqlite::named_params! { ":days": period.day_rows_from(), ":hours": period.hour_rows_from() },
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let p = p.join("; ");
+        assert!(p.contains("SEARCH") && p.contains("start_hour>?") && !p.contains(&format!("SCAN {table}")), "{p}");
     }
 }
