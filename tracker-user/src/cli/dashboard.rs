@@ -1,10 +1,12 @@
 //! `tracker dashboard`: where to open the dashboard from the phone (its addresses, and a QR code
 //! of one in the terminal), and who may open it; `--set-password`, the password its changes
-//! need, read without echo from the terminal or as a line from stdin.
+//! need, read without echo from the terminal or as a line from stdin; `--login-link`, a
+//! one-time link (and its QR code) that logs a browser in without the password.
 
 use std::{
     io::{BufRead as _, IsTerminal as _, Read as _, Write as _},
     net::SocketAddr,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -12,7 +14,12 @@ use clap::Args;
 use qrcode::{EcLevel, QrCode, render::unicode::Dense1x2};
 
 use super::{Global, open_existing};
-use crate::{daemon, store::Store, web::dashboard::password};
+use crate::{
+    daemon,
+    store::Store,
+    timefmt,
+    web::dashboard::{link, password},
+};
 
 #[derive(Args, Debug)]
 pub struct DashboardArgs {
@@ -27,8 +34,26 @@ pub struct DashboardArgs {
     /// none): typed twice without echo on a terminal, or the first line of stdin for scripts
     /// (`printf '%s\n' "$PW" | tracker dashboard --set-password`). At least 8 characters. It is
     /// stored hashed (Argon2id) in the database; a new one ends what the old one allowed.
-    #[arg(long, conflicts_with_all = ["light_terminal", "no_qr"])]
+    #[arg(long, conflicts_with_all = ["light_terminal", "no_qr", "login_link"])]
     pub set_password: bool,
+    /// Print a one-time login link, and its QR code, to log the phone's browser in without the
+    /// password: open it (or scan the code) within 10 minutes and that browser can block and
+    /// unblock, as after a password login. It works once; a new link replaces an unused one.
+    /// Needs the running daemon's dashboard, and root (it writes the database).
+    #[arg(long)]
+    pub login_link: bool,
+    /// How long the --login-link works if not used (30s, 10m, 1h; at most 24h).
+    #[arg(long, value_name = "DURATION", requires = "login_link", value_parser = parse_valid_for)]
+    pub valid_for: Option<Duration>,
+}
+
+/// `--valid-for`: a duration up to [`link::MAX_LIFETIME`].
+fn parse_valid_for(s: &str) -> Result<Duration> {
+    let d = super::parse_duration(s)?;
+    if d > link::MAX_LIFETIME {
+        bail!("a login link works for at most {}; make a new one when needed", link::say(link::MAX_LIFETIME));
+    }
+    Ok(d)
 }
 
 /// The QR code's colours: the blocks a terminal draws are its text colour.
@@ -61,10 +86,22 @@ pub fn dashboard(global: &Global, args: &DashboardArgs) -> Result<()> {
     let urls: Vec<&str> = urls.split_whitespace().collect();
     let iface = facts.iface.as_deref().unwrap_or("wg0");
     let terminal = if args.light_terminal { Terminal::Light } else { Terminal::Dark };
-    let mut text = instructions(&urls, iface, (!args.no_qr).then_some(terminal))?;
+    let qr = (!args.no_qr).then_some(terminal);
+    if args.login_link {
+        let lifetime = args.valid_for.unwrap_or(link::LIFETIME);
+        // Written only once the daemon's dashboard is known to run: a refusal changes nothing.
+        let token = link::issue(&Store::open(&global.db)?, lifetime, timefmt::now_ms())?;
+        let links: Vec<String> = urls.iter().map(|u| link::url(u, &token)).collect();
+        let links: Vec<&str> = links.iter().map(String::as_str).collect();
+        let text = login_link_instructions(&links, lifetime, qr)?;
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(());
+    }
+    let mut text = instructions(&urls, iface, qr)?;
     if password::load(&store)?.is_none() {
         text.push_str(
-            "To block and unblock from the dashboard, set its password once: `tracker dashboard --set-password`.\n",
+            "To block and unblock from the dashboard, set its password once: `tracker dashboard --set-password`. \
+             Or log a browser in once, without a password: `tracker dashboard --login-link`.\n",
         );
     }
     std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -82,7 +119,7 @@ fn set_password(global: &Global) -> Result<()> {
     password::save(&store, &phc)?;
     println!(
         "The dashboard's password is set. Log in on the dashboard (Log in, at the top of a page) to block and \
-         unblock; browsers logged in with an earlier password can no longer change anything."
+         unblock; browsers logged in before (with an earlier password or a link) can no longer change anything."
     );
     Ok(())
 }
@@ -110,8 +147,9 @@ fn is_loopback(url: &str) -> bool {
     address(url).is_some_and(|a| a.ip().is_loopback())
 }
 
+/// The address of a dashboard URL or of a path under it (a login link).
 fn address(url: &str) -> Option<SocketAddr> {
-    url.strip_prefix("http://")?.trim_end_matches('/').parse().ok()
+    url.strip_prefix("http://")?.split('/').next()?.parse().ok()
 }
 
 /// What `tracker dashboard` prints: the addresses to open from a phone (with a QR code of the
@@ -145,6 +183,32 @@ fn instructions(urls: &[&str], iface: &str, qr: Option<Terminal>) -> Result<Stri
          nothing from the internet.\nTurn it off with `tracker run --no-dashboard`; another port: \
          `--dashboard-port`.\n"
     ));
+    Ok(out)
+}
+
+/// What `--login-link` prints: the link for the phone (each tunnel address; a QR code of the
+/// IPv4 one), the one for this host, how long it works and that it works once.
+fn login_link_instructions(links: &[&str], lifetime: Duration, qr: Option<Terminal>) -> Result<String> {
+    let (local, remote): (Vec<&str>, Vec<&str>) = links.iter().partition(|u| is_loopback(u));
+    let mut out = format!(
+        "A one-time login link: open it within {} in the phone's browser (connected to the VPN) and that \
+         browser can block and unblock from the dashboard. It works once, for one browser; a new \
+         `tracker dashboard --login-link` replaces it.\n\n",
+        link::say(lifetime)
+    );
+    for u in &remote {
+        out.push_str(&format!("  {u}\n"));
+    }
+    if let Some(first) = remote.iter().find(|u| address(u).is_some_and(|a| a.is_ipv4())).or(remote.first())
+        && let Some(terminal) = qr
+    {
+        out.push_str("\nOr scan this with the phone's camera:\n\n");
+        out.push_str(&qr_text(first, terminal)?);
+    }
+    if !local.is_empty() {
+        out.push_str(&format!("\nOn this host itself: {}\n", local.join("  ")));
+    }
+    out.push_str("\nKeep it to yourself until it is used: whoever opens it first, from the VPN, is logged in.\n");
     Ok(out)
 }
 
@@ -188,5 +252,21 @@ mod tests {
         assert!(alone.starts_with("The dashboard listens on this host only") && !alone.contains('█'), "{alone}");
         let no_qr = instructions(&urls[..2], "wg0", None).unwrap();
         assert!(!no_qr.contains('█') && no_qr.contains("http://10.77.0.1:8722/"), "{no_qr}");
+    }
+
+    #[test]
+    fn a_login_link_is_printed_for_the_phone_with_its_qr_code_and_its_terms() {
+        let links =
+            ["http://10.77.0.1:8722/link/ab12", "http://[fd77::1]:8722/link/ab12", "http://127.0.0.1:8722/link/ab12"];
+        let text = login_link_instructions(&links, Duration::from_secs(600), Some(Terminal::Dark)).unwrap();
+        assert!(text.starts_with("A one-time login link: open it within 10 min "), "{text}");
+        assert!(text.contains("  http://10.77.0.1:8722/link/ab12\n  http://[fd77::1]:8722/link/ab12\n"), "{text}");
+        assert!(text.contains(&qr_text(links[0], Terminal::Dark).unwrap()), "the QR code is of the IPv4 link");
+        assert!(text.contains("On this host itself: http://127.0.0.1:8722/link/ab12\n"), "{text}");
+        assert!(text.contains("It works once"), "{text}");
+        let no_qr = login_link_instructions(&links, Duration::from_secs(30), None).unwrap();
+        assert!(!no_qr.contains('█') && no_qr.contains("within 30 s"), "{no_qr}");
+        assert!(parse_valid_for("25h").is_err() && parse_valid_for("0s").is_err());
+        assert_eq!(parse_valid_for("2s").unwrap(), Duration::from_secs(2));
     }
 }

@@ -11,10 +11,14 @@ pub const CSS: &str = include_str!("dashboard.css");
 /// Its path; the pages link it, and the CSP allows styles from the dashboard itself only.
 pub const CSS_PATH: &str = "/static/dashboard.css";
 
-/// The one script: live updates, a few KB written by hand; every page works without it.
+/// The live updates' script, a few KB written by hand; every page works without it.
 pub const LIVE_JS: &str = include_str!("live.js");
 /// Its path; the CSP allows scripts from the dashboard itself only, never inline ones.
 pub const LIVE_JS_PATH: &str = "/static/live.js";
+/// The timed blocks' countdowns, ticking in the page (a separate file: the pages with a
+/// countdown are not the pages with live updates, and each loads only what it uses).
+pub const COUNTDOWN_JS: &str = include_str!("countdown.js");
+pub const COUNTDOWN_JS_PATH: &str = "/static/countdown.js";
 
 pub async fn css() -> Response {
     asset(CSS, "text/css; charset=utf-8")
@@ -22,6 +26,10 @@ pub async fn css() -> Response {
 
 pub async fn live_js() -> Response {
     asset(LIVE_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn countdown_js() -> Response {
+    asset(COUNTDOWN_JS, "text/javascript; charset=utf-8")
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

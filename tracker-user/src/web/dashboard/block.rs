@@ -169,8 +169,8 @@ pub struct BlockPage {
     pub names_more: usize,
     pub shared_note: String,
     pub shared: Vec<Line>,
-    /// The active rule already doing this, if any: its id and countdown.
-    pub existing: Option<(u32, String)>,
+    /// The active rule already doing this, if any: its id, and its end if it is timed.
+    pub existing: Option<(u32, Option<clock::Ends>)>,
     /// The CSRF token when logged in; the buttons are shown only then.
     pub csrf: Option<String>,
     pub login_href: String,
@@ -258,13 +258,7 @@ fn build(
     let existing = active_rules(store.conn(), Some(cov.kind), now_ms)?
         .into_iter()
         .find(|r| r.rule == cov.rule && r.client == stored_client)
-        .map(|r| {
-            let ends = r.expires.map_or_else(
-                || "until removed".to_owned(),
-                |e| format!("ends in {} (at {})", clock::countdown(e - now_ms), clock::time_of_day(e)),
-            );
-            (r.id, ends)
-        });
+        .map(|r| (r.id, r.expires.map(|e| clock::Ends::new(r.id, e, now_ms))));
     let per_device = p
         .devices
         .iter()

@@ -66,7 +66,7 @@ pub async fn authorize(app: &App, headers: &HeaderMap, csrf: &str) -> Result<Ses
         return Err(refused("The form's security token is missing or wrong: reload the page and try again."));
     }
     match app.db.read(password::load).await {
-        Ok(Some(current)) if current == s.password => Ok(s),
+        Ok(current) if current == s.password => Ok(s),
         Ok(_) => {
             app.sessions.end(&token);
             Err(refused("The password was set anew since you logged in: log in again."))

@@ -36,6 +36,8 @@ pub struct RuleLine {
     /// `ends in 28 min (at 14:05 UTC)`, `ended (expired) 2026-12-07 13:05 UTC`, `until removed`.
     pub state: String,
     pub running: bool,
+    /// A running timed block's end, for the page to show ticking (else `state` says it all).
+    pub ends: Option<clock::Ends>,
 }
 
 impl RuleLine {
@@ -51,7 +53,8 @@ impl RuleLine {
             (None, _, Some(e)) => format!("ends in {} (at {})", clock::countdown(e - now_ms), clock::time_of_day(e)),
             (None, _, None) => "until removed".into(),
         };
-        Self { id: r.id, title, state, running }
+        let ends = r.expires_ms.filter(|_| running).map(|e| clock::Ends::new(r.id, e, now_ms));
+        Self { id: r.id, title, state, running, ends }
     }
 }
 

@@ -11,8 +11,8 @@ use axum::{
 
 use super::access::Hosts;
 
-/// Nothing but the dashboard's own stylesheet and its one script file (live updates; no inline
-/// script or event handler runs), connections only back to the dashboard itself (the script's
+/// Nothing but the dashboard's own stylesheet and its script files (live updates and
+/// countdowns; no inline script or event handler runs), connections only back to the dashboard itself (the script's
 /// event stream and JSON), no image or font from anywhere else, no framing, forms only to
 /// itself. The charts are inline SVG drawn with presentation attributes, which CSP does not
 /// treat as inline style.

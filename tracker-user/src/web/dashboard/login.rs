@@ -25,6 +25,8 @@ pub struct LoginPage {
     pub next: String,
     /// Why the last try failed, if it did.
     pub error: Option<String>,
+    /// What just happened, when it is worth saying (logged in by a one-time link).
+    pub notice: Option<String>,
     /// The session's CSRF token when already logged in (the page offers to log out).
     pub logged_in: Option<String>,
 }
@@ -47,7 +49,7 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn render(status: StatusCode, page: LoginPage) -> Response {
+pub(super) fn render(status: StatusCode, page: LoginPage) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -65,7 +67,7 @@ pub async fn page(
 ) -> Response {
     let next = safe_next(query.as_ref().ok().and_then(|q| q.next.as_deref()));
     let logged_in = app.sessions.of(&headers).map(|(_, s)| s.csrf);
-    render(StatusCode::OK, LoginPage { css: CSS_PATH, next, error: None, logged_in })
+    render(StatusCode::OK, LoginPage { css: CSS_PATH, next, error: None, notice: None, logged_in })
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +89,10 @@ pub async fn login(
     };
     let next = safe_next(Some(&form.next));
     let again = |status, error: String| {
-        render(status, LoginPage { css: CSS_PATH, next: next.clone(), error: Some(error), logged_in: None })
+        render(
+            status,
+            LoginPage { css: CSS_PATH, next: next.clone(), error: Some(error), notice: None, logged_in: None },
+        )
     };
     // A page of another site must not log the browser in (login CSRF).
     if !session::same_origin(&headers) {
@@ -106,7 +111,7 @@ pub async fn login(
                 StatusCode::CONFLICT,
                 "No password yet",
                 "No dashboard password is set. On the VPN host, run `tracker dashboard --set-password` (as root), \
-                 then log in here.",
+                 then log in here; or run `tracker dashboard --login-link` and open the one-time link it prints.",
             );
         }
         Err(e) => return super::unavailable(&e),
@@ -123,7 +128,7 @@ pub async fn login(
         tracing::info!("dashboard: a wrong password");
         return again(StatusCode::FORBIDDEN, "Wrong password.".into());
     }
-    let Some((token, _)) = app.sessions.create(&phc) else {
+    let Some((token, _)) = app.sessions.create(Some(&phc)) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let mut response = Redirect::to(&next).into_response();

@@ -4,8 +4,8 @@
 //! or delays, the daemon's counting.
 //!
 //! Routes, and where the rest of the dashboard plugs in:
-//! - `GET /`: the first page ([`overview`]); `GET /static/dashboard.css` and
-//!   `/static/live.js` ([`assets`]);
+//! - `GET /`: the first page ([`overview`]); `GET /static/dashboard.css`, `/static/live.js`
+//!   and `/static/countdown.js` ([`assets`]);
 //! - the detail pages ([`detail`]): `GET /domain/{name}`, `/company/{name}`,
 //!   `/service/{name}`, `/device/{key}`;
 //! - the query log and the connections ([`lists`]): `GET /log`, `/flows`, paged, and their
@@ -15,7 +15,8 @@
 //!   buttons ([`block`]), `POST /block`, `POST /unblock`, each refused unless made from the
 //!   dashboard's own page by a logged-in [`session`] with its CSRF token; `GET`/`POST /login`
 //!   and `POST /logout` ([`login`], with the [`password`] `tracker dashboard --set-password`
-//!   stored); `GET /experiments`, `/experiments/{id}`: timed blocks and what broke
+//!   stored); `GET /link/{token}`, a one-time login link `tracker dashboard --login-link`
+//!   printed ([`link`]); `GET /experiments`, `/experiments/{id}`: timed blocks and what broke
 //!   ([`experiments`]).
 //!
 //! Every route is behind the [`access::Gate`] (WireGuard peers and loopback, checked when a
@@ -31,6 +32,7 @@ mod db;
 mod detail;
 mod experiments;
 mod headers;
+pub mod link;
 mod lists;
 mod live;
 mod login;
@@ -130,6 +132,7 @@ fn router(app: Arc<App>, hosts: access::Hosts) -> Router {
         .route("/unblock", post(changes::unblock))
         .route("/login", get(login::page).post(login::login))
         .route("/logout", post(login::logout))
+        .route("/link/{token}", get(link::open))
         .route("/experiments", get(experiments::list))
         .route("/experiments/{id}", get(experiments::report))
         .route("/domain/{name}", get(detail::domain))
@@ -144,6 +147,7 @@ fn router(app: Arc<App>, hosts: access::Hosts) -> Router {
         .route("/totals", get(live::totals))
         .route(assets::CSS_PATH, get(assets::css))
         .route(assets::LIVE_JS_PATH, get(assets::live_js))
+        .route(assets::COUNTDOWN_JS_PATH, get(assets::countdown_js))
         .route("/favicon.ico", get(assets::favicon))
         .with_state(app)
         .layer(middleware::from_fn_with_state(hosts, headers::own_host))

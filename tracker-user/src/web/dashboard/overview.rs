@@ -16,6 +16,7 @@ use axum::{
 use super::{
     App,
     assets::CSS_PATH,
+    clock,
     detail::path,
     params::{Period, RawView, View},
 };
@@ -53,6 +54,8 @@ pub struct Line {
     pub figure: String,
     /// A rule in force: its id, for its unblock button.
     pub rule: Option<u32>,
+    /// A timed rule's end, shown ticking after the figure.
+    pub ends: Option<clock::Ends>,
 }
 
 /// The page. Text fields are escaped by the template; the `*_svg` fields are tracker's own
@@ -91,6 +94,8 @@ pub struct OverviewPage {
     pub protocols_svg: [String; 2],
     pub refused_lines: Vec<Line>,
     pub rules: Vec<Line>,
+    /// Whether a rule in force is timed: the page then loads the countdown script.
+    pub ticking: bool,
     pub devices_heading: Heading,
     pub devices_svg: String,
     /// The detail pages of the charts' lines, in the charts' order.
@@ -198,7 +203,7 @@ fn build(store: &Store, entities: &EntityTable, view: &View, now_ms: i64) -> Res
     let encrypted = r.encryption.iter().find(|e| e.class == "encrypted").map_or(0.0, |e| e.share.connections_pct);
     let [enc_conn, enc_bytes] = page::encryption_charts(&r);
     let [apps, transports] = page::protocol_charts(&r);
-    let (refused_lines, rules) = blocked_lines(&b);
+    let (refused_lines, rules) = blocked_lines(&b, now_ms);
     Ok(Found::Page(Box::new(OverviewPage {
         css: CSS_PATH,
         who: r.client.clone().unwrap_or_else(|| "All devices".into()),
@@ -230,6 +235,7 @@ fn build(store: &Store, entities: &EntityTable, view: &View, now_ms: i64) -> Res
         protocols: page::PROTOCOLS,
         protocols_svg: [apps, transports],
         refused_lines,
+        ticking: rules.iter().any(|l| l.ends.is_some()),
         rules,
         devices_heading: page::DEVICES,
         devices_svg: page::devices_chart(&r),
@@ -270,7 +276,7 @@ fn details(r: &Report, period: Period) -> Details {
 }
 
 /// The refusals per rule, and the rules in force with what each stopped since it was made.
-fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
+fn blocked_lines(b: &Blocked, now_ms: i64) -> (Vec<Line>, Vec<Line>) {
     let refused = b
         .refused
         .iter()
@@ -283,6 +289,7 @@ fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
                 if l.clients == 1 { "" } else { "s" }
             ),
             rule: None,
+            ends: None,
         })
         .collect();
     let rules = b
@@ -293,15 +300,13 @@ fn blocked_lines(b: &Blocked) -> (Vec<Line>, Vec<Line>) {
             if r.device != "all" {
                 name.push_str(&format!(" (for {})", r.device));
             }
-            let mut figure = format!(
+            let figure = format!(
                 "queries refused: {} · packets dropped: {}",
                 grouped(r.queries_refused),
                 grouped(r.packets_dropped)
             );
-            if let Some(left) = &r.time_left {
-                figure.push_str(&format!(" · ends in {left}"));
-            }
-            Line { name, figure, rule: Some(r.id) }
+            let ends = r.expires_ms.filter(|e| *e > now_ms).map(|e| clock::Ends::new(r.id, e, now_ms));
+            Line { name, figure, rule: Some(r.id), ends }
         })
         .collect();
     (refused, rules)

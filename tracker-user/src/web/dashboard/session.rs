@@ -1,5 +1,5 @@
-//! Who may change rules from the dashboard: sessions made by logging in with the password,
-//! each a random token in an HttpOnly, SameSite=Strict cookie with a CSRF token of its own for
+//! Who may change rules from the dashboard: sessions made by logging in with the password (or
+//! with a one-time link, [`super::link`]), each a random token in an HttpOnly, SameSite=Strict cookie with a CSRF token of its own for
 //! the change forms; few, expiring, and kept in the daemon's memory only (a restart of the
 //! daemon logs every browser out: nothing to steal from the disk). Also the checks every change
 //! passes (same origin, session, CSRF token) and the limit on wrong passwords.
@@ -33,9 +33,9 @@ pub const WRONG_WINDOW: Duration = Duration::from_secs(60);
 pub struct Session {
     /// The token its change forms must carry.
     pub csrf: String,
-    /// The password hash it logged in with: once the password is set anew, the session no
-    /// longer makes changes.
-    pub password: String,
+    /// The password hash in force when it was made (`None`: none was set, a one-time link's
+    /// session): once the password is set anew, the session no longer makes changes.
+    pub password: Option<String>,
     expires: Instant,
 }
 
@@ -57,13 +57,13 @@ impl Sessions {
         Self { live: Mutex::new(HashMap::new()), lifetime, rng: SystemRandom::new() }
     }
 
-    /// A new session for a login with `password` (its hash): its cookie token and the
+    /// A new session made while `password` (its hash) was in force: its cookie token and the
     /// session. `None` only if the system's random source failed.
-    pub fn create(&self, password: &str) -> Option<(String, Session)> {
+    pub fn create(&self, password: Option<&str>) -> Option<(String, Session)> {
         let token = random_token(&self.rng)?;
         let session = Session {
             csrf: random_token(&self.rng)?,
-            password: password.to_owned(),
+            password: password.map(str::to_owned),
             expires: Instant::now() + self.lifetime,
         };
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,9 +104,25 @@ impl Sessions {
 
 /// `TOKEN_BYTES` random bytes as lower-case hex.
 fn random_token(rng: &SystemRandom) -> Option<String> {
-    let mut bytes = [0u8; TOKEN_BYTES];
+    random_hex::<TOKEN_BYTES>(rng)
+}
+
+/// `N` random bytes as lower-case hex; `None` only if the system's random source failed.
+pub fn random_hex<const N: usize>(rng: &SystemRandom) -> Option<String> {
+    let mut bytes = [0u8; N];
     rng.fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex(&bytes))
+}
+
+/// Bytes as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether two secrets are equal, every byte compared whatever differs first, so the time
+/// taken does not tell how much of a guess was right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The session token of the request's `Cookie` headers, if any.
@@ -150,11 +166,9 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Whether the CSRF token a form carried is the session's (every byte compared, whatever
-/// differs first, so the time taken does not tell how much of a guess was right).
+/// Whether the CSRF token a form carried is the session's ([`same_secret`]).
 pub fn csrf_matches(session: &Session, given: &str) -> bool {
-    let (a, b) = (session.csrf.as_bytes(), given.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    same_secret(session.csrf.as_bytes(), given.as_bytes())
 }
 
 /// The limit on wrong passwords.
@@ -199,8 +213,8 @@ mod tests {
     #[test]
     fn sessions_are_random_bounded_and_expire() {
         let sessions = Sessions::default();
-        let (t1, s1) = sessions.create("$phc1").unwrap();
-        let (t2, s2) = sessions.create("$phc1").unwrap();
+        let (t1, s1) = sessions.create(Some("$phc1")).unwrap();
+        let (t2, s2) = sessions.create(Some("$phc1")).unwrap();
         assert_eq!((t1.len(), s1.csrf.len()), (64, 64));
         assert!(t1 != t2 && s1.csrf != s2.csrf && t1 != s1.csrf);
         assert_eq!(sessions.get(&t1).unwrap().csrf, s1.csrf);
@@ -208,13 +222,13 @@ mod tests {
         sessions.end(&t1);
         assert!(sessions.get(&t1).is_none() && sessions.get(&t2).is_some());
         // Full: each new login ends the oldest session.
-        let made: Vec<String> = (0..MAX_SESSIONS).map(|_| sessions.create("$phc").unwrap().0).collect();
+        let made: Vec<String> = (0..MAX_SESSIONS).map(|_| sessions.create(Some("$phc")).unwrap().0).collect();
         assert!(sessions.get(&t2).is_none(), "the oldest went first");
         assert!(made.iter().all(|t| sessions.get(t).is_some()));
         assert_eq!(sessions.live.lock().unwrap().len(), MAX_SESSIONS);
 
         let short = Sessions::with_lifetime(Duration::from_millis(50));
-        let (t, _) = short.create("$phc").unwrap();
+        let (t, _) = short.create(Some("$phc")).unwrap();
         assert!(short.get(&t).is_some());
         std::thread::sleep(Duration::from_millis(80));
         assert!(short.get(&t).is_none(), "expired");
@@ -248,7 +262,7 @@ mod tests {
         assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "cross-site")])));
         assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "same-site")])));
         let sessions = Sessions::default();
-        let (_, s) = sessions.create("$phc").unwrap();
+        let (_, s) = sessions.create(Some("$phc")).unwrap();
         assert!(csrf_matches(&s, &s.csrf.clone()));
         assert!(!csrf_matches(&s, ""));
         assert!(!csrf_matches(&s, &s.csrf[..63]));
