@@ -13,6 +13,7 @@
 //!   browser on the phone;
 //! - [`dashboard_pages`]: its detail pages, query log, connections and live updates, in a
 //!   browser driven over [`webdriver`];
+//! - [`dashboard_live`]: its one-time login link, countdowns, live totals and rows, in a browser;
 //! - [`package`]: the Debian package and the source install, and an upgrade under a running daemon;
 //! - [`privilege`]: the daemon as its systemd unit runs it: its user, capabilities and filters;
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
@@ -34,6 +35,7 @@ mod common;
 mod config;
 mod dashboard;
 mod dashboard_changes;
+mod dashboard_live;
 mod dashboard_pages;
 mod differential;
 mod e2e;
