@@ -633,7 +633,9 @@ fn schema() -> Result<()> {
     writeln!(out, "-- tracker database schema, version {}", store::schema::VERSION)?;
     writeln!(out, "-- times are unix milliseconds (UTC); addresses are text; counters are totals")?;
     for (i, sql) in store::schema::MIGRATIONS.iter().enumerate() {
-        writeln!(out, "\n-- migration {}{}", i + 1, textwrap_dedent(sql))?;
+        // Each migration's SQL on the line after its heading, whether or not its text starts
+        // with a newline (migration 9's, kept in a file of its own, does not).
+        writeln!(out, "\n-- migration {}\n{}", i + 1, textwrap_dedent(sql.trim_start_matches('\n')))?;
     }
     Ok(())
 }

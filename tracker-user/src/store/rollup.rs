@@ -285,7 +285,7 @@ impl FlowDeltas {
         let ids = self.texts.stored_ids(conn)?;
         let id = |n: u32| ids[n as usize];
         let order = |g: &FlowGroup| (g.0, g.1.code(), id(g.4), g.2, g.3, g.5.map(id));
-        groups.sort_unstable_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
+        groups.sort_unstable_by_key(|(g, _)| order(g));
         for ((source, dim, span, bucket, client, key), c) in groups {
             let [k1, k2, k3] = key.map(id);
             let (hours, start_hour) = hour_key(span, bucket);

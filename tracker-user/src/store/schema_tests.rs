@@ -391,7 +391,8 @@ fn migration_9_keeps_every_roll_up_row_equal_through_the_views() {
 
     // The writer goes on from the migrated rows: a flow of the phone in that hour, named by
     // Apple's name, joins the migrated groups rather than starting new ones.
-    let hour = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000;
+    // The fixture's hour (1,800,000,000,000 is a whole hour).
+    let hour = 1_800_000_000_000;
     let flow = super::tests::labelled_flow(77, "10.77.0.2", hour + 5, Some("www.apple.com"), AppProtocol::Tls, 10);
     s.upsert_flows("boot-c", &[flow]).unwrap();
     let apple: Vec<(String, i64, i64)> = s
