@@ -54,12 +54,13 @@ const PEERS_INTERVAL: Duration = Duration::from_secs(30);
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Reads the interface's WireGuard peers into the namer and the store's device list; a failure
-/// is logged, not fatal.
+/// is logged (once, [`wireguard::log_once`]), not fatal.
 pub fn refresh_devices(namer: &mut Namer, store: &mut Store, iface: &str) {
-    let peers = match wireguard::peers(iface) {
-        Ok(peers) => peers.unwrap_or_default(),
-        Err(e) => return tracing::warn!("reading the WireGuard peers of {iface}: {e:#}"),
-    };
+    let read = wireguard::peers(iface);
+    wireguard::log_once(iface, &read);
+    // Unreadable: the devices stay as last read.
+    let Ok(peers) = read else { return };
+    let peers = peers.unwrap_or_default();
     namer.flows.set_devices(Devices::new(&wireguard::allowed_ips(&peers)));
     if let Err(e) = store.write(|w| w.upsert_devices(&peers, crate::timefmt::now_ms())) {
         tracing::warn!("storing the WireGuard peers of {iface}: {e:#}");

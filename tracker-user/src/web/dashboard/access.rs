@@ -68,8 +68,14 @@ impl Gate {
         let read =
             tokio::time::timeout(WG_TIMEOUT, tokio::task::spawn_blocking(move || wireguard::peers(&iface))).await;
         match read {
-            Ok(Ok(Ok(peers))) => self.set_peers(peer_nets(peers.as_deref())),
-            Ok(Ok(Err(e))) => tracing::warn!(iface = %self.iface, "dashboard: reading the WireGuard peers: {e:#}"),
+            Ok(Ok(read)) => {
+                // A refusal is said once for the daemon and the dashboard together, not at
+                // every knock of a phone it keeps out.
+                wireguard::log_once(&self.iface, &read);
+                if let Ok(peers) = read {
+                    self.set_peers(peer_nets(peers.as_deref()));
+                }
+            }
             Ok(Err(e)) => tracing::warn!("dashboard: reading the WireGuard peers: {e}"),
             Err(_) => tracing::warn!(iface = %self.iface, "dashboard: `wg show` did not answer in {WG_TIMEOUT:?}"),
         }
