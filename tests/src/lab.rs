@@ -71,6 +71,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod extras;
+mod restart;
 
 /// The prefix `cargo xtask lab up` uses; its VPN interface is called `wg0`, like tracker's default.
 pub const DEFAULT_PREFIX: &str = "trk";

@@ -4,9 +4,11 @@
 //! at random or mutated from real ones ([`mutate`]), plus helpers for running commands ([`cmd`]),
 //! handling foreign processes ([`procs`]), BPF_PROG_TEST_RUN on any program fd ([`testrun`]), deciding whether a privileged test may run, and the
 //! benchmarks' [`median`]. The Debian package's files and build ([`package`]) live here too, so
-//! `cargo xtask package` and the package tests build the same package.
+//! `cargo xtask package` and the package tests build the same package, and the tests install it
+//! into a fresh Debian root ([`debian`]).
 
 pub mod cmd;
+pub mod debian;
 pub mod flood;
 pub mod hostile_dns;
 pub mod lab;

@@ -15,6 +15,10 @@ use crate::cmd::run;
 
 /// The systemd unit: the one statement of how the daemon runs and with which capabilities.
 pub const UNIT: &str = include_str!("../../packaging/tracker.service");
+/// The socket where a root reader serves the WireGuard peers to the unit's user (wireguard-go
+/// keeps them from it), and the service each connection starts.
+pub const PEERS_SOCKET_UNIT: &str = include_str!("../../packaging/tracker-wireguard-peers.socket");
+pub const PEERS_SERVICE_UNIT: &str = include_str!("../../packaging/tracker-wireguard-peers@.service");
 /// The settings file shipped as a conffile.
 pub const CONFIG: &str = include_str!("../../packaging/tracker.toml");
 /// The system user the unit runs as (systemd-sysusers).
@@ -26,6 +30,8 @@ const POSTRM: &str = include_str!("../../packaging/debian/postrm");
 /// Where the package puts each file, relative to the root it is installed in.
 pub const BIN_PATH: &str = "usr/bin/tracker";
 pub const UNIT_PATH: &str = "usr/lib/systemd/system/tracker.service";
+pub const PEERS_SOCKET_UNIT_PATH: &str = "usr/lib/systemd/system/tracker-wireguard-peers.socket";
+pub const PEERS_SERVICE_UNIT_PATH: &str = "usr/lib/systemd/system/tracker-wireguard-peers@.service";
 pub const CONFIG_PATH: &str = "etc/tracker/tracker.toml";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/tracker.conf";
 pub const MAN_PATH: &str = "usr/share/man/man1/tracker.1.gz";
@@ -36,17 +42,20 @@ pub const STATE_DIR: &str = "var/lib/tracker";
 /// and the user, as the local administrator's own files.
 pub const LOCAL_BIN_PATH: &str = "usr/local/bin/tracker";
 pub const LOCAL_UNIT_PATH: &str = "etc/systemd/system/tracker.service";
+pub const LOCAL_PEERS_SOCKET_UNIT_PATH: &str = "etc/systemd/system/tracker-wireguard-peers.socket";
+pub const LOCAL_PEERS_SERVICE_UNIT_PATH: &str = "etc/systemd/system/tracker-wireguard-peers@.service";
 pub const LOCAL_SYSUSERS_PATH: &str = "etc/sysusers.d/tracker.conf";
 pub const LOCAL_MAN_PATH: &str = "usr/local/share/man/man1/tracker.1.gz";
 
 /// The unit's binary, as ExecStart names it.
 const UNIT_BIN: &str = "/usr/bin/tracker";
-/// Shared libraries the binary links (Debian's SQLite, not a bundled one) and what the
-/// maintainer scripts call (systemd-sysusers, systemctl).
-const DEPENDS: &str = "libc6 (>= 2.34), libgcc-s1, libsqlite3-0 (>= 3.35), systemd";
-/// `wg` reads the interface's peers, so each phone is one device; without it every address
-/// is a device of its own.
-const RECOMMENDS: &str = "wireguard-tools";
+/// Shared libraries the binary links (Debian's SQLite, not a bundled one; the versions are at
+/// least dpkg-shlibdeps', which the package test checks), what the maintainer scripts call
+/// (systemd-sysusers, systemctl).
+pub const DEPENDS: &str = "libc6 (>= 2.34), libgcc-s1 (>= 4.2), libsqlite3-0 (>= 3.35), systemd";
+/// `wg` reads the interface's peers (the daemon, or tracker-wireguard-peers@.service for
+/// wireguard-go), so each phone is one device; without it every address is a device of its own.
+pub const RECOMMENDS: &str = "wireguard-tools";
 const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
 Upstream-Name: tracker\n\nFiles: *\nCopyright: the tracker developers\nLicense: MIT or Apache-2.0\n";
 /// Help text width for the man page: fixed, so the page does not depend on the terminal, and
@@ -90,8 +99,10 @@ impl Package {
 
     fn stage(&self, root: &Path, arch: &str) -> Result<()> {
         let man = man_page(&self.bin, &self.version, self.source_date_epoch)?;
-        put(root, BIN_PATH, &fs::read(&self.bin).with_context(|| format!("reading {}", self.bin.display()))?, 0o755)?;
+        put(root, BIN_PATH, &shipped_binary(&self.bin)?, 0o755)?;
         put(root, UNIT_PATH, UNIT.as_bytes(), 0o644)?;
+        put(root, PEERS_SOCKET_UNIT_PATH, PEERS_SOCKET_UNIT.as_bytes(), 0o644)?;
+        put(root, PEERS_SERVICE_UNIT_PATH, PEERS_SERVICE_UNIT.as_bytes(), 0o644)?;
         put(root, CONFIG_PATH, CONFIG.as_bytes(), 0o644)?;
         put(root, SYSUSERS_PATH, SYSUSERS.as_bytes(), 0o644)?;
         put(root, MAN_PATH, &man, 0o644)?;
@@ -123,6 +134,23 @@ impl Package {
     }
 }
 
+/// The binary as the package ships it: stripped as Debian's policy (10.1) and dh_strip strip
+/// it, of its symbol table, `.comment` and `.note` (a sixth of its size; a backtrace then shows
+/// addresses, not names). strip's output depends on its input alone, so the package stays
+/// reproducible.
+pub fn shipped_binary(bin: &Path) -> Result<Vec<u8>> {
+    let out =
+        std::env::temp_dir().join(format!("tracker-stripped-{}-{:?}", std::process::id(), std::thread::current().id()));
+    run(Command::new("strip")
+        .args(["--remove-section=.comment", "--remove-section=.note", "--strip-unneeded", "-o"])
+        .arg(&out)
+        .arg(bin))
+    .with_context(|| format!("stripping {}", bin.display()))?;
+    let bytes = fs::read(&out).with_context(|| format!("reading {}", out.display()));
+    let _ = fs::remove_file(&out);
+    bytes
+}
+
 /// What `cargo xtask install` puts under `root` (`/` for real): the binary in /usr/local/bin,
 /// the unit in /etc/systemd/system (its ExecStart pointed at that binary), the user's
 /// sysusers entry, the man page, and the settings file unless one is there already. Returns
@@ -143,9 +171,13 @@ pub fn install_from_source(bin: &Path, version: &str, root: &Path) -> Result<Vec
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
     fs::rename(&tmp, &target).with_context(|| format!("installing {}", target.display()))?;
     wrote.push(target);
-    for (path, bytes) in
-        [(LOCAL_UNIT_PATH, unit.as_bytes()), (LOCAL_SYSUSERS_PATH, SYSUSERS.as_bytes()), (LOCAL_MAN_PATH, &man)]
-    {
+    for (path, bytes) in [
+        (LOCAL_UNIT_PATH, unit.as_bytes()),
+        (LOCAL_PEERS_SOCKET_UNIT_PATH, PEERS_SOCKET_UNIT.as_bytes()),
+        (LOCAL_PEERS_SERVICE_UNIT_PATH, PEERS_SERVICE_UNIT.as_bytes()),
+        (LOCAL_SYSUSERS_PATH, SYSUSERS.as_bytes()),
+        (LOCAL_MAN_PATH, &man),
+    ] {
         wrote.push(put(root, path, bytes, 0o644)?);
     }
     let config = root.join(CONFIG_PATH);
@@ -158,7 +190,12 @@ pub fn install_from_source(bin: &Path, version: &str, root: &Path) -> Result<Vec
 /// Every value of `key=` in the unit's lines, split at spaces: `unit_values("AmbientCapabilities")`
 /// is `["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]`.
 pub fn unit_values(key: &str) -> Vec<&'static str> {
-    UNIT.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).flat_map(str::split_whitespace).collect()
+    values_in(UNIT, key)
+}
+
+/// Every value of `key=` in `unit`'s lines, split at spaces.
+pub fn values_in(unit: &'static str, key: &str) -> Vec<&'static str> {
+    unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).flat_map(str::split_whitespace).collect()
 }
 
 /// `bytes` at `root/rel` with `mode`, parents made as needed; returns the path.
@@ -331,5 +368,14 @@ mod tests {
         assert_eq!(unit_values("AmbientCapabilities"), ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
         assert_eq!(unit_values("CapabilityBoundingSet"), unit_values("AmbientCapabilities"));
         assert_eq!(unit_values("User"), ["tracker"]);
+    }
+
+    #[test]
+    fn the_peers_socket_is_for_the_daemons_group_and_started_with_it() {
+        assert!(unit_values("Wants").contains(&"tracker-wireguard-peers.socket"));
+        assert_eq!(values_in(PEERS_SOCKET_UNIT, "SocketGroup"), unit_values("Group"));
+        assert_eq!(values_in(PEERS_SOCKET_UNIT, "SocketMode"), ["0660"]);
+        assert_eq!(values_in(PEERS_SOCKET_UNIT, "Accept"), ["yes"]);
+        assert_eq!(values_in(PEERS_SERVICE_UNIT, "ExecStart"), ["/usr/bin/wg", "show", "all", "allowed-ips"]);
     }
 }

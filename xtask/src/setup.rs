@@ -51,6 +51,13 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "man-db",
     "strace",
+    // debootstrap makes the Debian root the package is installed into by apt; setfacl (acl)
+    // shows why the package does not grant its user wireguard-go's socket (wg_access.rs).
+    "debootstrap",
+    "acl",
+    // strip for the packaged binary, dpkg-shlibdeps to check the package's Depends.
+    "binutils",
+    "dpkg-dev",
     // rusqlite links Debian's SQLite, found through pkg-config.
     "libsqlite3-dev",
     "pkg-config",

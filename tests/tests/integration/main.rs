@@ -15,7 +15,10 @@
 //!   browser driven over [`webdriver`];
 //! - [`dashboard_live`]: its one-time login link, countdowns, live totals and rows, in a browser;
 //! - [`package`]: the Debian package and the source install, and an upgrade under a running daemon;
+//! - [`apt_install`]: the package installed, removed and purged by apt in a fresh Debian root;
 //! - [`privilege`]: the daemon as its systemd unit runs it: its user, capabilities and filters;
+//! - [`wg_access`]: the daemon under its unit reading wireguard-go's peers from the package's
+//!   root reader, and again after wireguard-go restarts;
 //! - [`report`]: who the devices talked to: companies, services, protocols, devices (issue 10);
 //! - [`common`]: the harness: the daemon and CLI as tests drive them, scratch dirs, guards.
 //!
@@ -28,6 +31,7 @@
 //! at a time whatever `--test-threads` says. Run one area with
 //! `cargo xtask test -- --test integration names::`.
 
+mod apt_install;
 mod blocking;
 mod bypass;
 mod careless;
@@ -51,3 +55,4 @@ mod prune;
 mod report;
 mod survive;
 mod webdriver;
+mod wg_access;

@@ -11,6 +11,7 @@
 //! The root is made by dpkg alone, offline: what a Debian root would add (systemd's units,
 //! coreutils' `install` and `chown` that the unit's ExecStartPre= runs) is copied from this
 //! Debian 12 host, and the package's dependencies are not installed (`--force-depends`).
+//! `debian_root` installs it with apt into a real Debian root instead.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -54,8 +55,9 @@ fn fresh_root(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What a Debian root has beside our package and that the unit's checks need: systemd's own
-/// units (the targets ours is ordered after) and the two coreutils its ExecStartPre= runs.
+/// What a Debian root has beside our package and that the units' checks need: systemd's own
+/// units (the targets ours is ordered after), the two coreutils its ExecStartPre= runs, and
+/// `wg` (wireguard-tools, recommended) that tracker-wireguard-peers@.service runs.
 fn add_systemd_and_coreutils(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root.join("usr/lib/systemd/system"))?;
     cmd::run(
@@ -64,7 +66,7 @@ fn add_systemd_and_coreutils(root: &Path) -> Result<()> {
             .arg(root.join("usr/lib/systemd/system")),
     )?;
     std::fs::create_dir_all(root.join("usr/bin"))?;
-    for bin in ["install", "chown"] {
+    for bin in ["install", "chown", "wg"] {
         std::fs::copy(Path::new("/usr/bin").join(bin), root.join("usr/bin").join(bin))?;
     }
     Ok(())
@@ -132,6 +134,8 @@ fn the_package_is_reproducible_and_installs_upgrades_and_purges_as_documented() 
     let want: Vec<String> = [
         ("-rw-r--r--", package::CONFIG_PATH),
         ("-rwxr-xr-x", package::BIN_PATH),
+        ("-rw-r--r--", package::PEERS_SOCKET_UNIT_PATH),
+        ("-rw-r--r--", package::PEERS_SERVICE_UNIT_PATH),
         ("-rw-r--r--", package::UNIT_PATH),
         ("-rw-r--r--", package::SYSUSERS_PATH),
         ("-rw-r--r--", package::COPYRIGHT_PATH),
@@ -155,8 +159,8 @@ fn the_package_is_reproducible_and_installs_upgrades_and_purges_as_documented() 
     dpkg(&root, &["--install", &first.display().to_string()])?;
     assert_eq!(installed_version(&root)?, "0.1.0-1 ii ");
     assert!(
-        std::fs::read(root.join(package::BIN_PATH))? == std::fs::read(tracker_bin())?,
-        "the binary is the one built"
+        std::fs::read(root.join(package::BIN_PATH))? == package::shipped_binary(&tracker_bin())?,
+        "the binary is the one built, stripped"
     );
     assert_eq!(std::fs::read_to_string(root.join(package::UNIT_PATH))?, package::UNIT);
     let passwd = std::fs::read_to_string(root.join("etc/passwd"))?;
@@ -171,8 +175,10 @@ fn the_package_is_reproducible_and_installs_upgrades_and_purges_as_documented() 
 
     // The unit as installed: no error, no warning; its exposure rating.
     add_systemd_and_coreutils(&root)?;
-    let (ok, said) = verify(&root, package::UNIT_PATH)?;
-    assert!(ok && said.is_empty(), "systemd-analyze verify: {said}");
+    for unit in [package::UNIT_PATH, package::PEERS_SOCKET_UNIT_PATH, package::PEERS_SERVICE_UNIT_PATH] {
+        let (ok, said) = verify(&root, unit)?;
+        assert!(ok && said.is_empty(), "systemd-analyze verify {unit}: {said}");
+    }
     let security = cmd::run(
         Command::new("systemd-analyze")
             .args(["security", "--offline=yes"])
@@ -213,7 +219,7 @@ fn the_package_is_reproducible_and_installs_upgrades_and_purges_as_documented() 
     }
     dpkg(&root, &["--remove", "tracker"])?;
     assert_eq!(installed_version(&root)?, "0.1.0-2 rc ");
-    for gone in [package::BIN_PATH, package::UNIT_PATH, package::MAN_PATH] {
+    for gone in [package::BIN_PATH, package::UNIT_PATH, package::PEERS_SOCKET_UNIT_PATH, package::MAN_PATH] {
         assert!(!root.join(gone).exists(), "{gone} left after removal");
     }
     assert!(!pins.join(PIN_LINK_XDP).exists() && !pins.join(PIN_LINK_TC_EGRESS).exists(), "links left pinned");
@@ -251,7 +257,14 @@ fn the_source_install_puts_the_same_service_in_the_local_places() -> Result<()> 
         let rel: Vec<String> = wrote.iter().map(|p| p.strip_prefix(&root).unwrap().display().to_string()).collect();
         assert_eq!(
             rel,
-            [package::LOCAL_BIN_PATH, package::LOCAL_UNIT_PATH, package::LOCAL_SYSUSERS_PATH, package::LOCAL_MAN_PATH]
+            [
+                package::LOCAL_BIN_PATH,
+                package::LOCAL_UNIT_PATH,
+                package::LOCAL_PEERS_SOCKET_UNIT_PATH,
+                package::LOCAL_PEERS_SERVICE_UNIT_PATH,
+                package::LOCAL_SYSUSERS_PATH,
+                package::LOCAL_MAN_PATH
+            ]
         );
     }
     assert!(!bin.symlink_metadata()?.file_type().is_symlink(), "the link is replaced by the binary");

@@ -89,7 +89,7 @@ pub fn unit_exec_args() -> Vec<&'static str> {
 }
 
 /// The daemon as the unit runs it, on database `db` and the test's pins, sweeping fast.
-fn unit_daemon(
+pub fn unit_daemon(
     lab: &tracker_tests::Lab,
     t: &crate::common::Tracker,
     db: &Path,
