@@ -133,7 +133,7 @@ fn stat_split(stat: &str) -> Result<Split> {
     let total = stat_ns(stat)?;
     let (user, sys) = (ticks(11)?, ticks(12)?);
     // Split the total in the ticks' proportion: one clock, one rounding.
-    let user_ns = if user + sys == 0 { 0 } else { total * user / (user + sys) };
+    let user_ns = (total * user).checked_div(user + sys).unwrap_or(0);
     Ok(Split { user: user_ns, sys: total - user_ns })
 }
 
