@@ -459,7 +459,7 @@ impl Writer<'_> {
         let explain = |e| explain_path(self.path, e);
         // The columns are ids into `texts` (migration 8): the CASEs compare ids, and 'payload'
         // is bound as its id (?29).
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "INSERT INTO flow_rows (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port,
                  packets_up, bytes_up, packets_down, bytes_down, tcp_flags, first_seen, last_seen, name,
                  name_source, cname, remote_class, app_protocol, app_decided, encrypted, owner_kind, owner,
@@ -493,17 +493,17 @@ impl Writer<'_> {
                                   THEN flow_rows.encrypted ELSE excluded.encrypted END,
                  app_decided = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
                                     THEN flow_rows.app_decided ELSE excluded.app_decided END
-             RETURNING id",
-        )?;
-        // The roll-ups move by the row's change: what it held before, what it holds now (the
-        // upsert keeps some stored labels, so the new values are read back).
-        let mut old_row = conn.prepare_cached(&format!(
-            "SELECT {} FROM flows WHERE id = (SELECT id FROM flow_rows WHERE boot = ?1 AND kernel_first_ns = ?2
-                 AND client = ?3 AND remote = ?4 AND protocol = ?5 AND client_port = ?6 AND remote_port = ?7)",
-            rollup::FlowFacts::COLUMNS
+             RETURNING {}",
+            rollup::FlowFacts::ID_COLUMNS
         ))?;
-        let mut new_row =
-            conn.prepare_cached(&format!("SELECT {} FROM flows WHERE id = ?1", rollup::FlowFacts::COLUMNS))?;
+        // The roll-ups move by the row's change: what it held before, what it holds now (the
+        // upsert keeps some stored labels, so the new values are returned), both as ids the
+        // sweep's dictionary names.
+        let mut old_row = conn.prepare_cached(&format!(
+            "SELECT {} FROM flow_rows WHERE boot = ?1 AND kernel_first_ns = ?2 AND client = ?3 AND remote = ?4
+                 AND protocol = ?5 AND client_port = ?6 AND remote_port = ?7",
+            rollup::FlowFacts::ID_COLUMNS
+        ))?;
         let mut texts = texts::TextIds::default();
         let boot = texts.id(conn, boot_id).map_err(explain)?;
         let payload = texts.id(conn, crate::analysis::protocol::Decided::Payload.as_str()).map_err(explain)?;
@@ -582,9 +582,10 @@ impl Writer<'_> {
                 stmt.query_row(values, |_| Ok(())).map_err(explain)?;
                 continue;
             }
-            let old = old_row.query_row(key, rollup::FlowFacts::from_row).optional().map_err(explain)?;
-            let row: i64 = stmt.query_row(values, |r| r.get(0)).map_err(explain)?;
-            let new = new_row.query_row([row], rollup::FlowFacts::from_row).map_err(explain)?;
+            let old = old_row.query_row(key, rollup::FlowFacts::ids_of).optional().map_err(explain)?;
+            let new = stmt.query_row(values, rollup::FlowFacts::ids_of).map_err(explain)?;
+            let old = old.map(|o| rollup::FlowFacts::from_ids(&mut texts, conn, o)).transpose().map_err(explain)?;
+            let new = rollup::FlowFacts::from_ids(&mut texts, conn, new).map_err(explain)?;
             deltas.change(old.as_ref(), &new);
         }
         deltas.apply(conn).map_err(|e| e.context("updating the report roll-ups"))?;

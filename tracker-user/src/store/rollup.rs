@@ -156,6 +156,50 @@ impl FlowFacts {
         })
     }
 
+    /// The `flow_rows` columns [`FlowFacts::from_ids`] takes, in order: the same as
+    /// [`FlowFacts::COLUMNS`], texts as their ids. The writer reads them back (RETURNING) and
+    /// names them from its own dictionary of the sweep's texts, not through the view's joins.
+    pub const ID_COLUMNS: &str = "first_seen, client, protocol, app_protocol, encrypted, owner_kind, owner, service,
+        served_by, packets_up + packets_down, bytes_up, bytes_down, source";
+
+    /// The ids of a row read by [`FlowFacts::ID_COLUMNS`].
+    pub(crate) fn ids_of(r: &Row<'_>) -> rusqlite::Result<FactIds> {
+        Ok(FactIds {
+            first_seen: r.get(0)?,
+            client: r.get(1)?,
+            protocol: r.get(2)?,
+            labels: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+            packets: r.get(9)?,
+            bytes_up: r.get(10)?,
+            bytes_down: r.get(11)?,
+            source: r.get(12)?,
+        })
+    }
+
+    /// The facts of a row's ids, named by `texts`, with [`FlowFacts::COLUMNS`]'s defaults for
+    /// the labels a row lacks.
+    pub(crate) fn from_ids(texts: &mut TextIds, conn: &Connection, f: FactIds) -> rusqlite::Result<Self> {
+        /// What a missing label reads as, in `labels`' order.
+        const NONE: [&str; 6] = ["unknown", "unknown", "unnamed", "", "", ""];
+        let client = texts.text(conn, f.client)?;
+        let mut label = |i: usize| f.labels[i].map_or_else(|| Ok(NONE[i].to_owned()), |id| texts.text(conn, id));
+        Ok(Self {
+            source: f.source,
+            first_seen: f.first_seen,
+            client,
+            protocol: f.protocol,
+            app_protocol: label(0)?,
+            encrypted: label(1)?,
+            owner_kind: label(2)?,
+            owner: label(3)?,
+            service: label(4)?,
+            served_by: label(5)?,
+            packets: f.packets,
+            bytes_up: f.bytes_up,
+            bytes_down: f.bytes_down,
+        })
+    }
+
     /// The group of each dimension the flow belongs to, borrowed: summing a source's rows
     /// groups each of them sixteen times.
     pub fn keys(&self) -> impl Iterator<Item = (Dim, [&str; 3])> + '_ {
@@ -166,6 +210,20 @@ impl FlowFacts {
             Some((Dim::Protocol, [protocol_text(self.protocol), self.app_protocol.as_str(), self.encrypted.as_str()]));
         [owner, service, served, protocol].into_iter().flatten()
     }
+}
+
+/// A `flow_rows` row as [`FlowFacts::ID_COLUMNS`] reads it: its labels (app_protocol,
+/// encrypted, owner_kind, owner, service, served_by) as `texts` ids.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FactIds {
+    first_seen: i64,
+    client: i64,
+    protocol: u8,
+    labels: [Option<i64>; 6],
+    packets: i64,
+    bytes_up: i64,
+    bytes_down: i64,
+    source: i64,
 }
 
 /// An IP protocol number as the protocol roll-up's first key part stores it.

@@ -10,6 +10,8 @@ use rusqlite::{Connection, OptionalExtension as _};
 #[derive(Debug, Default)]
 pub(crate) struct TextIds {
     ids: HashMap<String, i64, foldhash::fast::RandomState>,
+    /// The same, by id: the texts of ids read back from rows.
+    texts: HashMap<i64, String, foldhash::fast::RandomState>,
 }
 
 impl TextIds {
@@ -28,7 +30,20 @@ impl TextIds {
             }
         };
         self.ids.insert(text.to_owned(), id);
+        self.texts.insert(id, text.to_owned());
         Ok(id)
+    }
+
+    /// The text of `id`, read from the dictionary the first time.
+    pub(crate) fn text(&mut self, conn: &Connection, id: i64) -> rusqlite::Result<String> {
+        if let Some(text) = self.texts.get(&id) {
+            return Ok(text.clone());
+        }
+        let text: String =
+            conn.prepare_cached("SELECT text FROM texts WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+        self.ids.insert(text.clone(), id);
+        self.texts.insert(id, text.clone());
+        Ok(text)
     }
 
     /// The id of `text`, or NULL for none.
