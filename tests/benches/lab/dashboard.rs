@@ -40,7 +40,7 @@ use tracker_tests::{
 use super::{
     Daemon, Pins,
     household::{self, Gen, SMALL},
-    idle::stat_cpu,
+    idle::stat_times,
     mib, settle_store,
     swap::{daemon_prog_ids, prog_stats},
 };
@@ -123,23 +123,10 @@ fn first_render(lab: &Lab, path: &str, scratch: &Path) -> Result<(f64, u64)> {
     Ok((ms, bytes))
 }
 
-/// The user and system CPU time a /proc `stat` line gives, in ns.
+/// The user and kernel CPU time a /proc `stat` line gives, in ns.
 fn stat_split(stat: &str) -> Result<Split> {
-    // Fields after the command name, which is in parentheses and may hold spaces (proc(5)).
-    let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of proc(5), 12 and 13 after the name and state.
-    let ticks = |i: usize| -> Result<u64> { fields.get(i).context("short /proc stat")?.parse().context("/proc stat") };
-    let total = stat_ns(stat)?;
-    let (user, sys) = (ticks(11)?, ticks(12)?);
-    // Split the total in the ticks' proportion: one clock, one rounding.
-    let user_ns = (total * user).checked_div(user + sys).unwrap_or(0);
-    Ok(Split { user: user_ns, sys: total - user_ns })
-}
-
-/// The CPU time a /proc `stat` line gives, in ns.
-fn stat_ns(stat: &str) -> Result<u64> {
-    Ok(u64::try_from(stat_cpu(stat)?.as_nanos())?)
+    let (user, sys) = stat_times(stat)?;
+    Ok(Split { user: u64::try_from(user.as_nanos())?, sys: u64::try_from(sys.as_nanos())? })
 }
 
 /// CPU time in user and in kernel mode, ns.

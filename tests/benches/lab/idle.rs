@@ -50,7 +50,13 @@ fn cpu_time(pid: u32) -> Result<Duration> {
 }
 
 /// The CPU time (user + system) a /proc `stat` line (a process's or a thread's) gives.
-pub(super) fn stat_cpu(stat: &str) -> Result<Duration> {
+fn stat_cpu(stat: &str) -> Result<Duration> {
+    let (user, kernel) = stat_times(stat)?;
+    Ok(user + kernel)
+}
+
+/// The user-mode and kernel-mode CPU time a /proc `stat` line gives.
+pub(super) fn stat_times(stat: &str) -> Result<(Duration, Duration)> {
     // Fields after the command name, which is in parentheses and may hold spaces (proc(5)).
     let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -58,7 +64,8 @@ pub(super) fn stat_cpu(stat: &str) -> Result<Duration> {
     let ticks = |i: usize| -> Result<u64> { fields.get(i).context("short /proc stat")?.parse().context("/proc stat") };
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).context("_SC_CLK_TCK")?;
-    Ok(Duration::from_secs_f64((ticks(11)? + ticks(12)?) as f64 / hz as f64))
+    let time = |t: u64| Duration::from_secs_f64(t as f64 / hz as f64);
+    Ok((time(ticks(11)?), time(ticks(12)?)))
 }
 
 /// Percent of one core the daemon used over WINDOW.
