@@ -138,6 +138,29 @@ fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A daemon log so far (empty before the file exists).
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The daemon started as the unit starts it, its output to `log_path`, once it said READY=1.
+fn start_as_the_unit(
+    lab: &Lab,
+    t: &crate::common::Tracker,
+    places: &UnitPlaces,
+    caps: &[String],
+    notify: &std::os::unix::net::UnixDatagram,
+    log_path: &Path,
+    what: &str,
+) -> Result<tracker_tests::ChildGuard> {
+    let mut c = unit_daemon(lab, t, &places.db, caps, &places.notify_path);
+    let log = std::fs::File::create(log_path)?;
+    c.stdout(log.try_clone()?).stderr(log);
+    let d = lab.spawn(c)?;
+    ensure!(notified(notify).with_context(|| read_log(log_path))?.starts_with("READY=1"), "{what} is ready");
+    Ok(d)
+}
+
 #[test]
 fn the_unit_user_reads_wireguard_gos_peers_from_the_packages_reader() -> Result<()> {
     let Some((_serial, mut lab, t)) = crate::common::lab_with_tracker("tpw1")? else {
@@ -152,12 +175,8 @@ fn the_unit_user_reads_wireguard_gos_peers_from_the_packages_reader() -> Result<
     prepare_as_the_unit(&t.pins, &places.state)?;
     let notify = notify_socket(&places.notify_path)?;
     let log_path = lab.names().dir.join("wg-access-daemon.log");
-    let mut c = unit_daemon(&lab, &t, &places.db, &caps, &places.notify_path);
-    let log = std::fs::File::create(&log_path)?;
-    c.stdout(log.try_clone()?).stderr(log);
-    let mut d = lab.spawn(c)?;
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    ensure!(notified(&notify).with_context(log)?.starts_with("READY=1"), "the daemon is ready");
+    let mut d = start_as_the_unit(&lab, &t, &places, &caps, &notify, &log_path, "the daemon")?;
+    let log = || read_log(&log_path);
     let key = phone_key(&lab)?;
     let denied = denied_line(&socket);
 
@@ -202,12 +221,8 @@ fn the_unit_user_reads_wireguard_gos_peers_from_the_packages_reader() -> Result<
     assert!(status.success(), "{status}: {}", log());
     ensure!(notified(&notify)?.starts_with("STOPPING=1"), "the first daemon stopped");
     let log2_path = lab.names().dir.join("wg-access-daemon-2.log");
-    let mut c = unit_daemon(&lab, &t, &places.db, &caps, &places.notify_path);
-    let log2 = std::fs::File::create(&log2_path)?;
-    c.stdout(log2.try_clone()?).stderr(log2);
-    let mut d = lab.spawn(c)?;
-    let log2 = || std::fs::read_to_string(&log2_path).unwrap_or_default();
-    ensure!(notified(&notify).with_context(log2)?.starts_with("READY=1"), "the second daemon is ready");
+    let mut d = start_as_the_unit(&lab, &t, &places, &caps, &notify, &log2_path, "the second daemon")?;
+    let log2 = || read_log(&log2_path);
     let back = within(Duration::from_secs(10), || phone_status(&lab).ok().flatten() == Some(200));
     assert!(back, "after wireguard-go's restart, the phone is let in: {}", log2());
     assert!(!log2().contains("cannot read the WireGuard peers"), "nothing refused: {}", log2());
