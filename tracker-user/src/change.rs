@@ -61,7 +61,7 @@ impl Changer {
     /// Where a change went: into the kernel now, into the maps with no program attached yet,
     /// or into the database alone.
     pub fn applied(&self, in_kernel: bool) -> Applied {
-        match (in_kernel, self.pins.attached().0) {
+        match (in_kernel, crate::kernel::links_attached(&self.pins).0) {
             (true, true) => Applied::Kernel,
             (true, false) => Applied::MapsOnly,
             (false, _) => Applied::AtStart,

@@ -108,7 +108,7 @@ impl Serialize for Counters {
 /// changes nothing.
 pub fn gather(db: &Path, pins: &PinDir) -> Result<Status> {
     let daemon_pid = daemon::daemon_pid(db);
-    let (xdp_attached, tc_egress_attached) = pins.attached();
+    let (xdp_attached, tc_egress_attached) = kernel::links_attached(pins);
     let db_bytes: u64 = ["", "-wal", "-shm"]
         .iter()
         .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())

@@ -1,7 +1,7 @@
 //! `tracker run`: preflight checks in the order a user can fix them, then load, reconcile
 //! blocks, attach, and hand over to the daemon loop; detach on a clean stop.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
@@ -13,6 +13,7 @@ use crate::{
     daemon::{
         self, DaemonLock, Upkeep,
         engine::{self, LoopOptions},
+        follow::{Follower, Listener},
     },
     kernel::{self, PinDir, PinLock, SizeRequest, Tables},
     pipeline::{Namer, naming},
@@ -164,7 +165,8 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         entries = names.entries,
         "name rules applied to the kernel"
     );
-    let (mode, _held_links) = kernel::attach(&mut ebpf, &pins, &iface)?;
+    let mut follower = Follower::attach(ebpf, &pins, iface.clone())?;
+    let mode = follower.mode();
     tracing::info!(
         iface = %iface.name, ifindex = iface.index, link = iface.link_kind(), xdp = mode.as_str(),
         db = %global.db.display(), pins = %pins.0.display(),
@@ -173,7 +175,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     let flows_ended_before = flows_ended_before(&store, &tables);
     let mut upkeep = Upkeep::new(&pins, pin_lock, &store, db_lock)?;
     upkeep.claim_pins(&store)?;
-    let dashboard = start_dashboard(global, args, &iface.name, entities);
+    follower.start_listener(|own| start_dashboard(global, args, &iface.name, own, entities));
     upkeep.set_facts(
         &mut store,
         DaemonFacts {
@@ -184,7 +186,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
             started: Some(timefmt::rfc3339(timefmt::now_ms())),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             attached_pid: Some(std::process::id()),
-            dashboard: dashboard.as_ref().map(|d| d.urls().join(" ")),
+            dashboard: follower.listener_urls().map(|u| u.join(" ")),
             ..DaemonFacts::default()
         },
     );
@@ -195,6 +197,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
         &mut store,
         &mut namer,
         &mut upkeep,
+        &mut follower,
         &LoopOptions {
             sweep_interval: args.sweep_interval,
             iface: iface.name.clone(),
@@ -203,7 +206,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
             retention,
         },
     ));
-    drop(dashboard);
+    follower.stop_listener();
     if let Err(e) = result {
         // As after a crash: the pinned links keep the programs, and blocking, in place.
         tracing::error!(
@@ -224,28 +227,23 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts the dashboard unless `--no-dashboard`; a dashboard that cannot start (its port
-/// taken, say) is logged and the daemon runs without it: counting and blocking come first.
+/// Starts the dashboard unless `--no-dashboard`, on the interface's addresses `own`; a
+/// dashboard that cannot start (its port taken, say) is logged and the daemon runs without it:
+/// counting and blocking come first.
 fn start_dashboard(
     global: &Global,
     args: &RunArgs,
     iface: &str,
+    own: &[IpAddr],
     entities: std::sync::Arc<crate::analysis::entity::EntityTable>,
-) -> Option<dashboard::Dashboard> {
+) -> Option<Box<dyn Listener>> {
     if args.no_dashboard {
         return None;
     }
-    let own: Vec<std::net::IpAddr> = match kernel::iface_addresses(iface) {
-        Ok(nets) => nets.iter().map(ipnet::IpNet::addr).collect(),
-        Err(e) => {
-            tracing::warn!("dashboard: reading {iface}'s addresses: {e:#}; serving on localhost only");
-            Vec::new()
-        }
-    };
-    let listen = dashboard::default_listen(iface, &own, args.dashboard_port, &args.dashboard_listen);
+    let on = DashboardOn { iface: iface.to_owned(), port: args.dashboard_port, extra: args.dashboard_listen.clone() };
     let config = dashboard::Config {
         iface: iface.to_owned(),
-        listen,
+        listen: on.listen(own),
         db: global.db.clone(),
         pin_dir: global.pin_dir.clone(),
         entities,
@@ -253,12 +251,37 @@ fn start_dashboard(
     match dashboard::Dashboard::start(config) {
         Ok(d) => {
             tracing::info!(urls = ?d.urls(), "dashboard: serving (`tracker dashboard` shows how to open it)");
-            Some(d)
+            Some(Box::new((on, d)))
         }
         Err(e) => {
             tracing::error!("dashboard: not started: {e:#}. The daemon runs without it");
             None
         }
+    }
+}
+
+/// Where the dashboard listens: the interface's addresses (tied to it), loopback, and the
+/// addresses of `--dashboard-listen`, on `--dashboard-port`.
+struct DashboardOn {
+    iface: String,
+    port: u16,
+    extra: Vec<IpAddr>,
+}
+
+impl DashboardOn {
+    fn listen(&self, own: &[IpAddr]) -> Vec<dashboard::Listen> {
+        dashboard::default_listen(&self.iface, own, self.port, &self.extra)
+    }
+}
+
+impl Listener for (DashboardOn, dashboard::Dashboard) {
+    fn listen_on(&mut self, addresses: &[IpAddr]) -> Result<Vec<String>> {
+        let wanted = self.0.listen(addresses);
+        Ok(self.1.listen_again(wanted)?.to_vec())
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.1.urls().to_vec()
     }
 }
 

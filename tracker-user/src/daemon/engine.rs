@@ -1,6 +1,6 @@
 //! The daemon's loop: drains the kernel source's events into the namer on a short timer, sweeps
 //! on the sweep interval (source -> pipeline -> store), keeps the pins and database in place,
-//! and flushes once more on shutdown.
+//! follows the interface when it is made anew, and flushes once more on shutdown.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -10,11 +10,12 @@ use tracker_common::Counter;
 
 use super::{
     Checked, Upkeep,
+    follow::{Followed, Follower},
     learned::{Learned, Learner},
 };
 use crate::{
     blocking,
-    kernel::Tables,
+    kernel::{Tables, netlink::LinkNotices},
     pipeline::{
         Namer,
         sweep::{Sweeper, Timeouts},
@@ -76,9 +77,25 @@ pub async fn run_loop(
     store: &mut Store,
     namer: &mut Namer,
     upkeep: &mut Upkeep,
+    follower: &mut Follower,
     opts: &LoopOptions,
 ) -> Result<()> {
     let wakeups = source.wakeups()?;
+    // Without notices (a kernel or sandbox refusing the socket) the interface is still looked
+    // at every sweep.
+    let notices = match LinkNotices::open() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!("no link notices ({e}): {} is looked at every sweep instead", opts.iface);
+            None
+        }
+    };
+    let link_changed = || async {
+        match &notices {
+            Some(n) => n.changed().await,
+            None => std::future::pending().await,
+        }
+    };
     let mut sweeper = Sweeper::new(opts.timeouts, opts.flows_ended_before);
     let anchor = source.anchor();
     let mut peers_tick = tokio::time::interval(PEERS_INTERVAL);
@@ -113,12 +130,19 @@ pub async fn run_loop(
                 handled += drain(source, namer, anchor, &mut learner);
             }
             _ = drain_tick.tick() => handled += drain(source, namer, anchor, &mut learner),
+            changed = link_changed() => {
+                if let Err(e) = changed {
+                    tracing::warn!("reading link notices: {e}");
+                }
+                follow_iface(follower, upkeep, store, namer, &opts.iface);
+            }
             _ = tick.tick() => {
                 // Events first: a DNS answer read now names the flows this sweep writes.
                 handled += drain(source, namer, anchor, &mut learner);
                 if upkeep.check(store, &source.tables.blocks) == Checked::NewDatabase {
                     sweeper.forget_written();
                 }
+                follow_iface(follower, upkeep, store, namer, &opts.iface);
                 match sweeper.sweep(source, namer, store) {
                     Ok(s) => {
                         upkeep.write_succeeded(store);
@@ -162,6 +186,28 @@ pub async fn run_loop(
         ),
     }
     Ok(())
+}
+
+/// Follows the interface if it was made anew ([`Follower::check`]): the new links are the pins
+/// to keep, the new wireguard-go's peers are read, and `tracker status` says where it runs.
+fn follow_iface(follower: &mut Follower, upkeep: &mut Upkeep, store: &mut Store, namer: &mut Namer, iface: &str) {
+    let Followed { attached, urls } = follower.check();
+    if attached.is_some() {
+        if let Err(e) = upkeep.record_pins() {
+            tracing::error!("recording the new links' pins: {e:#}");
+        }
+        refresh_devices(namer, store, iface);
+    }
+    if attached.is_some() || urls.is_some() {
+        upkeep.update_facts(store, |facts| {
+            if let Some(mode) = attached {
+                facts.xdp_mode = Some(mode.as_str().into());
+            }
+            if let Some(urls) = urls {
+                facts.dashboard = Some(urls.join(" "));
+            }
+        });
+    }
 }
 
 /// How often the daemon looks for block rules whose `--for` time is up. The kernel stops

@@ -1,8 +1,10 @@
 //! The daemon: its loop ([`engine`]), and its hold on what it runs on: the lock beside its
 //! database, the record tying the pinned maps to that database, and the upkeep that notices,
-//! between sweeps, pins or a database removed under it and puts them back.
+//! between sweeps, pins or a database removed under it and puts them back, and the interface
+//! it follows when it is made anew ([`follow`]).
 
 pub mod engine;
+pub mod follow;
 pub mod learned;
 pub mod notify;
 
@@ -232,6 +234,18 @@ impl Upkeep {
         self.pins.set_owner(&self.owner_of(&self.db_id))?;
         tracing::info!(pins = %self.pins.0.display(), objects = n, "re-pinned");
         Ok(())
+    }
+
+    /// Records the pins as they are now: the links pinned anew for an interface made anew.
+    pub fn record_pins(&mut self) -> Result<()> {
+        self.pin_set = PinSet::record(&self.pins)?;
+        Ok(())
+    }
+
+    /// Changes the facts for `tracker status` and writes them.
+    pub fn update_facts(&mut self, store: &mut Store, change: impl FnOnce(&mut DaemonFacts)) {
+        change(&mut self.facts);
+        self.write_facts(store);
     }
 
     fn owner_of(&self, db_id: &str) -> Owner {

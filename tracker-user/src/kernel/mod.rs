@@ -20,6 +20,7 @@ use tracker_common::{L2_LEN_ETHERNET, L2_LEN_NONE, names};
 pub mod caps;
 pub mod gate;
 pub mod maps;
+pub mod netlink;
 pub mod pins;
 mod sys;
 pub use maps::{FlowTables, Tables, read_counters};
@@ -73,15 +74,12 @@ impl Iface {
 
 /// Looks the interface up in the current network namespace and reads its link type.
 pub fn iface(name: &str) -> Result<Iface> {
-    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
+    let Some(index) = ifindex(name)? else {
         bail!(
             "interface {name} not found in this network namespace; is the VPN up? \
              (`ip link` lists interfaces; pick one with --iface)"
         );
-    }
+    };
     let l2_len = match link_type(name)? {
         ARPHRD_NONE => L2_LEN_NONE,
         ARPHRD_ETHER => L2_LEN_ETHERNET,
@@ -91,6 +89,14 @@ pub fn iface(name: &str) -> Result<Iface> {
         ),
     };
     Ok(Iface { name: name.to_owned(), index, l2_len })
+}
+
+/// The index of interface `name` in this network namespace, if there is one.
+pub fn ifindex(name: &str) -> Result<Option<u32>> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    Ok((index != 0).then_some(index))
 }
 
 /// The networks of an interface's addresses (e.g. 10.8.0.1/24 gives 10.8.0.0/24): the VPN's
@@ -462,6 +468,19 @@ fn link_ifindex(link: &FdLink) -> Result<Option<u32>> {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .with_context(|| format!("BPF link {id} has no ifindex"))?;
     Ok((index != 0).then_some(index))
+}
+
+/// Whether the XDP and the TC program are attached: their links are pinned and still on an
+/// interface. A link whose interface was removed (a wireguard-go restart while no daemon ran)
+/// stays pinned, attached to nothing. A link this process may not open (no privilege) counts
+/// by its pin.
+pub fn links_attached(pins: &PinDir) -> (bool, bool) {
+    let attached = |name: &str| match pinned_link(pins, name) {
+        Ok(Some(link)) => link_ifindex(&FdLink::from(link)).map_or(true, |index| index.is_some()),
+        Ok(None) => false,
+        Err(_) => pins.link(name).exists(),
+    };
+    (attached(PIN_LINK_XDP), attached(PIN_LINK_TC_EGRESS))
 }
 
 /// Detaches both programs: unpinning drops the last reference to each link.

@@ -94,11 +94,6 @@ impl PinDir {
         let info = MapInfo::from_pin(&path).with_context(|| format!("reading the pinned map {}", path.display()))?;
         Ok(Some(info.max_entries()))
     }
-
-    /// Whether a daemon's programs are attached (their links are pinned).
-    pub fn attached(&self) -> (bool, bool) {
-        (self.link(PIN_LINK_XDP).exists(), self.link(PIN_LINK_TC_EGRESS).exists())
-    }
 }
 
 /// `path`, or its nearest ancestor that exists: a directory not made yet lies on its parent's

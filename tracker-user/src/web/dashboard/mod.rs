@@ -164,6 +164,10 @@ fn unavailable(e: &db::DbError) -> Response {
 pub struct Dashboard {
     urls: Vec<String>,
     stop: watch::Sender<bool>,
+    /// Where to listen; a new value (even an equal one) makes the thread bind again.
+    listen: watch::Sender<Vec<Listen>>,
+    /// What each binding bound, from the thread.
+    bound: std::sync::mpsc::Receiver<Vec<SocketAddr>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -172,18 +176,34 @@ impl Dashboard {
     /// could be bound or the thread could not start; the daemon goes on without it then.
     pub fn start(config: Config) -> Result<Self> {
         let (stop, stop_rx) = watch::channel(false);
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (listen, listen_rx) = watch::channel(config.listen.clone());
+        let (bound_tx, bound) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("dashboard".into())
-            .spawn(move || run(config, stop_rx, bound_tx))
+            .spawn(move || run(config, stop_rx, listen_rx, bound_tx))
             .context("starting the dashboard's thread")?;
-        let bound: Vec<SocketAddr> = match bound_rx.recv_timeout(START_WAIT) {
-            Ok(bound) => bound,
-            Err(_) => anyhow::bail!("the dashboard did not start within {START_WAIT:?}"),
-        };
-        let dashboard = Self { urls: bound.iter().copied().map(url).collect(), stop, thread: Some(thread) };
-        anyhow::ensure!(!bound.is_empty(), "the dashboard could not listen on any address");
+        let mut dashboard = Self { urls: Vec::new(), stop, listen, bound, thread: Some(thread) };
+        dashboard.wait_bound()?;
+        anyhow::ensure!(!dashboard.urls.is_empty(), "the dashboard could not listen on any address");
         Ok(dashboard)
+    }
+
+    fn wait_bound(&mut self) -> Result<()> {
+        match self.bound.recv_timeout(START_WAIT) {
+            Ok(bound) => self.urls = bound.into_iter().map(url).collect(),
+            Err(_) => anyhow::bail!("the dashboard did not bind within {START_WAIT:?}"),
+        }
+        Ok(())
+    }
+
+    /// Closes its listening sockets and binds `wanted` instead, keeping its sessions: for an
+    /// interface made anew. `SO_BINDTODEVICE` ties a socket to the interface's index, not its
+    /// name (net/core/sock.c, `sock_bindtoindex`), so the old sockets would never see a
+    /// connection through the new interface even with the same addresses.
+    pub fn listen_again(&mut self, wanted: Vec<Listen>) -> Result<&[String]> {
+        self.listen.send_replace(wanted);
+        self.wait_bound()?;
+        Ok(&self.urls)
     }
 
     /// The URLs it listens on, tunnel addresses first.
@@ -201,8 +221,15 @@ impl Drop for Dashboard {
     }
 }
 
-/// The dashboard's thread: its runtime, its sockets, its loop, until told to stop.
-fn run(config: Config, stop: watch::Receiver<bool>, bound_tx: std::sync::mpsc::Sender<Vec<SocketAddr>>) {
+/// The dashboard's thread: its runtime, its sockets, its loop, until told to stop. Each value
+/// of `listen` is a generation of listening sockets; the state (sessions, the live hub, the
+/// peers' gate) outlives them.
+fn run(
+    config: Config,
+    stop: watch::Receiver<bool>,
+    mut listen: watch::Receiver<Vec<Listen>>,
+    bound_tx: std::sync::mpsc::Sender<Vec<SocketAddr>>,
+) {
     // SAFETY: setpriority on this thread's own id (Linux's nice value is per thread, and the
     // threads this one starts inherit it).
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) } != 0 {
@@ -222,8 +249,8 @@ fn run(config: Config, stop: watch::Receiver<bool>, bound_tx: std::sync::mpsc::S
         }
     };
     runtime.block_on(async move {
-        let listeners = server::bind(&config.listen);
-        let bound: Vec<SocketAddr> = listeners.iter().map(|(_, a)| *a).collect();
+        let mut listeners = server::bind(&listen.borrow_and_update());
+        let mut bound: Vec<SocketAddr> = listeners.iter().map(|(_, a)| *a).collect();
         let _ = bound_tx.send(bound.clone());
         if listeners.is_empty() {
             return;
@@ -252,7 +279,37 @@ fn run(config: Config, stop: watch::Receiver<bool>, bound_tx: std::sync::mpsc::S
             logins: tokio::sync::Semaphore::new(1),
         });
         let ticker = tokio::spawn(live::ticker(Arc::clone(&app)));
-        server::serve(listeners, gate, router(app, access::Hosts::new(&bound)), stop).await;
+        loop {
+            // This generation's sockets serve until the dashboard stops or is to listen anew.
+            let (generation, generation_rx) = watch::channel(false);
+            let (mut stop_wait, mut listen_wait) = (stop.clone(), listen.clone());
+            let ends = tokio::spawn(async move {
+                tokio::select! {
+                    _ = server::stopped(&mut stop_wait) => {}
+                    _ = listen_wait.changed() => {}
+                }
+                let _ = generation.send(true);
+            });
+            let router = router(Arc::clone(&app), access::Hosts::new(&bound));
+            server::serve(listeners, Arc::clone(&gate), router, generation_rx).await;
+            ends.abort();
+            if bound.is_empty() {
+                // Nothing bound this time (serve returned at once): wait for the next addresses.
+                let (mut stop_wait, mut listen_wait) = (stop.clone(), listen.clone());
+                tokio::select! {
+                    _ = server::stopped(&mut stop_wait) => {}
+                    _ = listen_wait.changed() => {}
+                }
+            }
+            if *stop.borrow() || !listen.has_changed().unwrap_or(false) {
+                break;
+            }
+            // The old sockets are closed (serve returned), so the same ports bind again.
+            listeners = server::bind(&listen.borrow_and_update());
+            bound = listeners.iter().map(|(_, a)| *a).collect();
+            tracing::info!(listening = ?bound, "dashboard: listening anew");
+            let _ = bound_tx.send(bound.clone());
+        }
         refresher.abort();
         ticker.abort();
     });
