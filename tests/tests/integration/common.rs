@@ -2,6 +2,7 @@
 //! and a pin directory of the test's own, the daemon in the lab's VPN namespace.
 
 use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
     path::PathBuf,
     process::{Command, Output},
     time::{Duration, Instant},
@@ -9,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
-use tracker_tests::{ChildGuard, Lab, cmd, tracker_bin};
+use tracker_tests::{ChildGuard, Lab, Ns, cmd, lab::UDP_ECHO_PORT, tracker_bin};
 
 /// Lab tests run one at a time: each brings up wireguard-go tunnels and measures latencies
 /// (a block must bite on the next request), which parallel labs on two cores would distort.
@@ -182,6 +183,24 @@ pub fn curl(lab: &Lab, url: &str, timeout_s: u32) -> Result<u64> {
             .arg(url),
     )?;
     out.trim().parse().with_context(|| format!("curl printed {out:?}"))
+}
+
+/// Sends `n` datagrams of `size` bytes from the phone to the echo server and waits for each
+/// echo. Returns the phone's source port.
+pub fn udp_exchange(lab: &Lab, phone: IpAddr, server: IpAddr, n: usize, size: usize) -> Result<u16> {
+    lab.run_in(Ns::Phone, move || -> Result<u16> {
+        let sock = UdpSocket::bind(SocketAddr::new(phone, 0))?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let to = SocketAddr::new(server, UDP_ECHO_PORT);
+        let mut buf = vec![0u8; 2048];
+        for i in 0..n {
+            let payload = vec![i as u8; size];
+            sock.send_to(&payload, to)?;
+            let (len, _) = sock.recv_from(&mut buf).with_context(|| format!("echo {i} not received"))?;
+            anyhow::ensure!(len == size, "echo {i} was {len} bytes");
+        }
+        Ok(sock.local_addr()?.port())
+    })?
 }
 
 /// The one flow in `flows` matching remote address, protocol and remote port.

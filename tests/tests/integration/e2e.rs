@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Tracker, curl, find_flow};
+use crate::common::{Tracker, curl, find_flow, udp_exchange};
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 use tracker_tests::{
@@ -20,24 +20,6 @@ use tracker_tests::{
 const IPV4_HEADER: u64 = 20;
 const IPV6_HEADER: u64 = 40;
 const UDP_HEADER: u64 = 8;
-
-/// Sends `n` datagrams of `size` bytes from the phone to the echo server and waits for each
-/// echo. Returns the phone's source port.
-fn udp_exchange(lab: &Lab, phone: IpAddr, server: IpAddr, n: usize, size: usize) -> Result<u16> {
-    lab.run_in(Ns::Phone, move || -> Result<u16> {
-        let sock = UdpSocket::bind(SocketAddr::new(phone, 0))?;
-        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let to = SocketAddr::new(server, UDP_ECHO_PORT);
-        let mut buf = vec![0u8; 2048];
-        for i in 0..n {
-            let payload = vec![i as u8; size];
-            sock.send_to(&payload, to)?;
-            let (len, _) = sock.recv_from(&mut buf).with_context(|| format!("echo {i} not received"))?;
-            anyhow::ensure!(len == size, "echo {i} was {len} bytes");
-        }
-        Ok(sock.local_addr()?.port())
-    })?
-}
 
 /// What a packet capture on the VPN's wg0 saw: (packets, IP bytes) up and down.
 #[derive(Debug, Default, PartialEq, Eq)]

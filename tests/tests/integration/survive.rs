@@ -2,7 +2,8 @@
 //! flood through the lab's tunnel, again and again. While it is dead the kernel keeps blocking;
 //! each restart picks up what the kernel counted meanwhile; at the end every flow of every
 //! round is in SQLite exactly once with its exact packet count, and the database passes
-//! `PRAGMA integrity_check`. Root only; under CI=true it never skips.
+//! `PRAGMA integrity_check`. And wireguard-go restarted under the daemon: it follows the new
+//! interface. Root only; under CI=true they never skip.
 
 use std::time::Duration;
 
@@ -88,5 +89,135 @@ fn kill_9_under_load_loses_no_row_and_counts_nothing_twice() -> Result<()> {
     let db = rusqlite::Connection::open(&t.db).context("opening the database")?;
     let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     assert_eq!(check, "ok");
+    Ok(())
+}
+
+/// The VPN interface's index in the lab's VPN namespace.
+fn vpn_ifindex(lab: &tracker_tests::Lab) -> Result<u64> {
+    let out = tracker_tests::cmd::run(lab.vpn_cmd("ip").args(["-j", "link", "show", "dev", &lab.names().vpn_iface]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v[0]["ifindex"].as_u64().with_context(|| format!("no ifindex in {out}"))
+}
+
+/// The program of a pinned link, from bpftool.
+fn pinned_prog(t: &crate::common::Tracker, name: &str) -> Result<u64> {
+    let path = t.pins.join(name);
+    let out = tracker_tests::cmd::run(
+        std::process::Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(&path),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("bpftool said {out}"))?;
+    v["prog_id"].as_u64().with_context(|| format!("no prog_id for {}: {out}", path.display()))
+}
+
+/// The ids of the programs `bpftool net` lists on the VPN's interface, in its namespace, with
+/// bpftool's words.
+fn attached_progs(lab: &tracker_tests::Lab) -> Result<(Vec<u64>, String)> {
+    let out =
+        tracker_tests::cmd::run(lab.vpn_cmd("bpftool").args(["-j", "net", "show", "dev", &lab.names().vpn_iface]))?;
+    let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("bpftool said {out}"))?;
+    fn ids(v: &serde_json::Value, out: &mut Vec<u64>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_u64()) {
+                        ("id" | "prog_id", Some(id)) => out.push(id),
+                        _ => ids(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| ids(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    ids(&v, &mut found);
+    Ok((found, out))
+}
+
+/// wireguard-go restarted under a running daemon, as `systemctl restart wg-quick@wg0` does: a
+/// new wg0 with a new index, from which the kernel released both programs as the old one went.
+/// The same daemon attaches them to the new one: a block made before is enforced through the
+/// new tunnel from its first packet, flows through it are counted exactly, the dashboard
+/// answers the phone on the new interface, and `tracker status` says attached, truthfully.
+/// Then the daemon is stopped and wireguard-go restarted again: with no daemon to follow it,
+/// status says the programs are not attached (their links are pinned, on no interface).
+#[test]
+fn a_restarted_wireguard_go_is_followed_with_blocks_counting_and_the_dashboard() -> Result<()> {
+    use std::net::IpAddr;
+    use tracker::{kernel::PIN_LINK_XDP, web::dashboard::DEFAULT_PORT};
+    use tracker_tests::lab::{ECHO_V4, ECHO_V6, PHONE_V4, PHONE_V6, UDP_ECHO_PORT, VPN_TUN_V4};
+
+    let Some((_serial, mut lab, mut t)) = crate::common::lab_with_tracker("tsv2")? else {
+        return Ok(());
+    };
+    t.start(&lab)?;
+    t.ok(&["block-ip", &SHARED_V4.to_string()]);
+    let blocked = curl_blocked(&lab, "2")?;
+    assert_eq!(blocked.status.and_then(|s| s.code()), Some(28), "blocked before the restart: {}", blocked.describe());
+    let dashboard = |lab: &tracker_tests::Lab| -> Result<String> {
+        let mut c = lab.cmd(tracker_tests::Ns::Phone, "curl");
+        c.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+            .arg(format!("http://{VPN_TUN_V4}:{DEFAULT_PORT}/"));
+        Ok(run_bounded(c, Duration::from_secs(15))?.stdout.trim().to_owned())
+    };
+    ensure!(dashboard(&lab)? == "200", "the dashboard answers the phone before the restart");
+
+    let old = vpn_ifindex(&lab)?;
+    lab.restart_vpn_wireguard()?;
+    let new = vpn_ifindex(&lab)?;
+    ensure!(new != old, "a new interface (index {old} again)");
+    let made_anew = format!("{} was made anew", lab.names().vpn_iface);
+    ensure!(
+        t.wait_for(Duration::from_secs(5), |t| t.log_text().contains(&made_anew)),
+        "the daemon did not say it followed: {}",
+        t.log_tail()
+    );
+    // bpftool 7.1 lists XDP programs by interface, not TCX ones: TC egress shows itself
+    // below, in the packets counted towards the phone.
+    let (on_new, said) = attached_progs(&lab)?;
+    assert!(on_new.contains(&pinned_prog(&t, PIN_LINK_XDP)?), "XDP is not on the new interface: {said}");
+
+    // The block, through the new tunnel, at its first try.
+    let blocked = curl_blocked(&lab, "2")?;
+    assert_eq!(blocked.status.and_then(|s| s.code()), Some(28), "blocked after the restart: {}", blocked.describe());
+    // Counted through the new tunnel, exactly, both ways (XDP up, TC down): datagrams of known
+    // size, both families.
+    let (n, size) = (7u64, 64u64);
+    let mut ports = Vec::new();
+    for (phone, echo) in [(IpAddr::V4(PHONE_V4), IpAddr::V4(ECHO_V4)), (IpAddr::V6(PHONE_V6), IpAddr::V6(ECHO_V6))] {
+        ports.push((echo, crate::common::udp_exchange(&lab, phone, echo, n as usize, size as usize)?));
+    }
+    t.settle();
+    let flows = t.flows();
+    for ((echo, port), header) in ports.into_iter().zip([20u64, 40]) {
+        let f = flows
+            .iter()
+            .find(|f| f["remote"] == echo.to_string() && f["client_port"] == port && f["remote_port"] == UDP_ECHO_PORT)
+            .with_context(|| format!("no flow to {echo} from port {port}"))?;
+        let datagram = header + 8 + size;
+        let got = [&f["packets_up"], &f["bytes_up"], &f["packets_down"], &f["bytes_down"]].map(|v| v.as_u64());
+        assert_eq!(got, [n, n * datagram, n, n * datagram].map(Some), "{echo}: {f}");
+    }
+    // The dashboard, on the new interface (its sockets were tied to the old one's index).
+    let answered = (0..10).any(|_| {
+        dashboard(&lab).is_ok_and(|code| code == "200") || {
+            std::thread::sleep(Duration::from_millis(500));
+            false
+        }
+    });
+    assert!(answered, "the dashboard does not answer the phone on the new interface: {}", t.log_tail());
+    let status = t.json(&["status"]);
+    assert_eq!((status["xdp_attached"].as_bool(), status["tc_egress_attached"].as_bool()), (Some(true), Some(true)));
+    assert!(t.daemon_running(), "the same daemon ran throughout");
+
+    // No daemon to follow the next restart: status tells the truth.
+    t.stop()?;
+    lab.restart_vpn_wireguard()?;
+    let status = t.json(&["status"]);
+    assert_eq!(
+        (status["xdp_attached"].as_bool(), status["tc_egress_attached"].as_bool()),
+        (Some(false), Some(false)),
+        "{status}"
+    );
     Ok(())
 }
