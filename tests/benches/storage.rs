@@ -384,26 +384,36 @@ fn steady_state(path: &Path) -> Result<()> {
         // (the generated days before the kept month stay as they are).
         // The compact tables (schema 9) count buckets in hours; the DNS roll-up's first and
         // last query are offsets into their bucket, the same a month earlier.
-        for (table, cols) in [
+        // The prune packed the days that closed 48 hours before the end (schema 10): those
+        // are copied packed, the rest as rows, which the second prune below packs.
+        for (table, cols, days) in [
             (
                 "rollup_rows",
                 "source, dim, client, hours, start_hour - ?1, k1, k2, k3, connections, packets, bytes_up, bytes_down",
+                "hours = ?2",
             ),
             (
                 "dns_rollup_rows",
                 "source, client, hours, start_hour - ?1, qname, queries, first_ms, last_ms, client_bits",
+                "hours = ?2",
             ),
+            ("rollup_packed", "source, dim, client, start_hour - ?1, groups", "?2 = ?2"),
+            ("dns_rollup_packed", "source, client, start_hour - ?1, names", "?2 = ?2"),
         ] {
             c.execute(
                 &format!(
                     "INSERT OR IGNORE INTO {table} SELECT {cols} FROM {table}
-                     WHERE hours = ?2 AND start_hour >= ?3 AND start_hour < ?3 + ?4"
+                     WHERE {days} AND start_hour >= ?3 AND start_hour < ?3 + ?4"
                 ),
                 params![m * month / HOUR_MS, DAY_MS / HOUR_MS, first_day / HOUR_MS, month / HOUR_MS],
             )?;
         }
     }
     drop(c);
+    let mut store = Store::open(path)?;
+    let packed = store.prune(keep, END_MS, &mut |_| {})?;
+    eprintln!("steady state: the older months' last days packed too: {packed:?}");
+    drop(store);
     vacuum_and_checkpoint(path)
 }
 
@@ -491,8 +501,81 @@ fn baseline_copy(from: &Path, to: &Path) -> Result<()> {
          COMMIT;
          DETACH DATABASE cur;",
     )?;
+    unpack_into(from, &c)?;
     drop(c);
     vacuum_and_checkpoint(to)
+}
+
+/// The packed days of `from` (schema 10) as rows of the version-7 roll-ups in `to`, which the
+/// readable views do not show.
+fn unpack_into(from: &Path, to: &Connection) -> Result<()> {
+    use tracker::store::{packed, rollup::Dim};
+    let cur = Connection::open(from)?;
+    let mut texts: BTreeMap<i64, String> = BTreeMap::new();
+    for row in cur.prepare("SELECT id, text FROM texts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (id, text) = row?;
+        texts.insert(id, text);
+    }
+    let text = |id: i64| texts.get(&id).cloned().unwrap_or_default();
+    let dims = [Dim::Owner, Dim::Service, Dim::ServedBy, Dim::Protocol];
+    let tx = to.unchecked_transaction()?;
+    {
+        let mut put = tx.prepare(
+        "INSERT INTO rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up, bytes_down)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+        let mut days =
+            cur.prepare("SELECT source, dim, client, start_hour, groups FROM rollup_packed ORDER BY 1, 2, 3, 4")?;
+        let mut rows = days.query([])?;
+        while let Some(r) = rows.next()? {
+            let dim = dims.iter().find(|d| d.code() == r.get::<_, i64>(1).unwrap_or(-1)).context("a dimension code")?;
+            let (source, client, start_hour): (i64, i64, i64) = (r.get(0)?, r.get(2)?, r.get(3)?);
+            for ([k1, k2, k3], c) in packed::unpack_flows(&r.get::<_, Vec<u8>>(4)?)? {
+                put.execute(params![
+                    source,
+                    dim.as_str(),
+                    text(client),
+                    DAY_MS,
+                    start_hour * HOUR_MS,
+                    text(k1),
+                    text(k2),
+                    text(k3),
+                    c.connections,
+                    c.packets,
+                    c.bytes_up,
+                    c.bytes_down
+                ])?;
+            }
+        }
+    }
+    {
+        let mut put = tx.prepare(
+            "INSERT INTO dns_rollup (source, client, span, bucket, qname, queries, first_ts, last_ts, client_bits)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut days =
+            cur.prepare("SELECT source, client, start_hour, names FROM dns_rollup_packed ORDER BY 1, 2, 3")?;
+        let mut rows = days.query([])?;
+        while let Some(r) = rows.next()? {
+            let (source, client, start_hour): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let start = start_hour * HOUR_MS;
+            for (qname, n) in packed::unpack_dns(&r.get::<_, Vec<u8>>(3)?)? {
+                put.execute(params![
+                    source,
+                    text(client),
+                    DAY_MS,
+                    start,
+                    text(qname),
+                    n.queries,
+                    start + n.first_ts,
+                    start + n.last_ts,
+                    n.client_bits
+                ])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn print_sizes(now: &Sizes, base: &Sizes) {

@@ -350,6 +350,7 @@ impl Pruner {
                     dns_queries = p.dns_queries,
                     hour_rollups = p.hour_rollups,
                     day_rollups = p.day_rollups,
+                    days_packed = p.days_packed,
                     bytes_returned = p.bytes_returned,
                     "pruned rows past their retention"
                 ),

@@ -52,7 +52,8 @@ pub fn timeline(
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
     // connection once.
-    let dim = format!("dim = {} AND {}", Dim::Protocol.code(), rollup::client_in(":clients"));
+    let dim_clients = rollup::client_in(":clients");
+    let dim = format!("dim = {} AND {dim_clients}", Dim::Protocol.code());
     let clients_list = rollup::clients_param(clients);
     let (day_rows_from, hour_rows_from) = (period.day_rows_from(), period.hour_rows_from());
     let (sql, params): (String, Vec<(&str, &dyn rusqlite::ToSql)>) = match span {
@@ -84,6 +85,16 @@ pub fn timeline(
         let e = sums.entry(bucket).or_default();
         e.0 += connections.max(0) as u64;
         e.1 += bytes.max(0) as u64;
+    }
+    // Days packed since (store/packed.rs): the day view's own days, by day.
+    if span == Span::Day {
+        for day in period.packed_flow_days(store.conn(), Dim::Protocol, &dim_clients, &[(":clients", &clients_list)])? {
+            let e = sums.entry(day.start_hour * HOUR_MS).or_default();
+            for c in day.groups.values() {
+                e.0 += c.connections.max(0) as u64;
+                e.1 += c.bytes().max(0) as u64;
+            }
+        }
     }
     // The flows before the first hour boundary, which no roll-up row covers exactly.
     for f in rollup::head_flows(store.conn(), period, clients)? {

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{Store, Writer, explain_path, rollup};
+use super::{Store, Writer, explain_path, packed, rollup, schema::LIVE_SOURCE, texts::TextIds};
 use crate::{text::quoted, wireguard::Peer};
 
 /// A stored device.
@@ -143,15 +143,32 @@ impl Store {
             rollup::Dim::Protocol.code()
         ))?;
         let rows = stmt.query_map([rollup::DAY_MS / rollup::HOUR_MS], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get::<_, i64>(2)?.max(0) as u64))
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         })?;
-        rows.collect::<rusqlite::Result<_>>().context("reading flows per client")
+        let mut sums: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+        for row in rows {
+            let (client, c, b) = row.context("reading flows per client")?;
+            let e = sums.entry(client).or_default();
+            (e.0, e.1) = (e.0 + c, e.1 + b);
+        }
+        // And the packed days (store/packed.rs).
+        let filter = format!("client != {}", rollup::ALL_DEVICES_ID);
+        let days = packed::flow_days(&self.conn, LIVE_SOURCE, rollup::Dim::Protocol.code(), i64::MIN, &filter, &[])?;
+        let mut texts = TextIds::default();
+        for day in days {
+            let e = sums.entry(texts.text(&self.conn, day.client)?).or_default();
+            for c in day.groups.values() {
+                (e.0, e.1) = (e.0 + c.connections, e.1 + c.bytes());
+            }
+        }
+        Ok(sums.into_iter().map(|(client, (c, b))| (client, c.max(0) as u64, b.max(0) as u64)).collect())
     }
 
     /// Every client address that has flows.
     fn client_addresses(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT t.text FROM (SELECT DISTINCT client FROM rollup_rows WHERE dim = {} AND hours = ?1 AND client != 0) g
+            "SELECT t.text FROM (SELECT client FROM rollup_rows WHERE dim = {0} AND hours = ?1 AND client != 0
+                                 UNION SELECT client FROM rollup_packed WHERE dim = {0} AND client != 0) g
                  JOIN texts t ON t.id = g.client",
             rollup::Dim::Protocol.code()
         ))?;

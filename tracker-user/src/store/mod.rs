@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod devices;
 pub mod dns;
 pub mod facts;
+pub mod packed;
 pub mod retention;
 pub mod rollup;
 pub mod schema;

@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Store, rollup, schema::LIVE_SOURCE};
+use super::{Store, packed, rollup, schema::LIVE_SOURCE};
 
 /// How long raw rows (and hourly roll-ups) are kept by default.
 pub const DEFAULT_RAW: Duration = Duration::from_secs(30 * 86_400);
@@ -51,7 +51,10 @@ pub struct Pruned {
     pub flows: u64,
     pub dns_queries: u64,
     pub hour_rollups: u64,
+    /// Daily roll-up rows, and packed days ([`super::packed`]), removed.
     pub day_rollups: u64,
+    /// Daily roll-up rows packed into their day's blob ([`super::packed`]).
+    pub days_packed: u64,
     /// Bytes the file shrank by (incremental vacuum); 0 for a database made before tracker
     /// set `auto_vacuum` (its freed pages are reused instead: `tracker prune --vacuum` converts).
     pub bytes_returned: u64,
@@ -111,13 +114,37 @@ impl Store {
                     "DELETE FROM dns_rollup_rows WHERE source = ?1 AND hours = ?2 AND start_hour + hours <= ?3",
                     params![LIVE_SOURCE, hours, before_hour],
                 )?;
-                Ok((flows + dns) as u64)
+                // Packed days go by the same rule, each counted as one.
+                let mut packed_days = 0;
+                if hours == packed::DAY_HOURS {
+                    for table in ["rollup_packed", "dns_rollup_packed"] {
+                        packed_days += w.conn.execute(
+                            &format!("DELETE FROM {table} WHERE source = ?1 AND start_hour + ?2 <= ?3"),
+                            params![LIVE_SOURCE, hours, before_hour],
+                        )?;
+                    }
+                }
+                Ok((flows + dns + packed_days) as u64)
             })?;
             if span == rollup::HOUR_MS {
                 done.hour_rollups += n;
             } else {
                 done.day_rollups += n;
             }
+            progress(&done);
+        }
+        // The days that stay, packed once they are closed: every source's (packing loses
+        // nothing, so imports are packed too).
+        let before_hour = now_ms.div_euclid(rollup::HOUR_MS) - packed::PACK_AFTER_HOURS;
+        let (flow_days, dns_days) = packed::closed_buckets(&self.conn, before_hour).context("finding days to pack")?;
+        for batch in flow_days.chunks(packed::BUCKETS_PER_BATCH) {
+            done.days_packed +=
+                self.write(|w| batch.iter().map(|&b| packed::pack_flow_day(w.conn, b)).sum::<Result<u64>>())?;
+            progress(&done);
+        }
+        for batch in dns_days.chunks(packed::BUCKETS_PER_BATCH) {
+            done.days_packed +=
+                self.write(|w| batch.iter().map(|&b| packed::pack_dns_day(w.conn, b)).sum::<Result<u64>>())?;
             progress(&done);
         }
         done.bytes_returned = self.vacuum_freed()?;
@@ -256,7 +283,8 @@ mod tests {
         // The period still counts the pruned flow, from its day's totals.
         assert_eq!(connections(&s, since, now, LIVE_SOURCE), 3);
         assert_eq!(connections(&s, since, now, import), 1);
-        // Pruning again finds nothing.
+        // Pruning again finds nothing: the closed days were packed the first time.
+        assert!(p.days_packed > 0, "{p:?}");
         assert_eq!(s.prune(keep, now, &mut |_| {}).unwrap(), Pruned::default());
 
         // Past the daily totals' end, the day goes too.

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use rusqlite::{Connection, Row, params};
 
-use super::texts::TextIds;
+use super::{packed, texts::TextIds};
 
 /// The buckets, in milliseconds: every row is summed into its hour and its day (UTC).
 pub const HOUR_MS: i64 = 3_600_000;
@@ -28,6 +28,8 @@ pub const ALL_DEVICES: &str = "";
 /// The id the compact roll-up rows hold for '' (all devices, an unused key part): never a
 /// `texts` id, which start at 1, and stored in no bytes (SQLite's integer 0).
 const EMPTY_ID: i64 = 0;
+/// [`EMPTY_ID`] as a roll-up row's `client`: the all-devices rows.
+pub const ALL_DEVICES_ID: i64 = EMPTY_ID;
 /// `rollup_rows` and `dns_rollup_rows` keep buckets in whole hours.
 const HOURS_PER_DAY: i64 = DAY_MS / HOUR_MS;
 /// Bits of `dns_rollup.client_bits`: devices beyond the 63rd share the last bit, so a name's
@@ -103,7 +105,7 @@ impl Counts {
         self.bytes_up + self.bytes_down
     }
 
-    fn merge(&mut self, o: &Counts) {
+    pub(crate) fn merge(&mut self, o: &Counts) {
         self.connections += o.connections;
         self.packets += o.packets;
         self.bytes_up += o.bytes_up;
@@ -485,8 +487,9 @@ pub fn rebuild(conn: &Connection) -> Result<()> {
 /// Makes one source's roll-ups again from its rows: an import writes its rows without them and
 /// sums them once, at its end (every group written once, not once per sweep).
 pub fn rebuild_source(conn: &Connection, source: i64) -> Result<()> {
-    conn.execute("DELETE FROM rollup_rows WHERE source = ?1", [source])?;
-    conn.execute("DELETE FROM dns_rollup_rows WHERE source = ?1", [source])?;
+    for table in ["rollup_rows", "dns_rollup_rows", "rollup_packed", "dns_rollup_packed"] {
+        conn.execute(&format!("DELETE FROM {table} WHERE source = ?1"), [source])?;
+    }
     fill(conn, "source = ?1", [source])
 }
 
@@ -550,6 +553,18 @@ impl Period {
         )
     }
 
+    /// The packed days ([`packed`]) of `dim` in the period (those from [`Period::days_from`])
+    /// whose client `client_filter` keeps, with its named parameters `params`.
+    pub fn packed_flow_days(
+        &self,
+        conn: &Connection,
+        dim: Dim,
+        client_filter: &str,
+        params: &[(&str, &dyn rusqlite::ToSql)],
+    ) -> Result<Vec<packed::FlowDay>> {
+        packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), client_filter, params)
+    }
+
     /// `:days` of [`Period::rows`]: [`Period::days_from`] in hours since 1970.
     pub fn day_rows_from(&self) -> i64 {
         self.days_from.div_euclid(HOUR_MS)
@@ -607,10 +622,27 @@ pub fn flow_groups(
     )?;
     for row in rows {
         let (key, c) = row.context("reading the roll-up")?;
-        if c.connections != 0 {
-            out.insert(key, c);
+        out.entry(key).or_default().merge(&c);
+    }
+    // The packed days, summed by ids, then named.
+    let mut sums: HashMap<[i64; 3], Counts> = HashMap::new();
+    let clients_json = clients_param(clients);
+    for day in period.packed_flow_days(conn, dim, &client_in(":clients"), &[(":clients", &clients_json)])? {
+        for (key, c) in day.groups {
+            sums.entry(key).or_default().merge(&c);
         }
     }
+    let mut texts = TextIds::default();
+    for (ids, c) in sums {
+        let mut key: Key = Default::default();
+        for (k, id) in key.iter_mut().zip(ids) {
+            if id != EMPTY_ID {
+                *k = texts.text(conn, id)?;
+            }
+        }
+        out.entry(key).or_default().merge(&c);
+    }
+    out.retain(|_, c| c.connections != 0);
     for f in head {
         for (d, key) in f.keys() {
             if d == dim {
@@ -651,10 +683,19 @@ pub fn client_groups(
     )?;
     for row in rows {
         let (client, c) = row.context("reading the roll-up")?;
-        if c.connections != 0 {
-            out.insert(client, c);
-        }
+        out.entry(client).or_default().merge(&c);
     }
+    let filter = format!("client != {EMPTY_ID} AND (:clients IS NULL OR {})", client_in(":clients"));
+    let mut sums: HashMap<i64, Counts> = HashMap::new();
+    for day in period.packed_flow_days(conn, Dim::Protocol, &filter, &[(":clients", &list)])? {
+        let sum = sums.entry(day.client).or_default();
+        day.groups.values().for_each(|c| sum.merge(c));
+    }
+    let mut texts = TextIds::default();
+    for (client, c) in sums {
+        out.entry(texts.text(conn, client)?).or_default().merge(&c);
+    }
+    out.retain(|_, c| c.connections != 0);
     for f in head {
         out.entry(f.client.clone()).or_default().add(1, f);
     }
@@ -704,6 +745,22 @@ pub fn name_groups(
     for row in rows {
         let (name, c) = row.context("reading the DNS roll-up")?;
         merge(&mut out, name, c);
+    }
+    let clients_json = clients_param(clients);
+    let mut texts = TextIds::default();
+    let days = packed::dns_days(
+        conn,
+        period.source,
+        period.day_rows_from(),
+        &client_in(":clients"),
+        &[(":clients", &clients_json)],
+    )?;
+    for (start_hour, names) in days {
+        let start = start_hour * HOUR_MS;
+        for (qname, c) in names {
+            let c = NameCounts { first_ts: start + c.first_ts, last_ts: start + c.last_ts, ..c };
+            merge(&mut out, texts.text(conn, qname)?, c);
+        }
     }
     let mut stmt = conn.prepare_cached(
         "SELECT q.qname, q.ts, coalesce(b.bit, ?4) FROM dns_queries q LEFT JOIN client_bits b ON b.client = q.client

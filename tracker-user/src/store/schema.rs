@@ -593,6 +593,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 9: compact roll-ups (issue 14): their keys as ids into `texts`, buckets in hours. In a
     // file of its own, so this one stays readable.
     include_str!("migrations/9.sql"),
+    // 10: closed days of the roll-ups packed, one blob a day and device (store/packed.rs).
+    include_str!("migrations/10.sql"),
 ];
 
 /// The version whose roll-up tables the writers write (migration 9's compact rows): a database

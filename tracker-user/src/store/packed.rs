@@ -1,0 +1,439 @@
+//! Closed days of the roll-ups packed (schema 10): a day's groups of one dimension and one
+//! device (or all devices) in one blob, instead of a row each. A row costs about 35 bytes
+//! (its key repeated, a header byte a column, the cell); a packed group about 13, its numbers
+//! as variable-length integers and its key as the difference to the group before.
+//!
+//! The daemon's prune packs every day bucket that ended [`PACK_AFTER`] ago or more; reports
+//! read the packed days beside the rows ([`flow_days`], [`dns_days`]) and sum both, so a late
+//! change (a flow open for days, written again) is a small row beside its packed day until the
+//! next prune packs it in.
+//!
+//! Blob layout, every number a zigzag LEB128 integer: flow groups are `k1 - previous k1, k2,
+//! k3, connections, packets, bytes_up, bytes_down`, in key order; DNS names are `qname -
+//! previous qname, queries, first_ms, last_ms, client_bits`, in name order (the first group's
+//! "previous" is 0).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{Connection, params};
+
+use super::rollup::{Counts, NameCounts};
+
+/// Day buckets are packed once they ended this long ago: a day's last flows are written for
+/// a while after it ends (a connection open across midnight), and packing twice costs more
+/// than a row.
+pub const PACK_AFTER_HOURS: i64 = 48;
+/// `hours` of a day bucket.
+pub const DAY_HOURS: i64 = 24;
+/// Buckets packed per transaction, so no transaction holds the write lock long.
+pub const BUCKETS_PER_BATCH: usize = 500;
+
+fn put(buf: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.push(z as u8);
+}
+
+fn get(buf: &mut &[u8]) -> Result<i64> {
+    let mut z = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some((&b, rest)) = buf.split_first() else { bail!("a packed roll-up ends inside a number") };
+        *buf = rest;
+        z |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    bail!("a packed roll-up holds a number longer than 64 bits")
+}
+
+/// A day's flow groups, by key (`texts` ids).
+pub type FlowGroups = BTreeMap<[i64; 3], Counts>;
+/// A day's DNS names, by `texts` id; first and last in ms after the bucket's start.
+pub type DnsNames = BTreeMap<i64, NameCounts>;
+
+pub fn pack_flows(groups: &FlowGroups) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(groups.len() * 14);
+    let mut prev = 0;
+    for (&[k1, k2, k3], c) in groups {
+        let Counts { connections, packets, bytes_up, bytes_down } = *c;
+        for v in [k1 - prev, k2, k3, connections, packets, bytes_up, bytes_down] {
+            put(&mut buf, v);
+        }
+        prev = k1;
+    }
+    buf
+}
+
+pub fn unpack_flows(mut blob: &[u8]) -> Result<FlowGroups> {
+    let mut out = FlowGroups::new();
+    let mut prev = 0;
+    while !blob.is_empty() {
+        let k1 = prev + get(&mut blob)?;
+        let key = [k1, get(&mut blob)?, get(&mut blob)?];
+        let c = Counts {
+            connections: get(&mut blob)?,
+            packets: get(&mut blob)?,
+            bytes_up: get(&mut blob)?,
+            bytes_down: get(&mut blob)?,
+        };
+        out.insert(key, c);
+        prev = k1;
+    }
+    Ok(out)
+}
+
+pub fn pack_dns(names: &DnsNames) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(names.len() * 12);
+    let mut prev = 0;
+    for (&qname, c) in names {
+        let NameCounts { queries, first_ts, last_ts, client_bits } = *c;
+        for v in [qname - prev, queries, first_ts, last_ts, client_bits] {
+            put(&mut buf, v);
+        }
+        prev = qname;
+    }
+    buf
+}
+
+pub fn unpack_dns(mut blob: &[u8]) -> Result<DnsNames> {
+    let mut out = DnsNames::new();
+    let mut prev = 0;
+    while !blob.is_empty() {
+        let qname = prev + get(&mut blob)?;
+        let c = NameCounts {
+            queries: get(&mut blob)?,
+            first_ts: get(&mut blob)?,
+            last_ts: get(&mut blob)?,
+            client_bits: get(&mut blob)?,
+        };
+        out.insert(qname, c);
+        prev = qname;
+    }
+    Ok(out)
+}
+
+/// A flow day bucket: source, dimension code, client id, start hour.
+pub type FlowBucket = (i64, i64, i64, i64);
+/// A DNS day bucket: source, client id, start hour.
+pub type DnsBucket = (i64, i64, i64);
+
+/// The day buckets with rows that ended by `before_hour`, of both roll-ups.
+pub fn closed_buckets(conn: &Connection, before_hour: i64) -> Result<(Vec<FlowBucket>, Vec<DnsBucket>)> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT source, dim, client, start_hour FROM rollup_rows
+         WHERE hours = ?1 AND start_hour + hours <= ?2",
+    )?;
+    let flows = stmt
+        .query_map(params![DAY_HOURS, before_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT source, client, start_hour FROM dns_rollup_rows WHERE hours = ?1 AND start_hour + hours <= ?2",
+    )?;
+    let dns = stmt
+        .query_map(params![DAY_HOURS, before_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((flows, dns))
+}
+
+/// Packs flow day `b`'s rows into its blob (merged with the blob already there) and deletes
+/// them; groups that sum to nothing are left out. Returns the rows packed.
+pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
+    let (source, dim, client, start_hour) = b;
+    let mut groups = match conn
+        .prepare_cached(
+            "SELECT groups FROM rollup_packed WHERE source = ?1 AND dim = ?2 AND client = ?3 AND start_hour = ?4",
+        )?
+        .query_row(params![source, dim, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
+    {
+        Ok(blob) => unpack_flows(&blob)?,
+        Err(rusqlite::Error::QueryReturnedNoRows) => FlowGroups::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT k1, k2, k3, connections, packets, bytes_up, bytes_down FROM rollup_rows
+         WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours = ?4 AND start_hour = ?5",
+    )?;
+    let mut rows = 0;
+    for r in stmt.query_map(params![source, dim, client, DAY_HOURS, start_hour], |r| {
+        let c = Counts { connections: r.get(3)?, packets: r.get(4)?, bytes_up: r.get(5)?, bytes_down: r.get(6)? };
+        Ok(([r.get(0)?, r.get(1)?, r.get(2)?], c))
+    })? {
+        let (key, c) = r?;
+        groups.entry(key).or_default().merge(&c);
+        rows += 1;
+    }
+    groups.retain(|_, c| *c != Counts::default());
+    conn.prepare_cached(
+        "INSERT INTO rollup_packed (source, dim, client, start_hour, groups) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT DO UPDATE SET groups = excluded.groups",
+    )?
+    .execute(params![source, dim, client, start_hour, pack_flows(&groups)])?;
+    conn.prepare_cached(
+        "DELETE FROM rollup_rows WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours = ?4 AND start_hour = ?5",
+    )?
+    .execute(params![source, dim, client, DAY_HOURS, start_hour])?;
+    Ok(rows)
+}
+
+/// [`pack_flow_day`] for a DNS day.
+pub fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
+    let (source, client, start_hour) = b;
+    let mut names = match conn
+        .prepare_cached("SELECT names FROM dns_rollup_packed WHERE source = ?1 AND client = ?2 AND start_hour = ?3")?
+        .query_row(params![source, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
+    {
+        Ok(blob) => unpack_dns(&blob)?,
+        Err(rusqlite::Error::QueryReturnedNoRows) => DnsNames::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT qname, queries, first_ms, last_ms, client_bits FROM dns_rollup_rows
+         WHERE source = ?1 AND client = ?2 AND hours = ?3 AND start_hour = ?4",
+    )?;
+    let mut rows = 0;
+    for r in stmt.query_map(params![source, client, DAY_HOURS, start_hour], |r| {
+        let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
+        Ok((r.get::<_, i64>(0)?, c))
+    })? {
+        let (qname, c) = r?;
+        names.entry(qname).and_modify(|n| n.merge(&c)).or_insert(c);
+        rows += 1;
+    }
+    conn.prepare_cached(
+        "INSERT INTO dns_rollup_packed (source, client, start_hour, names) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO UPDATE SET names = excluded.names",
+    )?
+    .execute(params![source, client, start_hour, pack_dns(&names)])?;
+    conn.prepare_cached(
+        "DELETE FROM dns_rollup_rows WHERE source = ?1 AND client = ?2 AND hours = ?3 AND start_hour = ?4",
+    )?
+    .execute(params![source, client, DAY_HOURS, start_hour])?;
+    Ok(rows)
+}
+
+/// A packed flow day as a report reads it.
+pub struct FlowDay {
+    pub client: i64,
+    pub start_hour: i64,
+    pub groups: FlowGroups,
+}
+
+/// The packed flow days of `dim` of `source` from `from_hour` on whose client matches
+/// `client_filter` (SQL over column `client`, with named parameters `params` binds).
+pub fn flow_days(
+    conn: &Connection,
+    source: i64,
+    dim: i64,
+    from_hour: i64,
+    client_filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Vec<FlowDay>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT client, start_hour, groups FROM rollup_packed
+         WHERE source = {source} AND dim = {dim} AND start_hour >= {from_hour} AND {client_filter}"
+    ))?;
+    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (client, start_hour, blob) = r.context("reading the packed roll-up")?;
+        out.push(FlowDay { client, start_hour, groups: unpack_flows(&blob)? });
+    }
+    Ok(out)
+}
+
+/// The packed DNS days of `source` from `from_hour` on, as [`flow_days`]: (start hour, names).
+pub fn dns_days(
+    conn: &Connection,
+    source: i64,
+    from_hour: i64,
+    client_filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Vec<(i64, DnsNames)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT start_hour, names FROM dns_rollup_packed
+         WHERE source = {source} AND start_hour >= {from_hour} AND {client_filter}"
+    ))?;
+    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (start_hour, blob) = r.context("reading the packed DNS roll-up")?;
+        out.push((start_hour, unpack_dns(&blob)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::{entity::EntityTable, protocol::AppProtocol},
+        query::{
+            report::{Report, ReportQuery, report},
+            timeline::{Bucket, Span, timeline},
+        },
+        store::{
+            Store,
+            dns::{DomainQuery, DomainRow, Grouping, tests::record},
+            retention::Retention,
+            rollup::{DAY_MS, HOUR_MS},
+            tests::{labelled_flow, temp_db},
+        },
+    };
+
+    const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+    const PHONE: &str = "10.77.0.2";
+    const TABLET: &str = "10.77.0.3";
+
+    /// Everything a report, the dashboard and `tracker devices` read from the roll-ups, from
+    /// several starts (midnight, a millisecond after, mid-day) for every device and one.
+    type Seen = (Vec<Report>, Vec<Vec<Bucket>>, Vec<(String, u64, u64)>, Vec<Vec<DomainRow>>);
+
+    fn seen(s: &Store, until: i64) -> Seen {
+        let entities = EntityTable::builtin();
+        let (mut reports, mut days, mut domains) = (Vec::new(), Vec::new(), Vec::new());
+        for since in [T0 - DAY_MS, T0, T0 + 1, T0 + DAY_MS + 7, T0 + 2 * DAY_MS + DAY_MS / 2] {
+            for clients in [None, Some(vec![PHONE.to_owned()])] {
+                let q = ReportQuery {
+                    since_ms: since,
+                    until_ms: until,
+                    clients: clients.clone().map(|c| ("phone".to_owned(), c)),
+                    min_queries: 1,
+                    ..ReportQuery::default()
+                };
+                reports.push(report(s, &entities, &q).unwrap());
+                days.push(timeline(s, 0, since, until, clients.as_deref(), Span::Day).unwrap());
+                let q = DomainQuery {
+                    since_ms: Some(since),
+                    clients,
+                    min_queries: 1,
+                    group: Grouping::Name,
+                    limit: None,
+                    source: 0,
+                };
+                domains.push(s.domains(&q).unwrap());
+            }
+        }
+        let mut totals = s.client_totals().unwrap();
+        totals.sort();
+        (reports, days, totals, domains)
+    }
+
+    fn day_rows(s: &Store) -> i64 {
+        s.conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM rollup_rows WHERE hours = 24)
+                      + (SELECT count(*) FROM dns_rollup_rows WHERE hours = 24)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// Packing changes no figure anything reads, and a late write to a packed day (a flow open
+    /// across days, written again) counts at once and is packed in at the next prune.
+    #[test]
+    fn packed_days_read_as_the_rows_did_and_late_writes_join_them() {
+        let mut s = Store::open(&temp_db("packed")).unwrap();
+        let apps = [AppProtocol::Tls, AppProtocol::Quic, AppProtocol::Http, AppProtocol::Dns];
+        let names = [Some("www.apple.com"), Some("api.mparticle.com"), Some("www.google.com"), None, Some("a.example")];
+        let flows: Vec<_> = (0..400u64)
+            .map(|n| {
+                let at = T0 + (n as i64) * 4 * DAY_MS / 400 + (n as i64 % 7) * 1_000;
+                let client = [PHONE, TABLET][n as usize % 2];
+                labelled_flow(n, client, at, names[n as usize % 5], apps[n as usize % 4], 100 + n * 3)
+            })
+            .collect();
+        s.upsert_flows("boot", &flows).unwrap();
+        let queries: Vec<_> = (0..300i64)
+            .map(|i| {
+                record(
+                    T0 + i * 977_777,
+                    [PHONE, TABLET][i as usize % 2],
+                    names[i as usize % 5].unwrap_or("b.example"),
+                    vec![],
+                )
+            })
+            .collect();
+        s.insert_dns(&queries).unwrap();
+        let now = T0 + 6 * DAY_MS + HOUR_MS;
+        let before = seen(&s, now);
+        assert_eq!(before.0[0].totals.connections, 400);
+        let rows = day_rows(&s);
+
+        // Days that ended 48 hours before `now` (the first four) are packed.
+        let p = s.prune(Retention::default(), now, &mut |_| {}).unwrap();
+        assert_eq!(p.days_packed, rows as u64, "every day row then was of a closed day: {p:?}");
+        assert_eq!(day_rows(&s), 0);
+        let packed: i64 = s.conn().query_row("SELECT count(*) FROM rollup_packed", [], |r| r.get(0)).unwrap();
+        assert!(packed > 0);
+        assert_eq!(seen(&s, now), before, "the same figures from the packed days");
+
+        // Flow 0, still open, written again with 5,000 more bytes: counted now, beside its day.
+        let mut late = flows[0].clone();
+        late.bytes_up += 5_000;
+        s.upsert_flows("boot", &[late]).unwrap();
+        // Its owner's and its protocol's group (no service, no CDN), for its device and for all.
+        assert_eq!(day_rows(&s), 4, "its day's new rows");
+        let with_late = seen(&s, now);
+        assert_eq!(with_late.0[0].totals.bytes, before.0[0].totals.bytes + 5_000);
+        assert_eq!(with_late.0[0].totals.connections, 400, "the same connection");
+        let p = s.prune(Retention::default(), now, &mut |_| {}).unwrap();
+        assert!(p.days_packed > 0 && day_rows(&s) == 0, "{p:?}");
+        assert_eq!(seen(&s, now), with_late, "packed in, unchanged");
+
+        // Past the daily totals' retention, packed days go like rows.
+        let short = Retention { raw: Retention::default().raw, rollups: Retention::default().raw };
+        let later = T0 + 33 * DAY_MS;
+        s.prune(short, later, &mut |_| {}).unwrap();
+        let left: i64 = s
+            .conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM rollup_packed WHERE start_hour * 3600000 < ?1)
+                      + (SELECT count(*) FROM dns_rollup_packed WHERE start_hour * 3600000 < ?1)",
+                [later - 30 * DAY_MS - DAY_MS],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn numbers_round_trip_at_every_length_and_sign() {
+        let values = [0, 1, -1, 63, -64, 64, 127, 128, 300, -300, 1 << 35, -(1 << 35), i64::MAX, i64::MIN];
+        let mut buf = Vec::new();
+        for v in values {
+            put(&mut buf, v);
+        }
+        assert_eq!(buf[..3], [0, 2, 1], "zigzag: 0, 1 and -1 take a byte each");
+        let mut rest = buf.as_slice();
+        let back: Vec<i64> = values.iter().map(|_| get(&mut rest).unwrap()).collect();
+        assert_eq!(back, values);
+        assert!(rest.is_empty());
+        assert!(get(&mut [0x80u8].as_slice()).is_err(), "a number cut short");
+        assert!(get(&mut [0xffu8; 11].as_slice()).is_err(), "a number over 64 bits");
+    }
+
+    #[test]
+    fn groups_and_names_round_trip_and_cost_bytes_not_rows() {
+        let c = |n: i64| Counts { connections: n, packets: 10 * n, bytes_up: 1_000 * n, bytes_down: 100_000 * n };
+        let groups: FlowGroups =
+            [([5, 0, 0], c(1)), ([7, 2, 3], c(2)), ([7, 2, 4], c(-1)), ([30_000, 1, 0], c(40))].into_iter().collect();
+        let blob = pack_flows(&groups);
+        assert_eq!(unpack_flows(&blob).unwrap(), groups);
+        // Key 7 after 5: a difference of 2, one byte; 30,000 after 7: three bytes.
+        assert!(blob.len() < 4 * 14, "{} bytes", blob.len());
+        let names: DnsNames = [
+            (3, NameCounts { queries: 2, first_ts: 10, last_ts: 86_399_999, client_bits: 1 << 62 }),
+            (900, NameCounts { queries: 1, first_ts: 0, last_ts: 0, client_bits: 1 }),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(unpack_dns(&pack_dns(&names)).unwrap(), names);
+        assert!(unpack_flows(&blob[..blob.len() - 1]).is_err(), "a blob cut short is an error, not fewer groups");
+    }
+}
