@@ -314,6 +314,11 @@ impl Store {
             tx.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", to)?;
             tx.commit().map_err(|e| explain_path(&self.path, e))?;
+            // A migration that rewrites a table (9, 11) writes it whole into the WAL: copied
+            // back now, the WAL's disk space is free again before the next one.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(|e| explain_path(&self.path, e))?;
             if version > 0 {
                 tracing::info!(from = i, to, "migrated database schema");
             }
@@ -459,52 +464,55 @@ impl Writer<'_> {
         let conn = self.conn;
         let explain = |e| explain_path(self.path, e);
         // The columns are ids into `texts` (migration 8): the CASEs compare ids, and 'payload'
-        // is bound as its id (?29).
-        let mut stmt = conn.prepare_cached(&format!(
+        // is bound as its id (?29). A row is found by the index of its kernel start time and
+        // the rest of its key (migration 11; INDEXED BY, as without statistics the
+        // planner may take a remote's index, thousands of rows), then updated or inserted: the
+        // roll-ups move by the row's change, what it held before and what it holds now (the
+        // update keeps some stored labels, so the new values are returned), both as ids the
+        // sweep's dictionary names.
+        let mut find = conn.prepare_cached(&format!(
+            "SELECT {}, id FROM flow_rows INDEXED BY flow_rows_kernel_first_ns WHERE kernel_first_ns = ?2 AND boot = ?1 AND client = ?3 AND remote = ?4
+                 AND protocol = ?5 AND client_port = ?6 AND remote_port = ?7",
+            rollup::FlowFacts::ID_COLUMNS
+        ))?;
+        let mut insert = conn.prepare_cached(&format!(
             "INSERT INTO flow_rows (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port,
                  packets_up, bytes_up, packets_down, bytes_down, tcp_flags, first_seen, last_seen, name,
                  name_source, cname, remote_class, app_protocol, app_decided, encrypted, owner_kind, owner,
                  company, site, service, served_by, source)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
                  ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
-             ON CONFLICT (boot, kernel_first_ns, client, remote, protocol, client_port, remote_port)
-             DO UPDATE SET packets_up = excluded.packets_up, bytes_up = excluded.bytes_up,
-                 packets_down = excluded.packets_down, bytes_down = excluded.bytes_down,
-                 tcp_flags = excluded.tcp_flags, last_seen = excluded.last_seen,
-                 -- A restarted daemon may not know a name an earlier one found: keep it.
-                 -- The three name columns change together, or not at all.
-                 name = CASE WHEN excluded.name_source IS NULL THEN flow_rows.name ELSE excluded.name END,
-                 name_source = COALESCE(excluded.name_source, flow_rows.name_source),
-                 cname = CASE WHEN excluded.name_source IS NULL THEN flow_rows.cname ELSE excluded.cname END,
-                 remote_class = excluded.remote_class,
-                 -- The owner follows the name: kept with it when this daemon has none.
-                 owner_kind = CASE WHEN excluded.name_source IS NULL THEN flow_rows.owner_kind
-                                   ELSE excluded.owner_kind END,
-                 owner = CASE WHEN excluded.name_source IS NULL THEN flow_rows.owner ELSE excluded.owner END,
-                 company = CASE WHEN excluded.name_source IS NULL THEN flow_rows.company ELSE excluded.company END,
-                 site = CASE WHEN excluded.name_source IS NULL THEN flow_rows.site ELSE excluded.site END,
-                 service = CASE WHEN excluded.name_source IS NULL THEN flow_rows.service ELSE excluded.service END,
-                 served_by = CASE WHEN excluded.name_source IS NULL THEN flow_rows.served_by
-                                  ELSE excluded.served_by END,
-                 -- A restarted daemon has not seen the first payloads: a port's guess does
-                 -- not replace what a payload showed.
-                 app_protocol = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
-                                     THEN flow_rows.app_protocol ELSE excluded.app_protocol END,
-                 encrypted = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
-                                  THEN flow_rows.encrypted ELSE excluded.encrypted END,
-                 app_decided = CASE WHEN excluded.app_decided != ?29 AND flow_rows.app_decided = ?29
-                                    THEN flow_rows.app_decided ELSE excluded.app_decided END
              RETURNING {}",
             rollup::FlowFacts::ID_COLUMNS
         ))?;
-        // The roll-ups move by the row's change: what it held before, what it holds now (the
-        // upsert keeps some stored labels, so the new values are returned), both as ids the
-        // sweep's dictionary names.
-        let mut old_row = conn.prepare_cached(&format!(
-            "SELECT {} FROM flow_rows WHERE boot = ?1 AND kernel_first_ns = ?2 AND client = ?3 AND remote = ?4
-                 AND protocol = ?5 AND client_port = ?6 AND remote_port = ?7",
+        // Counters are set, never added to. SET's right-hand sides read the row as it was.
+        let mut update = conn.prepare_cached(&format!(
+            "UPDATE flow_rows SET packets_up = ?8, bytes_up = ?9, packets_down = ?10, bytes_down = ?11,
+                 tcp_flags = ?12, last_seen = ?14,
+                 -- A restarted daemon may not know a name an earlier one found: keep it.
+                 -- The three name columns change together, or not at all.
+                 name = CASE WHEN ?16 IS NULL THEN name ELSE ?15 END,
+                 name_source = COALESCE(?16, name_source),
+                 cname = CASE WHEN ?16 IS NULL THEN cname ELSE ?17 END,
+                 remote_class = ?18,
+                 -- The owner follows the name: kept with it when this daemon has none.
+                 owner_kind = CASE WHEN ?16 IS NULL THEN owner_kind ELSE ?22 END,
+                 owner = CASE WHEN ?16 IS NULL THEN owner ELSE ?23 END,
+                 company = CASE WHEN ?16 IS NULL THEN company ELSE ?24 END,
+                 site = CASE WHEN ?16 IS NULL THEN site ELSE ?25 END,
+                 service = CASE WHEN ?16 IS NULL THEN service ELSE ?26 END,
+                 served_by = CASE WHEN ?16 IS NULL THEN served_by ELSE ?27 END,
+                 -- A restarted daemon has not seen the first payloads: a port's guess does
+                 -- not replace what a payload showed.
+                 app_protocol = CASE WHEN ?20 != ?29 AND app_decided = ?29 THEN app_protocol ELSE ?19 END,
+                 encrypted = CASE WHEN ?20 != ?29 AND app_decided = ?29 THEN encrypted ELSE ?21 END,
+                 app_decided = CASE WHEN ?20 != ?29 AND app_decided = ?29 THEN app_decided ELSE ?20 END
+             WHERE id = ?30
+             RETURNING {}",
             rollup::FlowFacts::ID_COLUMNS
         ))?;
+        /// [`rollup::FlowFacts::ID_COLUMNS`]' count: `find` returns the row's id after them.
+        const ID_AT: usize = 13;
         let mut texts = texts::TextIds::default();
         let boot = texts.id(conn, boot_id).map_err(explain)?;
         let payload = texts.id(conn, crate::analysis::protocol::Decided::Payload.as_str()).map_err(explain)?;
@@ -579,12 +587,22 @@ impl Writer<'_> {
                 self.source,
                 payload,
             ];
+            let found = find
+                .query_row(key, |r| Ok((rollup::FlowFacts::ids_of(r)?, r.get::<_, i64>(ID_AT)?)))
+                .optional()
+                .map_err(explain)?;
+            let (old, new) = match found {
+                Some((old, id)) => {
+                    let mut with_id: Vec<&dyn rusqlite::ToSql> = values.to_vec();
+                    with_id.push(&id);
+                    (Some(old), update.query_row(with_id.as_slice(), rollup::FlowFacts::ids_of).map_err(explain)?)
+                }
+                // The insert binds the columns alone, not the 'payload' id the update compares.
+                None => (None, insert.query_row(&values[..28], rollup::FlowFacts::ids_of).map_err(explain)?),
+            };
             if !self.rollups {
-                stmt.query_row(values, |_| Ok(())).map_err(explain)?;
                 continue;
             }
-            let old = old_row.query_row(key, rollup::FlowFacts::ids_of).optional().map_err(explain)?;
-            let new = stmt.query_row(values, rollup::FlowFacts::ids_of).map_err(explain)?;
             let old = old.map(|o| rollup::FlowFacts::from_ids(&mut texts, conn, o)).transpose().map_err(explain)?;
             let new = rollup::FlowFacts::from_ids(&mut texts, conn, new).map_err(explain)?;
             deltas.change(old.as_ref(), &new);

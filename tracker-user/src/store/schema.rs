@@ -595,6 +595,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/9.sql"),
     // 10: closed days of the roll-ups packed, one blob a day and device (store/packed.rs).
     include_str!("migrations/10.sql"),
+    // 11: flows found by their kernel start time, without the unique index of the whole key.
+    include_str!("migrations/11.sql"),
 ];
 
 /// The version whose roll-up tables the writers write (migration 9's compact rows): a database

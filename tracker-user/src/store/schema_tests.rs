@@ -314,6 +314,12 @@ fn the_views_use_the_indexes_for_times_and_names() {
     };
     for (sql, index) in [
         ("SELECT * FROM flows WHERE last_seen >= 5", "flow_rows_last_seen"),
+        // The writer's lookup of a flow's row (migration 11).
+        (
+            "SELECT id FROM flow_rows INDEXED BY flow_rows_kernel_first_ns WHERE kernel_first_ns = 5 AND boot = 1 AND client = 2 AND remote = 3
+                 AND protocol = 6 AND client_port = 7 AND remote_port = 8",
+            "flow_rows_kernel_first_ns",
+        ),
         (
             "SELECT client, name FROM flows WHERE first_seen >= 5 AND first_seen < 9 AND source = 0",
             "flow_rows_first_seen",
