@@ -1,6 +1,7 @@
 //! Bounded storage: the live interface's raw rows (flows, DNS queries with their answers) and
-//! hourly roll-ups kept for a retention period, daily roll-ups for a longer one, and the pages
-//! they freed handed back to the file system (incremental vacuum).
+//! hourly roll-ups kept for a retention period, daily roll-ups for a longer one (packed once
+//! closed, [`super::packed`]), and the pages they freed handed back to the file system
+//! (incremental vacuum).
 //!
 //! Reports over any period keep working after their rows are gone: a period reads whole days
 //! from the daily roll-ups ([`super::rollup`]), which pruning never touches before their own,

@@ -7,10 +7,11 @@
 //! with 0 for '' (all devices, an unused key part), and buckets are whole hours since 1970
 //! (`rollup_rows`, `dns_rollup_rows`); the views `rollup` and `dns_rollup` show them as text.
 //!
-//! A period from `since` to now reads whole days from the day rows, the hours before the first
-//! midnight from the hour rows, and the rows themselves only before the first hour boundary
-//! ([`Period`]), so it starts exactly at `since` and reads a few thousand roll-up rows for a
-//! week of a busy household instead of millions of flows.
+//! A period from `since` to now reads whole days from the day rows (and the days packed once
+//! closed, [`super::packed`]), the hours before the first midnight from the hour rows, and the
+//! rows themselves only before the first hour boundary ([`Period`]), so it starts exactly at
+//! `since` and reads a few thousand roll-up rows for a week of a busy household instead of
+//! millions of flows.
 
 use std::collections::HashMap;
 
