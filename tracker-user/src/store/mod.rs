@@ -274,6 +274,10 @@ impl Store {
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The WAL file keeps the size of the biggest write since it was made (a migration, a
+        // prune packing a month of days on its first run) unless told otherwise: cut back to
+        // this when a checkpoint lets it start over.
+        self.conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         Ok(())
     }
 
@@ -624,6 +628,9 @@ impl Writer<'_> {
     }
 }
 
+/// Bytes the WAL file is cut back to once a checkpoint empties it (`journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
 /// Turns off SQLite's memory statistics, which tracker never reads: kept, they take a global
 /// mutex on every allocation (every text bound to a statement is one), about a tenth of an
 /// import's writing. SQLite takes this only before it initialises, at the process's first
@@ -956,6 +963,21 @@ pub(crate) mod tests {
         assert_eq!(s.schema_version().unwrap(), schema::VERSION);
         let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// A big write leaves a big WAL; once it is checkpointed, the next write starts the WAL
+    /// over and SQLite cuts the file back to the limit.
+    #[test]
+    fn the_wal_shrinks_back_after_a_big_write() {
+        let p = temp_db("wal-limit");
+        let mut s = Store::open(&p).unwrap();
+        let wal = || std::fs::metadata(format!("{}-wal", p.display())).map(|m| m.len()).unwrap_or(0);
+        let big: Vec<FlowRecord> = (0..150_000).map(|i| flow(i, 1, 1_000 + i as i64)).collect();
+        s.upsert_flows("b", &big).unwrap();
+        assert!(wal() > WAL_SIZE_LIMIT as u64, "the big write's WAL: {} bytes", wal());
+        s.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+        s.upsert_flows("b", &[flow(1_000_000, 1, 5)]).unwrap();
+        assert!(wal() <= WAL_SIZE_LIMIT as u64, "cut back: {} bytes", wal());
     }
 
     /// The daemon creating the database while `tracker status` polls for it: both open (and
