@@ -275,9 +275,13 @@ impl DashboardOn {
 }
 
 impl Listener for (DashboardOn, dashboard::Dashboard) {
-    fn listen_on(&mut self, addresses: &[IpAddr]) -> Result<Vec<String>> {
+    fn listen_on(&mut self, addresses: &[IpAddr]) {
         let wanted = self.0.listen(addresses);
-        Ok(self.1.listen_again(wanted)?.to_vec())
+        self.1.listen_again(wanted);
+    }
+
+    fn new_urls(&mut self) -> Option<Vec<String>> {
+        self.1.new_urls().map(<[String]>::to_vec)
     }
 
     fn urls(&self) -> Vec<String> {

@@ -13,9 +13,11 @@ use crate::kernel::{self, AttachedMode, HeldLinks, Iface, PinDir};
 
 /// What listens on the interface's addresses (the dashboard, started by `tracker run`).
 pub trait Listener {
-    /// Closes its sockets and listens on `addresses` (and wherever else it listens); returns
-    /// its URLs.
-    fn listen_on(&mut self, addresses: &[IpAddr]) -> Result<Vec<String>>;
+    /// Asks it to close its sockets and listen on `addresses` (and wherever else it listens);
+    /// never waits for that: the daemon's loop goes on meanwhile.
+    fn listen_on(&mut self, addresses: &[IpAddr]);
+    /// Its URLs once it listens anew, told once.
+    fn new_urls(&mut self) -> Option<Vec<String>>;
     fn urls(&self) -> Vec<String>;
 }
 
@@ -147,14 +149,16 @@ impl Follower {
             self.gone = false;
         }
         let now = addresses(&name);
-        if out.attached.is_some() || now != self.listening {
-            if let Some(l) = &mut self.listener {
-                let urls = l.listen_on(&now)?;
+        if let Some(l) = &mut self.listener {
+            if out.attached.is_some() || now != self.listening {
+                l.listen_on(&now);
+            }
+            if let Some(urls) = l.new_urls() {
                 tracing::info!(?urls, "dashboard: listening on {name} as it is now");
                 out.urls = Some(urls);
             }
-            self.listening = now;
         }
+        self.listening = now;
         Ok(out)
     }
 }

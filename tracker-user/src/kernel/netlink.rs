@@ -68,7 +68,11 @@ impl LinkNotices {
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => break,
                 Some(libc::ENOBUFS | libc::EINTR) => continue,
-                _ => return Err(e),
+                _ => {
+                    // Waited for again, not read again at once: no busy loop on an error.
+                    guard.clear_ready();
+                    return Err(e);
+                }
             }
         }
         guard.clear_ready();

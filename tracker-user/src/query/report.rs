@@ -229,6 +229,7 @@ pub fn excluding(companies: &[CompanyLine], exclude: &[String]) -> Excluding {
 /// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
 /// for a week of a household), and the DNS log's names.
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
+    let _snapshot = store.snapshot()?;
     let period = Period::since(q.source, q.since_ms);
     let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
     let head = rollup::head_flows(store.conn(), period, clients)?;

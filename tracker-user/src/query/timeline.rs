@@ -47,6 +47,7 @@ pub fn timeline(
     clients: Option<&[String]>,
     span: Span,
 ) -> Result<Vec<Bucket>> {
+    let _snapshot = store.snapshot()?;
     let period = Period::since(source, since_ms);
     let step = span.ms();
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();

@@ -135,6 +135,7 @@ impl Store {
 
     /// Connections and bytes per client address, over all time.
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
+        let _snapshot = self.snapshot()?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT t.text, g.c, g.b
              FROM (SELECT client, sum(connections) AS c, sum(bytes_up + bytes_down) AS b FROM rollup_rows

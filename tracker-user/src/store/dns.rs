@@ -337,6 +337,7 @@ impl Store {
 
     /// [`Store::domains`] and how many rows there were before `q.limit` cut them.
     pub fn domains_counted(&self, q: &DomainQuery) -> Result<(Vec<DomainRow>, u64)> {
+        let _snapshot = self.snapshot()?;
         // Per name from the roll-up (store/rollup.rs); grouping in Rust, because the
         // registrable domain comes from the public suffix list, not from SQL.
         let period = rollup::Period::since(q.source, q.since_ms.unwrap_or(i64::MIN / 2));

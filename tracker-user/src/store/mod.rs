@@ -417,6 +417,18 @@ impl Store {
         Ok(DaemonFacts::from_rows(rows.collect::<rusqlite::Result<Vec<_>>>().context("reading daemon facts")?))
     }
 
+    /// One snapshot for several reads: a report's row and packed-day reads must see the same
+    /// database, or a prune packing a day between them (its own connection, another thread or
+    /// process) makes the day counted twice. A deferred read transaction in WAL mode reads one
+    /// snapshot until it ends (dropped: rolled back, nothing was written). `None` inside a
+    /// transaction already open, whose snapshot is the same.
+    pub fn snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>> {
+        if !self.conn.is_autocommit() {
+            return Ok(None);
+        }
+        Ok(Some(self.conn.unchecked_transaction().map_err(|e| explain_path(&self.path, e))?))
+    }
+
     pub fn flow_count(&self) -> Result<u64> {
         Ok(self.conn.query_row("SELECT count(*) FROM flows", [], |r| r.get::<_, i64>(0))? as u64)
     }

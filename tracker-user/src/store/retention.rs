@@ -138,14 +138,16 @@ impl Store {
         // nothing, so imports are packed too).
         let before_hour = now_ms.div_euclid(rollup::HOUR_MS) - packed::PACK_AFTER_HOURS;
         let (flow_days, dns_days) = packed::closed_buckets(&self.conn, before_hour).context("finding days to pack")?;
+        // IMMEDIATE (`write_rules`): a batch reads blobs before it writes them, and a deferred
+        // transaction could not then take the write lock after a sweep's commit.
         for batch in flow_days.chunks(packed::BUCKETS_PER_BATCH) {
             done.days_packed +=
-                self.write(|w| batch.iter().map(|&b| packed::pack_flow_day(w.conn, b)).sum::<Result<u64>>())?;
+                self.write_rules(|w| batch.iter().map(|&b| packed::pack_flow_day(w.conn, b)).sum::<Result<u64>>())?;
             progress(&done);
         }
         for batch in dns_days.chunks(packed::BUCKETS_PER_BATCH) {
             done.days_packed +=
-                self.write(|w| batch.iter().map(|&b| packed::pack_dns_day(w.conn, b)).sum::<Result<u64>>())?;
+                self.write_rules(|w| batch.iter().map(|&b| packed::pack_dns_day(w.conn, b)).sum::<Result<u64>>())?;
             progress(&done);
         }
         done.bytes_returned = self.vacuum_freed()?;

@@ -760,7 +760,8 @@ pub fn name_groups(
         let start = start_hour * HOUR_MS;
         for (qname, c) in names {
             let c = NameCounts { first_ts: start + c.first_ts, last_ts: start + c.last_ts, ..c };
-            merge(&mut out, texts.text(conn, qname)?, c);
+            let name = if qname == EMPTY_ID { String::new() } else { texts.text(conn, qname)? };
+            merge(&mut out, name, c);
         }
     }
     let mut stmt = conn.prepare_cached(

@@ -199,11 +199,18 @@ impl Dashboard {
     /// Closes its listening sockets and binds `wanted` instead, keeping its sessions: for an
     /// interface made anew. `SO_BINDTODEVICE` ties a socket to the interface's index, not its
     /// name (net/core/sock.c, `sock_bindtoindex`), so the old sockets would never see a
-    /// connection through the new interface even with the same addresses.
-    pub fn listen_again(&mut self, wanted: Vec<Listen>) -> Result<&[String]> {
+    /// connection through the new interface even with the same addresses. Returns at once:
+    /// the thread binds once its open connections have ended (a live stream takes the grace
+    /// time), and [`Dashboard::new_urls`] then has what it bound.
+    pub fn listen_again(&mut self, wanted: Vec<Listen>) {
         self.listen.send_replace(wanted);
-        self.wait_bound()?;
-        Ok(&self.urls)
+    }
+
+    /// The URLs of the newest binding since the last call, if the thread made one.
+    pub fn new_urls(&mut self) -> Option<&[String]> {
+        let newest = std::iter::from_fn(|| self.bound.try_recv().ok()).last()?;
+        self.urls = newest.into_iter().map(url).collect();
+        Some(&self.urls)
     }
 
     /// The URLs it listens on, tunnel addresses first.
