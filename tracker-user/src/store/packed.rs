@@ -334,6 +334,29 @@ mod tests {
             .unwrap()
     }
 
+    /// A reader's snapshot ([`Store::snapshot`], taken by every report) sees a day as rows or
+    /// as packed, never both, while a prune on another connection packs it.
+    #[test]
+    fn a_snapshot_sees_a_day_as_rows_or_packed_never_both() {
+        let p = temp_db("packed-snapshot");
+        let mut w = Store::open(&p).unwrap();
+        w.upsert_flows("boot", &[labelled_flow(1, PHONE, T0 + 1_000, Some("www.apple.com"), AppProtocol::Tls, 100)])
+            .unwrap();
+        let r = Store::open_reader(&p).unwrap();
+        let packed =
+            |s: &Store| -> i64 { s.conn().query_row("SELECT count(*) FROM rollup_packed", [], |r| r.get(0)).unwrap() };
+        let snapshot = r.snapshot().unwrap();
+        assert!(snapshot.is_some());
+        let rows = day_rows(&r);
+        assert!(rows > 0 && packed(&r) == 0);
+        let p = w.prune(Retention::default(), T0 + 6 * DAY_MS, &mut |_| {}).unwrap();
+        assert_eq!(p.days_packed, rows as u64);
+        assert_eq!((day_rows(&r), packed(&r)), (rows, 0), "inside the snapshot: the rows, not the blobs");
+        drop(snapshot);
+        assert_eq!(day_rows(&r), 0, "after it: packed");
+        assert!(packed(&r) > 0);
+    }
+
     /// Packing changes no figure anything reads, and a late write to a packed day (a flow open
     /// across days, written again) counts at once and is packed in at the next prune.
     #[test]
