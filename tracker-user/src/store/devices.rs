@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{Store, Writer, explain_path, packed, rollup, schema::LIVE_SOURCE, texts::TextIds};
+use super::{Store, Writer, explain_path, rollup, schema::LIVE_SOURCE};
 use crate::{text::quoted, wireguard::Peer};
 
 /// A stored device.
@@ -133,36 +133,17 @@ impl Store {
         }
     }
 
-    /// Connections and bytes per client address, over all time.
+    /// Connections and bytes per client address, over all time: the report's per-client sums
+    /// ([`rollup::client_groups`]) over a period with no start, in address order.
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
         let _snapshot = self.snapshot()?;
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT t.text, g.c, g.b
-             FROM (SELECT client, sum(connections) AS c, sum(bytes_up + bytes_down) AS b FROM rollup_rows
-                   WHERE source = 0 AND dim = {} AND hours = ?1 AND client != 0 GROUP BY client) g
-                 JOIN texts t ON t.id = g.client",
-            rollup::Dim::Protocol.code()
-        ))?;
-        let rows = stmt.query_map([rollup::DAY_MS / rollup::HOUR_MS], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })?;
-        let mut sums: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
-        for row in rows {
-            let (client, c, b) = row.context("reading flows per client")?;
-            let e = sums.entry(client).or_default();
-            (e.0, e.1) = (e.0 + c, e.1 + b);
-        }
-        // And the packed days (store/packed.rs).
-        let filter = format!("client != {}", rollup::ALL_DEVICES_ID);
-        let days = packed::flow_days(&self.conn, LIVE_SOURCE, rollup::Dim::Protocol.code(), i64::MIN, &filter, &[])?;
-        let mut texts = TextIds::default();
-        for day in days {
-            let e = sums.entry(texts.text(&self.conn, day.client)?).or_default();
-            for c in day.groups.values() {
-                (e.0, e.1) = (e.0 + c.connections, e.1 + c.bytes());
-            }
-        }
-        Ok(sums.into_iter().map(|(client, (c, b))| (client, c.max(0) as u64, b.max(0) as u64)).collect())
+        let all_time = rollup::Period::since(LIVE_SOURCE, i64::MIN / 2);
+        let mut totals: Vec<(String, u64, u64)> = rollup::client_groups(&self.conn, all_time, None, &[])?
+            .into_iter()
+            .map(|(client, c)| (client, c.connections.max(0) as u64, c.bytes().max(0) as u64))
+            .collect();
+        totals.sort();
+        Ok(totals)
     }
 
     /// Every client address that has flows.

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::rollup::{Counts, NameCounts};
 
@@ -144,16 +144,13 @@ pub fn closed_buckets(conn: &Connection, before_hour: i64) -> Result<(Vec<FlowBu
 /// them; groups that sum to nothing are left out. Returns the rows packed.
 pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
     let (source, dim, client, start_hour) = b;
-    let mut groups = match conn
+    let mut groups = conn
         .prepare_cached(
             "SELECT groups FROM rollup_packed WHERE source = ?1 AND dim = ?2 AND client = ?3 AND start_hour = ?4",
         )?
         .query_row(params![source, dim, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
-    {
-        Ok(blob) => unpack_flows(&blob)?,
-        Err(rusqlite::Error::QueryReturnedNoRows) => FlowGroups::new(),
-        Err(e) => return Err(e.into()),
-    };
+        .optional()?
+        .map_or_else(|| Ok(FlowGroups::new()), |blob| unpack_flows(&blob))?;
     let mut stmt = conn.prepare_cached(
         "SELECT k1, k2, k3, connections, packets, bytes_up, bytes_down FROM rollup_rows
          WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours = ?4 AND start_hour = ?5",
@@ -183,14 +180,11 @@ pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
 /// [`pack_flow_day`] for a DNS day.
 pub fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
     let (source, client, start_hour) = b;
-    let mut names = match conn
+    let mut names = conn
         .prepare_cached("SELECT names FROM dns_rollup_packed WHERE source = ?1 AND client = ?2 AND start_hour = ?3")?
         .query_row(params![source, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
-    {
-        Ok(blob) => unpack_dns(&blob)?,
-        Err(rusqlite::Error::QueryReturnedNoRows) => DnsNames::new(),
-        Err(e) => return Err(e.into()),
-    };
+        .optional()?
+        .map_or_else(|| Ok(DnsNames::new()), |blob| unpack_dns(&blob))?;
     let mut stmt = conn.prepare_cached(
         "SELECT qname, queries, first_ms, last_ms, client_bits FROM dns_rollup_rows
          WHERE source = ?1 AND client = ?2 AND hours = ?3 AND start_hour = ?4",

@@ -29,8 +29,6 @@ pub const ALL_DEVICES: &str = "";
 /// The id the compact roll-up rows hold for '' (all devices, an unused key part): never a
 /// `texts` id, which start at 1, and stored in no bytes (SQLite's integer 0).
 const EMPTY_ID: i64 = 0;
-/// [`EMPTY_ID`] as a roll-up row's `client`: the all-devices rows.
-pub const ALL_DEVICES_ID: i64 = EMPTY_ID;
 /// `rollup_rows` and `dns_rollup_rows` keep buckets in whole hours.
 const HOURS_PER_DAY: i64 = DAY_MS / HOUR_MS;
 /// Bits of `dns_rollup.client_bits`: devices beyond the 63rd share the last bit, so a name's
@@ -586,6 +584,12 @@ pub fn client_in(param: &str) -> String {
     )
 }
 
+/// The text of a compact roll-up key part or name: '' for [`EMPTY_ID`], as the rows' readers'
+/// `coalesce(text, '')` gives it.
+fn key_text(texts: &mut TextIds, conn: &Connection, id: i64) -> rusqlite::Result<String> {
+    if id == EMPTY_ID { Ok(String::new()) } else { texts.text(conn, id) }
+}
+
 /// The `client IN (...)` of a roll-up query: the given addresses, or the every-device rows.
 pub fn clients_param(clients: Option<&[String]>) -> String {
     let list = clients.map_or_else(|| vec![ALL_DEVICES.to_owned()], <[String]>::to_vec);
@@ -603,6 +607,7 @@ pub fn flow_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
+    let clients_json = clients_param(clients);
     // Summed by ids, then named: each group's texts read once.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(t1.text, ''), coalesce(t2.text, ''), coalesce(t3.text, ''), g.c, g.p, g.u, g.d
@@ -613,7 +618,7 @@ pub fn flow_groups(
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":dim": dim.code(), ":clients": clients_param(clients), ":days": period.day_rows_from(),
+            ":dim": dim.code(), ":clients": clients_json, ":days": period.day_rows_from(),
             ":hours": period.hour_rows_from(),
         },
         |r| {
@@ -627,7 +632,6 @@ pub fn flow_groups(
     }
     // The packed days, summed by ids, then named.
     let mut sums: HashMap<[i64; 3], Counts> = HashMap::new();
-    let clients_json = clients_param(clients);
     for day in period.packed_flow_days(conn, dim, &client_in(":clients"), &[(":clients", &clients_json)])? {
         for (key, c) in day.groups {
             sums.entry(key).or_default().merge(&c);
@@ -635,12 +639,8 @@ pub fn flow_groups(
     }
     let mut texts = TextIds::default();
     for (ids, c) in sums {
-        let mut key: Key = Default::default();
-        for (k, id) in key.iter_mut().zip(ids) {
-            if id != EMPTY_ID {
-                *k = texts.text(conn, id)?;
-            }
-        }
+        let [k1, k2, k3] = ids;
+        let key = [key_text(&mut texts, conn, k1)?, key_text(&mut texts, conn, k2)?, key_text(&mut texts, conn, k3)?];
         out.entry(key).or_default().merge(&c);
     }
     out.retain(|_, c| c.connections != 0);
@@ -723,6 +723,7 @@ pub fn name_groups(
     clients: Option<&[String]>,
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
+    let clients_json = clients_param(clients);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(n.text, ''), g.q, g.f, g.l, g.b
          FROM (SELECT qname, sum(queries) AS q, min(start_hour * {HOUR_MS} + first_ms) AS f,
@@ -733,7 +734,7 @@ pub fn name_groups(
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":clients": clients_param(clients), ":days": period.day_rows_from(), ":hours": period.hour_rows_from(),
+            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(),
         },
         |r| {
             let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
@@ -747,7 +748,6 @@ pub fn name_groups(
         let (name, c) = row.context("reading the DNS roll-up")?;
         merge(&mut out, name, c);
     }
-    let clients_json = clients_param(clients);
     let mut texts = TextIds::default();
     let days = packed::dns_days(
         conn,
@@ -760,8 +760,7 @@ pub fn name_groups(
         let start = start_hour * HOUR_MS;
         for (qname, c) in names {
             let c = NameCounts { first_ts: start + c.first_ts, last_ts: start + c.last_ts, ..c };
-            let name = if qname == EMPTY_ID { String::new() } else { texts.text(conn, qname)? };
-            merge(&mut out, name, c);
+            merge(&mut out, key_text(&mut texts, conn, qname)?, c);
         }
     }
     let mut stmt = conn.prepare_cached(
