@@ -102,12 +102,14 @@ pub fn prune(global: &Global, args: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "flows",
     "dns_queries",
     "hour_rollups",
     "day_rollups",
     "days_packed",
+    "flows_packed",
+    "queries_packed",
     "bytes_returned",
     "converted",
     "file_bytes",
@@ -120,12 +122,22 @@ fn mib(b: u64) -> String {
 }
 
 fn print_table(out: &mut impl std::io::Write, r: &Report, keep: Retention) -> Result<()> {
-    let Pruned { flows, dns_queries, hour_rollups, day_rollups, days_packed, bytes_returned } = &r.pruned;
+    let Pruned {
+        flows,
+        dns_queries,
+        hour_rollups,
+        day_rollups,
+        days_packed,
+        flows_packed,
+        queries_packed,
+        bytes_returned,
+    } = &r.pruned;
     writeln!(
         out,
         "Removed {flows} flows and {dns_queries} DNS queries older than {} (imported captures are kept), \
          {hour_rollups} hourly and {day_rollups} daily totals older than {} and {}; packed \
-         {days_packed} daily totals of days over two days old.",
+         {days_packed} daily totals, {flows_packed} flows and {queries_packed} DNS queries of days over two \
+         days old.",
         humantime::format_duration(keep.raw),
         humantime::format_duration(keep.raw),
         humantime::format_duration(keep.rollups),

@@ -89,7 +89,10 @@ pub fn timeline(
     }
     // Days packed since (store/packed.rs): the day view's own days, by day.
     if span == Span::Day {
-        for day in period.packed_flow_days(store.conn(), Dim::Protocol, &dim_clients, &[(":clients", &clients_list)])? {
+        let packed_clients = rollup::packed_client_in(":clients");
+        for day in
+            period.packed_flow_days(store.conn(), Dim::Protocol, &packed_clients, &[(":clients", &clients_list)])?
+        {
             let e = sums.entry(day.start_hour * HOUR_MS).or_default();
             for c in day.groups.values() {
                 e.0 += c.connections.max(0) as u64;

@@ -11,14 +11,15 @@
 //! Blob layout, every number a zigzag LEB128 integer: flow groups are `k1 - previous k1, k2,
 //! k3, connections, packets, bytes_up, bytes_down`, in key order; DNS names are `qname -
 //! previous qname, queries, first_ms, last_ms, client_bits`, in name order (the first group's
-//! "previous" is 0).
+//! "previous" is 0). Schema 10 wrote them one after another; since schema 12 they are columns,
+//! compressed ([`deflate_columns`], a blob starting with an odd byte), and both are read.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::rollup::{Counts, NameCounts};
+use super::rollup::{Counts, EMPTY_ID, NameCounts};
 
 /// Day buckets are packed once they ended this long ago: a day's last flows are written for
 /// a while after it ends (a connection open across midnight), and packing twice costs more
@@ -29,7 +30,7 @@ pub const DAY_HOURS: i64 = 24;
 /// Buckets packed per transaction, so no transaction holds the write lock long.
 pub const BUCKETS_PER_BATCH: usize = 500;
 
-fn put(buf: &mut Vec<u8>, v: i64) {
+pub(super) fn put(buf: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         buf.push((z as u8) | 0x80);
@@ -38,17 +39,17 @@ fn put(buf: &mut Vec<u8>, v: i64) {
     buf.push(z as u8);
 }
 
-fn get(buf: &mut &[u8]) -> Result<i64> {
+pub(super) fn get(buf: &mut &[u8]) -> Result<i64> {
     let mut z = 0u64;
     for shift in (0..64).step_by(7) {
-        let Some((&b, rest)) = buf.split_first() else { bail!("a packed roll-up ends inside a number") };
+        let Some((&b, rest)) = buf.split_first() else { bail!("packed data ends inside a number") };
         *buf = rest;
         z |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
         }
     }
-    bail!("a packed roll-up holds a number longer than 64 bits")
+    bail!("packed data holds a number longer than 64 bits")
 }
 
 /// A day's flow groups, by key (`texts` ids).
@@ -56,65 +57,161 @@ pub type FlowGroups = BTreeMap<[i64; 3], Counts>;
 /// A day's DNS names, by `texts` id; first and last in ms after the bucket's start.
 pub type DnsNames = BTreeMap<i64, NameCounts>;
 
-pub fn pack_flows(groups: &FlowGroups) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(groups.len() * 14);
-    let mut prev = 0;
-    for (&[k1, k2, k3], c) in groups {
-        let Counts { connections, packets, bytes_up, bytes_down } = *c;
-        for v in [k1 - prev, k2, k3, connections, packets, bytes_up, bytes_down] {
-            put(&mut buf, v);
-        }
-        prev = k1;
+/// The format bytes of a blob of columns ([`deflate_columns`]), compressed or, when that is no
+/// smaller (a handful of records), stored. Odd: the blobs schema 10 wrote start with a zigzag
+/// integer of a key that is never negative, so with an even byte.
+const COLUMNS_DEFLATED: u8 = 1;
+const COLUMNS_STORED: u8 = 3;
+/// DEFLATE's level: zlib's default; 9 gains under 2 % here for twice the time.
+const DEFLATE_LEVEL: u8 = 6;
+/// A blob inflates to at most this (a day of one device is a few hundred KiB): a damaged blob
+/// cannot make a reader allocate without end.
+const MAX_INFLATED: usize = 256 << 20;
+
+/// `n` records as columns: [`COLUMNS_FORMAT`], then DEFLATE of `n`, each stream's length and
+/// the streams. A column at a time, so DEFLATE finds the repeats (labels, ports, counts of
+/// one) next to each other.
+pub(super) fn deflate_columns(n: usize, streams: &[Vec<u8>]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(streams.iter().map(Vec::len).sum::<usize>() + 4 * streams.len() + 4);
+    put(&mut plain, n as i64);
+    for s in streams {
+        put(&mut plain, s.len() as i64);
     }
-    buf
+    for s in streams {
+        plain.extend_from_slice(s);
+    }
+    let deflated = miniz_oxide::deflate::compress_to_vec(&plain, DEFLATE_LEVEL);
+    let (format, body) =
+        if deflated.len() < plain.len() { (COLUMNS_DEFLATED, deflated) } else { (COLUMNS_STORED, plain) };
+    let mut blob = Vec::with_capacity(body.len() + 1);
+    blob.push(format);
+    blob.extend(body);
+    blob
 }
 
-pub fn unpack_flows(mut blob: &[u8]) -> Result<FlowGroups> {
-    let mut out = FlowGroups::new();
+/// The record count and `columns` streams of a blob [`deflate_columns`] made, each read with
+/// `each(column, stream)` in column order.
+pub(super) fn inflate_columns(
+    blob: &[u8],
+    columns: usize,
+    mut each: impl FnMut(usize, usize, &mut &[u8]) -> Result<()>,
+) -> Result<usize> {
+    let Some((&format, body)) = blob.split_first() else { bail!("an empty packed blob") };
+    let plain = match format {
+        COLUMNS_DEFLATED => miniz_oxide::inflate::decompress_to_vec_with_limit(body, MAX_INFLATED)
+            .map_err(|e| anyhow::anyhow!("a damaged packed blob: {e:?}"))?,
+        COLUMNS_STORED => body.to_vec(),
+        _ => bail!("a packed blob of format {format}, which this tracker cannot read"),
+    };
+    let mut head = plain.as_slice();
+    let n = usize::try_from(get(&mut head)?).context("a packed blob of a negative count")?;
+    // Every value takes a byte at least: a count beyond that is damage, not a reason to allocate.
+    anyhow::ensure!(n <= plain.len(), "a packed blob of {n} records in {} bytes", plain.len());
+    let mut lens = Vec::with_capacity(columns);
+    for _ in 0..columns {
+        lens.push(usize::try_from(get(&mut head)?).context("a packed column of a negative length")?);
+    }
+    for (col, len) in lens.into_iter().enumerate() {
+        anyhow::ensure!(len <= head.len(), "a packed blob shorter than its columns");
+        let (mut stream, rest) = head.split_at(len);
+        head = rest;
+        each(col, n, &mut stream)?;
+        anyhow::ensure!(stream.is_empty(), "a packed column longer than its records");
+    }
+    anyhow::ensure!(head.is_empty(), "a packed blob with bytes after its columns");
+    Ok(n)
+}
+
+/// Records of `N` numbers, the first kept as the difference to the record before (keys in
+/// order), as a blob of columns.
+fn pack_records<const N: usize>(records: impl ExactSizeIterator<Item = [i64; N]>) -> Vec<u8> {
+    let n = records.len();
+    let mut streams = vec![Vec::with_capacity(n * 2); N];
+    let mut prev = 0;
+    for r in records {
+        put(&mut streams[0], r[0] - prev);
+        prev = r[0];
+        for (s, v) in streams.iter_mut().zip(r).skip(1) {
+            put(s, v);
+        }
+    }
+    deflate_columns(n, &streams)
+}
+
+/// The records [`pack_records`] packed, or a schema-10 blob's (records one after another).
+fn unpack_records<const N: usize>(blob: &[u8]) -> Result<Vec<[i64; N]>> {
+    let mut records = Vec::new();
+    if blob.first().is_some_and(|b| b % 2 == 1) {
+        inflate_columns(blob, N, |col, n, stream| {
+            records.resize(n, [0; N]);
+            let mut prev = 0;
+            for r in &mut records {
+                let v = get(stream)?;
+                r[col] = if col == 0 { prev + v } else { v };
+                prev = r[col];
+            }
+            Ok(())
+        })?;
+        return Ok(records);
+    }
+    let mut blob = blob;
     let mut prev = 0;
     while !blob.is_empty() {
-        let k1 = prev + get(&mut blob)?;
-        let key = [k1, get(&mut blob)?, get(&mut blob)?];
-        let c = Counts {
-            connections: get(&mut blob)?,
-            packets: get(&mut blob)?,
-            bytes_up: get(&mut blob)?,
-            bytes_down: get(&mut blob)?,
-        };
-        out.insert(key, c);
-        prev = k1;
+        let mut r = [0; N];
+        for v in &mut r {
+            *v = get(&mut blob)?;
+        }
+        r[0] += prev;
+        prev = r[0];
+        records.push(r);
     }
-    Ok(out)
+    Ok(records)
+}
+
+pub fn pack_flows(groups: &FlowGroups) -> Vec<u8> {
+    pack_records(groups.iter().map(|(&[k1, k2, k3], c)| {
+        let Counts { connections, packets, bytes_up, bytes_down } = *c;
+        [k1, k2, k3, connections, packets, bytes_up, bytes_down]
+    }))
+}
+
+pub fn unpack_flows(blob: &[u8]) -> Result<FlowGroups> {
+    Ok(unpack_records::<7>(blob)?
+        .into_iter()
+        .map(|[k1, k2, k3, connections, packets, bytes_up, bytes_down]| {
+            ([k1, k2, k3], Counts { connections, packets, bytes_up, bytes_down })
+        })
+        .collect())
 }
 
 pub fn pack_dns(names: &DnsNames) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(names.len() * 12);
-    let mut prev = 0;
-    for (&qname, c) in names {
+    pack_records(names.iter().map(|(&qname, c)| {
         let NameCounts { queries, first_ts, last_ts, client_bits } = *c;
-        for v in [qname - prev, queries, first_ts, last_ts, client_bits] {
-            put(&mut buf, v);
-        }
-        prev = qname;
-    }
-    buf
+        [qname, queries, first_ts, last_ts, client_bits]
+    }))
 }
 
-pub fn unpack_dns(mut blob: &[u8]) -> Result<DnsNames> {
-    let mut out = DnsNames::new();
-    let mut prev = 0;
-    while !blob.is_empty() {
-        let qname = prev + get(&mut blob)?;
-        let c = NameCounts {
-            queries: get(&mut blob)?,
-            first_ts: get(&mut blob)?,
-            last_ts: get(&mut blob)?,
-            client_bits: get(&mut blob)?,
-        };
-        out.insert(qname, c);
-        prev = qname;
-    }
-    Ok(out)
+pub fn unpack_dns(blob: &[u8]) -> Result<DnsNames> {
+    Ok(unpack_records::<5>(blob)?
+        .into_iter()
+        .map(|[qname, queries, first_ts, last_ts, client_bits]| {
+            (qname, NameCounts { queries, first_ts, last_ts, client_bits })
+        })
+        .collect())
+}
+
+/// A device's day of packed raw rows (`flow_packed`, `dns_packed`): their key but the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Day {
+    pub client: i64,
+    /// The day's start, ms since 1970 UTC.
+    pub start_ms: i64,
+}
+
+/// Where raw rows are packed up to at `now_ms`: the start of the first day that did not end
+/// [`PACK_AFTER_HOURS`] before.
+pub fn pack_before(now_ms: i64) -> i64 {
+    (now_ms - PACK_AFTER_HOURS * super::rollup::HOUR_MS).div_euclid(super::rollup::DAY_MS) * super::rollup::DAY_MS
 }
 
 /// A flow day bucket: source, dimension code, client id, start hour.
@@ -140,10 +237,30 @@ pub fn closed_buckets(conn: &Connection, before_hour: i64) -> Result<(Vec<FlowBu
     Ok((flows, dns))
 }
 
+/// `buckets` in batches of about [`BUCKETS_PER_BATCH`], never splitting a day (`day` of a
+/// bucket: its source and start hour).
+pub fn whole_days<B>(mut buckets: Vec<B>, day: impl Fn(&B) -> (i64, i64)) -> Vec<Vec<B>> {
+    buckets.sort_by_key(&day);
+    let mut batches: Vec<Vec<B>> = Vec::new();
+    let mut last = None;
+    for b in buckets {
+        let d = day(&b);
+        match batches.last_mut() {
+            Some(batch) if last == Some(d) || batch.len() < BUCKETS_PER_BATCH => batch.push(b),
+            _ => batches.push(vec![b]),
+        }
+        last = Some(d);
+    }
+    batches
+}
+
 /// Packs flow day `b`'s rows into its blob (merged with the blob already there) and deletes
 /// them; groups that sum to nothing are left out. Returns the rows packed.
 pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
     let (source, dim, client, start_hour) = b;
+    if client == EMPTY_ID {
+        return drop_every_device_day(conn, "rollup_rows", &[source, dim, DAY_HOURS, start_hour], "dim = ?2 AND");
+    }
     let mut groups = conn
         .prepare_cached(
             "SELECT groups FROM rollup_packed WHERE source = ?1 AND dim = ?2 AND client = ?3 AND start_hour = ?4",
@@ -177,9 +294,24 @@ pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
     Ok(rows)
 }
 
+/// The every-device rows of a closed day go without a blob: the devices' blobs of the day sum
+/// to them (`rollup::packed_client_in`). `key` is source, dimension (unused for DNS), hours,
+/// start hour.
+fn drop_every_device_day(conn: &Connection, table: &str, key: &[i64; 4], dim: &str) -> Result<u64> {
+    let n = conn
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE source = ?1 AND {dim} client = {EMPTY_ID} AND hours = ?3 AND start_hour = ?4"
+        ))?
+        .execute(rusqlite::params_from_iter(key))?;
+    Ok(n as u64)
+}
+
 /// [`pack_flow_day`] for a DNS day.
 pub fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
     let (source, client, start_hour) = b;
+    if client == EMPTY_ID {
+        return drop_every_device_day(conn, "dns_rollup_rows", &[source, -1, DAY_HOURS, start_hour], "?2 = ?2 AND");
+    }
     let mut names = conn
         .prepare_cached("SELECT names FROM dns_rollup_packed WHERE source = ?1 AND client = ?2 AND start_hour = ?3")?
         .query_row(params![source, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
@@ -328,6 +460,60 @@ mod tests {
             .unwrap()
     }
 
+    #[test]
+    fn raw_days_pack_after_two_days() {
+        assert_eq!(pack_before(T0 + 2 * DAY_MS), T0);
+        assert_eq!(pack_before(T0 + 2 * DAY_MS - 1), T0 - DAY_MS);
+    }
+
+    #[test]
+    fn batches_hold_whole_days() {
+        let buckets: Vec<(i64, i64)> = (0..1_300).map(|i| (i % 3, 24 * (i % 7))).collect();
+        let batches = whole_days(buckets, |&(s, h)| (s, h));
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 1_300);
+        assert!(batches.len() > 1);
+        let mut seen = std::collections::HashSet::new();
+        for b in &batches {
+            let days: std::collections::HashSet<_> = b.iter().copied().collect();
+            assert!(days.iter().all(|d| seen.insert(*d)), "a day in two batches");
+        }
+    }
+
+    /// Schema 10's blobs (records one after another) still read, beside the columns written
+    /// now; a packed blob is a fraction of its records' bytes.
+    #[test]
+    fn blobs_of_both_layouts_read_as_the_groups_packed() {
+        let groups: FlowGroups = (0..300i64)
+            .map(|i| {
+                (
+                    [i * 3 + 1, i % 4, 0],
+                    Counts { connections: 1 + i % 3, packets: 10, bytes_up: 500 + i, bytes_down: 9_000 },
+                )
+            })
+            .collect();
+        let mut legacy = Vec::new();
+        let mut prev = 0;
+        for (&[k1, k2, k3], c) in &groups {
+            for v in [k1 - prev, k2, k3, c.connections, c.packets, c.bytes_up, c.bytes_down] {
+                put(&mut legacy, v);
+            }
+            prev = k1;
+        }
+        assert_eq!(legacy[0] % 2, 0);
+        assert_eq!(unpack_flows(&legacy).unwrap(), groups);
+        let packed = pack_flows(&groups);
+        assert_eq!(unpack_flows(&packed).unwrap(), groups);
+        assert!(packed.len() * 3 < legacy.len(), "{} of {}", packed.len(), legacy.len());
+        let names: DnsNames = (0..50i64)
+            .map(|i| {
+                (i * 7, NameCounts { queries: i, first_ts: i * 1_000, last_ts: i * 2_000, client_bits: 1 << (i % 5) })
+            })
+            .collect();
+        assert_eq!(unpack_dns(&pack_dns(&names)).unwrap(), names);
+        assert!(unpack_flows(&packed[..packed.len() - 3]).is_err());
+        assert!(unpack_flows(&[]).unwrap().is_empty());
+    }
+
     /// A reader's snapshot ([`Store::snapshot`], taken by every report) sees a day as rows or
     /// as packed, never both, while a prune on another connection packs it.
     #[test]
@@ -365,6 +551,9 @@ mod tests {
                 labelled_flow(n, client, at, names[n as usize % 5], apps[n as usize % 4], 100 + n * 3)
             })
             .collect();
+        // Flow 0 is open for days: its last packet is recent, so its row is not packed.
+        let mut flows = flows;
+        flows[0].last_seen_ms = T0 + 6 * DAY_MS;
         s.upsert_flows("boot", &flows).unwrap();
         let queries: Vec<_> = (0..300i64)
             .map(|i| {

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{Store, packed, rollup, schema::LIVE_SOURCE};
+use super::{Store, packed, packed_dns, packed_flows, rollup, schema::LIVE_SOURCE};
 
 /// How long raw rows (and hourly roll-ups) are kept by default.
 pub const DEFAULT_RAW: Duration = Duration::from_secs(30 * 86_400);
@@ -56,6 +56,10 @@ pub struct Pruned {
     pub day_rollups: u64,
     /// Daily roll-up rows packed into their day's blob ([`super::packed`]).
     pub days_packed: u64,
+    /// Flows of closed days packed into their device's day ([`super::packed_flows`]).
+    pub flows_packed: u64,
+    /// DNS queries (with their answers) of closed days packed ([`super::packed_dns`]).
+    pub queries_packed: u64,
     /// Bytes the file shrank by (incremental vacuum); 0 for a database made before tracker
     /// set `auto_vacuum` (its freed pages are reused instead: `tracker prune --vacuum` converts).
     pub bytes_returned: u64,
@@ -101,6 +105,10 @@ impl Store {
                 progress(&done);
             })?;
         }
+        // Packed flows and queries by the same rule: whole days, and part of the day
+        // `raw_before` is in.
+        done.flows += self.write_rules(|w| packed_flows::remove_before(w.conn, raw_before))?;
+        done.dns_queries += self.write_rules(|w| packed_dns::remove_before(w.conn, raw_before))?;
         // Roll-ups: the hours with the raw rows, the days later. WITHOUT ROWID tables: a
         // bucket range is deleted whole (the key starts with source, dim or client, hours).
         // Buckets are whole hours: one ends by `before` when it ends by `before`'s hour.
@@ -140,14 +148,31 @@ impl Store {
         let (flow_days, dns_days) = packed::closed_buckets(&self.conn, before_hour).context("finding days to pack")?;
         // IMMEDIATE (`write_rules`): a batch reads blobs before it writes them, and a deferred
         // transaction could not then take the write lock after a sweep's commit.
-        for batch in flow_days.chunks(packed::BUCKETS_PER_BATCH) {
+        // A day's every-device rows go as its devices' are packed (`packed::pack_flow_day`):
+        // all of one day in one transaction, or a report between two would miss or double it.
+        for batch in packed::whole_days(flow_days, |&(source, _, _, hour)| (source, hour)) {
             done.days_packed +=
                 self.write_rules(|w| batch.iter().map(|&b| packed::pack_flow_day(w.conn, b)).sum::<Result<u64>>())?;
             progress(&done);
         }
-        for batch in dns_days.chunks(packed::BUCKETS_PER_BATCH) {
+        for batch in packed::whole_days(dns_days, |&(source, _, hour)| (source, hour)) {
             done.days_packed +=
                 self.write_rules(|w| batch.iter().map(|&b| packed::pack_dns_day(w.conn, b)).sum::<Result<u64>>())?;
+            progress(&done);
+        }
+        // The raw flows of closed days, a device's day at a time.
+        let before = packed::pack_before(now_ms);
+        let days = packed_flows::closed_days(&self.conn, before).context("finding flow days to pack")?;
+        for batch in days.chunks(packed_flows::DAYS_PER_BATCH) {
+            done.flows_packed +=
+                self.write_rules(|w| batch.iter().map(|&d| packed_flows::pack_day(w.conn, d)).sum::<Result<u64>>())?;
+            progress(&done);
+        }
+        // And the DNS log's, with their answers.
+        let days = packed_dns::closed_days(&self.conn, before).context("finding DNS days to pack")?;
+        for batch in days.chunks(packed_dns::DAYS_PER_BATCH) {
+            done.queries_packed +=
+                self.write_rules(|w| batch.iter().map(|&d| packed_dns::pack_day(w.conn, d)).sum::<Result<u64>>())?;
             progress(&done);
         }
         done.bytes_returned = self.vacuum_freed()?;

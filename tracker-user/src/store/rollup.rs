@@ -28,7 +28,7 @@ const SPANS: [i64; 2] = [HOUR_MS, DAY_MS];
 pub const ALL_DEVICES: &str = "";
 /// The id the compact roll-up rows hold for '' (all devices, an unused key part): never a
 /// `texts` id, which start at 1, and stored in no bytes (SQLite's integer 0).
-const EMPTY_ID: i64 = 0;
+pub(super) const EMPTY_ID: i64 = 0;
 /// `rollup_rows` and `dns_rollup_rows` keep buckets in whole hours.
 const HOURS_PER_DAY: i64 = DAY_MS / HOUR_MS;
 /// Bits of `dns_rollup.client_bits`: devices beyond the 63rd share the last bit, so a name's
@@ -584,6 +584,15 @@ pub fn client_in(param: &str) -> String {
     )
 }
 
+/// [`client_in`] for the packed days, which keep no every-device blob (schema 12): the
+/// devices' own blobs of a day sum to it, so keeping it too would store the day twice.
+pub fn packed_client_in(param: &str) -> String {
+    format!(
+        "client != {EMPTY_ID} AND (EXISTS (SELECT 1 FROM json_each({param}) WHERE value = '{ALL_DEVICES}') OR {})",
+        client_in(param)
+    )
+}
+
 /// The text of a compact roll-up key part or name: '' for [`EMPTY_ID`], as the rows' readers'
 /// `coalesce(text, '')` gives it.
 fn key_text(texts: &mut TextIds, conn: &Connection, id: i64) -> rusqlite::Result<String> {
@@ -632,7 +641,7 @@ pub fn flow_groups(
     }
     // The packed days, summed by ids, then named.
     let mut sums: HashMap<[i64; 3], Counts> = HashMap::new();
-    for day in period.packed_flow_days(conn, dim, &client_in(":clients"), &[(":clients", &clients_json)])? {
+    for day in period.packed_flow_days(conn, dim, &packed_client_in(":clients"), &[(":clients", &clients_json)])? {
         for (key, c) in day.groups {
             sums.entry(key).or_default().merge(&c);
         }
@@ -753,7 +762,7 @@ pub fn name_groups(
         conn,
         period.source,
         period.day_rows_from(),
-        &client_in(":clients"),
+        &packed_client_in(":clients"),
         &[(":clients", &clients_json)],
     )?;
     for (start_hour, names) in days {

@@ -597,6 +597,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/10.sql"),
     // 11: flows found by their kernel start time, without the unique index of the whole key.
     include_str!("migrations/11.sql"),
+    // 12: raw flows of closed days packed, one blob a device and day (store/packed_flows.rs).
+    include_str!("migrations/12.sql"),
 ];
 
 /// The version whose roll-up tables the writers write (migration 9's compact rows): a database
