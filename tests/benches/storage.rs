@@ -456,8 +456,15 @@ fn sizes(path: &Path) -> Result<Sizes> {
     }
     let in_trees: i64 = per_object.values().map(|v| v.0).sum();
     per_object.insert("(free pages, pointer maps)".into(), (file - in_trees, 0));
-    let flows = c.query_row("SELECT count(*) FROM flows", [], |r| r.get(0))?;
-    let queries = c.query_row("SELECT count(*) FROM dns_queries", [], |r| r.get(0))?;
+    // Through tracker's reader: its view `flows` counts the packed flows (schema 12) too.
+    let flows = match c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'flow_packed'", [], |r| r.get(0))? {
+        0 => c.query_row("SELECT count(*) FROM flows", [], |r| r.get(0))?,
+        _ => Store::open_reader(path)?.flow_count()? as i64,
+    };
+    let queries = match c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'dns_packed'", [], |r| r.get(0))? {
+        0 => c.query_row("SELECT count(*) FROM dns_queries", [], |r| r.get(0))?,
+        _ => Store::open_reader(path)?.dns_count()? as i64,
+    };
     Ok(Sizes { file, flows, queries, per_object })
 }
 
@@ -502,6 +509,9 @@ fn baseline_copy(from: &Path, to: &Path) -> Result<()> {
          DETACH DATABASE cur;",
     )?;
     unpack_into(from, &c)?;
+    // Packed days come back day by day, not in id or key order: VACUUM rebuilds every table
+    // in order, as compact as that layout gets.
+    c.execute_batch("VACUUM")?;
     drop(c);
     vacuum_and_checkpoint(to)
 }
@@ -524,28 +534,71 @@ fn unpack_into(from: &Path, to: &Connection) -> Result<()> {
         "INSERT INTO rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up, bytes_down)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
+        // Version 7 kept every device's day beside each device's; packed days keep only the
+        // devices' (schema 12), so the baseline gets their sum back.
         let mut days =
-            cur.prepare("SELECT source, dim, client, start_hour, groups FROM rollup_packed ORDER BY 1, 2, 3, 4")?;
+            cur.prepare("SELECT source, dim, client, start_hour, groups FROM rollup_packed ORDER BY 1, 2, 4, 3")?;
         let mut rows = days.query([])?;
+        let mut all: BTreeMap<[i64; 3], [i64; 4]> = BTreeMap::new();
+        let mut at: Option<(i64, &str, i64)> = None;
+        let mut flush = |at: Option<(i64, &str, i64)>, all: &mut BTreeMap<[i64; 3], [i64; 4]>| -> Result<()> {
+            if let Some((source, dim, start_hour)) = at {
+                for ([k1, k2, k3], [c, p, u, d]) in std::mem::take(all) {
+                    put.execute(params![
+                        source,
+                        dim,
+                        "",
+                        DAY_MS,
+                        start_hour * HOUR_MS,
+                        text(k1),
+                        text(k2),
+                        text(k3),
+                        c,
+                        p,
+                        u,
+                        d
+                    ])?;
+                }
+            }
+            Ok(())
+        };
+        let mut each = Vec::new();
         while let Some(r) = rows.next()? {
             let dim = dims.iter().find(|d| d.code() == r.get::<_, i64>(1).unwrap_or(-1)).context("a dimension code")?;
             let (source, client, start_hour): (i64, i64, i64) = (r.get(0)?, r.get(2)?, r.get(3)?);
-            for ([k1, k2, k3], c) in packed::unpack_flows(&r.get::<_, Vec<u8>>(4)?)? {
-                put.execute(params![
-                    source,
-                    dim.as_str(),
-                    text(client),
-                    DAY_MS,
-                    start_hour * HOUR_MS,
-                    text(k1),
-                    text(k2),
-                    text(k3),
-                    c.connections,
-                    c.packets,
-                    c.bytes_up,
-                    c.bytes_down
-                ])?;
+            let here = Some((source, dim.as_str(), start_hour));
+            if at != here {
+                flush(at, &mut all)?;
+                at = here;
             }
+            for ([k1, k2, k3], c) in packed::unpack_flows(&r.get::<_, Vec<u8>>(4)?)? {
+                let sum = all.entry([k1, k2, k3]).or_default();
+                for (s, v) in sum.iter_mut().zip([c.connections, c.packets, c.bytes_up, c.bytes_down]) {
+                    *s += v;
+                }
+                each.push((source, dim.as_str(), text(client), start_hour, [k1, k2, k3], c));
+            }
+        }
+        flush(at, &mut all)?;
+        let mut put = tx.prepare(
+            "INSERT INTO rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up, bytes_down)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for (source, dim, client, start_hour, [k1, k2, k3], c) in each {
+            put.execute(params![
+                source,
+                dim,
+                client,
+                DAY_MS,
+                start_hour * HOUR_MS,
+                text(k1),
+                text(k2),
+                text(k3),
+                c.connections,
+                c.packets,
+                c.bytes_up,
+                c.bytes_down
+            ])?;
         }
     }
     {
@@ -553,16 +606,18 @@ fn unpack_into(from: &Path, to: &Connection) -> Result<()> {
             "INSERT INTO dns_rollup (source, client, span, bucket, qname, queries, first_ts, last_ts, client_bits)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
+        // Every device's day back as well, as for the flows: the devices' names merged.
         let mut days =
-            cur.prepare("SELECT source, client, start_hour, names FROM dns_rollup_packed ORDER BY 1, 2, 3")?;
+            cur.prepare("SELECT source, client, start_hour, names FROM dns_rollup_packed ORDER BY 1, 3, 2")?;
         let mut rows = days.query([])?;
-        while let Some(r) = rows.next()? {
-            let (source, client, start_hour): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let start = start_hour * HOUR_MS;
-            for (qname, n) in packed::unpack_dns(&r.get::<_, Vec<u8>>(3)?)? {
+        let mut all: BTreeMap<i64, tracker::store::rollup::NameCounts> = BTreeMap::new();
+        let mut at: Option<(i64, i64)> = None;
+        let mut emit =
+            |source: i64, client: &str, start_hour: i64, qname: i64, n: &tracker::store::rollup::NameCounts| {
+                let start = start_hour * HOUR_MS;
                 put.execute(params![
                     source,
-                    text(client),
+                    client,
                     DAY_MS,
                     start,
                     text(qname),
@@ -570,7 +625,95 @@ fn unpack_into(from: &Path, to: &Connection) -> Result<()> {
                     start + n.first_ts,
                     start + n.last_ts,
                     n.client_bits
-                ])?;
+                ])
+            };
+        loop {
+            let r = rows.next()?;
+            let here = r
+                .map(|r| -> Result<(i64, i64, i64, Vec<u8>)> { Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)) })
+                .transpose()?;
+            if let Some((source, start_hour)) = at
+                && here.as_ref().is_none_or(|h| (h.0, h.2) != (source, start_hour))
+            {
+                for (qname, n) in std::mem::take(&mut all) {
+                    emit(source, "", start_hour, qname, &n)?;
+                }
+            }
+            let Some((source, client, start_hour, blob)) = here else { break };
+            at = Some((source, start_hour));
+            for (qname, n) in packed::unpack_dns(&blob)? {
+                emit(source, &text(client), start_hour, qname, &n)?;
+                all.entry(qname).and_modify(|a| a.merge(&n)).or_insert(n);
+            }
+        }
+    }
+    {
+        // The packed flows (schema 12), each column a `texts` id but the numbers.
+        use tracker::store::packed_flows::{self, COLUMNS};
+        let text_col = |c: &str| {
+            ["boot", "client", "remote"].contains(&c)
+                || COLUMNS.iter().position(|x| *x == c).is_some_and(|i| (15..28).contains(&i))
+        };
+        let names: Vec<&str> = COLUMNS.iter().map(|c| if *c == "boot" { "boot_id" } else { c }).collect();
+        let mut put = tx.prepare(&format!(
+            "INSERT INTO flows (family, {}) VALUES (?1, {})",
+            names.join(", "),
+            (2..=COLUMNS.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        ))?;
+        let mut days = cur.prepare("SELECT rows FROM flow_packed ORDER BY day, client")?;
+        let mut rows = days.query([])?;
+        while let Some(r) = rows.next()? {
+            for flow in packed_flows::unpack(&r.get::<_, Vec<u8>>(0)?)? {
+                let values: Vec<rusqlite::types::Value> = COLUMNS
+                    .iter()
+                    .zip(flow)
+                    .map(|(c, v)| match v {
+                        None => rusqlite::types::Value::Null,
+                        Some(id) if text_col(c) => rusqlite::types::Value::Text(text(id)),
+                        Some(n) => rusqlite::types::Value::Integer(n),
+                    })
+                    .collect();
+                let client = flow[packed_flows::CLIENT].map(text).unwrap_or_default();
+                let family: i64 = if client.contains(':') { 6 } else { 4 };
+                let mut all = vec![rusqlite::types::Value::Integer(family)];
+                all.extend(values);
+                put.execute(rusqlite::params_from_iter(all))?;
+            }
+        }
+    }
+    {
+        // The packed DNS log (schema 12): queries and answers, text columns as `texts` ids.
+        use tracker::store::packed_dns::{self, ANSWER_COLUMNS, QUERY_COLUMNS};
+        let texts_of = ["client", "resolver", "transport", "qname", "qtype", "rcode", "cname"];
+        let value = |c: &str, v: Option<i64>, text_cols: &[&str]| match v {
+            None => rusqlite::types::Value::Null,
+            Some(id) if text_cols.contains(&c) => rusqlite::types::Value::Text(text(id)),
+            Some(n) => rusqlite::types::Value::Integer(n),
+        };
+        let marks = |n: usize| (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let mut put_q = tx.prepare(&format!(
+            "INSERT INTO dns_queries ({}) VALUES ({})",
+            QUERY_COLUMNS.join(", "),
+            marks(QUERY_COLUMNS.len())
+        ))?;
+        let mut put_a = tx.prepare(&format!(
+            "INSERT INTO dns_answers ({}) VALUES ({})",
+            ANSWER_COLUMNS.join(", "),
+            marks(ANSWER_COLUMNS.len())
+        ))?;
+        let mut days = cur.prepare("SELECT rows FROM dns_packed ORDER BY day, client")?;
+        let mut rows = days.query([])?;
+        while let Some(r) = rows.next()? {
+            let (queries, answers) = packed_dns::unpack(&r.get::<_, Vec<u8>>(0)?)?;
+            for q in queries {
+                put_q.execute(rusqlite::params_from_iter(
+                    QUERY_COLUMNS.iter().zip(q).map(|(c, v)| value(c, v, &texts_of)),
+                ))?;
+            }
+            for a in answers {
+                put_a.execute(rusqlite::params_from_iter(
+                    ANSWER_COLUMNS.iter().zip(a).map(|(c, v)| value(c, Some(v), &["name", "type", "data"])),
+                ))?;
             }
         }
     }
