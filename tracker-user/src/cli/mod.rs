@@ -190,6 +190,16 @@ tracker report --source phone-week48\n  tracker import-pcap router.pcap --client
     ImportPcap(import::ImportArgs),
     /// Imported captures: source, file, packets, time span, whether it was read whole.
     Sources(ListArgs),
+    /// Your own SQL, read-only, over the database as tracker reads it: `tracker sql "SELECT ..."`.
+    #[command(long_about = "Runs one SQL statement that only reads, over the tables and views \
+described in README (The database), and prints its rows as a table, JSON or CSV. Flows and DNS \
+queries of days that ended two days ago are packed into one blob a device and day; `flows`, \
+`dns_queries` and `dns_answers` show them here as rows, as they do for tracker itself, while the \
+sqlite3 shell sees only the rows not packed yet. A statement that would change anything is \
+refused before it runs.\n\nExamples:\n  \
+tracker sql \"SELECT remote, sum(bytes_up + bytes_down) AS bytes FROM flows GROUP BY remote ORDER BY bytes DESC LIMIT 10\"\n  \
+tracker sql \"SELECT qname, count(*) AS n FROM dns_queries WHERE rcode = 'NXDOMAIN' GROUP BY qname\" --format csv")]
+    Sql(SqlArgs),
     /// Give a device a name, used by reports and by --client: `tracker name-device 10.77.0.2 phone`.
     #[command(name = "name-device")]
     NameDevice(entities::NameDeviceArgs),
@@ -437,6 +447,7 @@ pub fn main() -> ExitCode {
         Command::NameDevice(ref args) => entities::name_device(&cli.global, args),
         Command::ImportPcap(ref args) => import::import_pcap(&cli.global, args),
         Command::Sources(ref args) => import::sources(&cli.global, args),
+        Command::Sql(ref args) => sql(&cli.global, args),
         Command::BlockIp(ref args) => block::block_ip(&cli.global, args),
         Command::UnblockIp(ref args) => block::unblock_ip(&cli.global, args),
         Command::BlockDomain(ref args) => names::block_domain(&cli.global, args),
@@ -491,6 +502,21 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Opens the store for a read command: read-only, never creating, migrating or changing it.
 /// Not finding the database is an error that says how to get one, rather than an empty listing
 /// that hides a wrong --db.
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// One statement that only reads (SELECT, WITH ... SELECT, EXPLAIN, PRAGMA that reads).
+    pub statement: String,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+fn sql(global: &Global, args: &SqlArgs) -> Result<()> {
+    let store = open_existing(global)?;
+    let answer = crate::query::sql::run(&store, &args.statement)?;
+    let columns: Vec<&str> = answer.columns.iter().map(String::as_str).collect();
+    output::render(&mut std::io::stdout().lock(), args.list.format, &columns, &answer.rows)
+}
+
 fn open_existing(global: &Global) -> Result<Store> {
     Store::open_reader(&global.db)
 }

@@ -3,7 +3,8 @@
 //! devices over a period), [`timeline`] (its connections per hour or day), [`blocked`] (what
 //! the rules refused), [`entities`] (the entity table against the names observed),
 //! [`experiment`] (what a block stopped, beside the time before it), [`detail`] (one domain,
-//! company, service or device) and [`listing`] (the query log and connections, paged).
+//! company, service or device), [`listing`] (the query log and connections, paged) and [`sql`]
+//! (the user's own read-only SQL).
 
 pub mod blocked;
 pub mod detail;
@@ -12,4 +13,5 @@ pub mod experiment;
 pub mod listing;
 pub mod preview;
 pub mod report;
+pub mod sql;
 pub mod timeline;
