@@ -113,6 +113,8 @@ trait Listed: Sized {
     /// The time column (indexed): the order and the cursor.
     const TS: &'static str;
     const TABLE: &'static str;
+    /// The table of its packed days (`store::packed_flows`, `store::packed_dns`).
+    const PACKED: &'static str;
     fn read(r: &Row<'_>) -> rusqlite::Result<Self>;
     fn cursor(&self) -> Cursor;
     /// Whether the lower-cased `needle` is in what a search looks at.
@@ -123,6 +125,7 @@ impl Listed for LogRow {
     const SELECT: &'static str = "SELECT id, ts, client, qname, qtype, rcode, blocked_by FROM dns_queries";
     const TS: &'static str = "ts";
     const TABLE: &'static str = "dns_queries";
+    const PACKED: &'static str = crate::store::packed_dns::TABLE;
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
@@ -148,6 +151,7 @@ impl Listed for FlowLine {
         service, app_protocol, bytes_up + bytes_down FROM flows";
     const TS: &'static str = "first_seen";
     const TABLE: &'static str = "flows";
+    const PACKED: &'static str = crate::store::packed_flows::TABLE;
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
@@ -208,8 +212,16 @@ fn collect<T: Listed>(
     Ok((kept, last, examined))
 }
 
+/// The newest id: of the rows, or of the packed days when every row is packed. Not through the
+/// view, whose maximum would be a scan of rows and days (SQLite does not flatten an aggregate
+/// over a UNION ALL).
 fn newest_id<T: Listed>(store: &Store) -> Result<i64> {
-    let sql = format!("SELECT coalesce(max(id), 0) FROM {} WHERE source = {LIVE_SOURCE}", T::TABLE);
+    let sql = format!(
+        "SELECT max((SELECT coalesce(max(id), 0) FROM main.{} WHERE source = {LIVE_SOURCE}),
+                    (SELECT coalesce(max(max_id), 0) FROM {} WHERE source = {LIVE_SOURCE}))",
+        T::TABLE,
+        T::PACKED
+    );
     Ok(store.conn().query_row(&sql, [], |r| r.get(0))?)
 }
 
@@ -280,7 +292,7 @@ pub fn flows_newer(store: &Store, after: i64, q: &ListQuery) -> Result<Newer<Flo
 }
 
 /// What live updates watch: the newest DNS exchange and connection, and the last time any
-/// connection was seen (its counters moved). Three index look-ups.
+/// connection was seen (its counters moved). Index look-ups of the rows and the packed days.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Latest {
     pub dns: i64,
@@ -290,7 +302,15 @@ pub struct Latest {
 
 pub fn latest(store: &Store) -> Result<Latest> {
     let (dns, flows) = (newest_id::<LogRow>(store)?, newest_id::<FlowLine>(store)?);
-    let seen = store.conn().query_row("SELECT coalesce(max(last_seen), 0) FROM flows", [], |r| r.get(0))?;
+    let seen = store.conn().query_row(
+        &format!(
+            "SELECT max((SELECT coalesce(max(last_seen), 0) FROM main.flows),
+                        (SELECT coalesce(max(max_last), 0) FROM {}))",
+            FlowLine::PACKED
+        ),
+        [],
+        |r| r.get(0),
+    )?;
     Ok(Latest { dns, flows, seen })
 }
 

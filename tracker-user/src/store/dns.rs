@@ -369,11 +369,30 @@ impl Store {
         Ok((out, total))
     }
 
+    /// The smallest id of the live log's queries from `since_ms` on, rows or packed: a lower
+    /// bound of their answers' `query_id`. A join of `dns_queries` and `dns_answers` bound by
+    /// it reads only the packed days it needs on both sides (SQLite cannot move the join's
+    /// `a.query_id = q.id` into the views).
+    pub fn first_query_id(&self, since_ms: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            &format!(
+                "SELECT min(coalesce((SELECT min(id) FROM main.dns_queries WHERE source = 0 AND ts >= ?1), ?2),
+                            coalesce((SELECT min(min_id) FROM {} WHERE source = 0 AND max_ts >= ?1), ?2))",
+                super::packed_dns::TABLE
+            ),
+            params![since_ms, i64::MAX],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The live interface's answered exchanges with addresses since `since_ms`, oldest first,
     /// at most `limit` (an import's answers were never given to a live device).
     pub fn recent_answers(&self, since_ms: i64, limit: u32) -> Result<Vec<StoredAnswers>> {
+        // The rows only: a day is packed two days after it ended, long after any answer the
+        // daemon reloads is still alive, and `answered` bounds no packed day (the view would
+        // unpack them all).
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, client, answered, qname FROM dns_queries
+            "SELECT id, client, answered, qname FROM main.dns_queries
              WHERE answered >= ?1 AND min_ttl IS NOT NULL AND source = 0
              ORDER BY answered DESC LIMIT ?2",
         )?;
@@ -391,7 +410,9 @@ impl Store {
     }
 
     pub fn dns_count(&self) -> Result<u64> {
-        // Rows and packed days counted apart: through the view, every packed day is unpacked.
+        // Rows and packed days counted apart (through the view, every packed day is unpacked),
+        // in one snapshot, so a prune packing between the two counts nothing twice.
+        let _snapshot = self.snapshot()?;
         let rows = self.conn.query_row("SELECT count(*) FROM main.dns_queries", [], |r| r.get::<_, i64>(0))?;
         Ok(rows as u64 + super::packed_dns::count(&self.conn)?)
     }

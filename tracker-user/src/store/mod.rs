@@ -442,7 +442,9 @@ impl Store {
     }
 
     pub fn flow_count(&self) -> Result<u64> {
-        // Rows and packed days counted apart: through the view, every packed day is unpacked.
+        // Rows and packed days counted apart (through the view, every packed day is unpacked),
+        // in one snapshot, so a prune packing between the two counts nothing twice.
+        let _snapshot = self.snapshot()?;
         let rows = self.conn.query_row("SELECT count(*) FROM main.flows", [], |r| r.get::<_, i64>(0))?;
         Ok(rows as u64 + packed_flows::count(&self.conn)?)
     }
@@ -617,10 +619,31 @@ impl Writer<'_> {
                 self.source,
                 payload,
             ];
-            let found = find
+            let mut found = find
                 .query_row(key, |r| Ok((rollup::FlowFacts::ids_of(r)?, r.get::<_, i64>(ID_AT)?)))
                 .optional()
                 .map_err(explain)?;
+            // Not a row: perhaps packed with its day (a daemon back after days, a clock set
+            // right after boot), then back to a row and updated, never stored twice. A new
+            // flow started after every packed one, so its look-up finds no day to open.
+            let packed_key = [
+                boot,
+                *kernel_first_ns as i64,
+                client,
+                remote,
+                i64::from(*protocol),
+                i64::from(*client_port),
+                i64::from(*remote_port),
+            ];
+            if found.is_none()
+                && self.source == schema::LIVE_SOURCE
+                && packed_flows::take_back(conn, packed_key, *first_seen_ms)?
+            {
+                found = find
+                    .query_row(key, |r| Ok((rollup::FlowFacts::ids_of(r)?, r.get::<_, i64>(ID_AT)?)))
+                    .optional()
+                    .map_err(explain)?;
+            }
             let (old, new) = match found {
                 Some((old, id)) => {
                     let mut with_id: Vec<&dyn rusqlite::ToSql> = values.to_vec();

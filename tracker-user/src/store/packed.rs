@@ -1,5 +1,5 @@
 //! Closed days of the roll-ups packed (schema 10): a day's groups of one dimension and one
-//! device (or all devices) in one blob, instead of a row each. A row costs about 35 bytes
+//! device in one blob, instead of a row each (every device's is their sum, schema 12). A row costs about 35 bytes
 //! (its key repeated, a header byte a column, the cell); a packed group about 13, its numbers
 //! as variable-length integers and its key as the difference to the group before.
 //!
@@ -27,8 +27,9 @@ use super::rollup::{Counts, EMPTY_ID, NameCounts};
 pub const PACK_AFTER_HOURS: i64 = 48;
 /// `hours` of a day bucket.
 pub const DAY_HOURS: i64 = 24;
-/// Buckets packed per transaction, so no transaction holds the write lock long.
-pub const BUCKETS_PER_BATCH: usize = 500;
+/// Days packed per transaction (every device's and dimension's buckets of each), so no
+/// transaction holds the write lock long.
+pub const DAYS_PER_BATCH: usize = 8;
 
 pub(super) fn put(buf: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -68,7 +69,7 @@ const DEFLATE_LEVEL: u8 = 6;
 /// cannot make a reader allocate without end.
 const MAX_INFLATED: usize = 256 << 20;
 
-/// `n` records as columns: [`COLUMNS_FORMAT`], then DEFLATE of `n`, each stream's length and
+/// `n` records as columns: [`COLUMNS_DEFLATED`], then DEFLATE of `n`, each stream's length and
 /// the streams. A column at a time, so DEFLATE finds the repeats (labels, ports, counts of
 /// one) next to each other.
 pub(super) fn deflate_columns(n: usize, streams: &[Vec<u8>]) -> Vec<u8> {
@@ -90,11 +91,12 @@ pub(super) fn deflate_columns(n: usize, streams: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The record count and `columns` streams of a blob [`deflate_columns`] made, each read with
-/// `each(column, stream)` in column order.
+/// `each(column, count, stream, every stream's length)` in column order. A stream left unread
+/// is an error.
 pub(super) fn inflate_columns(
     blob: &[u8],
     columns: usize,
-    mut each: impl FnMut(usize, usize, &mut &[u8]) -> Result<()>,
+    mut each: impl FnMut(usize, usize, &mut &[u8], &[usize]) -> Result<()>,
 ) -> Result<usize> {
     let Some((&format, body)) = blob.split_first() else { bail!("an empty packed blob") };
     let plain = match format {
@@ -111,11 +113,11 @@ pub(super) fn inflate_columns(
     for _ in 0..columns {
         lens.push(usize::try_from(get(&mut head)?).context("a packed column of a negative length")?);
     }
-    for (col, len) in lens.into_iter().enumerate() {
+    for (col, &len) in lens.iter().enumerate() {
         anyhow::ensure!(len <= head.len(), "a packed blob shorter than its columns");
         let (mut stream, rest) = head.split_at(len);
         head = rest;
-        each(col, n, &mut stream)?;
+        each(col, n, &mut stream, &lens)?;
         anyhow::ensure!(stream.is_empty(), "a packed column longer than its records");
     }
     anyhow::ensure!(head.is_empty(), "a packed blob with bytes after its columns");
@@ -142,12 +144,13 @@ fn pack_records<const N: usize>(records: impl ExactSizeIterator<Item = [i64; N]>
 fn unpack_records<const N: usize>(blob: &[u8]) -> Result<Vec<[i64; N]>> {
     let mut records = Vec::new();
     if blob.first().is_some_and(|b| b % 2 == 1) {
-        inflate_columns(blob, N, |col, n, stream| {
+        inflate_columns(blob, N, |col, n, stream, _| {
+            anyhow::ensure!(stream.len() >= n, "a packed column shorter than its records");
             records.resize(n, [0; N]);
-            let mut prev = 0;
+            let mut prev = 0i64;
             for r in &mut records {
                 let v = get(stream)?;
-                r[col] = if col == 0 { prev + v } else { v };
+                r[col] = if col == 0 { prev.wrapping_add(v) } else { v };
                 prev = r[col];
             }
             Ok(())
@@ -161,7 +164,7 @@ fn unpack_records<const N: usize>(blob: &[u8]) -> Result<Vec<[i64; N]>> {
         for v in &mut r {
             *v = get(&mut blob)?;
         }
-        r[0] += prev;
+        r[0] = r[0].wrapping_add(prev);
         prev = r[0];
         records.push(r);
     }
@@ -215,48 +218,53 @@ pub fn pack_before(now_ms: i64) -> i64 {
 }
 
 /// A flow day bucket: source, dimension code, client id, start hour.
-pub type FlowBucket = (i64, i64, i64, i64);
+type FlowBucket = (i64, i64, i64, i64);
 /// A DNS day bucket: source, client id, start hour.
-pub type DnsBucket = (i64, i64, i64);
+type DnsBucket = (i64, i64, i64);
 
-/// The day buckets with rows that ended by `before_hour`, of both roll-ups.
-pub fn closed_buckets(conn: &Connection, before_hour: i64) -> Result<(Vec<FlowBucket>, Vec<DnsBucket>)> {
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT source, dim, client, start_hour FROM rollup_rows
-         WHERE hours = ?1 AND start_hour + hours <= ?2",
-    )?;
-    let flows = stmt
-        .query_map(params![DAY_HOURS, before_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT source, client, start_hour FROM dns_rollup_rows WHERE hours = ?1 AND start_hour + hours <= ?2",
-    )?;
-    let dns = stmt
-        .query_map(params![DAY_HOURS, before_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok((flows, dns))
+/// A closed day of the roll-ups: source, start hour.
+pub type RollupDay = (i64, i64);
+
+/// The days with day rows that ended by `before_hour`, of both roll-ups (flows, DNS).
+pub fn closed_days(conn: &Connection, before_hour: i64) -> Result<(Vec<RollupDay>, Vec<RollupDay>)> {
+    let days = |table: &str| -> Result<Vec<RollupDay>> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT DISTINCT source, start_hour FROM {table} WHERE hours = ?1 AND start_hour + hours <= ?2"
+        ))?;
+        let days = stmt.query_map(params![DAY_HOURS, before_hour], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(days.collect::<rusqlite::Result<_>>()?)
+    };
+    Ok((days("rollup_rows")?, days("dns_rollup_rows")?))
 }
 
-/// `buckets` in batches of about [`BUCKETS_PER_BATCH`], never splitting a day (`day` of a
-/// bucket: its source and start hour).
-pub fn whole_days<B>(mut buckets: Vec<B>, day: impl Fn(&B) -> (i64, i64)) -> Vec<Vec<B>> {
-    buckets.sort_by_key(&day);
-    let mut batches: Vec<Vec<B>> = Vec::new();
-    let mut last = None;
-    for b in buckets {
-        let d = day(&b);
-        match batches.last_mut() {
-            Some(batch) if last == Some(d) || batch.len() < BUCKETS_PER_BATCH => batch.push(b),
-            _ => batches.push(vec![b]),
-        }
-        last = Some(d);
-    }
-    batches
+/// Packs every bucket of the flow roll-ups' `day`, listed inside the caller's transaction: a
+/// day's every-device rows go as its devices' are packed ([`pack_flow_day`]), so all of a day
+/// moves at once, with the rows a late write added, or a report would miss or double them.
+/// Returns the rows packed.
+pub fn pack_flow_days(conn: &Connection, (source, start_hour): RollupDay) -> Result<u64> {
+    let buckets: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT DISTINCT dim, client FROM rollup_rows WHERE source = ?1 AND hours = ?2 AND start_hour = ?3",
+        )?
+        .query_map(params![source, DAY_HOURS, start_hour], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    buckets.into_iter().map(|(dim, client)| pack_flow_day(conn, (source, dim, client, start_hour))).sum()
+}
+
+/// [`pack_flow_days`] for a DNS day.
+pub fn pack_dns_days(conn: &Connection, (source, start_hour): RollupDay) -> Result<u64> {
+    let clients: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT DISTINCT client FROM dns_rollup_rows WHERE source = ?1 AND hours = ?2 AND start_hour = ?3",
+        )?
+        .query_map(params![source, DAY_HOURS, start_hour], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    clients.into_iter().map(|client| pack_dns_day(conn, (source, client, start_hour))).sum()
 }
 
 /// Packs flow day `b`'s rows into its blob (merged with the blob already there) and deletes
 /// them; groups that sum to nothing are left out. Returns the rows packed.
-pub fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
+fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
     let (source, dim, client, start_hour) = b;
     if client == EMPTY_ID {
         return drop_every_device_day(conn, "rollup_rows", &[source, dim, DAY_HOURS, start_hour], "dim = ?2 AND");
@@ -307,7 +315,7 @@ fn drop_every_device_day(conn: &Connection, table: &str, key: &[i64; 4], dim: &s
 }
 
 /// [`pack_flow_day`] for a DNS day.
-pub fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
+fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
     let (source, client, start_hour) = b;
     if client == EMPTY_ID {
         return drop_every_device_day(conn, "dns_rollup_rows", &[source, -1, DAY_HOURS, start_hour], "?2 = ?2 AND");
@@ -464,19 +472,6 @@ mod tests {
     fn raw_days_pack_after_two_days() {
         assert_eq!(pack_before(T0 + 2 * DAY_MS), T0);
         assert_eq!(pack_before(T0 + 2 * DAY_MS - 1), T0 - DAY_MS);
-    }
-
-    #[test]
-    fn batches_hold_whole_days() {
-        let buckets: Vec<(i64, i64)> = (0..1_300).map(|i| (i % 3, 24 * (i % 7))).collect();
-        let batches = whole_days(buckets, |&(s, h)| (s, h));
-        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 1_300);
-        assert!(batches.len() > 1);
-        let mut seen = std::collections::HashSet::new();
-        for b in &batches {
-            let days: std::collections::HashSet<_> = b.iter().copied().collect();
-            assert!(days.iter().all(|d| seen.insert(*d)), "a day in two batches");
-        }
     }
 
     /// Schema 10's blobs (records one after another) still read, beside the columns written

@@ -23,6 +23,9 @@ use super::{
     schema::LIVE_SOURCE,
 };
 
+/// The table of packed days (migration 12).
+pub const TABLE: &str = "dns_packed";
+
 /// `dns_query_rows`' columns, in table order (a unit test checks it against the table).
 pub const QUERY_COLUMNS: [&str; 17] = [
     "id",
@@ -112,8 +115,11 @@ pub fn unpack(blob: &[u8]) -> Result<(Vec<Query>, Vec<AnswerRow>)> {
     let mut answers: Vec<AnswerRow> = Vec::new();
     let mut prev = [0i64; 2];
     let q_cols = QUERY_COLUMNS.len();
-    inflate_columns(blob, q_cols + ANSWER_COLUMNS.len(), |col, n, stream| {
+    inflate_columns(blob, q_cols + ANSWER_COLUMNS.len(), |col, n, stream, lens| {
         if col < q_cols {
+            // Every value takes a byte at least: a shorter column is damage, not a reason to
+            // allocate.
+            ensure!(stream.len() >= n, "a packed column shorter than its queries");
             queries.resize(n, [None; QUERY_COLUMNS.len()]);
             for q in &mut queries {
                 let coded = get(stream)?;
@@ -123,16 +129,17 @@ pub fn unpack(blob: &[u8]) -> Result<(Vec<Query>, Vec<AnswerRow>)> {
                         Some(prev[col])
                     }
                     // `ts`' stream comes before.
-                    ANSWERED => (coded != 0).then(|| q[TS].unwrap_or_default().wrapping_add(coded - 1)),
-                    c if NULLABLE.contains(&c) => (coded != 0).then(|| coded - 1),
+                    ANSWERED => (coded != 0).then(|| q[TS].unwrap_or_default().wrapping_add(coded.wrapping_sub(1))),
+                    c if NULLABLE.contains(&c) => (coded != 0).then(|| coded.wrapping_sub(1)),
                     _ => Some(coded),
                 };
             }
         } else if col == q_cols + QUERY_ID {
+            // The answers' own columns hold a byte an answer at least.
+            let room = lens[q_cols + POSITION];
             for q in &queries {
                 let count = usize::try_from(get(stream)?).context("a negative answer count")?;
-                // A DNS message counts its answers in 16 bits.
-                ensure!(count <= usize::from(u16::MAX), "a query of {count} answers");
+                ensure!(answers.len() + count <= room, "more answers than their columns hold");
                 let id = q[ID].unwrap_or_default();
                 answers.extend((0..count).map(|_| {
                     let mut a = [0; ANSWER_COLUMNS.len()];
@@ -141,6 +148,7 @@ pub fn unpack(blob: &[u8]) -> Result<(Vec<Query>, Vec<AnswerRow>)> {
                 }));
             }
         } else {
+            ensure!(stream.len() >= answers.len(), "a packed column shorter than its answers");
             for a in &mut answers {
                 a[col - q_cols] = get(stream)?;
             }
@@ -159,7 +167,7 @@ impl Kind for Queries {
     const MODULE: &'static str = "packed_dns_query_rows";
     const VIEW: &'static str = "dns_queries";
     const ROWS_FROM: &'static str = "FROM dns_query_rows q";
-    const TABLE: &'static str = "dns_packed";
+    const TABLE: &'static str = TABLE;
     const COLUMNS: &'static [&'static str] = &QUERY_COLUMNS;
     const BOUNDS: &'static [(usize, &'static str, &'static str)] = &[
         (ID, "min_id", "max_id"),
@@ -179,7 +187,7 @@ impl Kind for Answers {
     const MODULE: &'static str = "packed_dns_answer_rows";
     const VIEW: &'static str = "dns_answers";
     const ROWS_FROM: &'static str = "FROM dns_answer_rows a";
-    const TABLE: &'static str = "dns_packed";
+    const TABLE: &'static str = TABLE;
     const COLUMNS: &'static [&'static str] = &ANSWER_COLUMNS;
     const BOUNDS: &'static [(usize, &'static str, &'static str)] = &[(QUERY_ID, "min_id", "max_id")];
     const ORDER: (usize, usize) = (QUERY_ID, POSITION);
@@ -187,6 +195,12 @@ impl Kind for Answers {
 
     fn unpack(blob: &[u8]) -> Result<Vec<Option<i64>>> {
         Ok(unpack(blob)?.1.into_iter().flatten().map(Some).collect())
+    }
+
+    /// A query's answers share its id: the position tells them apart (a message holds at
+    /// most 65,535).
+    fn rowid(row: &[Option<i64>]) -> i64 {
+        (row[QUERY_ID].unwrap_or_default() << 16) | (row[POSITION].unwrap_or_default() & 0xffff)
     }
 }
 
@@ -290,7 +304,7 @@ pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
     )?;
     let mut removed = gone as u64;
     let split: Vec<Day> = conn
-        .prepare("SELECT client, day FROM dns_packed WHERE source = ?1 AND day < ?2")?
+        .prepare("SELECT client, day FROM dns_packed WHERE source = ?1 AND min_ts < ?2")?
         .query_map(params![LIVE_SOURCE, before_ms], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
         .collect::<rusqlite::Result<_>>()?;
     for day in split {
@@ -364,6 +378,14 @@ mod tests {
         assert_eq!(qs, queries);
         assert_eq!(qs.iter().map(|q| q[ID].unwrap()).collect::<Vec<_>>(), [2, 4, 9]);
         assert_eq!(answers_back, [[4, 0, 1, 2, 3, 4], [9, 0, 5, 6, 60, 7], [9, 1, 5, 6, 60, 8]]);
+        // A damaged blob that claims more answers than it holds is refused before anything is
+        // allocated for them.
+        let mut streams = vec![vec![0u8; 1_000]; QUERY_COLUMNS.len() + ANSWER_COLUMNS.len()];
+        streams[QUERY_COLUMNS.len()] = (0..1_000).flat_map(|_| [0xfe, 0xff, 0x07]).collect();
+        for s in &mut streams[QUERY_COLUMNS.len() + 1..] {
+            s.clear();
+        }
+        assert!(unpack(&deflate_columns(1_000, &streams)).unwrap_err().to_string().contains("more answers"));
         let mut orphan = vec![[77, 0, 1, 1, 1, 1]];
         assert!(pack(&mut queries, &mut orphan).is_err(), "an answer without its query");
         assert!(unpack(&blob[..blob.len() - 2]).is_err());
@@ -404,8 +426,22 @@ mod tests {
                 d(2)
             ),
             "SELECT count(*), sum(answered IS NULL), sum(rcode IS NULL) FROM dns_queries".to_owned(),
+            // Answers of one query told apart by their rowid (an OR of index look-ups keeps
+            // each rowid once).
+            "SELECT * FROM dns_answers WHERE (query_id = 40 AND position = 0) OR (query_id = 40 AND position = 1)
+                 OR (query_id = 40 AND position = 2) ORDER BY position"
+                .to_owned(),
         ];
+        let first_id = s.first_query_id(d(2)).unwrap();
+        let bounded = format!(
+            "SELECT q.client, q.qname, a.data, count(*) FROM dns_queries q JOIN dns_answers a ON a.query_id = q.id
+             WHERE q.ts >= {} AND a.type = 'A' AND a.query_id >= {first_id} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            d(2)
+        );
+        let queries: Vec<String> = queries.into_iter().chain([bounded]).collect();
         let before: Vec<_> = queries.iter().map(|q| shown(&s, q)).collect();
+        assert_eq!(before[8].len(), 3, "query 40's three answers");
+        assert_eq!(before[9], before[6], "the bound keeps every answer of the period");
         assert_eq!(before[0].len(), 450);
 
         let now = d(7) + crate::store::rollup::HOUR_MS;
@@ -418,6 +454,7 @@ mod tests {
         for (q, b) in queries.iter().zip(&before) {
             assert_eq!(&shown(&s, q), b, "{q}");
         }
+        assert_eq!(s.first_query_id(d(2)).unwrap(), first_id, "the same bound from the packed days");
         assert_eq!(shown(&Store::open_reader(s.path()).unwrap(), &queries[4]), before[4]);
 
         // Three days kept: queries before day 4 + 1 h go, packed or not, with their answers.

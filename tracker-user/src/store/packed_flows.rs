@@ -4,9 +4,12 @@
 //! ([`super::packed_view`]).
 //!
 //! The prune packs a flow once its day (UTC, of `last_seen`) ended `packed::PACK_AFTER_HOURS` ago:
-//! the sweeper forgets a flow after its idle timeout (10 minutes at most, `source::Timeouts`),
-//! so no write can reach a packed flow again. Only the live interface's flows are packed: an
-//! import finds its rows again to add a capture's later packets.
+//! the sweeper forgets a flow after its idle timeout (10 minutes at most, `source::Timeouts`), so
+//! a packed flow is seldom written again. It can be: a daemon restarted after days writes what
+//! its pinned maps still hold, and a clock set right after boot moves times by days. The writer
+//! then takes the flow back out of its day ([`take_back`]) and updates its row, so it is never
+//! stored twice. Only the live interface's flows are packed: an import finds its rows again to
+//! add a capture's later packets.
 //!
 //! Blob layout: columns of zigzag LEB128 integers, compressed (`packed::deflate_columns`), rows
 //! in id order: `id`, `kernel_first_ns` and `first_seen` as the difference to the row before,
@@ -22,6 +25,9 @@ use super::{
     rollup::DAY_MS,
     schema::LIVE_SOURCE,
 };
+
+/// The table of packed days (migration 12).
+pub const TABLE: &str = "flow_packed";
 
 /// `flow_rows`' columns, in table order (a unit test checks it against the table).
 pub const COLUMNS: [&str; 29] = [
@@ -65,8 +71,8 @@ pub const LAST_SEEN: usize = 14;
 const NULLABLE: std::ops::Range<usize> = 15..28;
 pub const SOURCE: usize = 28;
 
-/// Flows packed per transaction, about: one device's day at a time, so no transaction holds the
-/// write lock for long.
+/// Device days packed per transaction (a few thousand flows), so no transaction holds the write
+/// lock for long.
 pub const DAYS_PER_BATCH: usize = 4;
 
 /// One flow as its row holds it: [`COLUMNS`]' values, `None` for NULL.
@@ -107,7 +113,10 @@ pub fn pack(rows: &mut [Row]) -> Result<Vec<u8>> {
 pub fn unpack(blob: &[u8]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut prev = [0i64; COLUMNS.len()];
-    inflate_columns(blob, COLUMNS.len(), |col, n, stream| {
+    inflate_columns(blob, COLUMNS.len(), |col, n, stream, _| {
+        // Every value takes a byte at least: a shorter column is damage, not a reason to
+        // allocate for `n` rows.
+        anyhow::ensure!(stream.len() >= n, "a packed column shorter than its flows");
         rows.resize(n, [None; COLUMNS.len()]);
         for r in &mut rows {
             let coded = get(stream)?;
@@ -118,7 +127,7 @@ pub fn unpack(blob: &[u8]) -> Result<Vec<Row>> {
                 }
                 // First_seen's stream comes before, so the row has it.
                 LAST_SEEN => r[FIRST_SEEN].map(|first| first.wrapping_add(coded)),
-                c if NULLABLE.contains(&c) => (coded != 0).then(|| coded - 1),
+                c if NULLABLE.contains(&c) => (coded != 0).then(|| coded.wrapping_sub(1)),
                 _ => Some(coded),
             };
         }
@@ -130,19 +139,16 @@ pub fn unpack(blob: &[u8]) -> Result<Vec<Row>> {
 /// The packed flows as the view `flows` reads them (`packed_view`).
 pub(super) struct Flows;
 
-/// A day's last millisecond, after its start (`flow_packed.day`).
-const DAY_END: &str = "day + 86399999";
-
 impl Kind for Flows {
     const MODULE: &'static str = "packed_flow_rows";
     const VIEW: &'static str = "flows";
     const ROWS_FROM: &'static str = "FROM flow_rows f";
-    const TABLE: &'static str = "flow_packed";
+    const TABLE: &'static str = TABLE;
     const COLUMNS: &'static [&'static str] = &COLUMNS;
     const BOUNDS: &'static [(usize, &'static str, &'static str)] = &[
         (ID, "min_id", "max_id"),
         (FIRST_SEEN, "min_first", "max_first"),
-        (LAST_SEEN, "day", DAY_END),
+        (LAST_SEEN, "min_last", "max_last"),
         (CLIENT, "client", "client"),
         (SOURCE, "source", "source"),
     ];
@@ -194,10 +200,12 @@ fn write_day(conn: &Connection, day: Day, rows: &mut [Row]) -> Result<()> {
     let blob = pack(rows)?;
     let bound = |col: usize, f: fn(i64, i64) -> i64| rows.iter().filter_map(|r| r[col]).reduce(f).unwrap_or(0);
     conn.prepare_cached(
-        "INSERT INTO flow_packed (source, client, day, flows, min_id, max_id, min_first, max_first, rows)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO flow_packed (source, client, day, flows, min_id, max_id, min_first, max_first, min_last,
+             max_last, rows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT DO UPDATE SET flows = excluded.flows, min_id = excluded.min_id, max_id = excluded.max_id,
-             min_first = excluded.min_first, max_first = excluded.max_first, rows = excluded.rows",
+             min_first = excluded.min_first, max_first = excluded.max_first, min_last = excluded.min_last,
+             max_last = excluded.max_last, rows = excluded.rows",
     )?
     .execute(params![
         LIVE_SOURCE,
@@ -208,6 +216,8 @@ fn write_day(conn: &Connection, day: Day, rows: &mut [Row]) -> Result<()> {
         bound(ID, i64::max),
         bound(FIRST_SEEN, i64::min),
         bound(FIRST_SEEN, i64::max),
+        bound(LAST_SEEN, i64::min),
+        bound(LAST_SEEN, i64::max),
         blob
     ])?;
     Ok(())
@@ -233,6 +243,41 @@ pub fn pack_day(conn: &Connection, day: Day) -> Result<u64> {
     Ok(n)
 }
 
+/// Moves the packed flow of `key` (`boot, kernel_first_ns, client, remote, protocol,
+/// client_port, remote_port`, text columns as ids) that started at `first_seen` back into
+/// `flow_rows`, id kept, for the writer to update. Returns whether there was one.
+pub fn take_back(conn: &Connection, key: [i64; 7], first_seen: i64) -> Result<bool> {
+    let [boot, kernel_first_ns, client, remote, protocol, client_port, remote_port] = key;
+    let days: Vec<Day> = conn
+        .prepare_cached(
+            "SELECT client, day FROM flow_packed WHERE source = ?1 AND client = ?2 AND min_first <= ?3 AND max_first >= ?3",
+        )?
+        .query_map(params![LIVE_SOURCE, client, first_seen], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
+        .collect::<rusqlite::Result<_>>()?;
+    for day in days {
+        let mut rows = read_day(conn, day)?;
+        let wanted = [
+            (1, boot),
+            (KERNEL_FIRST_NS, kernel_first_ns),
+            (4, remote),
+            (5, protocol),
+            (6, client_port),
+            (7, remote_port),
+        ];
+        let Some(at) = rows.iter().position(|r| wanted.iter().all(|&(c, v)| r[c] == Some(v))) else { continue };
+        let row = rows.swap_remove(at);
+        conn.prepare_cached(&format!(
+            "INSERT INTO flow_rows ({}) VALUES ({})",
+            COLUMNS.join(", "),
+            (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        ))?
+        .execute(rusqlite::params_from_iter(row))?;
+        write_day(conn, day, &mut rows)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Removes the packed flows whose last packet came before `before_ms` (retention): whole days,
 /// and the flows before it of the day it falls in. Returns the flows removed.
 pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
@@ -247,7 +292,7 @@ pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
     )?;
     let mut removed = gone as u64;
     let split: Vec<Day> = conn
-        .prepare("SELECT client, day FROM flow_packed WHERE source = ?1 AND day < ?2")?
+        .prepare("SELECT client, day FROM flow_packed WHERE source = ?1 AND min_last < ?2")?
         .query_map(params![LIVE_SOURCE, before_ms], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
         .collect::<rusqlite::Result<_>>()?;
     for day in split {
@@ -313,6 +358,57 @@ mod tests {
         assert!(unpack(&deflate_columns(1, &streams)).is_err(), "a column too long");
         streams[7] = vec![0];
         assert!(unpack(&deflate_columns(1, &streams)).is_ok());
+    }
+
+    /// A packed flow written again (a daemon back after days writes what its pinned maps
+    /// hold) goes back to its row and is updated there: one flow, counted once.
+    #[test]
+    fn a_packed_flow_written_again_is_taken_back_not_stored_twice() {
+        use crate::{
+            analysis::{entity::EntityTable, protocol::AppProtocol},
+            query::report::{ReportQuery, report},
+            store::{
+                Store,
+                retention::Retention,
+                tests::{labelled_flow, temp_db},
+            },
+        };
+        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+        let mut s = Store::open(&temp_db("packed-take-back")).unwrap();
+        let flows: Vec<_> = (0..30u64)
+            .map(|n| {
+                labelled_flow(n, "10.77.0.2", t0 + n as i64 * 3_600_000, Some("www.apple.com"), AppProtocol::Tls, 100)
+            })
+            .collect();
+        s.upsert_flows("boot", &flows).unwrap();
+        let now = t0 + 5 * DAY_MS;
+        assert_eq!(s.prune(Retention::default(), now, &mut |_| {}).unwrap().flows_packed, 30);
+        let totals = |s: &Store| {
+            let q = ReportQuery { since_ms: t0 - DAY_MS, until_ms: now, ..ReportQuery::default() };
+            let t = report(s, &EntityTable::builtin(), &q).unwrap().totals;
+            (t.connections, t.bytes)
+        };
+        let before = totals(&s);
+        let id_of_7: i64 =
+            s.conn().query_row("SELECT id FROM flows WHERE client_port = 40007", [], |r| r.get(0)).unwrap();
+
+        let mut again = flows[7].clone();
+        again.bytes_up += 5_000;
+        again.last_seen_ms = now - 1_000;
+        s.upsert_flows("boot", &[again]).unwrap();
+        assert_eq!(s.flow_count().unwrap(), 30, "one flow, not two");
+        assert_eq!(count(s.conn()).unwrap(), 29);
+        let (id, bytes): (i64, i64) = s
+            .conn()
+            .query_row("SELECT id, bytes_up FROM main.flows WHERE client_port = 40007", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((id, bytes), (id_of_7, 5_100), "back as its row, id kept, updated");
+        assert_eq!(totals(&s), (before.0, before.1 + 5_000), "the roll-ups moved by the change only");
+        // A flow never seen before is inserted as ever.
+        s.upsert_flows("boot", &[labelled_flow(99, "10.77.0.2", now - 5_000, None, AppProtocol::Tls, 1)]).unwrap();
+        assert_eq!(s.flow_count().unwrap(), 31);
     }
 
     #[test]
@@ -421,10 +517,5 @@ mod tests {
         assert_eq!(p.flows as usize, 600 - expected.len());
         assert!(before[0].iter().any(|r| (d(4)..cut).contains(&last(r))), "day 4 lost flows");
         assert!(expected.iter().any(|r| (cut..d(5)).contains(&last(r))), "day 4 kept flows");
-    }
-
-    #[test]
-    fn a_days_end_is_its_last_millisecond() {
-        assert_eq!(DAY_END, format!("day + {}", DAY_MS - 1));
     }
 }

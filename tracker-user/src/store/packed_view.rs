@@ -46,6 +46,12 @@ pub(super) trait Kind: Sized + 'static {
 
     /// A day's rows, [`Kind::COLUMNS`] values each, one after another.
     fn unpack(blob: &[u8]) -> Result<Vec<Option<i64>>>;
+
+    /// A row's rowid, unique in the table: SQLite tells rows apart by it (an OR of two
+    /// indexes keeps a rowid once).
+    fn rowid(row: &[Option<i64>]) -> i64 {
+        row[Self::ID].unwrap_or_default()
+    }
 }
 
 /// Registers `K`'s virtual table on `conn` and makes its TEMP view. After migrating: it reads
@@ -392,6 +398,6 @@ unsafe impl<K: Kind> VTabCursor for Cursor<'_, K> {
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        Ok(self.current().and_then(|r| r[K::ID]).unwrap_or_default())
+        Ok(self.current().map(K::rowid).unwrap_or_default())
     }
 }

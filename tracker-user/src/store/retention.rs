@@ -9,9 +9,10 @@
 //! not by triggers). Imported captures (`import-pcap` sources) are the user's to remove and
 //! are never pruned: their rows carry the capture's old times.
 //!
-//! Rows go in batches, each its own short transaction, so the daemon's sweep never waits long
-//! for the write lock; freed pages are reused by later writes whether or not the file shrinks,
-//! so the file stops growing once the retention period is reached.
+//! Rows go in batches, each its own short transaction (packed rows a few days' blobs at a time),
+//! so the daemon's sweep never waits long for the write lock; freed pages are reused by later
+//! writes whether or not the file shrinks, so the file stops growing once the retention period
+//! is reached.
 
 use std::time::Duration;
 
@@ -54,7 +55,8 @@ pub struct Pruned {
     pub hour_rollups: u64,
     /// Daily roll-up rows, and packed days ([`super::packed`]), removed.
     pub day_rollups: u64,
-    /// Daily roll-up rows packed into their day's blob ([`super::packed`]).
+    /// Daily roll-up rows packed into their day's blob ([`super::packed`]), or dropped as the
+    /// sum of the day's devices' (every-device rows).
     pub days_packed: u64,
     /// Flows of closed days packed into their device's day ([`super::packed_flows`]).
     pub flows_packed: u64,
@@ -145,19 +147,17 @@ impl Store {
         // The days that stay, packed once they are closed: every source's (packing loses
         // nothing, so imports are packed too).
         let before_hour = now_ms.div_euclid(rollup::HOUR_MS) - packed::PACK_AFTER_HOURS;
-        let (flow_days, dns_days) = packed::closed_buckets(&self.conn, before_hour).context("finding days to pack")?;
+        let (flow_days, dns_days) = packed::closed_days(&self.conn, before_hour).context("finding days to pack")?;
         // IMMEDIATE (`write_rules`): a batch reads blobs before it writes them, and a deferred
         // transaction could not then take the write lock after a sweep's commit.
-        // A day's every-device rows go as its devices' are packed (`packed::pack_flow_day`):
-        // all of one day in one transaction, or a report between two would miss or double it.
-        for batch in packed::whole_days(flow_days, |&(source, _, _, hour)| (source, hour)) {
+        for batch in flow_days.chunks(packed::DAYS_PER_BATCH) {
             done.days_packed +=
-                self.write_rules(|w| batch.iter().map(|&b| packed::pack_flow_day(w.conn, b)).sum::<Result<u64>>())?;
+                self.write_rules(|w| batch.iter().map(|&d| packed::pack_flow_days(w.conn, d)).sum::<Result<u64>>())?;
             progress(&done);
         }
-        for batch in packed::whole_days(dns_days, |&(source, _, hour)| (source, hour)) {
+        for batch in dns_days.chunks(packed::DAYS_PER_BATCH) {
             done.days_packed +=
-                self.write_rules(|w| batch.iter().map(|&b| packed::pack_dns_day(w.conn, b)).sum::<Result<u64>>())?;
+                self.write_rules(|w| batch.iter().map(|&d| packed::pack_dns_days(w.conn, d)).sum::<Result<u64>>())?;
             progress(&done);
         }
         // The raw flows of closed days, a device's day at a time.

@@ -725,7 +725,8 @@ pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>)
 }
 
 /// Per (name, client) over `period`: queries, first and last time, and the client bits. With
-/// `clients` `None` the every-device rows, whose bits say which clients asked.
+/// `clients` `None` every device's: the every-device rows, and the devices' packed days, whose
+/// bits say which clients asked.
 pub fn name_groups(
     conn: &Connection,
     period: Period,

@@ -73,7 +73,8 @@ impl Store {
         let end_ms = if id == LIVE_SOURCE {
             None
         } else {
-            self.conn.query_row("SELECT max(last_seen) FROM flows WHERE source = ?1", [id], |r| r.get(0))?
+            // An import's rows are never packed: the rows' index answers.
+            self.conn.query_row("SELECT max(last_seen) FROM main.flows WHERE source = ?1", [id], |r| r.get(0))?
         };
         Ok(Source { id, name, end_ms })
     }

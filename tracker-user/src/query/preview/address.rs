@@ -137,10 +137,10 @@ pub fn would_stop_address(
     let mut a = conn.prepare(
         "SELECT a.data, q.qname, q.cname, COUNT(*) FROM dns_queries q JOIN dns_answers a ON a.query_id = q.id
          WHERE q.source = 0 AND q.ts >= ?1 AND a.type IN ('A', 'AAAA') AND (?2 IS NULL OR a.data = ?2)
-           AND (a.name = q.qname OR a.name = q.cname)
+           AND (a.name = q.qname OR a.name = q.cname) AND a.query_id >= ?3
          GROUP BY a.data, q.qname, q.cname",
     )?;
-    let mut rows = a.query(rusqlite::params![since_ms, exact])?;
+    let mut rows = a.query(rusqlite::params![since_ms, exact, store.first_query_id(since_ms)?])?;
     while let Some(r) = rows.next()? {
         let data: String = r.get(0)?;
         let Some(address) = inside(&data) else { continue };

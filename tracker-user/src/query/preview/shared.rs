@@ -80,9 +80,10 @@ pub fn shared_addresses(
     let mut q = store.conn().prepare(
         "SELECT q.client, q.qname, q.cname, a.data FROM dns_queries q JOIN dns_answers a ON a.query_id = q.id
          WHERE q.source = 0 AND q.ts >= ?1 AND a.type IN ('A', 'AAAA') AND (a.name = q.qname OR a.name = q.cname)
+           AND a.query_id >= ?2
          GROUP BY q.client, q.qname, q.cname, a.data",
     )?;
-    let mut rows = q.query([since_ms])?;
+    let mut rows = q.query([since_ms, store.first_query_id(since_ms)?])?;
     while let Some(r) = rows.next()? {
         let (client, qname, cname, data): (String, String, Option<String>, String) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);

@@ -12,9 +12,14 @@ CREATE TABLE flow_packed (
     max_id     INTEGER NOT NULL,  -- unpacks only the days its query can match
     min_first  INTEGER NOT NULL,
     max_first  INTEGER NOT NULL,
+    min_last   INTEGER NOT NULL,
+    max_last   INTEGER NOT NULL,
     rows       BLOB    NOT NULL,
     PRIMARY KEY (source, client, day)
 );
+-- A reader finds its days by the bounds without reading the blobs they sit beside.
+CREATE INDEX flow_packed_bounds ON flow_packed
+    (source, client, day, min_id, max_id, min_first, max_first, min_last, max_last, flows);
 
 -- A closed day's every-device roll-up is the sum of its devices' (the writer adds each flow and
 -- query to both): packed, only the devices' blobs are kept, and reports sum them.
@@ -36,3 +41,4 @@ CREATE TABLE dns_packed (
     rows       BLOB    NOT NULL,
     PRIMARY KEY (source, client, day)
 );
+CREATE INDEX dns_packed_bounds ON dns_packed (source, client, day, min_id, max_id, min_ts, max_ts, queries);
