@@ -413,25 +413,46 @@ fn bad_input_is_refused_and_changes_nothing() -> Result<()> {
 #[test]
 fn a_flood_of_new_flows_is_stored_whole_and_loses_no_ring_record() -> Result<()> {
     const FLOWS: u32 = 20_000;
-    let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te7")? else {
-        return Ok(());
-    };
-    t.start(&lab)?;
-    let mut plan = Flood::new(FLOWS, 10_000.0);
-    plan.packets_per_flow = 2;
-    let before = link_counters(&lab)?;
-    let report = flood::run(&lab, &plan)?;
-    assert!(report.complete && report.flows_sent == FLOWS, "{report:?}");
-    // Up on wg0 during the flood is the flood alone: what reached the programs. A datagram
-    // the tunnel lost is no count tracker missed, so that case fails as what it is.
-    let arrived = (link_counters(&lab)? - before).packets_up;
-    assert_eq!(arrived, report.datagrams_sent, "datagrams that reached wg0 vs sent: the tunnel lost some");
-    eprintln!("flood: {FLOWS} flows in {:.2?} ({:.0}/s)", report.elapsed, report.rate());
+    // wireguard-go, on two busy cores, has dropped a few hundred of the 40,000 datagrams
+    // before they reached wg0 (tracker's programs never saw them): such a flood proves
+    // nothing either way and is run again, on a new lab, at most this many times.
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        let Some((_serial, lab, mut t)) = crate::common::lab_with_tracker("te7")? else {
+            return Ok(());
+        };
+        t.start(&lab)?;
+        let mut plan = Flood::new(FLOWS, 10_000.0);
+        plan.packets_per_flow = 2;
+        let before = link_counters(&lab)?;
+        let report = flood::run(&lab, &plan)?;
+        assert!(report.complete && report.flows_sent == FLOWS, "{report:?}");
+        // Up on wg0 during the flood is the flood alone: what reached the programs. A datagram
+        // the tunnel lost is no count tracker missed.
+        let arrived = (link_counters(&lab)? - before).packets_up;
+        if arrived != report.datagrams_sent && attempt < ATTEMPTS {
+            eprintln!(
+                "flood {attempt}: the tunnel lost {} of {} datagrams before wg0; again on a new lab",
+                report.datagrams_sent - arrived,
+                report.datagrams_sent
+            );
+            t.stop()?;
+            continue;
+        }
+        assert_eq!(arrived, report.datagrams_sent, "datagrams that reached wg0 vs sent: the tunnel lost some");
+        eprintln!("flood: {FLOWS} flows in {:.2?} ({:.0}/s)", report.elapsed, report.rate());
+        return stored_whole(&mut t, &report, FLOWS);
+    }
+    unreachable!("the last attempt returns or fails")
+}
+
+/// The flood's flows, each stored once with its exact counters, and no ring record lost.
+fn stored_whole(t: &mut Tracker, report: &flood::FloodReport, flows_sent: u32) -> Result<()> {
     // SIGTERM: the final flush writes whatever the last sweep had not.
     t.stop()?;
     let flows = t.flows();
-    let found = flood::compare(&report, &flows)?;
-    let n = u64::from(FLOWS);
+    let found = flood::compare(report, &flows)?;
+    let n = u64::from(flows_sent);
     assert_eq!(found, Found { once: n, exact: n, other_rows: found.other_rows, ..Found::default() });
     // The pins outlive the daemon, so the kernel's counters are still readable.
     let status = t.json(&["status"]);
