@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::rollup::{Counts, EMPTY_ID, NameCounts};
+use super::{
+    rollup::{Counts, DAY_MS, EMPTY_ID, NameCounts},
+    schema::LIVE_SOURCE,
+};
 
 /// Day buckets are packed once they ended this long ago: a day's last flows are written for
 /// a while after it ends (a connection open across midnight), and packing twice costs more
@@ -215,6 +218,75 @@ pub struct Day {
 /// [`PACK_AFTER_HOURS`] before.
 pub fn pack_before(now_ms: i64) -> i64 {
     (now_ms - PACK_AFTER_HOURS * super::rollup::HOUR_MS).div_euclid(super::rollup::DAY_MS) * super::rollup::DAY_MS
+}
+
+/// A table of packed raw days ([`super::packed_flows`], [`super::packed_dns`]) and the rows
+/// table it packs: what both ask of them alike. Every day a device's, live rows only.
+pub(super) struct RawDays {
+    /// The packed table, and its column of the rows a day holds.
+    pub packed: &'static str,
+    pub count: &'static str,
+    /// The rows table, and the time whose day a row is packed in.
+    pub rows: &'static str,
+    pub time: &'static str,
+    /// The packed table's column of the earliest `time` a day holds.
+    pub min_time: &'static str,
+}
+
+impl RawDays {
+    /// The live rows' days that end by `before_ms` (a day start) and still have rows.
+    pub fn closed(&self, conn: &Connection, before_ms: i64) -> Result<Vec<Day>> {
+        let Self { rows, time, .. } = self;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT DISTINCT client, {time} - {time} % ?1 FROM {rows} WHERE {time} < ?2 AND source = ?3"
+        ))?;
+        let days = stmt.query_map(params![DAY_MS, before_ms, LIVE_SOURCE], |r| {
+            Ok(Day { client: r.get(0)?, start_ms: r.get(1)? })
+        })?;
+        Ok(days.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Day `day`'s blob, if packed.
+    pub fn blob(&self, conn: &Connection, day: Day) -> Result<Option<Vec<u8>>> {
+        Ok(conn
+            .prepare_cached(&format!(
+                "SELECT rows FROM {} WHERE source = ?1 AND client = ?2 AND day = ?3",
+                self.packed
+            ))?
+            .query_row(params![LIVE_SOURCE, day.client, day.start_ms], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn delete(&self, conn: &Connection, day: Day) -> Result<()> {
+        conn.prepare_cached(&format!("DELETE FROM {} WHERE source = ?1 AND client = ?2 AND day = ?3", self.packed))?
+            .execute(params![LIVE_SOURCE, day.client, day.start_ms])?;
+        Ok(())
+    }
+
+    /// Removes the days that ended by `before_ms` (retention); returns the rows they held, and
+    /// the days left that hold rows from before it, for the caller to trim.
+    pub fn remove_before(&self, conn: &Connection, before_ms: i64) -> Result<(u64, Vec<Day>)> {
+        let Self { packed, count, min_time, .. } = self;
+        let whole = params![LIVE_SOURCE, DAY_MS, before_ms];
+        let gone: i64 = conn.query_row(
+            &format!("SELECT coalesce(sum({count}), 0) FROM {packed} WHERE source = ?1 AND day + ?2 <= ?3"),
+            whole,
+            |r| r.get(0),
+        )?;
+        conn.execute(&format!("DELETE FROM {packed} WHERE source = ?1 AND day + ?2 <= ?3"), whole)?;
+        let trim = conn
+            .prepare(&format!("SELECT client, day FROM {packed} WHERE source = ?1 AND {min_time} < ?2"))?
+            .query_map(params![LIVE_SOURCE, before_ms], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((gone as u64, trim))
+    }
+
+    /// The rows packed, for counts that would otherwise unpack every day.
+    pub fn count(&self, conn: &Connection) -> Result<u64> {
+        let Self { packed, count, .. } = self;
+        let n: i64 = conn.query_row(&format!("SELECT coalesce(sum({count}), 0) FROM {packed}"), [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
 }
 
 /// A flow day bucket: source, dimension code, client id, start hour.

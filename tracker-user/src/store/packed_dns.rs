@@ -14,10 +14,10 @@
 //! columns but `query_id`, answers in (query, position) order.
 
 use anyhow::{Context as _, Result, ensure};
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 
 use super::{
-    packed::{Day, deflate_columns, get, inflate_columns, put},
+    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put},
     packed_view::Kind,
     rollup::DAY_MS,
     schema::LIVE_SOURCE,
@@ -204,20 +204,17 @@ impl Kind for Answers {
     }
 }
 
+/// The packed log's table and the rows it packs, for what they share with the flows'.
+const DAYS: RawDays =
+    RawDays { packed: TABLE, count: "queries", rows: "dns_query_rows", time: "ts", min_time: "min_ts" };
+
 /// The live log's days that end by `before_ms` (a day start) and still have rows.
 pub fn closed_days(conn: &Connection, before_ms: i64) -> Result<Vec<Day>> {
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT client, ts - ts % ?1 FROM dns_query_rows WHERE ts < ?2 AND source = ?3")?;
-    let days = stmt
-        .query_map(params![DAY_MS, before_ms, LIVE_SOURCE], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(days)
+    DAYS.closed(conn, before_ms)
 }
 
 fn read_day(conn: &Connection, day: Day) -> Result<(Vec<Query>, Vec<AnswerRow>)> {
-    conn.prepare_cached("SELECT rows FROM dns_packed WHERE source = ?1 AND client = ?2 AND day = ?3")?
-        .query_row(params![LIVE_SOURCE, day.client, day.start_ms], |r| r.get::<_, Vec<u8>>(0))
-        .optional()?
+    DAYS.blob(conn, day)?
         .map_or_else(|| Ok((Vec::new(), Vec::new())), |blob| unpack(&blob))
         .with_context(|| format!("reading the packed DNS queries of day {}", day.start_ms))
 }
@@ -225,9 +222,7 @@ fn read_day(conn: &Connection, day: Day) -> Result<(Vec<Query>, Vec<AnswerRow>)>
 /// Writes the queries and answers as `day`'s blob (none when there are no queries).
 fn write_day(conn: &Connection, day: Day, queries: &mut [Query], answers: &mut [AnswerRow]) -> Result<()> {
     if queries.is_empty() {
-        conn.prepare_cached("DELETE FROM dns_packed WHERE source = ?1 AND client = ?2 AND day = ?3")?
-            .execute(params![LIVE_SOURCE, day.client, day.start_ms])?;
-        return Ok(());
+        return DAYS.delete(conn, day);
     }
     let blob = pack(queries, answers)?;
     let bound = |col: usize, f: fn(i64, i64) -> i64| queries.iter().filter_map(|q| q[col]).reduce(f).unwrap_or(0);
@@ -293,20 +288,7 @@ pub fn pack_day(conn: &Connection, day: Day) -> Result<u64> {
 /// Removes the packed queries (and answers) from before `before_ms` (retention): whole days,
 /// and the queries before it of the day it falls in. Returns the queries removed.
 pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
-    let gone: i64 = conn.query_row(
-        "SELECT coalesce(sum(queries), 0) FROM dns_packed WHERE source = ?1 AND day + ?2 <= ?3",
-        params![LIVE_SOURCE, DAY_MS, before_ms],
-        |r| r.get(0),
-    )?;
-    conn.execute(
-        "DELETE FROM dns_packed WHERE source = ?1 AND day + ?2 <= ?3",
-        params![LIVE_SOURCE, DAY_MS, before_ms],
-    )?;
-    let mut removed = gone as u64;
-    let split: Vec<Day> = conn
-        .prepare("SELECT client, day FROM dns_packed WHERE source = ?1 AND min_ts < ?2")?
-        .query_map(params![LIVE_SOURCE, before_ms], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
+    let (mut removed, split) = DAYS.remove_before(conn, before_ms)?;
     for day in split {
         let (mut queries, mut answers) = read_day(conn, day)?;
         let had = queries.len();
@@ -323,8 +305,7 @@ pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
 
 /// Queries packed, for counts that would otherwise unpack every day.
 pub fn count(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn.query_row("SELECT coalesce(sum(queries), 0) FROM dns_packed", [], |r| r.get(0))?;
-    Ok(n as u64)
+    DAYS.count(conn)
 }
 
 #[cfg(test)]

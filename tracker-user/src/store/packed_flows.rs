@@ -17,10 +17,10 @@
 //! the value plus one otherwise.
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 
 use super::{
-    packed::{Day, deflate_columns, get, inflate_columns, put},
+    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put},
     packed_view::Kind,
     rollup::DAY_MS,
     schema::LIVE_SOURCE,
@@ -160,15 +160,13 @@ impl Kind for Flows {
     }
 }
 
+/// The packed flows' table and the rows it packs, for what they share with the DNS log's.
+const DAYS: RawDays =
+    RawDays { packed: TABLE, count: "flows", rows: "flow_rows", time: "last_seen", min_time: "min_last" };
+
 /// The live flows' days that end by `before_ms` (a day start) and still have rows.
 pub fn closed_days(conn: &Connection, before_ms: i64) -> Result<Vec<Day>> {
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT client, last_seen - last_seen % ?1 FROM flow_rows WHERE last_seen < ?2 AND source = ?3",
-    )?;
-    let days = stmt
-        .query_map(params![DAY_MS, before_ms, LIVE_SOURCE], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(days)
+    DAYS.closed(conn, before_ms)
 }
 
 fn read_rows(stmt: &mut rusqlite::CachedStatement<'_>, p: impl rusqlite::Params) -> Result<Vec<Row>> {
@@ -183,9 +181,7 @@ fn read_rows(stmt: &mut rusqlite::CachedStatement<'_>, p: impl rusqlite::Params)
 }
 
 fn read_day(conn: &Connection, day: Day) -> Result<Vec<Row>> {
-    conn.prepare_cached("SELECT rows FROM flow_packed WHERE source = ?1 AND client = ?2 AND day = ?3")?
-        .query_row(params![LIVE_SOURCE, day.client, day.start_ms], |r| r.get::<_, Vec<u8>>(0))
-        .optional()?
+    DAYS.blob(conn, day)?
         .map_or_else(|| Ok(Vec::new()), |blob| unpack(&blob))
         .with_context(|| format!("reading the packed flows of day {}", day.start_ms))
 }
@@ -193,9 +189,7 @@ fn read_day(conn: &Connection, day: Day) -> Result<Vec<Row>> {
 /// Writes `rows` as `day`'s blob (none when empty).
 fn write_day(conn: &Connection, day: Day, rows: &mut [Row]) -> Result<()> {
     if rows.is_empty() {
-        conn.prepare_cached("DELETE FROM flow_packed WHERE source = ?1 AND client = ?2 AND day = ?3")?
-            .execute(params![LIVE_SOURCE, day.client, day.start_ms])?;
-        return Ok(());
+        return DAYS.delete(conn, day);
     }
     let blob = pack(rows)?;
     let bound = |col: usize, f: fn(i64, i64) -> i64| rows.iter().filter_map(|r| r[col]).reduce(f).unwrap_or(0);
@@ -281,20 +275,7 @@ pub fn take_back(conn: &Connection, key: [i64; 7], first_seen: i64) -> Result<bo
 /// Removes the packed flows whose last packet came before `before_ms` (retention): whole days,
 /// and the flows before it of the day it falls in. Returns the flows removed.
 pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
-    let gone: i64 = conn.query_row(
-        "SELECT coalesce(sum(flows), 0) FROM flow_packed WHERE source = ?1 AND day + ?2 <= ?3",
-        params![LIVE_SOURCE, DAY_MS, before_ms],
-        |r| r.get(0),
-    )?;
-    conn.execute(
-        "DELETE FROM flow_packed WHERE source = ?1 AND day + ?2 <= ?3",
-        params![LIVE_SOURCE, DAY_MS, before_ms],
-    )?;
-    let mut removed = gone as u64;
-    let split: Vec<Day> = conn
-        .prepare("SELECT client, day FROM flow_packed WHERE source = ?1 AND min_last < ?2")?
-        .query_map(params![LIVE_SOURCE, before_ms], |r| Ok(Day { client: r.get(0)?, start_ms: r.get(1)? }))?
-        .collect::<rusqlite::Result<_>>()?;
+    let (mut removed, split) = DAYS.remove_before(conn, before_ms)?;
     for day in split {
         let mut rows = read_day(conn, day)?;
         let had = rows.len();
@@ -309,8 +290,7 @@ pub fn remove_before(conn: &Connection, before_ms: i64) -> Result<u64> {
 
 /// Flows packed, for counts (`tracker status`) that would otherwise unpack every day.
 pub fn count(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn.query_row("SELECT coalesce(sum(flows), 0) FROM flow_packed", [], |r| r.get(0))?;
-    Ok(n as u64)
+    DAYS.count(conn)
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ CREATE TABLE flow_packed (
     max_id     INTEGER NOT NULL,  -- unpacks only the days its query can match
     min_first  INTEGER NOT NULL,
     max_first  INTEGER NOT NULL,
-    min_last   INTEGER NOT NULL,
+    min_last   INTEGER NOT NULL,  -- and last_seen
     max_last   INTEGER NOT NULL,
-    rows       BLOB    NOT NULL,
+    rows       BLOB    NOT NULL,  -- the flows, as columns, compressed
     PRIMARY KEY (source, client, day)
 );
 -- A reader finds its days by the bounds without reading the blobs they sit beside.
@@ -38,7 +38,7 @@ CREATE TABLE dns_packed (
     max_id     INTEGER NOT NULL,
     min_ts     INTEGER NOT NULL,
     max_ts     INTEGER NOT NULL,
-    rows       BLOB    NOT NULL,
+    rows       BLOB    NOT NULL,  -- the queries and their answers, as columns, compressed
     PRIMARY KEY (source, client, day)
 );
 CREATE INDEX dns_packed_bounds ON dns_packed (source, client, day, min_id, max_id, min_ts, max_ts, queries);
