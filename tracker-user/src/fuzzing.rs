@@ -424,6 +424,37 @@ fn check_entity_domain(d: &str) {
     }
 }
 
+/// The packed days' decoders (roll-up groups and names, raw flows, the DNS log with answers):
+/// on any bytes they return rows or an error, never panic nor allocate beyond the input's
+/// worth, and what they return packs again into a blob that reads back the same rows.
+pub fn packed(data: &[u8]) {
+    use crate::store::{packed, packed_dns, packed_flows};
+    if let Ok(groups) = packed::unpack_flows(data) {
+        assert_eq!(packed::unpack_flows(&packed::pack_flows(&groups)).ok(), Some(groups), "roll-up groups");
+    }
+    if let Ok(names) = packed::unpack_dns(data) {
+        assert_eq!(packed::unpack_dns(&packed::pack_dns(&names)).ok(), Some(names), "roll-up names");
+    }
+    if let Ok(mut rows) = packed_flows::unpack(data) {
+        rows.sort();
+        if let Ok(blob) = packed_flows::pack(&mut rows.clone()) {
+            let mut again = packed_flows::unpack(&blob).expect("a packed day reads back");
+            again.sort();
+            assert_eq!(again, rows, "flows");
+        }
+    }
+    if let Ok((mut queries, mut answers)) = packed_dns::unpack(data) {
+        queries.sort();
+        answers.sort();
+        if let Ok(blob) = packed_dns::pack(&mut queries.clone(), &mut answers.clone()) {
+            let (mut q, mut a) = packed_dns::unpack(&blob).expect("a packed day reads back");
+            q.sort();
+            a.sort();
+            assert_eq!((q, a), (queries, answers), "queries and answers");
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "fuzzing_tests.rs"]
 mod tests;

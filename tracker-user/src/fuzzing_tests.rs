@@ -158,6 +158,42 @@ fn hello_seeds() -> (Vec<u8>, Vec<u8>) {
     (record, frames)
 }
 
+/// Blobs of each packed kind, small enough that mutants reach past their headers.
+fn packed_seeds() -> Vec<Vec<u8>> {
+    use crate::store::{packed, packed_dns, packed_flows, rollup};
+    let groups: packed::FlowGroups = (0..6i64)
+        .map(|i| {
+            let c = rollup::Counts { connections: i, packets: 2 * i, bytes_up: 300 * i, bytes_down: 9_000 };
+            ([i * 5 + 1, i % 2, 0], c)
+        })
+        .collect();
+    let names: packed::DnsNames = (0..4i64)
+        .map(|i| (i + 3, rollup::NameCounts { queries: i + 1, first_ts: i, last_ts: 99 * i, client_bits: 1 << i }))
+        .collect();
+    let mut flows: Vec<packed_flows::Row> = (0..5i64)
+        .map(|i| {
+            let mut r = [Some(i % 3); packed_flows::COLUMNS.len()];
+            (r[0], r[13], r[14], r[15]) = (Some(i + 10), Some(1_800_000_000_000 + i), Some(1_800_000_000_900), None);
+            r
+        })
+        .collect();
+    let mut queries: Vec<packed_dns::Query> = (0..3i64)
+        .map(|i| {
+            let mut q = [Some(7); packed_dns::QUERY_COLUMNS.len()];
+            (q[0], q[1], q[2]) =
+                (Some(i + 1), Some(1_800_000_000_000 + i), if i == 1 { None } else { Some(1_800_000_000_020) });
+            q
+        })
+        .collect();
+    let mut answers = vec![[1, 0, 4, 5, 60, 6], [1, 1, 4, 5, 60, 8], [3, 0, 9, 5, 30, 2]];
+    vec![
+        packed::pack_flows(&groups),
+        packed::pack_dns(&names),
+        packed_flows::pack(&mut flows).unwrap(),
+        packed_dns::pack(&mut queries, &mut answers).unwrap(),
+    ]
+}
+
 #[test]
 fn seeds_and_their_mutants_keep_every_contract() {
     let seeds = capture_seeds();
@@ -200,6 +236,7 @@ fn seeds_and_their_mutants_keep_every_contract() {
         ("blocklist", run("blocklist", &lists, MUTANTS_PER_SEED * 10, blocklist)),
         ("entities", run("entities", &tables, MUTANTS_PER_SEED * 5, entities)),
         ("config", run("config", &configs, MUTANTS_PER_SEED * 5, config)),
+        ("packed", run("packed", &packed_seeds(), MUTANTS_PER_SEED * 5, packed)),
     ];
     println!("inputs per target: {ran:?}");
 }

@@ -64,9 +64,11 @@ pub enum Target {
     Entities,
     /// `cli::config`: the configuration file (`tracker.toml`) turned into options.
     Config,
+    /// `store::packed*`: the packed days' blobs read back (a damaged database file).
+    Packed,
 }
 
-pub const ALL: [Target; 8] = [
+pub const ALL: [Target; 9] = [
     Target::Dns,
     Target::TlsClientHello,
     Target::HttpHost,
@@ -75,6 +77,7 @@ pub const ALL: [Target; 8] = [
     Target::Blocklist,
     Target::Entities,
     Target::Config,
+    Target::Packed,
 ];
 
 impl Target {
@@ -88,6 +91,7 @@ impl Target {
             Target::Blocklist => "blocklist",
             Target::Entities => "entities",
             Target::Config => "config",
+            Target::Packed => "packed",
         }
     }
 

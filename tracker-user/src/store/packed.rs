@@ -134,7 +134,7 @@ fn pack_records<const N: usize>(records: impl ExactSizeIterator<Item = [i64; N]>
     let mut streams = vec![Vec::with_capacity(n * 2); N];
     let mut prev = 0;
     for r in records {
-        put(&mut streams[0], r[0] - prev);
+        put(&mut streams[0], r[0].wrapping_sub(prev));
         prev = r[0];
         for (s, v) in streams.iter_mut().zip(r).skip(1) {
             put(s, v);
