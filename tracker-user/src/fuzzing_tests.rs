@@ -271,6 +271,37 @@ fn canonical_names_are_decoded_and_others_refused() {
 /// Inputs `cargo xtask fuzz` found, minimized by libFuzzer, each with the fix it led to.
 #[test]
 fn inputs_the_fuzzer_found() {
+    // packed, 2026-12-08, 3,218,795 executions in: a DNS day whose answers' column declared
+    // more bytes than the blob had. The answer counts were checked against that length before
+    // it was checked against the bytes, and the reader asked for 83 GB. Every length is now
+    // checked first. This blob (stored, one query, a billion answers, a column of 2^40 bytes
+    // declared) is the crash's shape.
+    let zigzag = |v: i64, out: &mut Vec<u8>| {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push(z as u8 | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    };
+    let mut blob = vec![3u8];
+    zigzag(1, &mut blob);
+    let (queries, answers) =
+        (crate::store::packed_dns::QUERY_COLUMNS.len(), crate::store::packed_dns::ANSWER_COLUMNS.len());
+    for _ in 0..queries {
+        zigzag(1, &mut blob);
+    }
+    zigzag(5, &mut blob);
+    zigzag(1 << 40, &mut blob);
+    for _ in 2..answers {
+        zigzag(0, &mut blob);
+    }
+    blob.extend(std::iter::repeat_n(2u8, queries));
+    zigzag(1_000_000_000, &mut blob);
+    packed(&blob);
+    let err = crate::store::packed_dns::unpack(&blob).unwrap_err().to_string();
+    assert!(err.contains("columns are not its bytes"), "{err}");
+
     // quic_initial, 2026-12-07: a ClientHello in a CRYPTO frame whose server_name is six dots
     // (then stray bytes). QUIC's own normalisation dropped one dot and kept "....." (a name
     // ending with a dot, of empty labels), where TLS refuses it; QUIC now normalises as TLS.
