@@ -413,8 +413,7 @@ impl Store {
         // Rows and packed days counted apart (through the view, every packed day is unpacked),
         // in one snapshot, so a prune packing between the two counts nothing twice.
         let _snapshot = self.snapshot()?;
-        let rows = self.conn.query_row("SELECT count(*) FROM main.dns_queries", [], |r| r.get::<_, i64>(0))?;
-        Ok(rows as u64 + super::packed_dns::count(&self.conn)?)
+        super::packed_dns::total(&self.conn)
     }
 }
 

@@ -445,8 +445,7 @@ impl Store {
         // Rows and packed days counted apart (through the view, every packed day is unpacked),
         // in one snapshot, so a prune packing between the two counts nothing twice.
         let _snapshot = self.snapshot()?;
-        let rows = self.conn.query_row("SELECT count(*) FROM main.flows", [], |r| r.get::<_, i64>(0))?;
-        Ok(rows as u64 + packed_flows::count(&self.conn)?)
+        packed_flows::total(&self.conn)
     }
 
     /// Active block rules.

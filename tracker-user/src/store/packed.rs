@@ -289,6 +289,13 @@ impl RawDays {
         let n: i64 = conn.query_row(&format!("SELECT coalesce(sum({count}), 0) FROM {packed}"), [], |r| r.get(0))?;
         Ok(n as u64)
     }
+
+    /// Every row, packed or not: the rows table and the packed days counted apart (through the
+    /// view every packed day is unpacked). The caller holds one snapshot over both.
+    pub fn total(&self, conn: &Connection) -> Result<u64> {
+        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", self.rows), [], |r| r.get(0))?;
+        Ok(rows as u64 + self.count(conn)?)
+    }
 }
 
 /// A flow day bucket: source, dimension code, client id, start hour.

@@ -293,6 +293,11 @@ pub fn count(conn: &Connection) -> Result<u64> {
     DAYS.count(conn)
 }
 
+/// Every flows, rows and packed days (in the caller's snapshot).
+pub fn total(conn: &Connection) -> Result<u64> {
+    DAYS.total(conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
