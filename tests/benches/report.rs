@@ -31,7 +31,11 @@ use rusqlite::{Connection, OpenFlags, params};
 use tracker::{
     analysis::entity::EntityTable,
     query::report::{ReportQuery, report},
-    store::{DnsRecord, FlowRecord, Store, rollup::Period, schema},
+    store::{
+        DnsRecord, FlowRecord, Store,
+        rollup::{Of, Period},
+        schema,
+    },
     timefmt,
 };
 use tracker_tests::{ChildGuard, median, tracker_bin};
@@ -164,10 +168,11 @@ fn report_section(path: &Path) -> Result<()> {
     if cli {
         cli_once(path, &since)?;
     }
-    let period = Period::since(schema::LIVE_SOURCE, since_ms);
+    // Every device's figures are the sum of the devices' rows, of each dimension.
+    let period = Period::read(&conn, schema::LIVE_SOURCE, since_ms)?;
     let rollup: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM {}", period.rows("rollup_rows", "client = 0")),
-        rusqlite::named_params! { ":days": period.day_rows_from(), ":hours": period.hour_rows_from() },
+        &format!("SELECT count(*) FROM {}", period.rows(Of::Flows, "1")),
+        rusqlite::named_params! { ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Flows) },
         |r| r.get(0),
     )?;
 

@@ -497,23 +497,69 @@ fn baseline_copy(from: &Path, to: &Path) -> Result<()> {
              dns_id, qname, qtype, rcode, truncated, cname, min_ttl, source, blocked_by FROM cur.dns_queries ORDER BY id;
          INSERT INTO main.dns_answers (query_id, position, name, type, ttl, data)
          SELECT query_id, position, name, type, ttl, data FROM cur.dns_answers ORDER BY query_id, position;
-         INSERT INTO main.rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up,
-             bytes_down)
-         SELECT source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up, bytes_down
-             FROM cur.rollup ORDER BY 1, 2, 3, 4, 5, 6, 7, 8;
-         INSERT INTO main.dns_rollup (source, client, span, bucket, qname, queries, first_ts, last_ts, client_bits)
-         SELECT source, client, span, bucket, qname, queries, first_ts, last_ts, client_bits
-             FROM cur.dns_rollup ORDER BY 1, 2, 3, 4, 5;
          INSERT INTO main.client_bits SELECT client, bit FROM cur.client_bits;
-         COMMIT;
-         DETACH DATABASE cur;",
+         COMMIT;",
     )?;
+    // The day rows not packed yet, per device and (as version 7 kept them) for every device.
+    // Each device's `client_bits` is its own bit, so a sum of the distinct ones is their OR.
+    for client in ["client", "''"] {
+        c.execute_batch(&format!(
+            "INSERT INTO main.rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets,
+                 bytes_up, bytes_down)
+             SELECT source, dim, {client}, span, bucket, k1, k2, k3, sum(connections), sum(packets),
+                 sum(bytes_up), sum(bytes_down)
+             FROM cur.rollup WHERE span = {DAY_MS} GROUP BY 1, 2, 3, 5, 6, 7, 8;
+             INSERT INTO main.dns_rollup (source, client, span, bucket, qname, queries, first_ts, last_ts,
+                 client_bits)
+             SELECT source, {client}, span, bucket, qname, sum(queries), min(first_ts), max(last_ts),
+                 sum(DISTINCT client_bits)
+             FROM cur.dns_rollup WHERE span = {DAY_MS} GROUP BY 1, 2, 4, 5;"
+        ))?;
+    }
+    c.execute_batch("DETACH DATABASE cur")?;
     unpack_into(from, &c)?;
+    hour_rows(&c)?;
     // Packed days come back day by day, not in id or key order: VACUUM rebuilds every table
     // in order, as compact as that layout gets.
     c.execute_batch("VACUUM")?;
     drop(c);
     vacuum_and_checkpoint(to)
+}
+
+/// The hour rows version 7 kept, per device and for every device, made from the rows `to`
+/// holds (all of the kept month's, packed ones unpacked): schema 13 keeps hour rows only for
+/// days not packed yet, and a packed day's hours are its packed flows' and queries'. The same
+/// GROUP BY the report's unit test checks the writer's roll-ups against.
+fn hour_rows(to: &Connection) -> Result<()> {
+    let h = HOUR_MS;
+    for client in ["client", "''"] {
+        for (dim, keys, filter) in [
+            ("owner", "coalesce(owner_kind, 'unnamed'), coalesce(owner, ''), ''", "1"),
+            ("service", "service, '', ''", "coalesce(service, '') != ''"),
+            ("served_by", "served_by, '', ''", "coalesce(served_by, '') != ''"),
+            (
+                "protocol",
+                "CAST(protocol AS TEXT), coalesce(app_protocol, 'unknown'), coalesce(encrypted, 'unknown')",
+                "1",
+            ),
+        ] {
+            to.execute_batch(&format!(
+                "INSERT INTO rollup (source, dim, client, span, bucket, k1, k2, k3, connections, packets, bytes_up,
+                     bytes_down)
+                 SELECT source, '{dim}', {client}, {h}, first_seen - first_seen % {h}, {keys}, count(*),
+                     sum(packets_up + packets_down), sum(bytes_up), sum(bytes_down)
+                 FROM flows WHERE {filter} GROUP BY 1, 3, 5, 6, 7, 8"
+            ))?;
+        }
+        to.execute_batch(&format!(
+            "INSERT INTO dns_rollup (source, client, span, bucket, qname, queries, first_ts, last_ts, client_bits)
+             SELECT q.source, {}, {h}, q.ts - q.ts % {h}, q.qname, count(*), min(q.ts), max(q.ts),
+                 sum(DISTINCT 1 << b.bit)
+             FROM dns_queries q JOIN client_bits b ON b.client = q.client GROUP BY 1, 2, 4, 5",
+            if client == "client" { "q.client" } else { client }
+        ))?;
+    }
+    Ok(())
 }
 
 /// The packed days of `from` (schema 10) as rows of the version-7 roll-ups in `to`, which the

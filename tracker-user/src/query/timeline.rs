@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::store::{
     Store,
-    rollup::{self, DAY_MS, Dim, HOUR_MS, Period},
+    rollup::{self, DAY_MS, Dim, HOUR_MS, Of, Period},
 };
 
 /// The length of a timeline's buckets.
@@ -48,24 +48,27 @@ pub fn timeline(
     span: Span,
 ) -> Result<Vec<Bucket>> {
     let _snapshot = store.snapshot()?;
-    let period = Period::since(source, since_ms);
+    let period = Period::read(store.conn(), source, since_ms)?;
     let step = span.ms();
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
     // connection once.
-    let dim_clients = rollup::client_in(":clients");
-    let dim = format!("dim = {} AND {dim_clients}", Dim::Protocol.code());
-    let clients_list = rollup::clients_param(clients);
-    let (day_rows_from, hour_rows_from) = (period.day_rows_from(), period.hour_rows_from());
-    let (sql, params): (String, Vec<(&str, &dyn rusqlite::ToSql)>) = match span {
-        // Hour rows alone from the first whole hour: the day rows cannot be split into hours.
+    let (client_filter, clients_json) = (rollup::client_in(clients, ":clients"), crate::store::clients_json(clients));
+    let dim = format!("dim = {} AND {client_filter}", Dim::Protocol.code());
+    let (days_from, hours_from) = (period.day_rows_from(), period.hours_from(Of::Flows).div_euclid(HOUR_MS));
+    let head_hours_from = period.hour_rows_from(Of::Flows);
+    // The flows read as they are: before the hour rows (from the packed days on, by the hour)
+    // or before the report's rows (by the day).
+    let (sql, params, flows_until): (String, Vec<(&str, &dyn rusqlite::ToSql)>, i64) = match span {
+        // Hour rows alone: the day rows cannot be split into hours.
         Span::Hour => (
             format!(
                 "SELECT start_hour * {HOUR_MS}, sum(connections), sum(bytes_up + bytes_down) FROM rollup_rows
                  WHERE source = {source} AND {dim} AND hours = 1 AND start_hour >= :hours
                  GROUP BY start_hour"
             ),
-            vec![(":clients", &clients_list), (":hours", &hour_rows_from)],
+            vec![(":clients", &clients_json), (":hours", &hours_from)],
+            period.hours_from(Of::Flows),
         ),
         // The report's own rows (days, and the hours before the first midnight), by day.
         Span::Day => (
@@ -73,9 +76,10 @@ pub fn timeline(
                 "SELECT start_hour * {HOUR_MS} - start_hour * {HOUR_MS} % {DAY_MS}, sum(connections),
                      sum(bytes_up + bytes_down) FROM {}
                  GROUP BY 1",
-                period.rows("rollup_rows", &dim)
+                period.rows(Of::Flows, &dim)
             ),
-            vec![(":clients", &clients_list), (":days", &day_rows_from), (":hours", &hour_rows_from)],
+            vec![(":clients", &clients_json), (":days", &days_from), (":hours", &head_hours_from)],
+            period.head_until(Of::Flows),
         ),
     };
     let mut stmt = store.conn().prepare_cached(&sql)?;
@@ -89,9 +93,8 @@ pub fn timeline(
     }
     // Days packed since (store/packed.rs): the day view's own days, by day.
     if span == Span::Day {
-        let packed_clients = rollup::packed_client_in(":clients");
         for day in
-            period.packed_flow_days(store.conn(), Dim::Protocol, &packed_clients, &[(":clients", &clients_list)])?
+            period.packed_flow_days(store.conn(), Dim::Protocol, &client_filter, &[(":clients", &clients_json)])?
         {
             let e = sums.entry(day.start_hour * HOUR_MS).or_default();
             for c in day.groups.values() {
@@ -100,8 +103,7 @@ pub fn timeline(
             }
         }
     }
-    // The flows before the first hour boundary, which no roll-up row covers exactly.
-    for f in rollup::head_flows(store.conn(), period, clients)? {
+    for f in rollup::flows_between(store.conn(), source, since_ms, flows_until, clients)? {
         let e = sums.entry(f.first_seen - f.first_seen.rem_euclid(step)).or_default();
         e.0 += 1;
         e.1 += (f.bytes_up + f.bytes_down).max(0) as u64;

@@ -137,7 +137,7 @@ impl Store {
     /// ([`rollup::client_groups`]) over a period with no start, in address order.
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
         let _snapshot = self.snapshot()?;
-        let all_time = rollup::Period::since(LIVE_SOURCE, i64::MIN / 2);
+        let all_time = rollup::Period::read(&self.conn, LIVE_SOURCE, i64::MIN / 2)?;
         let mut totals: Vec<(String, u64, u64)> = rollup::client_groups(&self.conn, all_time, None, &[])?
             .into_iter()
             .map(|(client, c)| (client, c.connections.max(0) as u64, c.bytes().max(0) as u64))
@@ -149,8 +149,8 @@ impl Store {
     /// Every client address that has flows.
     fn client_addresses(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT t.text FROM (SELECT client FROM rollup_rows WHERE dim = {0} AND hours = ?1 AND client != 0
-                                 UNION SELECT client FROM rollup_packed WHERE dim = {0} AND client != 0) g
+            "SELECT t.text FROM (SELECT client FROM rollup_rows WHERE dim = {0} AND hours = ?1
+                                 UNION SELECT client FROM rollup_packed WHERE dim = {0}) g
                  JOIN texts t ON t.id = g.client",
             rollup::Dim::Protocol.code()
         ))?;

@@ -1,5 +1,6 @@
 //! Closed days of the roll-ups packed (schema 10): a day's groups of one dimension and one
-//! device in one blob, instead of a row each (every device's is their sum, schema 12). A row costs about 35 bytes
+//! device in one blob, instead of a row each, and its hour rows dropped (schema 13: its packed
+//! flows and queries hold the same numbers, [`super::rollup::Period`]). A row costs about 35 bytes
 //! (its key repeated, a header byte a column, the cell); a packed group about 13, its numbers
 //! as variable-length integers and its key as the difference to the group before.
 //!
@@ -20,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    rollup::{Counts, DAY_MS, EMPTY_ID, NameCounts},
+    rollup::{Counts, DAY_MS, NameCounts},
     schema::LIVE_SOURCE,
 };
 
@@ -318,10 +319,9 @@ pub fn closed_days(conn: &Connection, before_hour: i64) -> Result<(Vec<RollupDay
     Ok((days("rollup_rows")?, days("dns_rollup_rows")?))
 }
 
-/// Packs every bucket of the flow roll-ups' `day`, listed inside the caller's transaction: a
-/// day's every-device rows go as its devices' are packed ([`pack_flow_day`]), so all of a day
-/// moves at once, with the rows a late write added, or a report would miss or double them.
-/// Returns the rows packed.
+/// Packs every bucket of the flow roll-ups' `day`, listed inside the caller's transaction, so
+/// all of a day moves at once, with the rows a late write added, or a report would miss or
+/// double them. Returns the rows packed.
 pub fn pack_flow_days(conn: &Connection, (source, start_hour): RollupDay) -> Result<u64> {
     let buckets: Vec<(i64, i64)> = conn
         .prepare_cached(
@@ -344,12 +344,10 @@ pub fn pack_dns_days(conn: &Connection, (source, start_hour): RollupDay) -> Resu
 }
 
 /// Packs flow day `b`'s rows into its blob (merged with the blob already there) and deletes
-/// them; groups that sum to nothing are left out. Returns the rows packed.
+/// them and its hour rows; groups that sum to nothing are left out. Returns the day rows
+/// packed.
 fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
     let (source, dim, client, start_hour) = b;
-    if client == EMPTY_ID {
-        return drop_every_device_day(conn, "rollup_rows", &[source, dim, DAY_HOURS, start_hour], "dim = ?2 AND");
-    }
     let mut groups = conn
         .prepare_cached(
             "SELECT groups FROM rollup_packed WHERE source = ?1 AND dim = ?2 AND client = ?3 AND start_hour = ?4",
@@ -376,31 +374,18 @@ fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
          ON CONFLICT DO UPDATE SET groups = excluded.groups",
     )?
     .execute(params![source, dim, client, start_hour, pack_flows(&groups)])?;
+    // The day row and its hour rows: one range of the key (hours 1, then 24).
     conn.prepare_cached(
-        "DELETE FROM rollup_rows WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours = ?4 AND start_hour = ?5",
+        "DELETE FROM rollup_rows WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours IN (1, ?4)
+             AND start_hour >= ?5 AND start_hour < ?5 + ?4",
     )?
     .execute(params![source, dim, client, DAY_HOURS, start_hour])?;
     Ok(rows)
 }
 
-/// The every-device rows of a closed day go without a blob: the devices' blobs of the day sum
-/// to them (`rollup::packed_client_in`). `key` is source, dimension (unused for DNS), hours,
-/// start hour.
-fn drop_every_device_day(conn: &Connection, table: &str, key: &[i64; 4], dim: &str) -> Result<u64> {
-    let n = conn
-        .prepare_cached(&format!(
-            "DELETE FROM {table} WHERE source = ?1 AND {dim} client = {EMPTY_ID} AND hours = ?3 AND start_hour = ?4"
-        ))?
-        .execute(rusqlite::params_from_iter(key))?;
-    Ok(n as u64)
-}
-
 /// [`pack_flow_day`] for a DNS day.
 fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
     let (source, client, start_hour) = b;
-    if client == EMPTY_ID {
-        return drop_every_device_day(conn, "dns_rollup_rows", &[source, -1, DAY_HOURS, start_hour], "?2 = ?2 AND");
-    }
     let mut names = conn
         .prepare_cached("SELECT names FROM dns_rollup_packed WHERE source = ?1 AND client = ?2 AND start_hour = ?3")?
         .query_row(params![source, client, start_hour], |r| r.get::<_, Vec<u8>>(0))
@@ -425,7 +410,8 @@ fn pack_dns_day(conn: &Connection, b: DnsBucket) -> Result<u64> {
     )?
     .execute(params![source, client, start_hour, pack_dns(&names)])?;
     conn.prepare_cached(
-        "DELETE FROM dns_rollup_rows WHERE source = ?1 AND client = ?2 AND hours = ?3 AND start_hour = ?4",
+        "DELETE FROM dns_rollup_rows WHERE source = ?1 AND client = ?2 AND hours IN (1, ?3)
+             AND start_hour >= ?4 AND start_hour < ?4 + ?3",
     )?
     .execute(params![source, client, DAY_HOURS, start_hour])?;
     Ok(rows)
@@ -505,7 +491,8 @@ mod tests {
     const TABLET: &str = "10.77.0.3";
 
     /// Everything a report, the dashboard and `tracker devices` read from the roll-ups, from
-    /// several starts (midnight, a millisecond after, mid-day) for every device and one.
+    /// several starts (midnight, a millisecond after, mid-day) for every device and one:
+    /// reports, timelines by the day and by the hour, per-device totals, domains.
     type Seen = (Vec<Report>, Vec<Vec<Bucket>>, Vec<(String, u64, u64)>, Vec<Vec<DomainRow>>);
 
     fn seen(s: &Store, until: i64) -> Seen {
@@ -521,7 +508,9 @@ mod tests {
                     ..ReportQuery::default()
                 };
                 reports.push(report(s, &entities, &q).unwrap());
-                days.push(timeline(s, 0, since, until, clients.as_deref(), Span::Day).unwrap());
+                for span in [Span::Day, Span::Hour] {
+                    days.push(timeline(s, 0, since, until, clients.as_deref(), span).unwrap());
+                }
                 let q = DomainQuery {
                     since_ms: Some(since),
                     clients,
@@ -538,15 +527,44 @@ mod tests {
         (reports, days, totals, domains)
     }
 
-    fn day_rows(s: &Store) -> i64 {
+    /// Four days of two devices' flows and queries from [`T0`]; flow 0 is open for days (its
+    /// last packet is recent, so its row is not packed). Returns the flows.
+    fn write_days(s: &mut Store) -> Vec<crate::store::FlowRecord> {
+        let apps = [AppProtocol::Tls, AppProtocol::Quic, AppProtocol::Http, AppProtocol::Dns];
+        let names = [Some("www.apple.com"), Some("api.mparticle.com"), Some("www.google.com"), None, Some("a.example")];
+        let mut flows: Vec<_> = (0..400u64)
+            .map(|n| {
+                let at = T0 + (n as i64) * 4 * DAY_MS / 400 + (n as i64 % 7) * 1_000;
+                let client = [PHONE, TABLET][n as usize % 2];
+                labelled_flow(n, client, at, names[n as usize % 5], apps[n as usize % 4], 100 + n * 3)
+            })
+            .collect();
+        flows[0].last_seen_ms = T0 + 6 * DAY_MS;
+        s.upsert_flows("boot", &flows).unwrap();
+        let queries: Vec<_> = (0..300i64)
+            .map(|i| {
+                let name = names[i as usize % 5].unwrap_or("b.example");
+                record(T0 + i * 977_777, [PHONE, TABLET][i as usize % 2], name, vec![])
+            })
+            .collect();
+        s.insert_dns(&queries).unwrap();
+        flows
+    }
+
+    /// The roll-ups' rows (flows and DNS) of `hours`.
+    fn rollup_rows(s: &Store, hours: i64) -> i64 {
         s.conn()
             .query_row(
-                "SELECT (SELECT count(*) FROM rollup_rows WHERE hours = 24)
-                      + (SELECT count(*) FROM dns_rollup_rows WHERE hours = 24)",
-                [],
+                "SELECT (SELECT count(*) FROM rollup_rows WHERE hours = ?1)
+                      + (SELECT count(*) FROM dns_rollup_rows WHERE hours = ?1)",
+                [hours],
                 |r| r.get(0),
             )
             .unwrap()
+    }
+
+    fn day_rows(s: &Store) -> i64 {
+        rollup_rows(s, DAY_HOURS)
     }
 
     #[test]
@@ -618,39 +636,18 @@ mod tests {
     #[test]
     fn packed_days_read_as_the_rows_did_and_late_writes_join_them() {
         let mut s = Store::open(&temp_db("packed")).unwrap();
-        let apps = [AppProtocol::Tls, AppProtocol::Quic, AppProtocol::Http, AppProtocol::Dns];
-        let names = [Some("www.apple.com"), Some("api.mparticle.com"), Some("www.google.com"), None, Some("a.example")];
-        let flows: Vec<_> = (0..400u64)
-            .map(|n| {
-                let at = T0 + (n as i64) * 4 * DAY_MS / 400 + (n as i64 % 7) * 1_000;
-                let client = [PHONE, TABLET][n as usize % 2];
-                labelled_flow(n, client, at, names[n as usize % 5], apps[n as usize % 4], 100 + n * 3)
-            })
-            .collect();
-        // Flow 0 is open for days: its last packet is recent, so its row is not packed.
-        let mut flows = flows;
-        flows[0].last_seen_ms = T0 + 6 * DAY_MS;
-        s.upsert_flows("boot", &flows).unwrap();
-        let queries: Vec<_> = (0..300i64)
-            .map(|i| {
-                record(
-                    T0 + i * 977_777,
-                    [PHONE, TABLET][i as usize % 2],
-                    names[i as usize % 5].unwrap_or("b.example"),
-                    vec![],
-                )
-            })
-            .collect();
-        s.insert_dns(&queries).unwrap();
+        let flows = write_days(&mut s);
         let now = T0 + 6 * DAY_MS + HOUR_MS;
         let before = seen(&s, now);
         assert_eq!(before.0[0].totals.connections, 400);
         let rows = day_rows(&s);
 
         // Days that ended 48 hours before `now` (the first four) are packed.
+        assert!(rollup_rows(&s, 1) > 0);
         let p = s.prune(Retention::default(), now, &mut |_| {}).unwrap();
         assert_eq!(p.days_packed, rows as u64, "every day row then was of a closed day: {p:?}");
         assert_eq!(day_rows(&s), 0);
+        assert_eq!(rollup_rows(&s, 1), 0, "a packed day's hours are read from its packed flows and queries");
         let packed: i64 = s.conn().query_row("SELECT count(*) FROM rollup_packed", [], |r| r.get(0)).unwrap();
         assert!(packed > 0);
         assert_eq!(seen(&s, now), before, "the same figures from the packed days");
@@ -659,8 +656,8 @@ mod tests {
         let mut late = flows[0].clone();
         late.bytes_up += 5_000;
         s.upsert_flows("boot", &[late]).unwrap();
-        // Its owner's and its protocol's group (no service, no CDN), for its device and for all.
-        assert_eq!(day_rows(&s), 4, "its day's new rows");
+        // Its owner's and its protocol's group (no service, no CDN).
+        assert_eq!(day_rows(&s), 2, "its day's new rows");
         let with_late = seen(&s, now);
         assert_eq!(with_late.0[0].totals.bytes, before.0[0].totals.bytes + 5_000);
         assert_eq!(with_late.0[0].totals.connections, 400, "the same connection");
@@ -682,6 +679,54 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// Migration 13 drops what a schema-12 database held twice: every device's roll-up rows
+    /// beside the devices' own, and the hour rows of packed days, whose packed flows and
+    /// queries hold the same numbers. Nothing read changes.
+    #[test]
+    fn migration_13_drops_every_device_rows_and_packed_hours_and_nothing_read_changes() {
+        let p = temp_db("packed-migrate-13");
+        let mut s = Store::open(&p).unwrap();
+        write_days(&mut s);
+        let now = T0 + 6 * DAY_MS + HOUR_MS;
+        let before = seen(&s, now);
+        // Schema 12 kept the hours of packed days and every device's sums (client 0).
+        s.conn()
+            .execute_batch(
+                "CREATE TEMP TABLE hours AS SELECT * FROM rollup_rows WHERE hours = 1;
+                 CREATE TEMP TABLE dns_hours AS SELECT * FROM dns_rollup_rows WHERE hours = 1;",
+            )
+            .unwrap();
+        s.prune(Retention::default(), now, &mut |_| {}).unwrap();
+        s.conn()
+            .execute_batch(
+                "INSERT INTO rollup_rows SELECT * FROM temp.hours;
+                 INSERT INTO dns_rollup_rows SELECT * FROM temp.dns_hours;
+                 INSERT INTO rollup_rows SELECT source, dim, 0, hours, start_hour, k1, k2, k3, sum(connections),
+                     sum(packets), sum(bytes_up), sum(bytes_down)
+                     FROM rollup_rows GROUP BY source, dim, hours, start_hour, k1, k2, k3;
+                 INSERT INTO dns_rollup_rows SELECT source, 0, hours, start_hour, qname, sum(queries), min(first_ms),
+                     max(last_ms), 0
+                     FROM dns_rollup_rows GROUP BY source, hours, start_hour, qname;
+                 PRAGMA user_version = 12;",
+            )
+            .unwrap();
+        let every_device = |s: &Store| -> i64 {
+            s.conn()
+                .query_row(
+                    "SELECT (SELECT count(*) FROM rollup_rows WHERE client = 0)
+                          + (SELECT count(*) FROM dns_rollup_rows WHERE client = 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert!(every_device(&s) > 0 && rollup_rows(&s, 1) > 0);
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        assert_eq!((every_device(&s), rollup_rows(&s, 1)), (0, 0));
+        assert_eq!(seen(&s, now), before);
     }
 
     #[test]

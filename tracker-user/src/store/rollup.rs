@@ -1,17 +1,20 @@
-//! The roll-ups the reports read: flows and DNS queries summed per hour and per day, per device
-//! and for all devices together, one report dimension at a time. The store's writes keep them,
-//! in the transaction that writes the rows, from each row's change (its stored values before
-//! and after), summed per sweep so a batch costs one write per group it touches, not per row.
+//! The roll-ups the reports read: flows and DNS queries summed per device, hour and day, one
+//! report dimension at a time. The store's writes keep them, in the transaction that writes the
+//! rows, from each row's change (its stored values before and after), summed per sweep so a
+//! batch costs one write per group it touches, not per row. Every device's figures are the sum
+//! of the devices' (schema 13): no group is stored twice.
 //!
 //! Stored compact (schema 9): the client, the group's texts and the name are ids into `texts`,
-//! with 0 for '' (all devices, an unused key part), and buckets are whole hours since 1970
-//! (`rollup_rows`, `dns_rollup_rows`); the views `rollup` and `dns_rollup` show them as text.
+//! with 0 for an unused key part, and buckets are whole hours since 1970 (`rollup_rows`,
+//! `dns_rollup_rows`); the views `rollup` and `dns_rollup` show them as text.
 //!
 //! A period from `since` to now reads whole days from the day rows (and the days packed once
 //! closed, [`super::packed`]), the hours before the first midnight from the hour rows, and the
 //! rows themselves only before the first hour boundary ([`Period`]), so it starts exactly at
 //! `since` and reads a few thousand roll-up rows for a week of a busy household instead of
-//! millions of flows.
+//! millions of flows. A closed day keeps no hour rows (schema 13): its flows and queries are
+//! packed too ([`super::packed_flows`], [`super::packed_dns`]), so a period that starts on it
+//! reads that first part-day from them.
 
 use std::collections::HashMap;
 
@@ -24,10 +27,8 @@ use super::{packed, texts::TextIds};
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 const SPANS: [i64; 2] = [HOUR_MS, DAY_MS];
-/// The `client` of the rows that sum every device, as the view `rollup` shows it.
-pub const ALL_DEVICES: &str = "";
-/// The id the compact roll-up rows hold for '' (all devices, an unused key part): never a
-/// `texts` id, which start at 1, and stored in no bytes (SQLite's integer 0).
+/// The id the compact roll-up rows hold for '' (an unused key part): never a `texts` id, which
+/// start at 1, and stored in no bytes (SQLite's integer 0).
 pub(super) const EMPTY_ID: i64 = 0;
 /// `rollup_rows` and `dns_rollup_rows` keep buckets in whole hours.
 const HOURS_PER_DAY: i64 = DAY_MS / HOUR_MS;
@@ -280,8 +281,8 @@ type FlowGroup = (i64, Dim, i64, i64, u32, [u32; 3]);
 /// The roll-up changes of flow writes, summed per group.
 ///
 /// Each change is summed into its device's hour only; [`FlowDeltas::apply`] sums those into the
-/// days and the all-devices rows: four groups found per row rather than sixteen, which is most
-/// of the work when an import sums a whole source's rows at its end.
+/// days: four groups found per row rather than eight, which is most of the work when an import
+/// sums a whole source's rows at its end.
 #[derive(Debug, Default)]
 pub struct FlowDeltas {
     texts: Texts,
@@ -312,17 +313,13 @@ impl FlowDeltas {
         }
     }
 
-    /// Every group the hours add to: each span's bucket (an hour is inside one day), for the
-    /// device and for all devices.
-    fn groups(&mut self) -> HashMap<FlowGroup, Counts, foldhash::fast::RandomState> {
-        let all = self.texts.id(ALL_DEVICES);
+    /// Every group the hours add to: each span's bucket (an hour is inside one day).
+    fn groups(&self) -> HashMap<FlowGroup, Counts, foldhash::fast::RandomState> {
         let mut groups = HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
         for (&(source, dim, hour, client, key), c) in &self.hours {
             for span in SPANS {
-                for client in [client, all] {
-                    let group = (source, dim, span, bucket(hour, span), client, key);
-                    groups.entry(group).or_insert_with(Counts::default).merge(c);
-                }
+                let group = (source, dim, span, bucket(hour, span), client, key);
+                groups.entry(group).or_insert_with(Counts::default).merge(c);
             }
         }
         groups
@@ -330,7 +327,7 @@ impl FlowDeltas {
 
     /// Writes the changes: one upsert per group that changed, in the table's key order, so
     /// each lands beside the one before.
-    pub fn apply(mut self, conn: &Connection) -> Result<()> {
+    pub fn apply(self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO rollup_rows (source, dim, hours, start_hour, client, k1, k2, k3, connections, packets,
                  bytes_up, bytes_down)
@@ -412,7 +409,7 @@ impl DnsDeltas {
         self.hours.entry(k).and_modify(|c| c.merge(&one)).or_insert(one);
     }
 
-    pub fn apply(mut self, conn: &Connection) -> Result<()> {
+    pub fn apply(self, conn: &Connection) -> Result<()> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO dns_rollup_rows (source, hours, start_hour, client, qname, queries, first_ms, last_ms,
                  client_bits)
@@ -421,17 +418,14 @@ impl DnsDeltas {
                  first_ms = min(first_ms, excluded.first_ms), last_ms = max(last_ms, excluded.last_ms),
                  client_bits = client_bits | excluded.client_bits",
         )?;
-        let all = self.texts.id(ALL_DEVICES);
         let mut groups: HashMap<_, NameCounts, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(self.hours.len() * 2, Default::default());
         for (&(source, hour, client, qname), c) in &self.hours {
             for span in SPANS {
-                for client in [client, all] {
-                    groups
-                        .entry((source, span, bucket(hour, span), client, qname))
-                        .and_modify(|g| g.merge(c))
-                        .or_insert(*c);
-                }
+                groups
+                    .entry((source, span, bucket(hour, span), client, qname))
+                    .and_modify(|g| g.merge(c))
+                    .or_insert(*c);
             }
         }
         // In the table's key order, as the flows' groups.
@@ -517,32 +511,95 @@ fn fill<P: rusqlite::Params + Copy>(conn: &Connection, filter: &str, params: P) 
     dns.apply(conn)
 }
 
+/// The two roll-ups, each with its packed days ([`super::packed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Of {
+    /// `rollup_rows`, `rollup_packed`: the flows.
+    Flows,
+    /// `dns_rollup_rows`, `dns_rollup_packed`: the DNS log.
+    Dns,
+}
+
+impl Of {
+    /// The table of hour and day rows.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Flows => "rollup_rows",
+            Self::Dns => "dns_rollup_rows",
+        }
+    }
+
+    /// The start hour of the newest packed day of source `?1`. Every flow is in one group of
+    /// the protocol dimension, so its days are the flows' days.
+    fn newest_packed_sql(self) -> String {
+        match self {
+            Self::Flows => {
+                format!(
+                    "SELECT max(start_hour) FROM rollup_packed WHERE source = ?1 AND dim = {}",
+                    Dim::Protocol.code()
+                )
+            }
+            Self::Dns => "SELECT max(start_hour) FROM dns_rollup_packed WHERE source = ?1".to_owned(),
+        }
+    }
+}
+
 /// A period of one source's rows from `since` on, as the roll-ups cover it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Period {
     /// `sources.id`: a period never mixes sources.
     pub source: i64,
     pub since: i64,
-    /// The first hour boundary at or after `since`: hour rows from here.
-    pub hours_from: i64,
-    /// The first midnight at or after `since`: day rows from here.
-    pub days_from: i64,
+    /// The first hour boundary at or after `since`.
+    hours_from: i64,
+    /// The first midnight at or after `since`: day rows and packed days from here.
+    days_from: i64,
+    /// The end of the newest packed day of each roll-up ([`Of`] order), in unix ms; `i64::MIN`
+    /// when none is.
+    packed_until: [i64; 2],
 }
 
 impl Period {
-    pub fn since(source: i64, since: i64) -> Self {
+    /// The period of `source` from `since`, read in the snapshot of the reads that use it
+    /// ([`super::Store::snapshot`]): which days are packed says where its hour rows start.
+    pub fn read(conn: &Connection, source: i64, since: i64) -> Result<Self> {
         let up = |span: i64| since + (span - since.rem_euclid(span)) % span;
-        Self { source, since, hours_from: up(HOUR_MS), days_from: up(DAY_MS) }
+        let packed_until = |of: Of| -> Result<i64> {
+            let hour: Option<i64> = conn.prepare_cached(&of.newest_packed_sql())?.query_row([source], |r| r.get(0))?;
+            Ok(hour.map_or(i64::MIN, |h| (h + HOURS_PER_DAY) * HOUR_MS))
+        };
+        Ok(Self {
+            source,
+            since,
+            hours_from: up(HOUR_MS),
+            days_from: up(DAY_MS),
+            packed_until: [packed_until(Of::Flows)?, packed_until(Of::Dns)?],
+        })
     }
 
-    /// The rows of `table` (`rollup_rows` or `dns_rollup_rows`) in the period that `filter`
-    /// keeps, as a subquery: its source's day rows from `:days` ([`Period::day_rows_from`]) and
-    /// its hour rows from `:hours` ([`Period::hour_rows_from`]) to `:days`. Two ranges joined by
-    /// UNION ALL rather than one OR, so each is a range of the primary key (source first, hours
-    /// and start_hour after the filter's columns) and not a scan of every bucket of a month.
-    /// The source is an integer, written into the SQL.
-    pub fn rows(&self, table: &str, filter: &str) -> String {
-        let source = self.source;
+    /// Where `of`'s hour rows start for a read by the hour: the first hour boundary, or the end
+    /// of the newest packed day when that is later. A packed day keeps no hour rows (they go
+    /// as it is packed, [`super::packed`]), so its hours are read from its packed flows or
+    /// queries, which hold the same numbers ([`flows_between`], the DNS log).
+    pub fn hours_from(&self, of: Of) -> i64 {
+        self.packed_until[of as usize].max(self.hours_from)
+    }
+
+    /// The end of the period's head, the part before `of`'s hour and day rows: read from its
+    /// flows or queries ([`head_flows`]). The first hour boundary, or the first midnight when
+    /// the period starts on a packed day.
+    pub fn head_until(&self, of: Of) -> i64 {
+        self.hours_from(of).min(self.days_from)
+    }
+
+    /// The rows of `of`'s table in the period that `filter` keeps, as a subquery: its source's
+    /// day rows from `:days` ([`Period::day_rows_from`]) and its hour rows from `:hours`
+    /// ([`Period::hour_rows_from`]) to `:days`. Two ranges joined by UNION ALL rather than one
+    /// OR, so each is a range of the primary key (source first, hours and start_hour after the
+    /// filter's columns) and not a scan of every bucket of a month. The source is an integer,
+    /// written into the SQL.
+    pub fn rows(&self, of: Of, filter: &str) -> String {
+        let (source, table) = (self.source, of.table());
         format!(
             "(SELECT * FROM {table} WHERE source = {source} AND {filter} AND hours = {HOURS_PER_DAY}
                   AND start_hour >= :days
@@ -552,7 +609,7 @@ impl Period {
         )
     }
 
-    /// The packed days ([`packed`]) of `dim` in the period (those from [`Period::days_from`])
+    /// The packed days ([`packed`]) of `dim` in the period (those from its first midnight)
     /// whose client `client_filter` keeps, with its named parameters `params`.
     pub fn packed_flow_days(
         &self,
@@ -564,33 +621,26 @@ impl Period {
         packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), client_filter, params)
     }
 
-    /// `:days` of [`Period::rows`]: [`Period::days_from`] in hours since 1970.
+    /// `:days` of [`Period::rows`]: the first midnight, in hours since 1970.
     pub fn day_rows_from(&self) -> i64 {
         self.days_from.div_euclid(HOUR_MS)
     }
 
-    /// `:hours` of [`Period::rows`]: [`Period::hours_from`] in hours since 1970.
-    pub fn hour_rows_from(&self) -> i64 {
-        self.hours_from.div_euclid(HOUR_MS)
+    /// `:hours` of [`Period::rows`] for `of`: [`Period::head_until`] in hours since 1970.
+    pub fn hour_rows_from(&self, of: Of) -> i64 {
+        self.head_until(of).div_euclid(HOUR_MS)
     }
 }
 
-/// The condition that a compact roll-up row's `client` is one of the addresses of the JSON
-/// array `param` holds ('' the all-devices rows): an address never stored matches nothing.
-pub fn client_in(param: &str) -> String {
-    format!(
-        "client IN (SELECT CASE WHEN value = '' THEN {EMPTY_ID} ELSE (SELECT id FROM texts WHERE text = value) END
-             FROM json_each({param}))"
-    )
-}
-
-/// [`client_in`] for the packed days, which keep no every-device blob (schema 12): the
-/// devices' own blobs of a day sum to it, so keeping it too would store the day twice.
-pub fn packed_client_in(param: &str) -> String {
-    format!(
-        "client != {EMPTY_ID} AND (EXISTS (SELECT 1 FROM json_each({param}) WHERE value = '{ALL_DEVICES}') OR {})",
-        client_in(param)
-    )
+/// The condition that a roll-up row's `client` is one of the addresses of the JSON array the
+/// parameter `param` holds ([`super::clients_json`]), or for every device (`clients` `None`,
+/// `param` NULL) none: every device's figures are the sum of the devices' rows. An address
+/// never stored matches nothing. No OR, so a device's rows are a range of the key.
+pub fn client_in(clients: Option<&[String]>, param: &str) -> String {
+    match clients {
+        None => format!("{param} IS NULL"),
+        Some(_) => format!("client IN (SELECT (SELECT id FROM texts WHERE text = value) FROM json_each({param}))"),
+    }
 }
 
 /// The text of a compact roll-up key part or name: '' for [`EMPTY_ID`], as the rows' readers'
@@ -599,14 +649,8 @@ fn key_text(texts: &mut TextIds, conn: &Connection, id: i64) -> rusqlite::Result
     if id == EMPTY_ID { Ok(String::new()) } else { texts.text(conn, id) }
 }
 
-/// The `client IN (...)` of a roll-up query: the given addresses, or the every-device rows.
-pub fn clients_param(clients: Option<&[String]>) -> String {
-    let list = clients.map_or_else(|| vec![ALL_DEVICES.to_owned()], <[String]>::to_vec);
-    serde_json::Value::from(list).to_string()
-}
-
 /// The groups of `dim` over `period` for `clients` (every device: `None`); `head` are the
-/// period's flows before its first hour boundary ([`head_flows`]), read once for every
+/// period's flows before its hour and day rows ([`head_flows`]), read once for every
 /// dimension.
 pub fn flow_groups(
     conn: &Connection,
@@ -616,19 +660,19 @@ pub fn flow_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
-    let clients_json = clients_param(clients);
+    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
     // Summed by ids, then named: each group's texts read once.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(t1.text, ''), coalesce(t2.text, ''), coalesce(t3.text, ''), g.c, g.p, g.u, g.d
          FROM (SELECT k1, k2, k3, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u,
                    sum(bytes_down) AS d FROM {} GROUP BY k1, k2, k3) g
              LEFT JOIN texts t1 ON t1.id = g.k1 LEFT JOIN texts t2 ON t2.id = g.k2 LEFT JOIN texts t3 ON t3.id = g.k3",
-        period.rows("rollup_rows", &format!("dim = :dim AND {}", client_in(":clients")))
+        period.rows(Of::Flows, &format!("dim = :dim AND {client_filter}"))
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
             ":dim": dim.code(), ":clients": clients_json, ":days": period.day_rows_from(),
-            ":hours": period.hour_rows_from(),
+            ":hours": period.hour_rows_from(Of::Flows),
         },
         |r| {
             let key: Key = [r.get(0)?, r.get(1)?, r.get(2)?];
@@ -641,7 +685,7 @@ pub fn flow_groups(
     }
     // The packed days, summed by ids, then named.
     let mut sums: HashMap<[i64; 3], Counts> = HashMap::new();
-    for day in period.packed_flow_days(conn, dim, &packed_client_in(":clients"), &[(":clients", &clients_json)])? {
+    for day in period.packed_flow_days(conn, dim, &client_filter, &[(":clients", &clients_json)])? {
         for (key, c) in day.groups {
             sums.entry(key).or_default().merge(&c);
         }
@@ -672,32 +716,26 @@ pub fn client_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<String, Counts>> {
     let mut out: HashMap<String, Counts> = HashMap::new();
+    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT t.text, g.c, g.p, g.u, g.d
          FROM (SELECT client, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u, sum(bytes_down) AS d
                FROM {} GROUP BY client) g
              JOIN texts t ON t.id = g.client",
-        period.rows(
-            "rollup_rows",
-            &format!(
-                "dim = {} AND client != {EMPTY_ID} AND (:clients IS NULL OR {})",
-                Dim::Protocol.code(),
-                client_in(":clients")
-            )
-        )
+        period.rows(Of::Flows, &format!("dim = {} AND {client_filter}", Dim::Protocol.code()))
     ))?;
-    let list = super::clients_json(clients);
     let rows = stmt.query_map(
-        rusqlite::named_params! { ":clients": list, ":days": period.day_rows_from(), ":hours": period.hour_rows_from() },
+        rusqlite::named_params! {
+            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Flows),
+        },
         |r| Ok((r.get::<_, String>(0)?, Counts::from_row_at(r, 1)?)),
     )?;
     for row in rows {
         let (client, c) = row.context("reading the roll-up")?;
         out.entry(client).or_default().merge(&c);
     }
-    let filter = format!("client != {EMPTY_ID} AND (:clients IS NULL OR {})", client_in(":clients"));
     let mut sums: HashMap<i64, Counts> = HashMap::new();
-    for day in period.packed_flow_days(conn, Dim::Protocol, &filter, &[(":clients", &list)])? {
+    for day in period.packed_flow_days(conn, Dim::Protocol, &client_filter, &[(":clients", &clients_json)])? {
         let sum = sums.entry(day.client).or_default();
         day.groups.values().for_each(|c| sum.merge(c));
     }
@@ -712,39 +750,50 @@ pub fn client_groups(
     Ok(out)
 }
 
-/// The flows that started in the period before its first hour boundary.
+/// The flows that started in the period before its hour and day rows
+/// ([`Period::head_until`]).
 pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
+    flows_between(conn, period.source, period.since, period.head_until(Of::Flows), clients)
+}
+
+/// The flows of `source` that started from `from` to before `until`, rows and packed.
+pub fn flows_between(
+    conn: &Connection,
+    source: i64,
+    from: i64,
+    until: i64,
+    clients: Option<&[String]>,
+) -> Result<Vec<FlowFacts>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM flows WHERE first_seen >= ?1 AND first_seen < ?2
              AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3))) AND source = ?4",
         FlowFacts::COLUMNS
     ))?;
     let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![period.since, period.hours_from, list, period.source], FlowFacts::from_row)?;
+    let rows = stmt.query_map(params![from, until, list, source], FlowFacts::from_row)?;
     rows.collect::<rusqlite::Result<_>>().context("reading the period's first flows")
 }
 
-/// Per (name, client) over `period`: queries, first and last time, and the client bits. With
-/// `clients` `None` every device's: the every-device rows, and the devices' packed days, whose
-/// bits say which clients asked.
+/// Per name over `period`: queries, first and last time, and the bits of the clients that
+/// asked; for `clients`, or every device (`None`).
 pub fn name_groups(
     conn: &Connection,
     period: Period,
     clients: Option<&[String]>,
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
-    let clients_json = clients_param(clients);
+    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(n.text, ''), g.q, g.f, g.l, g.b
          FROM (SELECT qname, sum(queries) AS q, min(start_hour * {HOUR_MS} + first_ms) AS f,
                    max(start_hour * {HOUR_MS} + last_ms) AS l, client_bits AS b FROM {}
                GROUP BY qname, client_bits) g
              LEFT JOIN texts n ON n.id = g.qname",
-        period.rows("dns_rollup_rows", &client_in(":clients"))
+        period.rows(Of::Dns, &client_filter)
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(),
+            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Dns),
         },
         |r| {
             let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
@@ -759,13 +808,8 @@ pub fn name_groups(
         merge(&mut out, name, c);
     }
     let mut texts = TextIds::default();
-    let days = packed::dns_days(
-        conn,
-        period.source,
-        period.day_rows_from(),
-        &packed_client_in(":clients"),
-        &[(":clients", &clients_json)],
-    )?;
+    let days =
+        packed::dns_days(conn, period.source, period.day_rows_from(), &client_filter, &[(":clients", &clients_json)])?;
     for (start_hour, names) in days {
         let start = start_hour * HOUR_MS;
         for (qname, c) in names {
@@ -778,8 +822,8 @@ pub fn name_groups(
          WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))
              AND q.source = ?5",
     )?;
-    let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![period.since, period.hours_from, list, CLIENT_BITS, period.source], |r| {
+    let until = period.head_until(Of::Dns);
+    let rows = stmt.query_map(params![period.since, until, clients_json, CLIENT_BITS, period.source], |r| {
         let ts: i64 = r.get(1)?;
         Ok((
             r.get::<_, String>(0)?,

@@ -599,6 +599,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/11.sql"),
     // 12: raw flows of closed days packed, one blob a device and day (store/packed_flows.rs).
     include_str!("migrations/12.sql"),
+    // 13: no every-device roll-up rows, and no hour rows of packed days (store/rollup.rs).
+    include_str!("migrations/13.sql"),
 ];
 
 /// The version whose roll-up tables the writers write (migration 9's compact rows): a database
