@@ -212,15 +212,19 @@ fn collect<T: Listed>(
     Ok((kept, last, examined))
 }
 
-/// The newest id: of the rows, or of the packed days when every row is packed. Not through the
-/// view, whose maximum would be a scan of rows and days (SQLite does not flatten an aggregate
-/// over a UNION ALL).
+/// The newest id: of the rows, or of the packed days when every row is packed ([`newest`]).
 fn newest_id<T: Listed>(store: &Store) -> Result<i64> {
+    newest(store, [T::TABLE, "id"], [T::PACKED, "max_id"], &format!("source = {LIVE_SOURCE}"))
+}
+
+/// The largest of `rows`' column (a table or view of `main`: the rows not packed) and of
+/// `packed`'s bound column, where `filter` holds, 0 for none: an index's last entry and the
+/// packed days' bounds, not an aggregate over a TEMP view's UNION ALL, which SQLite does not
+/// flatten (it would unpack every day).
+fn newest(store: &Store, [table, column]: [&str; 2], [packed, bound]: [&str; 2], filter: &str) -> Result<i64> {
     let sql = format!(
-        "SELECT max((SELECT coalesce(max(id), 0) FROM main.{} WHERE source = {LIVE_SOURCE}),
-                    (SELECT coalesce(max(max_id), 0) FROM {} WHERE source = {LIVE_SOURCE}))",
-        T::TABLE,
-        T::PACKED
+        "SELECT max((SELECT coalesce(max({column}), 0) FROM main.{table} WHERE {filter}),
+                    (SELECT coalesce(max({bound}), 0) FROM {packed} WHERE {filter}))"
     );
     Ok(store.conn().query_row(&sql, [], |r| r.get(0))?)
 }
@@ -302,15 +306,7 @@ pub struct Latest {
 
 pub fn latest(store: &Store) -> Result<Latest> {
     let (dns, flows) = (newest_id::<LogRow>(store)?, newest_id::<FlowLine>(store)?);
-    let seen = store.conn().query_row(
-        &format!(
-            "SELECT max((SELECT coalesce(max(last_seen), 0) FROM main.flows),
-                        (SELECT coalesce(max(max_last), 0) FROM {}))",
-            FlowLine::PACKED
-        ),
-        [],
-        |r| r.get(0),
-    )?;
+    let seen = newest(store, ["flows", "last_seen"], [FlowLine::PACKED, "max_last"], "1")?;
     Ok(Latest { dns, flows, seen })
 }
 

@@ -942,6 +942,13 @@ pub(crate) mod tests {
         protocol::{AppProtocol, Classification, Decided},
     };
 
+    /// Every value of every row `sql` returns, in its order.
+    pub(crate) fn values(conn: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     pub(crate) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tracker-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

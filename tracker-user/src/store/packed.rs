@@ -35,6 +35,22 @@ pub const DAY_HOURS: i64 = 24;
 /// transaction holds the write lock long.
 pub const DAYS_PER_BATCH: usize = 8;
 
+/// Every row `stmt` returns for `params`, its `N` columns each read as `T` (an integer, or an
+/// `Option` of one for nullable columns): the rows a day packs.
+pub(super) fn read_columns<T: rusqlite::types::FromSql + Copy + Default, const N: usize>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<[T; N]>> {
+    let rows = stmt.query_map(params, |r| {
+        let mut row = [T::default(); N];
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = r.get(i)?;
+        }
+        Ok(row)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(super) fn put(buf: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, ensure};
 use rusqlite::{Connection, params};
 
 use super::{
-    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put},
+    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put, read_columns},
     packed_view::Kind,
     rollup::DAY_MS,
     schema::LIVE_SOURCE,
@@ -255,27 +255,13 @@ pub fn pack_day(conn: &Connection, day: Day) -> Result<u64> {
         "SELECT {} FROM dns_query_rows WHERE ts >= ?1 AND ts < ?2 AND client = ?3 AND source = ?4",
         QUERY_COLUMNS.join(", ")
     ))?;
-    let fresh = stmt.query_map(span, |r| {
-        let mut q = [None; QUERY_COLUMNS.len()];
-        for (i, v) in q.iter_mut().enumerate() {
-            *v = r.get(i)?;
-        }
-        Ok(q)
-    })?;
-    let fresh: Vec<Query> = fresh.collect::<rusqlite::Result<_>>()?;
+    let fresh: Vec<Query> = read_columns(&mut stmt, span)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM dns_answer_rows WHERE query_id IN
              (SELECT id FROM dns_query_rows WHERE ts >= ?1 AND ts < ?2 AND client = ?3 AND source = ?4)",
         ANSWER_COLUMNS.join(", ")
     ))?;
-    let fresh_answers = stmt.query_map(span, |r| {
-        let mut a = [0; ANSWER_COLUMNS.len()];
-        for (i, v) in a.iter_mut().enumerate() {
-            *v = r.get(i)?;
-        }
-        Ok(a)
-    })?;
-    answers.extend(fresh_answers.collect::<rusqlite::Result<Vec<_>>>()?);
+    answers.extend(read_columns::<i64, { ANSWER_COLUMNS.len() }>(&mut stmt, span)?);
     let n = fresh.len() as u64;
     queries.extend(fresh);
     write_day(conn, day, &mut queries, &mut answers)?;
@@ -320,7 +306,12 @@ mod tests {
     use super::*;
     use crate::{
         analysis::dns::{Answer, AnswerData},
-        store::{Store, dns::tests::record, retention::Retention, tests::temp_db},
+        store::{
+            Store,
+            dns::tests::record,
+            retention::Retention,
+            tests::{temp_db, values},
+        },
     };
 
     const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
@@ -330,9 +321,7 @@ mod tests {
     }
 
     fn shown(s: &Store, sql: &str) -> Vec<Vec<Value>> {
-        let mut stmt = s.conn().prepare(sql).unwrap();
-        let n = stmt.column_count();
-        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().collect::<Result<_, _>>().unwrap()
+        values(s.conn(), sql)
     }
 
     #[test]

@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, params};
 
 use super::{
-    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put},
+    packed::{Day, RawDays, deflate_columns, get, inflate_columns, put, read_columns},
     packed_view::Kind,
     rollup::DAY_MS,
     schema::LIVE_SOURCE,
@@ -169,17 +169,6 @@ pub fn closed_days(conn: &Connection, before_ms: i64) -> Result<Vec<Day>> {
     DAYS.closed(conn, before_ms)
 }
 
-fn read_rows(stmt: &mut rusqlite::CachedStatement<'_>, p: impl rusqlite::Params) -> Result<Vec<Row>> {
-    let rows = stmt.query_map(p, |r| {
-        let mut row = [None; COLUMNS.len()];
-        for (i, v) in row.iter_mut().enumerate() {
-            *v = r.get(i)?;
-        }
-        Ok(row)
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 fn read_day(conn: &Connection, day: Day) -> Result<Vec<Row>> {
     DAYS.blob(conn, day)?
         .map_or_else(|| Ok(Vec::new()), |blob| unpack(&blob))
@@ -226,7 +215,7 @@ pub fn pack_day(conn: &Connection, day: Day) -> Result<u64> {
         COLUMNS.join(", ")
     );
     let span = params![day.start_ms, day.start_ms + DAY_MS, day.client, LIVE_SOURCE];
-    let fresh = read_rows(&mut conn.prepare_cached(&select)?, span)?;
+    let fresh: Vec<Row> = read_columns(&mut *conn.prepare_cached(&select)?, span)?;
     let n = fresh.len() as u64;
     packed.extend(fresh);
     write_day(conn, day, &mut packed)?;
@@ -408,9 +397,7 @@ mod tests {
     /// ORDER BY of its own, in that order).
     fn shown(s: &crate::store::Store, filter: &str) -> Vec<Vec<rusqlite::types::Value>> {
         let order = if filter.contains("ORDER BY") { "" } else { " ORDER BY id" };
-        let mut stmt = s.conn().prepare(&format!("SELECT * FROM flows WHERE {filter}{order}")).unwrap();
-        let n = stmt.column_count();
-        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().collect::<Result<_, _>>().unwrap()
+        crate::store::tests::values(s.conn(), &format!("SELECT * FROM flows WHERE {filter}{order}"))
     }
 
     /// Packing the flows of closed days changes nothing any query of `flows` returns, whatever

@@ -21,15 +21,9 @@ use crate::analysis::{
 
 /// Every row of `table` (a view from version 8 on), in id order, with its column names.
 fn rows(conn: &Connection, table: &str, order: &str) -> (Vec<String>, Vec<Vec<Value>>) {
-    let mut st = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}")).unwrap();
-    let names = st.column_names().into_iter().map(str::to_owned).collect();
-    let n = st.column_count();
-    let rows = st
-        .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect::<rusqlite::Result<Vec<_>>>())
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    (names, rows)
+    let sql = format!("SELECT * FROM {table} ORDER BY {order}");
+    let names = conn.prepare(&sql).unwrap().column_names().into_iter().map(str::to_owned).collect();
+    (names, super::tests::values(conn, &sql))
 }
 
 /// Every table's columns and rows, as [`all_rows`] reads them.
