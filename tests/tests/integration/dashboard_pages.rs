@@ -28,6 +28,8 @@ use crate::{
 const PORT: u16 = dashboard::DEFAULT_PORT;
 /// The queries the test makes: more than one page of the log (50 rows).
 const QUERIES: usize = 60;
+/// The source port of the first query; each next one the port after.
+const FIRST_DIG_PORT: u16 = 41_000;
 /// Their names: `q00.pages.lab.test` .. `q59.pages.lab.test`; the on-host resolver answers
 /// NXDOMAIN, and the log keeps them all the same.
 const ZONE: &str = "pages.lab.test";
@@ -55,9 +57,13 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-fn dig(lab: &Lab, name: &str) -> Result<()> {
+/// Asks for `name` from source port `port`: each query its own UDP flow. Ports the kernel picks
+/// can repeat within 61 queries (a birthday chance of some 6 %), and two queries from one port
+/// are one flow.
+fn dig(lab: &Lab, name: &str, port: u16) -> Result<()> {
     let mut d = lab.cmd(Ns::Phone2, "dig");
-    d.args(["+tries=1", "+time=5", "-b", &PHONE2_V4.to_string(), &format!("@{VPN_TUN_V4}"), name, "A"]);
+    let from = format!("{PHONE2_V4}#{port}");
+    d.args(["+tries=1", "+time=5", "-b", &from, &format!("@{VPN_TUN_V4}"), name, "A"]);
     let answer = run(&mut d)?;
     ensure!(answer.contains("status: "), "dig {name}: {answer}");
     Ok(())
@@ -118,9 +124,9 @@ fn detail_pages_the_log_and_live_updates_show_exactly_what_the_phone_did() -> Re
         curl_pinned(&lab, lab.cmd(Ns::Phone2, "curl"), true, zone::WWW_NETFLIX, false)?;
     }
     for i in 0..QUERIES {
-        dig(&lab, &format!("q{i:02}.{ZONE}"))?;
+        dig(&lab, &format!("q{i:02}.{ZONE}"), FIRST_DIG_PORT + i as u16)?;
     }
-    dig(&lab, HOSTILE)?;
+    dig(&lab, HOSTILE, FIRST_DIG_PORT + QUERIES as u16)?;
     // Every query is one UDP flow to the resolver: 5 + 61 flows, 61 queries.
     let want_flows = 5 + QUERIES + 1;
     let mut flows = Vec::new();
@@ -340,7 +346,7 @@ fn in_browser(
     browser.eval("window.trackerMark = 1; return true;", &[])?;
     let live_name = format!("live.{ZONE}");
     let asked = std::time::Instant::now();
-    dig(lab, &live_name)?;
+    dig(lab, &live_name, FIRST_DIG_PORT + QUERIES as u16 + 1)?;
     let top = browser.wait_for(
         "const li = document.querySelector('#rows li');
          return li && li.textContent.startsWith(arguments[0]) && window.trackerMark === 1 ? li.textContent : null;",
