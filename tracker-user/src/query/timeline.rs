@@ -53,8 +53,8 @@ pub fn timeline(
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
     // connection once.
-    let (client_filter, clients_json) = (rollup::client_in(clients, ":clients"), crate::store::clients_json(clients));
-    let dim = format!("dim = {} AND {client_filter}", Dim::Protocol.code());
+    let ids = rollup::client_ids(store.conn(), Of::Flows, source, clients)?;
+    let dim = format!("dim = {} AND {}", Dim::Protocol.code(), rollup::CLIENT_IN);
     let (days_from, hours_from) = (period.day_rows_from(), period.hours_from(Of::Flows).div_euclid(HOUR_MS));
     let head_hours_from = period.hour_rows_from(Of::Flows);
     // The flows read as they are: before the hour rows (from the packed days on, by the hour)
@@ -67,7 +67,7 @@ pub fn timeline(
                  WHERE source = {source} AND {dim} AND hours = 1 AND start_hour >= :hours
                  GROUP BY start_hour"
             ),
-            vec![(":clients", &clients_json), (":hours", &hours_from)],
+            vec![(":clients", &ids), (":hours", &hours_from)],
             period.hours_from(Of::Flows),
         ),
         // The report's own rows (days, and the hours before the first midnight), by day.
@@ -78,7 +78,7 @@ pub fn timeline(
                  GROUP BY 1",
                 period.rows(Of::Flows, &dim)
             ),
-            vec![(":clients", &clients_json), (":days", &days_from), (":hours", &head_hours_from)],
+            vec![(":clients", &ids), (":days", &days_from), (":hours", &head_hours_from)],
             period.head_until(Of::Flows),
         ),
     };
@@ -93,9 +93,7 @@ pub fn timeline(
     }
     // Days packed since (store/packed.rs): the day view's own days, by day.
     if span == Span::Day {
-        for day in
-            period.packed_flow_days(store.conn(), Dim::Protocol, &client_filter, &[(":clients", &clients_json)])?
-        {
+        for day in period.packed_flow_days(store.conn(), Dim::Protocol, &ids)? {
             let e = sums.entry(day.start_hour * HOUR_MS).or_default();
             for c in day.groups.values() {
                 e.0 += c.connections.max(0) as u64;

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
 use super::{packed, texts::TextIds};
 
@@ -529,8 +529,24 @@ impl Of {
         }
     }
 
-    /// The start hour of the newest packed day of source `?1`. Every flow is in one group of
-    /// the protocol dimension, so its days are the flows' days.
+    /// The smallest client after `?2` of source `?1`'s rows, and of its packed days: one
+    /// look-up of the key each. Every flow is in one group of the protocol dimension, so its
+    /// clients and days are the flows'.
+    fn next_client_sql(self) -> [String; 2] {
+        match self {
+            Self::Flows => ["rollup_rows", "rollup_packed"].map(|t| {
+                format!(
+                    "SELECT min(client) FROM {t} WHERE source = ?1 AND dim = {} AND client > ?2",
+                    Dim::Protocol.code()
+                )
+            }),
+            Self::Dns => ["dns_rollup_rows", "dns_rollup_packed"]
+                .map(|t| format!("SELECT min(client) FROM {t} WHERE source = ?1 AND client > ?2")),
+        }
+    }
+
+    /// The start hour of the newest packed day of source `?1` (the protocol dimension's, as
+    /// for the clients).
     fn newest_packed_sql(self) -> String {
         match self {
             Self::Flows => {
@@ -610,15 +626,9 @@ impl Period {
     }
 
     /// The packed days ([`packed`]) of `dim` in the period (those from its first midnight)
-    /// whose client `client_filter` keeps, with its named parameters `params`.
-    pub fn packed_flow_days(
-        &self,
-        conn: &Connection,
-        dim: Dim,
-        client_filter: &str,
-        params: &[(&str, &dyn rusqlite::ToSql)],
-    ) -> Result<Vec<packed::FlowDay>> {
-        packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), client_filter, params)
+    /// of the clients `ids` ([`client_ids`]).
+    pub fn packed_flow_days(&self, conn: &Connection, dim: Dim, ids: &str) -> Result<Vec<packed::FlowDay>> {
+        packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), CLIENT_IN, &[(":clients", &ids)])
     }
 
     /// `:days` of [`Period::rows`]: the first midnight, in hours since 1970.
@@ -632,15 +642,36 @@ impl Period {
     }
 }
 
-/// The condition that a roll-up row's `client` is one of the addresses of the JSON array the
-/// parameter `param` holds ([`super::clients_json`]), or for every device (`clients` `None`,
-/// `param` NULL) none: every device's figures are the sum of the devices' rows. An address
-/// never stored matches nothing. No OR, so a device's rows are a range of the key.
-pub fn client_in(clients: Option<&[String]>, param: &str) -> String {
+/// The condition of a roll-up read on a row's `client`: one of the ids the parameter
+/// `:clients` holds ([`client_ids`]), so each device's rows are a range of the key.
+pub const CLIENT_IN: &str = "client IN (SELECT value FROM json_each(:clients))";
+
+/// `:clients` of [`CLIENT_IN`] for `clients`' addresses (one never stored matches nothing),
+/// or for every device (`None`): each device with rows or packed days of `of` in `source`. Every
+/// device's figures are the sum of the devices' rows; naming the devices, found by one look-up
+/// of the key each, keeps the read to the period's ranges of the key, where no client term
+/// would make it walk every bucket of every device.
+pub fn client_ids(conn: &Connection, of: Of, source: i64, clients: Option<&[String]>) -> Result<String> {
+    let mut ids = std::collections::BTreeSet::new();
     match clients {
-        None => format!("{param} IS NULL"),
-        Some(_) => format!("client IN (SELECT (SELECT id FROM texts WHERE text = value) FROM json_each({param}))"),
+        Some(list) => {
+            let mut stmt = conn.prepare_cached("SELECT id FROM texts WHERE text = ?1")?;
+            for c in list {
+                ids.extend(stmt.query_row([c], |r| r.get::<_, i64>(0)).optional()?);
+            }
+        }
+        None => {
+            for sql in of.next_client_sql() {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut after = i64::MIN;
+                while let Some(id) = stmt.query_row(params![source, after], |r| r.get::<_, Option<i64>>(0))? {
+                    ids.insert(id);
+                    after = id;
+                }
+            }
+        }
     }
+    Ok(serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string())
 }
 
 /// The text of a compact roll-up key part or name: '' for [`EMPTY_ID`], as the rows' readers'
@@ -660,18 +691,18 @@ pub fn flow_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
-    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
+    let ids = client_ids(conn, Of::Flows, period.source, clients)?;
     // Summed by ids, then named: each group's texts read once.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(t1.text, ''), coalesce(t2.text, ''), coalesce(t3.text, ''), g.c, g.p, g.u, g.d
          FROM (SELECT k1, k2, k3, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u,
                    sum(bytes_down) AS d FROM {} GROUP BY k1, k2, k3) g
              LEFT JOIN texts t1 ON t1.id = g.k1 LEFT JOIN texts t2 ON t2.id = g.k2 LEFT JOIN texts t3 ON t3.id = g.k3",
-        period.rows(Of::Flows, &format!("dim = :dim AND {client_filter}"))
+        period.rows(Of::Flows, &format!("dim = :dim AND {CLIENT_IN}"))
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":dim": dim.code(), ":clients": clients_json, ":days": period.day_rows_from(),
+            ":dim": dim.code(), ":clients": ids, ":days": period.day_rows_from(),
             ":hours": period.hour_rows_from(Of::Flows),
         },
         |r| {
@@ -685,7 +716,7 @@ pub fn flow_groups(
     }
     // The packed days, summed by ids, then named.
     let mut sums: HashMap<[i64; 3], Counts> = HashMap::new();
-    for day in period.packed_flow_days(conn, dim, &client_filter, &[(":clients", &clients_json)])? {
+    for day in period.packed_flow_days(conn, dim, &ids)? {
         for (key, c) in day.groups {
             sums.entry(key).or_default().merge(&c);
         }
@@ -716,17 +747,17 @@ pub fn client_groups(
     head: &[FlowFacts],
 ) -> Result<HashMap<String, Counts>> {
     let mut out: HashMap<String, Counts> = HashMap::new();
-    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
+    let ids = client_ids(conn, Of::Flows, period.source, clients)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT t.text, g.c, g.p, g.u, g.d
          FROM (SELECT client, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u, sum(bytes_down) AS d
                FROM {} GROUP BY client) g
              JOIN texts t ON t.id = g.client",
-        period.rows(Of::Flows, &format!("dim = {} AND {client_filter}", Dim::Protocol.code()))
+        period.rows(Of::Flows, &format!("dim = {} AND {CLIENT_IN}", Dim::Protocol.code()))
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Flows),
+            ":clients": ids, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Flows),
         },
         |r| Ok((r.get::<_, String>(0)?, Counts::from_row_at(r, 1)?)),
     )?;
@@ -735,7 +766,7 @@ pub fn client_groups(
         out.entry(client).or_default().merge(&c);
     }
     let mut sums: HashMap<i64, Counts> = HashMap::new();
-    for day in period.packed_flow_days(conn, Dim::Protocol, &client_filter, &[(":clients", &clients_json)])? {
+    for day in period.packed_flow_days(conn, Dim::Protocol, &ids)? {
         let sum = sums.entry(day.client).or_default();
         day.groups.values().for_each(|c| sum.merge(c));
     }
@@ -782,18 +813,18 @@ pub fn name_groups(
     clients: Option<&[String]>,
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
-    let (client_filter, clients_json) = (client_in(clients, ":clients"), super::clients_json(clients));
+    let ids = client_ids(conn, Of::Dns, period.source, clients)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(n.text, ''), g.q, g.f, g.l, g.b
          FROM (SELECT qname, sum(queries) AS q, min(start_hour * {HOUR_MS} + first_ms) AS f,
                    max(start_hour * {HOUR_MS} + last_ms) AS l, client_bits AS b FROM {}
                GROUP BY qname, client_bits) g
              LEFT JOIN texts n ON n.id = g.qname",
-        period.rows(Of::Dns, &client_filter)
+        period.rows(Of::Dns, CLIENT_IN)
     ))?;
     let rows = stmt.query_map(
         rusqlite::named_params! {
-            ":clients": clients_json, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Dns),
+            ":clients": ids, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(Of::Dns),
         },
         |r| {
             let c = NameCounts { queries: r.get(1)?, first_ts: r.get(2)?, last_ts: r.get(3)?, client_bits: r.get(4)? };
@@ -808,8 +839,7 @@ pub fn name_groups(
         merge(&mut out, name, c);
     }
     let mut texts = TextIds::default();
-    let days =
-        packed::dns_days(conn, period.source, period.day_rows_from(), &client_filter, &[(":clients", &clients_json)])?;
+    let days = packed::dns_days(conn, period.source, period.day_rows_from(), CLIENT_IN, &[(":clients", &ids)])?;
     for (start_hour, names) in days {
         let start = start_hour * HOUR_MS;
         for (qname, c) in names {
@@ -823,7 +853,8 @@ pub fn name_groups(
              AND q.source = ?5",
     )?;
     let until = period.head_until(Of::Dns);
-    let rows = stmt.query_map(params![period.since, until, clients_json, CLIENT_BITS, period.source], |r| {
+    let list = super::clients_json(clients);
+    let rows = stmt.query_map(params![period.since, until, list, CLIENT_BITS, period.source], |r| {
         let ts: i64 = r.get(1)?;
         Ok((
             r.get::<_, String>(0)?,

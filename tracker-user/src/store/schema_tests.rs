@@ -452,29 +452,40 @@ fn migration_9_keeps_every_roll_up_row_equal_through_the_views() {
     assert_eq!(hour_row, (4, 7_200_000, 10_799_999), "the migrated bucket, its first query now earlier");
 }
 
-/// The report's roll-up reads of a device are ranges of the compact tables' keys, not scans.
+/// The report's roll-up reads are ranges of the compact tables' keys, not scans, for a device
+/// and for every device (each device named: [`super::rollup::client_ids`]).
 #[test]
 fn the_roll_up_reads_are_key_ranges() {
-    use super::rollup::{Of, Period, client_in};
-    let s = Store::open(&temp_db("compact-rollup-plans")).unwrap();
-    let period = Period::read(s.conn(), 0, 1_800_000_000_000).unwrap();
-    let phone = Some(&["10.77.0.2".to_owned()][..]);
-    for (of, filter) in [
-        (Of::Flows, format!("dim = 3 AND {}", client_in(phone, "'[\"10.77.0.2\"]'"))),
-        (Of::Dns, client_in(phone, "'[\"10.77.0.2\"]'")),
-    ] {
-        let sql = format!("EXPLAIN QUERY PLAN SELECT count(*) FROM {}", period.rows(of, &filter));
-        let mut st = s.conn().prepare(&sql).unwrap();
-        let p: Vec<String> = st
-            .query_map(
-                rusqlite::named_params! { ":days": period.day_rows_from(), ":hours": period.hour_rows_from(of) },
-                |r| r.get::<_, String>(3),
-            )
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let p = p.join("; ");
-        let table = of.table();
-        assert!(p.contains("SEARCH") && p.contains("start_hour>?") && !p.contains(&format!("SCAN {table}")), "{p}");
+    use super::rollup::{CLIENT_IN, Of, Period, client_ids};
+    let mut s = Store::open(&temp_db("compact-rollup-plans")).unwrap();
+    let at = 1_800_000_000_000;
+    let phone = "10.77.0.2";
+    s.upsert_flows("boot", &[super::tests::labelled_flow(1, phone, at, None, AppProtocol::Tls, 10)]).unwrap();
+    s.insert_dns(&[super::dns::tests::record(at, phone, "www.example.com", vec![])]).unwrap();
+    let period = Period::read(s.conn(), 0, at - 1).unwrap();
+    let devices = [phone.to_owned()];
+    for (of, filter) in [(Of::Flows, format!("dim = 3 AND {CLIENT_IN}")), (Of::Dns, CLIENT_IN.to_owned())] {
+        for clients in [None, Some(&devices[..])] {
+            let ids = client_ids(s.conn(), of, 0, clients).unwrap();
+            assert_eq!(ids.matches(',').count(), 0, "one device: {ids}");
+            let sql = format!("EXPLAIN QUERY PLAN SELECT count(*) FROM {}", period.rows(of, &filter));
+            let mut st = s.conn().prepare(&sql).unwrap();
+            let p: Vec<String> = st
+                .query_map(
+                    rusqlite::named_params! {
+                        ":clients": ids, ":days": period.day_rows_from(), ":hours": period.hour_rows_from(of),
+                    },
+                    |r| r.get::<_, String>(3),
+                )
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let p = p.join("; ");
+            let table = of.table();
+            assert!(
+                p.contains("client=?") && p.contains("start_hour>?") && !p.contains(&format!("SCAN {table}")),
+                "{p}"
+            );
+        }
     }
 }
