@@ -153,7 +153,7 @@ pub struct Report {
 fn groups(
     store: &Store,
     dim: Dim,
-    period: Period,
+    period: &Period,
     clients: Option<&[String]>,
     head: &[FlowFacts],
 ) -> Result<Vec<(Key, u64, u64)>> {
@@ -232,8 +232,8 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
     let _snapshot = store.snapshot()?;
     let period = Period::read(store.conn(), q.source, q.since_ms)?;
     let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
-    let head = rollup::head_flows(store.conn(), period, clients)?;
-    let owners = groups(store, Dim::Owner, period, clients, &head)?;
+    let head = rollup::head_flows(store.conn(), &period, clients)?;
+    let owners = groups(store, Dim::Owner, &period, clients, &head)?;
     let total = owners
         .iter()
         .fold(Totals::default(), |t, (_, c, b)| Totals { connections: t.connections + c, bytes: t.bytes + b });
@@ -242,13 +242,13 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
     let companies_excluding = (!q.exclude.is_empty()).then(|| excluding(&companies, &q.exclude));
 
     let served_by =
-        sum_by(groups(store, Dim::ServedBy, period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+        sum_by(groups(store, Dim::ServedBy, &period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
             .into_iter()
             .map(|(name, connections, bytes)| ServedLine { name, connections, bytes })
             .collect();
 
     let services =
-        sum_by(groups(store, Dim::Service, period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
+        sum_by(groups(store, Dim::Service, &period, clients, &head)?.into_iter().map(|([k, ..], c, b)| (k, c, b)))
             .into_iter()
             .map(|(name, c, b)| {
                 let company = entities.services().iter().find(|s| s.name == name).map(|s| s.company.clone());
@@ -256,7 +256,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
             })
             .collect();
 
-    let protocols = groups(store, Dim::Protocol, period, clients, &head)?;
+    let protocols = groups(store, Dim::Protocol, &period, clients, &head)?;
     let mut protocols_of: HashMap<String, Vec<String>> = HashMap::new();
     for ([_, app, encrypted], ..) in &protocols {
         let list = protocols_of.entry(encrypted.clone()).or_default();
@@ -285,7 +285,7 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         })
         .collect();
 
-    let devices = device_lines(store, period, clients, &head)?;
+    let devices = device_lines(store, &period, clients, &head)?;
 
     let domains = store
         .domains_counted(&DomainQuery {
@@ -331,7 +331,7 @@ fn encryption_name(stored: &str) -> &'static str {
 /// address itself when no peer does.
 fn device_lines(
     store: &Store,
-    period: Period,
+    period: &Period,
     clients: Option<&[String]>,
     head: &[FlowFacts],
 ) -> Result<Vec<DeviceLine>> {

@@ -53,10 +53,11 @@ pub fn timeline(
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
     // connection once.
-    let ids = rollup::client_ids(store.conn(), Of::Flows, source, clients)?;
+    let ids = period.client_ids(store.conn(), Of::Flows, clients)?;
     let dim = format!("dim = {} AND {}", Dim::Protocol.code(), rollup::CLIENT_IN);
-    let (days_from, hours_from) = (period.day_rows_from(), period.hours_from(Of::Flows).div_euclid(HOUR_MS));
-    let head_hours_from = period.hour_rows_from(Of::Flows);
+    let hourly_from = period.hourly_from(Of::Flows);
+    let (day_rows_from, hour_rows_from) = (period.day_rows_from(), period.hour_rows_from(Of::Flows));
+    let hourly_rows_from = hourly_from.div_euclid(HOUR_MS);
     // The flows read as they are: before the hour rows (from the packed days on, by the hour)
     // or before the report's rows (by the day).
     let (sql, params, flows_until): (String, Vec<(&str, &dyn rusqlite::ToSql)>, i64) = match span {
@@ -67,8 +68,8 @@ pub fn timeline(
                  WHERE source = {source} AND {dim} AND hours = 1 AND start_hour >= :hours
                  GROUP BY start_hour"
             ),
-            vec![(":clients", &ids), (":hours", &hours_from)],
-            period.hours_from(Of::Flows),
+            vec![(":clients", &ids), (":hours", &hourly_rows_from)],
+            hourly_from,
         ),
         // The report's own rows (days, and the hours before the first midnight), by day.
         Span::Day => (
@@ -78,7 +79,7 @@ pub fn timeline(
                  GROUP BY 1",
                 period.rows(Of::Flows, &dim)
             ),
-            vec![(":clients", &ids), (":days", &days_from), (":hours", &head_hours_from)],
+            vec![(":clients", &ids), (":days", &day_rows_from), (":hours", &hour_rows_from)],
             period.head_until(Of::Flows),
         ),
     };

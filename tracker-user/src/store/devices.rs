@@ -138,7 +138,7 @@ impl Store {
     pub fn client_totals(&self) -> Result<Vec<(String, u64, u64)>> {
         let _snapshot = self.snapshot()?;
         let all_time = rollup::Period::read(&self.conn, LIVE_SOURCE, i64::MIN / 2)?;
-        let mut totals: Vec<(String, u64, u64)> = rollup::client_groups(&self.conn, all_time, None, &[])?
+        let mut totals: Vec<(String, u64, u64)> = rollup::client_groups(&self.conn, &all_time, None, &[])?
             .into_iter()
             .map(|(client, c)| (client, c.connections.max(0) as u64, c.bytes().max(0) as u64))
             .collect();

@@ -341,7 +341,7 @@ impl Store {
         // Per name from the roll-up (store/rollup.rs); grouping in Rust, because the
         // registrable domain comes from the public suffix list, not from SQL.
         let period = rollup::Period::read(&self.conn, q.source, q.since_ms.unwrap_or(i64::MIN / 2))?;
-        let names = rollup::name_groups(&self.conn, period, q.clients.as_deref())?;
+        let names = rollup::name_groups(&self.conn, &period, q.clients.as_deref())?;
         let mut groups: HashMap<String, rollup::NameCounts> = HashMap::new();
         for (qname, c) in names {
             let key = match q.group {

@@ -1,6 +1,6 @@
 //! Closed days of the roll-ups packed (schema 10): a day's groups of one dimension and one
-//! device in one blob, instead of a row each, and its hour rows dropped (schema 13: its packed
-//! flows and queries hold the same numbers, [`super::rollup::Period`]). A row costs about 35 bytes
+//! device in one blob, instead of a row each, and its hour rows dropped (schema 13: its flows
+//! and queries, packed or an import's rows, hold the same numbers, [`super::rollup::Period`]). A row costs about 35 bytes
 //! (its key repeated, a header byte a column, the cell); a packed group about 13, its numbers
 //! as variable-length integers and its key as the difference to the group before.
 //!
@@ -390,7 +390,7 @@ fn pack_flow_day(conn: &Connection, b: FlowBucket) -> Result<u64> {
          ON CONFLICT DO UPDATE SET groups = excluded.groups",
     )?
     .execute(params![source, dim, client, start_hour, pack_flows(&groups)])?;
-    // The day row and its hour rows: one range of the key (hours 1, then 24).
+    // The day row and its hour rows: two ranges of the key (hours 1, then 24).
     conn.prepare_cached(
         "DELETE FROM rollup_rows WHERE source = ?1 AND dim = ?2 AND client = ?3 AND hours IN (1, ?4)
              AND start_hour >= ?5 AND start_hour < ?5 + ?4",

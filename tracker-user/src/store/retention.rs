@@ -1,7 +1,7 @@
 //! Bounded storage: the live interface's raw rows (flows, DNS queries with their answers) and
 //! hourly roll-ups kept for a retention period, daily roll-ups for a longer one (packed once
-//! closed, [`super::packed`]), and the pages they freed handed back to the file system
-//! (incremental vacuum).
+//! closed, [`super::packed`], when a day's hour rows go: its raw rows hold the same numbers),
+//! and the pages they freed handed back to the file system (incremental vacuum).
 //!
 //! Reports over any period keep working after their rows are gone: a period reads whole days
 //! from the daily roll-ups ([`super::rollup`]), which pruning never touches before their own,
@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::{Store, packed, packed_dns, packed_flows, rollup, schema::LIVE_SOURCE};
 
-/// How long raw rows (and hourly roll-ups) are kept by default.
+/// How long raw rows (and the hourly roll-ups of days not packed) are kept by default.
 pub const DEFAULT_RAW: Duration = Duration::from_secs(30 * 86_400);
 /// How long daily roll-ups are kept by default.
 pub const DEFAULT_ROLLUPS: Duration = Duration::from_secs(365 * 86_400);
@@ -35,7 +35,8 @@ const VACUUM_STEP: i64 = 1_024;
 /// How long each kind of row is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
-    /// Flows, DNS queries and hourly roll-ups.
+    /// Flows, DNS queries and hourly roll-ups (those of days not packed yet: a packed day keeps
+    /// none).
     pub raw: Duration,
     /// Daily roll-ups (at least as long as `raw`).
     pub rollups: Duration,

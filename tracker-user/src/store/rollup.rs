@@ -12,9 +12,10 @@
 //! closed, [`super::packed`]), the hours before the first midnight from the hour rows, and the
 //! rows themselves only before the first hour boundary ([`Period`]), so it starts exactly at
 //! `since` and reads a few thousand roll-up rows for a week of a busy household instead of
-//! millions of flows. A closed day keeps no hour rows (schema 13): its flows and queries are
-//! packed too ([`super::packed_flows`], [`super::packed_dns`]), so a period that starts on it
-//! reads that first part-day from them.
+//! millions of flows. A packed day keeps no hour rows (schema 13): its flows and queries hold
+//! the same numbers (packed too for the live interface, [`super::packed_flows`],
+//! [`super::packed_dns`]; an import's stay rows), so a period that starts on it reads that
+//! first part-day from them.
 
 use std::collections::HashMap;
 
@@ -203,7 +204,7 @@ impl FlowFacts {
     }
 
     /// The group of each dimension the flow belongs to, borrowed: summing a source's rows
-    /// groups each of them sixteen times.
+    /// groups each of them eight times.
     pub fn keys(&self) -> impl Iterator<Item = (Dim, [&str; 3])> + '_ {
         let owner = Some((Dim::Owner, [self.owner_kind.as_str(), self.owner.as_str(), ""]));
         let service = (!self.service.is_empty()).then_some((Dim::Service, [self.service.as_str(), "", ""]));
@@ -533,46 +534,42 @@ impl Of {
     /// look-up of the key each. Every flow is in one group of the protocol dimension, so its
     /// clients and days are the flows'.
     fn next_client_sql(self) -> [String; 2] {
+        let dim = Dim::Protocol.code();
         match self {
-            Self::Flows => ["rollup_rows", "rollup_packed"].map(|t| {
-                format!(
-                    "SELECT min(client) FROM {t} WHERE source = ?1 AND dim = {} AND client > ?2",
-                    Dim::Protocol.code()
-                )
-            }),
+            Self::Flows => ["rollup_rows", "rollup_packed"]
+                .map(|t| format!("SELECT min(client) FROM {t} WHERE source = ?1 AND dim = {dim} AND client > ?2")),
             Self::Dns => ["dns_rollup_rows", "dns_rollup_packed"]
                 .map(|t| format!("SELECT min(client) FROM {t} WHERE source = ?1 AND client > ?2")),
         }
     }
 
-    /// The start hour of the newest packed day of source `?1` (the protocol dimension's, as
-    /// for the clients).
+    /// The start hour of client `?2`'s newest packed day of source `?1`: the last entry of the
+    /// key's range.
     fn newest_packed_sql(self) -> String {
         match self {
-            Self::Flows => {
-                format!(
-                    "SELECT max(start_hour) FROM rollup_packed WHERE source = ?1 AND dim = {}",
-                    Dim::Protocol.code()
-                )
-            }
-            Self::Dns => "SELECT max(start_hour) FROM dns_rollup_packed WHERE source = ?1".to_owned(),
+            Self::Flows => format!(
+                "SELECT max(start_hour) FROM rollup_packed WHERE source = ?1 AND dim = {} AND client = ?2",
+                Dim::Protocol.code()
+            ),
+            Self::Dns => "SELECT max(start_hour) FROM dns_rollup_packed WHERE source = ?1 AND client = ?2".to_owned(),
         }
     }
 }
 
 /// A period of one source's rows from `since` on, as the roll-ups cover it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Period {
     /// `sources.id`: a period never mixes sources.
     pub source: i64,
     pub since: i64,
     /// The first hour boundary at or after `since`.
-    hours_from: i64,
+    first_hour: i64,
     /// The first midnight at or after `since`: day rows and packed days from here.
-    days_from: i64,
-    /// The end of the newest packed day of each roll-up ([`Of`] order), in unix ms; `i64::MIN`
-    /// when none is.
+    first_midnight: i64,
+    /// Per roll-up ([`Of`] order): the end of the newest packed day, in unix ms (`i64::MIN`
+    /// when none is), and every device's id ([`Period::client_ids`]).
     packed_until: [i64; 2],
+    every_device: [String; 2],
 }
 
 impl Period {
@@ -580,32 +577,59 @@ impl Period {
     /// ([`super::Store::snapshot`]): which days are packed says where its hour rows start.
     pub fn read(conn: &Connection, source: i64, since: i64) -> Result<Self> {
         let up = |span: i64| since + (span - since.rem_euclid(span)) % span;
-        let packed_until = |of: Of| -> Result<i64> {
-            let hour: Option<i64> = conn.prepare_cached(&of.newest_packed_sql())?.query_row([source], |r| r.get(0))?;
-            Ok(hour.map_or(i64::MIN, |h| (h + HOURS_PER_DAY) * HOUR_MS))
-        };
-        Ok(Self {
-            source,
-            since,
-            hours_from: up(HOUR_MS),
-            days_from: up(DAY_MS),
-            packed_until: [packed_until(Of::Flows)?, packed_until(Of::Dns)?],
-        })
+        let mut packed_until = [i64::MIN; 2];
+        let mut every_device = [String::new(), String::new()];
+        for of in [Of::Flows, Of::Dns] {
+            // Each device with rows or packed days, found by one look-up of the key each;
+            // client 0 (every device, before schema 13) is never one.
+            let mut ids = std::collections::BTreeSet::new();
+            for sql in of.next_client_sql() {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut after = EMPTY_ID;
+                while let Some(id) = stmt.query_row(params![source, after], |r| r.get::<_, Option<i64>>(0))? {
+                    ids.insert(id);
+                    after = id;
+                }
+            }
+            let mut newest = conn.prepare_cached(&of.newest_packed_sql())?;
+            for &id in &ids {
+                if let Some(hour) = newest.query_row(params![source, id], |r| r.get::<_, Option<i64>>(0))? {
+                    packed_until[of as usize] = packed_until[of as usize].max((hour + HOURS_PER_DAY) * HOUR_MS);
+                }
+            }
+            every_device[of as usize] = ids_json(ids);
+        }
+        Ok(Self { source, since, first_hour: up(HOUR_MS), first_midnight: up(DAY_MS), packed_until, every_device })
+    }
+
+    /// `:clients` of [`CLIENT_IN`] for `clients`' addresses (one never stored matches nothing),
+    /// or for every device (`None`): each device with rows or packed days of `of`. Every
+    /// device's figures are the sum of the devices' rows; naming the devices keeps a read to
+    /// the period's ranges of the key, where no client term would make it walk every bucket of
+    /// every device.
+    pub fn client_ids(&self, conn: &Connection, of: Of, clients: Option<&[String]>) -> Result<String> {
+        let Some(list) = clients else { return Ok(self.every_device[of as usize].clone()) };
+        let mut stmt = conn.prepare_cached("SELECT id FROM texts WHERE text = ?1")?;
+        let mut ids = std::collections::BTreeSet::new();
+        for c in list {
+            ids.extend(stmt.query_row([c], |r| r.get::<_, i64>(0)).optional()?);
+        }
+        Ok(ids_json(ids))
     }
 
     /// Where `of`'s hour rows start for a read by the hour: the first hour boundary, or the end
     /// of the newest packed day when that is later. A packed day keeps no hour rows (they go
-    /// as it is packed, [`super::packed`]), so its hours are read from its packed flows or
-    /// queries, which hold the same numbers ([`flows_between`], the DNS log).
-    pub fn hours_from(&self, of: Of) -> i64 {
-        self.packed_until[of as usize].max(self.hours_from)
+    /// as it is packed, [`super::packed`]), so its hours are read from its flows or queries,
+    /// which hold the same numbers ([`flows_between`], the DNS log).
+    pub fn hourly_from(&self, of: Of) -> i64 {
+        self.packed_until[of as usize].max(self.first_hour)
     }
 
     /// The end of the period's head, the part before `of`'s hour and day rows: read from its
     /// flows or queries ([`head_flows`]). The first hour boundary, or the first midnight when
     /// the period starts on a packed day.
     pub fn head_until(&self, of: Of) -> i64 {
-        self.hours_from(of).min(self.days_from)
+        self.hourly_from(of).min(self.first_midnight)
     }
 
     /// The rows of `of`'s table in the period that `filter` keeps, as a subquery: its source's
@@ -626,14 +650,14 @@ impl Period {
     }
 
     /// The packed days ([`packed`]) of `dim` in the period (those from its first midnight)
-    /// of the clients `ids` ([`client_ids`]).
+    /// of the clients `ids` ([`Period::client_ids`]).
     pub fn packed_flow_days(&self, conn: &Connection, dim: Dim, ids: &str) -> Result<Vec<packed::FlowDay>> {
         packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), CLIENT_IN, &[(":clients", &ids)])
     }
 
     /// `:days` of [`Period::rows`]: the first midnight, in hours since 1970.
     pub fn day_rows_from(&self) -> i64 {
-        self.days_from.div_euclid(HOUR_MS)
+        self.first_midnight.div_euclid(HOUR_MS)
     }
 
     /// `:hours` of [`Period::rows`] for `of`: [`Period::head_until`] in hours since 1970.
@@ -643,35 +667,12 @@ impl Period {
 }
 
 /// The condition of a roll-up read on a row's `client`: one of the ids the parameter
-/// `:clients` holds ([`client_ids`]), so each device's rows are a range of the key.
+/// `:clients` holds ([`Period::client_ids`]), so each device's rows are a range of the key.
 pub const CLIENT_IN: &str = "client IN (SELECT value FROM json_each(:clients))";
 
-/// `:clients` of [`CLIENT_IN`] for `clients`' addresses (one never stored matches nothing),
-/// or for every device (`None`): each device with rows or packed days of `of` in `source`. Every
-/// device's figures are the sum of the devices' rows; naming the devices, found by one look-up
-/// of the key each, keeps the read to the period's ranges of the key, where no client term
-/// would make it walk every bucket of every device.
-pub fn client_ids(conn: &Connection, of: Of, source: i64, clients: Option<&[String]>) -> Result<String> {
-    let mut ids = std::collections::BTreeSet::new();
-    match clients {
-        Some(list) => {
-            let mut stmt = conn.prepare_cached("SELECT id FROM texts WHERE text = ?1")?;
-            for c in list {
-                ids.extend(stmt.query_row([c], |r| r.get::<_, i64>(0)).optional()?);
-            }
-        }
-        None => {
-            for sql in of.next_client_sql() {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut after = i64::MIN;
-                while let Some(id) = stmt.query_row(params![source, after], |r| r.get::<_, Option<i64>>(0))? {
-                    ids.insert(id);
-                    after = id;
-                }
-            }
-        }
-    }
-    Ok(serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string())
+/// Ids as the JSON array `:clients` binds.
+fn ids_json(ids: std::collections::BTreeSet<i64>) -> String {
+    serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string()
 }
 
 /// The text of a compact roll-up key part or name: '' for [`EMPTY_ID`], as the rows' readers'
@@ -686,12 +687,12 @@ fn key_text(texts: &mut TextIds, conn: &Connection, id: i64) -> rusqlite::Result
 pub fn flow_groups(
     conn: &Connection,
     dim: Dim,
-    period: Period,
+    period: &Period,
     clients: Option<&[String]>,
     head: &[FlowFacts],
 ) -> Result<HashMap<Key, Counts>> {
     let mut out: HashMap<Key, Counts> = HashMap::new();
-    let ids = client_ids(conn, Of::Flows, period.source, clients)?;
+    let ids = period.client_ids(conn, Of::Flows, clients)?;
     // Summed by ids, then named: each group's texts read once.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(t1.text, ''), coalesce(t2.text, ''), coalesce(t3.text, ''), g.c, g.p, g.u, g.d
@@ -742,12 +743,12 @@ pub fn flow_groups(
 /// [`flow_groups`].
 pub fn client_groups(
     conn: &Connection,
-    period: Period,
+    period: &Period,
     clients: Option<&[String]>,
     head: &[FlowFacts],
 ) -> Result<HashMap<String, Counts>> {
     let mut out: HashMap<String, Counts> = HashMap::new();
-    let ids = client_ids(conn, Of::Flows, period.source, clients)?;
+    let ids = period.client_ids(conn, Of::Flows, clients)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT t.text, g.c, g.p, g.u, g.d
          FROM (SELECT client, sum(connections) AS c, sum(packets) AS p, sum(bytes_up) AS u, sum(bytes_down) AS d
@@ -783,7 +784,7 @@ pub fn client_groups(
 
 /// The flows that started in the period before its hour and day rows
 /// ([`Period::head_until`]).
-pub fn head_flows(conn: &Connection, period: Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
+pub fn head_flows(conn: &Connection, period: &Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
     flows_between(conn, period.source, period.since, period.head_until(Of::Flows), clients)
 }
 
@@ -809,11 +810,11 @@ pub fn flows_between(
 /// asked; for `clients`, or every device (`None`).
 pub fn name_groups(
     conn: &Connection,
-    period: Period,
+    period: &Period,
     clients: Option<&[String]>,
 ) -> Result<HashMap<String, NameCounts>> {
     let mut out: HashMap<String, NameCounts> = HashMap::new();
-    let ids = client_ids(conn, Of::Dns, period.source, clients)?;
+    let ids = period.client_ids(conn, Of::Dns, clients)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT coalesce(n.text, ''), g.q, g.f, g.l, g.b
          FROM (SELECT qname, sum(queries) AS q, min(start_hour * {HOUR_MS} + first_ms) AS f,

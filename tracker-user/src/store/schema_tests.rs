@@ -453,10 +453,10 @@ fn migration_9_keeps_every_roll_up_row_equal_through_the_views() {
 }
 
 /// The report's roll-up reads are ranges of the compact tables' keys, not scans, for a device
-/// and for every device (each device named: [`super::rollup::client_ids`]).
+/// and for every device (each device named: [`super::rollup::Period::client_ids`]).
 #[test]
 fn the_roll_up_reads_are_key_ranges() {
-    use super::rollup::{CLIENT_IN, Of, Period, client_ids};
+    use super::rollup::{CLIENT_IN, Of, Period};
     let mut s = Store::open(&temp_db("compact-rollup-plans")).unwrap();
     let at = 1_800_000_000_000;
     let phone = "10.77.0.2";
@@ -466,7 +466,7 @@ fn the_roll_up_reads_are_key_ranges() {
     let devices = [phone.to_owned()];
     for (of, filter) in [(Of::Flows, format!("dim = 3 AND {CLIENT_IN}")), (Of::Dns, CLIENT_IN.to_owned())] {
         for clients in [None, Some(&devices[..])] {
-            let ids = client_ids(s.conn(), of, 0, clients).unwrap();
+            let ids = period.client_ids(s.conn(), of, clients).unwrap();
             assert_eq!(ids.matches(',').count(), 0, "one device: {ids}");
             let sql = format!("EXPLAIN QUERY PLAN SELECT count(*) FROM {}", period.rows(of, &filter));
             let mut st = s.conn().prepare(&sql).unwrap();

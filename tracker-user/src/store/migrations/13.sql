@@ -3,6 +3,8 @@
 -- Every device's figures were kept twice: under client 0 beside each device's own rows, which
 -- sum to the same. Reports now sum the devices' rows (store/rollup.rs), as they already did
 -- for packed days (migration 12).
+-- (The column comments of migrations 9 and 10, which the schema keeps, still say 0 is all
+-- devices: no row says so any more.)
 DELETE FROM rollup_rows WHERE client = 0;
 DELETE FROM dns_rollup_rows WHERE client = 0;
 
