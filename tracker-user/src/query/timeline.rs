@@ -102,7 +102,7 @@ pub fn timeline(
             }
         }
     }
-    for f in rollup::flows_between(store.conn(), source, since_ms, flows_until, clients)? {
+    for f in rollup::flows_between(store.conn(), &period, since_ms, flows_until, clients)? {
         let e = sums.entry(f.first_seen - f.first_seen.rem_euclid(step)).or_default();
         e.0 += 1;
         e.1 += (f.bytes_up + f.bytes_down).max(0) as u64;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
-use super::{packed, texts::TextIds};
+use super::{packed, packed_view::Kind, texts::TextIds};
 
 /// The buckets, in milliseconds: every row is summed into its hour and its day (UTC).
 pub const HOUR_MS: i64 = 3_600_000;
@@ -785,25 +785,42 @@ pub fn client_groups(
 /// The flows that started in the period before its hour and day rows
 /// ([`Period::head_until`]).
 pub fn head_flows(conn: &Connection, period: &Period, clients: Option<&[String]>) -> Result<Vec<FlowFacts>> {
-    flows_between(conn, period.source, period.since, period.head_until(Of::Flows), clients)
+    flows_between(conn, period, period.since, period.head_until(Of::Flows), clients)
 }
 
 /// The flows of `source` that started from `from` to before `until`, rows and packed.
+///
+/// Read as ids from the rows and the packed days' virtual table and named from one dictionary
+/// of the read's texts, not through the `flows` view, whose joins to `texts` for every label of
+/// every flow were most of a packed day's cost (a day of a household is thousands of flows).
 pub fn flows_between(
     conn: &Connection,
-    source: i64,
+    period: &Period,
     from: i64,
     until: i64,
     clients: Option<&[String]>,
 ) -> Result<Vec<FlowFacts>> {
+    let select = |table: &str| {
+        format!(
+            "SELECT {} FROM {table} WHERE first_seen >= ?1 AND first_seen < ?2 AND source = ?3
+                 AND client IN (SELECT value FROM json_each(?4))",
+            FlowFacts::ID_COLUMNS
+        )
+    };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {} FROM flows WHERE first_seen >= ?1 AND first_seen < ?2
-             AND (?3 IS NULL OR client IN (SELECT value FROM json_each(?3))) AND source = ?4",
-        FlowFacts::COLUMNS
+        "{} UNION ALL {}",
+        select("main.flow_rows"),
+        select(<super::packed_flows::Flows as Kind>::MODULE)
     ))?;
-    let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![from, until, list, source], FlowFacts::from_row)?;
-    rows.collect::<rusqlite::Result<_>>().context("reading the period's first flows")
+    let ids = period.client_ids(conn, Of::Flows, clients)?;
+    let rows = stmt.query_map(params![from, until, period.source, ids], FlowFacts::ids_of)?;
+    let mut texts = TextIds::default();
+    let mut out = Vec::new();
+    for row in rows {
+        let ids = row.context("reading the period's first flows")?;
+        out.push(FlowFacts::from_ids(&mut texts, conn, ids)?);
+    }
+    Ok(out)
 }
 
 /// Per name over `period`: queries, first and last time, and the bits of the clients that
@@ -848,23 +865,35 @@ pub fn name_groups(
             merge(&mut out, key_text(&mut texts, conn, qname)?, c);
         }
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT q.qname, q.ts, coalesce(b.bit, ?4) FROM dns_queries q LEFT JOIN client_bits b ON b.client = q.client
-         WHERE q.ts >= ?1 AND q.ts < ?2 AND (?3 IS NULL OR q.client IN (SELECT value FROM json_each(?3)))
-             AND q.source = ?5",
-    )?;
-    let until = period.head_until(Of::Dns);
-    let list = super::clients_json(clients);
-    let rows = stmt.query_map(params![period.since, until, list, CLIENT_BITS, period.source], |r| {
-        let ts: i64 = r.get(1)?;
-        Ok((
-            r.get::<_, String>(0)?,
-            NameCounts { queries: 1, first_ts: ts, last_ts: ts, client_bits: 1 << r.get::<_, i64>(2)? },
-        ))
+    // The period's first queries, read as ids from the rows and the packed days, as the
+    // flows' ([`flows_between`]).
+    let select = |table: &str| {
+        format!(
+            "SELECT qname, ts, client FROM {table} WHERE ts >= ?1 AND ts < ?2 AND source = ?3
+                 AND client IN (SELECT value FROM json_each(?4))"
+        )
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "{} UNION ALL {}",
+        select("main.dns_query_rows"),
+        select(<super::packed_dns::Queries as Kind>::MODULE)
+    ))?;
+    let rows = stmt.query_map(params![period.since, period.head_until(Of::Dns), period.source, ids], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     })?;
+    let mut bits: HashMap<i64, i64> = HashMap::new();
+    let mut bit_of = conn.prepare_cached("SELECT bit FROM client_bits WHERE client = ?1")?;
     for row in rows {
-        let (name, c) = row.context("reading the period's first DNS queries")?;
-        merge(&mut out, name, c);
+        let (qname, ts, client) = row.context("reading the period's first DNS queries")?;
+        let bit = match bits.get(&client) {
+            Some(&b) => b,
+            None => {
+                let b = bit_of.query_row([texts.text(conn, client)?], |r| r.get(0)).optional()?.unwrap_or(CLIENT_BITS);
+                *bits.entry(client).or_insert(b)
+            }
+        };
+        let c = NameCounts { queries: 1, first_ts: ts, last_ts: ts, client_bits: 1 << bit };
+        merge(&mut out, key_text(&mut texts, conn, qname)?, c);
     }
     Ok(out)
 }
