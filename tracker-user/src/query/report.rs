@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::timeline::{self, Bucket, Span};
 use crate::{
     analysis::{
         entity::EntityTable,
@@ -229,6 +230,18 @@ pub fn excluding(companies: &[CompanyLine], exclude: &[String]) -> Excluding {
 /// Builds the report: the roll-up's groups summed per section in memory (a few thousand rows
 /// for a week of a household), and the DNS log's names.
 pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<Report> {
+    Ok(report_with_timeline(store, entities, q, None)?.0)
+}
+
+/// [`report`], and with `span` its period's timeline to `q.until_ms` (the dashboard's first
+/// page), read in one snapshot: the timeline adds up to the report's totals, and the period's
+/// first flows, up to a day of them when it starts on a packed day, are read once for both.
+pub fn report_with_timeline(
+    store: &Store,
+    entities: &EntityTable,
+    q: &ReportQuery,
+    span: Option<Span>,
+) -> Result<(Report, Vec<Bucket>)> {
     let _snapshot = store.snapshot()?;
     let period = Period::read(store.conn(), q.source, q.since_ms)?;
     let clients = q.clients.as_ref().map(|(_, c)| c.as_slice());
@@ -301,7 +314,11 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         .map(|d| DomainLine { domain: d.domain, queries: d.queries, clients: d.clients })
         .collect();
 
-    Ok(Report {
+    let buckets = match span {
+        Some(span) => timeline::buckets(store, &period, q.until_ms, clients, span, Some(&head))?,
+        None => Vec::new(),
+    };
+    let report = Report {
         since: timefmt::rfc3339(q.since_ms),
         until: timefmt::rfc3339(q.until_ms),
         client: q.clients.as_ref().map(|(label, _)| label.clone()),
@@ -315,7 +332,8 @@ pub fn report(store: &Store, entities: &EntityTable, q: &ReportQuery) -> Result<
         transports,
         app_protocols,
         devices,
-    })
+    };
+    Ok((report, buckets))
 }
 
 /// The stored encryption class as the report's static name.

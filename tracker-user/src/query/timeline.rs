@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::store::{
     Store,
-    rollup::{self, DAY_MS, Dim, HOUR_MS, Of, Period},
+    rollup::{self, DAY_MS, Dim, FlowFacts, HOUR_MS, Of, Period},
 };
 
 /// The length of a timeline's buckets.
@@ -49,6 +49,21 @@ pub fn timeline(
 ) -> Result<Vec<Bucket>> {
     let _snapshot = store.snapshot()?;
     let period = Period::read(store.conn(), source, since_ms)?;
+    buckets(store, &period, until_ms, clients, span, None)
+}
+
+/// [`timeline`]'s buckets over `period` to `until_ms`, in the caller's snapshot. `head`: the
+/// period's first flows ([`rollup::head_flows`]) when the caller has read them, which a timeline
+/// by the day reads as well.
+pub(crate) fn buckets(
+    store: &Store,
+    period: &Period,
+    until_ms: i64,
+    clients: Option<&[String]>,
+    span: Span,
+    head: Option<&[FlowFacts]>,
+) -> Result<Vec<Bucket>> {
+    let (source, since_ms) = (period.source, period.since);
     let step = span.ms();
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     // Every flow is in exactly one group of the protocol dimension: its rows count each
@@ -102,7 +117,15 @@ pub fn timeline(
             }
         }
     }
-    for f in rollup::flows_between(store.conn(), &period, since_ms, flows_until, clients)? {
+    let read;
+    let flows = match (span, head) {
+        (Span::Day, Some(head)) => head,
+        _ => {
+            read = rollup::flows_between(store.conn(), period, since_ms, flows_until, clients)?;
+            &read[..]
+        }
+    };
+    for f in flows {
         let e = sums.entry(f.first_seen - f.first_seen.rem_euclid(step)).or_default();
         e.0 += 1;
         e.1 += (f.bytes_up + f.bytes_down).max(0) as u64;

@@ -490,7 +490,7 @@ mod tests {
     use crate::{
         analysis::{entity::EntityTable, protocol::AppProtocol},
         query::{
-            report::{Report, ReportQuery, report},
+            report::{Report, ReportQuery, report, report_with_timeline},
             timeline::{Bucket, Span, timeline},
         },
         store::{
@@ -523,10 +523,15 @@ mod tests {
                     min_queries: 1,
                     ..ReportQuery::default()
                 };
-                reports.push(report(s, &entities, &q).unwrap());
+                let r = report(s, &entities, &q).unwrap();
                 for span in [Span::Day, Span::Hour] {
-                    days.push(timeline(s, 0, since, until, clients.as_deref(), span).unwrap());
+                    let buckets = timeline(s, 0, since, until, clients.as_deref(), span).unwrap();
+                    // The dashboard's one read of both: the same report and timeline.
+                    let both = report_with_timeline(s, &entities, &q, Some(span)).unwrap();
+                    assert_eq!(both, (r.clone(), buckets.clone()), "from {since}, {span:?}");
+                    days.push(buckets);
                 }
+                reports.push(r);
                 let q = DomainQuery {
                     since_ms: Some(since),
                     clients,

@@ -25,7 +25,7 @@ use crate::{
     query::{
         blocked::{Blocked, blocked},
         report::{self, BIG_PLAYERS, Report, ReportQuery},
-        timeline::{Bucket, Span, timeline},
+        timeline::{Bucket, Span},
     },
     store::{Store, blocks::listing::BlockRow},
     timefmt,
@@ -175,9 +175,8 @@ fn build(store: &Store, entities: &EntityTable, view: &View, now_ms: i64) -> Res
         domains_limit: Some(DOMAINS_SHOWN),
         source: 0,
     };
-    let r = report::report(store, entities, &q)?;
+    let (r, buckets) = report::report_with_timeline(store, entities, &q, Some(view.period.span()))?;
     let addresses = clients.as_ref().map(|(_, a)| a.as_slice());
-    let buckets = timeline(store, 0, since_ms, now_ms, addresses, view.period.span())?;
     let b = blocked(store, 0, since_ms, addresses, now_ms, &|_| None)?;
 
     let periods = Period::ALL
