@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    rollup::{Counts, DAY_MS, NameCounts},
+    rollup::{CLIENT_IN, Counts, DAY_MS, NameCounts},
     schema::LIVE_SOURCE,
 };
 
@@ -440,21 +440,16 @@ pub struct FlowDay {
     pub groups: FlowGroups,
 }
 
-/// The packed flow days of `dim` of `source` from `from_hour` on whose client matches
-/// `client_filter` (SQL over column `client`, with named parameters `params` binds).
-pub fn flow_days(
-    conn: &Connection,
-    source: i64,
-    dim: i64,
-    from_hour: i64,
-    client_filter: &str,
-    params: &[(&str, &dyn rusqlite::ToSql)],
-) -> Result<Vec<FlowDay>> {
+/// The packed flow days of `dim` of `source` from `from_hour` on of the clients `ids`
+/// ([`super::rollup::Period::client_ids`]).
+pub fn flow_days(conn: &Connection, source: i64, dim: i64, from_hour: i64, ids: &str) -> Result<Vec<FlowDay>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT client, start_hour, groups FROM rollup_packed
-         WHERE source = {source} AND dim = {dim} AND start_hour >= {from_hour} AND {client_filter}"
+         WHERE source = {source} AND dim = {dim} AND start_hour >= {from_hour} AND {CLIENT_IN}"
     ))?;
-    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+    let rows = stmt.query_map(rusqlite::named_params! { ":clients": ids }, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, Vec<u8>>(2)?))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let (client, start_hour, blob) = r.context("reading the packed roll-up")?;
@@ -464,18 +459,13 @@ pub fn flow_days(
 }
 
 /// The packed DNS days of `source` from `from_hour` on, as [`flow_days`]: (start hour, names).
-pub fn dns_days(
-    conn: &Connection,
-    source: i64,
-    from_hour: i64,
-    client_filter: &str,
-    params: &[(&str, &dyn rusqlite::ToSql)],
-) -> Result<Vec<(i64, DnsNames)>> {
+pub fn dns_days(conn: &Connection, source: i64, from_hour: i64, ids: &str) -> Result<Vec<(i64, DnsNames)>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT start_hour, names FROM dns_rollup_packed
-         WHERE source = {source} AND start_hour >= {from_hour} AND {client_filter}"
+         WHERE source = {source} AND start_hour >= {from_hour} AND {CLIENT_IN}"
     ))?;
-    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let rows =
+        stmt.query_map(rusqlite::named_params! { ":clients": ids }, |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?)))?;
     let mut out = Vec::new();
     for r in rows {
         let (start_hour, blob) = r.context("reading the packed DNS roll-up")?;

@@ -652,7 +652,7 @@ impl Period {
     /// The packed days ([`packed`]) of `dim` in the period (those from its first midnight)
     /// of the clients `ids` ([`Period::client_ids`]).
     pub fn packed_flow_days(&self, conn: &Connection, dim: Dim, ids: &str) -> Result<Vec<packed::FlowDay>> {
-        packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), CLIENT_IN, &[(":clients", &ids)])
+        packed::flow_days(conn, self.source, dim.code(), self.day_rows_from(), ids)
     }
 
     /// `:days` of [`Period::rows`]: the first midnight, in hours since 1970.
@@ -857,7 +857,7 @@ pub fn name_groups(
         merge(&mut out, name, c);
     }
     let mut texts = TextIds::default();
-    let days = packed::dns_days(conn, period.source, period.day_rows_from(), CLIENT_IN, &[(":clients", &ids)])?;
+    let days = packed::dns_days(conn, period.source, period.day_rows_from(), &ids)?;
     for (start_hour, names) in days {
         let start = start_hour * HOUR_MS;
         for (qname, c) in names {
